@@ -1,0 +1,85 @@
+-- Switchboard initial schema (PostgreSQL). Timestamps are unix epoch milliseconds (BIGINT);
+-- money is integer micro-dollars. Idempotent DDL so a race between services starting together
+-- is harmless.
+
+-- A contact is an internal id with one or more transport identities.
+CREATE TABLE IF NOT EXISTS contacts (
+    id TEXT PRIMARY KEY NOT NULL,
+    role TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('admin', 'user')),
+    allowed BIGINT NOT NULL DEFAULT 0,
+    opted_out BIGINT NOT NULL DEFAULT 0,
+    last_refusal_day TEXT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS contact_identities (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    contact_id TEXT NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE INDEX IF NOT EXISTS contact_identities_contact ON contact_identities (contact_id);
+
+-- Conversation memory: the last turns go into each LLM request; old rows are cleaned daily.
+CREATE TABLE IF NOT EXISTS conversation_messages (
+    id BIGSERIAL PRIMARY KEY,
+    contact_id TEXT NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content TEXT NOT NULL,
+    inbound_message_id TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_messages_contact ON conversation_messages (contact_id, id);
+CREATE INDEX IF NOT EXISTS conversation_messages_created ON conversation_messages (created_at_ms);
+
+-- The brain's outbox: replies written with the memory rows in one transaction, keyed by the
+-- inbound message they answer; a redelivered inbound event republishes these.
+CREATE TABLE IF NOT EXISTS outbox (
+    inbound_message_id TEXT PRIMARY KEY NOT NULL,
+    contact_id TEXT,
+    events BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    published_at_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at_ms);
+
+-- One row per paid API call (the ledger's table; the brain reads it for !usage and !stats).
+-- contact_id has no foreign key: usage outlives a forgotten contact, unlinked.
+CREATE TABLE IF NOT EXISTS usage_records (
+    usage_id TEXT PRIMARY KEY NOT NULL,
+    contact_id TEXT,
+    message_id TEXT NOT NULL DEFAULT '',
+    operation TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    response_model TEXT NOT NULL,
+    priced_model TEXT NOT NULL,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    audio_ms BIGINT NOT NULL DEFAULT 0,
+    cost_micro_usd BIGINT NOT NULL DEFAULT 0,
+    latency_ms BIGINT NOT NULL DEFAULT 0,
+    day TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_records_day ON usage_records (day);
+CREATE INDEX IF NOT EXISTS usage_records_day_contact ON usage_records (day, contact_id);
+
+-- Alerts already raised (once per day per kind, subject and threshold).
+CREATE TABLE IF NOT EXISTS alerts_sent (
+    day TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '',
+    threshold_micro_usd BIGINT NOT NULL DEFAULT 0,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (day, kind, subject, threshold_micro_usd)
+);
+
+-- Runtime settings set by admins (`!config set`); they win over the environment.
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL,
+    updated_by TEXT,
+    updated_at_ms BIGINT NOT NULL
+);

@@ -1,0 +1,148 @@
+//! Listing and replaying dead letters (`<stream>:dlq`).
+
+use std::collections::HashMap;
+
+use prost::Message;
+use redis::Value;
+use redis::aio::ConnectionManager;
+use redis::streams::StreamRangeReply;
+
+use super::keys::{Keys, Stream};
+use super::publish::add_publish_raw;
+use crate::proto::Envelope;
+
+/// One dead letter as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// Id in the dead-letter stream.
+    pub id: String,
+    /// Id the entry had in its source stream.
+    pub source_id: String,
+    /// `undecodable`, `max_deliveries` or `permanent`.
+    pub kind: String,
+    pub reason: String,
+    pub deliveries: u64,
+    pub at_ms: i64,
+    /// Payload kind, when the envelope decodes.
+    pub event: Option<String>,
+    pub event_id: Option<String>,
+}
+
+/// Dead-letter operations.
+#[derive(Clone)]
+pub struct Dlq {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+fn text(map: &HashMap<String, Value>, k: &str) -> String {
+    match map.get(k) {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+impl Dlq {
+    pub(crate) fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    /// The oldest `limit` dead letters of `stream`.
+    pub async fn list(&self, stream: Stream, limit: usize) -> super::Result<Vec<DeadLetter>> {
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.dlq(stream))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                let envelope = match e.map.get("e") {
+                    Some(Value::BulkString(b)) => Envelope::decode(b.as_slice()).ok(),
+                    _ => None,
+                };
+                DeadLetter {
+                    source_id: text(&e.map, "dlq_source_id"),
+                    kind: text(&e.map, "dlq_kind"),
+                    reason: text(&e.map, "dlq_reason"),
+                    deliveries: text(&e.map, "dlq_deliveries").parse().unwrap_or(0),
+                    at_ms: text(&e.map, "dlq_at_ms").parse().unwrap_or(0),
+                    event: envelope
+                        .as_ref()
+                        .and_then(|e| e.payload.as_ref())
+                        .map(|p| p.kind().to_owned()),
+                    event_id: envelope.map(|e| e.event_id),
+                    id: e.id,
+                }
+            })
+            .collect())
+    }
+
+    /// Number of dead letters of `stream`.
+    pub async fn len(&self, stream: Stream) -> super::Result<u64> {
+        Ok(redis::cmd("XLEN")
+            .arg(self.keys.dlq(stream))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Moves dead letters back to the tail of their stream (all of them, or the ids given),
+    /// each atomically: republished with its original fields (and its contact's order) and
+    /// deleted from the dead-letter stream. Returns how many were replayed.
+    pub async fn replay(&self, stream: Stream, only: &[String]) -> super::Result<u64> {
+        let mut conn = self.conn.clone();
+        let mut replayed = 0;
+        let mut cursor = "-".to_owned();
+        loop {
+            let reply: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.keys.dlq(stream))
+                .arg(&cursor)
+                .arg("+")
+                .arg("COUNT")
+                .arg(100)
+                .query_async(&mut conn)
+                .await?;
+            if reply.ids.is_empty() {
+                break;
+            }
+            let last = reply.ids.last().map(|e| e.id.clone()).unwrap_or_default();
+            for e in reply.ids {
+                if !only.is_empty() && !only.contains(&e.id) {
+                    continue;
+                }
+                let fields: Vec<(&str, Vec<u8>)> = e
+                    .map
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("dlq_"))
+                    .filter_map(|(k, v)| match v {
+                        Value::BulkString(b) => Some((k.as_str(), b.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                let token = text(&e.map, "k");
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                add_publish_raw(
+                    &mut pipe,
+                    &self.keys,
+                    stream,
+                    (!token.is_empty()).then_some(token.as_str()),
+                    &fields,
+                );
+                pipe.ignore();
+                pipe.cmd("XDEL")
+                    .arg(self.keys.dlq(stream))
+                    .arg(&e.id)
+                    .ignore();
+                pipe.query_async::<()>(&mut conn).await?;
+                replayed += 1;
+            }
+            cursor = format!("({last}");
+        }
+        Ok(replayed)
+    }
+}

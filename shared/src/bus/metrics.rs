@@ -1,0 +1,60 @@
+//! Names of the bus metrics, and their registration at zero.
+
+use super::keys::Stream;
+
+pub const CONSUMED: &str = "bus_consumed_total";
+pub const ACKED: &str = "bus_acked_total";
+pub const FAILED: &str = "bus_failed_total";
+pub const DEAD_LETTERED: &str = "bus_dead_lettered_total";
+pub const RECLAIMED: &str = "bus_reclaimed_total";
+pub const PUBLISHED: &str = "bus_published_total";
+pub const HANDLE_SECONDS: &str = "bus_handle_seconds";
+pub const PENDING: &str = "bus_pending";
+pub const STREAM_LENGTH: &str = "bus_stream_length";
+pub const CONSUMER_LAG: &str = "bus_consumer_lag";
+pub const DLQ_LENGTH: &str = "bus_dlq_length";
+pub const REDIS_UP: &str = "bus_redis_up";
+
+/// Reasons an entry is dead-lettered (label values of `bus_dead_lettered_total`).
+pub const DLQ_REASONS: [&str; 3] = ["undecodable", "max_deliveries", "permanent"];
+
+/// Registers every bus metric for the streams this process consumes and publishes, at zero.
+pub fn register(consumes: &[Stream], publishes: &[Stream]) {
+    metrics::describe_counter!(CONSUMED, "Entries taken for handling (read or reclaimed)");
+    metrics::describe_counter!(ACKED, "Entries acknowledged after their handler succeeded");
+    metrics::describe_counter!(FAILED, "Handler failures (each attempt)");
+    metrics::describe_counter!(DEAD_LETTERED, "Entries moved to the dead-letter stream");
+    metrics::describe_counter!(RECLAIMED, "Entries taken over from idle consumers");
+    metrics::describe_counter!(PUBLISHED, "Events published");
+    metrics::describe_histogram!(HANDLE_SECONDS, metrics::Unit::Seconds, "Handler latency");
+    metrics::describe_gauge!(
+        PENDING,
+        "Entries delivered to the group and not yet acknowledged"
+    );
+    metrics::describe_gauge!(
+        STREAM_LENGTH,
+        "Entries in the stream (acknowledged ones until trimmed)"
+    );
+    metrics::describe_gauge!(CONSUMER_LAG, "Entries not yet delivered to the group");
+    metrics::describe_gauge!(DLQ_LENGTH, "Entries in the dead-letter stream");
+    metrics::describe_gauge!(REDIS_UP, "1 when the last Redis command succeeded");
+    for s in consumes {
+        let n = s.name();
+        metrics::counter!(CONSUMED, "stream" => n).absolute(0);
+        metrics::counter!(ACKED, "stream" => n).absolute(0);
+        metrics::counter!(FAILED, "stream" => n).absolute(0);
+        metrics::counter!(RECLAIMED, "stream" => n).absolute(0);
+        for r in DLQ_REASONS {
+            metrics::counter!(DEAD_LETTERED, "stream" => n, "reason" => r).absolute(0);
+        }
+        let _ = metrics::histogram!(HANDLE_SECONDS, "stream" => n);
+        metrics::gauge!(PENDING, "stream" => n).set(0.0);
+        metrics::gauge!(STREAM_LENGTH, "stream" => n).set(0.0);
+        metrics::gauge!(CONSUMER_LAG, "stream" => n).set(0.0);
+        metrics::gauge!(DLQ_LENGTH, "stream" => n).set(0.0);
+    }
+    for s in publishes {
+        metrics::counter!(PUBLISHED, "stream" => s.name()).absolute(0);
+    }
+    metrics::gauge!(REDIS_UP).set(0.0);
+}

@@ -1,0 +1,136 @@
+//! Publishing envelopes to streams.
+
+use prost::Message;
+use redis::aio::ConnectionManager;
+
+use super::keys::{Keys, Stream, order_token};
+use super::scripts;
+use crate::proto::Envelope;
+
+/// Order lists expire if a deployment's streams are abandoned (a week; refreshed on publish).
+pub(crate) const ORDER_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// One event to publish.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub stream: Stream,
+    pub envelope: Envelope,
+    /// Entries with the same order key are handled one at a time, in order (the contact).
+    pub order_key: Option<String>,
+}
+
+impl Publish {
+    pub fn new(stream: Stream, envelope: Envelope) -> Self {
+        Self {
+            stream,
+            envelope,
+            order_key: None,
+        }
+    }
+
+    pub fn ordered(stream: Stream, envelope: Envelope, order_key: impl Into<String>) -> Self {
+        Self {
+            stream,
+            envelope,
+            order_key: Some(order_key.into()),
+        }
+    }
+}
+
+/// Adds the publish script for `p` to a pipeline (inside or outside `MULTI`).
+pub(crate) fn add_publish(pipe: &mut redis::Pipeline, keys: &Keys, p: &Publish) {
+    let token = p.order_key.as_deref().map(order_token);
+    let fields: Vec<(&str, Vec<u8>)> = match &token {
+        Some(t) => vec![
+            ("e", p.envelope.encode_to_vec()),
+            ("k", t.as_bytes().to_vec()),
+        ],
+        None => vec![("e", p.envelope.encode_to_vec())],
+    };
+    add_publish_raw(pipe, keys, p.stream, token.as_deref(), &fields);
+}
+
+/// Adds the publish script with raw fields (used by DLQ replay).
+pub(crate) fn add_publish_raw(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    stream: Stream,
+    token: Option<&str>,
+    fields: &[(&str, Vec<u8>)],
+) {
+    let stream_key = keys.stream(stream);
+    let order_key = keys.order(stream, token.unwrap_or("-"));
+    let cmd = pipe
+        .cmd("EVAL")
+        .arg(scripts::PUBLISH)
+        .arg(2)
+        .arg(stream_key)
+        .arg(order_key)
+        .arg(token.unwrap_or(""))
+        .arg(ORDER_TTL_SECS);
+    for (k, v) in fields {
+        cmd.arg(*k).arg(v.as_slice());
+    }
+}
+
+/// Publishes envelopes (outside a consumer's ack transaction).
+#[derive(Clone)]
+pub struct Publisher {
+    conn: ConnectionManager,
+    keys: Keys,
+    service: &'static str,
+}
+
+impl Publisher {
+    pub(crate) fn new(conn: ConnectionManager, keys: Keys, service: &'static str) -> Self {
+        Self {
+            conn,
+            keys,
+            service,
+        }
+    }
+
+    /// The name stamped on envelopes as their producer.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Publishes one event; returns its stream entry id.
+    pub async fn publish(&self, p: Publish) -> super::Result<String> {
+        let mut pipe = redis::pipe();
+        add_publish(&mut pipe, &self.keys, &p);
+        let (id,): (String,) = pipe.query_async(&mut self.conn.clone()).await?;
+        metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
+        Ok(id)
+    }
+
+    /// Publishes several events atomically (one `MULTI`/`EXEC`); returns their entry ids.
+    pub async fn publish_all(&self, events: &[Publish]) -> super::Result<Vec<String>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for p in events {
+            add_publish(&mut pipe, &self.keys, p);
+        }
+        let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+        for p in events {
+            metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
+        }
+        Ok(ids)
+    }
+
+    /// Publishes many events in one round trip, not atomically (bulk loads, benchmarks).
+    pub async fn publish_batch(&self, events: &[Publish]) -> super::Result<Vec<String>> {
+        let mut pipe = redis::pipe();
+        for p in events {
+            add_publish(&mut pipe, &self.keys, p);
+        }
+        let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+        for p in events {
+            metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
+        }
+        Ok(ids)
+    }
+}

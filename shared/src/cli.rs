@@ -1,0 +1,93 @@
+//! The command line every service binary shares: no arguments runs the service; subcommands
+//! `healthcheck`, `migrate` (services with a database) and `dlq list|replay <stream>`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Switchboard service. Without a subcommand, runs the service."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe this service's own /healthz on its internal listener; exit 0 when healthy, 1 when not.
+    Healthcheck {
+        /// Probe this URL instead of http://<SERVICE>_HTTP_ADDR/healthz.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// List or replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Print the dead letters of a stream (JSON lines), oldest first.
+    List {
+        /// inbound, outbound, transcribe, transcripts or usage.
+        stream: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move dead letters back to their stream (all, or those given with --id).
+    Replay {
+        stream: String,
+        /// Only these dead-letter ids (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+}
+
+/// Probes `url` (default: `http://<addr>/healthz`, where `0.0.0.0` becomes `127.0.0.1`).
+pub fn healthcheck(addr_var: &str, default_addr: &str, url: Option<String>) -> bool {
+    let url = url.unwrap_or_else(|| {
+        let addr = std::env::var(addr_var)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| default_addr.to_owned());
+        let addr = addr
+            .trim()
+            .replace("0.0.0.0", "127.0.0.1")
+            .replace("[::]", "[::1]");
+        format!("http://{addr}/healthz")
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return false,
+    };
+    rt.block_on(async {
+        let Ok(client) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+        else {
+            return false;
+        };
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                eprintln!("unhealthy: {url} answered {}", r.status());
+                false
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {url}: {e}");
+                false
+            }
+        }
+    })
+}

@@ -1,0 +1,584 @@
+//! Typed configuration from unprefixed environment variables.
+//!
+//! Every service builds its `Config` with an [`Env`] reader that records every problem it finds
+//! (missing, malformed, out of range) instead of stopping at the first, so a bad `.env` is fixed
+//! in one go. Secret values never appear in problems or `Debug` output.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The environment variable.
+    pub variable: String,
+    /// What was expected (and what was found, for non-secret values).
+    pub message: String,
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid configuration: {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {}: {}", p.variable, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads variables from a snapshot of the environment and collects problems.
+pub struct Env {
+    vars: HashMap<String, String>,
+    problems: Vec<Problem>,
+}
+
+impl Env {
+    /// Snapshot of the process environment (after `.env` was loaded by [`load_dotenv`]).
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Build from explicit pairs (tests use this instead of mutating the process environment).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The raw value, `None` when unset or blank.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Records a problem (for cross-field checks).
+    pub fn problem(&mut self, variable: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            variable: variable.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// A string with a default.
+    pub fn string(&self, name: &str, default: &str) -> String {
+        self.raw(name).unwrap_or(default).to_owned()
+    }
+
+    /// An optional string (unset or blank is `None`).
+    pub fn opt_string(&self, name: &str) -> Option<String> {
+        self.raw(name).map(str::to_owned)
+    }
+
+    /// A string that may be set to empty on purpose (e.g. to turn a message off): unset gives
+    /// the default, set-but-empty gives `""`.
+    pub fn string_allow_empty(&self, name: &str, default: &str) -> String {
+        match self.vars.get(name) {
+            Some(v) => v.trim().to_owned(),
+            None => default.to_owned(),
+        }
+    }
+
+    /// An optional secret; never echoed in problems.
+    pub fn secret(&self, name: &str) -> Option<SecretString> {
+        self.raw(name).map(|v| SecretString::from(v.to_owned()))
+    }
+
+    /// A required value.
+    pub fn required<T>(&mut self, name: &str, expected: &str) -> Option<T>
+    where
+        T: FromStr,
+    {
+        match self.raw(name) {
+            None => {
+                self.problem(name, format!("is required: expected {expected}"));
+                None
+            }
+            Some(_) => self.opt(name, expected),
+        }
+    }
+
+    /// An optional parsed value.
+    pub fn opt<T>(&mut self, name: &str, expected: &str) -> Option<T>
+    where
+        T: FromStr,
+    {
+        let raw = self.raw(name)?.to_owned();
+        match raw.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.problem(name, format!("expected {expected}, got {raw:?}"));
+                None
+            }
+        }
+    }
+
+    /// A parsed value with a default.
+    pub fn parse<T>(&mut self, name: &str, default: T, expected: &str) -> T
+    where
+        T: FromStr,
+    {
+        self.opt(name, expected).unwrap_or(default)
+    }
+
+    /// An integer in `min..=max` with a default.
+    pub fn int_in<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
+    where
+        T: FromStr + PartialOrd + Copy + fmt::Display,
+    {
+        let expected = format!("an integer from {min} to {max}");
+        match self.opt::<T>(name, &expected) {
+            Some(v) if v < min || v > max => {
+                self.problem(name, format!("expected {expected}, got {v}"));
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    /// A number of seconds (integer) in `min..=max`, as a `Duration`.
+    pub fn secs(&mut self, name: &str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.int_in(name, default, min, max))
+    }
+
+    /// A number of milliseconds (integer) in `min..=max`, as a `Duration`.
+    pub fn millis(&mut self, name: &str, default: u64, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.int_in(name, default, min, max))
+    }
+
+    /// A boolean (`true/false/1/0/yes/no/on/off`).
+    pub fn flag(&mut self, name: &str, default: bool) -> bool {
+        let Some(raw) = self.raw(name).map(str::to_ascii_lowercase) else {
+            return default;
+        };
+        match raw.as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                self.problem(name, format!("expected true or false, got {raw:?}"));
+                default
+            }
+        }
+    }
+
+    /// One of a fixed set of lowercase words.
+    pub fn choice(
+        &mut self,
+        name: &str,
+        default: &'static str,
+        allowed: &[&'static str],
+    ) -> String {
+        let Some(raw) = self.raw(name).map(str::to_ascii_lowercase) else {
+            return default.to_owned();
+        };
+        if allowed.contains(&raw.as_str()) {
+            raw
+        } else {
+            self.problem(
+                name,
+                format!("expected one of {}, got {raw:?}", allowed.join(", ")),
+            );
+            default.to_owned()
+        }
+    }
+
+    /// A socket address such as `127.0.0.1:9181`.
+    pub fn addr(&mut self, name: &str, default: &str) -> SocketAddr {
+        self.opt(name, "a socket address like 127.0.0.1:9181")
+            .unwrap_or_else(|| default.parse().expect("default address parses"))
+    }
+
+    /// An `http://` or `https://` URL (kept as a string, trailing slash removed).
+    pub fn http_url(&mut self, name: &str) -> Option<String> {
+        let raw = self.raw(name)?.to_owned();
+        let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
+            && raw.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+        if ok {
+            Some(raw.trim_end_matches('/').to_owned())
+        } else {
+            self.problem(
+                name,
+                format!("expected an http:// or https:// URL, got {raw:?}"),
+            );
+            None
+        }
+    }
+
+    /// Ends loading: `Err` lists every problem found.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+
+    /// Problems recorded so far (for tests).
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+}
+
+/// Reads `.env` from the working directory when present (development); real environment
+/// variables win over it.
+pub fn load_dotenv() {
+    let _ = dotenvy::dotenv();
+}
+
+/// A connection URL that may carry a password: `Debug`/`Display` show it with the password
+/// replaced by `***`.
+#[derive(Clone)]
+pub struct Dsn(SecretString);
+
+impl Dsn {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(SecretString::from(url.into()))
+    }
+
+    /// The full URL, for the client that connects with it.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with any password masked.
+    pub fn redacted(&self) -> String {
+        redact_url_password(self.expose())
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        // `redis://secret@host` carries the password alone.
+        "***".to_owned()
+    };
+    format!("{scheme}://{masked}@{host}{tail}")
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Which service a process is; fixes its listener variable and default port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceName {
+    Gateway,
+    Brain,
+    Transcriber,
+    Ledger,
+}
+
+impl ServiceName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Brain => "brain",
+            Self::Transcriber => "transcriber",
+            Self::Ledger => "ledger",
+        }
+    }
+
+    /// The variable naming the internal listener (`GATEWAY_HTTP_ADDR`, …).
+    pub fn http_addr_var(self) -> &'static str {
+        match self {
+            Self::Gateway => "GATEWAY_HTTP_ADDR",
+            Self::Brain => "BRAIN_HTTP_ADDR",
+            Self::Transcriber => "TRANSCRIBER_HTTP_ADDR",
+            Self::Ledger => "LEDGER_HTTP_ADDR",
+        }
+    }
+
+    /// The default internal listener.
+    pub fn default_http_addr(self) -> &'static str {
+        match self {
+            Self::Gateway => "127.0.0.1:9181",
+            Self::Brain => "127.0.0.1:9182",
+            Self::Transcriber => "127.0.0.1:9183",
+            Self::Ledger => "127.0.0.1:9184",
+        }
+    }
+}
+
+/// Settings of the Redis Streams bus (shared by every service).
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `RECLAIM_IDLE_SECS`: an entry idle this long is taken over from its consumer.
+    pub reclaim_idle: Duration,
+    /// `MAX_DELIVERIES`: deliveries before an entry is dead-lettered.
+    pub max_deliveries: u32,
+    /// `BUS_BLOCK_MS`: how long one blocking read waits for new entries.
+    pub block: Duration,
+    /// `BUS_BATCH`: entries read per call at most.
+    pub batch: usize,
+    /// `BUS_CONCURRENCY`: entries held (in progress or queued behind the same contact) per consumer.
+    pub concurrency: usize,
+    /// `BUS_RETRY_BASE_MS`: first wait before a failed entry is tried again (doubles each time).
+    pub retry_base: Duration,
+    /// `BUS_RETRY_MAX_MS`: cap of that wait.
+    pub retry_max: Duration,
+    /// `BUS_TRIM_INTERVAL_SECS`: how often acknowledged entries are trimmed.
+    pub trim_interval: Duration,
+    /// `SHUTDOWN_GRACE_SECS`: how long in-flight work may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            reclaim_idle: Duration::from_secs(15),
+            max_deliveries: 5,
+            block: Duration::from_millis(1000),
+            batch: 64,
+            concurrency: 64,
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            trim_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BusConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        let d = Self::default();
+        Self {
+            reclaim_idle: env.secs("RECLAIM_IDLE_SECS", d.reclaim_idle.as_secs(), 1, 3600),
+            max_deliveries: env.int_in("MAX_DELIVERIES", d.max_deliveries, 1, 100),
+            block: env.millis("BUS_BLOCK_MS", 1000, 10, 60_000),
+            batch: env.int_in("BUS_BATCH", d.batch, 1, 1000),
+            concurrency: env.int_in("BUS_CONCURRENCY", d.concurrency, 1, 10_000),
+            retry_base: env.millis("BUS_RETRY_BASE_MS", 500, 1, 600_000),
+            retry_max: env.millis("BUS_RETRY_MAX_MS", 30_000, 1, 3_600_000),
+            trim_interval: env.secs("BUS_TRIM_INTERVAL_SECS", 30, 1, 86_400),
+            shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", 10, 0, 600),
+        }
+    }
+}
+
+/// Variables every service reads.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    pub service: ServiceName,
+    /// `REDIS_URL`.
+    pub redis_url: Dsn,
+    /// `DATABASE_URL` (`sqlite://…` or `postgres://…`).
+    pub database_url: Dsn,
+    /// `DATA_DIR`: where local state lives (the log hash key; the SQLite file by default).
+    pub data_dir: PathBuf,
+    /// `STREAM_PREFIX`: the hash tag every key of this deployment is under.
+    pub stream_prefix: String,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `LOG_HASH_KEY`: key for hashing ids in logs.
+    pub log_hash_key: Option<SecretString>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP base URL; traces exported only when set.
+    pub otlp_endpoint: Option<String>,
+    /// `<SERVICE>_HTTP_ADDR`: the internal listener (health, readiness, metrics).
+    pub http_addr: SocketAddr,
+    /// `STARTUP_TIMEOUT_SECS`: how long to wait for the database at startup.
+    pub startup_timeout: Duration,
+    pub bus: BusConfig,
+}
+
+impl CommonConfig {
+    /// Reads the common variables; problems are recorded in `env`.
+    pub fn from_env(env: &mut Env, service: ServiceName) -> Self {
+        let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
+        if !(redis_url.starts_with("redis://")
+            || redis_url.starts_with("rediss://")
+            || redis_url.starts_with("redis+unix://")
+            || redis_url.starts_with("unix://"))
+        {
+            env.problem("REDIS_URL", "expected a redis:// or rediss:// URL");
+        }
+        let database_url = env.string("DATABASE_URL", "sqlite://data/switchboard.db");
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            env.problem("DATABASE_URL", "expected a sqlite:// or postgres:// URL");
+        }
+        let stream_prefix = env.string("STREAM_PREFIX", "sb");
+        if stream_prefix.is_empty()
+            || stream_prefix.len() > 64
+            || !stream_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            env.problem(
+                "STREAM_PREFIX",
+                format!(
+                    "expected 1-64 characters of letters, digits, '-', '_', '.', ':', got {stream_prefix:?}"
+                ),
+            );
+        }
+        let log_format = match env
+            .choice("LOG_FORMAT", "json", &["json", "pretty"])
+            .as_str()
+        {
+            "pretty" => LogFormat::Pretty,
+            _ => LogFormat::Json,
+        };
+        let otlp_endpoint = env.http_url("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let http_addr = env.addr(service.http_addr_var(), service.default_http_addr());
+        Self {
+            service,
+            redis_url: Dsn::new(redis_url),
+            database_url: Dsn::new(database_url),
+            data_dir: PathBuf::from(env.string("DATA_DIR", "data")),
+            stream_prefix,
+            log_format,
+            log_hash_key: env.secret("LOG_HASH_KEY"),
+            otlp_endpoint,
+            http_addr,
+            startup_timeout: env.secs("STARTUP_TIMEOUT_SECS", 60, 0, 3600),
+            bus: BusConfig::from_env(env),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut env = Env::from_pairs([
+            ("REDIS_URL", "http://nope"),
+            ("RECLAIM_IDLE_SECS", "soon"),
+            ("MAX_DELIVERIES", "0"),
+            ("LOG_FORMAT", "xml"),
+            ("BRAIN_HTTP_ADDR", "localhost"),
+        ]);
+        let _ = CommonConfig::from_env(&mut env, ServiceName::Brain);
+        let err = env.finish().unwrap_err();
+        let vars: Vec<_> = err.problems.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "REDIS_URL",
+                "LOG_FORMAT",
+                "BRAIN_HTTP_ADDR",
+                "RECLAIM_IDLE_SECS",
+                "MAX_DELIVERIES"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("5 problems"), "{text}");
+        assert!(text.contains("MAX_DELIVERIES: expected an integer from 1 to 100, got 0"));
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let mut env = Env::from_pairs(Vec::<(String, String)>::new());
+        let cfg = CommonConfig::from_env(&mut env, ServiceName::Ledger);
+        env.finish().unwrap();
+        assert_eq!(cfg.redis_url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(cfg.database_url.expose(), "sqlite://data/switchboard.db");
+        assert_eq!(cfg.stream_prefix, "sb");
+        assert_eq!(cfg.http_addr.to_string(), "127.0.0.1:9184");
+        assert_eq!(cfg.bus.reclaim_idle, Duration::from_secs(15));
+        assert_eq!(cfg.bus.max_deliveries, 5);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert!(cfg.otlp_endpoint.is_none());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut env = Env::from_pairs([
+            ("REDIS_URL", "redis://:hunter2@redis:6379/0"),
+            ("DATABASE_URL", "postgres://sb:pg-s3cret@db/sb"),
+            ("LOG_HASH_KEY", "k3y-material"),
+        ]);
+        let cfg = CommonConfig::from_env(&mut env, ServiceName::Gateway);
+        env.finish().unwrap();
+        let dbg = format!("{cfg:?}");
+        for secret in ["hunter2", "pg-s3cret", "k3y-material"] {
+            assert!(!dbg.contains(secret), "{secret} leaked: {dbg}");
+        }
+        assert!(dbg.contains("postgres://sb:***@db/sb"), "{dbg}");
+        assert!(dbg.contains("redis://:***@redis:6379/0"), "{dbg}");
+    }
+
+    #[test]
+    fn url_password_masking_leaves_other_urls_alone() {
+        assert_eq!(
+            redact_url_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url_password("redis://pw@h:1"), "redis://***@h:1");
+        assert_eq!(
+            redact_url_password("sqlite://data/x.db"),
+            "sqlite://data/x.db"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u:p@h/db?sslmode=require"),
+            "postgres://u:***@h/db?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn empty_values_can_be_deliberate() {
+        let env = Env::from_pairs([("AI_DISCLOSURE", "")]);
+        assert_eq!(env.string_allow_empty("AI_DISCLOSURE", "hi"), "");
+        assert_eq!(env.string_allow_empty("OTHER", "hi"), "hi");
+    }
+}

@@ -1,0 +1,158 @@
+//! The internal listener every service has (`<SERVICE>_HTTP_ADDR`): `/healthz` (liveness),
+//! `/readyz` (Redis, database and service-specific checks, JSON per dependency, 503 when one
+//! fails) and `/metrics` (Prometheus). Never exposed publicly.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+use crate::bus::Bus;
+use crate::db::Db;
+
+/// The state of one dependency.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CheckStatus {
+    pub ok: bool,
+    /// A state name where there is more than up/down (a transport: `connected`, `needs_qr`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CheckStatus {
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            state: None,
+            error: None,
+        }
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            state: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// A service-specific readiness check returning named statuses.
+pub type ExtraCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<(String, CheckStatus)>> + Send>> + Send + Sync>;
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub struct Readiness {
+    pub bus: Bus,
+    pub db: Option<Db>,
+    pub extra: Vec<ExtraCheck>,
+}
+
+#[derive(Serialize)]
+struct ReadyBody {
+    status: &'static str,
+    checks: BTreeMap<String, CheckStatus>,
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Readiness {
+    /// Runs every check (each bounded by a timeout).
+    pub async fn check(&self) -> (bool, BTreeMap<String, CheckStatus>) {
+        let mut checks = BTreeMap::new();
+        let redis = match tokio::time::timeout(CHECK_TIMEOUT, self.bus.ping()).await {
+            Ok(Ok(())) => CheckStatus::ok(),
+            Ok(Err(e)) => CheckStatus::failed(e.to_string()),
+            Err(_) => CheckStatus::failed("timed out"),
+        };
+        checks.insert("redis".to_owned(), redis);
+        if let Some(db) = &self.db {
+            let status = match tokio::time::timeout(CHECK_TIMEOUT, db.ping()).await {
+                Ok(Ok(())) => CheckStatus::ok(),
+                Ok(Err(e)) => CheckStatus::failed(e.to_string()),
+                Err(_) => CheckStatus::failed("timed out"),
+            };
+            checks.insert("database".to_owned(), status);
+        }
+        for extra in &self.extra {
+            for (name, status) in extra().await {
+                checks.insert(name, status);
+            }
+        }
+        let ready = checks.values().all(|c| c.ok);
+        (ready, checks)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// `/healthz`, `/readyz`, `/metrics`; services merge their own internal routes into it.
+pub fn internal_router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(AppState { readiness, metrics })
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let (ready, checks) = s.readiness.check().await;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(ReadyBody {
+            status: if ready { "ready" } else { "not_ready" },
+            checks,
+        }),
+    )
+}
+
+async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// A JSON error body `{"error": "..."}` with a status, for every HTTP API.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}

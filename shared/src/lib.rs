@@ -1,0 +1,22 @@
+//! Contracts and plumbing shared by every Switchboard service: the protobuf events, the Redis
+//! Streams bus, typed configuration helpers, telemetry (logs, traces, metrics), the internal
+//! health/metrics listener, the database pool and migrations, and shutdown handling.
+//!
+//! No one service's business logic lives here.
+
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod proto;
+pub mod redact;
+pub mod redis_conn;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+/// The crate version, for `build_info` and the envelope's `producer`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,38 @@
+//! Redis connections: one shared auto-reconnecting manager for commands, and dedicated
+//! connections without a response timeout for blocking reads (redis-rs's default 500 ms
+//! response timeout would cut every `BLOCK` short, and a `BLOCK` on the shared connection
+//! would stall every command queued behind it).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client};
+
+use crate::config::Dsn;
+
+/// A Redis client for `url`.
+pub fn client(url: &Dsn) -> redis::RedisResult<Client> {
+    Client::open(url.expose())
+}
+
+/// The shared, auto-reconnecting connection. Lazy: the service starts (and reports not ready)
+/// while Redis is down, and reconnects with capped exponential backoff.
+pub fn manager(client: &Client) -> redis::RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(3);
+    ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+}
+
+/// A dedicated connection for blocking reads: no response timeout.
+pub async fn blocking_connection(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}

@@ -1,0 +1,271 @@
+//! The skeleton every service binary shares, in a fixed order: `.env`, CLI, config (every
+//! problem listed), telemetry, subcommands, dependencies, migrations, then the service itself
+//! beside its internal HTTP listener, until SIGTERM/SIGINT.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, Stream};
+use crate::cli::{Cli, Command, DlqAction};
+use crate::config::{CommonConfig, ConfigError, Env, ServiceName};
+use crate::db::Db;
+use crate::http::{ExtraCheck, Readiness};
+
+/// What a service is, for the shared skeleton.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: ServiceName,
+    /// Uses the database (runs migrations at startup, has `migrate`).
+    pub uses_db: bool,
+    /// Streams it consumes (metrics registered for them).
+    pub consumes: &'static [Stream],
+    /// Streams it publishes to (their groups are created at startup).
+    pub publishes: &'static [Stream],
+}
+
+/// Everything a running service gets.
+pub struct Context<C> {
+    pub common: CommonConfig,
+    pub config: C,
+    pub bus: Bus,
+    pub db: Option<Db>,
+    pub metrics: PrometheusHandle,
+    pub shutdown: CancellationToken,
+}
+
+/// What the service hands back to the skeleton: extra internal routes and readiness checks,
+/// and its main future (which must return when `shutdown` is cancelled).
+pub struct Running<F> {
+    pub routes: Option<axum::Router>,
+    pub checks: Vec<ExtraCheck>,
+    pub main: F,
+}
+
+/// Loads the common and service configuration, reporting every problem at once.
+pub fn load_config<C>(
+    name: ServiceName,
+    env: Env,
+    load: impl FnOnce(&mut Env, &CommonConfig) -> C,
+) -> Result<(CommonConfig, C), ConfigError> {
+    let mut env = env;
+    let common = CommonConfig::from_env(&mut env, name);
+    let config = load(&mut env, &common);
+    env.finish()?;
+    Ok((common, config))
+}
+
+/// Runs a service binary. `load` reads the service's own variables; `start` builds the
+/// service and returns its routes, checks and main future.
+pub fn main<C, S, F>(
+    spec: Spec,
+    load: impl FnOnce(&mut Env, &CommonConfig) -> C,
+    start: S,
+) -> ExitCode
+where
+    C: Send + 'static,
+    S: FnOnce(Context<C>) -> anyhow::Result<Running<F>> + Send + 'static,
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    crate::config::load_dotenv();
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        let ok = crate::cli::healthcheck(
+            spec.name.http_addr_var(),
+            spec.name.default_http_addr(),
+            url.clone(),
+        );
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let (common, config) = match load_config(spec.name, Env::from_process(), load) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", spec.name.as_str());
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match crate::telemetry::init(&common) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e:#}", spec.name.as_str());
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Dlq { action }) => run_dlq(&common, action).await,
+            Some(Command::Migrate) => run_migrate(spec, &common).await,
+            Some(Command::Healthcheck { .. }) => unreachable!("handled before config"),
+            None => run_service(spec, common, config, start).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, error.message = %e, "{} exited with an error", spec.name.as_str());
+            ExitCode::FAILURE
+        }
+    };
+    drop(telemetry);
+    code
+}
+
+async fn run_migrate(spec: Spec, common: &CommonConfig) -> anyhow::Result<()> {
+    if !spec.uses_db {
+        anyhow::bail!("{} has no database to migrate", spec.name.as_str());
+    }
+    let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
+    db.wait_ready(common.startup_timeout)
+        .await
+        .with_context(|| format!("database {} not reachable", common.database_url))?;
+    db.migrate().await.context("failed to apply migrations")?;
+    println!("migrations applied to {}", common.database_url);
+    Ok(())
+}
+
+async fn run_dlq(common: &CommonConfig, action: DlqAction) -> anyhow::Result<()> {
+    let bus = Bus::new(common)?;
+    let dlq = bus.dlq();
+    match action {
+        DlqAction::List { stream, limit } => {
+            let stream: Stream = stream.parse()?;
+            let total = dlq.len(stream).await?;
+            eprintln!("{total} dead letter(s) in {}", bus.keys().dlq(stream));
+            for d in dlq.list(stream, limit).await? {
+                println!("{}", serde_json::to_string(&d)?);
+            }
+        }
+        DlqAction::Replay { stream, ids } => {
+            let stream: Stream = stream.parse()?;
+            let n = dlq.replay(stream, &ids).await?;
+            println!(
+                "replayed {n} dead letter(s) to {}",
+                bus.keys().stream(stream)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_service<C, S, F>(
+    spec: Spec,
+    common: CommonConfig,
+    config: C,
+    start: S,
+) -> anyhow::Result<()>
+where
+    S: FnOnce(Context<C>) -> anyhow::Result<Running<F>>,
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let name = spec.name.as_str();
+    let shutdown = crate::shutdown::on_signals();
+    let metrics = crate::metrics::install(name);
+    crate::bus::metrics::register(spec.consumes, spec.publishes);
+    tokio::spawn(crate::metrics::upkeep(metrics.clone(), shutdown.clone()));
+
+    let bus = Bus::new(&common).context("invalid REDIS_URL")?;
+    tracing::debug!(redis = %common.redis_url, "redis: client ready");
+
+    let db = if spec.uses_db {
+        let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
+        db.wait_ready(common.startup_timeout)
+            .await
+            .with_context(|| format!("database {} not reachable", common.database_url))?;
+        db.migrate().await.context("failed to apply migrations")?;
+        tracing::debug!(database = %common.database_url, "database: migrated");
+        Some(db)
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(common.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", common.http_addr))?;
+    let http_addr = listener.local_addr()?;
+
+    // Publishers create the consuming groups from id 0, so nothing published before a
+    // consumer first starts is skipped. Done in the background: Redis may be down right now.
+    {
+        let bus = bus.clone();
+        let shutdown = shutdown.clone();
+        let publishes = spec.publishes;
+        tokio::spawn(async move {
+            if bus
+                .ensure_groups_retrying(publishes, &shutdown)
+                .await
+                .is_ok()
+            {
+                metrics::gauge!(crate::bus::metrics::REDIS_UP).set(1.0);
+            }
+        });
+    }
+
+    let ctx = Context {
+        common,
+        config,
+        bus: bus.clone(),
+        db: db.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let running = start(ctx).context("failed to start")?;
+    let readiness = Readiness {
+        bus,
+        db: db.clone(),
+        extra: running.checks,
+    };
+    let mut router = crate::http::internal_router(readiness, metrics);
+    if let Some(routes) = running.routes {
+        router = router.merge(routes);
+    }
+    let http = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
+    tracing::info!(service = name, version = crate::VERSION, %http_addr, "service started");
+
+    let mut main = tokio::spawn(running.main);
+    let outcome = tokio::select! {
+        r = &mut main => {
+            // The service stopped by itself: bring the rest down too.
+            shutdown.cancel();
+            flatten(r, "service")
+        }
+        () = shutdown.cancelled() => flatten(main.await, "service"),
+    };
+    let http_outcome = match http.await {
+        Ok(r) => r.context("internal listener failed"),
+        Err(e) => Err(anyhow::anyhow!("internal listener panicked: {e}")),
+    };
+    if let Some(db) = db {
+        db.close().await;
+    }
+    tracing::info!(service = name, "service stopped");
+    outcome.and(http_outcome)
+}
+
+fn flatten(
+    r: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match r {
+        Ok(inner) => inner,
+        Err(e) => Err(anyhow::anyhow!("{what} task panicked: {e}")),
+    }
+}
