@@ -20,3 +20,6 @@ pub mod telemetry;
 
 /// The crate version, for `build_info` and the envelope's `producer`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(feature = "test-utils")]
+pub mod testing;

@@ -813,16 +813,13 @@ async fn reclaim_loop<H: Handler>(inner: Arc<Inner<H>>, stop: CancellationToken)
             _ = tick.tick() => {}
         }
         loop {
-            let available = inner.permits.available_permits().min(cfg.batch);
-            if available == 0 {
-                break;
-            }
-            let Ok(permits) = inner
-                .permits
-                .clone()
-                .try_acquire_many_owned(available as u32)
-            else {
-                break;
+            // Wait for permits: the reader hands back what it does not use after each
+            // blocking read, and the semaphore is fair, so this waits at most one BLOCK.
+            let want = cfg.batch.min(cfg.concurrency).clamp(1, 16) as u32;
+            let permits = tokio::select! {
+                () = stop.cancelled() => return,
+                () = inner.stopping.cancelled() => return,
+                p = inner.permits.clone().acquire_many_owned(want) => p.expect("semaphore never closed"),
             };
             match reclaim_once(&inner, &mut conn, &cursor, permits, &cfg).await {
                 Ok((next, taken)) => {

@@ -1,0 +1,331 @@
+//! Test helpers (feature `test-utils`): unique key prefixes, private Redis servers, per-test
+//! databases on SQLite or PostgreSQL, and service processes.
+//!
+//! Tests never flush or delete keys they did not create: every test uses its own
+//! `STREAM_PREFIX`, and cleanup deletes only keys under that prefix's hash tag.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::Dsn;
+use crate::db::Db;
+
+/// A unique stream prefix for one test.
+pub fn unique_prefix() -> String {
+    format!("t-{}", crate::ids::new_id().to_lowercase())
+}
+
+/// The shared Redis of the machine (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh temporary directory (removed on drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("sb-{tag}-{}", crate::ids::new_id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deletes every key under `{prefix}` (SCAN + DEL; never FLUSH).
+pub async fn cleanup_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let pattern = format!("{{{prefix}}}*");
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// A private `redis-server` on a spare port with AOF (`appendfsync always`), for tests that
+/// kill or stop Redis. Never the shared one.
+pub struct RedisServer {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--appendonly")
+            .arg("yes")
+            .arg("--appendfsync")
+            .arg("always")
+            .arg("--save")
+            .arg("")
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(c) = redis::Client::open(self.url())
+                && let Ok(mut conn) = c.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private redis-server did not start on port {}", self.port);
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory (AOF replayed).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Which database backend the suite runs on: `SB_TEST_DB=postgres` or SQLite (default).
+pub fn test_backend_is_postgres() -> bool {
+    std::env::var("SB_TEST_DB").is_ok_and(|v| v == "postgres")
+}
+
+/// The PostgreSQL server for tests (`SB_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432`).
+pub fn pg_server_url() -> String {
+    std::env::var("SB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database of its own for one test: a SQLite file in a temp dir, or a fresh PostgreSQL
+/// database (dropped on `cleanup`).
+pub struct TestDb {
+    pub url: String,
+    pub db: Db,
+    pg_name: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        if test_backend_is_postgres() {
+            Self::postgres().await
+        } else {
+            Self::sqlite()
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = TempDir::new("db");
+        let url = format!("sqlite://{}/test.db", dir.path().display());
+        let db = Db::connect_lazy(&Dsn::new(url.clone())).expect("sqlite url");
+        Self {
+            url,
+            db,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres() -> Self {
+        use sqlx::Connection;
+        let server = pg_server_url();
+        let name = format!("sbtest_{}", crate::ids::new_id().to_lowercase());
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("PostgreSQL reachable (scripts/test starts it)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = format!("{server}/{name}");
+        let db = Db::connect_lazy(&Dsn::new(url.clone())).expect("postgres url");
+        Self {
+            url,
+            db,
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+
+    /// Closes the pool and drops the PostgreSQL database.
+    pub async fn cleanup(self) {
+        use sqlx::Connection;
+        self.db.close().await;
+        if let Some(name) = &self.pg_name
+            && let Ok(mut admin) =
+                sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url())).await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+/// A service process under test; killed on drop.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `bin` with exactly `env` (plus PATH/HOME), logging to a file.
+    pub fn spawn(bin: &str, env: &HashMap<String, String>, http_addr: &str, cwd: &Path) -> Self {
+        let log = cwd.join(format!(
+            "{}-{}.log",
+            Path::new(bin).file_name().unwrap().to_string_lossy(),
+            crate::ids::new_id()
+        ));
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .envs(
+                ["PATH", "HOME", "RUST_BACKTRACE"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
+            )
+            .envs(env)
+            .current_dir(cwd)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd.spawn().expect("spawn service");
+        Self {
+            child,
+            http: format!("http://{http_addr}"),
+            log,
+        }
+    }
+
+    /// Waits until `path` answers `status`.
+    pub async fn wait_status(&self, path: &str, status: u16, timeout: Duration) -> bool {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}{path}", self.http)).send().await
+                && r.status().as_u16() == status
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
