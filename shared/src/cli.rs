@@ -64,12 +64,11 @@ pub fn healthcheck(addr_var: &str, default_addr: &str, url: Option<String>) -> b
             .replace("[::]", "[::1]");
         format!("http://{addr}/healthz")
     });
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(_) => return false,
+    else {
+        return false;
     };
     rt.block_on(async {
         let Ok(client) = reqwest::Client::builder()

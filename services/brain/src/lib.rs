@@ -27,7 +27,7 @@ impl Config {
 pub fn start(
     ctx: Context<Config>,
 ) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
-    let shutdown = ctx.shutdown.clone();
+    let shutdown = ctx.shutdown;
     Ok(Running {
         routes: None,
         checks: Vec::new(),
