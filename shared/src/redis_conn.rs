@@ -36,3 +36,33 @@ pub async fn blocking_connection(client: &Client) -> redis::RedisResult<Multiple
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
 }
+
+/// Deletes every key under the hash tag `{prefix}` with `SCAN` + `DEL` (never `FLUSH*`). For
+/// tests and benchmarks that run under a prefix of their own; services never call it.
+pub async fn delete_prefix(url: &str, prefix: &str) -> redis::RedisResult<u64> {
+    let client = Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let pattern = format!("{{{prefix}}}*");
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<u64>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}

@@ -54,35 +54,7 @@ impl Drop for TempDir {
 
 /// Deletes every key under `{prefix}` (SCAN + DEL; never FLUSH).
 pub async fn cleanup_prefix(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let pattern = format!("{{{prefix}}}*");
-    let mut cursor: u64 = 0;
-    loop {
-        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-        else {
-            return;
-        };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
+    let _ = crate::redis_conn::delete_prefix(url, prefix).await;
 }
 
 /// A private `redis-server` on a spare port with AOF (`appendfsync always`), for tests that

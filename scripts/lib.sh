@@ -1,0 +1,78 @@
+# Shared helpers for scripts/*: install what is missing, start local Redis/PostgreSQL.
+# Sourced, not run.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
+}
+
+APT_UPDATED=0
+# apt_install PKG... : installs the Debian packages that are missing.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null; then
+    log "missing packages ${missing[*]} and no apt-get: install them by hand"; return 1
+  fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    as_root apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+redis_up() { redis-cli -u "$1" ping 2>/dev/null | grep -q PONG; }
+
+# ensure_redis URL: starts a local redis-server when URL (a local one) does not answer.
+ensure_redis() {
+  local url=${1:-redis://127.0.0.1:6379}
+  apt_install redis-server redis-tools
+  redis_up "$url" && return 0
+  local port
+  port=$(printf '%s' "$url" | sed -E 's#^redis://([^@/]*@)?[^:/]+:?([0-9]*).*#\2#')
+  port=${port:-6379}
+  log "starting redis-server on 127.0.0.1:$port"
+  mkdir -p /tmp/switchboard-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+    --dir /tmp/switchboard-redis --logfile /tmp/switchboard-redis/redis.log
+  for _ in $(seq 1 50); do redis_up "$url" && return 0; sleep 0.1; done
+  log "redis did not start"; return 1
+}
+
+pg_up() { psql "$1" -Atc 'select 1' >/dev/null 2>&1; }
+
+# ensure_postgres URL: installs and starts the local PostgreSQL cluster when URL does not answer.
+ensure_postgres() {
+  local url=${1:-postgres://postgres@127.0.0.1:5432/postgres}
+  apt_install postgresql postgresql-client
+  pg_up "$url" && return 0
+  local ver
+  ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+  if [ -z "$ver" ]; then log "no PostgreSQL cluster found"; return 1; fi
+  log "starting PostgreSQL $ver"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start 2>/dev/null \
+    || as_root pg_ctlcluster "$ver" main start || true
+  for _ in $(seq 1 100); do pg_up "$url" && return 0; sleep 0.2; done
+  # A fresh cluster may not trust local TCP connections yet: allow them for tests.
+  local hba="/etc/postgresql/$ver/main/pg_hba.conf"
+  if [ -f "$hba" ] && ! grep -q "switchboard-tests" "$hba"; then
+    log "allowing trust auth on 127.0.0.1 for tests in $hba"
+    as_root sh -c "printf '%s\n' '# switchboard-tests' 'host all all 127.0.0.1/32 trust' 'host all all ::1/128 trust' | cat - '$hba' > '$hba.new' && mv '$hba.new' '$hba'"
+    as_root pg_ctlcluster "$ver" main reload 2>/dev/null || true
+  fi
+  for _ in $(seq 1 50); do pg_up "$url" && return 0; sleep 0.2; done
+  log "PostgreSQL is not reachable at $url"; return 1
+}
+
+# cargo_tool BIN CRATE: cargo install CRATE when BIN is missing.
+cargo_tool() {
+  command -v "$1" >/dev/null && return 0
+  log "cargo install $2"
+  cargo install --locked "$2"
+}
