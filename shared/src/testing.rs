@@ -285,6 +285,19 @@ impl ServiceProcess {
         None
     }
 
+    /// [`ServiceProcess::terminate`] off the async runtime; hands the process back (for its log).
+    pub async fn terminate_async(
+        mut self,
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, Self) {
+        tokio::task::spawn_blocking(move || {
+            let s = self.terminate(timeout);
+            (s, self)
+        })
+        .await
+        .expect("terminate task")
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -356,7 +369,7 @@ pub async fn assert_service_lifecycle(
     metrics: &[&str],
 ) -> String {
     let senv = ServiceEnv::new(service, &redis_url(), database_url);
-    let mut p = senv.spawn(bin);
+    let p = senv.spawn(bin);
     assert!(
         p.wait_status("/healthz", 200, Duration::from_secs(60))
             .await,
@@ -367,6 +380,19 @@ pub async fn assert_service_lifecycle(
         p.wait_status("/readyz", 200, Duration::from_secs(30)).await,
         "/readyz never 200:\n{}",
         p.log_text()
+    );
+    let healthcheck = |env: &HashMap<String, String>| {
+        Command::new(bin)
+            .arg("healthcheck")
+            .env_clear()
+            .envs(env)
+            .status()
+            .expect("run healthcheck")
+            .success()
+    };
+    assert!(
+        healthcheck(&senv.env),
+        "`healthcheck` failed against a healthy service"
     );
     let client = reqwest::Client::new();
     let ready: serde_json::Value = client
@@ -398,17 +424,16 @@ pub async fn assert_service_lifecycle(
             "metric {m} missing from /metrics:\n{text}"
         );
     }
-    let status = tokio::task::spawn_blocking(move || {
-        let s = p.terminate(Duration::from_secs(20));
-        (s, p)
-    })
-    .await
-    .unwrap();
+    let status = p.terminate_async(Duration::from_secs(20)).await;
     assert!(
         status.0.is_some_and(|s| s.success()),
         "SIGTERM did not end in exit 0: {:?}\n{}",
         status.0,
         status.1.log_text()
+    );
+    assert!(
+        !healthcheck(&senv.env),
+        "`healthcheck` succeeded with the service stopped"
     );
     cleanup_prefix(&redis_url(), &senv.prefix).await;
     text

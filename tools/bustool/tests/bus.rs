@@ -431,7 +431,7 @@ async fn garbage_entries_are_dead_lettered_at_once_and_the_consumer_keeps_going(
 async fn sigterm_drains_in_flight_work_and_exits_zero() {
     let h = Harness::new();
     h.bus.ensure_group(Stream::Inbound).await.unwrap();
-    let mut w = h.worker(&[("WORKER_SLEEP_MS", "1500")]);
+    let w = h.worker(&[("WORKER_SLEEP_MS", "1500")]);
     h.wait_started(&[&w]).await;
     let ids = h.publish_inbound(5, 1).await;
     assert!(
@@ -440,12 +440,7 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
         })
         .await
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let s = w.terminate(Duration::from_secs(20));
-        (s, w)
-    })
-    .await
-    .unwrap();
+    let status = w.terminate_async(Duration::from_secs(20)).await;
     assert!(
         status.0.is_some_and(|s| s.success()),
         "exit: {:?}\n{}",

@@ -79,7 +79,7 @@ async fn consumer_spans_continue_the_publishers_trace() {
         ),
         ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp),
     ]);
-    let mut worker = ServiceProcess::spawn(
+    let worker = ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_bus-worker"),
         &env,
         "127.0.0.1:1",
@@ -148,12 +148,7 @@ async fn consumer_spans_continue_the_publishers_trace() {
     );
 
     // Exporting is batched: SIGTERM flushes it.
-    let status = tokio::task::spawn_blocking(move || {
-        let s = worker.terminate(Duration::from_secs(20));
-        (s, worker)
-    })
-    .await
-    .unwrap();
+    let status = worker.terminate_async(Duration::from_secs(20)).await;
     assert!(
         status.0.is_some_and(|s| s.success()),
         "{}",
