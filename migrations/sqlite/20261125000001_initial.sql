@@ -1,5 +1,5 @@
 -- Switchboard initial schema (SQLite). Timestamps are unix epoch milliseconds (INTEGER);
--- money is integer micro-dollars. Idempotent DDL so a race between services starting together
+-- money is integer pico-dollars (10^-12 USD: exact for per-token prices). Idempotent DDL so a race between services starting together
 -- is harmless.
 
 -- A contact is an internal id with one or more transport identities.
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS usage_records (
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     audio_ms INTEGER NOT NULL DEFAULT 0,
-    cost_micro_usd INTEGER NOT NULL DEFAULT 0,
+    cost_pico_usd INTEGER NOT NULL DEFAULT 0,
     latency_ms INTEGER NOT NULL DEFAULT 0,
     day TEXT NOT NULL,
     at_ms INTEGER NOT NULL
@@ -66,15 +66,34 @@ CREATE TABLE IF NOT EXISTS usage_records (
 CREATE INDEX IF NOT EXISTS usage_records_day ON usage_records (day);
 CREATE INDEX IF NOT EXISTS usage_records_day_contact ON usage_records (day, contact_id);
 
+-- Daily aggregates kept by the ledger in the same transaction as each record: the day's
+-- totals without scanning every record. contact_id '' = no contact (or forgotten).
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day TEXT NOT NULL,
+    contact_id TEXT NOT NULL DEFAULT '',
+    priced_model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    cost_pico_usd INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    audio_ms INTEGER NOT NULL DEFAULT 0,
+    latency_ms INTEGER NOT NULL DEFAULT 0,
+    records INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, contact_id, priced_model, operation)
+);
+
 -- Alerts already raised (once per day per kind, subject and threshold).
 CREATE TABLE IF NOT EXISTS alerts_sent (
     day TEXT NOT NULL,
     kind TEXT NOT NULL,
     subject TEXT NOT NULL DEFAULT '',
-    threshold_micro_usd INTEGER NOT NULL DEFAULT 0,
+    threshold_pico_usd INTEGER NOT NULL DEFAULT 0,
+    usage_id TEXT,
+    spend_pico_usd INTEGER NOT NULL DEFAULT 0,
     at_ms INTEGER NOT NULL,
-    PRIMARY KEY (day, kind, subject, threshold_micro_usd)
+    PRIMARY KEY (day, kind, subject, threshold_pico_usd)
 );
+CREATE INDEX IF NOT EXISTS alerts_sent_usage ON alerts_sent (usage_id);
 
 -- Runtime settings set by admins (`!config set`); they win over the environment.
 CREATE TABLE IF NOT EXISTS settings (

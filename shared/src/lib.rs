@@ -6,17 +6,20 @@
 
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod phone;
 pub mod proto;
 pub mod redact;
 pub mod redis_conn;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod usage;
 
 /// The crate version, for `build_info` and the envelope's `producer`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,6 +10,7 @@ pub use v1::{
     Envelope, Identity, Inbound, MediaRef, Outbound, Transcript, TranscriptionJob, Transport,
     UsageRecord,
 };
+pub use v1::{identity, inbound, outbound, transcript, usage_record};
 
 impl Payload {
     /// Short name of the payload kind, for metrics and logs.

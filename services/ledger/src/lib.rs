@@ -1,8 +1,24 @@
-//! The `ledger` service: accounts usage and cost, raises alerts and enforces the daily budget.
+//! The `ledger` service: consumes usage records (chat, vision, transcription), prices them
+//! exactly from the price table, stores each once, aggregates per day in `LEDGER_TIMEZONE`,
+//! raises cost alerts (log, metric, WhatsApp to admins, webhook) once per day per threshold,
+//! and keeps the over-budget mark the brain obeys before any paid call.
+
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod pricing;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use shared::bus::Stream;
-use shared::config::{CommonConfig, Env, ServiceName};
+use shared::clock::SystemClock;
+use shared::config::ServiceName;
 use shared::service::{Context, Running, Spec};
+
+pub use config::Config;
+pub use handler::Ledger;
 
 /// How the shared skeleton runs this service.
 pub const SPEC: Spec = Spec {
@@ -12,27 +28,42 @@ pub const SPEC: Spec = Spec {
     publishes: &[Stream::Outbound],
 };
 
-/// The service's own configuration (beyond the common variables).
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
-
-impl Config {
-    /// Reads the service's variables; problems are recorded in `env`.
-    pub fn load(_env: &mut Env, _common: &CommonConfig) -> Self {
-        Self {}
-    }
-}
-
-/// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
+/// Builds the ledger; its main future returns when `ctx.shutdown` is cancelled.
 pub fn start(
     ctx: Context<Config>,
 ) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+    let db = ctx
+        .db
+        .ok_or_else(|| anyhow::anyhow!("the ledger needs its database"))?;
+    metrics::register(
+        &ctx.config.prices,
+        ctx.config.daily_budget.map(|b| b.as_f64()),
+        ctx.config.cost_alert.as_f64(),
+    );
+    let ledger = Ledger::new(db, ctx.bus.clone(), ctx.config, Arc::new(SystemClock));
+    let consumer = ctx.bus.consumer(Stream::Usage, ledger.clone());
     let shutdown = ctx.shutdown;
     Ok(Running {
         routes: None,
         checks: Vec::new(),
         main: async move {
-            shutdown.cancelled().await;
+            let reconcile = {
+                let shutdown = shutdown.clone();
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(60));
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            _ = tick.tick() => {}
+                        }
+                        if let Err(e) = ledger.reconcile_budget().await {
+                            tracing::warn!(error = %e, "budget reconcile failed");
+                        }
+                    }
+                }
+            };
+            let (consumed, ()) = tokio::join!(consumer.run(shutdown.clone()), reconcile);
+            consumed?;
             Ok(())
         },
     })

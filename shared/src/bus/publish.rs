@@ -123,6 +123,9 @@ impl Publisher {
 
     /// Publishes many events in one round trip, not atomically (bulk loads, benchmarks).
     pub async fn publish_batch(&self, events: &[Publish]) -> super::Result<Vec<String>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for p in events {
             add_publish(&mut pipe, &self.keys, p);

@@ -1,4 +1,6 @@
-//! Integration tests of the ledger binary (SQLite, or PostgreSQL with SB_TEST_DB=postgres).
+//! Integration tests of the ledger (SQLite, or PostgreSQL with SB_TEST_DB=postgres).
+
+mod accounting;
 
 use shared::config::ServiceName;
 use shared::testing::TestDb;
@@ -15,6 +17,11 @@ async fn starts_from_env_serves_health_and_metrics_and_stops_on_sigterm() {
         &[
             "bus_consumed_total{stream=\"usage\"} 0",
             "bus_published_total{stream=\"outbound\"} 0",
+            "ledger_unknown_model_total 0",
+            "ledger_budget_exceeded 0",
+            "ledger_cost_usd{model=\"gpt-4o\",operation=\"chat\"} 0",
+            "ledger_alerts_total{kind=\"daily_cost\"} 0",
+            "ledger_spend_today_usd 0",
         ],
     )
     .await;
@@ -88,4 +95,70 @@ async fn dlq_subcommands_list_and_replay_dead_letters() {
     let out = run(&["dlq", "list", "nonsense"]);
     assert!(!out.status.success());
     shared::testing::cleanup_prefix(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
+    use shared::bus::{Bus, Publish, Stream};
+    use shared::proto::{Envelope, Payload, UsageRecord};
+    let db = TestDb::new().await;
+    let senv = shared::testing::ServiceEnv::new(
+        ServiceName::Ledger,
+        &shared::testing::redis_url(),
+        Some(&db.url),
+    );
+    let p = senv.spawn(BIN);
+    assert!(
+        p.wait_status("/readyz", 200, std::time::Duration::from_secs(60))
+            .await,
+        "{}",
+        p.log_text()
+    );
+    let bus = Bus::with_parts(
+        &shared::config::Dsn::new(shared::testing::redis_url()),
+        &senv.prefix,
+        Default::default(),
+        "test",
+    )
+    .unwrap();
+    let usage = UsageRecord {
+        usage_id: "u-unknown".into(),
+        requested_model: "mystery-model".into(),
+        response_model: "mystery-model".into(),
+        operation: shared::proto::usage_record::Operation::Chat as i32,
+        prompt_tokens: 10,
+        ..Default::default()
+    };
+    bus.publisher()
+        .publish(Publish::new(
+            Stream::Usage,
+            Envelope::new("test", Payload::Usage(usage)),
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = reqwest::get(format!("{}/metrics", p.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("ledger_unknown_model_total 1")
+            && text.contains("ledger_records_total{operation=\"chat\",outcome=\"stored\"} 1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed it:\n{text}\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(p.log_text().contains("unknown model priced at zero"));
+    let (status, p) = p.terminate_async(std::time::Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
+    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &senv.prefix).await;
+    db.cleanup().await;
 }

@@ -1,0 +1,316 @@
+//! Handling one usage record: price it, store it once, keep the budget mark, raise alerts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
+use shared::clock::SharedClock;
+use shared::db::Db;
+use shared::proto::usage_record::Operation;
+use shared::proto::{Envelope, Identity, Outbound, Payload, UsageRecord, identity, outbound};
+use shared::redact::Redacted;
+use shared::usage::{Usd, over_budget_key};
+
+use crate::config::Config;
+use crate::metrics as m;
+use crate::store::{self, Alert, AlertKind, Record, Thresholds};
+
+/// The ledger: consumes usage records.
+pub struct Ledger {
+    db: Db,
+    bus: Bus,
+    cfg: Config,
+    http: reqwest::Client,
+    clock: SharedClock,
+}
+
+fn operation(op: i32) -> &'static str {
+    match Operation::try_from(op) {
+        Ok(Operation::Chat) => "chat",
+        Ok(Operation::Vision) => "vision",
+        Ok(Operation::Transcription) => "transcription",
+        _ => "other",
+    }
+}
+
+impl Ledger {
+    pub fn new(db: Db, bus: Bus, cfg: Config, clock: SharedClock) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client");
+        Arc::new(Self {
+            db,
+            bus,
+            cfg,
+            http,
+            clock,
+        })
+    }
+
+    fn record_of(&self, u: &UsageRecord, at_ms: i64) -> (Record, bool) {
+        let priced = self.cfg.prices.price(
+            &u.requested_model,
+            &u.response_model,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.audio_seconds,
+        );
+        let known = priced.model.is_some();
+        let record = Record {
+            usage_id: u.usage_id.clone(),
+            contact_id: (!u.contact_id.is_empty()).then(|| u.contact_id.clone()),
+            message_id: u.message_id.clone(),
+            operation: operation(u.operation),
+            requested_model: u.requested_model.clone(),
+            response_model: u.response_model.clone(),
+            priced_model: priced.model.unwrap_or_else(|| {
+                if u.requested_model.is_empty() {
+                    u.response_model.clone()
+                } else {
+                    u.requested_model.clone()
+                }
+            }),
+            prompt_tokens: u.prompt_tokens as i64,
+            completion_tokens: u.completion_tokens as i64,
+            audio_ms: if priced.billed_seconds > 0 {
+                (u.audio_seconds * 1000.0).round() as i64
+            } else {
+                0
+            },
+            cost: priced.cost,
+            latency_ms: u.latency_ms as i64,
+            day: self.cfg.days.day_of(at_ms),
+            at_ms,
+        };
+        (record, known)
+    }
+
+    /// Sets or clears today's over-budget mark from today's spend (at startup, periodically,
+    /// and after every record); updates the spend gauges. Returns whether today is over budget.
+    pub async fn reconcile_budget(&self) -> anyhow::Result<bool> {
+        let now = self.clock.now_ms();
+        let day = self.cfg.days.day_of(now);
+        let total = store::day_total(&self.db, &day).await?;
+        metrics::gauge!(m::SPEND_TODAY).set(total.as_f64());
+        self.apply_budget_mark(&day, now, total).await
+    }
+
+    async fn apply_budget_mark(&self, day: &str, at_ms: i64, total: Usd) -> anyhow::Result<bool> {
+        let key = over_budget_key(self.bus.keys(), day);
+        let mut conn = self.bus.connection();
+        let over = self.cfg.daily_budget.is_some_and(|b| total >= b);
+        if over {
+            // Kept an hour past the end of the day in LEDGER_TIMEZONE; the next day starts clear.
+            let expire_at = self.cfg.days.next_day_start_ms(at_ms) + 3_600_000;
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(total.pico())
+                .arg("PXAT")
+                .arg(expire_at)
+                .query_async::<()>(&mut conn)
+                .await?;
+        } else {
+            // Budget raised or removed by the operator: paid calls may resume.
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if day == self.cfg.days.day_of(self.clock.now_ms()) {
+            metrics::gauge!(m::BUDGET_EXCEEDED).set(if over { 1.0 } else { 0.0 });
+        }
+        Ok(over)
+    }
+
+    fn alert_text(&self, a: &Alert) -> String {
+        let tz = self.cfg.days.name();
+        match a.kind {
+            AlertKind::DailyCost => format!(
+                "⚠️ *Cost alert*: today's AI spend is {}, over the {} alert threshold ({}, {tz}).",
+                a.spend, a.threshold, a.day
+            ),
+            AlertKind::BudgetWarning => format!(
+                "⚠️ *Budget warning*: today's AI spend is {}, 80% of the daily budget ({} of {}; {}, {tz}).",
+                a.spend,
+                a.threshold,
+                self.cfg.daily_budget.unwrap_or_default(),
+                a.day
+            ),
+            AlertKind::BudgetReached => format!(
+                "🛑 *Daily budget reached*: today's AI spend is {} (budget {}). The bot stops paid AI calls until the day ends ({}, {tz}); raise DAILY_BUDGET_USD to resume.",
+                a.spend, a.threshold, a.day
+            ),
+            AlertKind::ContactCost => format!(
+                "⚠️ *Unusual usage*: one contact ({}) spent {} today, over the {} per-contact alert ({}, {tz}).",
+                Redacted(&a.subject),
+                a.spend,
+                a.threshold,
+                a.day
+            ),
+        }
+    }
+
+    /// Posts an alert to `ALERT_WEBHOOK_URL` (Slack-compatible), retried briefly.
+    async fn post_webhook(&self, a: &Alert, text: &str) {
+        let Some(url) = &self.cfg.alert_webhook else {
+            return;
+        };
+        let body = serde_json::json!({
+            "text": text,
+            "switchboard": {
+                "kind": a.kind.as_str(),
+                "day": a.day,
+                "timezone": self.cfg.days.name(),
+                "threshold_usd": a.threshold.to_string().trim_start_matches('$'),
+                "spend_usd": a.spend.to_string().trim_start_matches('$'),
+                "contact": (!a.subject.is_empty()).then(|| Redacted(&a.subject).to_string()),
+            }
+        });
+        let send = || async {
+            self.http
+                .post(url)
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()
+                .map(|_| ())
+        };
+        let res = send
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_times(3)
+                    .with_jitter(),
+            )
+            .sleep(tokio::time::sleep)
+            .await;
+        if let Err(e) = res {
+            metrics::counter!(m::WEBHOOK_FAILURES).increment(1);
+            tracing::error!(error = %e, kind = a.kind.as_str(), "alert webhook failed");
+        }
+    }
+
+    /// Every admin gets the alert on WhatsApp through the outbound stream.
+    async fn admin_messages(&self, a: &Alert, text: &str) -> Vec<Publish> {
+        let mut phones: Vec<String> = self
+            .cfg
+            .admin_numbers
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        match store::admin_phones(&self.db).await {
+            Ok(more) => {
+                for p in more {
+                    if !phones.contains(&p) {
+                        phones.push(p);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read admins from the database"),
+        }
+        phones
+            .into_iter()
+            .map(|phone| {
+                let id = blake3::hash(
+                    format!(
+                        "alert|{}|{}|{}|{}|{phone}",
+                        a.day,
+                        a.kind.as_str(),
+                        a.subject,
+                        a.threshold.pico()
+                    )
+                    .as_bytes(),
+                )
+                .to_hex()[..26]
+                    .to_owned();
+                let env = Envelope::new(
+                    "ledger",
+                    Payload::Outbound(Outbound {
+                        message_id: id,
+                        kind: outbound::Kind::Alert as i32,
+                        text: text.to_owned(),
+                        identities: vec![Identity {
+                            kind: identity::Kind::Phone as i32,
+                            value: phone.clone(),
+                        }],
+                        ..Default::default()
+                    }),
+                );
+                Publish::ordered(Stream::Outbound, env, phone)
+            })
+            .collect()
+    }
+}
+
+impl Handler for Ledger {
+    #[tracing::instrument(name = "ledger.record", skip_all, fields(usage_id))]
+    async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
+        let Some(Payload::Usage(u)) = &d.envelope.payload else {
+            return Err(HandleError::Permanent(format!(
+                "expected a usage record on the usage stream, got {}",
+                d.envelope.payload.as_ref().map_or("nothing", |p| p.kind())
+            )));
+        };
+        if u.usage_id.is_empty() {
+            return Err(HandleError::Permanent(
+                "usage record without usage_id".into(),
+            ));
+        }
+        tracing::Span::current().record("usage_id", u.usage_id.as_str());
+        let at_ms = if u.at_ms > 0 {
+            u.at_ms
+        } else {
+            self.clock.now_ms()
+        };
+        let (record, known) = self.record_of(u, at_ms);
+        if !known {
+            tracing::warn!(
+                requested_model = %u.requested_model,
+                response_model = %u.response_model,
+                "unknown model priced at zero; add it to PRICES_FILE"
+            );
+        }
+        let thresholds = Thresholds {
+            cost_alert: self.cfg.cost_alert,
+            contact_alert: self.cfg.contact_alert,
+            daily_budget: self.cfg.daily_budget,
+        };
+        let stored = store::store(&self.db, &record, thresholds)
+            .await
+            .map_err(|e| HandleError::Retry(format!("database: {e}")))?;
+
+        if stored.inserted {
+            m::record_stored(&record, known);
+            for a in &stored.alerts {
+                metrics::counter!(m::ALERTS, "kind" => a.kind.as_str()).increment(1);
+            }
+        } else {
+            metrics::counter!(m::RECORDS, "operation" => record.operation, "outcome" => "duplicate")
+                .increment(1);
+        }
+        if record.day == self.cfg.days.day_of(self.clock.now_ms()) {
+            metrics::gauge!(m::SPEND_TODAY).set(stored.day_total.as_f64());
+        }
+        self.apply_budget_mark(&record.day, at_ms, stored.day_total)
+            .await
+            .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?;
+
+        let mut out = Vec::new();
+        for a in &stored.alerts {
+            let text = self.alert_text(a);
+            tracing::warn!(
+                kind = a.kind.as_str(),
+                day = %a.day,
+                spend = %a.spend,
+                threshold = %a.threshold,
+                contact = %Redacted(&a.subject),
+                "cost alert"
+            );
+            self.post_webhook(a, &text).await;
+            out.extend(self.admin_messages(a, &text).await);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,259 @@
+//! Writing usage records and deciding alerts, in one database transaction.
+
+use shared::db::Db;
+use shared::usage::Usd;
+use sqlx::Row;
+
+/// One record as stored.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub usage_id: String,
+    pub contact_id: Option<String>,
+    pub message_id: String,
+    pub operation: &'static str,
+    pub requested_model: String,
+    pub response_model: String,
+    /// The price-table entry, or the requested model when unknown.
+    pub priced_model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub audio_ms: i64,
+    pub cost: Usd,
+    pub latency_ms: i64,
+    pub day: String,
+    pub at_ms: i64,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// Today's spend reached `COST_ALERT_USD`.
+    DailyCost,
+    /// Today's spend reached 80% of `DAILY_BUDGET_USD`.
+    BudgetWarning,
+    /// Today's spend reached `DAILY_BUDGET_USD`: paid calls stop.
+    BudgetReached,
+    /// One contact's spend today reached `CONTACT_ALERT_USD`.
+    ContactCost,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::DailyCost,
+        AlertKind::BudgetWarning,
+        AlertKind::BudgetReached,
+        AlertKind::ContactCost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::DailyCost => "daily_cost",
+            AlertKind::BudgetWarning => "budget_warning",
+            AlertKind::BudgetReached => "budget_reached",
+            AlertKind::ContactCost => "contact_cost",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An alert raised (once per day, kind, subject and threshold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub day: String,
+    pub kind: AlertKind,
+    /// The contact for `ContactCost`, else empty.
+    pub subject: String,
+    pub threshold: Usd,
+    /// Spend when it was raised.
+    pub spend: Usd,
+}
+
+/// Thresholds to check after each stored record.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub cost_alert: Usd,
+    pub contact_alert: Option<Usd>,
+    pub daily_budget: Option<Usd>,
+}
+
+/// Result of storing one record.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// False when this usage id was stored before (a redelivery).
+    pub inserted: bool,
+    /// Today's total after this record.
+    pub day_total: Usd,
+    /// Alerts this record raised (also on a redelivery, so their delivery is retried).
+    pub alerts: Vec<Alert>,
+}
+
+async fn sum_day(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    day: &str,
+    contact: Option<&str>,
+) -> Result<Usd, sqlx::Error> {
+    let row = match contact {
+        None => {
+            sqlx::query(
+                "SELECT CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS c FROM usage_daily WHERE day = $1",
+            )
+            .bind(day)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        Some(c) => {
+            sqlx::query(
+                "SELECT CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS c FROM usage_daily WHERE day = $1 AND contact_id = $2",
+            )
+            .bind(day)
+            .bind(c)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+    Ok(Usd(row.try_get("c")?))
+}
+
+/// Stores `r` once (keyed by its usage id) and records the alerts whose thresholds today's
+/// spend has reached and that were not raised yet today. Every record re-checks the totals,
+/// so a crossing missed by a concurrent writer is caught by the next record.
+pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO usage_records (usage_id, contact_id, message_id, operation, requested_model, \
+         response_model, priced_model, prompt_tokens, completion_tokens, audio_ms, cost_pico_usd, \
+         latency_ms, day, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (usage_id) DO NOTHING",
+    )
+    .bind(&r.usage_id)
+    .bind(r.contact_id.as_deref())
+    .bind(&r.message_id)
+    .bind(r.operation)
+    .bind(&r.requested_model)
+    .bind(&r.response_model)
+    .bind(&r.priced_model)
+    .bind(r.prompt_tokens)
+    .bind(r.completion_tokens)
+    .bind(r.audio_ms)
+    .bind(r.cost.pico())
+    .bind(r.latency_ms)
+    .bind(&r.day)
+    .bind(r.at_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+
+    if inserted {
+        sqlx::query(
+            "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, \
+             prompt_tokens, completion_tokens, audio_ms, latency_ms, records) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) \
+             ON CONFLICT (day, contact_id, priced_model, operation) DO UPDATE SET \
+             cost_pico_usd = usage_daily.cost_pico_usd + excluded.cost_pico_usd, \
+             prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+             completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+             audio_ms = usage_daily.audio_ms + excluded.audio_ms, \
+             latency_ms = usage_daily.latency_ms + excluded.latency_ms, \
+             records = usage_daily.records + 1",
+        )
+        .bind(&r.day)
+        .bind(r.contact_id.as_deref().unwrap_or(""))
+        .bind(&r.priced_model)
+        .bind(r.operation)
+        .bind(r.cost.pico())
+        .bind(r.prompt_tokens)
+        .bind(r.completion_tokens)
+        .bind(r.audio_ms)
+        .bind(r.latency_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let day_total = sum_day(&mut tx, &r.day, None).await?;
+    if inserted {
+        let mut candidates = Vec::new();
+        if day_total >= t.cost_alert && t.cost_alert.pico() > 0 {
+            candidates.push((AlertKind::DailyCost, String::new(), t.cost_alert, day_total));
+        }
+        if let Some(budget) = t.daily_budget {
+            let warn = Usd(budget.pico() / 10 * 8);
+            if day_total >= warn {
+                candidates.push((AlertKind::BudgetWarning, String::new(), warn, day_total));
+            }
+            if day_total >= budget {
+                candidates.push((AlertKind::BudgetReached, String::new(), budget, day_total));
+            }
+        }
+        if let (Some(limit), Some(contact)) = (t.contact_alert, r.contact_id.as_deref()) {
+            let spent = sum_day(&mut tx, &r.day, Some(contact)).await?;
+            if spent >= limit {
+                candidates.push((AlertKind::ContactCost, contact.to_owned(), limit, spent));
+            }
+        }
+        for (kind, subject, threshold, spend) in candidates {
+            sqlx::query(
+                "INSERT INTO alerts_sent (day, kind, subject, threshold_pico_usd, usage_id, spend_pico_usd, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(&r.day)
+            .bind(kind.as_str())
+            .bind(&subject)
+            .bind(threshold.pico())
+            .bind(&r.usage_id)
+            .bind(spend.pico())
+            .bind(shared::ids::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+
+    let rows = sqlx::query(
+        "SELECT day, kind, subject, threshold_pico_usd, spend_pico_usd FROM alerts_sent WHERE usage_id = $1 \
+         ORDER BY kind, subject",
+    )
+    .bind(&r.usage_id)
+    .fetch_all(db.pool())
+    .await?;
+    let mut alerts = Vec::new();
+    for row in rows {
+        let kind: String = row.try_get("kind")?;
+        let Some(kind) = AlertKind::parse(&kind) else {
+            continue;
+        };
+        alerts.push(Alert {
+            day: row.try_get("day")?,
+            kind,
+            subject: row.try_get("subject")?,
+            threshold: Usd(row.try_get("threshold_pico_usd")?),
+            spend: Usd(row.try_get("spend_pico_usd")?),
+        });
+    }
+    Ok(Stored {
+        inserted,
+        day_total,
+        alerts,
+    })
+}
+
+/// Today's spend (for reconciling the budget mark at startup).
+pub async fn day_total(db: &Db, day: &str) -> Result<Usd, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    let total = sum_day(&mut tx, day, None).await?;
+    tx.commit().await?;
+    Ok(total)
+}
+
+/// Phone numbers of the admins in the database.
+pub async fn admin_phones(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.value AS phone FROM contacts c JOIN contact_identities i ON i.contact_id = c.id \
+         WHERE c.role = 'admin' AND i.kind = 'phone' ORDER BY i.value",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|r| r.try_get("phone")).collect()
+}

@@ -1,0 +1,280 @@
+//! The usage tables as a contract: day boundaries in `LEDGER_TIMEZONE`, exact money, and the read
+//! queries over `usage_daily` (the ledger's per-day aggregate of `usage_records`) that the
+//! brain's `!usage` and `!stats` use. The ledger writes both tables; nobody else does.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use sqlx::Row;
+
+use crate::db::Db;
+
+/// Money in pico-dollars (10⁻¹² USD): exact for per-token and per-second prices, summed as
+/// integers, never floating point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Usd(pub i64);
+
+impl Usd {
+    pub const PICO_PER_USD: i64 = 1_000_000_000_000;
+    pub const PICO_PER_MICRO: i64 = 1_000_000;
+
+    /// From a decimal dollar amount (configuration); rounded to the nearest micro-dollar first so
+    /// `0.15` is exactly 150,000 micro-dollars.
+    pub fn from_dollars(usd: f64) -> Self {
+        Self((usd * 1e6).round() as i64 * Self::PICO_PER_MICRO)
+    }
+
+    pub fn pico(self) -> i64 {
+        self.0
+    }
+
+    /// For metrics only (display).
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / Self::PICO_PER_USD as f64
+    }
+}
+
+impl fmt::Display for Usd {
+    /// `$12.345678` (six decimals, rounded half up).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micro = (i128::from(self.0) + i128::from(Self::PICO_PER_MICRO / 2))
+            .div_euclid(i128::from(Self::PICO_PER_MICRO));
+        let sign = if micro < 0 { "-" } else { "" };
+        let m = micro.abs();
+        write!(f, "{sign}${}.{:06}", m / 1_000_000, m % 1_000_000)
+    }
+}
+
+/// Day boundaries in one time zone (`LEDGER_TIMEZONE`).
+#[derive(Debug, Clone)]
+pub struct Days {
+    tz: TimeZone,
+    name: String,
+}
+
+impl Days {
+    /// An IANA name such as `Europe/Berlin` (or `UTC`).
+    pub fn new(name: &str) -> Result<Self, String> {
+        let tz = TimeZone::get(name).map_err(|e| format!("unknown time zone {name:?}: {e}"))?;
+        Ok(Self {
+            tz,
+            name: name.to_owned(),
+        })
+    }
+
+    /// `LEDGER_TIMEZONE` (IANA name, default `UTC`); the brain and the ledger share it.
+    pub fn from_env(env: &mut crate::config::Env) -> Self {
+        let name = env.string("LEDGER_TIMEZONE", "UTC");
+        match Self::new(&name) {
+            Ok(d) => d,
+            Err(e) => {
+                env.problem(
+                    "LEDGER_TIMEZONE",
+                    format!("expected an IANA time zone like Europe/Berlin: {e}"),
+                );
+                Self::utc()
+            }
+        }
+    }
+
+    pub fn utc() -> Self {
+        Self {
+            tz: TimeZone::UTC,
+            name: "UTC".to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `YYYY-MM-DD` of the instant `ms` in this zone.
+    pub fn day_of(&self, ms: i64) -> String {
+        self.date_of(ms).to_string()
+    }
+
+    fn date_of(&self, ms: i64) -> Date {
+        Timestamp::from_millisecond(ms)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+            .to_zoned_datetime(self.tz.clone())
+            .date()
+    }
+
+    /// The instant the day after `ms`'s day starts, in ms (for TTLs past the day's end).
+    pub fn next_day_start_ms(&self, ms: i64) -> i64 {
+        let date = self.date_of(ms);
+        let next = date.tomorrow().unwrap_or(date);
+        next.to_zoned_datetime(self.tz.clone())
+            .map(|z| z.timestamp().as_millisecond())
+            .unwrap_or(ms + 86_400_000)
+    }
+
+    /// The day `n` days before `ms`'s day (`0` = that day).
+    pub fn days_back(&self, ms: i64, n: i64) -> String {
+        let date = self.date_of(ms);
+        date.checked_sub(jiff::Span::new().days(n))
+            .unwrap_or(date)
+            .to_string()
+    }
+}
+
+/// Sums over a set of usage records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub cost: Usd,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub audio_ms: i64,
+    pub records: i64,
+}
+
+const TOTALS: &str = "CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS cost, \
+     CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+     CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+     CAST(COALESCE(SUM(audio_ms), 0) AS BIGINT) AS audio_ms, \
+     CAST(COALESCE(SUM(records), 0) AS BIGINT) AS records";
+
+fn totals_of(row: &sqlx::any::AnyRow) -> Result<Totals, sqlx::Error> {
+    Ok(Totals {
+        cost: Usd(row.try_get("cost")?),
+        prompt_tokens: row.try_get("prompt_tokens")?,
+        completion_tokens: row.try_get("completion_tokens")?,
+        audio_ms: row.try_get("audio_ms")?,
+        records: row.try_get("records")?,
+    })
+}
+
+/// Totals of the days `from..=to` (`YYYY-MM-DD`).
+pub async fn totals(db: &Db, from: &str, to: &str) -> Result<Totals, sqlx::Error> {
+    let sql = format!("SELECT {TOTALS} FROM usage_daily WHERE day >= $1 AND day <= $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from)
+        .bind(to)
+        .fetch_one(db.pool())
+        .await?;
+    totals_of(&row)
+}
+
+/// Totals of one contact on one day.
+pub async fn contact_totals(db: &Db, contact_id: &str, day: &str) -> Result<Totals, sqlx::Error> {
+    let sql = format!("SELECT {TOTALS} FROM usage_daily WHERE day = $1 AND contact_id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(day)
+        .bind(contact_id)
+        .fetch_one(db.pool())
+        .await?;
+    totals_of(&row)
+}
+
+/// The contacts that cost most over `from..=to`, most expensive first (`None`: unlinked usage
+/// of forgotten contacts).
+pub async fn top_contacts(
+    db: &Db,
+    from: &str,
+    to: &str,
+    limit: i64,
+) -> Result<Vec<(Option<String>, Totals)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT contact_id, {TOTALS} FROM usage_daily WHERE day >= $1 AND day <= $2 \
+         GROUP BY contact_id ORDER BY cost DESC, contact_id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let c: String = r.try_get("contact_id")?;
+            Ok(((!c.is_empty()).then_some(c), totals_of(r)?))
+        })
+        .collect()
+}
+
+/// Totals per priced model and operation over `from..=to`.
+pub async fn by_model(
+    db: &Db,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, String, Totals)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT priced_model, operation, {TOTALS} FROM usage_daily \
+         WHERE day >= $1 AND day <= $2 GROUP BY priced_model, operation \
+         ORDER BY cost DESC, priced_model, operation"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from)
+        .bind(to)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("priced_model")?,
+                r.try_get("operation")?,
+                totals_of(r)?,
+            ))
+        })
+        .collect()
+}
+
+/// Average latency (ms) of the paid calls over `from..=to`, if any.
+pub async fn average_latency_ms(db: &Db, from: &str, to: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT) AS total, \
+         CAST(COALESCE(SUM(records), 0) AS BIGINT) AS n \
+         FROM usage_daily WHERE day >= $1 AND day <= $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(db.pool())
+    .await?;
+    let total: i64 = row.try_get("total")?;
+    let n: i64 = row.try_get("n")?;
+    Ok((n > 0).then(|| total / n))
+}
+
+/// Redis key of the over-budget mark for `day`, set by the ledger and read by the brain before
+/// any paid call: `{prefix}:budget:over:<day>`.
+pub fn over_budget_key(keys: &crate::bus::Keys, day: &str) -> String {
+    keys.key(&format!("budget:over:{day}"))
+}
+
+/// Whether the ledger marked `day` as over budget.
+pub async fn is_over_budget(bus: &crate::bus::Bus, day: &str) -> redis::RedisResult<bool> {
+    redis::cmd("EXISTS")
+        .arg(over_budget_key(bus.keys(), day))
+        .query_async(&mut bus.connection())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_exact_and_prints_six_decimals() {
+        assert_eq!(Usd::from_dollars(2.5).pico(), 2_500_000_000_000);
+        assert_eq!(Usd::from_dollars(0.15).pico(), 150_000_000_000);
+        assert_eq!(Usd(150_000).to_string(), "$0.000000");
+        assert_eq!(Usd(1_500_000).to_string(), "$0.000002");
+        assert_eq!(Usd(12_345_678_000_000).to_string(), "$12.345678");
+        assert_eq!(Usd(-1_000_000).to_string(), "-$0.000001");
+    }
+
+    #[test]
+    fn days_follow_the_time_zone() {
+        // 2026-03-29 22:30 UTC is already 2026-03-30 in Berlin (CEST, UTC+2).
+        let ms = 1_774_823_400_000;
+        assert_eq!(Days::utc().day_of(ms), "2026-03-29");
+        let berlin = Days::new("Europe/Berlin").unwrap();
+        assert_eq!(berlin.day_of(ms), "2026-03-30");
+        // The Berlin day 2026-03-30 ends at 2026-03-30 22:00 UTC.
+        assert_eq!(berlin.next_day_start_ms(ms), 1_774_908_000_000);
+        assert_eq!(berlin.days_back(ms, 6), "2026-03-24");
+        assert!(Days::new("Mars/Olympus").is_err());
+    }
+}
