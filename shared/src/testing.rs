@@ -368,7 +368,21 @@ pub async fn assert_service_lifecycle(
     database_url: Option<&str>,
     metrics: &[&str],
 ) -> String {
-    let senv = ServiceEnv::new(service, &redis_url(), database_url);
+    assert_service_lifecycle_with(bin, service, database_url, &[], metrics).await
+}
+
+/// [`assert_service_lifecycle`] with extra environment variables.
+pub async fn assert_service_lifecycle_with(
+    bin: &str,
+    service: crate::config::ServiceName,
+    database_url: Option<&str>,
+    extra_env: &[(&str, String)],
+    metrics: &[&str],
+) -> String {
+    let mut senv = ServiceEnv::new(service, &redis_url(), database_url);
+    for (k, v) in extra_env {
+        senv.env.insert((*k).to_owned(), v.clone());
+    }
     let p = senv.spawn(bin);
     assert!(
         p.wait_status("/healthz", 200, Duration::from_secs(60))

@@ -1,39 +1,204 @@
-//! The `gateway` service: holds the WhatsApp session, publishes inbound messages and delivers outbound ones.
+//! The `gateway` service: holds the WhatsApp session (and the web chat), publishes inbound
+//! messages and delivers outbound ones.
+//!
+//! - [`ingest`]: every transport hands received messages to [`ingest::Ingest`] — duplicates
+//!   dropped, rate limits enforced (Redis GCRA shared by all replicas), media stored, event
+//!   published.
+//! - [`deliver`]: the outbound consumer — order per chat, WhatsApp formatting, splitting,
+//!   sent-records against double sends, retries and dead letters.
+//! - [`transport`]: the trait and the set of configured transports; [`webchat`] is one.
+//! - Two listeners: the internal `GATEWAY_HTTP_ADDR` (health, readiness, metrics, `/qr`) and the
+//!   public `PUBLIC_ADDR` (web chat and webhooks only).
 
+pub mod admit;
+pub mod config;
+pub mod deliver;
+pub mod format;
+pub mod ingest;
+pub mod media;
+pub mod metrics;
+pub mod transport;
+pub mod webchat;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
 use shared::bus::Stream;
-use shared::config::{CommonConfig, Env, ServiceName};
+use shared::config::ServiceName;
+use shared::http::{CheckStatus, ExtraCheck, json_error};
 use shared::service::{Context, Running, Spec};
+
+pub use config::Config;
+
+use crate::config::TransportKind;
+use crate::transport::{SessionState, Transport, Transports};
 
 /// How the shared skeleton runs this service.
 pub const SPEC: Spec = Spec {
     name: ServiceName::Gateway,
     uses_db: false,
     consumes: &[Stream::Outbound],
-    publishes: &[Stream::Inbound],
+    publishes: &[Stream::Inbound, Stream::Outbound],
 };
-
-/// The service's own configuration (beyond the common variables).
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
-
-impl Config {
-    /// Reads the service's variables; problems are recorded in `env`.
-    pub fn load(_env: &mut Env, _common: &CommonConfig) -> Self {
-        Self {}
-    }
-}
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
 pub fn start(
     ctx: Context<Config>,
 ) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+    let cfg = ctx.config;
+    let bus = ctx.bus;
     let shutdown = ctx.shutdown;
+    metrics::register(&cfg.transports);
+
+    let ingest = ingest::Ingest::new(&bus, &cfg);
+    let mut list: Vec<Arc<dyn Transport>> = Vec::new();
+    let mut public = Router::new();
+    let mut webchat_history = None;
+    for kind in &cfg.transports {
+        match kind {
+            TransportKind::Webchat => {
+                let wc = webchat::Webchat::new(&bus, &cfg, ingest.clone(), shutdown.clone());
+                public = public.merge(wc.routes());
+                webchat_history = Some(wc.history().clone());
+                list.push(Arc::new(wc));
+            }
+            TransportKind::Web | TransportKind::Cloud => {
+                anyhow::bail!("transport {} is not available in this build", kind.as_str())
+            }
+        }
+    }
+    let transports = Transports::new(list);
+    ingest.set_transports(transports.clone());
+    let public = public.fallback(|| async {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "no such route (the web chat is at /chat)",
+        )
+    });
+
+    let std_listener = std::net::TcpListener::bind(cfg.public_addr)
+        .with_context(|| format!("cannot listen on PUBLIC_ADDR {}", cfg.public_addr))?;
+    std_listener.set_nonblocking(true)?;
+    let public_listener = tokio::net::TcpListener::from_std(std_listener)?;
+    tracing::info!(public_addr = %cfg.public_addr, "public listener (web chat, webhooks)");
+
+    let deliverer = Arc::new(deliver::Deliverer::new(transports.clone(), ingest, &bus));
+    let consumer = bus.consumer(Stream::Outbound, deliverer);
+
+    let qr_transports = transports.clone();
+    let routes = Router::new().route(
+        "/qr",
+        get(move || {
+            let t = qr_transports.clone();
+            async move { qr(&t) }
+        }),
+    );
+    let check_transports = transports.clone();
+    let check: ExtraCheck = Arc::new(move || {
+        let t = check_transports.clone();
+        Box::pin(async move {
+            t.all()
+                .iter()
+                .map(|t| {
+                    let state = t.state();
+                    (
+                        format!("transport:{}", t.kind().as_str()),
+                        CheckStatus {
+                            ok: state == SessionState::Connected,
+                            state: Some(state.as_str().to_owned()),
+                            error: None,
+                        },
+                    )
+                })
+                .collect()
+        })
+    });
+
+    let main = async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                consumer
+                    .run(shutdown)
+                    .await
+                    .context("outbound consumer failed")
+            });
+        }
+        if let Some(history) = webchat_history {
+            let client = bus.client().clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                history.relay(client, shutdown).await;
+                Ok(())
+            });
+        }
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                shared::http::serve(public_listener, public, shutdown)
+                    .await
+                    .context("public listener failed")
+            });
+        }
+        {
+            let shutdown = shutdown.clone();
+            let transports = transports.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    for t in transports.all() {
+                        metrics::session_state(t.kind(), t.state());
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        _ = tick.tick() => {}
+                    }
+                }
+            });
+        }
+        let mut result = Ok(());
+        while let Some(r) = tasks.join_next().await {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("gateway task panicked: {e}")),
+            };
+            if let Err(e) = r {
+                shutdown.cancel();
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            } else if !shutdown.is_cancelled() {
+                // A task ended on its own: bring the rest down too.
+                shutdown.cancel();
+            }
+        }
+        result
+    };
     Ok(Running {
-        routes: None,
-        checks: Vec::new(),
-        main: async move {
-            shutdown.cancelled().await;
-            Ok(())
-        },
+        routes: Some(routes),
+        checks: vec![check],
+        main,
     })
+}
+
+fn qr(transports: &Transports) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    for t in transports.all() {
+        if let Some(code) = t.qr() {
+            return axum::Json(serde_json::json!({
+                "transport": t.kind().as_str(),
+                "qr": code,
+            }))
+            .into_response();
+        }
+    }
+    json_error(
+        StatusCode::NOT_FOUND,
+        "no transport is waiting for a QR code to be scanned",
+    )
 }

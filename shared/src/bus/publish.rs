@@ -121,6 +121,31 @@ impl Publisher {
         Ok(ids)
     }
 
+    /// Publishes several events and runs `extra` commands (whose replies are ignored) in one
+    /// `MULTI`/`EXEC`: e.g. the gateway marks a message as seen in the same transaction that
+    /// publishes it. The extra keys must be under this deployment's hash tag.
+    pub async fn publish_with(
+        &self,
+        events: &[Publish],
+        extra: impl FnOnce(&mut redis::Pipeline),
+    ) -> super::Result<Vec<String>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for p in events {
+            add_publish(&mut pipe, &self.keys, p);
+        }
+        extra(&mut pipe);
+        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut ids = Vec::with_capacity(events.len());
+        for v in replies.into_iter().take(events.len()) {
+            ids.push(redis::from_redis_value(v).map_err(redis::RedisError::from)?);
+        }
+        for p in events {
+            metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
+        }
+        Ok(ids)
+    }
+
     /// Publishes many events in one round trip, not atomically (bulk loads, benchmarks).
     pub async fn publish_batch(&self, events: &[Publish]) -> super::Result<Vec<String>> {
         if events.is_empty() {

@@ -1,0 +1,170 @@
+//! The gateway's own configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use shared::config::{CommonConfig, Env};
+
+/// A transport the gateway can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// WhatsApp Web in Chromium (its own issue).
+    Web,
+    /// The official WhatsApp Business Cloud API (its own issue).
+    Cloud,
+    /// The gateway's web chat page and JSON API.
+    Webchat,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Cloud => "cloud",
+            Self::Webchat => "webchat",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "web" => Some(Self::Web),
+            "cloud" => Some(Self::Cloud),
+            "webchat" => Some(Self::Webchat),
+            _ => None,
+        }
+    }
+}
+
+/// Gateway settings (beyond the common variables).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TRANSPORTS` (default `webchat`): comma-separated `web`, `cloud`, `webchat`.
+    pub transports: Vec<TransportKind>,
+    /// `PUBLIC_ADDR` (default `127.0.0.1:8080`): the public listener (web chat, webhooks).
+    pub public_addr: SocketAddr,
+    /// `WEBCHAT_TOKEN`: bearer token of the web chat API; required when `PUBLIC_ADDR` is not
+    /// loopback.
+    pub webchat_token: Option<SecretString>,
+    /// `MEDIA_TTL_HOURS` (default 24): how long stored media lives.
+    pub media_ttl: Duration,
+    /// `MAX_MEDIA_MB` (default 16): the largest single media item (and web chat body).
+    pub max_media_bytes: u64,
+    /// `MEDIA_CAP_MB` (default 256): total bytes of stored media; the oldest items are evicted
+    /// to stay under it.
+    pub media_cap_bytes: u64,
+    /// `RATE_LIMIT_PER_CONTACT` (default 10; 0 = off): messages per minute per sender.
+    pub rate_per_contact: u32,
+    /// `RATE_LIMIT_GLOBAL` (default 100; 0 = off): messages per minute over all senders.
+    pub rate_global: u32,
+    /// `RATE_LIMIT_NOTICE`: what a limited sender is told (once per minute).
+    pub rate_notice: String,
+    /// `BUSY_NOTICE`: what a sender is told when the global limit is reached.
+    pub busy_notice: String,
+    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
+    pub history_ttl: Duration,
+}
+
+/// Dedup window for transport message ids.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest a typing indicator is shown for one message.
+pub const TYPING_CAP: Duration = Duration::from_secs(25);
+/// WhatsApp's limit on one text message.
+pub const MAX_TEXT_CHARS: usize = 4096;
+
+const MB: u64 = 1024 * 1024;
+
+impl Config {
+    /// Reads the gateway's variables; problems are recorded in `env`.
+    pub fn load(env: &mut Env, _common: &CommonConfig) -> Self {
+        let mut transports = Vec::new();
+        for part in env
+            .string("TRANSPORTS", "webchat")
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+        {
+            match TransportKind::parse(&part) {
+                Some(t) if !transports.contains(&t) => transports.push(t),
+                Some(_) => {}
+                None => env.problem(
+                    "TRANSPORTS",
+                    format!("unknown transport {part:?}: expected web, cloud or webchat"),
+                ),
+            }
+        }
+        for t in &transports {
+            if matches!(t, TransportKind::Web | TransportKind::Cloud) {
+                env.problem(
+                    "TRANSPORTS",
+                    format!(
+                        "transport {:?} is not available in this build yet; use webchat",
+                        t.as_str()
+                    ),
+                );
+            }
+        }
+        if transports.is_empty() {
+            env.problem("TRANSPORTS", "at least one transport is needed");
+        }
+        let public_addr = env.addr("PUBLIC_ADDR", "127.0.0.1:8080");
+        let webchat_token = env.secret("WEBCHAT_TOKEN");
+        if transports.contains(&TransportKind::Webchat) && !public_addr.ip().is_loopback() {
+            match &webchat_token {
+                None => env.problem(
+                    "WEBCHAT_TOKEN",
+                    format!(
+                        "is required when PUBLIC_ADDR ({public_addr}) is not loopback: anyone \
+                         could use the web chat otherwise"
+                    ),
+                ),
+                Some(t) if t.expose_secret().len() < 16 => env.problem(
+                    "WEBCHAT_TOKEN",
+                    "expected at least 16 characters (a random token)",
+                ),
+                Some(_) => {}
+            }
+        }
+        let media_ttl =
+            Duration::from_secs(3600 * env.int_in("MEDIA_TTL_HOURS", 24u64, 1, 24 * 30));
+        let max_media_bytes = MB * env.int_in("MAX_MEDIA_MB", 16u64, 1, 100);
+        let media_cap_bytes = MB * env.int_in("MEDIA_CAP_MB", 256u64, 1, 64 * 1024);
+        if media_cap_bytes < max_media_bytes {
+            env.problem(
+                "MEDIA_CAP_MB",
+                "must be at least MAX_MEDIA_MB (one item must fit in the store)",
+            );
+        }
+        let rate_per_contact = env.int_in("RATE_LIMIT_PER_CONTACT", 10u32, 0, 100_000);
+        let rate_global = env.int_in("RATE_LIMIT_GLOBAL", 100u32, 0, 10_000_000);
+        let rate_notice = env.string(
+            "RATE_LIMIT_NOTICE",
+            "You're sending messages faster than I can answer. Please wait a minute, then send \
+             your question again.",
+        );
+        let busy_notice = env.string(
+            "BUSY_NOTICE",
+            "We're receiving a lot of messages right now. Please try again in a minute.",
+        );
+        let history_ttl =
+            Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
+        Self {
+            transports,
+            public_addr,
+            webchat_token,
+            media_ttl,
+            max_media_bytes,
+            media_cap_bytes,
+            rate_per_contact,
+            rate_global,
+            rate_notice,
+            busy_notice,
+            history_ttl,
+        }
+    }
+
+    /// Web chat contacts stand for phone numbers only while the public listener is loopback.
+    pub fn webchat_is_local(&self) -> bool {
+        self.public_addr.ip().is_loopback()
+    }
+}

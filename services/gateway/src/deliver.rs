@@ -1,0 +1,164 @@
+//! Outbound: the consumer of the outbound stream. Messages of one chat are delivered in order
+//! (they are published with the chat as order key); each is converted to WhatsApp formatting,
+//! split to the transport's length limit and sent part by part. A part is recorded as sent
+//! (`{prefix}:gw:sent:<id>`, 7 days) the moment the transport accepts it, so a redelivery after
+//! a crash or a failure on a later part never sends a part twice. Transient failures are
+//! retried in place by the bus; permanent ones are dead-lettered with their reason.
+
+use std::time::Instant;
+
+use redis::aio::ConnectionManager;
+use shared::bus::{Delivery, HandleError, Handler, Keys, Publish};
+use shared::proto::{Payload, outbound};
+
+use crate::config::DEDUP_WINDOW;
+use crate::format::{markdown_to_whatsapp, split_message};
+use crate::ingest::Ingest;
+use crate::metrics as m;
+use crate::transport::{OutgoingText, SendError, Transports};
+
+pub struct Deliverer {
+    transports: Transports,
+    ingest: Ingest,
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl Deliverer {
+    pub fn new(transports: Transports, ingest: Ingest, bus: &shared::bus::Bus) -> Self {
+        Self {
+            transports,
+            ingest,
+            conn: bus.connection(),
+            keys: bus.keys().clone(),
+        }
+    }
+
+    fn sent_key(&self, part_id: &str) -> String {
+        self.keys.key(&format!("gw:sent:{part_id}"))
+    }
+}
+
+/// The id of part `i` (0-based) of a message split into `n` parts.
+pub fn part_id(message_id: &str, i: usize, n: usize) -> String {
+    if n <= 1 || i == 0 {
+        message_id.to_owned()
+    } else {
+        format!("{message_id}.{}", i + 1)
+    }
+}
+
+impl Handler for Deliverer {
+    #[tracing::instrument(name = "gateway.deliver", skip_all, fields(message_id, transport))]
+    async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
+        let Some(Payload::Outbound(o)) = &d.envelope.payload else {
+            return Err(HandleError::Permanent("not an outbound event".to_owned()));
+        };
+        let span = tracing::Span::current();
+        span.record("message_id", o.message_id.as_str());
+        if o.message_id.is_empty() {
+            return Err(HandleError::Permanent(
+                "outbound message without an id".to_owned(),
+            ));
+        }
+        let (transport, chat_id) = self
+            .transports
+            .route(o.transport(), &o.chat_id, &o.identities)
+            .map_err(HandleError::Permanent)?;
+        let kind = transport.kind();
+        span.record("transport", kind.as_str());
+        let text = markdown_to_whatsapp(&o.text);
+        if text.trim().is_empty() {
+            return Err(HandleError::Permanent("empty message".to_owned()));
+        }
+        let parts = split_message(&text, transport.max_text_chars());
+        let n = parts.len();
+        let mut conn = self.conn.clone();
+        for (i, part) in parts.into_iter().enumerate() {
+            let id = part_id(&o.message_id, i, n);
+            let key = self.sent_key(&id);
+            let sent: bool = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| HandleError::Retry(format!("cannot check the sent record: {e}")))?;
+            if sent {
+                metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str()).increment(1);
+                tracing::info!(part = i + 1, "part already sent; not sending it again");
+                continue;
+            }
+            let msg = OutgoingText {
+                id: id.clone(),
+                chat_id: chat_id.clone(),
+                text: part,
+                kind: o.kind(),
+                in_reply_to: o.in_reply_to.clone(),
+            };
+            let started = Instant::now();
+            let result = transport.send_text(&msg).await;
+            metrics::histogram!(m::SEND_LATENCY, "transport" => kind.as_str())
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(s) => {
+                    let mut pipe = redis::pipe();
+                    pipe.atomic();
+                    pipe.cmd("SET")
+                        .arg(&key)
+                        .arg(&s.transport_message_id)
+                        .arg("PX")
+                        .arg(DEDUP_WINDOW.as_millis() as u64)
+                        .ignore();
+                    self.ingest
+                        .sent_commands(&mut pipe, kind, &s.transport_message_id, &id);
+                    record_sent(&mut conn, &pipe).await?;
+                    metrics::counter!(m::OUTBOUND_SENT, "transport" => kind.as_str()).increment(1);
+                }
+                Err(SendError::Transient(e)) => {
+                    metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "transient")
+                        .increment(1);
+                    tracing::warn!(error = %e, deliveries = d.deliveries, "send failed; will retry");
+                    return Err(HandleError::Retry(e));
+                }
+                Err(SendError::Permanent(e)) => {
+                    metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "permanent")
+                        .increment(1);
+                    tracing::warn!(error = %e, "send failed for good; dead-lettering");
+                    return Err(HandleError::Permanent(e));
+                }
+            }
+        }
+        if o.kind() != outbound::Kind::Alert {
+            self.ingest.stop_typing(kind, &chat_id);
+        }
+        let age_ms = shared::ids::now_ms() - d.envelope.created_at_ms;
+        metrics::histogram!(m::DELIVERY_LATENCY, "transport" => kind.as_str())
+            .record(age_ms.max(0) as f64 / 1000.0);
+        tracing::info!(
+            parts = n,
+            kind = o.kind().as_str_name(),
+            "outbound message delivered to the transport"
+        );
+        Ok(Vec::new())
+    }
+}
+
+/// Writes the sent record, retrying briefly: the part is out, so losing the record would send
+/// it again on the next delivery.
+async fn record_sent(
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+) -> Result<(), HandleError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let attempt = || {
+        let mut c = conn.clone();
+        async move { pipe.query_async::<()>(&mut c).await }
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(50))
+                .with_max_times(6),
+        )
+        .await
+        .map_err(|e| HandleError::Retry(format!("cannot record the sent message: {e}")))
+}

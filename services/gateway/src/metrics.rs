@@ -1,0 +1,97 @@
+//! The gateway's metrics, registered at zero at startup.
+
+use crate::config::TransportKind;
+use crate::transport::{ReceiptStatus, SessionState};
+
+pub const INBOUND: &str = "gateway_inbound_total";
+pub const DUPLICATES: &str = "gateway_duplicates_dropped_total";
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+pub const REJECTED: &str = "gateway_inbound_rejected_total";
+pub const OUTBOUND_SENT: &str = "gateway_outbound_sent_total";
+pub const OUTBOUND_FAILED: &str = "gateway_outbound_failed_total";
+pub const OUTBOUND_SKIPPED: &str = "gateway_outbound_already_sent_total";
+pub const RECEIPTS: &str = "gateway_outbound_receipts_total";
+pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
+pub const SEND_LATENCY: &str = "gateway_send_latency_seconds";
+pub const SESSION_STATE: &str = "gateway_session_state";
+
+const KINDS: [&str; 4] = ["text", "voice", "image", "other"];
+
+pub fn register(transports: &[TransportKind]) {
+    metrics::describe_counter!(INBOUND, "Inbound messages published, by transport and kind");
+    metrics::describe_counter!(DUPLICATES, "Inbound messages dropped as duplicates");
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "Inbound messages refused by a rate limit, by scope"
+    );
+    metrics::describe_counter!(REJECTED, "Inbound messages refused as bad input, by reason");
+    metrics::describe_counter!(OUTBOUND_SENT, "Outbound messages accepted by the transport");
+    metrics::describe_counter!(
+        OUTBOUND_FAILED,
+        "Outbound send failures, by kind of failure"
+    );
+    metrics::describe_counter!(
+        OUTBOUND_SKIPPED,
+        "Outbound parts not sent again because a record shows they were sent"
+    );
+    metrics::describe_counter!(RECEIPTS, "Delivery receipts by status");
+    metrics::describe_histogram!(
+        DELIVERY_LATENCY,
+        "Seconds from an outbound event's creation to the transport accepting it"
+    );
+    metrics::describe_histogram!(SEND_LATENCY, "Seconds one transport send took");
+    metrics::describe_gauge!(
+        SESSION_STATE,
+        "1 for the current state of each transport session"
+    );
+    metrics::describe_gauge!(crate::media::STORE_BYTES, "Bytes held by the media store");
+    metrics::describe_counter!(
+        crate::media::EVICTED,
+        "Media items evicted to stay under MEDIA_CAP_MB"
+    );
+    metrics::counter!(crate::media::EVICTED).absolute(0);
+    metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
+    for scope in ["contact", "global"] {
+        metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
+    }
+    for t in transports {
+        let t = t.as_str();
+        for kind in KINDS {
+            metrics::counter!(INBOUND, "transport" => t, "kind" => kind).absolute(0);
+        }
+        metrics::counter!(DUPLICATES, "transport" => t).absolute(0);
+        metrics::counter!(OUTBOUND_SENT, "transport" => t).absolute(0);
+        for failure in ["transient", "permanent"] {
+            metrics::counter!(OUTBOUND_FAILED, "transport" => t, "failure" => failure).absolute(0);
+        }
+        metrics::counter!(OUTBOUND_SKIPPED, "transport" => t).absolute(0);
+        for s in [
+            ReceiptStatus::Delivered,
+            ReceiptStatus::Read,
+            ReceiptStatus::Failed,
+        ] {
+            metrics::counter!(RECEIPTS, "transport" => t, "status" => s.as_str()).absolute(0);
+        }
+        for s in SessionState::ALL {
+            metrics::gauge!(SESSION_STATE, "transport" => t, "state" => s.as_str()).set(0.0);
+        }
+    }
+}
+
+/// Sets the session-state gauges of one transport.
+pub fn session_state(transport: TransportKind, state: SessionState) {
+    for s in SessionState::ALL {
+        metrics::gauge!(SESSION_STATE, "transport" => transport.as_str(), "state" => s.as_str())
+            .set(if s == state { 1.0 } else { 0.0 });
+    }
+}
+
+pub fn kind_name(kind: shared::proto::inbound::Kind) -> &'static str {
+    use shared::proto::inbound::Kind;
+    match kind {
+        Kind::Text => "text",
+        Kind::Voice => "voice",
+        Kind::Image => "image",
+        Kind::Other | Kind::Unspecified => "other",
+    }
+}

@@ -1,0 +1,177 @@
+//! The `Transport` trait every channel implements (WhatsApp Web, Cloud API, web chat), and the
+//! set of transports one gateway runs.
+//!
+//! A transport receives messages (by its own means: an HTTP route, a webhook, a session) and
+//! hands each to [`crate::ingest::Ingest::accept`]; it sends text and typing indicators for
+//! the outbound path, reports its session state for `/readyz`, and reports delivery receipts
+//! through [`crate::ingest::Ingest::receipt`].
+
+use std::sync::Arc;
+
+use shared::proto::{self, Identity};
+
+use crate::config::{MAX_TEXT_CHARS, TransportKind};
+
+/// A transport's session, for `/readyz` and the `gateway_session_state` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Connected,
+    /// Waiting for someone to scan the QR code on the internal `/qr`.
+    WaitingForQr,
+    Disconnected,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 3] = [Self::Connected, Self::WaitingForQr, Self::Disconnected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::WaitingForQr => "waiting_for_qr",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// One text message to send (one part of a split reply).
+#[derive(Debug, Clone)]
+pub struct OutgoingText {
+    /// Our id of this part (the outbound message id, `.2`, `.3`… for later parts).
+    pub id: String,
+    pub chat_id: String,
+    /// Already converted to WhatsApp formatting and at most the transport's length limit.
+    pub text: String,
+    pub kind: proto::outbound::Kind,
+    pub in_reply_to: String,
+}
+
+/// The transport accepted a message.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The transport's id of the sent message (delivery receipts refer to it).
+    pub transport_message_id: String,
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying (network, 5xx, rate limited, session reconnecting).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will never succeed (unknown chat, blocked, bad request).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A delivery receipt's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl ReceiptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A channel to customers.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    fn kind(&self) -> TransportKind;
+
+    fn state(&self) -> SessionState;
+
+    /// The chat that reaches a recipient known only by identities (alerts to admins), if this
+    /// transport can reach it.
+    fn chat_for(&self, identities: &[Identity]) -> Option<String>;
+
+    /// The longest text one message may carry.
+    fn max_text_chars(&self) -> usize {
+        MAX_TEXT_CHARS
+    }
+
+    /// Sends one text message.
+    async fn send_text(&self, msg: &OutgoingText) -> Result<Sent, SendError>;
+
+    /// Shows (`on`) or clears the typing indicator in a chat. Best effort.
+    async fn typing(&self, chat_id: &str, on: bool) -> Result<(), SendError>;
+
+    /// The QR code to link a WhatsApp account, while one is waited for.
+    fn qr(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The transports one gateway runs, in `TRANSPORTS` order.
+#[derive(Clone, Default)]
+pub struct Transports {
+    list: Vec<Arc<dyn Transport>>,
+}
+
+impl Transports {
+    pub fn new(list: Vec<Arc<dyn Transport>>) -> Self {
+        Self { list }
+    }
+
+    pub fn all(&self) -> &[Arc<dyn Transport>] {
+        &self.list
+    }
+
+    pub fn get(&self, kind: TransportKind) -> Option<&Arc<dyn Transport>> {
+        self.list.iter().find(|t| t.kind() == kind)
+    }
+
+    /// The transport for an outbound message: the one it names, or (for alerts that name
+    /// none) the first that can reach the recipient.
+    pub fn route(
+        &self,
+        transport: proto::Transport,
+        chat_id: &str,
+        identities: &[Identity],
+    ) -> Result<(Arc<dyn Transport>, String), String> {
+        let named = match transport {
+            proto::Transport::Web => Some(TransportKind::Web),
+            proto::Transport::Cloud => Some(TransportKind::Cloud),
+            proto::Transport::Webchat => Some(TransportKind::Webchat),
+            proto::Transport::Unspecified => None,
+        };
+        match named {
+            Some(kind) => {
+                let t = self.get(kind).ok_or_else(|| {
+                    format!(
+                        "transport {} is not configured on this gateway",
+                        kind.as_str()
+                    )
+                })?;
+                let chat = if chat_id.is_empty() {
+                    t.chat_for(identities)
+                        .ok_or_else(|| "no chat for the recipient".to_owned())?
+                } else {
+                    chat_id.to_owned()
+                };
+                Ok((t.clone(), chat))
+            }
+            None => self
+                .list
+                .iter()
+                .find_map(|t| t.chat_for(identities).map(|c| (t.clone(), c)))
+                .ok_or_else(|| "no configured transport can reach the recipient".to_owned()),
+        }
+    }
+}
+
+/// The protobuf value of a transport kind.
+pub fn to_proto(kind: TransportKind) -> proto::Transport {
+    match kind {
+        TransportKind::Web => proto::Transport::Web,
+        TransportKind::Cloud => proto::Transport::Cloud,
+        TransportKind::Webchat => proto::Transport::Webchat,
+    }
+}

@@ -1,0 +1,647 @@
+//! The `webchat` transport: a chat page at `/chat` and its JSON API on the public listener.
+//!
+//! - `POST /chat/api/{contact}/messages`: JSON `{"text"}` or multipart (`file`, `caption`) →
+//!   `202 {"id"}`; bad input → 4xx `{"error"}`; Redis down → 503.
+//! - `GET /chat/api/{contact}/messages`: the conversation, oldest first.
+//! - `GET /chat/api/{contact}/events`: server-sent events (`message`, and `typing`), resuming
+//!   after `Last-Event-ID` (or `?after=<id>`; `?after=0` replays everything).
+//!
+//! While `PUBLIC_ADDR` is loopback a `{contact}` stands for that phone number; otherwise it is a
+//! web chat identity of its own (role `user`), and every API call needs `WEBCHAT_TOKEN`.
+
+mod history;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use shared::http::json_error;
+use shared::phone::Phone;
+use shared::proto::{Identity, identity, inbound, outbound};
+
+pub use history::{ChatMessage, History, Note};
+
+use crate::config::{Config, TransportKind};
+use crate::ingest::{Incoming, IngestError, MediaBytes, Outcome};
+use crate::media::{MediaError, sniff};
+use crate::transport::{OutgoingText, ReceiptStatus, SendError, Sent, SessionState, Transport};
+
+const PAGE: &str = include_str!("page.html");
+
+/// A refused request: a status and a reason, answered as `{"error": reason}`.
+#[derive(Debug)]
+pub struct Reject(StatusCode, String);
+
+impl Reject {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self(status, reason.into())
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        json_error(self.0, self.1)
+    }
+}
+/// Longest text message accepted (bytes).
+const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The web chat transport and its HTTP API.
+#[derive(Clone)]
+pub struct Webchat {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    history: History,
+    ingest: crate::ingest::Ingest,
+    /// Contacts stand for phone numbers (the public listener is loopback).
+    local: bool,
+    token: Option<SecretString>,
+    max_media: u64,
+    /// Ends open event streams (the public listener's graceful shutdown waits for them).
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Webchat {
+    pub fn new(
+        bus: &shared::bus::Bus,
+        cfg: &Config,
+        ingest: crate::ingest::Ingest,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                history: History::new(bus.connection(), bus.keys().clone(), cfg.history_ttl),
+                ingest,
+                local: cfg.webchat_is_local(),
+                token: cfg.webchat_token.clone(),
+                max_media: cfg.max_media_bytes,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    /// The public routes.
+    pub fn routes(&self) -> Router {
+        // Bodies are read with their own limit (a JSON 413), not axum's default 2 MB.
+        Router::new()
+            .route("/chat", get(page))
+            .route("/chat/", get(page))
+            .route(
+                "/chat/api/{contact}/messages",
+                get(list_messages).post(post_message),
+            )
+            .route("/chat/api/{contact}/events", get(events))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.inner.max_media as usize + 256 * 1024,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// Checks the bearer token (when one is configured) and normalises `{contact}`.
+    fn authorize(&self, headers: &HeaderMap, contact: &str) -> Result<String, Reject> {
+        if let Some(token) = &self.inner.token {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let expected = token.expose_secret().as_bytes();
+            let ok = given.len() == expected.len()
+                && given
+                    .as_bytes()
+                    .iter()
+                    .zip(expected)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if !ok {
+                return Err(Reject::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong bearer token (Authorization: Bearer <WEBCHAT_TOKEN>)",
+                ));
+            }
+        }
+        let bad = || {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                "contact must be a phone number in digits with its country code, like 15550001111",
+            )
+        };
+        if !contact.chars().all(|c| c.is_ascii_digit() || c == '+') {
+            return Err(bad());
+        }
+        Phone::parse(contact)
+            .map(|p| p.digits().to_owned())
+            .map_err(|_| bad())
+    }
+
+    fn identities(&self, contact: &str) -> Vec<Identity> {
+        if self.inner.local {
+            vec![Identity {
+                kind: identity::Kind::Phone as i32,
+                value: format!("+{contact}"),
+            }]
+        } else {
+            vec![Identity {
+                kind: identity::Kind::Webchat as i32,
+                value: contact.to_owned(),
+            }]
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for Webchat {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Webchat
+    }
+
+    fn state(&self) -> SessionState {
+        SessionState::Connected
+    }
+
+    fn chat_for(&self, identities: &[Identity]) -> Option<String> {
+        identities.iter().find_map(|i| match i.kind() {
+            // A phone number reaches a web chat contact only where contacts are phone numbers.
+            identity::Kind::Phone if self.inner.local => {
+                Phone::parse(&i.value).ok().map(|p| p.digits().to_owned())
+            }
+            identity::Kind::Webchat => Some(i.value.clone()),
+            _ => None,
+        })
+    }
+
+    async fn send_text(&self, msg: &OutgoingText) -> Result<Sent, SendError> {
+        let contact = Phone::parse(&msg.chat_id)
+            .map(|p| p.digits().to_owned())
+            .map_err(|_| SendError::Permanent("not a web chat contact".to_owned()))?;
+        if contact != msg.chat_id {
+            return Err(SendError::Permanent("not a web chat contact".to_owned()));
+        }
+        let kind = match msg.kind {
+            outbound::Kind::Notice => "notice",
+            outbound::Kind::Alert => "alert",
+            outbound::Kind::Reply | outbound::Kind::Unspecified => "reply",
+        };
+        let m = ChatMessage {
+            id: msg.id.clone(),
+            direction: "out".to_owned(),
+            kind: kind.to_owned(),
+            text: msg.text.clone(),
+            in_reply_to: (!msg.in_reply_to.is_empty()).then(|| msg.in_reply_to.clone()),
+            at: now_rfc3339(),
+        };
+        self.inner
+            .history
+            .append(&contact, &m)
+            .await
+            .map_err(|e| SendError::Transient(format!("web chat history unavailable: {e}")))?;
+        Ok(Sent {
+            transport_message_id: msg.id.clone(),
+        })
+    }
+
+    async fn typing(&self, chat_id: &str, on: bool) -> Result<(), SendError> {
+        self.inner
+            .history
+            .typing(chat_id, on)
+            .await
+            .map_err(|e| SendError::Transient(e.to_string()))
+    }
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Html(PAGE),
+    )
+}
+
+async fn list_messages(
+    State(wc): State<Webchat>,
+    Path(contact): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let contact = match wc.authorize(&headers, &contact) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    match wc.inner.history.list(&contact).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "web chat: Redis unavailable");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the chat is temporarily unavailable; try again shortly",
+    )
+}
+
+#[derive(Deserialize)]
+struct TextBody {
+    text: Option<serde_json::Value>,
+}
+
+/// What a POST carried, validated.
+struct Posted {
+    kind: inbound::Kind,
+    text: String,
+    media: Option<MediaBytes>,
+}
+
+async fn post_message(
+    State(wc): State<Webchat>,
+    Path(contact): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let contact = match wc.authorize(&headers, &contact) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let limit = wc.inner.max_media;
+    let too_large = || {
+        metrics::counter!(crate::metrics::REJECTED, "reason" => "too_large").increment(1);
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            MediaError::TooLarge {
+                limit_mb: limit / (1024 * 1024),
+            }
+            .to_string(),
+        )
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit + 256 * 1024)
+    {
+        return too_large();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let posted = if content_type.starts_with("application/json") {
+        read_json(request).await
+    } else if content_type.starts_with("multipart/form-data") {
+        read_multipart(request, limit).await
+    } else {
+        Err(Reject::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json {\"text\": \"...\"} or multipart/form-data with a file part",
+        ))
+    };
+    let posted = match posted {
+        Ok(p) => p,
+        Err(r) => {
+            if r.0 == StatusCode::PAYLOAD_TOO_LARGE {
+                return too_large();
+            }
+            if r.0 == StatusCode::BAD_REQUEST {
+                metrics::counter!(crate::metrics::REJECTED, "reason" => "bad_request").increment(1);
+            }
+            return r.into_response();
+        }
+    };
+    let message_id = shared::ids::new_id();
+    // An Idempotency-Key makes a retried POST a duplicate instead of a second message.
+    let transport_message_id = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map_or_else(|| message_id.clone(), |k| format!("{contact}:{k}"));
+    let in_msg = ChatMessage {
+        id: message_id.clone(),
+        direction: "in".to_owned(),
+        kind: crate::metrics::kind_name(posted.kind).to_owned(),
+        text: posted.text.clone(),
+        in_reply_to: None,
+        at: now_rfc3339(),
+    };
+    let incoming = Incoming {
+        transport: TransportKind::Webchat,
+        transport_message_id,
+        message_id: Some(message_id),
+        chat_id: contact.clone(),
+        identities: wc.identities(&contact),
+        kind: posted.kind,
+        text: posted.text,
+        media: posted.media,
+        sent_at_ms: 0,
+        display_name: String::new(),
+    };
+    let history = wc.inner.history.clone();
+    let outcome = wc
+        .inner
+        .ingest
+        .accept_with(incoming, move |pipe| {
+            history.append_commands(pipe, &contact, &in_msg);
+        })
+        .await;
+    match outcome {
+        Ok(o) => {
+            let status = match &o {
+                Outcome::Published { .. } => "accepted",
+                Outcome::Duplicate { .. } => "duplicate",
+                Outcome::Limited { .. } => "rate_limited",
+            };
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({"id": o.message_id(), "status": status})),
+            )
+                .into_response()
+        }
+        Err(IngestError::Media(e)) => media_error(&e),
+        Err(IngestError::Unavailable(e)) => unavailable(&e),
+    }
+}
+
+fn media_error(e: &MediaError) -> Response {
+    media_reject(e).into_response()
+}
+
+fn media_reject(e: &MediaError) -> Reject {
+    let (status, reason) = match e {
+        MediaError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        MediaError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type"),
+        MediaError::Corrupt(_) | MediaError::Empty => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "corrupt_media")
+        }
+    };
+    metrics::counter!(crate::metrics::REJECTED, "reason" => reason).increment(1);
+    Reject::new(status, e.to_string())
+}
+
+async fn read_json(request: Request) -> Result<Posted, Reject> {
+    let body = axum::body::to_bytes(request.into_body(), MAX_TEXT_BYTES)
+        .await
+        .map_err(|_| {
+            Reject::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the message is longer than 64 KB",
+            )
+        })?;
+    let parsed: TextBody = serde_json::from_slice(&body).map_err(|e| {
+        Reject::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected JSON like {{\"text\": \"...\"}}: {e}"),
+        )
+    })?;
+    let text = match parsed.text {
+        Some(serde_json::Value::String(s)) => s,
+        Some(_) => {
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
+                "\"text\" must be a string",
+            ));
+        }
+        None => return Err(Reject::new(StatusCode::BAD_REQUEST, "\"text\" is required")),
+    };
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err(Reject::new(StatusCode::BAD_REQUEST, "\"text\" is empty"));
+    }
+    Ok(Posted {
+        kind: inbound::Kind::Text,
+        text,
+        media: None,
+    })
+}
+
+async fn read_multipart(request: Request, limit: u64) -> Result<Posted, Reject> {
+    let mut mp = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")))?;
+    let mut file: Option<(Vec<u8>, String)> = None;
+    let mut caption = String::new();
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Reject::new(
+                    e.status(),
+                    format!("bad multipart body: {}", e.body_text()),
+                ));
+            }
+        };
+        match field.name() {
+            Some("file") => {
+                let declared = field.content_type().unwrap_or("").to_owned();
+                let bytes = field.bytes().await.map_err(|e| {
+                    Reject::new(
+                        e.status(),
+                        format!("cannot read the file: {}", e.body_text()),
+                    )
+                })?;
+                if bytes.len() as u64 > limit {
+                    return Err(Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "too large"));
+                }
+                file = Some((bytes.to_vec(), declared));
+            }
+            Some("caption") => {
+                caption = field
+                    .text()
+                    .await
+                    .map_err(|e| {
+                        Reject::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("bad caption: {}", e.body_text()),
+                        )
+                    })?
+                    .trim()
+                    .to_owned();
+            }
+            _ => {}
+        }
+    }
+    let Some((bytes, declared)) = file else {
+        return Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "multipart body needs a \"file\" part (audio or image)",
+        ));
+    };
+    let sniffed = sniff(&bytes, &declared).map_err(|e| media_reject(&e))?;
+    Ok(Posted {
+        kind: sniffed.kind,
+        text: caption,
+        media: Some(MediaBytes {
+            bytes,
+            mime: sniffed.mime,
+        }),
+    })
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<String>,
+}
+
+fn valid_entry_id(id: &str) -> bool {
+    id == "0"
+        || id.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        })
+}
+
+async fn events(
+    State(wc): State<Webchat>,
+    Path(contact): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let contact = match wc.authorize(&headers, &contact) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.after);
+    let last = match resume {
+        Some(id) if valid_entry_id(&id) => {
+            if id == "0" {
+                "0-0".to_owned()
+            } else {
+                id
+            }
+        }
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be an event id this stream sent (like 1700000000000-0)",
+            );
+        }
+        None => match wc.inner.history.last_id(&contact).await {
+            Ok(id) => id,
+            Err(e) => return unavailable(&e),
+        },
+    };
+    use futures_util::StreamExt;
+    let shutdown = wc.inner.shutdown.clone().cancelled_owned();
+    let stream = sse_stream(wc, contact, last).take_until(shutdown);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+struct SseState {
+    wc: Webchat,
+    contact: String,
+    hash: String,
+    last: String,
+    pending: std::collections::VecDeque<Event>,
+    notes: tokio::sync::broadcast::Receiver<String>,
+}
+
+fn sse_stream(
+    wc: Webchat,
+    contact: String,
+    last: String,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    let notes = wc.inner.history.subscribe();
+    let state = SseState {
+        hash: History::contact_hash(&contact),
+        wc,
+        contact,
+        last,
+        pending: std::collections::VecDeque::new(),
+        notes,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.pending.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            match s
+                .wc
+                .inner
+                .history
+                .after(&s.contact, Some(&s.last), 100)
+                .await
+            {
+                Ok(entries) if !entries.is_empty() => {
+                    for (id, msg) in entries {
+                        if msg.direction == "out" {
+                            let ingest = s.wc.inner.ingest.clone();
+                            let mid = msg.id.clone();
+                            tokio::spawn(async move {
+                                let _ = ingest
+                                    .receipt(TransportKind::Webchat, &mid, ReceiptStatus::Delivered)
+                                    .await;
+                            });
+                        }
+                        let data = serde_json::to_string(&msg).expect("serialises");
+                        s.pending
+                            .push_back(Event::default().event("message").id(id.clone()).data(data));
+                        s.last = id;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "web chat events: Redis unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            // Nothing new: wait for a notification (or poll again after a while).
+            let deadline = tokio::time::sleep(Duration::from_secs(5));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => break,
+                    note = s.notes.recv() => match note {
+                        Ok(p) => match History::parse_note(&p, &s.hash) {
+                            Some(Note::Message) => break,
+                            Some(Note::Typing(on)) => {
+                                s.pending.push_back(
+                                    Event::default().event("typing").data(format!("{{\"on\":{on}}}")),
+                                );
+                                break;
+                            }
+                            None => {}
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            deadline.as_mut().await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

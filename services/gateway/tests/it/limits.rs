@@ -1,0 +1,134 @@
+//! Edge rate limits, shared by every gateway replica through Redis.
+
+use std::time::Duration;
+
+use crate::helpers::{Gw, metric};
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn eleventh_message_in_a_minute_is_limited_with_one_notice() {
+    let gw = Gw::start(&[]).await;
+    let contact = "15551110000";
+    let mut statuses = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (status, body) = gw.send_text(contact, &format!("message {i}")).await;
+        assert_eq!(status, 202, "a limited message is still accepted: {body}");
+        statuses.push(body["status"].as_str().unwrap().to_owned());
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(&statuses[..10], vec!["accepted"; 10].as_slice());
+    assert_eq!(&statuses[10..], ["rate_limited", "rate_limited"]);
+    assert_eq!(
+        gw.inbound().await.len(),
+        10,
+        "limited messages never reach the brain"
+    );
+
+    // Exactly one notice, answering the first limited message.
+    let list = gw
+        .wait_listing(contact, T, |l| l.iter().any(|m| m["direction"] == "out"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list2 = gw.listing(contact).await;
+    let notices: Vec<_> = list2.iter().filter(|m| m["direction"] == "out").collect();
+    assert_eq!(notices.len(), 1, "{list:?}");
+    assert_eq!(notices[0]["kind"], "notice");
+    assert_eq!(notices[0]["in_reply_to"], ids[10].as_str());
+    assert!(
+        notices[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("wait a minute")
+    );
+    // All twelve are in the channel's history, the notice after the message it answers.
+    let ins: Vec<_> = list2.iter().filter(|m| m["direction"] == "in").collect();
+    assert_eq!(ins.len(), 12);
+    let pos = |id: &str| list2.iter().position(|m| m["id"] == id).unwrap();
+    assert!(pos(notices[0]["id"].as_str().unwrap()) > pos(&ids[10]));
+
+    // Another sender is not affected.
+    let (_, body) = gw.send_text("15551110001", "hello").await;
+    assert_eq!(body["status"], "accepted");
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(&text, "gateway_rate_limited_total{scope=\"contact\"}"),
+        2.0
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_limited_sender_may_write_again_once_the_window_allows() {
+    // 60 per minute = one per second after the burst.
+    let gw = Gw::start(&[("RATE_LIMIT_PER_CONTACT", "60")]).await;
+    let contact = "15551112222";
+    for i in 0..60 {
+        assert_eq!(
+            gw.send_text(contact, &format!("m{i}")).await.1["status"],
+            "accepted"
+        );
+    }
+    assert_eq!(
+        gw.send_text(contact, "over").await.1["status"],
+        "rate_limited"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(gw.send_text(contact, "again").await.1["status"], "accepted");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_global_limit_is_shared_by_two_gateway_processes() {
+    let prefix = shared::testing::unique_prefix();
+    let redis = shared::testing::redis_url();
+    let extra = [
+        ("RATE_LIMIT_GLOBAL", "6"),
+        ("RATE_LIMIT_PER_CONTACT", "100"),
+    ];
+    let a = Gw::start_on(&redis, Some(&prefix), &extra).await;
+    let b = Gw::start_on(&redis, Some(&prefix), &extra).await;
+    let mut limited = Vec::new();
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let contact = format!("1555222{i:04}");
+        let (status, body) = gw.send_text(&contact, "hi").await;
+        assert_eq!(status, 202);
+        if body["status"] == "rate_limited" {
+            limited.push(contact);
+        }
+    }
+    assert_eq!(
+        a.inbound().await.len(),
+        6,
+        "six accepted across both gateways"
+    );
+    assert_eq!(limited.len(), 4);
+    // Each limited sender is told the bot is busy (once).
+    for contact in &limited {
+        let list = a
+            .wait_listing(contact, T, |l| l.iter().any(|m| m["kind"] == "notice"))
+            .await;
+        let notice = list
+            .iter()
+            .find(|m| m["kind"] == "notice")
+            .expect("busy notice");
+        assert!(
+            notice["text"]
+                .as_str()
+                .unwrap()
+                .contains("a lot of messages")
+        );
+    }
+    let total = metric(
+        &a.metrics().await,
+        "gateway_rate_limited_total{scope=\"global\"}",
+    ) + metric(
+        &b.metrics().await,
+        "gateway_rate_limited_total{scope=\"global\"}",
+    );
+    assert_eq!(total, 4.0);
+    b.proc.terminate_async(Duration::from_secs(20)).await;
+    a.stop().await;
+}
