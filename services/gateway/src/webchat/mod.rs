@@ -100,6 +100,7 @@ impl Webchat {
         Router::new()
             .route("/chat", get(page))
             .route("/chat/", get(page))
+            .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
             .route(
                 "/chat/api/{contact}/messages",
                 get(list_messages).post(post_message),

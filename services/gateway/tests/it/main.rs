@@ -1,6 +1,7 @@
 //! Integration tests of the gateway: the binary against real Redis, and its outbound path
 //! in-process.
 
+mod browser;
 mod helpers;
 mod limits;
 mod outbound;
