@@ -11,6 +11,8 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod ids;
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod metrics;
 pub mod phone;
 pub mod proto;

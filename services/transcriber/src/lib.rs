@@ -1,8 +1,20 @@
-//! The `transcriber` service: turns voice notes into text (ffmpeg + Whisper) as a scalable worker pool.
+//! The `transcriber` service: turns voice notes into text (ffmpeg + Whisper) as a scalable
+//! worker pool. Any number of replicas share the `transcribe` stream through its consumer group;
+//! each job is done once (at-least-once delivery, idempotent outputs keyed on the message id).
 
+pub mod audio;
+pub mod config;
+pub mod handler;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use shared::bus::Stream;
-use shared::config::{CommonConfig, Env, ServiceName};
+use shared::config::ServiceName;
 use shared::service::{Context, Running, Spec};
+
+pub use config::Config;
 
 /// How the shared skeleton runs this service.
 pub const SPEC: Spec = Spec {
@@ -12,28 +24,28 @@ pub const SPEC: Spec = Spec {
     publishes: &[Stream::Transcripts, Stream::Usage],
 };
 
-/// The service's own configuration (beyond the common variables).
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
-
-impl Config {
-    /// Reads the service's variables; problems are recorded in `env`.
-    pub fn load(_env: &mut Env, _common: &CommonConfig) -> Self {
-        Self {}
-    }
-}
-
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
 pub fn start(
     ctx: Context<Config>,
 ) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+    metrics::register();
+    if !ctx.config.endpoint.configured {
+        tracing::warn!(
+            "no speech service configured (WHISPER_API_KEY / OPENAI_API_KEY / WHISPER_BASE_URL): \
+             voice notes will be answered with a 'please type' message"
+        );
+    }
+    let handler = Arc::new(handler::Transcriber::new(ctx.config, &ctx.bus));
+    let consumer = ctx.bus.consumer(Stream::Transcribe, handler);
     let shutdown = ctx.shutdown;
     Ok(Running {
         routes: None,
         checks: Vec::new(),
         main: async move {
-            shutdown.cancelled().await;
-            Ok(())
+            consumer
+                .run(shutdown)
+                .await
+                .context("transcription consumer failed")
         },
     })
 }

@@ -1,5 +1,8 @@
 //! Integration tests of the transcriber binary.
 
+mod fake_whisper;
+mod jobs;
+
 use std::time::Duration;
 
 use shared::config::ServiceName;
@@ -16,6 +19,9 @@ async fn starts_from_env_serves_health_and_metrics_and_stops_on_sigterm() {
         &[
             "bus_consumed_total{stream=\"transcribe\"} 0",
             "bus_published_total{stream=\"usage\"} 0",
+            "transcriber_jobs_total{outcome=\"failed\"} 0",
+            "llm_circuit_state{upstream=\"whisper\"} 0",
+            "llm_retries_total{upstream=\"whisper\"} 0",
         ],
     )
     .await;

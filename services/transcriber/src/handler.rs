@@ -1,0 +1,279 @@
+//! One transcription job: fetch the voice note from the media store, convert it with ffmpeg,
+//! transcribe it with Whisper (resilient call), publish the transcript and a usage record.
+//! A job that fails for good publishes a failure transcript (so the customer is told) and is
+//! dead-lettered with the reason.
+
+use std::time::{Duration, Instant};
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::types::audio::{AudioInput, AudioResponseFormat, CreateTranscriptionRequest};
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+use shared::bus::{Delivery, HandleError, Handler, Publish, Publisher, Stream};
+use shared::llm::{Breaker, CallError};
+use shared::proto::{
+    Envelope, Payload, Transcript, TranscriptionJob, UsageRecord, transcript, usage_record,
+};
+
+use crate::audio::{AudioError, to_wav};
+use crate::config::{Config, WHISPER_MAX_BYTES};
+use crate::metrics as m;
+
+pub struct Transcriber {
+    cfg: Config,
+    client: Client<OpenAIConfig>,
+    breaker: Breaker,
+    conn: ConnectionManager,
+    publisher: Publisher,
+    max_deliveries: u32,
+}
+
+/// How a job ended, short of success.
+#[derive(Debug)]
+enum JobError {
+    /// Over `MAX_AUDIO_SECONDS` or the upload limit: a friendly answer, not an incident.
+    TooLong { seconds: f64, reason: String },
+    /// Worth another delivery (Redis or the machine failing).
+    Retry(String),
+    /// Will not work: the customer is told, the job dead-lettered.
+    Failed(String),
+}
+
+/// A transcription.
+struct Done {
+    text: String,
+    language: String,
+    seconds: f64,
+    latency: Duration,
+}
+
+/// What Whisper-compatible servers answer for `response_format=json` (some add more).
+#[derive(Deserialize)]
+struct WhisperJson {
+    text: String,
+    #[serde(default)]
+    language: Option<String>,
+}
+
+impl Transcriber {
+    pub fn new(cfg: Config, bus: &shared::bus::Bus) -> Self {
+        let client = shared::llm::client(&cfg.endpoint, cfg.policy.timeout);
+        let breaker = Breaker::new("whisper", cfg.policy.clone());
+        Self {
+            client,
+            breaker,
+            conn: bus.connection(),
+            publisher: bus.publisher(),
+            max_deliveries: bus.config().max_deliveries,
+            cfg,
+        }
+    }
+
+    async fn run(&self, job: &TranscriptionJob, deadline: Instant) -> Result<Done, JobError> {
+        if Instant::now() >= deadline {
+            return Err(JobError::Failed(
+                "the voice message's deadline passed before work started".into(),
+            ));
+        }
+        if !self.cfg.endpoint.configured {
+            return Err(JobError::Failed(
+                "speech recognition is not configured: set WHISPER_API_KEY or OPENAI_API_KEY \
+                 (or WHISPER_BASE_URL for a local server)"
+                    .into(),
+            ));
+        }
+        let media = job
+            .media
+            .as_ref()
+            .ok_or_else(|| JobError::Failed("the job has no media reference".into()))?;
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&media.key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| JobError::Retry(format!("media store unavailable: {e}")))?;
+        let bytes = bytes.ok_or_else(|| {
+            JobError::Failed("the voice note is missing or expired from the media store".into())
+        })?;
+        let wav = to_wav(&self.cfg.ffmpeg, &bytes, self.cfg.ffmpeg_timeout)
+            .await
+            .map_err(|e| match e {
+                AudioError::Io(m) => JobError::Retry(m),
+                other => JobError::Failed(other.to_string()),
+            })?;
+        metrics::histogram!(m::FFMPEG_SECONDS).record(wav.took.as_secs_f64());
+        metrics::histogram!(m::AUDIO_SECONDS).record(wav.seconds);
+        if wav.seconds > self.cfg.max_audio_seconds {
+            return Err(JobError::TooLong {
+                seconds: wav.seconds,
+                reason: format!(
+                    "{:.0} s of audio is over MAX_AUDIO_SECONDS ({:.0})",
+                    wav.seconds, self.cfg.max_audio_seconds
+                ),
+            });
+        }
+        if wav.bytes.len() as u64 > WHISPER_MAX_BYTES {
+            return Err(JobError::TooLong {
+                seconds: wav.seconds,
+                reason: "the converted audio is over Whisper's 25 MB upload limit".into(),
+            });
+        }
+        let audio = bytes::Bytes::from(wav.bytes);
+        let language = if job.language.is_empty() {
+            self.cfg.language.clone()
+        } else {
+            Some(job.language.clone())
+        };
+        let request = CreateTranscriptionRequest {
+            file: AudioInput::from_bytes("voice.wav".to_owned(), audio),
+            model: self.cfg.model.clone(),
+            language: language.clone(),
+            response_format: Some(AudioResponseFormat::Json),
+            ..Default::default()
+        };
+        let called = shared::llm::call(&self.breaker, deadline.into(), || {
+            let request = request.clone();
+            async move {
+                self.client
+                    .audio()
+                    .transcription()
+                    .create_raw(request)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            CallError::CircuitOpen => JobError::Failed(
+                "the speech service is failing; not calling it for now (circuit open)".into(),
+            ),
+            CallError::Deadline(r) => JobError::Failed(format!("voice deadline reached: {r}")),
+            CallError::Failed(r) => JobError::Failed(format!("speech service: {r}")),
+        })?;
+        metrics::histogram!(m::WHISPER_SECONDS).record(called.latency.as_secs_f64());
+        let parsed: WhisperJson = serde_json::from_slice(&called.value)
+            .map_err(|e| JobError::Failed(format!("speech service: unexpected response: {e}")))?;
+        Ok(Done {
+            text: parsed.text.trim().to_owned(),
+            language: parsed.language.or(language).unwrap_or_default(),
+            seconds: wav.seconds,
+            latency: called.latency,
+        })
+    }
+
+    fn transcript(&self, job: &TranscriptionJob, t: Transcript) -> Publish {
+        let env = Envelope::new("transcriber", Payload::Transcript(t));
+        if job.contact_id.is_empty() {
+            Publish::new(Stream::Transcripts, env)
+        } else {
+            Publish::ordered(Stream::Transcripts, env, job.contact_id.clone())
+        }
+    }
+
+    fn failure(
+        &self,
+        job: &TranscriptionJob,
+        outcome: transcript::Outcome,
+        error: &str,
+        seconds: f64,
+    ) -> Publish {
+        self.transcript(
+            job,
+            Transcript {
+                message_id: job.message_id.clone(),
+                outcome: outcome as i32,
+                audio_seconds: seconds,
+                error: error.to_owned(),
+                ..Default::default()
+            },
+        )
+    }
+}
+
+impl Handler for Transcriber {
+    #[tracing::instrument(name = "transcriber.job", skip_all, fields(message_id))]
+    async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
+        let Some(Payload::TranscriptionJob(job)) = &d.envelope.payload else {
+            return Err(HandleError::Permanent("not a transcription job".into()));
+        };
+        tracing::Span::current().record("message_id", job.message_id.as_str());
+        let now_ms = shared::ids::now_ms();
+        let deadline_ms = if job.deadline_at_ms > 0 {
+            job.deadline_at_ms
+        } else {
+            d.envelope.created_at_ms + self.cfg.voice_deadline.as_millis() as i64
+        };
+        let deadline = Instant::now() + Duration::from_millis((deadline_ms - now_ms).max(0) as u64);
+        let result = match self.run(job, deadline).await {
+            Err(JobError::Retry(reason)) if d.deliveries >= self.max_deliveries => Err(
+                JobError::Failed(format!("{reason} (after {} deliveries)", d.deliveries)),
+            ),
+            other => other,
+        };
+        match result {
+            Ok(done) => {
+                metrics::counter!(m::JOBS, "outcome" => "ok").increment(1);
+                tracing::info!(
+                    audio_seconds = done.seconds,
+                    latency_ms = done.latency.as_millis() as u64,
+                    "voice note transcribed"
+                );
+                let usage = UsageRecord {
+                    usage_id: blake3::hash(format!("transcription|{}", job.message_id).as_bytes())
+                        .to_hex()[..26]
+                        .to_owned(),
+                    contact_id: job.contact_id.clone(),
+                    requested_model: self.cfg.model.clone(),
+                    response_model: self.cfg.model.clone(),
+                    operation: usage_record::Operation::Transcription as i32,
+                    audio_seconds: done.seconds,
+                    latency_ms: done.latency.as_millis() as u64,
+                    message_id: job.message_id.clone(),
+                    at_ms: shared::ids::now_ms(),
+                    ..Default::default()
+                };
+                Ok(vec![
+                    self.transcript(
+                        job,
+                        Transcript {
+                            message_id: job.message_id.clone(),
+                            outcome: transcript::Outcome::Ok as i32,
+                            text: done.text,
+                            language: done.language,
+                            audio_seconds: done.seconds,
+                            error: String::new(),
+                        },
+                    ),
+                    Publish::new(
+                        Stream::Usage,
+                        Envelope::new("transcriber", Payload::Usage(usage)),
+                    ),
+                ])
+            }
+            Err(JobError::TooLong { seconds, reason }) => {
+                metrics::counter!(m::JOBS, "outcome" => "too_long").increment(1);
+                tracing::info!(audio_seconds = seconds, "voice note too long");
+                Ok(vec![self.failure(
+                    job,
+                    transcript::Outcome::TooLong,
+                    &reason,
+                    seconds,
+                )])
+            }
+            Err(JobError::Retry(reason)) => {
+                metrics::counter!(m::JOBS, "outcome" => "retry").increment(1);
+                tracing::warn!(error = %reason, deliveries = d.deliveries, "transcription will be retried");
+                Err(HandleError::Retry(reason))
+            }
+            Err(JobError::Failed(reason)) => {
+                metrics::counter!(m::JOBS, "outcome" => "failed").increment(1);
+                tracing::warn!(error = %reason, "transcription failed for good");
+                // Tell the customer (through the brain) before the job goes to the dead letters.
+                self.publisher
+                    .publish(self.failure(job, transcript::Outcome::Failed, &reason, 0.0))
+                    .await
+                    .map_err(|e| HandleError::Retry(format!("cannot publish the failure: {e}")))?;
+                Err(HandleError::Permanent(reason))
+            }
+        }
+    }
+}

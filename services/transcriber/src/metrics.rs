@@ -1,0 +1,22 @@
+//! The transcriber's metrics, registered at zero at startup.
+
+pub const JOBS: &str = "transcriber_jobs_total";
+pub const FFMPEG_SECONDS: &str = "transcriber_ffmpeg_seconds";
+pub const WHISPER_SECONDS: &str = "transcriber_whisper_latency_seconds";
+pub const AUDIO_SECONDS: &str = "transcriber_audio_seconds";
+
+pub fn register() {
+    metrics::describe_counter!(
+        JOBS,
+        "Transcription jobs by outcome (ok, too_long, failed, retry)"
+    );
+    metrics::describe_histogram!(FFMPEG_SECONDS, "Seconds one ffmpeg conversion took");
+    metrics::describe_histogram!(
+        WHISPER_SECONDS,
+        "Seconds one Whisper transcription took, retries included"
+    );
+    metrics::describe_histogram!(AUDIO_SECONDS, "Seconds of audio per voice note");
+    for outcome in ["ok", "too_long", "failed", "retry"] {
+        metrics::counter!(JOBS, "outcome" => outcome).absolute(0);
+    }
+}
