@@ -9,6 +9,8 @@ CREATE TABLE IF NOT EXISTS contacts (
     allowed BIGINT NOT NULL DEFAULT 0,
     opted_out BIGINT NOT NULL DEFAULT 0,
     last_refusal_day TEXT,
+    -- When the one-line AI disclosure was sent (the first reply to a new contact).
+    disclosed_at_ms BIGINT,
     created_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL
 );

@@ -27,4 +27,8 @@ pub mod usage;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(feature = "test-utils")]
+pub mod fake_chat;
+#[cfg(feature = "test-utils")]
+pub mod fake_whisper;
+#[cfg(feature = "test-utils")]
 pub mod testing;

@@ -38,3 +38,9 @@ impl Envelope {
         }
     }
 }
+
+/// The order key of a chat's outbound messages: everything sent to one chat is delivered in
+/// the order it was published (brain replies, gateway notices, ledger alerts alike).
+pub fn chat_order_key(transport: Transport, chat_id: &str) -> String {
+    format!("{}:{chat_id}", transport.as_str_name())
+}

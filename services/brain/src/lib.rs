@@ -1,8 +1,22 @@
-//! The `brain` service: answers customers (LLM chat with memory, vision, commands, access control).
+//! The `brain` service: answers customers — LLM chat with memory, vision, commands, access
+//! control — with every model call resilient and every answer written through an outbox.
 
+pub mod chat;
+pub mod commands;
+pub mod config;
+pub mod handler;
+pub mod messages;
+pub mod metrics;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
 use shared::bus::Stream;
-use shared::config::{CommonConfig, Env, ServiceName};
+use shared::config::ServiceName;
 use shared::service::{Context, Running, Spec};
+
+pub use config::Config;
 
 /// How the shared skeleton runs this service.
 pub const SPEC: Spec = Spec {
@@ -12,28 +26,66 @@ pub const SPEC: Spec = Spec {
     publishes: &[Stream::Outbound, Stream::Transcribe, Stream::Usage],
 };
 
-/// The service's own configuration (beyond the common variables).
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
-
-impl Config {
-    /// Reads the service's variables; problems are recorded in `env`.
-    pub fn load(_env: &mut Env, _common: &CommonConfig) -> Self {
-        Self {}
-    }
-}
+/// How often the memory cleanup runs (it deletes what is older than `MEMORY_TTL_DAYS`).
+const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
 pub fn start(
     ctx: Context<Config>,
 ) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+    metrics::register();
+    let db = ctx.db.context("the brain needs its database")?;
+    if !ctx.config.endpoint.configured {
+        tracing::warn!(
+            "no LLM configured (OPENAI_API_KEY / OPENAI_BASE_URL): customers get the 'not configured' notice"
+        );
+    }
+    let admins: Vec<String> = ctx
+        .config
+        .admins
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    let ttl = ctx.config.memory_ttl;
+    let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone());
+    let consumer = ctx.bus.consumer(Stream::Inbound, brain);
     let shutdown = ctx.shutdown;
     Ok(Running {
         routes: None,
         checks: Vec::new(),
         main: async move {
-            shutdown.cancelled().await;
-            Ok(())
+            store::bootstrap_admins(&db, &admins, shared::ids::now_ms())
+                .await
+                .context("cannot record ADMIN_NUMBERS as admins")?;
+            let cleanup = {
+                let db = db.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(CLEANUP_EVERY);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            _ = tick.tick() => {}
+                        }
+                        let before = shared::ids::now_ms() - ttl.as_millis() as i64;
+                        match store::cleanup(&db, before).await {
+                            Ok(n) => {
+                                ::metrics::counter!(metrics::CLEANED).increment(n);
+                                if n > 0 {
+                                    tracing::info!(deleted = n, "memory cleanup");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "memory cleanup failed"),
+                        }
+                    }
+                })
+            };
+            let r = consumer
+                .run(shutdown)
+                .await
+                .context("inbound consumer failed");
+            let _ = cleanup.await;
+            r
         },
     })
 }

@@ -110,10 +110,7 @@ fn sender_key(identities: &[Identity], chat_id: &str) -> String {
         .unwrap_or_else(|| format!("chat:{chat_id}"))
 }
 
-/// The order key of a chat's outbound messages (delivered in order per chat).
-pub fn chat_order_key(transport: proto::Transport, chat_id: &str) -> String {
-    format!("{}:{chat_id}", transport.as_str_name())
-}
+pub use shared::proto::chat_order_key;
 
 impl Ingest {
     pub fn new(bus: &shared::bus::Bus, cfg: &Config) -> Self {

@@ -12,6 +12,9 @@ pub struct Config {
     pub ffmpeg: String,
     /// `FFMPEG_TIMEOUT_SECS` (default 30): one conversion at most.
     pub ffmpeg_timeout: Duration,
+    /// `FFMPEG_CONCURRENCY` (default: the number of CPUs): conversions at once; Whisper calls
+    /// are not bounded by it (they wait on the network, not the CPU).
+    pub ffmpeg_concurrency: usize,
     /// `MAX_AUDIO_SECONDS` (default 600): longer voice notes get a friendly "too long".
     pub max_audio_seconds: f64,
     /// `WHISPER_MODEL` (default `whisper-1`).
@@ -47,6 +50,12 @@ impl Config {
         Self {
             ffmpeg: env.string("FFMPEG_PATH", "ffmpeg"),
             ffmpeg_timeout: env.secs("FFMPEG_TIMEOUT_SECS", 30, 1, 600),
+            ffmpeg_concurrency: env.int_in(
+                "FFMPEG_CONCURRENCY",
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+                1,
+                256,
+            ),
             max_audio_seconds: env.int_in("MAX_AUDIO_SECONDS", 600u32, 1, 7200) as f64,
             model: env.string("WHISPER_MODEL", "whisper-1"),
             endpoint: Endpoint::from_env(env, "WHISPER_"),

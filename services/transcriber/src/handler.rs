@@ -27,6 +27,8 @@ pub struct Transcriber {
     conn: ConnectionManager,
     publisher: Publisher,
     max_deliveries: u32,
+    /// Bounds CPU-heavy conversions to the cores available.
+    ffmpeg_slots: tokio::sync::Semaphore,
 }
 
 /// How a job ended, short of success.
@@ -66,6 +68,7 @@ impl Transcriber {
             conn: bus.connection(),
             publisher: bus.publisher(),
             max_deliveries: bus.config().max_deliveries,
+            ffmpeg_slots: tokio::sync::Semaphore::new(cfg.ffmpeg_concurrency),
             cfg,
         }
     }
@@ -95,12 +98,17 @@ impl Transcriber {
         let bytes = bytes.ok_or_else(|| {
             JobError::Failed("the voice note is missing or expired from the media store".into())
         })?;
-        let wav = to_wav(&self.cfg.ffmpeg, &bytes, self.cfg.ffmpeg_timeout)
+        let slot = self
+            .ffmpeg_slots
+            .acquire()
             .await
-            .map_err(|e| match e {
-                AudioError::Io(m) => JobError::Retry(m),
-                other => JobError::Failed(other.to_string()),
-            })?;
+            .map_err(|_| JobError::Retry("shutting down".into()))?;
+        let wav = to_wav(&self.cfg.ffmpeg, &bytes, self.cfg.ffmpeg_timeout).await;
+        drop(slot);
+        let wav = wav.map_err(|e| match e {
+            AudioError::Io(m) => JobError::Retry(m),
+            other => JobError::Failed(other.to_string()),
+        })?;
         metrics::histogram!(m::FFMPEG_SECONDS).record(wav.took.as_secs_f64());
         metrics::histogram!(m::AUDIO_SECONDS).record(wav.seconds);
         if wav.seconds > self.cfg.max_audio_seconds {

@@ -14,7 +14,7 @@ use shared::proto::{
 use shared::testing::{ServiceEnv, ServiceProcess};
 
 use crate::BIN;
-use crate::fake_whisper::{Answer, FakeWhisper};
+use shared::fake_whisper::{Answer, FakeWhisper};
 
 /// A deployment: one prefix, the fake Whisper, and transcriber processes started on demand.
 struct Rig {

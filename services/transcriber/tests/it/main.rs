@@ -1,6 +1,5 @@
 //! Integration tests of the transcriber binary.
 
-mod fake_whisper;
 mod jobs;
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! A local stand-in for OpenAI's `POST /v1/audio/transcriptions`, speaking its real HTTP API
+//! (Tests and benchmarks; feature `test-utils`.) A local stand-in for OpenAI's `POST /v1/audio/transcriptions`, speaking its real HTTP API
 //! (multipart in, JSON or an OpenAI error object out). It checks what it receives — a WAV at
 //! 16 kHz mono of plausible length, the model, the language — and answers as scripted.
 

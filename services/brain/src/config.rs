@@ -1,0 +1,128 @@
+//! The brain's own configuration.
+
+use std::time::Duration;
+
+use shared::config::{CommonConfig, Env};
+use shared::llm::{Endpoint, Policy};
+use shared::phone::{self, Phone};
+use shared::usage::Days;
+
+use crate::messages::Messages;
+
+/// Who is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    /// Only listed numbers (and admins); others get one polite refusal per day.
+    Whitelist,
+    /// Everyone (a shop's real customers).
+    Open,
+}
+
+/// Brain settings (beyond the common variables).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PRE_PROMPT`: the system prompt.
+    pub pre_prompt: String,
+    /// `MEMORY_TTL_DAYS` (default 7).
+    pub memory_ttl: Duration,
+    /// Turns of memory sent with each request.
+    pub memory_turns: usize,
+    /// `AI_DISCLOSURE`: first line of the first reply to a new contact (empty: off).
+    pub ai_disclosure: String,
+    /// `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
+    pub endpoint: Endpoint,
+    /// `CHAT_MODEL` (default `gpt-4o`).
+    pub chat_model: String,
+    /// `VISION_MODEL` (default `CHAT_MODEL`).
+    pub vision_model: String,
+    /// `MAX_TOKENS` (default 2000).
+    pub max_tokens: u32,
+    /// `TEMPERATURE` (default: the API's).
+    pub temperature: Option<f32>,
+    /// `MAX_IMAGE_MB` (default 5).
+    pub max_image_bytes: u64,
+    /// `ECHO_TRANSCRIPT` (default false): prefix voice answers with what was understood.
+    pub echo_transcript: bool,
+    /// Timeouts, retries, breaker.
+    pub policy: Policy,
+    /// `TEXT_DEADLINE_SECS` (20), `IMAGE_DEADLINE_SECS` (30), `VOICE_DEADLINE_SECS` (45).
+    pub text_deadline: Duration,
+    pub image_deadline: Duration,
+    pub voice_deadline: Duration,
+    /// `ACCESS_MODE` (default whitelist).
+    pub access: AccessMode,
+    /// `ADMIN_NUMBERS`: bootstrapped admins, always allowed.
+    pub admins: Vec<Phone>,
+    /// `MAX_INPUT_CHARS` (default 4096).
+    pub max_input_chars: usize,
+    /// `CONTACT_DAILY_TOKENS` (default 50000; 0 = no limit).
+    pub contact_daily_tokens: u64,
+    /// `LEDGER_TIMEZONE`: what "today" means.
+    pub days: Days,
+    /// `BRAIN_CONCURRENCY` (default 64): model calls in flight.
+    pub concurrency: usize,
+    /// Customer-facing texts.
+    pub messages: Messages,
+}
+
+const DEFAULT_PROMPT: &str = "You are the customer-service assistant of a small business, \
+answering its customers on WhatsApp. Be polite, warm and concise: a few short sentences, no \
+long lists unless asked. Stay on the business's topics (its products, services, orders, opening \
+hours, delivery and policies); politely decline anything else. Always answer in the language \
+the customer writes in. If you do not know something about the business, say so and offer to \
+pass the question to a person; never invent prices, stock or policies.";
+
+impl Config {
+    pub fn load(env: &mut Env, _common: &CommonConfig) -> Self {
+        let endpoint = Endpoint::from_env(env, "OPENAI_");
+        let chat_model = env.string("CHAT_MODEL", "gpt-4o");
+        let vision_model = env.string("VISION_MODEL", &chat_model);
+        let temperature: Option<f32> = env.opt("TEMPERATURE", "a number from 0 to 2");
+        if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            env.problem("TEMPERATURE", "expected a number from 0 to 2");
+        }
+        let access = match env
+            .choice("ACCESS_MODE", "whitelist", &["whitelist", "open"])
+            .as_str()
+        {
+            "open" => AccessMode::Open,
+            _ => AccessMode::Whitelist,
+        };
+        let (admins, bad) = phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
+        if !bad.is_empty() {
+            env.problem(
+                "ADMIN_NUMBERS",
+                format!(
+                    "expected comma-separated phone numbers with country code; {} entr{} are not",
+                    bad.len(),
+                    if bad.len() == 1 { "y" } else { "ies" }
+                ),
+            );
+        }
+        Self {
+            pre_prompt: env.string("PRE_PROMPT", DEFAULT_PROMPT),
+            memory_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
+            memory_turns: 10,
+            ai_disclosure: env
+                .string_allow_empty("AI_DISCLOSURE", "You're chatting with an AI assistant."),
+            endpoint,
+            chat_model,
+            vision_model,
+            max_tokens: env.int_in("MAX_TOKENS", 2000u32, 1, 128_000),
+            temperature,
+            max_image_bytes: 1024 * 1024 * env.int_in("MAX_IMAGE_MB", 5u64, 1, 100),
+            echo_transcript: env.flag("ECHO_TRANSCRIPT", false),
+            policy: Policy::from_env(env),
+            text_deadline: env.secs("TEXT_DEADLINE_SECS", 20, 1, 600),
+            image_deadline: env.secs("IMAGE_DEADLINE_SECS", 30, 1, 600),
+            voice_deadline: env.secs("VOICE_DEADLINE_SECS", 45, 5, 600),
+            access,
+            admins,
+            max_input_chars: env.int_in("MAX_INPUT_CHARS", 4096usize, 1, 100_000),
+            contact_daily_tokens: env.int_in("CONTACT_DAILY_TOKENS", 50_000u64, 0, u64::MAX / 2),
+            days: Days::from_env(env),
+            concurrency: env.int_in("BRAIN_CONCURRENCY", 64usize, 1, 10_000),
+            messages: Messages::from_env(env),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Answering one inbound message. In order: a redelivered message republishes its stored
+//! events; the contact is resolved from its identities; STOP/START; access control; commands;
+//! guards (length, budget, the contact's daily tokens); then the model. Memory rows, the
+//! disclosure mark and the outbox row are committed in one transaction keyed by the inbound
+//! message id, and the events are published with the acknowledgement.
+
+use std::sync::Arc;
+
+use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
+use shared::db::Db;
+use shared::llm::CallError;
+use shared::proto::{
+    Envelope, Inbound, Outbound, Payload, UsageRecord, chat_order_key, identity, inbound, outbound,
+    usage_record,
+};
+use shared::redact::Redacted;
+use tokio::time::Instant;
+
+use crate::chat::{Answer, Chat, Image};
+use crate::commands;
+use crate::config::{AccessMode, Config};
+use crate::metrics as m;
+use crate::store::{self, Contact, Role, Turn};
+
+pub struct Brain {
+    pub(crate) cfg: Config,
+    pub(crate) db: Db,
+    pub(crate) bus: Bus,
+    pub(crate) chat: Chat,
+}
+
+/// What handling a message decided.
+#[derive(Default)]
+pub(crate) struct Decision {
+    pub replies: Vec<(outbound::Kind, String)>,
+    pub turns: Vec<Turn>,
+    pub extra: Vec<Publish>,
+    pub disclosed: bool,
+    pub outcome: &'static str,
+}
+
+impl Decision {
+    pub(crate) fn notice(text: &str, outcome: &'static str) -> Self {
+        Self {
+            replies: vec![(outbound::Kind::Notice, text.to_owned())],
+            outcome,
+            ..Default::default()
+        }
+    }
+
+    fn silent(outcome: &'static str) -> Self {
+        Self {
+            outcome,
+            ..Default::default()
+        }
+    }
+}
+
+fn identity_kind(kind: i32) -> &'static str {
+    match identity::Kind::try_from(kind).unwrap_or(identity::Kind::Unspecified) {
+        identity::Kind::Phone => "phone",
+        identity::Kind::WaId => "wa_id",
+        identity::Kind::Lid => "lid",
+        identity::Kind::CloudWaId => "cloud_wa_id",
+        identity::Kind::Webchat => "webchat",
+        identity::Kind::Unspecified => "other",
+    }
+}
+
+/// A database failure is worth another delivery.
+pub(crate) trait OrRetry<T> {
+    fn or_retry(self) -> Result<T, HandleError>;
+}
+
+impl<T> OrRetry<T> for Result<T, sqlx::Error> {
+    fn or_retry(self) -> Result<T, HandleError> {
+        self.map_err(|e| HandleError::Retry(format!("database: {e}")))
+    }
+}
+
+impl Brain {
+    pub fn new(cfg: Config, db: Db, bus: Bus) -> Arc<Self> {
+        let chat = Chat::new(&cfg);
+        Arc::new(Self { cfg, db, bus, chat })
+    }
+
+    fn today(&self) -> String {
+        self.cfg.days.day_of(shared::ids::now_ms())
+    }
+
+    /// The outbound events (and extras) of a decision.
+    fn events(&self, ib: &Inbound, d: &Decision) -> Vec<Publish> {
+        let order = chat_order_key(ib.transport(), &ib.chat_id);
+        let mut out: Vec<Publish> = d
+            .replies
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, text))| {
+                let id = blake3::hash(format!("reply|{}|{i}", ib.message_id).as_bytes()).to_hex()
+                    [..26]
+                    .to_owned();
+                Publish::ordered(
+                    Stream::Outbound,
+                    Envelope::new(
+                        "brain",
+                        Payload::Outbound(Outbound {
+                            message_id: id,
+                            transport: ib.transport,
+                            chat_id: ib.chat_id.clone(),
+                            kind: *kind as i32,
+                            text: text.clone(),
+                            in_reply_to: ib.message_id.clone(),
+                            identities: ib.identities.clone(),
+                        }),
+                    ),
+                    order.clone(),
+                )
+            })
+            .collect();
+        out.extend(d.extra.iter().cloned());
+        out
+    }
+
+    fn usage(
+        &self,
+        contact: &Contact,
+        ib: &Inbound,
+        a: &Answer,
+        op: usage_record::Operation,
+    ) -> Publish {
+        let u = UsageRecord {
+            usage_id: blake3::hash(format!("chat|{}", ib.message_id).as_bytes()).to_hex()[..26]
+                .to_owned(),
+            contact_id: contact.id.clone(),
+            requested_model: a.requested_model.clone(),
+            response_model: a.response_model.clone(),
+            operation: op as i32,
+            prompt_tokens: a.prompt_tokens,
+            completion_tokens: a.completion_tokens,
+            audio_seconds: 0.0,
+            latency_ms: a.latency_ms,
+            message_id: ib.message_id.clone(),
+            at_ms: shared::ids::now_ms(),
+        };
+        Publish::new(Stream::Usage, Envelope::new("brain", Payload::Usage(u)))
+    }
+
+    async fn decide(&self, ib: &Inbound, contact: &Contact) -> Result<Decision, HandleError> {
+        let now = shared::ids::now_ms();
+        let text = ib.text.trim();
+        let msgs = &self.cfg.messages;
+        // Opt-out first: an opted-out contact hears nothing but the START confirmation.
+        if contact.opted_out {
+            if text.eq_ignore_ascii_case("start") {
+                store::set_opted_out(&self.db, &contact.id, false, now)
+                    .await
+                    .or_retry()?;
+                return Ok(Decision::notice(&msgs.opted_in, "opted_in"));
+            }
+            return Ok(Decision::silent("opted_out"));
+        }
+        if text.eq_ignore_ascii_case("stop") {
+            store::set_opted_out(&self.db, &contact.id, true, now)
+                .await
+                .or_retry()?;
+            metrics::counter!(m::OPT_OUTS).increment(1);
+            return Ok(Decision::notice(&msgs.opted_out, "opted_out"));
+        }
+        let allowed =
+            contact.role == Role::Admin || contact.allowed || self.cfg.access == AccessMode::Open;
+        if !allowed {
+            let today = self.today();
+            metrics::counter!(m::REFUSALS).increment(1);
+            if contact.last_refusal_day.as_deref() == Some(today.as_str()) {
+                return Ok(Decision::silent("refused_silently"));
+            }
+            store::set_refusal_day(&self.db, &contact.id, &today, now)
+                .await
+                .or_retry()?;
+            return Ok(Decision::notice(&msgs.not_allowed, "refused"));
+        }
+        if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
+            return commands::run(self, contact, text).await;
+        }
+        match ib.kind() {
+            inbound::Kind::Text => {}
+            inbound::Kind::Image => {}
+            inbound::Kind::Voice => {
+                return Ok(Decision::notice(
+                    &msgs.transcription_failed,
+                    "voice_unsupported",
+                ));
+            }
+            inbound::Kind::Other | inbound::Kind::Unspecified => {
+                return Ok(Decision::notice(&msgs.unsupported, "unsupported"));
+            }
+        }
+        if text.chars().count() > self.cfg.max_input_chars {
+            return Ok(Decision::notice(&msgs.too_long, "too_long"));
+        }
+        self.answer(ib, contact, text).await
+    }
+
+    /// Asks the model (the guards that protect the owner's money first).
+    async fn answer(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        text: &str,
+    ) -> Result<Decision, HandleError> {
+        let msgs = &self.cfg.messages;
+        if !self.cfg.endpoint.configured {
+            return Ok(Decision::notice(&msgs.not_configured, "not_configured"));
+        }
+        let today = self.today();
+        if shared::usage::is_over_budget(&self.bus, &today)
+            .await
+            .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?
+        {
+            return Ok(Decision::notice(&msgs.budget, "budget"));
+        }
+        if self.cfg.contact_daily_tokens > 0 {
+            let t = shared::usage::contact_totals(&self.db, &contact.id, &today)
+                .await
+                .or_retry()?;
+            if (t.prompt_tokens + t.completion_tokens) as u64 >= self.cfg.contact_daily_tokens {
+                return Ok(Decision::notice(&msgs.token_budget, "token_budget"));
+            }
+        }
+        let (image_bytes, deadline) = match ib.kind() {
+            inbound::Kind::Image => {
+                let media = ib.media.as_ref();
+                if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
+                    return Ok(Decision::notice(&msgs.image_too_large, "image_too_large"));
+                }
+                let bytes: Option<Vec<u8>> = match media {
+                    Some(m) => redis::cmd("GET")
+                        .arg(&m.key)
+                        .query_async(&mut self.bus.connection())
+                        .await
+                        .map_err(|e| HandleError::Retry(format!("media store: {e}")))?,
+                    None => None,
+                };
+                let Some(bytes) = bytes else {
+                    return Ok(Decision::notice(&msgs.llm_down, "image_missing"));
+                };
+                (Some(bytes), Instant::now() + self.cfg.image_deadline)
+            }
+            _ => (None, Instant::now() + self.cfg.text_deadline),
+        };
+        let memory = store::memory(&self.db, &contact.id, self.cfg.memory_turns)
+            .await
+            .or_retry()?;
+        let question = if text.is_empty() && image_bytes.is_some() {
+            "What can you tell me about this photo?".to_owned()
+        } else {
+            text.to_owned()
+        };
+        let image = image_bytes.as_deref().map(|bytes| Image {
+            bytes,
+            mime: ib
+                .media
+                .as_ref()
+                .map_or("image/jpeg", |m| m.mime_type.as_str()),
+        });
+        let op = if image.is_some() {
+            usage_record::Operation::Vision
+        } else {
+            usage_record::Operation::Chat
+        };
+        let started = std::time::Instant::now();
+        match self
+            .chat
+            .ask(
+                &self.cfg,
+                &self.cfg.pre_prompt,
+                &memory,
+                &question,
+                image,
+                deadline,
+            )
+            .await
+        {
+            Ok(a) if !a.text.is_empty() => {
+                metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
+                let mut reply = a.text.clone();
+                let disclose = !contact.disclosed && !self.cfg.ai_disclosure.is_empty();
+                if disclose {
+                    reply = format!("{}\n\n{reply}", self.cfg.ai_disclosure);
+                }
+                let user_turn = if ib.kind() == inbound::Kind::Image {
+                    format!("[photo] {question}")
+                } else {
+                    question
+                };
+                Ok(Decision {
+                    replies: vec![(outbound::Kind::Reply, reply)],
+                    turns: vec![
+                        Turn {
+                            role: "user",
+                            content: user_turn,
+                        },
+                        Turn {
+                            role: "assistant",
+                            content: a.text.clone(),
+                        },
+                    ],
+                    extra: vec![self.usage(contact, ib, &a, op)],
+                    disclosed: disclose,
+                    outcome: "answered",
+                })
+            }
+            Ok(a) => {
+                tracing::warn!("the model returned an empty answer");
+                let mut d = Decision::notice(&msgs.llm_down, "empty_answer");
+                d.extra.push(self.usage(contact, ib, &a, op));
+                Ok(d)
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    CallError::CircuitOpen => "circuit_open",
+                    CallError::Deadline(_) => "deadline",
+                    CallError::Failed(_) => "llm_failed",
+                };
+                tracing::warn!(error = %e, "no answer from the model; sending the fallback");
+                Ok(Decision::notice(&msgs.llm_down, outcome))
+            }
+        }
+    }
+
+    async fn handle_inbound(&self, ib: &Inbound) -> Result<Vec<Publish>, HandleError> {
+        if ib.message_id.is_empty() {
+            return Err(HandleError::Permanent(
+                "inbound message without an id".into(),
+            ));
+        }
+        if let Some(stored) = store::outbox(&self.db, &ib.message_id).await.or_retry()? {
+            metrics::counter!(m::REPUBLISHED).increment(1);
+            tracing::info!("already answered: republishing the stored reply");
+            return store::decode_events(&stored)
+                .map_err(|e| HandleError::Permanent(format!("stored events: {e}")));
+        }
+        let identities: Vec<(String, String)> = ib
+            .identities
+            .iter()
+            .filter(|i| !i.value.is_empty())
+            .map(|i| (identity_kind(i.kind).to_owned(), i.value.clone()))
+            .collect();
+        if identities.is_empty() {
+            return Err(HandleError::Permanent(
+                "inbound message without a sender identity".into(),
+            ));
+        }
+        let now = shared::ids::now_ms();
+        let contact = store::resolve(&self.db, &identities, now)
+            .await
+            .or_retry()?;
+        tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
+        let decision = self.decide(ib, &contact).await?;
+        metrics::counter!(m::MESSAGES, "kind" => crate::metrics::kind_name(ib.kind()), "outcome" => decision.outcome).increment(1);
+        let events = self.events(ib, &decision);
+        let encoded = store::encode_events(&events);
+        let stored = store::commit(
+            &self.db,
+            &store::Outcome {
+                contact_id: Some(&contact.id),
+                inbound_id: &ib.message_id,
+                turns: &decision.turns,
+                events: &encoded,
+                disclosed: decision.disclosed,
+            },
+            now,
+        )
+        .await
+        .or_retry()?;
+        match stored {
+            // Another delivery got there first: publish what it stored.
+            Some(existing) => store::decode_events(&existing)
+                .map_err(|e| HandleError::Permanent(format!("stored events: {e}"))),
+            None => {
+                tracing::info!(
+                    outcome = decision.outcome,
+                    replies = decision.replies.len(),
+                    "inbound message handled"
+                );
+                Ok(events)
+            }
+        }
+    }
+}
+
+impl Handler for Brain {
+    #[tracing::instrument(name = "brain.inbound", skip_all, fields(message_id, contact))]
+    async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
+        match &d.envelope.payload {
+            Some(Payload::Inbound(ib)) => {
+                tracing::Span::current().record("message_id", ib.message_id.as_str());
+                self.handle_inbound(ib).await
+            }
+            Some(other) => Err(HandleError::Permanent(format!(
+                "unexpected {} event on the inbound stream",
+                other.kind()
+            ))),
+            None => Err(HandleError::Permanent("empty envelope".into())),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The brain's metrics, registered at zero at startup.
+
+use shared::proto::inbound;
+
+pub const MESSAGES: &str = "brain_messages_total";
+pub const LLM_SECONDS: &str = "brain_llm_latency_seconds";
+pub const COMMANDS: &str = "brain_commands_total";
+pub const REFUSALS: &str = "brain_refusals_total";
+pub const OPT_OUTS: &str = "brain_opt_outs_total";
+pub const REPUBLISHED: &str = "brain_replies_republished_total";
+pub const CLEANED: &str = "brain_memory_rows_deleted_total";
+
+pub fn register() {
+    metrics::describe_counter!(MESSAGES, "Inbound messages by kind and outcome");
+    metrics::describe_histogram!(
+        LLM_SECONDS,
+        "Seconds to get a model answer, retries included"
+    );
+    metrics::describe_counter!(COMMANDS, "Commands received");
+    metrics::describe_counter!(REFUSALS, "Messages refused by access control");
+    metrics::describe_counter!(OPT_OUTS, "Contacts who wrote STOP");
+    metrics::describe_counter!(REPUBLISHED, "Redelivered messages answered from the outbox");
+    metrics::describe_counter!(CLEANED, "Memory rows deleted by the daily cleanup");
+    for kind in ["text", "voice", "image", "other"] {
+        metrics::counter!(MESSAGES, "kind" => kind, "outcome" => "answered").absolute(0);
+    }
+    for c in ["known", "unknown"] {
+        metrics::counter!(COMMANDS, "command" => c).absolute(0);
+    }
+    for name in [REFUSALS, OPT_OUTS, REPUBLISHED, CLEANED] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
+pub fn kind_name(kind: inbound::Kind) -> &'static str {
+    match kind {
+        inbound::Kind::Text => "text",
+        inbound::Kind::Voice => "voice",
+        inbound::Kind::Image => "image",
+        inbound::Kind::Other | inbound::Kind::Unspecified => "other",
+    }
+}

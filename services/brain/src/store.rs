@@ -1,0 +1,372 @@
+//! The brain's tables: contacts and their identities, conversation memory, the outbox.
+//! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
+
+use prost::Message;
+use shared::bus::{Publish, Stream};
+use shared::db::Db;
+use shared::proto::Envelope;
+use sqlx::Row;
+
+/// A contact's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+/// A contact as the brain sees it.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub id: String,
+    pub role: Role,
+    pub allowed: bool,
+    pub opted_out: bool,
+    pub last_refusal_day: Option<String>,
+    pub disclosed: bool,
+}
+
+/// One turn of memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// The events an inbound message produced, as kept in the outbox.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredEvents {
+    #[prost(message, repeated, tag = "1")]
+    events: Vec<StoredEvent>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredEvent {
+    #[prost(string, tag = "1")]
+    stream: String,
+    #[prost(string, tag = "2")]
+    order_key: String,
+    #[prost(bytes = "vec", tag = "3")]
+    envelope: Vec<u8>,
+}
+
+pub fn encode_events(events: &[Publish]) -> Vec<u8> {
+    StoredEvents {
+        events: events
+            .iter()
+            .map(|p| StoredEvent {
+                stream: p.stream.name().to_owned(),
+                order_key: p.order_key.clone().unwrap_or_default(),
+                envelope: p.envelope.encode_to_vec(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+pub fn decode_events(bytes: &[u8]) -> anyhow::Result<Vec<Publish>> {
+    let stored = StoredEvents::decode(bytes)?;
+    stored
+        .events
+        .into_iter()
+        .map(|e| {
+            let stream: Stream = e.stream.parse()?;
+            let envelope = Envelope::decode(e.envelope.as_slice())?;
+            Ok(if e.order_key.is_empty() {
+                Publish::new(stream, envelope)
+            } else {
+                Publish::ordered(stream, envelope, e.order_key)
+            })
+        })
+        .collect()
+}
+
+fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(Contact {
+        id: row.try_get("id")?,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        allowed: row.try_get::<i64, _>("allowed")? != 0,
+        opted_out: row.try_get::<i64, _>("opted_out")? != 0,
+        last_refusal_day: row.try_get("last_refusal_day")?,
+        disclosed: row.try_get::<Option<i64>, _>("disclosed_at_ms")?.is_some(),
+    })
+}
+
+const CONTACT_COLUMNS: &str = "id, role, allowed, opted_out, last_refusal_day, disclosed_at_ms";
+
+pub async fn contact(db: &Db, id: &str) -> Result<Option<Contact>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(contact_from).transpose()
+}
+
+/// The contact owning any of `identities` (kind, value), created when none does; identities
+/// not yet linked are linked to it.
+pub async fn resolve(
+    db: &Db,
+    identities: &[(String, String)],
+    now_ms: i64,
+) -> Result<Contact, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    let mut found: Option<String> = None;
+    for (kind, value) in identities {
+        let row =
+            sqlx::query("SELECT contact_id FROM contact_identities WHERE kind = $1 AND value = $2")
+                .bind(kind)
+                .bind(value)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(row) = row {
+            found = Some(row.try_get("contact_id")?);
+            break;
+        }
+    }
+    let id = match found {
+        Some(id) => id,
+        None => {
+            let id = shared::ids::new_id();
+            sqlx::query(
+                "INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) \
+                 VALUES ($1, 'user', 0, 0, $2, $2)",
+            )
+            .bind(&id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            id
+        }
+    };
+    for (kind, value) in identities {
+        sqlx::query(
+            "INSERT INTO contact_identities (kind, value, contact_id, created_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, value) DO NOTHING",
+        )
+        .bind(kind)
+        .bind(value)
+        .bind(&id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(contact(db, &id)
+        .await?
+        .expect("the contact was just written"))
+}
+
+/// The contact of a phone number (E.164), if known.
+pub async fn contact_by_phone(db: &Db, phone: &str) -> Result<Option<Contact>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT contact_id FROM contact_identities WHERE kind = 'phone' AND value = $1",
+    )
+    .bind(phone)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        Some(r) => contact(db, &r.try_get::<String, _>("contact_id")?).await,
+        None => Ok(None),
+    }
+}
+
+/// Makes the phone numbers in `ADMIN_NUMBERS` admins (creating their contacts).
+pub async fn bootstrap_admins(db: &Db, phones: &[String], now_ms: i64) -> Result<(), sqlx::Error> {
+    for phone in phones {
+        let c = resolve(db, &[("phone".to_owned(), phone.clone())], now_ms).await?;
+        set_role(db, &c.id, Role::Admin, now_ms).await?;
+        set_allowed(db, &c.id, true, now_ms).await?;
+    }
+    Ok(())
+}
+
+async fn update(
+    db: &Db,
+    sql: &'static str,
+    id: &str,
+    value: Option<i64>,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut q = sqlx::query(sql);
+    if let Some(v) = value {
+        q = q.bind(v);
+    }
+    q.bind(now_ms).bind(id).execute(db.pool()).await?;
+    Ok(())
+}
+
+pub async fn set_role(db: &Db, id: &str, role: Role, now_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE contacts SET role = $1, updated_at_ms = $2 WHERE id = $3")
+        .bind(role.as_str())
+        .bind(now_ms)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+pub async fn set_allowed(db: &Db, id: &str, allowed: bool, now_ms: i64) -> Result<(), sqlx::Error> {
+    update(
+        db,
+        "UPDATE contacts SET allowed = $1, updated_at_ms = $2 WHERE id = $3",
+        id,
+        Some(i64::from(allowed)),
+        now_ms,
+    )
+    .await
+}
+
+pub async fn set_opted_out(db: &Db, id: &str, out: bool, now_ms: i64) -> Result<(), sqlx::Error> {
+    update(
+        db,
+        "UPDATE contacts SET opted_out = $1, updated_at_ms = $2 WHERE id = $3",
+        id,
+        Some(i64::from(out)),
+        now_ms,
+    )
+    .await
+}
+
+pub async fn set_refusal_day(db: &Db, id: &str, day: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE contacts SET last_refusal_day = $1, updated_at_ms = $2 WHERE id = $3")
+        .bind(day)
+        .bind(now_ms)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The last `limit` turns of a contact's memory, oldest first.
+pub async fn memory(db: &Db, contact_id: &str, limit: usize) -> Result<Vec<Turn>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT role, content FROM conversation_messages WHERE contact_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(contact_id)
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    let mut turns = rows
+        .iter()
+        .map(|r| {
+            let role: String = r.try_get("role")?;
+            Ok(Turn {
+                role: if role == "assistant" {
+                    "assistant"
+                } else {
+                    "user"
+                },
+                content: r.try_get("content")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    turns.reverse();
+    Ok(turns)
+}
+
+pub async fn reset_memory(db: &Db, contact_id: &str) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM conversation_messages WHERE contact_id = $1")
+            .bind(contact_id)
+            .execute(db.pool())
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Deletes memory and outbox rows older than `before_ms`; returns the memory rows deleted.
+pub async fn cleanup(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let n = sqlx::query("DELETE FROM conversation_messages WHERE created_at_ms < $1")
+        .bind(before_ms)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM outbox WHERE created_at_ms < $1")
+        .bind(before_ms)
+        .execute(db.pool())
+        .await?;
+    Ok(n)
+}
+
+/// The events stored for an inbound message, if it was handled before.
+pub async fn outbox(db: &Db, inbound_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let row = sqlx::query("SELECT events FROM outbox WHERE inbound_message_id = $1")
+        .bind(inbound_id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| r.try_get("events")).transpose()
+}
+
+/// What handling one inbound message changes, written in one transaction.
+pub struct Outcome<'a> {
+    pub contact_id: Option<&'a str>,
+    pub inbound_id: &'a str,
+    pub turns: &'a [Turn],
+    pub events: &'a [u8],
+    pub disclosed: bool,
+}
+
+/// Writes memory, the disclosure mark and the outbox row together. When another delivery
+/// already wrote this inbound message's outbox, nothing is written and its events are returned.
+pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO outbox (inbound_message_id, contact_id, events, created_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (inbound_message_id) DO NOTHING",
+    )
+    .bind(o.inbound_id)
+    .bind(o.contact_id)
+    .bind(o.events)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        return outbox(db, o.inbound_id).await;
+    }
+    if let Some(contact_id) = o.contact_id {
+        for t in o.turns {
+            sqlx::query(
+                "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(contact_id)
+            .bind(t.role)
+            .bind(&t.content)
+            .bind(o.inbound_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if o.disclosed {
+            sqlx::query("UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL")
+                .bind(now_ms)
+                .bind(contact_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(None)
+}

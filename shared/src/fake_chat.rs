@@ -1,0 +1,143 @@
+//! (Tests and benchmarks; feature `test-utils`.) A local stand-in for OpenAI's
+//! `POST /v1/chat/completions`, speaking its real HTTP API: it records every request body and
+//! answers as scripted — by default "You said: <the last user text>" with fixed token usage
+//! (100 prompt, 20 completion), model `gpt-4o-2024-08-06`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Text(String),
+    Status(u16),
+    /// 429 with `Retry-After` seconds.
+    RateLimited(u64),
+    Slow(Duration, String),
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Reply>,
+    otherwise: Option<Reply>,
+    requests: Vec<serde_json::Value>,
+}
+
+#[derive(Clone)]
+pub struct FakeChat {
+    inner: Arc<Mutex<Inner>>,
+    pub base_url: String,
+}
+
+impl FakeChat {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        Self {
+            inner,
+            base_url: format!("http://{addr}/v1"),
+        }
+    }
+
+    /// Answers to give, in order, before the default.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.lock().expect("lock").script.extend(replies);
+    }
+
+    /// The answer once the script is used up (default: the echo).
+    pub fn otherwise(&self, reply: Reply) {
+        self.inner.lock().expect("lock").otherwise = Some(reply);
+    }
+
+    /// Every request body received, oldest first.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.inner.lock().expect("lock").requests.clone()
+    }
+}
+
+fn openai_error(status: u16, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}});
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+fn completion(text: &str) -> Response {
+    axum::Json(serde_json::json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_764_000_000,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        "system_fingerprint": "fp_fake"
+    }))
+    .into_response()
+}
+
+/// The text of the last user message (string content or the text parts).
+pub fn last_user_text(body: &serde_json::Value) -> String {
+    let Some(messages) = body["messages"].as_array() else {
+        return String::new();
+    };
+    let Some(user) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return String::new();
+    };
+    match &user["content"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+async fn complete(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let reply = {
+        let mut i = inner.lock().expect("lock");
+        i.requests.push(body.clone());
+        i.script.pop_front().or_else(|| i.otherwise.clone())
+    };
+    match reply {
+        None => completion(&format!("You said: {}", last_user_text(&body))),
+        Some(Reply::Text(t)) => completion(&t),
+        Some(Reply::Status(s)) => {
+            openai_error(s, "The server had an error while processing your request.")
+        }
+        Some(Reply::RateLimited(after)) => {
+            let mut r = openai_error(429, "Rate limit reached for requests");
+            r.headers_mut()
+                .insert("retry-after", after.to_string().parse().expect("header"));
+            r
+        }
+        Some(Reply::Slow(d, t)) => {
+            tokio::time::sleep(d).await;
+            completion(&t)
+        }
+    }
+}
