@@ -60,7 +60,15 @@ pub(crate) async fn run(
             ))
         }
         "allow" | "deny" | "role" => {
-            let Some(number) = args.first().and_then(|a| Phone::parse(a).ok()) else {
+            // Numbers are often written with spaces: `!allow +1 555 000 1111`.
+            let (number_words, role_word) = match (name.as_str(), args.split_last()) {
+                ("role", Some((last, rest))) => (rest, Some(*last)),
+                _ => (args.as_slice(), None),
+            };
+            let Some(number) = Phone::parse(&number_words.join(" "))
+                .ok()
+                .filter(|_| !number_words.is_empty())
+            else {
                 return Ok(reply(
                     format!(
                         "Usage: !{name} <phone number with country code>{}",
@@ -102,9 +110,7 @@ pub(crate) async fn run(
                     ))
                 }
                 _ => {
-                    let Some(role) = args
-                        .get(1)
-                        .and_then(|r| Role::parse(&r.to_ascii_lowercase()))
+                    let Some(role) = role_word.and_then(|r| Role::parse(&r.to_ascii_lowercase()))
                     else {
                         return Ok(reply("Usage: !role <number> admin|user", "command"));
                     };

@@ -1,5 +1,8 @@
 //! Integration tests of the brain binary (SQLite, or PostgreSQL with SB_TEST_DB=postgres).
 
+mod conversation;
+mod rig;
+
 use shared::config::ServiceName;
 use shared::testing::TestDb;
 

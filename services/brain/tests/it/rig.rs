@@ -1,0 +1,229 @@
+//! A brain deployment under test: its database, a key prefix, the fake OpenAI server, and
+//! brain processes; inbound messages go in on the real bus, replies are read off it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use shared::bus::{Bus, Publish, Stream};
+use shared::config::{BusConfig, Dsn, ServiceName};
+use shared::fake_chat::FakeChat;
+use shared::proto::{Envelope, Identity, Inbound, Outbound, Payload, Transport, identity, inbound};
+use shared::testing::{ServiceEnv, ServiceProcess, TestDb};
+
+use crate::BIN;
+
+pub const ADMIN: &str = "+15550000001";
+
+pub struct Rig {
+    pub db: TestDb,
+    pub prefix: String,
+    pub redis: String,
+    pub bus: Bus,
+    pub fake: FakeChat,
+    env: Vec<(String, String)>,
+    dirs: Vec<ServiceEnv>,
+}
+
+impl Rig {
+    pub async fn new(extra: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let fake = FakeChat::start().await;
+        let prefix = shared::testing::unique_prefix();
+        let redis = shared::testing::redis_url();
+        let bus =
+            Bus::with_parts(&Dsn::new(&redis), &prefix, BusConfig::default(), "test").unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("OPENAI_BASE_URL".into(), fake.base_url.clone()),
+            ("OPENAI_API_KEY".into(), "sk-test".into()),
+            ("ADMIN_NUMBERS".into(), ADMIN.into()),
+            ("LLM_RETRY_BASE_MS".into(), "50".into()),
+            ("BUS_BLOCK_MS".into(), "200".into()),
+            ("BUS_RETRY_BASE_MS".into(), "50".into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).into(), (*v).into()));
+        }
+        Self {
+            db,
+            prefix,
+            redis,
+            bus,
+            fake,
+            env,
+            dirs: Vec::new(),
+        }
+    }
+
+    pub async fn spawn(&mut self) -> ServiceProcess {
+        let mut senv = ServiceEnv::new(ServiceName::Brain, &self.redis, Some(&self.db.url));
+        senv.prefix = self.prefix.clone();
+        senv.env.insert("STREAM_PREFIX".into(), self.prefix.clone());
+        for (k, v) in &self.env {
+            if v.is_empty() && k.starts_with("OPENAI_") {
+                senv.env.remove(k);
+            } else {
+                senv.env.insert(k.clone(), v.clone());
+            }
+        }
+        let p = senv.spawn(BIN);
+        assert!(
+            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
+            "{}",
+            p.log_text()
+        );
+        self.dirs.push(senv);
+        p
+    }
+
+    /// Publishes a text from `phone` (web chat, loopback: the phone identity); returns its id.
+    pub async fn text(&self, phone: &str, text: &str) -> String {
+        let id = shared::ids::new_id();
+        self.send(phone, &id, inbound::Kind::Text, text, None).await;
+        id
+    }
+
+    pub async fn send(
+        &self,
+        phone: &str,
+        id: &str,
+        kind: inbound::Kind,
+        text: &str,
+        media: Option<shared::proto::MediaRef>,
+    ) {
+        let ib = Inbound {
+            message_id: id.to_owned(),
+            transport: Transport::Webchat as i32,
+            transport_message_id: id.to_owned(),
+            identities: vec![Identity {
+                kind: identity::Kind::Phone as i32,
+                value: phone.to_owned(),
+            }],
+            chat_id: phone.trim_start_matches('+').to_owned(),
+            kind: kind as i32,
+            text: text.to_owned(),
+            media,
+            sent_at_ms: shared::ids::now_ms(),
+            display_name: String::new(),
+        };
+        self.bus
+            .publisher()
+            .publish(Publish::ordered(
+                Stream::Inbound,
+                Envelope::new("test", Payload::Inbound(ib)),
+                phone.to_owned(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    async fn envelopes(&self, stream: Stream) -> Vec<Envelope> {
+        let mut c = self.bus.connection();
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(self.bus.keys().stream(stream))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        entries
+            .into_iter()
+            .map(|(_, f)| Envelope::decode(f["e"].as_slice()).unwrap())
+            .collect()
+    }
+
+    /// Every outbound message so far.
+    pub async fn outbound(&self) -> Vec<Outbound> {
+        self.envelopes(Stream::Outbound)
+            .await
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Some(Payload::Outbound(o)) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits for the answers to inbound message `id`.
+    pub async fn replies_to(&self, id: &str) -> Vec<Outbound> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r: Vec<Outbound> = self
+                .outbound()
+                .await
+                .into_iter()
+                .filter(|o| o.in_reply_to == id)
+                .collect();
+            if !r.is_empty() || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// The one reply's text.
+    pub async fn reply(&self, id: &str) -> String {
+        let r = self.replies_to(id).await;
+        assert_eq!(r.len(), 1, "expected one reply to {id}, got {r:?}");
+        r[0].text.clone()
+    }
+
+    /// Waits until inbound message `id` was acknowledged without any reply.
+    pub async fn assert_silent(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = self.bus.stats(Stream::Inbound).await.unwrap();
+            if stats.pending == 0 && stats.lag == Some(0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "inbound not handled: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert!(
+            self.replies_to_now(id).await.is_empty(),
+            "{id} was answered"
+        );
+    }
+
+    pub async fn replies_to_now(&self, id: &str) -> Vec<Outbound> {
+        self.outbound()
+            .await
+            .into_iter()
+            .filter(|o| o.in_reply_to == id)
+            .collect()
+    }
+
+    pub async fn usage(&self) -> Vec<shared::proto::UsageRecord> {
+        self.envelopes(Stream::Usage)
+            .await
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Some(Payload::Usage(u)) => Some(u),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn cleanup(self) {
+        shared::testing::cleanup_prefix(&self.redis, &self.prefix).await;
+        self.db.cleanup().await;
+    }
+}
+
+pub async fn metric(p: &ServiceProcess, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", p.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+pub async fn stop(p: ServiceProcess) {
+    let (status, p) = p.terminate_async(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
+}
