@@ -452,3 +452,51 @@ pub async fn assert_service_lifecycle_with(
     cleanup_prefix(&redis_url(), &senv.prefix).await;
     text
 }
+
+/// Every envelope of a stream, oldest first.
+pub async fn read_envelopes(
+    bus: &crate::bus::Bus,
+    stream: crate::bus::Stream,
+) -> Vec<crate::proto::Envelope> {
+    use prost::Message;
+    let mut c = bus.connection();
+    let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(bus.keys().stream(stream))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, f)| crate::proto::Envelope::decode(f["e"].as_slice()).expect("an envelope"))
+        .collect()
+}
+
+/// The value of one metric line (exact name with labels) on a service's `/metrics`; 0 when absent.
+pub async fn scrape_metric(http: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    metric_in(&text, name)
+}
+
+/// The value of one metric line in a `/metrics` text; 0 when absent.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// SIGTERM, then asserts a clean exit (the log is shown otherwise).
+pub async fn stop_cleanly(p: ServiceProcess) {
+    let (status, p) = p.terminate_async(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "did not stop cleanly: {status:?}\n{}",
+        p.log_text()
+    );
+}

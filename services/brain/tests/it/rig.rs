@@ -1,10 +1,8 @@
 //! A brain deployment under test: its database, a key prefix, the fake OpenAI server, and
 //! brain processes; inbound messages go in on the real bus, replies are read off it.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn, ServiceName};
 use shared::fake_chat::FakeChat;
@@ -119,18 +117,7 @@ impl Rig {
     }
 
     async fn envelopes(&self, stream: Stream) -> Vec<Envelope> {
-        let mut c = self.bus.connection();
-        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
-            .arg(self.bus.keys().stream(stream))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        entries
-            .into_iter()
-            .map(|(_, f)| Envelope::decode(f["e"].as_slice()).unwrap())
-            .collect()
+        shared::testing::read_envelopes(&self.bus, stream).await
     }
 
     /// Every outbound message so far.
@@ -212,18 +199,9 @@ impl Rig {
 }
 
 pub async fn metric(p: &ServiceProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", p.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    shared::testing::scrape_metric(&p.http, name).await
 }
 
 pub async fn stop(p: ServiceProcess) {
-    let (status, p) = p.terminate_async(Duration::from_secs(20)).await;
-    assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
+    shared::testing::stop_cleanly(p).await;
 }

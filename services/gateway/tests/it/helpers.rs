@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn, ServiceName};
 use shared::proto::{Envelope, Inbound, Outbound, Payload};
@@ -191,25 +190,12 @@ impl Gw {
 
 /// Decodes every envelope of a stream.
 pub async fn read_stream(bus: &Bus, stream: Stream) -> Vec<Envelope> {
-    let mut c = bus.connection();
-    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
-        .arg(bus.keys().stream(stream))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .expect("xrange");
-    entries
-        .into_iter()
-        .map(|(_, f)| Envelope::decode(f["e"].as_slice()).expect("envelope"))
-        .collect()
+    shared::testing::read_envelopes(bus, stream).await
 }
 
 /// Value of a metric line (exact name with labels), 0 when absent.
 pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    shared::testing::metric_in(text, name)
 }
 
 /// A multipart body with one `file` part.

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn, ServiceName};
 use shared::proto::{
@@ -108,18 +107,7 @@ impl Rig {
     }
 
     async fn events(&self, stream: Stream) -> Vec<Envelope> {
-        let mut c = self.bus.connection();
-        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
-            .arg(self.bus.keys().stream(stream))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        entries
-            .into_iter()
-            .map(|(_, f)| Envelope::decode(f["e"].as_slice()).unwrap())
-            .collect()
+        shared::testing::read_envelopes(&self.bus, stream).await
     }
 
     async fn transcripts(&self) -> Vec<Transcript> {
@@ -181,20 +169,11 @@ fn voice_note(seconds: u32) -> Vec<u8> {
 }
 
 async fn metric(p: &ServiceProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", p.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    shared::testing::scrape_metric(&p.http, name).await
 }
 
 async fn stop(p: ServiceProcess) {
-    let (status, p) = p.terminate_async(Duration::from_secs(20)).await;
-    assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
+    shared::testing::stop_cleanly(p).await;
 }
 
 const T: Duration = Duration::from_secs(20);
