@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at_ms);
 
+-- Voice notes being transcribed: the inbound event, kept until its transcript is answered.
+CREATE TABLE IF NOT EXISTS voice_pending (
+    message_id TEXT PRIMARY KEY NOT NULL,
+    contact_id TEXT NOT NULL,
+    inbound BLOB NOT NULL,
+    deadline_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS voice_pending_created ON voice_pending (created_at_ms);
+
 -- One row per paid API call (the ledger's table; the brain reads it for !usage and !stats).
 -- contact_id has no foreign key: usage outlives a forgotten contact, unlinked.
 CREATE TABLE IF NOT EXISTS usage_records (

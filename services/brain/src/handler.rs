@@ -10,8 +10,8 @@ use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
 use shared::db::Db;
 use shared::llm::CallError;
 use shared::proto::{
-    Envelope, Inbound, Outbound, Payload, UsageRecord, chat_order_key, identity, inbound, outbound,
-    usage_record,
+    Envelope, Inbound, Outbound, Payload, Transcript, UsageRecord, chat_order_key, identity,
+    inbound, outbound, transcript, usage_record,
 };
 use shared::redact::Redacted;
 use tokio::time::Instant;
@@ -37,6 +37,8 @@ pub(crate) struct Decision {
     pub extra: Vec<Publish>,
     pub disclosed: bool,
     pub outcome: &'static str,
+    /// A transcription job was published: the inbound waits for its transcript until then (ms).
+    pub voice_deadline_ms: Option<i64>,
 }
 
 impl Decision {
@@ -89,15 +91,15 @@ impl Brain {
     }
 
     /// The outbound events (and extras) of a decision.
-    fn events(&self, ib: &Inbound, d: &Decision) -> Vec<Publish> {
+    fn events(&self, ib: &Inbound, d: &Decision, salt: &str) -> Vec<Publish> {
         let order = chat_order_key(ib.transport(), &ib.chat_id);
         let mut out: Vec<Publish> = d
             .replies
             .iter()
             .enumerate()
             .map(|(i, (kind, text))| {
-                let id = blake3::hash(format!("reply|{}|{i}", ib.message_id).as_bytes()).to_hex()
-                    [..26]
+                let id = blake3::hash(format!("reply{salt}|{}|{i}", ib.message_id).as_bytes())
+                    .to_hex()[..26]
                     .to_owned();
                 Publish::ordered(
                     Stream::Outbound,
@@ -185,12 +187,7 @@ impl Brain {
         match ib.kind() {
             inbound::Kind::Text => {}
             inbound::Kind::Image => {}
-            inbound::Kind::Voice => {
-                return Ok(Decision::notice(
-                    &msgs.transcription_failed,
-                    "voice_unsupported",
-                ));
-            }
+            inbound::Kind::Voice => return self.transcribe(ib, contact).await,
             inbound::Kind::Other | inbound::Kind::Unspecified => {
                 return Ok(Decision::notice(&msgs.unsupported, "unsupported"));
             }
@@ -198,7 +195,68 @@ impl Brain {
         if text.chars().count() > self.cfg.max_input_chars {
             return Ok(Decision::notice(&msgs.too_long, "too_long"));
         }
-        self.answer(ib, contact, text).await
+        let budget = match ib.kind() {
+            inbound::Kind::Image => self.cfg.image_deadline,
+            _ => self.cfg.text_deadline,
+        };
+        self.answer(ib, contact, text, Instant::now() + budget)
+            .await
+    }
+
+    /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.
+    async fn guards(&self, contact: &Contact) -> Result<Option<Decision>, HandleError> {
+        let msgs = &self.cfg.messages;
+        if !self.cfg.endpoint.configured {
+            return Ok(Some(Decision::notice(
+                &msgs.not_configured,
+                "not_configured",
+            )));
+        }
+        let today = self.today();
+        if shared::usage::is_over_budget(&self.bus, &today)
+            .await
+            .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?
+        {
+            return Ok(Some(Decision::notice(&msgs.budget, "budget")));
+        }
+        if self.cfg.contact_daily_tokens > 0 {
+            let t = shared::usage::contact_totals(&self.db, &contact.id, &today)
+                .await
+                .or_retry()?;
+            if (t.prompt_tokens + t.completion_tokens) as u64 >= self.cfg.contact_daily_tokens {
+                return Ok(Some(Decision::notice(&msgs.token_budget, "token_budget")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A voice note: a transcription job and a progress notice; the answer comes with the
+    /// transcript.
+    async fn transcribe(&self, ib: &Inbound, contact: &Contact) -> Result<Decision, HandleError> {
+        if let Some(stop) = self.guards(contact).await? {
+            return Ok(stop);
+        }
+        let Some(media) = ib.media.clone() else {
+            return Ok(Decision::notice(
+                &self.cfg.messages.transcription_failed,
+                "voice_missing",
+            ));
+        };
+        let deadline_ms = shared::ids::now_ms() + self.cfg.voice_deadline.as_millis() as i64;
+        let job = shared::proto::TranscriptionJob {
+            message_id: ib.message_id.clone(),
+            media: Some(media),
+            contact_id: contact.id.clone(),
+            deadline_at_ms: deadline_ms,
+            language: String::new(),
+        };
+        let mut d = Decision::notice(&self.cfg.messages.listening, "transcribing");
+        d.extra.push(Publish::new(
+            Stream::Transcribe,
+            Envelope::new("brain", Payload::TranscriptionJob(job)),
+        ));
+        d.voice_deadline_ms = Some(deadline_ms);
+        Ok(d)
     }
 
     /// Asks the model (the guards that protect the owner's money first).
@@ -207,27 +265,13 @@ impl Brain {
         ib: &Inbound,
         contact: &Contact,
         text: &str,
+        deadline: Instant,
     ) -> Result<Decision, HandleError> {
         let msgs = &self.cfg.messages;
-        if !self.cfg.endpoint.configured {
-            return Ok(Decision::notice(&msgs.not_configured, "not_configured"));
+        if let Some(stop) = self.guards(contact).await? {
+            return Ok(stop);
         }
-        let today = self.today();
-        if shared::usage::is_over_budget(&self.bus, &today)
-            .await
-            .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?
-        {
-            return Ok(Decision::notice(&msgs.budget, "budget"));
-        }
-        if self.cfg.contact_daily_tokens > 0 {
-            let t = shared::usage::contact_totals(&self.db, &contact.id, &today)
-                .await
-                .or_retry()?;
-            if (t.prompt_tokens + t.completion_tokens) as u64 >= self.cfg.contact_daily_tokens {
-                return Ok(Decision::notice(&msgs.token_budget, "token_budget"));
-            }
-        }
-        let (image_bytes, deadline) = match ib.kind() {
+        let image_bytes = match ib.kind() {
             inbound::Kind::Image => {
                 let media = ib.media.as_ref();
                 if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
@@ -244,9 +288,9 @@ impl Brain {
                 let Some(bytes) = bytes else {
                     return Ok(Decision::notice(&msgs.llm_down, "image_missing"));
                 };
-                (Some(bytes), Instant::now() + self.cfg.image_deadline)
+                Some(bytes)
             }
-            _ => (None, Instant::now() + self.cfg.text_deadline),
+            _ => None,
         };
         let memory = store::memory(&self.db, &contact.id, self.cfg.memory_turns)
             .await
@@ -308,6 +352,7 @@ impl Brain {
                     extra: vec![self.usage(contact, ib, &a, op)],
                     disclosed: disclose,
                     outcome: "answered",
+                    voice_deadline_ms: None,
                 })
             }
             Ok(a) => {
@@ -358,8 +403,9 @@ impl Brain {
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
         let decision = self.decide(ib, &contact).await?;
         metrics::counter!(m::MESSAGES, "kind" => crate::metrics::kind_name(ib.kind()), "outcome" => decision.outcome).increment(1);
-        let events = self.events(ib, &decision);
+        let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
+        let encoded_inbound = prost::Message::encode_to_vec(ib);
         let stored = store::commit(
             &self.db,
             &store::Outcome {
@@ -368,6 +414,10 @@ impl Brain {
                 turns: &decision.turns,
                 events: &encoded,
                 disclosed: decision.disclosed,
+                voice_pending: decision
+                    .voice_deadline_ms
+                    .map(|dl| (encoded_inbound.as_slice(), dl)),
+                voice_done: None,
             },
             now,
         )
@@ -389,6 +439,86 @@ impl Brain {
     }
 }
 
+impl Brain {
+    /// A transcript came back: answer the voice note as a text turn (or say what went wrong).
+    async fn handle_transcript(&self, t: &Transcript) -> Result<Vec<Publish>, HandleError> {
+        let key = format!("voice:{}", t.message_id);
+        if let Some(stored) = store::outbox(&self.db, &key).await.or_retry()? {
+            metrics::counter!(m::REPUBLISHED).increment(1);
+            return store::decode_events(&stored)
+                .map_err(|e| HandleError::Permanent(format!("stored events: {e}")));
+        }
+        let Some((bytes, deadline_ms)) = store::voice_pending(&self.db, &t.message_id)
+            .await
+            .or_retry()?
+        else {
+            tracing::info!("transcript for no waiting voice note (answered or expired)");
+            return Ok(Vec::new());
+        };
+        let ib = <Inbound as prost::Message>::decode(bytes.as_slice())
+            .map_err(|e| HandleError::Permanent(format!("stored inbound: {e}")))?;
+        let identities: Vec<(String, String)> = ib
+            .identities
+            .iter()
+            .filter(|i| !i.value.is_empty())
+            .map(|i| (identity_kind(i.kind).to_owned(), i.value.clone()))
+            .collect();
+        let now = shared::ids::now_ms();
+        let contact = store::resolve(&self.db, &identities, now)
+            .await
+            .or_retry()?;
+        let msgs = &self.cfg.messages;
+        let text = t.text.trim();
+        let mut decision = match t.outcome() {
+            transcript::Outcome::Ok if !text.is_empty() => {
+                let remaining = (deadline_ms - now).max(0) as u64;
+                let deadline = Instant::now() + std::time::Duration::from_millis(remaining);
+                let mut d = self.answer(&ib, &contact, text, deadline).await?;
+                if self.cfg.echo_transcript
+                    && let Some((outbound::Kind::Reply, reply)) = d.replies.first_mut()
+                {
+                    *reply = format!("🎤 \"{text}\"\n\n{reply}");
+                }
+                d
+            }
+            transcript::Outcome::TooLong => {
+                Decision::notice(&msgs.voice_too_long, "voice_too_long")
+            }
+            _ => {
+                tracing::info!(error = %t.error, "voice note not transcribed");
+                Decision::notice(&msgs.transcription_failed, "transcription_failed")
+            }
+        };
+        if decision.outcome == "answered" {
+            decision.outcome = "answered_voice";
+        }
+        metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome)
+            .increment(1);
+        let events = self.events(&ib, &decision, ":voice");
+        let encoded = store::encode_events(&events);
+        let stored = store::commit(
+            &self.db,
+            &store::Outcome {
+                contact_id: Some(&contact.id),
+                inbound_id: &key,
+                turns: &decision.turns,
+                events: &encoded,
+                disclosed: decision.disclosed,
+                voice_pending: None,
+                voice_done: Some(&t.message_id),
+            },
+            now,
+        )
+        .await
+        .or_retry()?;
+        match stored {
+            Some(existing) => store::decode_events(&existing)
+                .map_err(|e| HandleError::Permanent(format!("stored events: {e}"))),
+            None => Ok(events),
+        }
+    }
+}
+
 impl Handler for Brain {
     #[tracing::instrument(name = "brain.inbound", skip_all, fields(message_id, contact))]
     async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
@@ -397,8 +527,12 @@ impl Handler for Brain {
                 tracing::Span::current().record("message_id", ib.message_id.as_str());
                 self.handle_inbound(ib).await
             }
+            Some(Payload::Transcript(t)) => {
+                tracing::Span::current().record("message_id", t.message_id.as_str());
+                self.handle_transcript(t).await
+            }
             Some(other) => Err(HandleError::Permanent(format!(
-                "unexpected {} event on the inbound stream",
+                "unexpected {} event for the brain",
                 other.kind()
             ))),
             None => Err(HandleError::Permanent("empty envelope".into())),

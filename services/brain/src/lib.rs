@@ -48,7 +48,8 @@ pub fn start(
         .collect();
     let ttl = ctx.config.memory_ttl;
     let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone());
-    let consumer = ctx.bus.consumer(Stream::Inbound, brain);
+    let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
+    let transcripts = ctx.bus.consumer(Stream::Transcripts, brain);
     let shutdown = ctx.shutdown;
     Ok(Running {
         routes: None,
@@ -80,12 +81,15 @@ pub fn start(
                     }
                 })
             };
-            let r = consumer
-                .run(shutdown)
-                .await
-                .context("inbound consumer failed");
+            let (a, b) = tokio::join!(
+                consumer.run(shutdown.clone()),
+                transcripts.run(shutdown.clone())
+            );
+            shutdown.cancel();
             let _ = cleanup.await;
-            r
+            a.context("inbound consumer failed")?;
+            b.context("transcript consumer failed")?;
+            Ok(())
         },
     })
 }

@@ -301,10 +301,14 @@ pub async fn cleanup(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
         .execute(db.pool())
         .await?
         .rows_affected();
-    sqlx::query("DELETE FROM outbox WHERE created_at_ms < $1")
+    for table in ["outbox", "voice_pending"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE created_at_ms < $1"
+        )))
         .bind(before_ms)
         .execute(db.pool())
         .await?;
+    }
     Ok(n)
 }
 
@@ -324,6 +328,10 @@ pub struct Outcome<'a> {
     pub turns: &'a [Turn],
     pub events: &'a [u8],
     pub disclosed: bool,
+    /// A voice note now waiting for its transcript: (encoded inbound event, deadline ms).
+    pub voice_pending: Option<(&'a [u8], i64)>,
+    /// The transcript of this voice note (by its inbound message id) was answered.
+    pub voice_done: Option<&'a str>,
 }
 
 /// Writes memory, the disclosure mark and the outbox row together. When another delivery
@@ -359,6 +367,25 @@ pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<
             .execute(&mut *tx)
             .await?;
         }
+        if let Some((inbound, deadline)) = o.voice_pending {
+            sqlx::query(
+                "INSERT INTO voice_pending (message_id, contact_id, inbound, deadline_at_ms, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(o.inbound_id)
+            .bind(contact_id)
+            .bind(inbound)
+            .bind(deadline)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(id) = o.voice_done {
+            sqlx::query("DELETE FROM voice_pending WHERE message_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         if o.disclosed {
             sqlx::query("UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL")
                 .bind(now_ms)
@@ -369,4 +396,18 @@ pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<
     }
     tx.commit().await?;
     Ok(None)
+}
+
+/// A voice note waiting for its transcript: the encoded inbound event and its deadline.
+pub async fn voice_pending(
+    db: &Db,
+    message_id: &str,
+) -> Result<Option<(Vec<u8>, i64)>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT inbound, deadline_at_ms FROM voice_pending WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|r| Ok((r.try_get("inbound")?, r.try_get("deadline_at_ms")?)))
+        .transpose()
 }

@@ -2,6 +2,7 @@
 
 mod conversation;
 mod rig;
+mod voice;
 
 use shared::config::ServiceName;
 use shared::testing::TestDb;

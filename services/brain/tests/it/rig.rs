@@ -149,6 +149,50 @@ impl Rig {
         }
     }
 
+    /// Waits until inbound message `id` has `n` answers.
+    pub async fn replies_n(&self, id: &str, n: usize) -> Vec<Outbound> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.replies_to_now(id).await;
+            if r.len() >= n || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// A transcriber process on this deployment, talking to `whisper_url`.
+    pub async fn spawn_transcriber(&mut self, whisper_url: &str) -> ServiceProcess {
+        // Built beside this test binary by `cargo nextest run --workspace` (scripts/test).
+        let bin = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|dir| dir.join("transcriber"))
+            .unwrap();
+        assert!(
+            bin.exists(),
+            "{} missing: build the workspace (scripts/test does)",
+            bin.display()
+        );
+        let mut senv = ServiceEnv::new(ServiceName::Transcriber, &self.redis, None);
+        senv.prefix = self.prefix.clone();
+        senv.env.insert("STREAM_PREFIX".into(), self.prefix.clone());
+        senv.env
+            .insert("WHISPER_BASE_URL".into(), whisper_url.to_owned());
+        senv.env.insert("WHISPER_API_KEY".into(), "sk-test".into());
+        senv.env.insert("LLM_RETRY_BASE_MS".into(), "50".into());
+        senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
+        let p = senv.spawn(bin.to_str().unwrap());
+        assert!(
+            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
+            "{}",
+            p.log_text()
+        );
+        self.dirs.push(senv);
+        p
+    }
+
     /// The one reply's text.
     pub async fn reply(&self, id: &str) -> String {
         let r = self.replies_to(id).await;

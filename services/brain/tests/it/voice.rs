@@ -1,0 +1,107 @@
+//! Voice notes through the whole back end: brain → transcriber (real ffmpeg, fake Whisper) →
+//! brain → a reply, with a progress notice first.
+
+use shared::fake_whisper::{Answer, FakeWhisper};
+use shared::proto::{MediaRef, inbound, outbound, usage_record};
+
+use crate::rig::{Rig, stop};
+
+const USER: &str = "+15551239999";
+
+fn voice_note() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.ogg");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:duration=2",
+        ])
+        .args(["-c:a", "libopus", "-b:a", "16k", "-y"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg installed")
+        .success();
+    assert!(ok);
+    std::fs::read(out).unwrap()
+}
+
+async fn send_voice(rig: &Rig, audio: &[u8]) -> String {
+    let key = format!("{{{}}}:media:{}", rig.prefix, blake3::hash(audio).to_hex());
+    let mut c = rig.bus.connection();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(audio)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let id = shared::ids::new_id();
+    let media = MediaRef {
+        key,
+        mime_type: "audio/ogg".into(),
+        size_bytes: audio.len() as u64,
+        sha256: String::new(),
+    };
+    rig.send(USER, &id, inbound::Kind::Voice, "", Some(media))
+        .await;
+    id
+}
+
+#[tokio::test]
+async fn a_voice_note_is_acknowledged_transcribed_and_answered() {
+    let whisper = FakeWhisper::start(
+        vec![
+            Answer::Ok("When do you open tomorrow?"),
+            Answer::Status(400),
+        ],
+        None,
+    )
+    .await;
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("ECHO_TRANSCRIPT", "true")]).await;
+    let brain = rig.spawn().await;
+    let transcriber = rig.spawn_transcriber(&whisper.base_url).await;
+    let audio = voice_note();
+
+    let id = send_voice(&rig, &audio).await;
+    let r = rig.replies_n(&id, 2).await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].kind(), outbound::Kind::Notice);
+    assert!(r[0].text.contains("Listening"), "{}", r[0].text);
+    assert_eq!(r[1].kind(), outbound::Kind::Reply);
+    assert!(
+        r[1].text.contains("\"When do you open tomorrow?\""),
+        "echo: {}",
+        r[1].text
+    );
+    assert!(
+        r[1].text.ends_with("You said: When do you open tomorrow?"),
+        "{}",
+        r[1].text
+    );
+    assert_eq!(rig.fake.requests().len(), 1);
+    let usage = rig.usage().await;
+    let ops: Vec<_> = usage.iter().map(|u| u.operation()).collect();
+    assert!(
+        ops.contains(&usage_record::Operation::Transcription),
+        "{ops:?}"
+    );
+    assert!(ops.contains(&usage_record::Operation::Chat), "{ops:?}");
+
+    // Whisper refuses the next one: the customer is asked to type.
+    let id2 = send_voice(&rig, &audio).await;
+    let r = rig.replies_n(&id2, 2).await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r[1].text.contains("type your question"), "{}", r[1].text);
+    assert_eq!(
+        rig.fake.requests().len(),
+        1,
+        "no model call for a failed transcription"
+    );
+    stop(transcriber).await;
+    stop(brain).await;
+    rig.cleanup().await;
+}
