@@ -118,10 +118,22 @@ async fn sum_day(
 }
 
 /// Stores `r` once (keyed by its usage id) and records the alerts whose thresholds today's
-/// spend has reached and that were not raised yet today. Every record re-checks the totals,
-/// so a crossing missed by a concurrent writer is caught by the next record.
+/// spend has reached and that were not raised yet today. Records of the same day are stored
+/// one at a time, so each sees the totals of all before it and no crossing is missed: SQLite
+/// has one writer anyway; on PostgreSQL a transaction-scoped advisory lock per day does it.
 pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::Error> {
     let mut tx = db.pool().begin().await?;
+    if db.backend() == shared::db::Backend::Postgres {
+        let key = i64::from_le_bytes(
+            blake3::hash(format!("ledger-day|{}", r.day).as_bytes()).as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
     let inserted = sqlx::query(
         "INSERT INTO usage_records (usage_id, contact_id, message_id, operation, requested_model, \
          response_model, priced_model, prompt_tokens, completion_tokens, audio_ms, cost_pico_usd, \
