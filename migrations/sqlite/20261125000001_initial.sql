@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     inbound_message_id TEXT PRIMARY KEY NOT NULL,
     contact_id TEXT,
     events BLOB NOT NULL,
+    -- What handling decided (answered, refused, llm_failed…), for !stats.
+    outcome TEXT NOT NULL DEFAULT '',
     created_at_ms INTEGER NOT NULL,
     published_at_ms INTEGER
 );

@@ -130,6 +130,10 @@ impl Brain {
         a: &Answer,
         op: usage_record::Operation,
     ) -> Publish {
+        metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "prompt")
+            .increment(a.prompt_tokens);
+        metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "completion")
+            .increment(a.completion_tokens);
         let u = UsageRecord {
             usage_id: blake3::hash(format!("chat|{}", ib.message_id).as_bytes()).to_hex()[..26]
                 .to_owned(),
@@ -203,6 +207,12 @@ impl Brain {
             .await
     }
 
+    /// The configuration with admins' `!config set` values applied.
+    pub(crate) async fn effective(&self) -> Result<Config, HandleError> {
+        let settings = store::settings(&self.db).await.or_retry()?;
+        Ok(crate::settings::apply(&self.cfg, &settings))
+    }
+
     /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.
     async fn guards(&self, contact: &Contact) -> Result<Option<Decision>, HandleError> {
         let msgs = &self.cfg.messages;
@@ -271,6 +281,7 @@ impl Brain {
         if let Some(stop) = self.guards(contact).await? {
             return Ok(stop);
         }
+        let eff = self.effective().await?;
         let image_bytes = match ib.kind() {
             inbound::Kind::Image => {
                 let media = ib.media.as_ref();
@@ -315,14 +326,7 @@ impl Brain {
         let started = std::time::Instant::now();
         match self
             .chat
-            .ask(
-                &self.cfg,
-                &self.cfg.pre_prompt,
-                &memory,
-                &question,
-                image,
-                deadline,
-            )
+            .ask(&eff, &eff.pre_prompt, &memory, &question, image, deadline)
             .await
         {
             Ok(a) if !a.text.is_empty() => {
@@ -413,6 +417,7 @@ impl Brain {
                 inbound_id: &ib.message_id,
                 turns: &decision.turns,
                 events: &encoded,
+                outcome: decision.outcome,
                 disclosed: decision.disclosed,
                 voice_pending: decision
                     .voice_deadline_ms
@@ -474,7 +479,7 @@ impl Brain {
                 let remaining = (deadline_ms - now).max(0) as u64;
                 let deadline = Instant::now() + std::time::Duration::from_millis(remaining);
                 let mut d = self.answer(&ib, &contact, text, deadline).await?;
-                if self.cfg.echo_transcript
+                if self.effective().await?.echo_transcript
                     && let Some((outbound::Kind::Reply, reply)) = d.replies.first_mut()
                 {
                     *reply = format!("🎤 \"{text}\"\n\n{reply}");
@@ -503,6 +508,7 @@ impl Brain {
                 inbound_id: &key,
                 turns: &decision.turns,
                 events: &encoded,
+                outcome: decision.outcome,
                 disclosed: decision.disclosed,
                 voice_pending: None,
                 voice_done: Some(&t.message_id),
@@ -519,13 +525,40 @@ impl Brain {
     }
 }
 
+impl Brain {
+    async fn apologise(&self, ib: &Inbound) -> Result<(), HandleError> {
+        let d = Decision::notice(&self.cfg.messages.apology, "apology");
+        for p in self.events(ib, &d, ":apology") {
+            self.bus
+                .publisher()
+                .publish(p)
+                .await
+                .map_err(|e| HandleError::Retry(format!("cannot send the apology: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 impl Handler for Brain {
     #[tracing::instrument(name = "brain.inbound", skip_all, fields(message_id, contact))]
     async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
         match &d.envelope.payload {
             Some(Payload::Inbound(ib)) => {
                 tracing::Span::current().record("message_id", ib.message_id.as_str());
-                self.handle_inbound(ib).await
+                match self.handle_inbound(ib).await {
+                    // The last delivery failed too: the customer gets an apology, not silence,
+                    // and the message goes to the dead letters with its reason.
+                    Err(HandleError::Retry(reason))
+                        if d.deliveries >= self.bus.config().max_deliveries =>
+                    {
+                        self.apologise(ib).await?;
+                        Err(HandleError::Permanent(format!(
+                            "{reason} (after {} deliveries; the customer got an apology)",
+                            d.deliveries
+                        )))
+                    }
+                    other => other,
+                }
             }
             Some(Payload::Transcript(t)) => {
                 tracing::Span::current().record("message_id", t.message_id.as_str());

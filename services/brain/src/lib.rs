@@ -7,6 +7,7 @@ pub mod config;
 pub mod handler;
 pub mod messages;
 pub mod metrics;
+pub mod settings;
 pub mod store;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@ pub const REFUSALS: &str = "brain_refusals_total";
 pub const OPT_OUTS: &str = "brain_opt_outs_total";
 pub const REPUBLISHED: &str = "brain_replies_republished_total";
 pub const CLEANED: &str = "brain_memory_rows_deleted_total";
+pub const TOKENS: &str = "brain_tokens_total";
 
 pub fn register() {
     metrics::describe_counter!(MESSAGES, "Inbound messages by kind and outcome");
@@ -21,6 +22,10 @@ pub fn register() {
     metrics::describe_counter!(OPT_OUTS, "Contacts who wrote STOP");
     metrics::describe_counter!(REPUBLISHED, "Redelivered messages answered from the outbox");
     metrics::describe_counter!(CLEANED, "Memory rows deleted by the daily cleanup");
+    metrics::describe_counter!(
+        TOKENS,
+        "Tokens used, by model (as the API named it) and direction"
+    );
     for kind in ["text", "voice", "image", "other"] {
         metrics::counter!(MESSAGES, "kind" => kind, "outcome" => "answered").absolute(0);
     }

@@ -327,6 +327,7 @@ pub struct Outcome<'a> {
     pub inbound_id: &'a str,
     pub turns: &'a [Turn],
     pub events: &'a [u8],
+    pub outcome: &'a str,
     pub disclosed: bool,
     /// A voice note now waiting for its transcript: (encoded inbound event, deadline ms).
     pub voice_pending: Option<(&'a [u8], i64)>,
@@ -339,12 +340,13 @@ pub struct Outcome<'a> {
 pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
     let mut tx = db.pool().begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO outbox (inbound_message_id, contact_id, events, created_at_ms) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (inbound_message_id) DO NOTHING",
     )
     .bind(o.inbound_id)
     .bind(o.contact_id)
     .bind(o.events)
+    .bind(o.outcome)
     .bind(now_ms)
     .execute(&mut *tx)
     .await?
@@ -410,4 +412,99 @@ pub async fn voice_pending(
             .await?;
     row.map(|r| Ok((r.try_get("inbound")?, r.try_get("deadline_at_ms")?)))
         .transpose()
+}
+
+/// Runtime settings set with `!config set` (they win over the environment).
+pub async fn settings(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT key, value FROM settings ORDER BY key")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+        .collect()
+}
+
+pub async fn set_setting(
+    db: &Db,
+    key: &str,
+    value: &str,
+    by: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO settings (key, value, updated_by, updated_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, \
+         updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(key)
+    .bind(value)
+    .bind(by)
+    .bind(now_ms)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+pub async fn unset_setting(db: &Db, key: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM settings WHERE key = $1")
+        .bind(key)
+        .execute(db.pool())
+        .await?
+        .rows_affected()
+        > 0)
+}
+
+/// Today's activity for `!stats`: (messages handled, contacts, failed answers) since `since_ms`.
+pub async fn activity(
+    db: &Db,
+    since_ms: i64,
+    errors: &[&str],
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COUNT(DISTINCT contact_id) AS BIGINT) AS c \
+         FROM outbox WHERE created_at_ms >= $1",
+    )
+    .bind(since_ms)
+    .fetch_one(db.pool())
+    .await?;
+    let placeholders: Vec<String> = (0..errors.len()).map(|i| format!("${}", i + 2)).collect();
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS e FROM outbox WHERE created_at_ms >= $1 AND outcome IN ({})",
+        placeholders.join(", ")
+    )))
+    .bind(since_ms);
+    for e in errors {
+        q = q.bind(*e);
+    }
+    let err = q.fetch_one(db.pool()).await?;
+    Ok((row.try_get("n")?, row.try_get("c")?, err.try_get("e")?))
+}
+
+/// `!forget`: erases a contact's memory, pending work, identities and the contact itself; its
+/// usage is kept, unlinked (daily aggregates move to the anonymous row).
+pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    for sql in [
+        "DELETE FROM conversation_messages WHERE contact_id = $1",
+        "DELETE FROM outbox WHERE contact_id = $1",
+        "DELETE FROM voice_pending WHERE contact_id = $1",
+        "UPDATE usage_records SET contact_id = NULL WHERE contact_id = $1",
+        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
+         completion_tokens, audio_ms, latency_ms, records) \
+         SELECT day, '', priced_model, operation, cost_pico_usd, prompt_tokens, completion_tokens, audio_ms, \
+         latency_ms, records FROM usage_daily WHERE contact_id = $1 \
+         ON CONFLICT (day, contact_id, priced_model, operation) DO UPDATE SET \
+         cost_pico_usd = usage_daily.cost_pico_usd + excluded.cost_pico_usd, \
+         prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+         audio_ms = usage_daily.audio_ms + excluded.audio_ms, \
+         latency_ms = usage_daily.latency_ms + excluded.latency_ms, \
+         records = usage_daily.records + excluded.records",
+        "DELETE FROM usage_daily WHERE contact_id = $1",
+        "DELETE FROM contact_identities WHERE contact_id = $1",
+        "DELETE FROM contacts WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(contact_id).execute(&mut *tx).await?;
+    }
+    tx.commit().await
 }

@@ -454,3 +454,47 @@ async fn one_contacts_messages_are_answered_in_order_across_two_brains() {
     stop(b).await;
     rig.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_attempt_that_times_out_is_retried() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("LLM_TIMEOUT_SECS", "1")]).await;
+    rig.fake
+        .script([Reply::Slow(Duration::from_secs(3), "too slow".into())]);
+    let p = rig.spawn().await;
+    let id = rig.text(USER, "hello?").await;
+    assert!(rig.reply(&id).await.ends_with("You said: hello?"));
+    assert_eq!(rig.fake.requests().len(), 2);
+    assert_eq!(
+        metric(&p, "llm_retries_total{upstream=\"chat\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &p,
+            "brain_tokens_total{model=\"gpt-4o-2024-08-06\",direction=\"completion\"}"
+        )
+        .await,
+        20.0
+    );
+    stop(p).await;
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_photo_over_the_size_limit_gets_a_clear_message() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("MAX_IMAGE_MB", "1")]).await;
+    let p = rig.spawn().await;
+    let id = shared::ids::new_id();
+    let media = shared::proto::MediaRef {
+        key: format!("{{{}}}:media:big", rig.prefix),
+        mime_type: "image/jpeg".into(),
+        size_bytes: 2 * 1024 * 1024,
+        sha256: String::new(),
+    };
+    rig.send(USER, &id, inbound::Kind::Image, "", Some(media))
+        .await;
+    assert!(rig.reply(&id).await.contains("too large"));
+    assert!(rig.fake.requests().is_empty());
+    stop(p).await;
+    rig.cleanup().await;
+}

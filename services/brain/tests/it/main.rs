@@ -1,5 +1,6 @@
 //! Integration tests of the brain binary (SQLite, or PostgreSQL with SB_TEST_DB=postgres).
 
+mod admin;
 mod conversation;
 mod rig;
 mod voice;

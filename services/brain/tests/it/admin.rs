@@ -1,0 +1,228 @@
+//! Admin commands that read and change the database, the memory cleanup, and the apology a
+//! customer gets when their message cannot be handled at all.
+
+use std::time::Duration;
+
+use shared::config::Dsn;
+use shared::db::Db;
+
+use crate::rig::{ADMIN, Rig, metric, stop};
+
+const USER: &str = "+15552340001";
+
+fn db(rig: &Rig) -> Db {
+    Db::connect_lazy(&Dsn::new(&rig.db.url)).unwrap()
+}
+
+#[tokio::test]
+async fn config_set_changes_the_model_and_prompt_until_unset() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+    let p = rig.spawn().await;
+    let c = rig.text(ADMIN, "!config set model gpt-4o-mini").await;
+    assert!(
+        rig.reply(&c)
+            .await
+            .contains("model is now gpt-4o-mini (was gpt-4o)")
+    );
+    let c = rig
+        .text(ADMIN, "!config set pre-prompt You sell bicycles in Porto.")
+        .await;
+    rig.reply(&c).await;
+    let bad = rig.text(ADMIN, "!config set temperature 7").await;
+    assert!(rig.reply(&bad).await.starts_with("Not changed"));
+    let m = rig.text(USER, "hello").await;
+    rig.reply(&m).await;
+    let req = rig.fake.requests().pop().unwrap();
+    assert_eq!(req["model"], "gpt-4o-mini");
+    assert_eq!(req["messages"][0]["content"], "You sell bicycles in Porto.");
+    let show = rig.text(ADMIN, "!config").await;
+    let shown = rig.reply(&show).await;
+    assert!(shown.contains("model = gpt-4o-mini (set here)"), "{shown}");
+    assert!(
+        shown.contains("temperature = (the API's default) (environment)"),
+        "{shown}"
+    );
+    let u = rig.text(ADMIN, "!config unset model").await;
+    assert!(
+        rig.reply(&u)
+            .await
+            .contains("back to the environment's value (gpt-4o)")
+    );
+    let m = rig.text(USER, "again").await;
+    rig.reply(&m).await;
+    assert_eq!(rig.fake.requests().pop().unwrap()["model"], "gpt-4o");
+    // Users cannot touch settings.
+    let x = rig.text(USER, "!config set model evil").await;
+    assert!(rig.reply(&x).await.contains("for administrators"));
+    stop(p).await;
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn usage_stats_and_forget() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+    let p = rig.spawn().await;
+    let m = rig.text(USER, "What does shipping cost?").await;
+    rig.reply(&m).await;
+    let contact = rig.usage().await[0].contact_id.clone();
+    // The ledger's daily aggregate for that call (the ledger is not running in this test).
+    let d = db(&rig);
+    let day = shared::usage::Days::utc().day_of(shared::ids::now_ms());
+    sqlx::query(
+        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
+         completion_tokens, latency_ms, records) VALUES ($1, $2, 'gpt-4o', 'chat', 450000000, 100, 20, 800, 1)",
+    )
+    .bind(&day)
+    .bind(&contact)
+    .execute(d.pool())
+    .await
+    .unwrap();
+    let u = rig.text(ADMIN, "!usage today").await;
+    let text = rig.reply(&u).await;
+    assert!(text.contains("$0.000450"), "{text}");
+    assert!(
+        text.contains("100 prompt + 20 completion tokens, 1 call"),
+        "{text}"
+    );
+    assert!(text.contains("Top contacts:\n1. "), "{text}");
+    assert!(
+        !text.contains(&contact),
+        "contact ids are shown hashed: {text}"
+    );
+    let s = rig.text(ADMIN, "!stats").await;
+    let stats = rig.reply(&s).await;
+    assert!(
+        stats.contains("messages from") && stats.contains("800 ms"),
+        "{stats}"
+    );
+
+    let f = rig.text(ADMIN, "!forget +1 555 234 0001").await;
+    assert!(rig.reply(&f).await.starts_with("Forgotten"));
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM conversation_messages WHERE contact_id = $1",
+    )
+    .bind(&contact)
+    .fetch_one(d.pool())
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+    let ids: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM contact_identities WHERE contact_id = $1",
+    )
+    .bind(&contact)
+    .fetch_one(d.pool())
+    .await
+    .unwrap();
+    assert_eq!(ids, 0);
+    let kept = shared::usage::totals(&d, &day, &day).await.unwrap();
+    assert_eq!(kept.prompt_tokens, 100, "usage is kept, unlinked");
+    let top = shared::usage::top_contacts(&d, &day, &day, 5)
+        .await
+        .unwrap();
+    assert_eq!(top[0].0, None);
+    // The same number starts over as a new contact, with a fresh disclosure.
+    let again = rig.text(USER, "hi again").await;
+    assert!(
+        rig.reply(&again)
+            .await
+            .starts_with("You're chatting with an AI assistant.")
+    );
+    d.close().await;
+    stop(p).await;
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_cleanup_deletes_memory_older_than_the_retention() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("MEMORY_TTL_DAYS", "7")]).await;
+    // A contact with one old exchange (8 days ago) and one recent (6 days ago).
+    let d = db(&rig);
+    d.migrate().await.unwrap();
+    let now = shared::ids::now_ms();
+    let day = 86_400_000i64;
+    sqlx::query("INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) VALUES ('c-old', 'user', 1, 0, $1, $1)")
+        .bind(now - 9 * day)
+        .execute(d.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO contact_identities (kind, value, contact_id, created_at_ms) VALUES ('phone', $1, 'c-old', $2)")
+        .bind(USER)
+        .bind(now - 9 * day)
+        .execute(d.pool())
+        .await
+        .unwrap();
+    for (age, content) in [
+        (8, "old question"),
+        (8, "old answer"),
+        (6, "recent question"),
+        (6, "recent answer"),
+    ] {
+        let role = if content.ends_with("answer") {
+            "assistant"
+        } else {
+            "user"
+        };
+        sqlx::query("INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) VALUES ('c-old', $1, $2, 'x', $3)")
+            .bind(role)
+            .bind(content)
+            .bind(now - age * day)
+            .execute(d.pool())
+            .await
+            .unwrap();
+    }
+    let p = rig.spawn().await; // the cleanup runs at start, then hourly
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&p, "brain_memory_rows_deleted_total").await < 2.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&p, "brain_memory_rows_deleted_total").await, 2.0);
+    let m = rig.text(USER, "and now?").await;
+    rig.reply(&m).await;
+    let req = rig.fake.requests().pop().unwrap();
+    let contents: Vec<&str> = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["recent question", "recent answer", "and now?"]);
+    d.close().await;
+    stop(p).await;
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_gets_an_apology_and_a_dead_letter() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("MAX_DELIVERIES", "2")]).await;
+    let p = rig.spawn().await;
+    // The database breaks under the running brain: every attempt fails.
+    let d = db(&rig);
+    sqlx::query("DROP TABLE outbox")
+        .execute(d.pool())
+        .await
+        .unwrap();
+    let m = rig.text(USER, "anyone?").await;
+    let r = rig.replies_to(&m).await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].text.contains("something went wrong"), "{}", r[0].text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut dead = Vec::new();
+    while dead.is_empty() && std::time::Instant::now() < deadline {
+        dead = rig
+            .bus
+            .dlq()
+            .list(shared::bus::Stream::Inbound, 10)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("database"), "{}", dead[0].reason);
+    assert!(rig.fake.requests().is_empty());
+    d.close().await;
+    stop(p).await;
+    rig.cleanup().await;
+}
