@@ -120,6 +120,16 @@ impl Days {
     }
 }
 
+/// The clause that adds an inserted `usage_daily` row to an existing one of the same day,
+/// contact, model and operation (the ledger's aggregation and `!forget`'s merge both use it).
+pub const DAILY_ADD_ON_CONFLICT: &str = "ON CONFLICT (day, contact_id, priced_model, operation) DO UPDATE SET \
+     cost_pico_usd = usage_daily.cost_pico_usd + excluded.cost_pico_usd, \
+     prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+     audio_ms = usage_daily.audio_ms + excluded.audio_ms, \
+     latency_ms = usage_daily.latency_ms + excluded.latency_ms, \
+     records = usage_daily.records + excluded.records";
+
 /// Sums over a set of usage records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {

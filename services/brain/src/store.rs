@@ -484,27 +484,27 @@ pub async fn activity(
 /// usage is kept, unlinked (daily aggregates move to the anonymous row).
 pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.pool().begin().await?;
+    let merge = format!(
+        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
+         completion_tokens, audio_ms, latency_ms, records) \
+         SELECT day, '', priced_model, operation, cost_pico_usd, prompt_tokens, completion_tokens, audio_ms, \
+         latency_ms, records FROM usage_daily WHERE contact_id = $1 {}",
+        shared::usage::DAILY_ADD_ON_CONFLICT
+    );
     for sql in [
         "DELETE FROM conversation_messages WHERE contact_id = $1",
         "DELETE FROM outbox WHERE contact_id = $1",
         "DELETE FROM voice_pending WHERE contact_id = $1",
         "UPDATE usage_records SET contact_id = NULL WHERE contact_id = $1",
-        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
-         completion_tokens, audio_ms, latency_ms, records) \
-         SELECT day, '', priced_model, operation, cost_pico_usd, prompt_tokens, completion_tokens, audio_ms, \
-         latency_ms, records FROM usage_daily WHERE contact_id = $1 \
-         ON CONFLICT (day, contact_id, priced_model, operation) DO UPDATE SET \
-         cost_pico_usd = usage_daily.cost_pico_usd + excluded.cost_pico_usd, \
-         prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
-         completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
-         audio_ms = usage_daily.audio_ms + excluded.audio_ms, \
-         latency_ms = usage_daily.latency_ms + excluded.latency_ms, \
-         records = usage_daily.records + excluded.records",
+        merge.as_str(),
         "DELETE FROM usage_daily WHERE contact_id = $1",
         "DELETE FROM contact_identities WHERE contact_id = $1",
         "DELETE FROM contacts WHERE id = $1",
     ] {
-        sqlx::query(sql).bind(contact_id).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(contact_id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await
 }

@@ -160,18 +160,12 @@ pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::E
         == 1;
 
     if inserted {
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, \
              prompt_tokens, completion_tokens, audio_ms, latency_ms, records) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) \
-             ON CONFLICT (day, contact_id, priced_model, operation) DO UPDATE SET \
-             cost_pico_usd = usage_daily.cost_pico_usd + excluded.cost_pico_usd, \
-             prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
-             completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
-             audio_ms = usage_daily.audio_ms + excluded.audio_ms, \
-             latency_ms = usage_daily.latency_ms + excluded.latency_ms, \
-             records = usage_daily.records + 1",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) {}",
+            shared::usage::DAILY_ADD_ON_CONFLICT
+        )))
         .bind(&r.day)
         .bind(r.contact_id.as_deref().unwrap_or(""))
         .bind(&r.priced_model)
