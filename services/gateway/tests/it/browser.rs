@@ -2,13 +2,13 @@
 //! (`tests/browser/chat.mjs`), sends a text and a photo and sees the replies appear. The
 //! screenshot is kept in the test's temp dir (its path is printed) for a person to look at.
 //!
-//! The brain answers through its own issue; until it runs here, this test answers the two
-//! inbound events itself, over the real bus, as the brain would (in Markdown).
+//! The whole path runs: gateway → brain (its model played by the fake OpenAI server) →
+//! gateway → the page.
 
 use std::path::Path;
 use std::time::Duration;
 
-use shared::proto::{Outbound, inbound, outbound};
+use shared::fake_chat::Reply;
 
 use crate::helpers::{Gw, PNG};
 
@@ -32,51 +32,46 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     std::fs::write(&photo, PNG).unwrap();
     let shot = work.path().join("chat.png");
 
-    // Answer each inbound message as the brain would.
-    let replier = {
-        let bus = gw.bus.clone();
-        tokio::spawn(async move {
-            let mut answered = 0;
-            while answered < 2 {
-                let events = crate::helpers::read_stream(&bus, shared::bus::Stream::Inbound).await;
-                let inbound: Vec<_> = events
-                    .into_iter()
-                    .filter_map(|e| match e.payload {
-                        Some(shared::proto::Payload::Inbound(i)) => Some(i),
-                        _ => None,
-                    })
-                    .collect();
-                for ib in inbound.iter().skip(answered) {
-                    let text = match ib.kind() {
-                        inbound::Kind::Image => "That photo shows item *#42*: in stock.",
-                        _ => "**Yes!** We ship to Canada in 3–5 days.",
-                    };
-                    let o = Outbound {
-                        message_id: format!("reply-{}", ib.message_id),
-                        transport: ib.transport,
-                        chat_id: ib.chat_id.clone(),
-                        kind: outbound::Kind::Reply as i32,
-                        text: text.to_owned(),
-                        in_reply_to: ib.message_id.clone(),
-                        identities: ib.identities.clone(),
-                    };
-                    let key = gateway::ingest::chat_order_key(o.transport(), &o.chat_id);
-                    let env =
-                        shared::proto::Envelope::new("test", shared::proto::Payload::Outbound(o));
-                    bus.publisher()
-                        .publish(shared::bus::Publish::ordered(
-                            shared::bus::Stream::Outbound,
-                            env,
-                            key,
-                        ))
-                        .await
-                        .unwrap();
-                    answered += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    // The real brain answers, its model played by the fake OpenAI server (in Markdown).
+    let fake = shared::fake_chat::FakeChat::start().await;
+    fake.script([
+        Reply::Text("**Yes!** We ship to Canada in 3–5 days.".into()),
+        Reply::Text("That photo shows item *#42*: in stock.".into()),
+    ]);
+    let db = shared::testing::TestDb::new().await;
+    let mut benv = shared::testing::ServiceEnv::new(
+        shared::config::ServiceName::Brain,
+        &gw.redis,
+        Some(&db.url),
+    );
+    for (k, v) in [
+        ("STREAM_PREFIX", gw.prefix()),
+        ("OPENAI_BASE_URL", fake.base_url.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("ACCESS_MODE", "open"),
+        ("AI_DISCLOSURE", ""),
+    ] {
+        benv.env.insert(k.into(), v.into());
+    }
+    let brain_bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("brain"))
+        .unwrap();
+    assert!(
+        brain_bin.exists(),
+        "{} missing: build the workspace (scripts/test does)",
+        brain_bin.display()
+    );
+    let brain = benv.spawn(brain_bin.to_str().unwrap());
+    assert!(
+        brain
+            .wait_status("/readyz", 200, Duration::from_secs(60))
+            .await,
+        "{}",
+        brain.log_text()
+    );
 
     let out = tokio::process::Command::new("node")
         .arg(dir.join("chat.mjs"))
@@ -96,10 +91,6 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         out.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
-    tokio::time::timeout(Duration::from_secs(5), replier)
-        .await
-        .expect("replier finished")
-        .unwrap();
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 5_000,
@@ -133,5 +124,11 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     if std::env::var("SB_KEEP_SCREENSHOT").is_ok() {
         std::fs::copy(&shot, "/tmp/switchboard-chat.png").unwrap();
     }
+    // The model saw the photo as an image part and the caption as text.
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[1].to_string().contains("data:image/png;base64,"));
+    shared::testing::stop_cleanly(brain).await;
+    db.cleanup().await;
     gw.stop().await;
 }
