@@ -1,5 +1,6 @@
 //! The command line every service binary shares: no arguments runs the service; subcommands
-//! `healthcheck`, `migrate` (services with a database) and `dlq list|replay <stream>`.
+//! `healthcheck`, `migrate` (services with a database), `vars` (the environment variables it
+//! reads) and `dlq list|replay <stream>`.
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Print the name of every environment variable this service reads, one per line.
+    Vars,
     /// List or replay dead letters.
     Dlq {
         #[command(subcommand)]

@@ -47,6 +47,8 @@ impl fmt::Display for ConfigError {
 pub struct Env {
     vars: HashMap<String, String>,
     problems: Vec<Problem>,
+    /// Every variable name asked for (the `vars` subcommand lists them).
+    asked: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Env {
@@ -68,11 +70,22 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             problems: Vec::new(),
+            asked: std::cell::RefCell::default(),
         }
+    }
+
+    /// Every variable name read so far, sorted.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.borrow().iter().cloned().collect()
+    }
+
+    fn ask(&self, name: &str) {
+        self.asked.borrow_mut().insert(name.to_owned());
     }
 
     /// The raw value, `None` when unset or blank.
     pub fn raw(&self, name: &str) -> Option<&str> {
+        self.ask(name);
         self.vars
             .get(name)
             .map(|v| v.trim())
@@ -100,6 +113,7 @@ impl Env {
     /// A string that may be set to empty on purpose (e.g. to turn a message off): unset gives
     /// the default, set-but-empty gives `""`.
     pub fn string_allow_empty(&self, name: &str, default: &str) -> String {
+        self.ask(name);
         match self.vars.get(name) {
             Some(v) => v.trim().to_owned(),
             None => default.to_owned(),

@@ -85,6 +85,16 @@ where
             ExitCode::FAILURE
         };
     }
+    if let Some(Command::Vars) = &cli.command {
+        // Read with nothing set: every variable is asked for (defaults apply).
+        let mut env = Env::from_pairs::<_, String, String>([]);
+        let common = CommonConfig::from_env(&mut env, spec.name);
+        let _ = load(&mut env, &common);
+        for name in env.asked() {
+            println!("{name}");
+        }
+        return ExitCode::SUCCESS;
+    }
     let (common, config) = match load_config(spec.name, Env::from_process(), load) {
         Ok(c) => c,
         Err(e) => {
@@ -113,7 +123,9 @@ where
         match cli.command {
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
             Some(Command::Migrate) => run_migrate(spec, &common).await,
-            Some(Command::Healthcheck { .. }) => unreachable!("handled before config"),
+            Some(Command::Healthcheck { .. } | Command::Vars) => {
+                unreachable!("handled before config")
+            }
             None => run_service(spec, common, config, start).await,
         }
     });

@@ -32,6 +32,7 @@ pub fn register() {
     for c in ["known", "unknown"] {
         metrics::counter!(COMMANDS, "command" => c).absolute(0);
     }
+    let _ = metrics::histogram!(LLM_SECONDS);
     for name in [REFUSALS, OPT_OUTS, REPUBLISHED, CLEANED] {
         metrics::counter!(name).absolute(0);
     }

@@ -446,11 +446,7 @@ impl Ingest {
             && sent > 0
         {
             let secs = (shared::ids::now_ms() - sent).max(0) as f64 / 1000.0;
-            metrics::histogram!(
-                "gateway_receipt_latency_seconds",
-                "transport" => transport.as_str()
-            )
-            .record(secs);
+            metrics::histogram!(m::RECEIPT_LATENCY, "transport" => transport.as_str()).record(secs);
         }
         if status == ReceiptStatus::Failed {
             tracing::warn!(

@@ -13,6 +13,7 @@ pub const OUTBOUND_SKIPPED: &str = "gateway_outbound_already_sent_total";
 pub const RECEIPTS: &str = "gateway_outbound_receipts_total";
 pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
 pub const SEND_LATENCY: &str = "gateway_send_latency_seconds";
+pub const RECEIPT_LATENCY: &str = "gateway_receipt_latency_seconds";
 pub const SESSION_STATE: &str = "gateway_session_state";
 
 const KINDS: [&str; 4] = ["text", "voice", "image", "other"];
@@ -40,6 +41,10 @@ pub fn register(transports: &[TransportKind]) {
         "Seconds from an outbound event's creation to the transport accepting it"
     );
     metrics::describe_histogram!(SEND_LATENCY, "Seconds one transport send took");
+    metrics::describe_histogram!(
+        RECEIPT_LATENCY,
+        "Seconds from the transport accepting a message to its delivery receipt"
+    );
     metrics::describe_gauge!(
         SESSION_STATE,
         "1 for the current state of each transport session"
@@ -65,6 +70,9 @@ pub fn register(transports: &[TransportKind]) {
             metrics::counter!(OUTBOUND_FAILED, "transport" => t, "failure" => failure).absolute(0);
         }
         metrics::counter!(OUTBOUND_SKIPPED, "transport" => t).absolute(0);
+        let _ = metrics::histogram!(DELIVERY_LATENCY, "transport" => t);
+        let _ = metrics::histogram!(SEND_LATENCY, "transport" => t);
+        let _ = metrics::histogram!(RECEIPT_LATENCY, "transport" => t);
         for s in [
             ReceiptStatus::Delivered,
             ReceiptStatus::Read,

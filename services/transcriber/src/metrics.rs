@@ -16,6 +16,9 @@ pub fn register() {
         "Seconds one Whisper transcription took, retries included"
     );
     metrics::describe_histogram!(AUDIO_SECONDS, "Seconds of audio per voice note");
+    for h in [FFMPEG_SECONDS, WHISPER_SECONDS, AUDIO_SECONDS] {
+        let _ = metrics::histogram!(h);
+    }
     for outcome in ["ok", "too_long", "failed", "retry"] {
         metrics::counter!(JOBS, "outcome" => outcome).absolute(0);
     }

@@ -158,12 +158,38 @@ pub(crate) async fn maintenance_loop(bus: Bus, stream: Stream, stop: Cancellatio
             }
             Err(_) => metrics::gauge!(m::REDIS_UP).set(0.0),
         }
+        if let Ok(info) = redis::cmd("INFO")
+            .arg("memory")
+            .query_async::<String>(&mut conn)
+            .await
+        {
+            let (used, max) = memory_of(&info);
+            metrics::gauge!(m::REDIS_USED_MEMORY).set(used as f64);
+            metrics::gauge!(m::REDIS_MAXMEMORY).set(max as f64);
+        }
     }
+}
+
+/// `used_memory` and `maxmemory` from `INFO memory`.
+fn memory_of(info: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("used_memory"), field("maxmemory"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_memory_from_info() {
+        let info =
+            "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:268435456\r\n";
+        assert_eq!(memory_of(info), (1_048_576, 268_435_456));
+    }
 
     #[test]
     fn next_id_steps_the_sequence() {

@@ -14,6 +14,8 @@ pub const STREAM_LENGTH: &str = "bus_stream_length";
 pub const CONSUMER_LAG: &str = "bus_consumer_lag";
 pub const DLQ_LENGTH: &str = "bus_dlq_length";
 pub const REDIS_UP: &str = "bus_redis_up";
+pub const REDIS_USED_MEMORY: &str = "bus_redis_used_memory_bytes";
+pub const REDIS_MAXMEMORY: &str = "bus_redis_maxmemory_bytes";
 
 /// Reasons an entry is dead-lettered (label values of `bus_dead_lettered_total`).
 pub const DLQ_REASONS: [&str; 3] = ["undecodable", "max_deliveries", "permanent"];
@@ -38,6 +40,8 @@ pub fn register(consumes: &[Stream], publishes: &[Stream]) {
     metrics::describe_gauge!(CONSUMER_LAG, "Entries not yet delivered to the group");
     metrics::describe_gauge!(DLQ_LENGTH, "Entries in the dead-letter stream");
     metrics::describe_gauge!(REDIS_UP, "1 when the last Redis command succeeded");
+    metrics::describe_gauge!(REDIS_USED_MEMORY, "Redis used_memory (INFO memory)");
+    metrics::describe_gauge!(REDIS_MAXMEMORY, "Redis maxmemory (0 = no limit)");
     for s in consumes {
         let n = s.name();
         metrics::counter!(CONSUMED, "stream" => n).absolute(0);
@@ -57,4 +61,6 @@ pub fn register(consumes: &[Stream], publishes: &[Stream]) {
         metrics::counter!(PUBLISHED, "stream" => s.name()).absolute(0);
     }
     metrics::gauge!(REDIS_UP).set(0.0);
+    metrics::gauge!(REDIS_USED_MEMORY).set(0.0);
+    metrics::gauge!(REDIS_MAXMEMORY).set(0.0);
 }

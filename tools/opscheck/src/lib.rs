@@ -1,0 +1,1 @@
+//! Checks only: see `tests/`.

@@ -1,0 +1,567 @@
+//! The deployment files checked without Docker (none runs on the development machines):
+//! compose.yaml against what each service reads, the Dockerfile statically, prometheus/ with
+//! promtool, the dashboard and alert queries against live `/metrics` scrapes, `.env.example`
+//! against the services' variables, and a backup → change → restore round trip.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+const SERVICES: [&str; 4] = ["gateway", "brain", "transcriber", "ledger"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A workspace binary, built beside this test by `cargo nextest run --workspace`.
+fn bin(name: &str) -> PathBuf {
+    let p = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// The variables a service reads (its `vars` subcommand).
+fn vars_of(service: &str) -> BTreeSet<String> {
+    let out = Command::new(bin(service)).arg("vars").output().unwrap();
+    assert!(out.status.success(), "{service} vars failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn compose() -> Yaml {
+    let text = std::fs::read_to_string(root().join("compose.yaml")).unwrap();
+    YamlLoader::load_from_str(&text).unwrap().remove(0)
+}
+
+/// A service's mapping with `<<: *anchor` merged in (YAML 1.1 merge keys).
+fn service(compose: &Yaml, name: &str) -> HashMap<String, Yaml> {
+    let svc = &compose["services"][name];
+    let mut out = HashMap::new();
+    if let Some(base) = svc["<<"].as_hash() {
+        for (k, v) in base {
+            out.insert(k.as_str().unwrap().to_owned(), v.clone());
+        }
+    }
+    for (k, v) in svc
+        .as_hash()
+        .unwrap_or_else(|| panic!("no service {name} in compose.yaml"))
+    {
+        let k = k.as_str().unwrap();
+        if k != "<<" {
+            out.insert(k.to_owned(), v.clone());
+        }
+    }
+    out
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mem_mib(s: &str) -> u64 {
+    let (n, unit) = s.split_at(s.len() - 1);
+    let n: u64 = n.parse().unwrap();
+    match unit {
+        "m" => n,
+        "g" => n * 1024,
+        _ => panic!("mem_limit {s}: use m or g"),
+    }
+}
+
+#[test]
+fn compose_matches_the_services() {
+    let c = compose();
+    for name in [
+        "redis",
+        "gateway",
+        "brain",
+        "transcriber",
+        "ledger",
+        "prometheus",
+        "grafana",
+        "postgres",
+    ] {
+        assert!(
+            !c["services"][name].is_badvalue(),
+            "compose.yaml has no service {name}"
+        );
+    }
+    for name in SERVICES {
+        let s = service(&c, name);
+        let reads = vars_of(name);
+        if let Some(env) = s.get("environment").and_then(Yaml::as_hash) {
+            for k in env.keys() {
+                let k = k.as_str().unwrap();
+                assert!(
+                    reads.contains(k),
+                    "compose sets {k} for {name}, which does not read it"
+                );
+            }
+        }
+        assert_eq!(
+            strings(&s["healthcheck"]["test"]),
+            ["CMD", name, "healthcheck"],
+            "{name}'s healthcheck must use its healthcheck subcommand"
+        );
+        assert_eq!(
+            s["build"]["target"].as_str(),
+            Some(name),
+            "{name} builds its own target"
+        );
+        assert_eq!(
+            s["restart"].as_str(),
+            Some("unless-stopped"),
+            "{name} restart policy"
+        );
+        assert_eq!(
+            s["depends_on"]["redis"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name} waits for a healthy Redis"
+        );
+        assert!(s.contains_key("env_file"), "{name} reads .env");
+        assert!(
+            s["mem_limit"].as_str().is_some(),
+            "{name} has a memory limit"
+        );
+    }
+    // Scalable transcribers: no fixed name or host port.
+    let t = service(&c, "transcriber");
+    assert!(!t.contains_key("container_name") && !t.contains_key("ports"));
+    // Brain and ledger share one database volume; the gateway keeps its own data.
+    assert!(
+        strings(&service(&c, "brain")["volumes"])
+            .iter()
+            .any(|v| v.ends_with(":/app/data"))
+    );
+    assert!(
+        strings(&service(&c, "gateway")["volumes"])
+            .iter()
+            .any(|v| v.ends_with(":/app/data"))
+    );
+    // Redis: AOF every second on a volume, maxmemory with noeviction.
+    let redis = service(&c, "redis");
+    let cmd = strings(&redis["command"]).join(" ");
+    for want in [
+        "--appendonly yes",
+        "--appendfsync everysec",
+        "--maxmemory-policy noeviction",
+        "--maxmemory ",
+    ] {
+        assert!(cmd.contains(want), "redis command lacks {want}: {cmd}");
+    }
+    assert!(
+        strings(&redis["volumes"])
+            .iter()
+            .any(|v| v.ends_with(":/data"))
+    );
+    assert_eq!(strings(&service(&c, "postgres")["profiles"]), ["postgres"]);
+    // Everything that starts by default fits a 2 GB VPS with room for the OS.
+    let total: u64 = c["services"]
+        .as_hash()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s["profiles"].is_badvalue())
+        .map(|(k, _)| {
+            mem_mib(
+                service(&c, k.as_str().unwrap())["mem_limit"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{k:?} has no mem_limit")),
+            )
+        })
+        .sum();
+    assert!(total <= 1700, "memory limits add up to {total} MiB");
+}
+
+/// Names in `.env.example`: entries (`NAME=`, also commented `# NAME=`) and any mention.
+fn env_example() -> (BTreeSet<String>, String) {
+    let text = std::fs::read_to_string(root().join(".env.example")).unwrap();
+    let entries = text
+        .lines()
+        .map(|l| l.trim_start_matches('#').trim())
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    (entries, text)
+}
+
+#[test]
+fn env_example_documents_every_variable_and_only_real_ones() {
+    let (entries, text) = env_example();
+    let mut read = BTreeSet::new();
+    for s in SERVICES {
+        read.extend(vars_of(s));
+    }
+    for v in &read {
+        let mentioned = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == v);
+        assert!(
+            mentioned,
+            "{v} is read by a service but not documented in .env.example"
+        );
+    }
+    // Variables for compose and the scripts, not the services.
+    let ops = [
+        "GRAFANA_ADMIN_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "BACKUP_DIR",
+        "BACKUP_KEEP_DAYS",
+        "REDIS_DATA_DIR",
+        "RUST_LOG",
+    ];
+    for e in &entries {
+        assert!(
+            read.contains(e) || ops.contains(&e.as_str()),
+            ".env.example lists {e}, which nothing reads"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_is_pinned_non_root_and_copies_what_exists() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let mut stage = String::new();
+    let mut stages: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("FROM ") {
+            let mut parts = rest.split_whitespace();
+            let image = parts.next().unwrap();
+            stage = parts.nth(1).unwrap_or("").to_owned();
+            if !stages.contains_key(image) {
+                let tag = image.split_once(':').map(|(_, t)| t).unwrap_or("");
+                assert!(
+                    !tag.is_empty() && tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
+                    "base image {image} is not pinned to a version"
+                );
+            }
+        }
+        if let Some(rest) = line.strip_prefix("COPY ")
+            && !rest.starts_with("--from")
+        {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            for src in &parts[..parts.len() - 1] {
+                assert!(
+                    root().join(src).exists(),
+                    "Dockerfile copies {src}, which does not exist"
+                );
+            }
+        }
+        stages
+            .entry(stage.clone())
+            .or_default()
+            .push(line.to_owned());
+    }
+    for name in SERVICES {
+        let lines = stages
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} stage"));
+        let user = lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .unwrap_or("root");
+        assert!(user != "root" && user != "0", "{name} runs as root");
+        assert!(
+            lines.iter().any(|l| l.starts_with("HEALTHCHECK")
+                && l.ends_with(&format!("CMD [\"{name}\", \"healthcheck\"]"))),
+            "{name} has no healthcheck with its subcommand"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == &format!("ENTRYPOINT [\"{name}\"]"))
+        );
+    }
+    let transcriber = stages["transcriber"].join("\n");
+    assert!(
+        transcriber.contains("ffmpeg"),
+        "the transcriber image needs ffmpeg"
+    );
+}
+
+#[test]
+fn prometheus_config_and_rules_pass_promtool_and_scrape_every_service() {
+    let promtool = ["/usr/bin/promtool", "promtool"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok())
+        .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+    let dir = shared::testing::TempDir::new("promtool");
+    let config = std::fs::read_to_string(root().join("prometheus/prometheus.yml")).unwrap();
+    // The config names the rules by their path in the container; check the same file here.
+    let local = config.replace(
+        "/etc/prometheus/alerts.yml",
+        &root().join("prometheus/alerts.yml").display().to_string(),
+    );
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(&path, &local).unwrap();
+    for args in [
+        vec!["check", "config", path.to_str().unwrap()],
+        vec![
+            "check",
+            "rules",
+            root().join("prometheus/alerts.yml").to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(promtool).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let y = YamlLoader::load_from_str(&config).unwrap().remove(0);
+    let jobs: Vec<String> = y["scrape_configs"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|j| format!("{j:?}"))
+        .collect();
+    for (name, port) in [
+        ("gateway", 9181),
+        ("brain", 9182),
+        ("transcriber", 9183),
+        ("ledger", 9184),
+    ] {
+        assert!(
+            jobs.iter()
+                .any(|j| j.contains(&format!("\"{name}\"")) && j.contains(&port.to_string())),
+            "no scrape job for {name}:{port}"
+        );
+    }
+}
+
+/// Metric names used by a PromQL expression.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    const NOT_METRICS: &[&str] = &[
+        "sum",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "rate",
+        "increase",
+        "histogram_quantile",
+        "clamp_min",
+        "by",
+        "without",
+        "and",
+        "or",
+        "unless",
+        "on",
+        "ignoring",
+        "le",
+        "offset",
+        "abs",
+    ];
+    // Drop label matchers, grouping clauses and range selectors.
+    let mut s = String::new();
+    let mut depth = 0;
+    for c in expr.chars() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            _ if depth == 0 => s.push(c),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        rest = &rest[i..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        let after = rest[end..].trim_start();
+        let grouping = ["by", "without"].contains(&word);
+        rest = &rest[end..];
+        if grouping {
+            // Skip the label list: `by (a, b)`.
+            if let Some(close) = rest.find(')') {
+                rest = &rest[close + 1..];
+            }
+            continue;
+        }
+        if word.contains('_') && !NOT_METRICS.contains(&word) && !after.starts_with('(') {
+            out.insert(word.to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn promql_metric_names_are_extracted() {
+    assert_eq!(
+        metric_names(
+            "histogram_quantile(0.95, sum by (le, stream) (rate(bus_handle_seconds_bucket{stream=\"x\"}[5m])))"
+        ),
+        BTreeSet::from(["bus_handle_seconds_bucket".to_owned()])
+    );
+    assert_eq!(
+        metric_names("max(a_b) > 0 and max(c_d) / max(e_f) > 0.7"),
+        BTreeSet::from(["a_b".to_owned(), "c_d".to_owned(), "e_f".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("prometheus/grafana/dashboards/switchboard.json"))
+            .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut wanted = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            wanted.extend(metric_names(t["expr"].as_str().unwrap()));
+        }
+    }
+    let rules = YamlLoader::load_from_str(
+        &std::fs::read_to_string(root().join("prometheus/alerts.yml")).unwrap(),
+    )
+    .unwrap()
+    .remove(0);
+    for group in rules["groups"].as_vec().unwrap() {
+        for rule in group["rules"].as_vec().unwrap() {
+            wanted.extend(metric_names(rule["expr"].as_str().unwrap()));
+        }
+    }
+    assert!(wanted.len() > 20, "{wanted:?}");
+
+    // The four services, idle: every metric is registered at zero at start.
+    let db = shared::testing::TestDb::sqlite();
+    let redis = shared::testing::redis_url();
+    let mut procs = Vec::new();
+    let mut envs = Vec::new();
+    for name in SERVICES {
+        let service = match name {
+            "gateway" => shared::config::ServiceName::Gateway,
+            "brain" => shared::config::ServiceName::Brain,
+            "transcriber" => shared::config::ServiceName::Transcriber,
+            _ => shared::config::ServiceName::Ledger,
+        };
+        let uses_db = matches!(name, "brain" | "ledger");
+        let mut senv =
+            shared::testing::ServiceEnv::new(service, &redis, uses_db.then_some(db.url.as_str()));
+        senv.env.insert(
+            "PUBLIC_ADDR".into(),
+            format!("127.0.0.1:{}", shared::testing::free_port()),
+        );
+        let p = senv.spawn(bin(name).to_str().unwrap());
+        assert!(
+            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
+            "{}",
+            p.log_text()
+        );
+        procs.push(p);
+        envs.push(senv);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // one maintenance round (Redis memory)
+    let mut served = BTreeSet::new();
+    for p in &procs {
+        let text = reqwest_get(&format!("{}/metrics", p.http)).await;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let name = line.split(['{', ' ']).next().unwrap();
+            served.insert(name.to_owned());
+        }
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|m| !served.contains(*m)).collect();
+    assert!(missing.is_empty(), "queried but not served: {missing:?}");
+    for p in procs {
+        shared::testing::stop_cleanly(p).await;
+    }
+    for e in &envs {
+        shared::testing::cleanup_prefix(&redis, &e.prefix).await;
+    }
+    db.cleanup().await;
+}
+
+async fn reqwest_get(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn backup_then_change_then_restore_gives_back_the_backed_up_data() {
+    let dir = shared::testing::TempDir::new("backup");
+    let db_path = dir.path().join("sb.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&url)).unwrap();
+    db.migrate().await.unwrap();
+    let exec = |sql: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query(sql).execute(db.pool()).await.unwrap() }
+    };
+    exec("INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) VALUES ('kept', 'admin', 1, 0, 1, 1)").await;
+    let run = |script: &str, args: &[&str]| {
+        let out = Command::new(root().join("scripts").join(script))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("REDIS_URL", shared::testing::redis_url())
+            .env("BACKUP_DIR", dir.path().join("backups"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Backed up while the database is open and in use (WAL mode).
+    let folder = run("backup", &[]).trim().to_owned();
+    assert!(Path::new(&folder).join("switchboard.db").exists());
+    assert!(Path::new(&folder).join("redis.rdb").exists());
+    exec("DELETE FROM contacts WHERE id = 'kept'").await;
+    exec("INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) VALUES ('later', 'user', 0, 0, 2, 2)").await;
+    db.close().await;
+    run("restore", &[&folder]);
+    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&url)).unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM contacts ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(ids, ["kept"]);
+    db.close().await;
+    let kept = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("sb.db.before-restore-")
+        });
+    assert!(kept, "the replaced database is kept");
+}
