@@ -123,10 +123,17 @@ impl<H: Handler> Consumer<H> {
     /// in-flight work finish within `SHUTDOWN_GRACE_SECS`, and hands back what is left.
     pub async fn run(self, shutdown: CancellationToken) -> super::Result<()> {
         let inner = self.inner;
-        inner
+        if let Err(e) = inner
             .bus
             .ensure_groups_retrying(&[inner.stream], &shutdown)
-            .await?;
+            .await
+        {
+            // Asked to stop while Redis was still unreachable: a clean stop, not a failure.
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            return Err(e);
+        }
         tracing::info!(stream = inner.stream.name(), consumer = %inner.name, "consumer started");
 
         let side = CancellationToken::new();

@@ -60,8 +60,5 @@ async fn losing_redis_makes_it_unready_without_crashing_and_it_recovers() {
         "{}",
         p.log_text()
     );
-    let status = tokio::task::spawn_blocking(move || p.terminate(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert!(status.is_some_and(|s| s.success()));
+    shared::testing::stop_cleanly(p).await;
 }
