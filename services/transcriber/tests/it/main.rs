@@ -62,3 +62,19 @@ async fn losing_redis_makes_it_unready_without_crashing_and_it_recovers() {
     );
     shared::testing::stop_cleanly(p).await;
 }
+
+#[tokio::test]
+async fn stopping_while_redis_was_never_reachable_is_a_clean_exit() {
+    let mut redis = RedisServer::start();
+    let senv = ServiceEnv::new(ServiceName::Transcriber, &redis.url(), None);
+    redis.kill9();
+    let p = senv.spawn(BIN);
+    assert!(
+        p.wait_status("/healthz", 200, Duration::from_secs(60))
+            .await,
+        "{}",
+        p.log_text()
+    );
+    assert!(p.wait_status("/readyz", 503, Duration::from_secs(5)).await);
+    shared::testing::stop_cleanly(p).await;
+}
