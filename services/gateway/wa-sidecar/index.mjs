@@ -1,0 +1,164 @@
+// Switchboard's WhatsApp Web sidecar: a thin bridge between whatsapp-web.js and the gateway,
+// newline-delimited JSON on stdin/stdout (PROTOCOL.md). All logic — duplicates, rate limits,
+// events, retries — stays in the Rust gateway.
+import { createInterface } from "node:readline";
+
+export const PROTOCOL_VERSION = 1;
+
+/** Maps a whatsapp-web.js message type to our kinds. */
+export function kindOf(type) {
+  if (type === "chat") return "text";
+  if (type === "ptt" || type === "audio") return "voice";
+  if (type === "image") return "image";
+  return "other";
+}
+
+function phoneOf(id) {
+  // `15550001111@c.us` carries the number; `...@lid` does not.
+  const m = /^(\d{6,15})@c\.us$/.exec(id || "");
+  return m ? `+${m[1]}` : null;
+}
+
+/**
+ * Wires a whatsapp-web.js client (or a test double with the same events and methods) to the
+ * protocol. `write(obj)` sends one event; returns `handle(command)` for incoming commands.
+ */
+export function createBridge({ client, write, log = () => {} }) {
+  const out = (obj) => write({ v: PROTOCOL_VERSION, ...obj });
+  client.on("qr", (qr) => out({ type: "qr", qr }));
+  client.on("code", (code) => out({ type: "pairing_code", code }));
+  client.on("authenticated", () => out({ type: "authenticated" }));
+  client.on("auth_failure", (e) => out({ type: "auth_failure", error: String(e) }));
+  client.on("ready", () => out({ type: "ready", me: client.info?.wid?._serialized ?? null }));
+  client.on("change_state", (state) => out({ type: "state", state }));
+  client.on("disconnected", (reason) => out({ type: "disconnected", reason: String(reason) }));
+  client.on("message_ack", (msg, ack) => out({ type: "message_ack", id: msg.id._serialized, ack }));
+  client.on("message", async (msg) => {
+    try {
+      if (msg.fromMe) return out({ type: "ignored", reason: "from_me" });
+      if (msg.isStatus || msg.from === "status@broadcast") return out({ type: "ignored", reason: "status" });
+      if (msg.broadcast) return out({ type: "ignored", reason: "broadcast" });
+      if (msg.from.endsWith("@g.us")) return out({ type: "ignored", reason: "group" });
+      let phone = phoneOf(msg.from);
+      let lid = msg.from.endsWith("@lid") ? msg.from : null;
+      if (!phone && typeof client.getContactLidAndPhone === "function") {
+        try {
+          const [r] = await client.getContactLidAndPhone([msg.from]);
+          phone = phoneOf(r?.pn);
+          lid = lid ?? r?.lid ?? null;
+        } catch (e) {
+          log(`cannot resolve the phone number of a sender: ${e.message}`);
+        }
+      }
+      const kind = kindOf(msg.type);
+      let media = null;
+      if ((kind === "voice" || kind === "image") && msg.hasMedia) {
+        const m = await msg.downloadMedia();
+        if (m) media = { mime: m.mimetype, data: m.data };
+      }
+      out({
+        type: "message",
+        id: msg.id._serialized,
+        from: msg.from,
+        phone,
+        lid,
+        kind,
+        body: kind === "text" || kind === "image" ? msg.body ?? "" : "",
+        timestamp: msg.timestamp ?? null,
+        name: msg._data?.notifyName ?? null,
+        media,
+      });
+    } catch (e) {
+      out({ type: "error", error: `message: ${e.message}`, retryable: false });
+    }
+  });
+
+  async function pageAlive() {
+    try {
+      if (!client.pupPage) return true; // test doubles have no page
+      await Promise.race([
+        client.pupPage.evaluate(() => 1),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), 5000)),
+      ]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  return async function handle(cmd) {
+    const ref = cmd.ref ?? null;
+    try {
+      switch (cmd.type) {
+        case "send": {
+          const sent = await client.sendMessage(cmd.chat, cmd.text);
+          return out({ type: "result", ref, ok: true, id: sent?.id?._serialized ?? null });
+        }
+        case "typing": {
+          const chat = await client.getChatById(cmd.chat);
+          await (cmd.on ? chat.sendStateTyping() : chat.clearState());
+          return undefined;
+        }
+        case "heartbeat": {
+          const state = await client.getState();
+          return out({ type: "heartbeat", ref, state: state ?? null, page_alive: await pageAlive() });
+        }
+        case "logout":
+          await client.logout();
+          return out({ type: "result", ref, ok: true });
+        case "shutdown":
+          await client.destroy();
+          return out({ type: "result", ref, ok: true });
+        default:
+          return undefined;
+      }
+    } catch (e) {
+      // Network and page trouble is worth retrying; a bad chat id is not.
+      const retryable = !/invalid|not found|wid error/i.test(e.message);
+      return out({ type: "error", ref, error: e.message, retryable });
+    }
+  };
+}
+
+async function main() {
+  const { default: wweb } = await import("whatsapp-web.js");
+  const { Client, LocalAuth } = wweb;
+  const args = ["--no-first-run", "--disable-dev-shm-usage", "--disable-gpu", "--disable-extensions",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--mute-audio", "--no-default-browser-check", "--js-flags=--max-old-space-size=256"];
+  if (process.getuid && process.getuid() === 0) args.push("--no-sandbox");
+  const pairing = process.env.WA_PAIRING_NUMBER;
+  const client = new Client({
+    authStrategy: new LocalAuth({ dataPath: process.env.WA_SESSION_DIR || "data/wa-session" }),
+    puppeteer: { executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium", headless: true, args },
+    ...(pairing ? { pairWithPhoneNumber: { phoneNumber: pairing.replace(/\D/g, ""), showNotification: true } } : {}),
+  });
+  const write = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+  const log = (text) => process.stderr.write(`${text}\n`);
+  const handle = createBridge({ client, write, log });
+  const rl = createInterface({ input: process.stdin });
+  rl.on("line", (line) => {
+    let cmd;
+    try {
+      cmd = JSON.parse(line);
+    } catch {
+      return log("ignoring a line that is not JSON");
+    }
+    handle(cmd).then(() => {
+      if (cmd.type === "shutdown") process.exit(0);
+    });
+  });
+  rl.on("close", async () => {
+    // The gateway went away: close the browser too.
+    await client.destroy().catch(() => {});
+    process.exit(0);
+  });
+  await client.initialize();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((e) => {
+    process.stderr.write(`sidecar failed: ${e.stack || e}\n`);
+    process.exit(1);
+  });
+}
