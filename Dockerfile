@@ -53,6 +53,19 @@ HEALTHCHECK --interval=15s --timeout=5s --retries=3 CMD ["transcriber", "healthc
 ENTRYPOINT ["transcriber"]
 
 FROM runtime AS gateway
+USER root
+# WhatsApp Web: Debian's Chromium and Node for the whatsapp-web.js sidecar (no browser download).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends chromium nodejs npm fonts-liberation \
+ && rm -rf /var/lib/apt/lists/*
+COPY services/gateway/wa-sidecar/package.json services/gateway/wa-sidecar/package-lock.json /usr/local/share/switchboard/wa-sidecar/
+RUN cd /usr/local/share/switchboard/wa-sidecar \
+ && PUPPETEER_SKIP_DOWNLOAD=true npm ci --omit=dev --no-audit --no-fund \
+ && npm cache clean --force
+COPY services/gateway/wa-sidecar/index.mjs services/gateway/wa-sidecar/PROTOCOL.md /usr/local/share/switchboard/wa-sidecar/
+ENV WA_SIDECAR_DIR=/usr/local/share/switchboard/wa-sidecar \
+    CHROMIUM_PATH=/usr/bin/chromium \
+    WA_SESSION_DIR=/app/data/wa-session
 COPY --from=build /out/gateway /usr/local/bin/gateway
 USER switchboard
 HEALTHCHECK --interval=15s --timeout=5s --retries=3 CMD ["gateway", "healthcheck"]

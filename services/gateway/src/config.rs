@@ -63,6 +63,102 @@ pub struct Config {
     pub busy_notice: String,
     /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
     pub history_ttl: Duration,
+    /// The `web` transport (WhatsApp Web in Chromium through the sidecar).
+    pub web: WebConfig,
+}
+
+/// Settings of the `web` transport.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// `WA_SIDECAR_DIR`: the sidecar's folder (default: found next to the executable or in the
+    /// source tree, `services/gateway/wa-sidecar`).
+    pub sidecar_dir: std::path::PathBuf,
+    /// `WA_NODE` (default `node`).
+    pub node: String,
+    /// `CHROMIUM_PATH` (default `/usr/bin/chromium`).
+    pub chromium: String,
+    /// `WA_SESSION_DIR` (default `data/wa-session`): the linked-device session.
+    pub session_dir: std::path::PathBuf,
+    /// `WA_PAIRING_NUMBER`: pair by code instead of QR.
+    pub pairing_number: Option<String>,
+    /// `WA_HEARTBEAT_SECS` (default 15).
+    pub heartbeat: Duration,
+    /// `WA_STUCK_SECS` (default 120): not connected this long while "ready" = stuck.
+    pub stuck: Duration,
+    /// `WA_REPLY_DELAY_MS` (default `800-2000`): typing shown this long (jittered) before a send.
+    pub reply_delay_ms: (u64, u64),
+    /// `ALERT_WEBHOOK_URL`: session alerts are POSTed here too.
+    pub alert_webhook: Option<String>,
+    /// `ADMIN_NUMBERS`: admins told when the session is logged out.
+    pub admins: Vec<shared::phone::Phone>,
+}
+
+impl WebConfig {
+    fn load(env: &mut Env, enabled: bool) -> Self {
+        let sidecar_dir = match env.opt_string("WA_SIDECAR_DIR") {
+            Some(d) => std::path::PathBuf::from(d),
+            None => find_sidecar().unwrap_or_else(|| "wa-sidecar".into()),
+        };
+        if enabled && !sidecar_dir.join("index.mjs").exists() {
+            env.problem(
+                "WA_SIDECAR_DIR",
+                format!(
+                    "no WhatsApp Web sidecar (index.mjs) in {}; set WA_SIDECAR_DIR",
+                    sidecar_dir.display()
+                ),
+            );
+        }
+        let delay = env.string("WA_REPLY_DELAY_MS", "800-2000");
+        let reply_delay_ms = match delay.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+                (Ok(a), Ok(b)) if a <= b && b <= 60_000 => (a, b),
+                _ => {
+                    env.problem(
+                        "WA_REPLY_DELAY_MS",
+                        "expected a range of milliseconds like 800-2000",
+                    );
+                    (800, 2000)
+                }
+            },
+            None => match delay.trim().parse::<u64>() {
+                Ok(n) if n <= 60_000 => (n, n),
+                _ => {
+                    env.problem(
+                        "WA_REPLY_DELAY_MS",
+                        "expected milliseconds like 1000 or a range like 800-2000",
+                    );
+                    (800, 2000)
+                }
+            },
+        };
+        let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
+        Self {
+            sidecar_dir,
+            node: env.string("WA_NODE", "node"),
+            chromium: env.string("CHROMIUM_PATH", "/usr/bin/chromium"),
+            session_dir: env.string("WA_SESSION_DIR", "data/wa-session").into(),
+            pairing_number: env.opt_string("WA_PAIRING_NUMBER"),
+            heartbeat: env.secs("WA_HEARTBEAT_SECS", 15, 1, 600),
+            stuck: env.secs("WA_STUCK_SECS", 120, 5, 3600),
+            reply_delay_ms,
+            alert_webhook: env.http_url("ALERT_WEBHOOK_URL"),
+            admins,
+        }
+    }
+}
+
+/// The sidecar next to the executable (images), or in the source tree (`target/<profile>/`).
+fn find_sidecar() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("wa-sidecar"),
+        dir.join("../share/switchboard/wa-sidecar"),
+        dir.join("../../services/gateway/wa-sidecar"),
+        dir.join("../../../services/gateway/wa-sidecar"),
+    ]
+    .into_iter()
+    .find(|d| d.join("index.mjs").exists())
 }
 
 /// Dedup window for transport message ids.
@@ -94,7 +190,7 @@ impl Config {
             }
         }
         for t in &transports {
-            if matches!(t, TransportKind::Web | TransportKind::Cloud) {
+            if matches!(t, TransportKind::Cloud) {
                 env.problem(
                     "TRANSPORTS",
                     format!(
@@ -146,6 +242,7 @@ impl Config {
             "BUSY_NOTICE",
             "We're receiving a lot of messages right now. Please try again in a minute.",
         );
+        let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
         let history_ttl =
             Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
         Self {
@@ -160,6 +257,7 @@ impl Config {
             rate_notice,
             busy_notice,
             history_ttl,
+            web,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod transport;
+pub mod web;
 pub mod webchat;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn start(
     let mut list: Vec<Arc<dyn Transport>> = Vec::new();
     let mut public = Router::new();
     let mut webchat_history = None;
+    let mut web_transport: Option<web::Web> = None;
     for kind in &cfg.transports {
         match kind {
             TransportKind::Webchat => {
@@ -66,7 +68,13 @@ pub fn start(
                 webchat_history = Some(wc.history().clone());
                 list.push(Arc::new(wc));
             }
-            TransportKind::Web | TransportKind::Cloud => {
+            TransportKind::Web => {
+                web::register_metrics();
+                let w = web::Web::new(cfg.web.clone(), ingest.clone(), &bus);
+                web_transport = Some(w.clone());
+                list.push(Arc::new(w));
+            }
+            TransportKind::Cloud => {
                 anyhow::bail!("transport {} is not available in this build", kind.as_str())
             }
         }
@@ -89,12 +97,12 @@ pub fn start(
     let deliverer = Arc::new(deliver::Deliverer::new(transports.clone(), ingest, &bus));
     let consumer = bus.consumer(Stream::Outbound, deliverer);
 
-    let qr_transports = transports.clone();
+    let qr_web = web_transport.clone();
     let routes = Router::new().route(
         "/qr",
-        get(move || {
-            let t = qr_transports.clone();
-            async move { qr(&t) }
+        get(move |q: axum::extract::Query<QrQuery>| {
+            let w = qr_web.clone();
+            async move { qr(w.as_ref(), &q) }
         }),
     );
     let check_transports = transports.clone();
@@ -127,6 +135,13 @@ pub fn start(
                     .run(shutdown)
                     .await
                     .context("outbound consumer failed")
+            });
+        }
+        if let Some(w) = web_transport {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                w.run(shutdown).await;
+                Ok(())
             });
         }
         if let Some(history) = webchat_history {
@@ -186,19 +201,45 @@ pub fn start(
     })
 }
 
-fn qr(transports: &Transports) -> axum::response::Response {
+#[derive(serde::Deserialize)]
+struct QrQuery {
+    format: Option<String>,
+}
+
+/// `/qr` (internal listener only): the QR code to link WhatsApp as an SVG image (or the
+/// pairing code), `?format=json` for the session state and the raw values.
+fn qr(web: Option<&web::Web>, q: &QrQuery) -> axum::response::Response {
     use axum::response::IntoResponse;
-    for t in transports.all() {
-        if let Some(code) = t.qr() {
-            return axum::Json(serde_json::json!({
-                "transport": t.kind().as_str(),
-                "qr": code,
-            }))
-            .into_response();
-        }
+    let Some(web) = web else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no transport is waiting for a QR code to be scanned",
+        );
+    };
+    let (state, code, pairing) = web.pairing();
+    if q.format.as_deref() == Some("json") || (code.is_none() && pairing.is_some()) {
+        return axum::Json(serde_json::json!({
+            "transport": "web",
+            "state": state.as_str(),
+            "qr": code,
+            "pairing_code": pairing,
+        }))
+        .into_response();
     }
-    json_error(
-        StatusCode::NOT_FOUND,
-        "no transport is waiting for a QR code to be scanned",
-    )
+    match code.and_then(|c| qrcode::QrCode::new(c.as_bytes()).ok()) {
+        Some(qr) => {
+            let svg = qr
+                .render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(256, 256)
+                .build();
+            ([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+        }
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no QR code to scan: the WhatsApp Web session is {}",
+                state.as_str()
+            ),
+        ),
+    }
 }

@@ -5,6 +5,7 @@ mod browser;
 mod helpers;
 mod limits;
 mod outbound;
+mod web;
 mod webchat;
 
 use shared::config::ServiceName;

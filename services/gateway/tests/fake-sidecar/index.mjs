@@ -1,0 +1,55 @@
+// A scripted stand-in for the WhatsApp Web sidecar (tests only): it speaks protocol v1 like
+// wa-sidecar/index.mjs, but its "WhatsApp" is a folder the test controls ($FAKE_DIR):
+//   starts          one line per start (restarts are counted)
+//   linked          exists: the session is linked (ready at once); else a QR is shown
+//   inject          lines appended here are written to stdout as they are (CRASH exits, LINK links)
+//   hang            exists: heartbeats go unanswered (a zombie)
+//   state           the library state reported by heartbeats (default CONNECTED)
+//   commands.jsonl  every command received
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+
+const dir = process.env.FAKE_DIR;
+const out = (o) => process.stdout.write(`${JSON.stringify({ v: 1, ...o })}\n`);
+appendFileSync(`${dir}/starts`, "start\n");
+if (existsSync(`${dir}/linked`)) {
+  out({ type: "authenticated" });
+  out({ type: "ready", me: "15550009999@c.us" });
+} else {
+  out({ type: "qr", qr: "2@fake-qr-code" });
+}
+
+let offset = existsSync(`${dir}/inject`) ? readFileSync(`${dir}/inject`).length : 0;
+setInterval(() => {
+  if (!existsSync(`${dir}/inject`)) return;
+  const all = readFileSync(`${dir}/inject`);
+  const fresh = all.subarray(offset).toString();
+  offset = all.length;
+  for (const line of fresh.split("\n").filter(Boolean)) {
+    if (line === "CRASH") process.exit(3);
+    if (line === "LINK") {
+      writeFileSync(`${dir}/linked`, "");
+      out({ type: "authenticated" });
+      out({ type: "ready", me: "15550009999@c.us" });
+      continue;
+    }
+    process.stdout.write(`${line}\n`);
+  }
+}, 30);
+
+let sent = 0;
+createInterface({ input: process.stdin }).on("line", (line) => {
+  appendFileSync(`${dir}/commands.jsonl`, `${line}\n`);
+  const cmd = JSON.parse(line);
+  if (cmd.type === "send") {
+    if (cmd.chat.startsWith("bad")) return out({ type: "error", ref: cmd.ref, error: "invalid wid", retryable: false });
+    sent += 1;
+    return out({ type: "result", ref: cmd.ref, ok: true, id: `wamid.${sent}` });
+  }
+  if (cmd.type === "heartbeat") {
+    if (existsSync(`${dir}/hang`)) return;
+    const state = existsSync(`${dir}/state`) ? readFileSync(`${dir}/state`, "utf8").trim() : "CONNECTED";
+    return out({ type: "heartbeat", ref: cmd.ref, state, page_alive: true });
+  }
+  if (cmd.type === "shutdown") process.exit(0);
+});

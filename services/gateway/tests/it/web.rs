@@ -1,0 +1,374 @@
+//! The `web` transport's Rust side against a scripted fake sidecar process speaking the same
+//! protocol (`tests/fake-sidecar/index.mjs`); WhatsApp itself cannot be reached from here.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shared::proto::{Identity, Outbound, Transport, identity, inbound, outbound};
+
+use crate::helpers::{Gw, metric, voice_note};
+
+const T: Duration = Duration::from_secs(15);
+
+struct Fake {
+    dir: shared::testing::TempDir,
+}
+
+impl Fake {
+    fn new(linked: bool) -> Self {
+        let dir = shared::testing::TempDir::new("fake-wa");
+        if linked {
+            std::fs::write(dir.path().join("linked"), "").unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn inject(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("inject"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
+    fn starts(&self) -> usize {
+        std::fs::read_to_string(self.path("starts")).map_or(0, |s| s.lines().count())
+    }
+
+    fn commands(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("commands.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn gateway(&self, extra: &[(&str, &str)]) -> Gw {
+        let sidecar = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-sidecar");
+        let session = self.path("session").display().to_string();
+        let fake_dir = self.dir.path().display().to_string();
+        let mut env = vec![
+            ("TRANSPORTS", "web"),
+            ("WA_SIDECAR_DIR", sidecar.to_str().unwrap()),
+            ("WA_SESSION_DIR", session.as_str()),
+            ("FAKE_DIR", fake_dir.as_str()),
+            ("WA_HEARTBEAT_SECS", "1"),
+            ("WA_REPLY_DELAY_MS", "0"),
+        ];
+        env.extend_from_slice(extra);
+        Gw::start(&env).await
+    }
+}
+
+async fn ready(gw: &Gw) -> serde_json::Value {
+    gw.http
+        .get(format!("{}/readyz", gw.proc.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_state(gw: &Gw, state: &str) {
+    let deadline = Instant::now() + T;
+    loop {
+        let r = ready(gw).await;
+        if r["checks"]["transport:web"]["state"] == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {state}: {r}\n{}",
+            gw.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for<R>(mut f: impl AsyncFnMut() -> Option<R>) -> R {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn qr_then_ready_then_messages_sends_and_receipts() {
+    let fake = Fake::new(false);
+    let gw = fake.gateway(&[]).await;
+    wait_state(&gw, "waiting_for_qr").await;
+    assert_eq!(ready(&gw).await["status"], "not_ready");
+    let r = gw
+        .http
+        .get(format!("{}/qr", gw.proc.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    assert!(r.text().await.unwrap().contains("<svg"));
+    let j: serde_json::Value = gw
+        .http
+        .get(format!("{}/qr?format=json", gw.proc.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["qr"], "2@fake-qr-code");
+    assert_eq!(j["state"], "waiting_for_qr");
+
+    fake.inject("LINK");
+    wait_state(&gw, "connected").await;
+    assert_eq!(ready(&gw).await["status"], "ready");
+
+    // Inbound: a phone-number sender, a LID sender with its number, a voice note, a group.
+    let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":1764000000,"name":"Ana","media":null});
+    let lid = serde_json::json!({"v":1,"type":"message","id":"false_99@lid_A2","from":"2000000000001@lid","phone":"+4915112345678","lid":"2000000000001@lid","kind":"text","body":"Hallo","timestamp":1764000001,"name":null,"media":null});
+    use base64::Engine;
+    let audio = voice_note();
+    let voice = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A3","from":"15550001111@c.us","phone":"+15550001111","lid":null,"kind":"voice","body":"","timestamp":1764000002,"name":null,"media":{"mime":"audio/ogg; codecs=opus","data":base64::engine::general_purpose::STANDARD.encode(&audio)}});
+    let image = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A4","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"this one?","timestamp":1764000003,"name":null,"media":{"mime":"image/png","data":base64::engine::general_purpose::STANDARD.encode(crate::helpers::PNG)}});
+    for m in [&text, &lid, &voice, &image] {
+        fake.inject(&m.to_string());
+    }
+    fake.inject(r#"{"v":1,"type":"ignored","reason":"group"}"#);
+    fake.inject("this is not JSON {");
+    fake.inject(&text.to_string()); // the library delivering the same message again
+    let inbound = wait_for(async || {
+        let i = gw.inbound().await;
+        (i.len() >= 4).then_some(i)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.inbound().await.len(), 4, "the duplicate was published");
+    let by_tmid = |id: &str| {
+        inbound
+            .iter()
+            .find(|i| i.transport_message_id == id)
+            .unwrap()
+            .clone()
+    };
+    let a = by_tmid("false_15550001111@c.us_A1");
+    assert_eq!(a.transport(), Transport::Web);
+    assert_eq!(a.chat_id, "15550001111@c.us");
+    assert_eq!(a.sent_at_ms, 1_764_000_000_000);
+    assert_eq!(a.display_name, "Ana");
+    assert_eq!(
+        a.identities,
+        [
+            Identity {
+                kind: identity::Kind::Phone as i32,
+                value: "+15550001111".into()
+            },
+            Identity {
+                kind: identity::Kind::WaId as i32,
+                value: "15550001111@c.us".into()
+            },
+        ]
+    );
+    let b = by_tmid("false_99@lid_A2");
+    assert_eq!(
+        b.identities,
+        [
+            Identity {
+                kind: identity::Kind::Phone as i32,
+                value: "+4915112345678".into()
+            },
+            Identity {
+                kind: identity::Kind::Lid as i32,
+                value: "2000000000001@lid".into()
+            },
+        ]
+    );
+    let v = by_tmid("false_15550001111@c.us_A3");
+    assert_eq!(v.kind(), inbound::Kind::Voice);
+    assert_eq!(v.media.as_ref().unwrap().size_bytes, audio.len() as u64);
+    let img = by_tmid("false_15550001111@c.us_A4");
+    assert_eq!(img.kind(), inbound::Kind::Image);
+    assert_eq!(img.text, "this one?");
+    assert_eq!(img.media.as_ref().unwrap().mime_type, "image/png");
+    let text_m = gw.metrics().await;
+    assert_eq!(
+        metric(&text_m, "gateway_web_ignored_total{reason=\"group\"}"),
+        1.0
+    );
+    assert_eq!(metric(&text_m, "gateway_web_protocol_errors_total"), 1.0);
+    assert_eq!(
+        metric(
+            &text_m,
+            "gateway_duplicates_dropped_total{transport=\"web\"}"
+        ),
+        1.0
+    );
+
+    // Outbound: typing, then the WhatsApp-formatted text; a receipt follows.
+    gw.publish_outbound(Outbound {
+        message_id: "R1".into(),
+        transport: Transport::Web as i32,
+        chat_id: "15550001111@c.us".into(),
+        kind: outbound::Kind::Reply as i32,
+        text: "**Yes**, we are open.".into(),
+        in_reply_to: a.message_id.clone(),
+        identities: Vec::new(),
+    })
+    .await;
+    let sends = wait_for(async || {
+        let s: Vec<serde_json::Value> = fake
+            .commands()
+            .into_iter()
+            .filter(|c| c["type"] == "send")
+            .collect();
+        (!s.is_empty()).then_some(s)
+    })
+    .await;
+    assert_eq!(sends[0]["chat"], "15550001111@c.us");
+    assert_eq!(sends[0]["text"], "*Yes*, we are open.");
+    assert!(
+        fake.commands()
+            .iter()
+            .any(|c| c["type"] == "typing" && c["on"] == true)
+    );
+    fake.inject(r#"{"v":1,"type":"message_ack","id":"wamid.1","ack":3}"#);
+    wait_for(async || {
+        let m = gw.metrics().await;
+        (metric(
+            &m,
+            "gateway_outbound_receipts_total{transport=\"web\",status=\"read\"}",
+        ) == 1.0)
+            .then_some(())
+    })
+    .await;
+    // A chat WhatsApp refuses is dead-lettered; so is a message that answers nothing (the
+    // transport never writes to a customer first).
+    gw.publish_outbound(Outbound {
+        message_id: "R2".into(),
+        transport: Transport::Web as i32,
+        chat_id: "bad@c.us".into(),
+        kind: outbound::Kind::Reply as i32,
+        text: "x".into(),
+        in_reply_to: a.message_id.clone(),
+        ..Default::default()
+    })
+    .await;
+    gw.publish_outbound(Outbound {
+        message_id: "R3".into(),
+        transport: Transport::Web as i32,
+        chat_id: "15550002222@c.us".into(),
+        kind: outbound::Kind::Notice as i32,
+        text: "Special offer!".into(),
+        ..Default::default()
+    })
+    .await;
+    let dead = gw.dead_letters(2).await;
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("invalid wid")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("never writes to a customer first")),
+        "{reasons:?}"
+    );
+    assert!(
+        !fake
+            .commands()
+            .iter()
+            .any(|c| c["chat"] == "15550002222@c.us")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn crashes_and_zombies_are_restarted_and_a_logout_alerts() {
+    // A local webhook receiver for the session alert.
+    let hooks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let app = {
+        let hooks = hooks.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let hooks = hooks.clone();
+                async move {
+                    hooks.lock().unwrap().push(v);
+                    "ok"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fake = Fake::new(true);
+    let gw = fake
+        .gateway(&[
+            ("ALERT_WEBHOOK_URL", &hook_url),
+            ("ADMIN_NUMBERS", "+15550000001"),
+        ])
+        .await;
+    wait_state(&gw, "connected").await;
+    assert_eq!(fake.starts(), 1);
+
+    // The sidecar dies: restarted, the session (on disk) reconnects without a QR.
+    fake.inject("CRASH");
+    wait_for(async || (fake.starts() == 2).then_some(())).await;
+    wait_state(&gw, "connected").await;
+
+    // It stops answering heartbeats: a zombie, restarted after 3 periods.
+    std::fs::write(fake.path("hang"), "").unwrap();
+    let hung_at = Instant::now();
+    wait_for(async || (fake.starts() == 3).then_some(())).await;
+    assert!(
+        hung_at.elapsed() >= Duration::from_secs(2),
+        "restarted too early"
+    );
+    std::fs::remove_file(fake.path("hang")).unwrap();
+    wait_state(&gw, "connected").await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "gateway_web_restarts_total{reason=\"exit\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "gateway_web_restarts_total{reason=\"zombie\"}"),
+        1.0
+    );
+
+    // Logged out from the phone: not ready ("needs QR"), the operator and admins are told.
+    fake.inject(r#"{"v":1,"type":"disconnected","reason":"LOGOUT"}"#);
+    wait_state(&gw, "waiting_for_qr").await;
+    wait_for(async || (!hooks.lock().unwrap().is_empty()).then_some(())).await;
+    assert_eq!(
+        hooks.lock().unwrap()[0]["switchboard"]["kind"],
+        "session_logged_out"
+    );
+    let alert = wait_for(async || {
+        crate::helpers::read_stream(&gw.bus, shared::bus::Stream::Outbound)
+            .await
+            .into_iter()
+            .find_map(|e| match e.payload {
+                Some(shared::proto::Payload::Outbound(o)) if o.kind() == outbound::Kind::Alert => {
+                    Some(o)
+                }
+                _ => None,
+            })
+    })
+    .await;
+    assert_eq!(alert.identities[0].value, "+15550000001");
+    gw.stop().await;
+}
