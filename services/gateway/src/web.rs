@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
-use shared::bus::{Publish, Publisher, Stream};
-use shared::proto::{Envelope, Identity, Outbound, Payload, identity, inbound, outbound};
+use shared::bus::{Publish, Publisher};
+use shared::proto::{Identity, identity, inbound, outbound};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -633,23 +633,11 @@ impl Web {
         for admin in &self.inner.cfg.admins {
             let id = blake3::hash(format!("logout|{stamp}|{admin}").as_bytes()).to_hex()[..26]
                 .to_owned();
-            let env = Envelope::new(
-                "gateway",
-                Payload::Outbound(Outbound {
-                    message_id: id,
-                    kind: outbound::Kind::Alert as i32,
-                    text: text.to_owned(),
-                    identities: vec![Identity {
-                        kind: identity::Kind::Phone as i32,
-                        value: admin.as_str().to_owned(),
-                    }],
-                    ..Default::default()
-                }),
-            );
+
             if let Err(e) = self
                 .inner
                 .publisher
-                .publish(Publish::ordered(Stream::Outbound, env, admin.as_str()))
+                .publish(Publish::admin_alert("gateway", id, text, admin.as_str()))
                 .await
             {
                 tracing::warn!(error = %e, "cannot queue the session alert for an admin");

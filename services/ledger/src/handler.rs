@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
+use shared::bus::{Bus, Delivery, HandleError, Handler, Publish};
 use shared::clock::SharedClock;
 use shared::db::Db;
 use shared::proto::usage_record::Operation;
-use shared::proto::{Envelope, Identity, Outbound, Payload, UsageRecord, identity, outbound};
+use shared::proto::{Payload, UsageRecord};
 use shared::redact::Redacted;
 use shared::usage::{Usd, over_budget_key};
 
@@ -225,20 +225,7 @@ impl Ledger {
                 )
                 .to_hex()[..26]
                     .to_owned();
-                let env = Envelope::new(
-                    "ledger",
-                    Payload::Outbound(Outbound {
-                        message_id: id,
-                        kind: outbound::Kind::Alert as i32,
-                        text: text.to_owned(),
-                        identities: vec![Identity {
-                            kind: identity::Kind::Phone as i32,
-                            value: phone.clone(),
-                        }],
-                        ..Default::default()
-                    }),
-                );
-                Publish::ordered(Stream::Outbound, env, phone)
+                Publish::admin_alert("ledger", id, text, &phone)
             })
             .collect()
     }

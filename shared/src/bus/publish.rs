@@ -35,6 +35,26 @@ impl Publish {
             order_key: Some(order_key.into()),
         }
     }
+
+    /// An operational alert to an admin's phone number (E.164), delivered by whichever
+    /// transport can reach it; `id` makes a repeated alert idempotent.
+    pub fn admin_alert(producer: &str, id: String, text: &str, phone: &str) -> Self {
+        use crate::proto::{Identity, Outbound, Payload, identity, outbound};
+        let env = Envelope::new(
+            producer,
+            Payload::Outbound(Outbound {
+                message_id: id,
+                kind: outbound::Kind::Alert as i32,
+                text: text.to_owned(),
+                identities: vec![Identity {
+                    kind: identity::Kind::Phone as i32,
+                    value: phone.to_owned(),
+                }],
+                ..Default::default()
+            }),
+        );
+        Self::ordered(Stream::Outbound, env, phone)
+    }
 }
 
 /// Adds the publish script for `p` to a pipeline (inside or outside `MULTI`).
