@@ -25,8 +25,8 @@ use crate::transport::{OutgoingText, ReceiptStatus, SendError, Sent, SessionStat
 pub const RESTARTS: &str = "gateway_web_restarts_total";
 pub const IGNORED: &str = "gateway_web_ignored_total";
 pub const PROTOCOL_ERRORS: &str = "gateway_web_protocol_errors_total";
-pub const SIDECAR_RSS: &str = "gateway_web_sidecar_rss_bytes";
-pub const BROWSER_RSS: &str = "gateway_web_browser_rss_bytes";
+pub const SIDECAR_RSS: &str = "gateway_web_sidecar_memory_bytes";
+pub const BROWSER_RSS: &str = "gateway_web_browser_memory_bytes";
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,10 +40,10 @@ pub fn register_metrics() {
         PROTOCOL_ERRORS,
         "Sidecar lines that were not valid protocol messages"
     );
-    metrics::describe_gauge!(SIDECAR_RSS, "Resident memory of the Node sidecar");
+    metrics::describe_gauge!(SIDECAR_RSS, "Memory (PSS) of the Node sidecar");
     metrics::describe_gauge!(
         BROWSER_RSS,
-        "Resident memory of the sidecar's Chromium processes"
+        "Memory (PSS, shared pages split) of the sidecar's Chromium processes"
     );
     for r in ["exit", "zombie", "stuck"] {
         metrics::counter!(RESTARTS, "reason" => r).absolute(0);
@@ -652,14 +652,15 @@ impl Web {
     }
 }
 
-/// RSS of the sidecar and of its descendants (Chromium), from `/proc`.
+/// Memory of the sidecar and of its descendants (Chromium), from `/proc`: PSS, so pages the
+/// browser's processes share are counted once overall, not once per process.
 fn record_memory(pid: u32) {
     fn rss(pid: u32) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .find_map(|l| l.strip_prefix("Pss:"))
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
             .map_or(0, |kb| kb * 1024)
