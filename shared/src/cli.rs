@@ -28,6 +28,9 @@ pub enum Command {
     Migrate,
     /// Print the name of every environment variable this service reads, one per line.
     Vars,
+    /// Check the configuration (environment and `.env`) and exit: 0 when valid, 2 listing every
+    /// problem otherwise.
+    CheckConfig,
     /// List or replay dead letters.
     Dlq {
         #[command(subcommand)]

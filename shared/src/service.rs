@@ -102,6 +102,10 @@ where
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::CheckConfig) = &cli.command {
+        println!("{}: configuration is valid", spec.name.as_str());
+        return ExitCode::SUCCESS;
+    }
     let telemetry = match crate::telemetry::init(&common) {
         Ok(t) => t,
         Err(e) => {
@@ -123,7 +127,7 @@ where
         match cli.command {
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
             Some(Command::Migrate) => run_migrate(spec, &common).await,
-            Some(Command::Healthcheck { .. } | Command::Vars) => {
+            Some(Command::Healthcheck { .. } | Command::Vars | Command::CheckConfig) => {
                 unreachable!("handled before config")
             }
             None => run_service(spec, common, config, start).await,

@@ -372,3 +372,30 @@ async fn crashes_and_zombies_are_restarted_and_a_logout_alerts() {
     assert_eq!(alert.identities[0].value, "+15550000001");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_stuck_not_connected_while_ready_is_restarted() {
+    let fake = Fake::new(true);
+    let gw = fake.gateway(&[("WA_STUCK_SECS", "5")]).await;
+    wait_state(&gw, "connected").await;
+    // The library keeps saying it is opening: heartbeats answer, but the session never recovers.
+    std::fs::write(fake.path("state"), "OPENING").unwrap();
+    wait_state(&gw, "disconnected").await;
+    let since = Instant::now();
+    wait_for(async || (fake.starts() == 2).then_some(())).await;
+    assert!(
+        since.elapsed() >= Duration::from_secs(3),
+        "restarted before WA_STUCK_SECS"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "gateway_web_restarts_total{reason=\"stuck\"}"),
+        1.0
+    );
+    // Quiet but connected is fine: no more restarts.
+    std::fs::remove_file(fake.path("state")).unwrap();
+    wait_state(&gw, "connected").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.starts(), 2);
+    gw.stop().await;
+}
