@@ -88,6 +88,7 @@ enum Event {
     Result {
         r#ref: Option<String>,
         id: Option<String>,
+        media: Option<WaMedia>,
     },
     Error {
         r#ref: Option<String>,
@@ -135,7 +136,14 @@ struct Session {
     logged_out: bool,
 }
 
-type Reply = Result<Option<String>, (String, bool)>;
+/// What a command's `result` carries.
+#[derive(Debug, Default)]
+struct Answer {
+    id: Option<String>,
+    media: Option<WaMedia>,
+}
+
+type Reply = Result<Answer, (String, bool)>;
 
 struct Inner {
     cfg: WebConfig,
@@ -484,7 +492,7 @@ impl Web {
                     self.set_state(SessionState::Disconnected);
                 }
             }
-            Event::Result { r#ref, id } => self.answer(r#ref, Ok(id)),
+            Event::Result { r#ref, id, media } => self.answer(r#ref, Ok(Answer { id, media })),
             Event::Error {
                 r#ref,
                 error,
@@ -558,6 +566,20 @@ impl Web {
             "image" => inbound::Kind::Image,
             _ => inbound::Kind::Other,
         };
+        // The sidecar could not download it with the message: ask again once.
+        let mut m = m;
+        if m.media.is_none() && matches!(kind, inbound::Kind::Voice | inbound::Kind::Image) {
+            match self
+                .request(
+                    serde_json::json!({"type": "download_media", "id": m.id}),
+                    Duration::from_secs(60),
+                )
+                .await
+            {
+                Ok(a) => m.media = a.media,
+                Err((e, _)) => tracing::warn!(error = %e, "cannot download a media message"),
+            }
+        }
         let media = match (&m.media, kind) {
             (Some(media), inbound::Kind::Voice | inbound::Kind::Image) => {
                 match base64::engine::general_purpose::STANDARD.decode(&media.data) {
@@ -743,7 +765,7 @@ impl Transport for Web {
             )
             .await
         {
-            Ok(id) => Ok(Sent {
+            Ok(Answer { id, .. }) => Ok(Sent {
                 transport_message_id: id.unwrap_or_else(|| msg.id.clone()),
             }),
             Err((e, true)) => Err(SendError::Transient(e)),

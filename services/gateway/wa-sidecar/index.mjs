@@ -25,6 +25,12 @@ function phoneOf(id) {
  */
 export function createBridge({ client, write, log = () => {} }) {
   const out = (obj) => write({ v: PROTOCOL_VERSION, ...obj });
+  // Recent messages by id, for `download_media` (bounded).
+  const recent = new Map();
+  const remember = (msg) => {
+    recent.set(msg.id._serialized, msg);
+    if (recent.size > 500) recent.delete(recent.keys().next().value);
+  };
   client.on("qr", (qr) => out({ type: "qr", qr }));
   client.on("code", (code) => out({ type: "pairing_code", code }));
   client.on("authenticated", () => out({ type: "authenticated" }));
@@ -51,10 +57,15 @@ export function createBridge({ client, write, log = () => {} }) {
         }
       }
       const kind = kindOf(msg.type);
+      remember(msg);
       let media = null;
       if ((kind === "voice" || kind === "image") && msg.hasMedia) {
-        const m = await msg.downloadMedia();
-        if (m) media = { mime: m.mimetype, data: m.data };
+        try {
+          const m = await msg.downloadMedia();
+          if (m) media = { mime: m.mimetype, data: m.data };
+        } catch (e) {
+          log(`media not downloaded with the message (the gateway asks again): ${e.message}`);
+        }
       }
       out({
         type: "message",
@@ -98,6 +109,12 @@ export function createBridge({ client, write, log = () => {} }) {
           const chat = await client.getChatById(cmd.chat);
           await (cmd.on ? chat.sendStateTyping() : chat.clearState());
           return undefined;
+        }
+        case "download_media": {
+          const msg = recent.get(cmd.id) ?? (await client.getMessageById(cmd.id));
+          const m = msg ? await msg.downloadMedia() : null;
+          if (!m) return out({ type: "error", ref, error: "media not available", retryable: false });
+          return out({ type: "result", ref, ok: true, media: { mime: m.mimetype, data: m.data } });
         }
         case "heartbeat": {
           const state = await client.getState();

@@ -5,6 +5,7 @@
 //   inject          lines appended here are written to stdout as they are (CRASH exits, LINK links)
 //   hang            exists: heartbeats go unanswered (a zombie)
 //   state           the library state reported by heartbeats (default CONNECTED)
+//   media.json      the media `download_media` answers with ({mime, data})
 //   commands.jsonl  every command received
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
@@ -45,6 +46,11 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     if (cmd.chat.startsWith("bad")) return out({ type: "error", ref: cmd.ref, error: "invalid wid", retryable: false });
     sent += 1;
     return out({ type: "result", ref: cmd.ref, ok: true, id: `wamid.${sent}` });
+  }
+  if (cmd.type === "download_media") {
+    const f = `${dir}/media.json`;
+    if (!existsSync(f)) return out({ type: "error", ref: cmd.ref, error: "media not available", retryable: false });
+    return out({ type: "result", ref: cmd.ref, ok: true, media: JSON.parse(readFileSync(f, "utf8")) });
   }
   if (cmd.type === "heartbeat") {
     if (existsSync(`${dir}/hang`)) return;

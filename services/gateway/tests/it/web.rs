@@ -196,6 +196,29 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     let v = by_tmid("false_15550001111@c.us_A3");
     assert_eq!(v.kind(), inbound::Kind::Voice);
     assert_eq!(v.media.as_ref().unwrap().size_bytes, audio.len() as u64);
+    // Media that could not come with its message is fetched with download_media.
+    std::fs::write(
+        fake.path("media.json"),
+        serde_json::json!({"mime": "image/png", "data": base64::engine::general_purpose::STANDARD.encode(crate::helpers::PNG)}).to_string(),
+    )
+    .unwrap();
+    fake.inject(&serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A5","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"","timestamp":1764000004,"name":null,"media":null}).to_string());
+    let late = wait_for(async || {
+        gw.inbound()
+            .await
+            .into_iter()
+            .find(|i| i.transport_message_id == "false_15550001111@c.us_A5")
+    })
+    .await;
+    assert_eq!(
+        late.media.as_ref().unwrap().size_bytes,
+        crate::helpers::PNG.len() as u64
+    );
+    assert!(
+        fake.commands()
+            .iter()
+            .any(|c| c["type"] == "download_media" && c["id"] == "false_15550001111@c.us_A5")
+    );
     let img = by_tmid("false_15550001111@c.us_A4");
     assert_eq!(img.kind(), inbound::Kind::Image);
     assert_eq!(img.text, "this one?");

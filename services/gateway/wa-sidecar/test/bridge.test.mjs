@@ -126,3 +126,26 @@ test("message kinds", () => {
   assert.equal(kindOf("image"), "image");
   assert.equal(kindOf("document"), "other");
 });
+
+test("download_media fetches a recent message's media again", async () => {
+  const { client, events, handle, settle } = rig();
+  let calls = 0;
+  const media = { mimetype: "image/jpeg", data: "AAAA" };
+  client.emit("message", message({
+    id: { _serialized: "img1" },
+    type: "image",
+    hasMedia: true,
+    downloadMedia: async () => {
+      calls += 1;
+      if (calls === 1) throw new Error("not yet");
+      return media;
+    },
+  }));
+  await settle(); await settle();
+  assert.equal(events[0].media, null);
+  await handle({ v: 1, type: "download_media", ref: "d1", id: "img1" });
+  assert.deepEqual(events[1], { v: 1, type: "result", ref: "d1", ok: true, media: { mime: "image/jpeg", data: "AAAA" } });
+  client.getMessageById = async () => null;
+  await handle({ v: 1, type: "download_media", ref: "d2", id: "unknown" });
+  assert.equal(events[2].type, "error");
+});
