@@ -154,6 +154,8 @@ struct Inner {
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     next_ref: AtomicU64,
     http: reqwest::Client,
+    messages: mpsc::UnboundedSender<WaMessage>,
+    queue: Mutex<Option<mpsc::UnboundedReceiver<WaMessage>>>,
 }
 
 #[derive(Clone)]
@@ -171,6 +173,7 @@ fn phone_of_wa_id(id: &str) -> Option<String> {
 
 impl Web {
     pub fn new(cfg: WebConfig, ingest: Ingest, bus: &shared::bus::Bus) -> Self {
+        let (messages, queue) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -189,6 +192,8 @@ impl Web {
                 pending: Mutex::new(HashMap::new()),
                 next_ref: AtomicU64::new(1),
                 http: reqwest::Client::new(),
+                messages,
+                queue: Mutex::new(Some(queue)),
             }),
         }
     }
@@ -237,6 +242,14 @@ impl Web {
 
     /// Runs and supervises the sidecar until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        if let Some(mut queue) = self.inner.queue.lock().expect("queue lock").take() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(m) = queue.recv().await {
+                    this.on_message(m).await;
+                }
+            });
+        }
         let mut backoff = Duration::from_secs(1);
         while !shutdown.is_cancelled() {
             let started = Instant::now();
@@ -447,9 +460,10 @@ impl Web {
                     s.unhealthy_since.get_or_insert_with(Instant::now);
                 }
             }
+            // Taken one at a time, in arrival order: a contact's messages are published in the
+            // order WhatsApp delivered them.
             Event::Message(m) => {
-                let this = self.clone();
-                tokio::spawn(async move { this.on_message(m).await });
+                let _ = self.inner.messages.send(m);
             }
             Event::Ignored { reason } => {
                 let reason = match reason.as_str() {

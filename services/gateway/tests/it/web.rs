@@ -422,3 +422,28 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
     assert_eq!(fake.starts(), 2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them() {
+    let fake = Fake::new(true);
+    let gw = fake.gateway(&[]).await;
+    wait_state(&gw, "connected").await;
+    for i in 0..20 {
+        fake.inject(
+            &serde_json::json!({"v":1,"type":"message","id":format!("m{i:02}"),"from":"15550003333@c.us","phone":null,"lid":null,"kind":"text","body":format!("part {i}"),"timestamp":1764000000 + i,"name":null,"media":null})
+                .to_string(),
+        );
+    }
+    let inbound = wait_for(async || {
+        let i = gw.inbound().await;
+        (i.len() >= 20).then_some(i)
+    })
+    .await;
+    let ids: Vec<&str> = inbound
+        .iter()
+        .map(|i| i.transport_message_id.as_str())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(ids, want);
+    gw.stop().await;
+}
