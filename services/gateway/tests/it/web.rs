@@ -426,7 +426,7 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
 #[tokio::test]
 async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them() {
     let fake = Fake::new(true);
-    let gw = fake.gateway(&[]).await;
+    let gw = fake.gateway(&[("RATE_LIMIT_PER_CONTACT", "100")]).await;
     wait_state(&gw, "connected").await;
     for i in 0..20 {
         fake.inject(
