@@ -477,9 +477,31 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
             "PUBLIC_ADDR".into(),
             format!("127.0.0.1:{}", shared::testing::free_port()),
         );
+        if name == "gateway" {
+            // Both transports, so the web transport's metrics are served too (its sidecar is
+            // the tests' scripted fake: WhatsApp cannot be reached from here).
+            let fake = senv.dir.path().join("fake-wa");
+            std::fs::create_dir_all(&fake).unwrap();
+            for (k, v) in [
+                ("TRANSPORTS", "web,webchat".to_owned()),
+                (
+                    "WA_SIDECAR_DIR",
+                    root()
+                        .join("services/gateway/tests/fake-sidecar")
+                        .display()
+                        .to_string(),
+                ),
+                ("FAKE_DIR", fake.display().to_string()),
+                ("WA_SESSION_DIR", fake.join("session").display().to_string()),
+            ] {
+                senv.env.insert(k.into(), v);
+            }
+        }
         let p = senv.spawn(bin(name).to_str().unwrap());
+        // The gateway's web session waits for a QR scan: alive, not ready.
         assert!(
-            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
+            p.wait_status("/healthz", 200, Duration::from_secs(60))
+                .await,
             "{}",
             p.log_text()
         );
