@@ -65,6 +65,9 @@ pub struct Config {
     pub history_ttl: Duration,
     /// The `web` transport (WhatsApp Web in Chromium through the sidecar).
     pub web: WebConfig,
+    /// `WEBCHAT_ALLOWED_ORIGINS`: origins whose pages may call the web chat API (a widget on
+    /// the business's website), comma-separated, or `*`; unset = same origin only.
+    pub webchat_origins: Vec<String>,
 }
 
 /// Settings of the `web` transport.
@@ -243,6 +246,20 @@ impl Config {
             "We're receiving a lot of messages right now. Please try again in a minute.",
         );
         let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
+        let webchat_origins: Vec<String> = env
+            .string("WEBCHAT_ALLOWED_ORIGINS", "")
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for o in &webchat_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                env.problem(
+                    "WEBCHAT_ALLOWED_ORIGINS",
+                    format!("expected origins like https://shop.example or *, got {o:?}"),
+                );
+            }
+        }
         let history_ttl =
             Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
         Self {
@@ -258,6 +275,7 @@ impl Config {
             busy_notice,
             history_ttl,
             web,
+            webchat_origins,
         }
     }
 

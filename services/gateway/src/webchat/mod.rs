@@ -67,6 +67,8 @@ struct Inner {
     local: bool,
     token: Option<SecretString>,
     max_media: u64,
+    /// Origins allowed to call the API from their pages (CORS).
+    origins: Vec<String>,
     /// Ends open event streams (the public listener's graceful shutdown waits for them).
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -85,6 +87,7 @@ impl Webchat {
                 local: cfg.webchat_is_local(),
                 token: cfg.webchat_token.clone(),
                 max_media: cfg.max_media_bytes,
+                origins: cfg.webchat_origins.clone(),
                 shutdown,
             }),
         }
@@ -109,7 +112,34 @@ impl Webchat {
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.max_media as usize + 256 * 1024,
             ))
+            .layer(self.cors())
             .with_state(self.clone())
+    }
+
+    /// CORS for a chat widget on the business's own website (`WEBCHAT_ALLOWED_ORIGINS`). The API
+    /// uses a bearer token, never cookies, so no credentials are allowed cross-origin.
+    fn cors(&self) -> tower_http::cors::CorsLayer {
+        use axum::http::{HeaderName, HeaderValue, Method};
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        let origins = &self.inner.origins;
+        if origins.is_empty() {
+            return CorsLayer::new();
+        }
+        let allow = if origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        };
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .max_age(std::time::Duration::from_secs(600))
     }
 
     /// Checks the bearer token (when one is configured) and normalises `{contact}`.

@@ -639,3 +639,51 @@ async fn chat_page_is_served_and_unknown_routes_are_json_404() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_widget_on_an_allowed_origin_may_call_the_api_and_others_may_not() {
+    let gw = Gw::start(&[("WEBCHAT_ALLOWED_ORIGINS", "https://shop.example")]).await;
+    let preflight = |origin: &'static str| {
+        gw.http
+            .request(reqwest::Method::OPTIONS, gw.api("15550008888", "messages"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://shop.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let r = gw
+        .http
+        .post(gw.api("15550008888", "messages"))
+        .header("origin", "https://shop.example")
+        .json(&serde_json::json!({"text": "from the widget"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    gw.stop().await;
+    // Without the setting: same origin only.
+    let gw = Gw::start(&[]).await;
+    let r = gw
+        .http
+        .get(gw.api("15550008888", "messages"))
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    gw.stop().await;
+}
