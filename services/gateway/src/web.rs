@@ -453,11 +453,14 @@ impl Web {
                     s.last_heartbeat = Instant::now();
                 }
                 if let Some(state) = state {
-                    self.on_state(&state);
-                }
-                if page_alive == Some(false) {
-                    let mut s = self.inner.session.lock().expect("session lock");
-                    s.unhealthy_since.get_or_insert_with(Instant::now);
+                    // A page that no longer answers the probe is not connected, whatever the
+                    // library's last state says.
+                    let healthy = page_alive != Some(false);
+                    self.on_state(if healthy {
+                        &state
+                    } else {
+                        "PAGE_NOT_RESPONDING"
+                    });
                 }
             }
             // Taken one at a time, in arrival order: a contact's messages are published in the

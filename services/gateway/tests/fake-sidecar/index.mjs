@@ -5,6 +5,7 @@
 //   inject          lines appended here are written to stdout as they are (CRASH exits, LINK links)
 //   hang            exists: heartbeats go unanswered (a zombie)
 //   state           the library state reported by heartbeats (default CONNECTED)
+//   page_dead       exists: heartbeats report the page as not responding
 //   media.json      the media `download_media` answers with ({mime, data})
 //   commands.jsonl  every command received
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -55,7 +56,7 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   if (cmd.type === "heartbeat") {
     if (existsSync(`${dir}/hang`)) return;
     const state = existsSync(`${dir}/state`) ? readFileSync(`${dir}/state`, "utf8").trim() : "CONNECTED";
-    return out({ type: "heartbeat", ref: cmd.ref, state, page_alive: true });
+    return out({ type: "heartbeat", ref: cmd.ref, state, page_alive: !existsSync(`${dir}/page_dead`) });
   }
   if (cmd.type === "shutdown") process.exit(0);
 });

@@ -420,6 +420,14 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
     wait_state(&gw, "connected").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fake.starts(), 2);
+    // "Connected", but the page no longer responds to the probe: stuck too.
+    std::fs::write(fake.path("page_dead"), "").unwrap();
+    wait_for(async || (fake.starts() == 3).then_some(())).await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "gateway_web_restarts_total{reason=\"stuck\"}"),
+        2.0
+    );
     gw.stop().await;
 }
 
