@@ -500,3 +500,35 @@ pub async fn stop_cleanly(p: ServiceProcess) {
         p.log_text()
     );
 }
+
+/// A workspace binary built beside the running test binary (`target/<profile>/<name>`), as
+/// `cargo nextest run --workspace` (scripts/test) builds every binary of the workspace.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = std::env::current_exe()
+        .expect("the test binary's path")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A real voice note as WhatsApp sends them: `seconds` of a tone, Opus in Ogg, made by ffmpeg.
+pub fn voice_note(seconds: u32) -> Vec<u8> {
+    let dir = TempDir::new("voice-note");
+    let out = dir.path().join("note.ogg");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=300:duration={seconds}"))
+        .args(["-c:a", "libopus", "-b:a", "16k", "-y"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg is installed (scripts/test installs it)");
+    assert!(status.success(), "ffmpeg could not make the voice note");
+    std::fs::read(out).expect("the voice note")
+}

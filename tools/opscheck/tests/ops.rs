@@ -19,20 +19,8 @@ fn root() -> PathBuf {
         .unwrap()
 }
 
-/// A workspace binary, built beside this test by `cargo nextest run --workspace`.
 fn bin(name: &str) -> PathBuf {
-    let p = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} missing: build the workspace (scripts/test does)",
-        p.display()
-    );
-    p
+    shared::testing::workspace_bin(name)
 }
 
 /// The variables a service reads (its `vars` subcommand).

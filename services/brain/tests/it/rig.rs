@@ -163,18 +163,7 @@ impl Rig {
 
     /// A transcriber process on this deployment, talking to `whisper_url`.
     pub async fn spawn_transcriber(&mut self, whisper_url: &str) -> ServiceProcess {
-        // Built beside this test binary by `cargo nextest run --workspace` (scripts/test).
-        let bin = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|dir| dir.join("transcriber"))
-            .unwrap();
-        assert!(
-            bin.exists(),
-            "{} missing: build the workspace (scripts/test does)",
-            bin.display()
-        );
+        let bin = shared::testing::workspace_bin("transcriber");
         let mut senv = ServiceEnv::new(ServiceName::Transcriber, &self.redis, None);
         senv.prefix = self.prefix.clone();
         senv.env.insert("STREAM_PREFIX".into(), self.prefix.clone());

@@ -8,28 +8,6 @@ use crate::rig::{Rig, stop};
 
 const USER: &str = "+15551239999";
 
-fn voice_note() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("v.ogg");
-    let ok = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=300:duration=2",
-        ])
-        .args(["-c:a", "libopus", "-b:a", "16k", "-y"])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg installed")
-        .success();
-    assert!(ok);
-    std::fs::read(out).unwrap()
-}
-
 async fn send_voice(rig: &Rig, audio: &[u8]) -> String {
     let key = format!("{{{}}}:media:{}", rig.prefix, blake3::hash(audio).to_hex());
     let mut c = rig.bus.connection();
@@ -64,7 +42,7 @@ async fn a_voice_note_is_acknowledged_transcribed_and_answered() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("ECHO_TRANSCRIPT", "true")]).await;
     let brain = rig.spawn().await;
     let transcriber = rig.spawn_transcriber(&whisper.base_url).await;
-    let audio = voice_note();
+    let audio = shared::testing::voice_note(2);
 
     let id = send_voice(&rig, &audio).await;
     let r = rig.replies_n(&id, 2).await;

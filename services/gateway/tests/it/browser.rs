@@ -53,17 +53,7 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     ] {
         benv.env.insert(k.into(), v.into());
     }
-    let brain_bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("brain"))
-        .unwrap();
-    assert!(
-        brain_bin.exists(),
-        "{} missing: build the workspace (scripts/test does)",
-        brain_bin.display()
-    );
+    let brain_bin = shared::testing::workspace_bin("brain");
     let brain = benv.spawn(brain_bin.to_str().unwrap());
     assert!(
         brain

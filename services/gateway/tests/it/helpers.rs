@@ -218,21 +218,6 @@ pub const PNG: &[u8] = &[
     0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
 ];
 
-/// A real one-second Opus voice note, made by ffmpeg.
-pub fn voice_note() -> Vec<u8> {
-    let dir = shared::testing::TempDir::new("voice");
-    let out = dir.path().join("note.ogg");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("sine=frequency=440:duration=1")
-        .args(["-c:a", "libopus", "-b:a", "24k", "-y"])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg is installed (scripts/test installs it)");
-    assert!(status.success(), "ffmpeg failed");
-    std::fs::read(out).unwrap()
-}
-
 /// Reads server-sent events from a response until `n` events arrived or `timeout`.
 pub struct SseReader {
     stream:

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use shared::proto::{Identity, Outbound, Transport, identity, inbound, outbound};
 
-use crate::helpers::{Gw, metric, voice_note};
+use crate::helpers::{Gw, metric};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -138,7 +138,7 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":1764000000,"name":"Ana","media":null});
     let lid = serde_json::json!({"v":1,"type":"message","id":"false_99@lid_A2","from":"2000000000001@lid","phone":"+4915112345678","lid":"2000000000001@lid","kind":"text","body":"Hallo","timestamp":1764000001,"name":null,"media":null});
     use base64::Engine;
-    let audio = voice_note();
+    let audio = shared::testing::voice_note(1);
     let voice = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A3","from":"15550001111@c.us","phone":"+15550001111","lid":null,"kind":"voice","body":"","timestamp":1764000002,"name":null,"media":{"mime":"audio/ogg; codecs=opus","data":base64::engine::general_purpose::STANDARD.encode(&audio)}});
     let image = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A4","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"this one?","timestamp":1764000003,"name":null,"media":{"mime":"image/png","data":base64::engine::general_purpose::STANDARD.encode(crate::helpers::PNG)}});
     for m in [&text, &lid, &voice, &image] {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shared::proto::{Identity, Outbound, Transport, identity, inbound, outbound};
 
-use crate::helpers::{Gw, PNG, SseReader, file_form, metric, voice_note};
+use crate::helpers::{Gw, PNG, SseReader, file_form, metric};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -198,7 +198,7 @@ async fn text_round_trip_listing_sse_resume_typing_and_receipts() {
 async fn voice_and_image_uploads_are_stored_by_content_hash() {
     let gw = Gw::start(&[]).await;
     let contact = "4915112345678";
-    let voice = voice_note();
+    let voice = shared::testing::voice_note(1);
     let r = gw
         .send_form(contact, file_form(voice.clone(), "audio/ogg"))
         .await;

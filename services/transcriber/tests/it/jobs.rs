@@ -10,7 +10,7 @@ use shared::proto::{
     Envelope, MediaRef, Payload, Transcript, TranscriptionJob, UsageRecord, transcript,
     usage_record,
 };
-use shared::testing::{ServiceEnv, ServiceProcess};
+use shared::testing::{ServiceEnv, ServiceProcess, voice_note};
 
 use crate::BIN;
 use shared::fake_whisper::{Answer, FakeWhisper};
@@ -150,22 +150,6 @@ impl Rig {
     async fn cleanup(self) {
         shared::testing::cleanup_prefix(&self.redis, &self.prefix).await;
     }
-}
-
-/// A real voice note: `seconds` of tone, Opus in Ogg, as WhatsApp sends them.
-fn voice_note(seconds: u32) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("v.ogg");
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=300:duration={seconds}"))
-        .args(["-c:a", "libopus", "-b:a", "16k", "-y"])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg installed")
-        .success();
-    assert!(ok);
-    std::fs::read(out).unwrap()
 }
 
 async fn metric(p: &ServiceProcess, name: &str) -> f64 {

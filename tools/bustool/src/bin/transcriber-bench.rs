@@ -21,30 +21,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn voice_note(seconds: u32) -> anyhow::Result<Vec<u8>> {
-    let dir = tempfile::tempdir()?;
-    let out = dir.path().join("v.ogg");
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=300:duration={seconds}"))
-        .args(["-c:a", "libopus", "-b:a", "16k", "-y"])
-        .arg(&out)
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "ffmpeg could not make the voice note");
-    Ok(std::fs::read(out)?)
-}
-
-async fn scrape(http: &str, name: &str) -> f64 {
-    let Ok(r) = reqwest::get(format!("{http}/metrics")).await else {
-        return 0.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 struct Row {
     replicas: usize,
     jobs: usize,
@@ -137,8 +113,8 @@ async fn run(
     let secs = started.elapsed().as_secs_f64();
     let (mut sum, mut count) = (0.0, 0.0);
     for p in &procs {
-        sum += scrape(&p.http, "transcriber_ffmpeg_seconds_sum").await;
-        count += scrape(&p.http, "transcriber_ffmpeg_seconds_count").await;
+        sum += shared::testing::scrape_metric(&p.http, "transcriber_ffmpeg_seconds_sum").await;
+        count += shared::testing::scrape_metric(&p.http, "transcriber_ffmpeg_seconds_count").await;
     }
     for p in procs {
         let _ = p.terminate_async(Duration::from_secs(20)).await;
@@ -177,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         )),
     )
     .await;
-    let audio = voice_note(30)?;
+    let audio = shared::testing::voice_note(30);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "transcriber: 30 s voice note ({} KB Ogg/Opus), Whisper fake answering after {delay} ms, {jobs} jobs, {concurrency} job(s) per replica at once, {cpus} CPUs",
