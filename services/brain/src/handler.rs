@@ -58,6 +58,29 @@ impl Decision {
     }
 }
 
+/// The sender's identities as (kind, value) pairs, as contacts are stored.
+fn sender_identities(ib: &Inbound) -> Vec<(String, String)> {
+    ib.identities
+        .iter()
+        .filter(|i| !i.value.is_empty())
+        .map(|i| (identity_kind(i.kind).to_owned(), i.value.clone()))
+        .collect()
+}
+
+/// The events an outbox row holds, to publish again.
+fn stored_events(bytes: &[u8]) -> Result<Vec<Publish>, HandleError> {
+    store::decode_events(bytes).map_err(|e| HandleError::Permanent(format!("stored events: {e}")))
+}
+
+/// What to publish after a commit: the events just written, or — when another delivery
+/// committed first — the events it stored.
+fn published(existing: Option<Vec<u8>>, events: Vec<Publish>) -> Result<Vec<Publish>, HandleError> {
+    match existing {
+        Some(bytes) => stored_events(&bytes),
+        None => Ok(events),
+    }
+}
+
 fn identity_kind(kind: i32) -> &'static str {
     match identity::Kind::try_from(kind).unwrap_or(identity::Kind::Unspecified) {
         identity::Kind::Phone => "phone",
@@ -336,6 +359,10 @@ impl Brain {
                 if disclose {
                     reply = format!("{}\n\n{reply}", self.cfg.ai_disclosure);
                 }
+                // A voice note's answer may start with what was understood.
+                if ib.kind() == inbound::Kind::Voice && eff.echo_transcript {
+                    reply = format!("🎤 \"{question}\"\n\n{reply}");
+                }
                 let user_turn = if ib.kind() == inbound::Kind::Image {
                     format!("[photo] {question}")
                 } else {
@@ -386,15 +413,9 @@ impl Brain {
         if let Some(stored) = store::outbox(&self.db, &ib.message_id).await.or_retry()? {
             metrics::counter!(m::REPUBLISHED).increment(1);
             tracing::info!("already answered: republishing the stored reply");
-            return store::decode_events(&stored)
-                .map_err(|e| HandleError::Permanent(format!("stored events: {e}")));
+            return stored_events(&stored);
         }
-        let identities: Vec<(String, String)> = ib
-            .identities
-            .iter()
-            .filter(|i| !i.value.is_empty())
-            .map(|i| (identity_kind(i.kind).to_owned(), i.value.clone()))
-            .collect();
+        let identities = sender_identities(ib);
         if identities.is_empty() {
             return Err(HandleError::Permanent(
                 "inbound message without a sender identity".into(),
@@ -428,19 +449,14 @@ impl Brain {
         )
         .await
         .or_retry()?;
-        match stored {
-            // Another delivery got there first: publish what it stored.
-            Some(existing) => store::decode_events(&existing)
-                .map_err(|e| HandleError::Permanent(format!("stored events: {e}"))),
-            None => {
-                tracing::info!(
-                    outcome = decision.outcome,
-                    replies = decision.replies.len(),
-                    "inbound message handled"
-                );
-                Ok(events)
-            }
+        if stored.is_none() {
+            tracing::info!(
+                outcome = decision.outcome,
+                replies = decision.replies.len(),
+                "inbound message handled"
+            );
         }
+        published(stored, events)
     }
 }
 
@@ -450,8 +466,7 @@ impl Brain {
         let key = format!("voice:{}", t.message_id);
         if let Some(stored) = store::outbox(&self.db, &key).await.or_retry()? {
             metrics::counter!(m::REPUBLISHED).increment(1);
-            return store::decode_events(&stored)
-                .map_err(|e| HandleError::Permanent(format!("stored events: {e}")));
+            return stored_events(&stored);
         }
         let Some((bytes, deadline_ms)) = store::voice_pending(&self.db, &t.message_id)
             .await
@@ -462,12 +477,7 @@ impl Brain {
         };
         let ib = <Inbound as prost::Message>::decode(bytes.as_slice())
             .map_err(|e| HandleError::Permanent(format!("stored inbound: {e}")))?;
-        let identities: Vec<(String, String)> = ib
-            .identities
-            .iter()
-            .filter(|i| !i.value.is_empty())
-            .map(|i| (identity_kind(i.kind).to_owned(), i.value.clone()))
-            .collect();
+        let identities = sender_identities(&ib);
         let now = shared::ids::now_ms();
         let contact = store::resolve(&self.db, &identities, now)
             .await
@@ -478,13 +488,7 @@ impl Brain {
             transcript::Outcome::Ok if !text.is_empty() => {
                 let remaining = (deadline_ms - now).max(0) as u64;
                 let deadline = Instant::now() + std::time::Duration::from_millis(remaining);
-                let mut d = self.answer(&ib, &contact, text, deadline).await?;
-                if self.effective().await?.echo_transcript
-                    && let Some((outbound::Kind::Reply, reply)) = d.replies.first_mut()
-                {
-                    *reply = format!("🎤 \"{text}\"\n\n{reply}");
-                }
-                d
+                self.answer(&ib, &contact, text, deadline).await?
             }
             transcript::Outcome::TooLong => {
                 Decision::notice(&msgs.voice_too_long, "voice_too_long")
@@ -517,11 +521,7 @@ impl Brain {
         )
         .await
         .or_retry()?;
-        match stored {
-            Some(existing) => store::decode_events(&existing)
-                .map_err(|e| HandleError::Permanent(format!("stored events: {e}"))),
-            None => Ok(events),
-        }
+        published(stored, events)
     }
 }
 
