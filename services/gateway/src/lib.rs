@@ -97,12 +97,12 @@ pub fn start(
     let deliverer = Arc::new(deliver::Deliverer::new(transports.clone(), ingest, &bus));
     let consumer = bus.consumer(Stream::Outbound, deliverer);
 
-    let qr_web = web_transport.clone();
+    let qr_transports = transports.clone();
     let routes = Router::new().route(
         "/qr",
         get(move |q: axum::extract::Query<QrQuery>| {
-            let w = qr_web.clone();
-            async move { qr(w.as_ref(), &q) }
+            let t = qr_transports.clone();
+            async move { qr(&t, &q) }
         }),
     );
     let check_transports = transports.clone();
@@ -208,18 +208,23 @@ struct QrQuery {
 
 /// `/qr` (internal listener only): the QR code to link WhatsApp as an SVG image (or the
 /// pairing code), `?format=json` for the session state and the raw values.
-fn qr(web: Option<&web::Web>, q: &QrQuery) -> axum::response::Response {
+fn qr(transports: &Transports, q: &QrQuery) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Some(web) = web else {
+    let Some((t, p)) = transports
+        .all()
+        .iter()
+        .find_map(|t| t.pairing().map(|p| (t, p)))
+    else {
         return json_error(
             StatusCode::NOT_FOUND,
             "no transport is waiting for a QR code to be scanned",
         );
     };
-    let (state, code, pairing) = web.pairing();
+    let state = t.state();
+    let (code, pairing) = (p.qr, p.code);
     if q.format.as_deref() == Some("json") || (code.is_none() && pairing.is_some()) {
         return axum::Json(serde_json::json!({
-            "transport": "web",
+            "transport": t.kind().as_str(),
             "state": state.as_str(),
             "qr": code,
             "pairing_code": pairing,

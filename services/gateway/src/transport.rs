@@ -103,10 +103,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Shows (`on`) or clears the typing indicator in a chat. Best effort.
     async fn typing(&self, chat_id: &str, on: bool) -> Result<(), SendError>;
 
-    /// The QR code to link a WhatsApp account, while one is waited for.
-    fn qr(&self) -> Option<String> {
+    /// How this transport links an account (WhatsApp Web), or `None` when it never does: the
+    /// QR code and/or pairing code waiting to be used (both `None` once linked).
+    fn pairing(&self) -> Option<Pairing> {
         None
     }
+}
+
+/// A transport's pending link, for the internal `/qr`.
+#[derive(Debug, Clone, Default)]
+pub struct Pairing {
+    pub qr: Option<String>,
+    pub code: Option<String>,
 }
 
 /// The transports one gateway runs, in `TRANSPORTS` order.

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{TransportKind, WebConfig};
 use crate::ingest::{Incoming, Ingest, MediaBytes};
-use crate::transport::{OutgoingText, ReceiptStatus, SendError, Sent, SessionState, Transport};
+use crate::transport::{
+    OutgoingText, Pairing, ReceiptStatus, SendError, Sent, SessionState, Transport,
+};
 
 pub const RESTARTS: &str = "gateway_web_restarts_total";
 pub const IGNORED: &str = "gateway_web_ignored_total";
@@ -683,12 +685,6 @@ impl Web {
             }
         }
     }
-
-    /// What `/qr` shows: the QR (or pairing code) while one is waited for.
-    pub fn pairing(&self) -> (SessionState, Option<String>, Option<String>) {
-        let s = self.inner.session.lock().expect("session lock");
-        (s.state, s.qr.clone(), s.pairing_code.clone())
-    }
 }
 
 /// Memory of the sidecar and of its descendants (Chromium), from `/proc`: PSS, so pages the
@@ -800,7 +796,11 @@ impl Transport for Web {
         }
     }
 
-    fn qr(&self) -> Option<String> {
-        self.inner.session.lock().expect("session lock").qr.clone()
+    fn pairing(&self) -> Option<Pairing> {
+        let s = self.inner.session.lock().expect("session lock");
+        Some(Pairing {
+            qr: s.qr.clone(),
+            code: s.pairing_code.clone(),
+        })
     }
 }
