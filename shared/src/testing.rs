@@ -357,6 +357,24 @@ impl ServiceEnv {
     pub fn spawn(&self, bin: &str) -> ServiceProcess {
         ServiceProcess::spawn(bin, &self.env, &self.http_addr, self.dir.path())
     }
+
+    /// Joins the deployment under `prefix` (several processes of one test share it).
+    pub fn use_prefix(&mut self, prefix: &str) {
+        self.prefix = prefix.to_owned();
+        self.env
+            .insert("STREAM_PREFIX".to_owned(), prefix.to_owned());
+    }
+
+    /// [`ServiceEnv::spawn`], then waits until `/readyz` answers 200 (its log if it never does).
+    pub async fn spawn_ready(&self, bin: &str) -> ServiceProcess {
+        let p = self.spawn(bin);
+        assert!(
+            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
+            "{bin} never became ready:\n{}",
+            p.log_text()
+        );
+        p
+    }
 }
 
 /// Starts `bin` from its environment alone and checks the lifecycle every service shares:

@@ -56,8 +56,7 @@ impl Rig {
 
     pub async fn spawn(&mut self) -> ServiceProcess {
         let mut senv = ServiceEnv::new(ServiceName::Brain, &self.redis, Some(&self.db.url));
-        senv.prefix = self.prefix.clone();
-        senv.env.insert("STREAM_PREFIX".into(), self.prefix.clone());
+        senv.use_prefix(&self.prefix);
         for (k, v) in &self.env {
             if v.is_empty() && k.starts_with("OPENAI_") {
                 senv.env.remove(k);
@@ -65,12 +64,7 @@ impl Rig {
                 senv.env.insert(k.clone(), v.clone());
             }
         }
-        let p = senv.spawn(BIN);
-        assert!(
-            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
-            "{}",
-            p.log_text()
-        );
+        let p = senv.spawn_ready(BIN).await;
         self.dirs.push(senv);
         p
     }
@@ -165,19 +159,13 @@ impl Rig {
     pub async fn spawn_transcriber(&mut self, whisper_url: &str) -> ServiceProcess {
         let bin = shared::testing::workspace_bin("transcriber");
         let mut senv = ServiceEnv::new(ServiceName::Transcriber, &self.redis, None);
-        senv.prefix = self.prefix.clone();
-        senv.env.insert("STREAM_PREFIX".into(), self.prefix.clone());
+        senv.use_prefix(&self.prefix);
         senv.env
             .insert("WHISPER_BASE_URL".into(), whisper_url.to_owned());
         senv.env.insert("WHISPER_API_KEY".into(), "sk-test".into());
         senv.env.insert("LLM_RETRY_BASE_MS".into(), "50".into());
         senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
-        let p = senv.spawn(bin.to_str().unwrap());
-        assert!(
-            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
-            "{}",
-            p.log_text()
-        );
+        let p = senv.spawn_ready(bin.to_str().unwrap()).await;
         self.dirs.push(senv);
         p
     }

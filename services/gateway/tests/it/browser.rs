@@ -44,8 +44,8 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         &gw.redis,
         Some(&db.url),
     );
+    benv.use_prefix(gw.prefix());
     for (k, v) in [
-        ("STREAM_PREFIX", gw.prefix()),
         ("OPENAI_BASE_URL", fake.base_url.as_str()),
         ("OPENAI_API_KEY", "sk-test"),
         ("ACCESS_MODE", "open"),
@@ -54,14 +54,7 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         benv.env.insert(k.into(), v.into());
     }
     let brain_bin = shared::testing::workspace_bin("brain");
-    let brain = benv.spawn(brain_bin.to_str().unwrap());
-    assert!(
-        brain
-            .wait_status("/readyz", 200, Duration::from_secs(60))
-            .await,
-        "{}",
-        brain.log_text()
-    );
+    let brain = benv.spawn_ready(brain_bin.to_str().unwrap()).await;
 
     let out = tokio::process::Command::new("node")
         .arg(dir.join("chat.mjs"))

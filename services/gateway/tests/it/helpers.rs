@@ -28,8 +28,7 @@ impl Gw {
     pub async fn start_on(redis: &str, prefix: Option<&str>, extra: &[(&str, &str)]) -> Self {
         let mut senv = ServiceEnv::new(ServiceName::Gateway, redis, None);
         if let Some(p) = prefix {
-            senv.prefix = p.to_owned();
-            senv.env.insert("STREAM_PREFIX".into(), p.to_owned());
+            senv.use_prefix(p);
         }
         let public = format!("127.0.0.1:{}", free_port());
         senv.env.insert("PUBLIC_ADDR".into(), public.clone());

@@ -52,17 +52,11 @@ impl Rig {
 
     async fn spawn(&mut self) -> ServiceProcess {
         let mut senv = ServiceEnv::new(ServiceName::Transcriber, &self.redis, None);
-        senv.prefix = self.prefix.clone();
-        senv.env.insert("STREAM_PREFIX".into(), self.prefix.clone());
+        senv.use_prefix(&self.prefix);
         for (k, v) in &self.env {
             senv.env.insert(k.clone(), v.clone());
         }
-        let p = senv.spawn(BIN);
-        assert!(
-            p.wait_status("/readyz", 200, Duration::from_secs(60)).await,
-            "{}",
-            p.log_text()
-        );
+        let p = senv.spawn_ready(BIN).await;
         self.dirs.push(senv);
         p
     }

@@ -50,9 +50,8 @@ async fn run(
     let mut envs = Vec::new();
     for _ in 0..replicas {
         let mut senv = ServiceEnv::new(ServiceName::Transcriber, redis, None);
-        senv.prefix = prefix.clone();
+        senv.use_prefix(&prefix);
         for (k, v) in [
-            ("STREAM_PREFIX", prefix.as_str()),
             ("WHISPER_BASE_URL", whisper.base_url.as_str()),
             ("WHISPER_API_KEY", "bench"),
             ("RUST_LOG", "warn"),
