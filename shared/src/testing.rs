@@ -426,15 +426,8 @@ pub async fn assert_service_lifecycle_with(
         healthcheck(&senv.env),
         "`healthcheck` failed against a healthy service"
     );
+    let ready = get_json(&format!("{}/readyz", p.http)).await;
     let client = reqwest::Client::new();
-    let ready: serde_json::Value = client
-        .get(format!("{}/readyz", p.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["redis"]["ok"], true);
     if database_url.is_some() {
@@ -469,6 +462,16 @@ pub async fn assert_service_lifecycle_with(
     );
     cleanup_prefix(&redis_url(), &senv.prefix).await;
     text
+}
+
+/// `GET url` as JSON, whatever the status (`/readyz` answers 503 with a JSON body).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }
 
 /// Every envelope of a stream, oldest first.

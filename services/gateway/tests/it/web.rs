@@ -67,14 +67,7 @@ impl Fake {
 }
 
 async fn ready(gw: &Gw) -> serde_json::Value {
-    gw.http
-        .get(format!("{}/readyz", gw.proc.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    shared::testing::get_json(&format!("{}/readyz", gw.proc.http)).await
 }
 
 async fn wait_state(gw: &Gw, state: &str) {
@@ -118,15 +111,7 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
         .unwrap();
     assert_eq!(r.headers()["content-type"], "image/svg+xml");
     assert!(r.text().await.unwrap().contains("<svg"));
-    let j: serde_json::Value = gw
-        .http
-        .get(format!("{}/qr?format=json", gw.proc.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let j = shared::testing::get_json(&format!("{}/qr?format=json", gw.proc.http)).await;
     assert_eq!(j["qr"], "2@fake-qr-code");
     assert_eq!(j["state"], "waiting_for_qr");
 

@@ -624,15 +624,7 @@ async fn chat_page_is_served_and_unknown_routes_are_json_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let ready: serde_json::Value = gw
-        .http
-        .get(format!("{}/readyz", gw.proc.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = shared::testing::get_json(&format!("{}/readyz", gw.proc.http)).await;
     assert_eq!(
         ready["checks"]["transport:webchat"]["state"], "connected",
         "{ready}"

@@ -42,12 +42,7 @@ async fn losing_redis_makes_it_unready_without_crashing_and_it_recovers() {
         "{}",
         p.log_text()
     );
-    let body: serde_json::Value = reqwest::get(format!("{}/readyz", p.http))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = shared::testing::get_json(&format!("{}/readyz", p.http)).await;
     assert_eq!(body["checks"]["redis"]["ok"], false);
     assert!(
         p.wait_status("/healthz", 200, Duration::from_secs(2)).await,
