@@ -12,6 +12,18 @@ pub use v1::{
 };
 pub use v1::{identity, inbound, outbound, transcript, usage_record};
 
+impl inbound::Kind {
+    /// `text`, `voice`, `image` or `other`: the name in metrics, logs and the web chat's listing.
+    pub fn label(self) -> &'static str {
+        match self {
+            inbound::Kind::Text => "text",
+            inbound::Kind::Voice => "voice",
+            inbound::Kind::Image => "image",
+            inbound::Kind::Other | inbound::Kind::Unspecified => "other",
+        }
+    }
+}
+
 impl Payload {
     /// Short name of the payload kind, for metrics and logs.
     pub fn kind(&self) -> &'static str {

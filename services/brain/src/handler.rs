@@ -427,7 +427,8 @@ impl Brain {
             .or_retry()?;
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
         let decision = self.decide(ib, &contact).await?;
-        metrics::counter!(m::MESSAGES, "kind" => crate::metrics::kind_name(ib.kind()), "outcome" => decision.outcome).increment(1);
+        metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome)
+            .increment(1);
         let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
         let encoded_inbound = prost::Message::encode_to_vec(ib);

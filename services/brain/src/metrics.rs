@@ -1,7 +1,5 @@
 //! The brain's metrics, registered at zero at startup.
 
-use shared::proto::inbound;
-
 pub const MESSAGES: &str = "brain_messages_total";
 pub const LLM_SECONDS: &str = "brain_llm_latency_seconds";
 pub const COMMANDS: &str = "brain_commands_total";
@@ -35,14 +33,5 @@ pub fn register() {
     let _ = metrics::histogram!(LLM_SECONDS);
     for name in [REFUSALS, OPT_OUTS, REPUBLISHED, CLEANED] {
         metrics::counter!(name).absolute(0);
-    }
-}
-
-pub fn kind_name(kind: inbound::Kind) -> &'static str {
-    match kind {
-        inbound::Kind::Text => "text",
-        inbound::Kind::Voice => "voice",
-        inbound::Kind::Image => "image",
-        inbound::Kind::Other | inbound::Kind::Unspecified => "other",
     }
 }

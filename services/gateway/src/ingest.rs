@@ -223,10 +223,10 @@ impl Ingest {
                 return Err(e);
             }
         }
-        metrics::counter!(m::INBOUND, "transport" => transport, "kind" => m::kind_name(msg.kind))
+        metrics::counter!(m::INBOUND, "transport" => transport, "kind" => msg.kind.label())
             .increment(1);
         tracing::info!(
-            kind = m::kind_name(msg.kind),
+            kind = msg.kind.label(),
             sender = %Redacted(&sender),
             "inbound message published"
         );

@@ -93,13 +93,3 @@ pub fn session_state(transport: TransportKind, state: SessionState) {
             .set(if s == state { 1.0 } else { 0.0 });
     }
 }
-
-pub fn kind_name(kind: shared::proto::inbound::Kind) -> &'static str {
-    use shared::proto::inbound::Kind;
-    match kind {
-        Kind::Text => "text",
-        Kind::Voice => "voice",
-        Kind::Image => "image",
-        Kind::Other | Kind::Unspecified => "other",
-    }
-}

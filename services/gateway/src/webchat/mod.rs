@@ -372,7 +372,7 @@ async fn post_message(
     let in_msg = ChatMessage {
         id: message_id.clone(),
         direction: "in".to_owned(),
-        kind: crate::metrics::kind_name(posted.kind).to_owned(),
+        kind: posted.kind.label().to_owned(),
         text: posted.text.clone(),
         in_reply_to: None,
         at: now_rfc3339(),
