@@ -48,10 +48,6 @@ impl Chat {
         }
     }
 
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
-    }
-
     fn request(
         cfg: &Config,
         system: &str,

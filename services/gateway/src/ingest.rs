@@ -150,10 +150,6 @@ impl Ingest {
         *self.inner.transports.lock().expect("transports lock") = transports;
     }
 
-    pub fn media(&self) -> &MediaStore {
-        &self.inner.media
-    }
-
     /// Takes one received message: drops it if seen before, enforces the rate limits (telling
     /// the sender once per window), stores its media and publishes it to the brain.
     pub async fn accept(&self, msg: Incoming) -> Result<Outcome, IngestError> {

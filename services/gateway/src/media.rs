@@ -175,10 +175,6 @@ impl MediaStore {
         }
     }
 
-    pub fn max_item_bytes(&self) -> u64 {
-        self.max_item
-    }
-
     /// Checks the size limit (before anything else is done with the bytes).
     pub fn check_size(&self, len: u64) -> Result<(), MediaError> {
         if len > self.max_item {
