@@ -111,8 +111,23 @@ pub fn internal_router(readiness: Readiness, metrics: PrometheusHandle) -> Route
         .with_state(AppState { readiness, metrics })
 }
 
+/// Why this process is no longer live, once something found it so (a stuck consumer).
+static UNHEALTHY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Marks the process as not live: `/healthz` answers 503 with `reason` from now on (the
+/// first reason wins). The process is expected to exit soon after.
+pub fn set_unhealthy(reason: String) {
+    let _ = UNHEALTHY.set(reason);
+}
+
 async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+    match UNHEALTHY.get() {
+        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "stuck", "reason": reason})),
+        ),
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

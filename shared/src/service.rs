@@ -253,7 +253,10 @@ where
     if let Some(routes) = running.routes {
         router = router.merge(routes);
     }
-    let http = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
+    // The listener outlives the drain: `/healthz` and `/metrics` answer until the service has
+    // stopped (a stuck consumer's 503 is seen before the process exits).
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(crate::http::serve(listener, router, http_stop.clone()));
     tracing::info!(service = name, version = crate::VERSION, %http_addr, "service started");
 
     let mut main = tokio::spawn(running.main);
@@ -265,6 +268,7 @@ where
         }
         () = shutdown.cancelled() => flatten(main.await, "service"),
     };
+    http_stop.cancel();
     let http_outcome = match http.await {
         Ok(r) => r.context("internal listener failed"),
         Err(e) => Err(anyhow::anyhow!("internal listener panicked: {e}")),

@@ -101,14 +101,16 @@ impl Ledger {
         let key = over_budget_key(self.bus.keys(), day);
         let mut conn = self.bus.connection();
         let over = self.cfg.daily_budget.is_some_and(|b| total >= b);
-        if over {
-            // Kept an hour past the end of the day in LEDGER_TIMEZONE; the next day starts clear.
-            let expire_at = self.cfg.days.next_day_start_ms(at_ms) + 3_600_000;
+        // Kept an hour past the end of the day in LEDGER_TIMEZONE; the next day starts clear.
+        // The lifetime is relative (PX, measured by this service's clock), never an absolute
+        // PXAT: Redis would measure that against its own clock.
+        let ttl_ms = self.cfg.days.next_day_start_ms(at_ms) + 3_600_000 - self.clock.now_ms();
+        if over && ttl_ms > 0 {
             redis::cmd("SET")
                 .arg(&key)
                 .arg(total.pico())
-                .arg("PXAT")
-                .arg(expire_at)
+                .arg("PX")
+                .arg(ttl_ms)
                 .query_async::<()>(&mut conn)
                 .await?;
         } else {

@@ -2,16 +2,17 @@
 //! per-contact order, retries in place, renewal of held entries, reclaiming of idle ones,
 //! dead-lettering, and a bounded drain on shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use prost::Message;
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -45,6 +46,12 @@ pub enum HandleError {
     /// Will never succeed: dead-lettered now.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// A dependency is saturated (the database's write lock is taken, its pool is exhausted):
+    /// backpressure, not a failure. Tried again after a backoff without counting a delivery,
+    /// so it never turns into a dead letter or an apology; a consumer that makes no progress
+    /// at all for too long is reported stuck instead.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// Handles one entry. Returns the events to publish; they are published atomically with the
@@ -54,13 +61,21 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         delivery: Delivery,
     ) -> impl Future<Output = Result<Vec<Publish>, HandleError>> + Send;
+
+    /// The longest one call of [`Handler::handle`] may take (its own deadlines). A consumer
+    /// that holds entries and finishes none for this long plus `RECLAIM_IDLE_SECS` is stuck.
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(30)
+    }
 }
 
-/// A raw entry taken from the stream (read or reclaimed), with the permit it holds.
+/// A raw entry taken from the stream. A read entry holds one of the consumer's
+/// `BUS_CONCURRENCY` slots; a reclaimed one holds none, so taking over a dead consumer's
+/// entries never waits for slots held by entries queued behind those very entries.
 struct Taken {
     entry: StreamId,
     deliveries: u32,
-    permit: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 struct Inner<H> {
@@ -70,21 +85,52 @@ struct Inner<H> {
     group: &'static str,
     name: String,
     handler: Arc<H>,
-    permits: Arc<Semaphore>,
+    /// `BUS_CONCURRENCY` slots: read entries not yet finished (running or waiting their turn).
+    slots: Arc<Semaphore>,
     /// Entries this consumer holds (queued or in progress): renewed so nobody steals them.
     held: Mutex<HashSet<String>>,
-    /// One FIFO per order token, drained by one worker task at a time.
-    lanes: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    /// The entries of each order token waiting for their turn, by stream id, each drained by
+    /// one worker task at a time.
+    lanes: Mutex<HashMap<String, Lane>>,
     tracker: TaskTracker,
     /// Cancelled when reading stops (shutdown requested).
     stopping: CancellationToken,
     /// Cancelled when the drain deadline passed: in-progress handlers are abandoned.
     hard_stop: CancellationToken,
+    /// When this consumer last finished an entry, held none, or waited on Redis: the clock of
+    /// the stuck watchdog.
+    progress: Mutex<Instant>,
+}
+
+impl<H> Inner<H> {
+    fn progressed(&self) {
+        *self.progress.lock().expect("progress lock") = Instant::now();
+    }
+}
+
+/// One contact's entries on this consumer. Ordered by stream id, not by arrival: an entry
+/// reclaimed from a dead consumer is older than the ones this consumer read after it, and
+/// must go first (the order list in Redis says so too).
+struct Lane {
+    jobs: BTreeMap<EntryKey, Job>,
+    /// Woken when an entry joins the lane, so a worker waiting for its turn looks again.
+    wake: Arc<Notify>,
+}
+
+/// A stream id (`<ms>-<seq>`) as a sortable key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct EntryKey(u64, u64);
+
+impl EntryKey {
+    fn parse(id: &str) -> Self {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        Self(ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    }
 }
 
 struct Job {
     delivery: Delivery,
-    permit: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// A consumer of one stream in its group. Cheap to build; [`Consumer::run`] runs it.
@@ -95,7 +141,7 @@ pub struct Consumer<H> {
 impl<H: Handler> Consumer<H> {
     pub(crate) fn new(bus: Bus, stream: Stream, name: String, handler: Arc<H>) -> Self {
         let stream_key = bus.keys().stream(stream);
-        let permits = Arc::new(Semaphore::new(bus.config().concurrency));
+        let slots = Arc::new(Semaphore::new(bus.config().concurrency));
         Self {
             inner: Arc::new(Inner {
                 stream,
@@ -103,12 +149,13 @@ impl<H: Handler> Consumer<H> {
                 group: stream.group(),
                 name,
                 handler,
-                permits,
+                slots,
                 held: Mutex::new(HashSet::new()),
                 lanes: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
+                progress: Mutex::new(Instant::now()),
                 bus,
             }),
         }
@@ -121,6 +168,11 @@ impl<H: Handler> Consumer<H> {
 
     /// Runs until `shutdown`: reads, reclaims, renews and trims; then stops reading, lets
     /// in-flight work finish within `SHUTDOWN_GRACE_SECS`, and hands back what is left.
+    ///
+    /// A consumer that holds entries and finishes none for longer than its handler's deadline
+    /// plus `RECLAIM_IDLE_SECS` is stuck: it marks the process unhealthy (`/healthz` 503),
+    /// cancels `shutdown` (the process's token: the whole service stops) and returns
+    /// [`BusError::Stuck`], so the process exits non-zero and its supervisor restarts it.
     pub async fn run(self, shutdown: CancellationToken) -> super::Result<()> {
         let inner = self.inner;
         if let Err(e) = inner
@@ -144,6 +196,7 @@ impl<H: Handler> Consumer<H> {
             inner.stream,
             side.clone(),
         ));
+        let watchdog = tokio::spawn(watchdog(inner.clone(), side.clone(), shutdown.clone()));
 
         read_loop(&inner, &shutdown).await;
 
@@ -163,9 +216,15 @@ impl<H: Handler> Consumer<H> {
             let _ = tokio::time::timeout(Duration::from_secs(5), inner.tracker.wait()).await;
         }
         side.cancel();
-        let _ = tokio::join!(renew, reclaim, maint);
+        let (_, _, _, stuck) = tokio::join!(renew, reclaim, maint, watchdog);
         tracing::info!(stream = inner.stream.name(), "consumer stopped");
-        Ok(())
+        match stuck {
+            Ok(Some(idle)) => Err(BusError::Stuck {
+                stream: inner.stream,
+                idle_secs: idle.as_secs(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Reads and handles what is available now, then returns (tests drive consumers this way
@@ -176,13 +235,13 @@ impl<H: Handler> Consumer<H> {
         let mut conn = crate::redis_conn::blocking_connection(inner.bus.client()).await?;
         let mut total = 0;
         loop {
-            let permits = inner
-                .permits
+            let slot = inner
+                .slots
                 .clone()
                 .acquire_many_owned(1)
                 .await
                 .expect("open");
-            let taken = read_batch(inner, &mut conn, permits, None).await?;
+            let taken = read_batch(inner, &mut conn, slot, None).await?;
             if taken.is_empty() {
                 break;
             }
@@ -203,20 +262,20 @@ async fn read_loop<H: Handler>(inner: &Arc<Inner<H>>, shutdown: &CancellationTok
     let mut backoff = Duration::from_millis(100);
     let block = inner.bus.config().block;
     loop {
-        // Hold at least one permit before reading: bounded concurrency and read-ahead.
+        // Hold at least one slot before reading: bounded read-ahead.
         let first = tokio::select! {
             () = shutdown.cancelled() => return,
-            p = inner.permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        let mut permits = first;
+        let mut slots = first;
         let extra = inner
-            .permits
+            .slots
             .available_permits()
             .min(inner.bus.config().batch.saturating_sub(1));
         if extra > 0
-            && let Ok(more) = inner.permits.clone().try_acquire_many_owned(extra as u32)
+            && let Ok(more) = inner.slots.clone().try_acquire_many_owned(extra as u32)
         {
-            permits.merge(more);
+            slots.merge(more);
         }
         if shutdown.is_cancelled() {
             return;
@@ -230,14 +289,14 @@ async fn read_loop<H: Handler>(inner: &Arc<Inner<H>>, shutdown: &CancellationTok
                 }
                 Err(e) => {
                     redis_down(inner.stream, &e);
-                    drop(permits);
+                    drop(slots);
                     sleep_or_cancel(backoff, shutdown).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             },
         };
-        match read_batch(inner, c, permits, Some(block)).await {
+        match read_batch(inner, c, slots, Some(block)).await {
             Ok(taken) => {
                 metrics::gauge!(m::REDIS_UP).set(1.0);
                 for t in taken {
@@ -274,14 +333,14 @@ async fn sleep_or_cancel(d: Duration, token: &CancellationToken) {
     }
 }
 
-/// `XREADGROUP … COUNT <permits> [BLOCK ms] STREAMS <stream> >`; unused permits are returned.
+/// `XREADGROUP … COUNT <slots> [BLOCK ms] STREAMS <stream> >`; unused slots are returned.
 async fn read_batch<H: Handler>(
     inner: &Arc<Inner<H>>,
     conn: &mut MultiplexedConnection,
-    mut permits: OwnedSemaphorePermit,
+    slots: OwnedSemaphorePermit,
     block: Option<Duration>,
 ) -> super::Result<Vec<Taken>> {
-    let count = permits.num_permits();
+    let count = slots.num_permits();
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(inner.group)
@@ -296,28 +355,21 @@ async fn read_batch<H: Handler>(
     let entries: Vec<StreamId> = reply
         .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
         .unwrap_or_default();
+    let mut slots = Some(slots);
     let mut taken = Vec::with_capacity(entries.len());
     for entry in entries {
-        let permit = if permits.num_permits() > 1 {
-            permits.split(1).expect("more than one permit left")
-        } else {
-            // The last one: move it (the loop cannot read more entries than permits).
-            std::mem::replace(&mut permits, placeholder_permit())
+        // One slot each; the last entry takes what is left (never more entries than slots).
+        let slot = match slots.as_mut() {
+            Some(s) if s.num_permits() > 1 => s.split(1),
+            _ => slots.take(),
         };
         taken.push(Taken {
             entry,
             deliveries: 1,
-            permit,
+            slot,
         });
     }
     Ok(taken)
-}
-
-/// A permit from a throwaway semaphore, to leave in place of a moved one.
-fn placeholder_permit() -> OwnedSemaphorePermit {
-    Arc::new(Semaphore::new(1))
-        .try_acquire_owned()
-        .expect("fresh semaphore has a permit")
 }
 
 /// Decodes an entry and queues it on its contact's lane (or runs it at once if unordered).
@@ -338,13 +390,13 @@ fn dispatch<H: Handler>(inner: &Arc<Inner<H>>, t: Taken) {
             let inner = inner.clone();
             inner.tracker.clone().spawn(async move {
                 dead_letter(&inner, &t.entry, t.deliveries, "undecodable", &reason).await;
-                inner.held.lock().expect("held lock").remove(&t.entry.id);
-                drop(t.permit);
+                finish(&inner, &t.entry.id, t.slot);
             });
             return;
         }
     };
     let order_token: Option<String> = t.entry.get::<String>("k").filter(|k| !k.is_empty());
+    let key = EntryKey::parse(&id);
     let job = Job {
         delivery: Delivery {
             entry_id: id,
@@ -353,53 +405,67 @@ fn dispatch<H: Handler>(inner: &Arc<Inner<H>>, t: Taken) {
             deliveries: t.deliveries,
             order_token: order_token.clone(),
         },
-        permit: t.permit,
+        slot: t.slot,
     };
-    match order_token {
-        None => {
-            let inner2 = inner.clone();
-            inner
-                .tracker
-                .spawn(async move { run_job(&inner2, job).await });
-        }
-        Some(token) => {
-            let mut lanes = inner.lanes.lock().expect("lanes lock");
-            let job = match lanes.get(&token) {
-                Some(tx) => match tx.send(job) {
-                    Ok(()) => return,
-                    Err(mpsc::error::SendError(job)) => job,
-                },
-                None => job,
-            };
-            let (tx, rx) = mpsc::unbounded_channel();
-            tx.send(job).expect("receiver alive");
-            lanes.insert(token.clone(), tx);
-            let inner2 = inner.clone();
-            inner
-                .tracker
-                .spawn(async move { lane_worker(inner2, token, rx).await });
-        }
+    let Some(token) = order_token else {
+        let inner2 = inner.clone();
+        inner
+            .tracker
+            .spawn(async move { run_job(&inner2, job).await });
+        return;
+    };
+    let mut lanes = inner.lanes.lock().expect("lanes lock");
+    if let Some(lane) = lanes.get_mut(&token) {
+        lane.jobs.insert(key, job);
+        lane.wake.notify_one();
+        return;
     }
+    lanes.insert(
+        token.clone(),
+        Lane {
+            jobs: BTreeMap::from([(key, job)]),
+            wake: Arc::new(Notify::new()),
+        },
+    );
+    let inner2 = inner.clone();
+    inner
+        .tracker
+        .spawn(async move { lane_worker(inner2, token).await });
 }
 
-/// Runs one contact's jobs in order; exits (and removes its lane) when the queue is empty.
-async fn lane_worker<H: Handler>(
-    inner: Arc<Inner<H>>,
-    token: String,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-) {
+/// Runs one contact's entries, oldest first; exits (and removes its lane) when none is left.
+async fn lane_worker<H: Handler>(inner: Arc<Inner<H>>, token: String) {
     loop {
-        let job = {
+        let (key, job, wake) = {
             let mut lanes = inner.lanes.lock().expect("lanes lock");
-            match rx.try_recv() {
-                Ok(job) => job,
-                Err(_) => {
+            let Some(lane) = lanes.get_mut(&token) else {
+                return;
+            };
+            match lane.jobs.pop_first() {
+                Some((key, job)) => (key, job, lane.wake.clone()),
+                None => {
                     lanes.remove(&token);
                     return;
                 }
             }
         };
-        run_job(&inner, job).await;
+        match wait_turn(&inner, &token, &job.delivery.entry_id, &wake).await {
+            Turn::Go => run_job(&inner, job).await,
+            Turn::Stopping => {
+                release(&inner, &job.delivery.entry_id).await;
+                finish(&inner, &job.delivery.entry_id, job.slot);
+            }
+            Turn::Woken => {
+                // Another entry joined the lane: it may be older than this one (reclaimed
+                // from a dead consumer). Put this one back and take the oldest.
+                let mut lanes = inner.lanes.lock().expect("lanes lock");
+                lanes
+                    .get_mut(&token)
+                    .expect("a lane lives while its worker runs")
+                    .jobs
+                    .insert(key, job);
+            }
+        }
     }
 }
 
@@ -414,27 +480,26 @@ fn decode(entry: &StreamId) -> Result<Envelope, String> {
     Ok(env)
 }
 
-/// Waits for this entry's turn in its contact's order (across replicas), handles it with
-/// retries in place, and acknowledges or dead-letters it.
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Handles an entry whose turn it is, with retries in place, and acknowledges or
+/// dead-letters it.
 async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
-    let Job {
-        mut delivery,
-        permit,
-    } = job;
+    let Job { mut delivery, slot } = job;
     let id = delivery.entry_id.clone();
     let stream = inner.stream.name();
     let max = inner.bus.config().max_deliveries;
 
     if inner.stopping.is_cancelled() {
         release(inner, &id).await;
-        finish(inner, &id, permit);
-        return;
-    }
-    if let Some(token) = delivery.order_token.clone()
-        && !wait_turn(inner, &token, &id).await
-    {
-        release(inner, &id).await;
-        finish(inner, &id, permit);
+        finish(inner, &id, slot);
         return;
     }
     if delivery.deliveries > max {
@@ -450,10 +515,11 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
             &format!("exceeded MAX_DELIVERIES={max}; last error: {reason}"),
         )
         .await;
-        finish(inner, &id, permit);
+        finish(inner, &id, slot);
         return;
     }
 
+    let mut busy = 0u32;
     loop {
         let span = tracing::info_span!(
             "bus.handle",
@@ -464,8 +530,16 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
         );
         crate::telemetry::set_parent_from(&span, &delivery.envelope.trace_context);
         let started = Instant::now();
+        // A panicking handler is a failed attempt like any other: its entry is retried, then
+        // dead-lettered, and never wedges its contact.
+        let call = std::panic::AssertUnwindSafe(inner.handler.handle(delivery.clone()))
+            .catch_unwind()
+            .instrument(span.clone());
         let outcome = tokio::select! {
-            r = inner.handler.handle(delivery.clone()).instrument(span.clone()) => Some(r),
+            r = call => Some(r.unwrap_or_else(|panic| {
+                metrics::counter!(m::PANICS, "stream" => stream).increment(1);
+                Err(HandleError::Retry(format!("handler panicked: {}", panic_message(&*panic))))
+            })),
             () = inner.hard_stop.cancelled() => None,
         };
         metrics::histogram!(m::HANDLE_SECONDS, "stream" => stream)
@@ -492,7 +566,20 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
                 .await;
                 break;
             }
+            Some(Err(HandleError::Busy(reason))) => {
+                metrics::counter!(m::BUSY, "stream" => stream).increment(1);
+                tracing::debug!(parent: &span, stream, error = %reason, "dependency busy; trying again");
+                busy += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(busy_delay(busy)) => {},
+                    () = inner.stopping.cancelled() => {
+                        release(inner, &id).await;
+                        break;
+                    }
+                }
+            }
             Some(Err(HandleError::Retry(reason))) => {
+                inner.progressed();
                 metrics::counter!(m::FAILED, "stream" => stream).increment(1);
                 tracing::warn!(parent: &span, stream, error = %reason, deliveries = delivery.deliveries, "handler failed; will retry");
                 if delivery.deliveries >= max {
@@ -521,12 +608,13 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
             }
         }
     }
-    finish(inner, &id, permit);
+    finish(inner, &id, slot);
 }
 
-fn finish<H>(inner: &Inner<H>, id: &str, permit: OwnedSemaphorePermit) {
+fn finish<H>(inner: &Inner<H>, id: &str, slot: Option<OwnedSemaphorePermit>) {
     inner.held.lock().expect("held lock").remove(id);
-    drop(permit);
+    inner.progressed();
+    drop(slot);
 }
 
 /// Exponential backoff with ±20% jitter: base · 2^(n-1), capped.
@@ -539,8 +627,27 @@ fn retry_delay(cfg: &crate::config::BusConfig, attempt: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-/// Polls until the entry is the head of its contact's order list. Returns false on shutdown.
-async fn wait_turn<H>(inner: &Inner<H>, token: &str, id: &str) -> bool {
+/// Backoff while a dependency is busy: short (a write lock is held for milliseconds),
+/// 5 ms doubling to 500 ms, with ±20% jitter.
+fn busy_delay(attempt: u32) -> Duration {
+    let ms = 5u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(7))
+        .min(500);
+    Duration::from_millis(ms).mul_f64(rand::random_range(0.8..1.2))
+}
+
+/// How waiting for a turn ended.
+enum Turn {
+    /// This entry is the head of its contact's order list: handle it.
+    Go,
+    /// Another entry joined this lane; look again at which is oldest.
+    Woken,
+    /// Shutdown: hand the entry back.
+    Stopping,
+}
+
+/// Polls until the entry is the head of its contact's order list (across replicas).
+async fn wait_turn<H>(inner: &Inner<H>, token: &str, id: &str, wake: &Notify) -> Turn {
     let keys = inner.bus.keys();
     let order_key = keys.order(inner.stream, token);
     let script = redis::Script::new(scripts::ORDER_TURN);
@@ -555,15 +662,61 @@ async fn wait_turn<H>(inner: &Inner<H>, token: &str, id: &str) -> bool {
             .invoke_async(&mut conn)
             .await;
         match res {
-            Ok(1) => return true,
+            Ok(1) => return Turn::Go,
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "order check failed; retrying"),
+            Err(e) => {
+                // Waiting on Redis is not being stuck.
+                inner.progressed();
+                tracing::warn!(error = %e, "order check failed; retrying");
+            }
         }
         tokio::select! {
-            () = inner.stopping.cancelled() => return false,
+            () = inner.stopping.cancelled() => return Turn::Stopping,
+            () = wake.notified() => return Turn::Woken,
             () = tokio::time::sleep(wait) => {},
         }
         wait = (wait * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Watches for a stuck consumer: entries held, none finished for longer than the handler's
+/// deadline plus `RECLAIM_IDLE_SECS`. Returns how long it was idle when it found it stuck.
+async fn watchdog<H: Handler>(
+    inner: Arc<Inner<H>>,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) -> Option<Duration> {
+    let limit = inner.handler.deadline() + inner.bus.config().reclaim_idle;
+    let mut tick = tokio::time::interval(
+        (limit / 20).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            _ = tick.tick() => {}
+        }
+        let held = inner.held.lock().expect("held lock").len();
+        let mut progress = inner.progress.lock().expect("progress lock");
+        if held == 0 {
+            *progress = Instant::now();
+            continue;
+        }
+        let idle = progress.elapsed();
+        if idle > limit {
+            drop(progress);
+            let stream = inner.stream.name();
+            metrics::counter!(m::STUCK, "stream" => stream).increment(1);
+            crate::http::set_unhealthy(format!("the {stream} consumer is stuck"));
+            tracing::error!(
+                stream,
+                held,
+                idle_secs = idle.as_secs(),
+                limit_secs = limit.as_secs(),
+                "consumer stuck: holds entries and finished none; stopping the process so it is restarted"
+            );
+            shutdown.cancel();
+            return Some(idle);
+        }
     }
 }
 
@@ -625,6 +778,8 @@ async fn exec_retrying<H>(inner: &Inner<H>, pipe: &redis::Pipeline, what: &str) 
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => return true,
             Err(e) => {
+                // Waiting on Redis is not being stuck.
+                inner.progressed();
                 metrics::gauge!(m::REDIS_UP).set(0.0);
                 tracing::warn!(stream = inner.stream.name(), error = %e, "{what} failed; retrying");
             }
@@ -819,16 +974,10 @@ async fn reclaim_loop<H: Handler>(inner: Arc<Inner<H>>, stop: CancellationToken)
             () = inner.stopping.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Reclaimed entries take no slots (see `Taken`): they are what the entries holding
+        // the slots may be waiting for. Their number is bounded by what dead consumers held.
         loop {
-            // Wait for permits: the reader hands back what it does not use after each
-            // blocking read, and the semaphore is fair, so this waits at most one BLOCK.
-            let want = cfg.batch.min(cfg.concurrency).clamp(1, 16) as u32;
-            let permits = tokio::select! {
-                () = stop.cancelled() => return,
-                () = inner.stopping.cancelled() => return,
-                p = inner.permits.clone().acquire_many_owned(want) => p.expect("semaphore never closed"),
-            };
-            match reclaim_once(&inner, &mut conn, &cursor, permits, &cfg).await {
+            match reclaim_once(&inner, &mut conn, &cursor, &cfg).await {
                 Ok((next, taken)) => {
                     let n = taken.len();
                     for t in taken {
@@ -856,7 +1005,6 @@ async fn reclaim_once<H: Handler>(
     inner: &Arc<Inner<H>>,
     conn: &mut ConnectionManager,
     cursor: &str,
-    mut permits: OwnedSemaphorePermit,
     cfg: &crate::config::BusConfig,
 ) -> super::Result<(String, Vec<Taken>)> {
     let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -866,7 +1014,7 @@ async fn reclaim_once<H: Handler>(
         .arg(cfg.reclaim_idle.as_millis() as u64)
         .arg(cursor)
         .arg("COUNT")
-        .arg(permits.num_permits())
+        .arg(cfg.batch.clamp(1, 256))
         .query_async(conn)
         .await?;
     if !reply.deleted_ids.is_empty() {
@@ -893,15 +1041,10 @@ async fn reclaim_once<H: Handler>(
             .query_async(conn)
             .await?;
         let deliveries = pending.ids.first().map_or(1, |p| p.times_delivered as u32);
-        let permit = if permits.num_permits() > 1 {
-            permits.split(1).expect("more than one permit")
-        } else {
-            std::mem::replace(&mut permits, placeholder_permit())
-        };
         taken.push(Taken {
             entry,
             deliveries,
-            permit,
+            slot: None,
         });
     }
     Ok((reply.next_stream_id, taken))

@@ -7,6 +7,9 @@ pub const ACKED: &str = "bus_acked_total";
 pub const FAILED: &str = "bus_failed_total";
 pub const DEAD_LETTERED: &str = "bus_dead_lettered_total";
 pub const RECLAIMED: &str = "bus_reclaimed_total";
+pub const PANICS: &str = "bus_handler_panics_total";
+pub const BUSY: &str = "bus_busy_retries_total";
+pub const STUCK: &str = "bus_consumer_stuck_total";
 pub const PUBLISHED: &str = "bus_published_total";
 pub const HANDLE_SECONDS: &str = "bus_handle_seconds";
 pub const PENDING: &str = "bus_pending";
@@ -27,6 +30,15 @@ pub fn register(consumes: &[Stream], publishes: &[Stream]) {
     metrics::describe_counter!(FAILED, "Handler failures (each attempt)");
     metrics::describe_counter!(DEAD_LETTERED, "Entries moved to the dead-letter stream");
     metrics::describe_counter!(RECLAIMED, "Entries taken over from idle consumers");
+    metrics::describe_counter!(PANICS, "Handler panics (each retried like a failure)");
+    metrics::describe_counter!(
+        BUSY,
+        "Attempts put back because a dependency was busy (backpressure, not failures)"
+    );
+    metrics::describe_counter!(
+        STUCK,
+        "Consumers found stuck (entries held, none finished); the process then exits"
+    );
     metrics::describe_counter!(PUBLISHED, "Events published");
     metrics::describe_histogram!(HANDLE_SECONDS, metrics::Unit::Seconds, "Handler latency");
     metrics::describe_gauge!(
@@ -48,6 +60,9 @@ pub fn register(consumes: &[Stream], publishes: &[Stream]) {
         metrics::counter!(ACKED, "stream" => n).absolute(0);
         metrics::counter!(FAILED, "stream" => n).absolute(0);
         metrics::counter!(RECLAIMED, "stream" => n).absolute(0);
+        metrics::counter!(PANICS, "stream" => n).absolute(0);
+        metrics::counter!(BUSY, "stream" => n).absolute(0);
+        metrics::counter!(STUCK, "stream" => n).absolute(0);
         for r in DLQ_REASONS {
             metrics::counter!(DEAD_LETTERED, "stream" => n, "reason" => r).absolute(0);
         }

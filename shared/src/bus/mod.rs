@@ -62,6 +62,8 @@ pub enum BusError {
         "unknown stream {0:?} (expected one of inbound, outbound, transcribe, transcripts, usage)"
     )]
     UnknownStream(String),
+    #[error("the {stream} consumer is stuck: it held entries and finished none for {idle_secs} s")]
+    Stuck { stream: Stream, idle_secs: u64 },
 }
 
 pub type Result<T, E = BusError> = std::result::Result<T, E>;

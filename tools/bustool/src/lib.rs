@@ -20,6 +20,10 @@ pub struct Behaviour {
     pub answer: bool,
     /// Record handling in Redis.
     pub record: bool,
+    /// Panic on the first delivery of every event.
+    pub panic_first: bool,
+    /// What the handler declares as its deadline (the stuck watchdog's measure).
+    pub deadline: Option<Duration>,
 }
 
 pub struct TestHandler {
@@ -39,6 +43,11 @@ fn chat_of(env: &Envelope) -> String {
 impl Handler for TestHandler {
     async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
         tokio::time::sleep(self.behaviour.sleep).await;
+        assert!(
+            !(self.behaviour.panic_first && d.deliveries == 1),
+            "induced panic on the first delivery of {}",
+            d.envelope.event_id
+        );
         if self.behaviour.fail {
             return Err(HandleError::Retry(format!(
                 "induced failure #{} of {}",
@@ -76,5 +85,9 @@ impl Handler for TestHandler {
             }),
         );
         Ok(vec![Publish::ordered(Stream::Outbound, answer, chat)])
+    }
+
+    fn deadline(&self) -> Duration {
+        self.behaviour.deadline.unwrap_or(Duration::from_secs(30))
     }
 }

@@ -12,7 +12,7 @@ use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
 use shared::config::{BusConfig, Dsn};
 use shared::proto::{Envelope, Inbound, Payload};
 use shared::testing::{
-    RedisServer, ServiceProcess, TempDir, cleanup_prefix, redis_url, unique_prefix,
+    RedisServer, ServiceProcess, TempDir, cleanup_prefix, free_port, redis_url, unique_prefix,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_bus-worker");
@@ -41,6 +41,11 @@ impl Harness {
     }
 
     fn worker(&self, extra: &[(&str, &str)]) -> ServiceProcess {
+        self.worker_at("127.0.0.1:1", extra)
+    }
+
+    /// A worker whose internal listener is `http` (with `WORKER_HTTP_ADDR` among `extra`).
+    fn worker_at(&self, http: &str, extra: &[(&str, &str)]) -> ServiceProcess {
         let mut env: HashMap<String, String> = HashMap::from([
             ("REDIS_URL".into(), self.url.clone()),
             ("STREAM_PREFIX".into(), self.prefix.clone()),
@@ -56,7 +61,7 @@ impl Harness {
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
-        ServiceProcess::spawn(WORKER, &env, "127.0.0.1:1", self.dir.path())
+        ServiceProcess::spawn(WORKER, &env, http, self.dir.path())
     }
 
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -270,6 +275,152 @@ async fn a_consumer_killed_mid_handle_is_taken_over_within_the_reclaim_timeout()
         })
         .await
     );
+    h.cleanup().await;
+}
+
+/// The stall a SIGKILL used to cause: the survivor read a contact's later messages, then took
+/// over its earlier ones from the dead consumer — and queued them behind the later ones,
+/// which waited for them forever, holding every read slot so nothing else was read either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_whose_first_messages_died_with_their_consumer_is_answered_in_order() {
+    let h = Harness::new();
+    h.bus.ensure_group(Stream::Inbound).await.unwrap();
+    let mut dying = h.worker(&[
+        ("WORKER_SLEEP_MS", "600000"),
+        ("BUS_CONCURRENCY", "5"),
+        ("BUS_BATCH", "5"),
+    ]);
+    h.wait_started(&[&dying]).await;
+    // Ten messages from each of ten contacts; the dying consumer takes the first message of
+    // contacts 0 to 4 and sits on them.
+    let ids = h.publish_inbound(10, 10).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            pending(&h, Stream::Inbound).await == 5
+        })
+        .await
+    );
+    // The survivor reads the rest until the later messages of contacts 0 to 4 fill its few
+    // slots, waiting for their turn (bounded read-ahead: it reads no more for now).
+    let survivor = h.worker(&[("BUS_CONCURRENCY", "8"), ("WORKER_SLEEP_MS", "1")]);
+    h.wait_started(&[&survivor]).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            pending(&h, Stream::Inbound).await == 5 + 8
+        })
+        .await,
+        "the survivor did not fill its slots"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.handled().await.len() < ids.len());
+    dying.kill9();
+    let killed_at = Instant::now();
+    let done = wait_until(Duration::from_secs(30), || async {
+        h.handled().await.len() == ids.len()
+    })
+    .await;
+    let took = killed_at.elapsed();
+    let handled = h.handled().await;
+    assert!(
+        done,
+        "{} of {} messages never handled\n{}",
+        ids.len() - handled.len(),
+        ids.len(),
+        survivor.log_text()
+    );
+    // RECLAIM_IDLE_SECS is 2: recovered within it plus 2 s.
+    assert!(took <= Duration::from_secs(4), "recovery took {took:?}");
+    for id in &ids {
+        assert_eq!(handled.get(id), Some(&1), "event {id}");
+    }
+    let mut conn = h.conn().await;
+    for c in 0..10 {
+        let order: Vec<String> = conn
+            .lrange(h.bus.keys().key(&format!("test:order:chat-{c}")), 0, -1)
+            .await
+            .unwrap();
+        let expected: Vec<String> = ids.iter().skip(c).step_by(10).cloned().collect();
+        assert_eq!(order, expected, "chat-{c} out of order");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            pending(&h, Stream::Inbound).await == 0
+        })
+        .await
+    );
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_retried_and_its_contact_keeps_its_order() {
+    let h = Harness::new();
+    h.bus.ensure_group(Stream::Inbound).await.unwrap();
+    let w = h.worker(&[("WORKER_PANIC_FIRST", "true")]);
+    h.wait_started(&[&w]).await;
+    let ids = h.publish_inbound(3, 4).await;
+    let done = wait_until(Duration::from_secs(20), || async {
+        h.handled().await.len() == ids.len()
+    })
+    .await;
+    assert!(done, "not all handled:\n{}", w.log_text());
+    let handled = h.handled().await;
+    for id in &ids {
+        assert_eq!(handled.get(id), Some(&1), "event {id}");
+    }
+    let mut conn = h.conn().await;
+    for c in 0..3 {
+        let order: Vec<String> = conn
+            .lrange(h.bus.keys().key(&format!("test:order:chat-{c}")), 0, -1)
+            .await
+            .unwrap();
+        let expected: Vec<String> = ids.iter().skip(c).step_by(3).cloned().collect();
+        assert_eq!(order, expected, "chat-{c} out of order");
+    }
+    assert!(w.log_text().contains("handler panicked"));
+    assert_eq!(h.dlq_len(Stream::Inbound).await, 0);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_finishes_nothing_is_reported_stuck_and_exits_non_zero() {
+    let h = Harness::new();
+    h.bus.ensure_group(Stream::Inbound).await.unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut w = h.worker_at(
+        &addr,
+        &[
+            ("WORKER_HTTP_ADDR", addr.as_str()),
+            ("WORKER_SLEEP_MS", "600000"),
+            ("WORKER_DEADLINE_MS", "500"),
+            ("RECLAIM_IDLE_SECS", "1"),
+            ("SHUTDOWN_GRACE_SECS", "1"),
+        ],
+    );
+    assert!(
+        w.wait_status("/healthz", 200, Duration::from_secs(20))
+            .await
+    );
+    // Idle with nothing held is not stuck.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(w.wait_status("/healthz", 200, Duration::from_secs(1)).await);
+    h.publish_inbound(1, 1).await;
+    assert!(
+        w.wait_status("/healthz", 503, Duration::from_secs(10))
+            .await,
+        "/healthz never 503:\n{}",
+        w.log_text()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a stuck worker did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "exit {status:?}");
+    let log = w.log_text();
+    assert!(log.contains("consumer stuck"), "{log}");
     h.cleanup().await;
 }
 
