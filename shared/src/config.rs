@@ -382,7 +382,10 @@ pub struct BusConfig {
     pub block: Duration,
     /// `BUS_BATCH`: entries read per call at most.
     pub batch: usize,
-    /// `BUS_CONCURRENCY`: entries held (in progress or queued behind the same contact) per consumer.
+    /// `BUS_CONCURRENCY`: entries read and held at once per consumer (in progress or waiting
+    /// for their turn behind the same contact); bounds read-ahead and so memory. Handlers
+    /// mostly wait on I/O (the model, the database), so the default is high: 1,024 (the
+    /// transcriber, a pool whose replicas should share the work: 8).
     pub concurrency: usize,
     /// `BUS_RETRY_BASE_MS`: first wait before a failed entry is tried again (doubles each time).
     pub retry_base: Duration,
@@ -401,7 +404,7 @@ impl Default for BusConfig {
             max_deliveries: 5,
             block: Duration::from_millis(1000),
             batch: 64,
-            concurrency: 64,
+            concurrency: 1024,
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             trim_interval: Duration::from_secs(30),
@@ -411,14 +414,18 @@ impl Default for BusConfig {
 }
 
 impl BusConfig {
-    pub fn from_env(env: &mut Env) -> Self {
+    pub fn from_env(env: &mut Env, service: ServiceName) -> Self {
         let d = Self::default();
+        let concurrency = match service {
+            ServiceName::Transcriber => 8,
+            _ => d.concurrency,
+        };
         Self {
             reclaim_idle: env.secs("RECLAIM_IDLE_SECS", d.reclaim_idle.as_secs(), 1, 3600),
             max_deliveries: env.int_in("MAX_DELIVERIES", d.max_deliveries, 1, 100),
             block: env.millis("BUS_BLOCK_MS", 1000, 10, 60_000),
             batch: env.int_in("BUS_BATCH", d.batch, 1, 1000),
-            concurrency: env.int_in("BUS_CONCURRENCY", d.concurrency, 1, 10_000),
+            concurrency: env.int_in("BUS_CONCURRENCY", concurrency, 1, 10_000),
             retry_base: env.millis("BUS_RETRY_BASE_MS", 500, 1, 600_000),
             retry_max: env.millis("BUS_RETRY_MAX_MS", 30_000, 1, 3_600_000),
             trim_interval: env.secs("BUS_TRIM_INTERVAL_SECS", 30, 1, 86_400),
@@ -504,7 +511,7 @@ impl CommonConfig {
             otlp_endpoint,
             http_addr,
             startup_timeout: env.secs("STARTUP_TIMEOUT_SECS", 60, 0, 3600),
-            bus: BusConfig::from_env(env),
+            bus: BusConfig::from_env(env, service),
         }
     }
 }

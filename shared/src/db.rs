@@ -6,6 +6,7 @@
 //! timestamps as unix milliseconds) and run on both backends by the same tests.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -39,11 +40,81 @@ pub enum DbError {
     },
 }
 
+/// Runs `op` again while it fails with [`is_busy`] (short backoff, about 10 s in all), for
+/// writes whose redo would be costly (the brain's outbox commit after a paid model call).
+pub async fn retry_busy<T, F, Fut>(op: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    op.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_times(30)
+            .with_jitter(),
+    )
+    .when(is_busy)
+    .sleep(tokio::time::sleep)
+    .await
+}
+
 /// A pool plus the backend it talks to.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer per file: this process's write transactions take turns here
+    /// (first come, first served) instead of spinning in SQLite's busy handler.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction ([`Db::begin_write`]). Derefs to the connection, like sqlx's own
+/// transaction: `query.execute(&mut *tx)`.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// Whether `e` says the database is saturated rather than broken: SQLite's write lock is
+/// taken (`SQLITE_BUSY`/`SQLITE_LOCKED` and their extended codes), PostgreSQL gave up on a
+/// lock or a serialisation conflict, or no pooled connection was free in time. Such an
+/// operation succeeds when tried again a little later (backpressure, not failure).
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            let c = c.as_ref();
+            // SQLite: primary code in the low byte (5 BUSY, 6 LOCKED; 261, 517, 773: BUSY_*).
+            c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                || matches!(c, "40001" | "40P01" | "55P03")
+        }),
+        _ => false,
+    }
 }
 
 impl Db {
@@ -72,7 +143,7 @@ impl Db {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute(sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 2000; \
                              PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
                         ))
                         .await?;
@@ -81,7 +152,34 @@ impl Db {
                 })
             });
         let pool = options.connect_lazy(&url)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            write_turn: Arc::default(),
+        })
+    }
+
+    /// Begins a transaction that will write. On SQLite it waits for this process's write turn,
+    /// then takes the database's write lock up front (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that reads first and writes later fails at once with `SQLITE_BUSY_SNAPSHOT`
+    /// when another process wrote in between, whatever the busy timeout. Waits for the lock
+    /// held by another process are bounded by the busy timeout (2 s); past it the error is
+    /// [`is_busy`].
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                let turn = self.write_turn.clone().lock_owned().await;
+                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(WriteTx {
+                    tx,
+                    _turn: Some(turn),
+                })
+            }
+            Backend::Postgres => Ok(WriteTx {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            }),
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -169,6 +267,51 @@ fn prepare_sqlite_url(raw: &str) -> Result<String, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "code {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "coded"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn busy_and_lock_errors_are_told_from_real_failures() {
+        let db = |c: &'static str| sqlx::Error::Database(Box::new(Coded(c)));
+        for busy in ["5", "6", "261", "517", "773", "40001", "40P01", "55P03"] {
+            assert!(is_busy(&db(busy)), "{busy}");
+        }
+        for other in ["1", "11", "19", "2067", "23505", "42P01"] {
+            assert!(!is_busy(&db(other)), "{other}");
+        }
+        assert!(is_busy(&sqlx::Error::PoolTimedOut));
+        assert!(!is_busy(&sqlx::Error::RowNotFound));
+    }
 
     #[test]
     fn sqlite_urls_get_create_mode() {

@@ -59,7 +59,7 @@ pub struct Config {
     pub contact_daily_tokens: u64,
     /// `LEDGER_TIMEZONE`: what "today" means.
     pub days: Days,
-    /// `BRAIN_CONCURRENCY` (default 64): model calls in flight.
+    /// `BRAIN_CONCURRENCY` (default 512): model calls in flight (each mostly waits on the network).
     pub concurrency: usize,
     /// Customer-facing texts.
     pub messages: Messages,
@@ -121,7 +121,7 @@ impl Config {
             max_input_chars: env.int_in("MAX_INPUT_CHARS", 4096usize, 1, 100_000),
             contact_daily_tokens: env.int_in("CONTACT_DAILY_TOKENS", 50_000u64, 0, u64::MAX / 2),
             days: Days::from_env(env),
-            concurrency: env.int_in("BRAIN_CONCURRENCY", 64usize, 1, 10_000),
+            concurrency: env.int_in("BRAIN_CONCURRENCY", 512usize, 1, 10_000),
             messages: Messages::from_env(env),
         }
     }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
-use shared::db::Db;
+use shared::db::{Db, retry_busy};
 use shared::llm::CallError;
 use shared::proto::{
     Envelope, Inbound, Outbound, Payload, Transcript, UsageRecord, chat_order_key, identity,
@@ -92,14 +92,15 @@ fn identity_kind(kind: i32) -> &'static str {
     }
 }
 
-/// A database failure is worth another delivery.
+/// A database failure is worth another delivery (or, when the database is only busy, another
+/// try without counting one).
 pub(crate) trait OrRetry<T> {
     fn or_retry(self) -> Result<T, HandleError>;
 }
 
 impl<T> OrRetry<T> for Result<T, sqlx::Error> {
     fn or_retry(self) -> Result<T, HandleError> {
-        self.map_err(|e| HandleError::Retry(format!("database: {e}")))
+        self.map_err(|e| HandleError::database(&e))
     }
 }
 
@@ -432,24 +433,22 @@ impl Brain {
         let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
         let encoded_inbound = prost::Message::encode_to_vec(ib);
-        let stored = store::commit(
-            &self.db,
-            &store::Outcome {
-                contact_id: Some(&contact.id),
-                inbound_id: &ib.message_id,
-                turns: &decision.turns,
-                events: &encoded,
-                outcome: decision.outcome,
-                disclosed: decision.disclosed,
-                voice_pending: decision
-                    .voice_deadline_ms
-                    .map(|dl| (encoded_inbound.as_slice(), dl)),
-                voice_done: None,
-            },
-            now,
-        )
-        .await
-        .or_retry()?;
+        let outcome = store::Outcome {
+            contact_id: Some(&contact.id),
+            inbound_id: &ib.message_id,
+            turns: &decision.turns,
+            events: &encoded,
+            outcome: decision.outcome,
+            disclosed: decision.disclosed,
+            voice_pending: decision
+                .voice_deadline_ms
+                .map(|dl| (encoded_inbound.as_slice(), dl)),
+            voice_done: None,
+        };
+        // A busy database is waited for here: a redelivery would ask the model again.
+        let stored = retry_busy(|| store::commit(&self.db, &outcome, now))
+            .await
+            .or_retry()?;
         if stored.is_none() {
             tracing::info!(
                 outcome = decision.outcome,
@@ -506,22 +505,19 @@ impl Brain {
             .increment(1);
         let events = self.events(&ib, &decision, ":voice");
         let encoded = store::encode_events(&events);
-        let stored = store::commit(
-            &self.db,
-            &store::Outcome {
-                contact_id: Some(&contact.id),
-                inbound_id: &key,
-                turns: &decision.turns,
-                events: &encoded,
-                outcome: decision.outcome,
-                disclosed: decision.disclosed,
-                voice_pending: None,
-                voice_done: Some(&t.message_id),
-            },
-            now,
-        )
-        .await
-        .or_retry()?;
+        let outcome = store::Outcome {
+            contact_id: Some(&contact.id),
+            inbound_id: &key,
+            turns: &decision.turns,
+            events: &encoded,
+            outcome: decision.outcome,
+            disclosed: decision.disclosed,
+            voice_pending: None,
+            voice_done: Some(&t.message_id),
+        };
+        let stored = retry_busy(|| store::commit(&self.db, &outcome, now))
+            .await
+            .or_retry()?;
         published(stored, events)
     }
 }
@@ -571,5 +567,12 @@ impl Handler for Brain {
             ))),
             None => Err(HandleError::Permanent("empty envelope".into())),
         }
+    }
+
+    /// The longest answer deadline, plus room for a busy database.
+    fn deadline(&self) -> std::time::Duration {
+        let c = &self.cfg;
+        c.text_deadline.max(c.image_deadline).max(c.voice_deadline)
+            + std::time::Duration::from_secs(15)
     }
 }

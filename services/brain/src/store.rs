@@ -129,7 +129,11 @@ pub async fn resolve(
     identities: &[(String, String)],
     now_ms: i64,
 ) -> Result<Contact, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    // The common case reads only: every identity is known and names one contact.
+    if let Some(c) = known_contact(db, identities).await? {
+        return Ok(c);
+    }
+    let mut tx = db.begin_write().await?;
     let mut found: Option<String> = None;
     for (kind, value) in identities {
         let row =
@@ -174,6 +178,34 @@ pub async fn resolve(
     Ok(contact(db, &id)
         .await?
         .expect("the contact was just written"))
+}
+
+/// The contact when all `identities` are linked to the same one.
+async fn known_contact(
+    db: &Db,
+    identities: &[(String, String)],
+) -> Result<Option<Contact>, sqlx::Error> {
+    let mut id: Option<String> = None;
+    for (kind, value) in identities {
+        let row =
+            sqlx::query("SELECT contact_id FROM contact_identities WHERE kind = $1 AND value = $2")
+                .bind(kind)
+                .bind(value)
+                .fetch_optional(db.pool())
+                .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let found: String = row.try_get("contact_id")?;
+        match &id {
+            Some(prev) if *prev != found => return Ok(None),
+            _ => id = Some(found),
+        }
+    }
+    match id {
+        Some(id) => contact(db, &id).await,
+        None => Ok(None),
+    }
 }
 
 /// The contact of a phone number (E.164), if known.
@@ -338,7 +370,7 @@ pub struct Outcome<'a> {
 /// Writes memory, the disclosure mark and the outbox row together. When another delivery
 /// already wrote this inbound message's outbox, nothing is written and its events are returned.
 pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (inbound_message_id) DO NOTHING",
@@ -483,7 +515,7 @@ pub async fn activity(
 /// `!forget`: erases a contact's memory, pending work, identities and the contact itself; its
 /// usage is kept, unlinked (daily aggregates move to the anonymous row).
 pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let merge = format!(
         "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
          completion_tokens, audio_ms, latency_ms, records) \

@@ -140,6 +140,11 @@ impl Handler for Deliverer {
         );
         Ok(Vec::new())
     }
+
+    /// A delivery may wait for the transport's pacing (anti-ban delays, reconnects).
+    fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(60)
+    }
 }
 
 /// Writes the sent record, retrying briefly: the part is out, so losing the record would send

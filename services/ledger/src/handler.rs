@@ -268,7 +268,7 @@ impl Handler for Ledger {
         };
         let stored = store::store(&self.db, &record, thresholds)
             .await
-            .map_err(|e| HandleError::Retry(format!("database: {e}")))?;
+            .map_err(|e| HandleError::database(&e))?;
 
         if stored.inserted {
             m::record_stored(&record, known);

@@ -91,7 +91,7 @@ pub struct Stored {
 }
 
 async fn sum_day(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     day: &str,
     contact: Option<&str>,
 ) -> Result<Usd, sqlx::Error> {
@@ -101,7 +101,7 @@ async fn sum_day(
                 "SELECT CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS c FROM usage_daily WHERE day = $1",
             )
             .bind(day)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await?
         }
         Some(c) => {
@@ -110,7 +110,7 @@ async fn sum_day(
             )
             .bind(day)
             .bind(c)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await?
         }
     };
@@ -122,7 +122,7 @@ async fn sum_day(
 /// one at a time, so each sees the totals of all before it and no crossing is missed: SQLite
 /// has one writer anyway; on PostgreSQL a transaction-scoped advisory lock per day does it.
 pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     if db.backend() == shared::db::Backend::Postgres {
         let key = i64::from_le_bytes(
             blake3::hash(format!("ledger-day|{}", r.day).as_bytes()).as_bytes()[..8]
@@ -247,10 +247,8 @@ pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::E
 
 /// Today's spend (for reconciling the budget mark at startup).
 pub async fn day_total(db: &Db, day: &str) -> Result<Usd, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
-    let total = sum_day(&mut tx, day, None).await?;
-    tx.commit().await?;
-    Ok(total)
+    let mut conn = db.pool().acquire().await?;
+    sum_day(&mut conn, day, None).await
 }
 
 /// Phone numbers of the admins in the database.

@@ -284,4 +284,9 @@ impl Handler for Transcriber {
             }
         }
     }
+
+    /// A job never outlives its voice deadline; some room for publishing.
+    fn deadline(&self) -> Duration {
+        self.cfg.voice_deadline + Duration::from_secs(15)
+    }
 }

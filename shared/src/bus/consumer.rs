@@ -54,6 +54,18 @@ pub enum HandleError {
     Busy(String),
 }
 
+impl HandleError {
+    /// A database error: [`HandleError::Busy`] when the database is only saturated
+    /// ([`crate::db::is_busy`]), otherwise worth another delivery.
+    pub fn database(e: &sqlx::Error) -> Self {
+        if crate::db::is_busy(e) {
+            HandleError::Busy(format!("database: {e}"))
+        } else {
+            HandleError::Retry(format!("database: {e}"))
+        }
+    }
+}
+
 /// Handles one entry. Returns the events to publish; they are published atomically with the
 /// acknowledgement of the entry. Must be idempotent (delivery is at-least-once).
 pub trait Handler: Send + Sync + 'static {
