@@ -68,7 +68,8 @@ impl FakeChat {
     }
 }
 
-fn openai_error(status: u16, message: &str) -> Response {
+/// An error body as OpenAI sends it.
+pub fn openai_error(status: u16, message: &str) -> Response {
     let body = serde_json::json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}});
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -77,7 +78,8 @@ fn openai_error(status: u16, message: &str) -> Response {
         .into_response()
 }
 
-fn completion(text: &str) -> Response {
+/// A chat completion answering `text`, with fixed usage (100 prompt, 20 completion tokens).
+pub fn completion(text: &str) -> Response {
     axum::Json(serde_json::json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",

@@ -1,0 +1,155 @@
+//! `sb-bench`: the load benchmark (not pass/fail). Starts the stack from the release binaries
+//! beside it, drives it through the web chat API and prints throughput, latency over the
+//! model's delay, lost and duplicated answers, CPU seconds per 1,000 messages and peak memory
+//! of every process.
+//!
+//! Usage: `sb-bench [--backend sqlite|postgres] [--quick] [SCENARIO...]`, scenarios `closed`
+//! (50 customers, instant model), `open` (500 customers, one message every 1.25 s each, model
+//! answering after 1 s: 400 msg/s offered), `overhead` (100 customers, one message a second
+//! each, instant model: 100 msg/s). Default: all three. `--quick`: shorter runs.
+
+use std::time::Duration;
+
+use loadtest::load::{self, Mode, Spec};
+use loadtest::model::FakeModel;
+use loadtest::stack::{Backend, ProcUsage, Stack};
+
+struct Scenario {
+    name: &'static str,
+    customers: usize,
+    mode: Mode,
+    model_delay: Duration,
+    duration: Duration,
+    warmup: Duration,
+}
+
+fn scenarios(quick: bool) -> Vec<Scenario> {
+    let secs = |full: u64, short: u64| Duration::from_secs(if quick { short } else { full });
+    vec![
+        Scenario {
+            name: "closed",
+            customers: 50,
+            mode: Mode::Closed,
+            model_delay: Duration::ZERO,
+            duration: secs(30, 10),
+            warmup: secs(5, 2),
+        },
+        Scenario {
+            name: "open",
+            customers: 500,
+            mode: Mode::Open {
+                interval: Duration::from_millis(1250),
+            },
+            model_delay: Duration::from_secs(1),
+            duration: secs(40, 15),
+            warmup: secs(10, 5),
+        },
+        Scenario {
+            name: "overhead",
+            customers: 100,
+            mode: Mode::Open {
+                interval: Duration::from_secs(1),
+            },
+            model_delay: Duration::ZERO,
+            duration: secs(30, 10),
+            warmup: secs(5, 2),
+        },
+    ]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut backend = Backend::Sqlite;
+    let mut quick = false;
+    let mut wanted: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" => {
+                backend = match it.next().map(String::as_str) {
+                    Some("sqlite") => Backend::Sqlite,
+                    Some("postgres") => Backend::Postgres,
+                    other => anyhow::bail!("--backend sqlite|postgres, not {other:?}"),
+                }
+            }
+            "--quick" => quick = true,
+            s if !s.starts_with('-') => wanted.push(s.to_owned()),
+            other => anyhow::bail!("unknown option {other}"),
+        }
+    }
+    for s in scenarios(quick) {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == s.name) {
+            continue;
+        }
+        run(&s, backend).await?;
+    }
+    Ok(())
+}
+
+async fn run(s: &Scenario, backend: Backend) -> anyhow::Result<()> {
+    let model = FakeModel::start(s.model_delay).await?;
+    let stack = Stack::start(backend, &model.base_url, &[]).await?;
+    let before = stack.usage();
+    let spec = Spec {
+        base: stack.public_url.clone(),
+        customers: s.customers,
+        mode: s.mode,
+        duration: s.duration,
+        warmup: s.warmup,
+        drain: Duration::from_secs(30),
+        model_delay: s.model_delay,
+        per_customer: None,
+        progress: Default::default(),
+    };
+    let r = load::run(spec).await?;
+    let after = stack.usage();
+    println!(
+        "\n== {} ({:?}): {} customers, {:?}, model delay {} ms, {} s (first {} s left out)",
+        s.name,
+        backend,
+        s.customers,
+        s.mode,
+        s.model_delay.as_millis(),
+        s.duration.as_secs(),
+        s.warmup.as_secs()
+    );
+    println!(
+        "offered {:.1} msg/s, answered {:.1} msg/s | latency over the model p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        r.offered, r.throughput, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms
+    );
+    println!(
+        "sent {}, accepted {}, refused {}, replies {}, notices {}, lost {}, duplicated {} | model calls {}",
+        r.sent,
+        r.accepted,
+        r.refused,
+        r.replies,
+        r.notices,
+        r.lost,
+        r.duplicated,
+        model.calls()
+    );
+    let answered = (r.replies + r.notices).max(1) as f64;
+    for (name, a) in &after {
+        let b = before
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| *u)
+            .unwrap_or_default();
+        let cpu = cpu_per_thousand(b, *a, answered);
+        println!(
+            "  {name:<12} CPU {cpu:>6.3} s / 1,000 msgs   peak RSS {:>6.1} MB",
+            a.peak_rss_bytes as f64 / 1e6
+        );
+    }
+    println!(
+        "RESULT {}",
+        serde_json::json!({"scenario": s.name, "backend": format!("{backend:?}"), "report": r})
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+fn cpu_per_thousand(before: ProcUsage, after: ProcUsage, answered: f64) -> f64 {
+    (after.cpu_secs - before.cpu_secs) / (answered / 1000.0)
+}

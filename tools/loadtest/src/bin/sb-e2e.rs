@@ -1,0 +1,222 @@
+//! `sb-e2e`: the fault-injection suite (pass/fail). Each scenario starts the whole stack from
+//! the release binaries beside it (a private Redis with AOF, the fake model), drives customers
+//! through the web chat API in a closed loop, injects its fault mid-run, and fails unless every
+//! accepted message got exactly one answer (a `reply`; with a healthy model an apology counts
+//! as lost) — nothing lost, nothing duplicated.
+//!
+//! Usage: `sb-e2e [--backend sqlite|postgres] [--messages N] [SCENARIO...]`; scenarios
+//! `brain-kill`, `gateway-kill`, `ledger-kill` (SIGKILL mid-run, then a restart),
+//! `redis-restart` (SIGTERM), `redis-kill` (SIGKILL with `appendfsync always`), `model-faults`
+//! (30% of model calls fail, 5% hang: an apology then counts as the answer), `poison` (an
+//! undecodable entry in every stream: each dead-lettered, the rest answered). Default: all,
+//! 1,000 messages each from 50 customers (`--messages 100` is the short version `scripts/test`
+//! runs).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use loadtest::load::{self, Mode, Spec};
+use loadtest::model::{Behaviour, FakeModel};
+use loadtest::stack::{Backend, Stack};
+
+const SCENARIOS: [&str; 7] = [
+    "brain-kill",
+    "gateway-kill",
+    "ledger-kill",
+    "redis-restart",
+    "redis-kill",
+    "model-faults",
+    "poison",
+];
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run_all().await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sb-e2e: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_all() -> anyhow::Result<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut backend = Backend::Sqlite;
+    let mut messages = 1000usize;
+    let mut wanted: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" => {
+                backend = match it.next().map(String::as_str) {
+                    Some("sqlite") => Backend::Sqlite,
+                    Some("postgres") => Backend::Postgres,
+                    other => anyhow::bail!("--backend sqlite|postgres, not {other:?}"),
+                }
+            }
+            "--messages" => {
+                messages = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--messages takes a number"))?;
+            }
+            s if SCENARIOS.contains(&s) => wanted.push(s.to_owned()),
+            other => anyhow::bail!("unknown argument {other} (scenarios: {SCENARIOS:?})"),
+        }
+    }
+    if wanted.is_empty() {
+        wanted = SCENARIOS.iter().map(|s| (*s).to_owned()).collect();
+    }
+    let mut passed = 0;
+    let mut failed = 0;
+    for s in &wanted {
+        let ok = scenario(s, backend, messages).await?;
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    println!("e2e: {passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Result<bool> {
+    let faulty = name == "model-faults";
+    let model = FakeModel::start_with(Behaviour {
+        delay: Duration::from_millis(20),
+        fail: if faulty { 0.30 } else { 0.0 },
+        hang: if faulty { 0.05 } else { 0.0 },
+    })
+    .await?;
+    // A short reclaim timeout, so a killed consumer's entries are taken over quickly; a short
+    // model timeout, so hanging calls fail within the run.
+    let env = [("RECLAIM_IDLE_SECS", "3"), ("LLM_TIMEOUT_SECS", "2")];
+    let fsync = if name == "redis-kill" {
+        "always"
+    } else {
+        "everysec"
+    };
+    let mut stack = Stack::start_with_fsync(backend, &model.base_url, &env, fsync).await?;
+    if name == "poison" {
+        poison_every_stream(&stack).await?;
+    }
+    let customers = 50.min(messages);
+    let spec = Spec {
+        base: stack.public_url.clone(),
+        customers,
+        mode: Mode::Closed,
+        duration: Duration::from_secs(3600),
+        warmup: Duration::ZERO,
+        drain: Duration::from_secs(40),
+        model_delay: Duration::ZERO,
+        per_customer: Some(messages.div_ceil(customers) as u64),
+        progress: Arc::default(),
+    };
+    let progress = spec.progress.clone();
+    let started = Instant::now();
+    let load = tokio::spawn(load::run(spec));
+    // The fault, at a random moment between a quarter and three quarters of the run.
+    let at = (messages as f64 * rand::random_range(0.25..0.75)) as u64;
+    while progress.load(Ordering::Relaxed) < at && !load.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut recovery_bound = None;
+    match name {
+        "brain-kill" | "gateway-kill" | "ledger-kill" => {
+            let svc = name.trim_end_matches("-kill");
+            let killed = Instant::now();
+            stack.kill9(svc);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stack.restart(svc).await?;
+            // Everything the dead process held is answered within RECLAIM_IDLE_SECS + 2 s
+            // of the restart (its renewals stopped at the kill).
+            recovery_bound = Some(killed.elapsed() + Duration::from_secs(3 + 2));
+        }
+        "redis-restart" => stack.restart_redis_gracefully(),
+        "redis-kill" => stack.kill_redis(),
+        "model-faults" | "poison" => {}
+        other => anyhow::bail!("no scenario {other}"),
+    }
+    let r = load.await??;
+    // With a healthy model an apology is a lost answer; with a failing one it is the answer.
+    let mut ok = r.lost == 0 && r.duplicated == 0 && r.accepted > 0 && (faulty || r.notices == 0);
+    if let Some(bound) = recovery_bound
+        && r.max_ms > bound.as_secs_f64() * 1000.0
+    {
+        println!(
+            "slowest answer {:.0} ms, over the recovery bound {} ms",
+            r.max_ms,
+            bound.as_millis()
+        );
+        ok = false;
+    }
+    if name == "poison" {
+        let dead = dead_letters(&stack).await?;
+        if dead.iter().any(|(_, n)| *n != 1) {
+            println!("dead letters per stream (expected 1 each): {dead:?}");
+            ok = false;
+        }
+    }
+    println!(
+        "{} {name} ({backend:?}): fault after {at} accepted; accepted {}, replies {}, notices {}, lost {}, duplicated {}, refused {}; slowest answer {:.0} ms ({:.1} s)",
+        if ok { "PASS" } else { "FAIL" },
+        r.accepted,
+        r.replies,
+        r.notices,
+        r.lost,
+        r.duplicated,
+        r.refused,
+        r.max_ms,
+        started.elapsed().as_secs_f64()
+    );
+    if !ok {
+        for (svc, log) in stack.logs() {
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("--- {svc} (last lines)");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+    stack.stop().await;
+    Ok(ok)
+}
+
+const STREAMS: [&str; 5] = ["inbound", "outbound", "transcribe", "transcripts", "usage"];
+
+/// An undecodable entry in every stream (the deployment's prefix is `sb`).
+async fn poison_every_stream(stack: &Stack) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(stack.redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    for s in STREAMS {
+        redis::cmd("XADD")
+            .arg(format!("{{sb}}:v1:{s}"))
+            .arg("*")
+            .arg("e")
+            .arg(&b"\xff\x00 not protobuf"[..])
+            .query_async::<String>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Dead letters per stream.
+async fn dead_letters(stack: &Stack) -> anyhow::Result<Vec<(&'static str, u64)>> {
+    let mut conn = redis::Client::open(stack.redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut out = Vec::new();
+    for s in STREAMS {
+        let n: u64 = redis::cmd("XLEN")
+            .arg(format!("{{sb}}:v1:{s}:dlq"))
+            .query_async(&mut conn)
+            .await?;
+        out.push((s, n));
+    }
+    Ok(out)
+}

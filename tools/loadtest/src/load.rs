@@ -1,0 +1,402 @@
+//! Customers of the web chat API. Each customer follows its own conversation over server-sent
+//! events (`?after=0`, so nothing is missed) and sends text messages — in a closed loop (the
+//! next message when the reply arrived) or an open loop (one every interval, whatever the
+//! replies do). Every accepted message must get exactly one answer: a `reply`, or a `notice`
+//! (an apology when the model failed for good).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+/// How customers send.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// The next message as soon as the previous one is answered.
+    Closed,
+    /// One message every `interval` per customer (phases spread at random).
+    Open { interval: Duration },
+}
+
+/// A load run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// `http://host:port` of the gateway's public listener.
+    pub base: String,
+    pub customers: usize,
+    pub mode: Mode,
+    /// Sending stops after this long.
+    pub duration: Duration,
+    /// The first part of the run left out of throughput and latency (warming up).
+    pub warmup: Duration,
+    /// How long to wait for answers after sending stopped.
+    pub drain: Duration,
+    /// Subtracted from every latency: what the model itself took.
+    pub model_delay: Duration,
+    /// Closed loop: each customer stops after this many accepted messages.
+    pub per_customer: Option<u64>,
+    /// Counts accepted messages as they are accepted (for injecting faults mid-run).
+    pub progress: Arc<AtomicU64>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub sent: u64,
+    pub accepted: u64,
+    /// POSTs that were not accepted (an HTTP error, `rate_limited`, `duplicate`).
+    pub refused: u64,
+    pub replies: u64,
+    pub notices: u64,
+    /// Accepted messages with no answer at the end of the drain.
+    pub lost: u64,
+    /// Answers beyond the first for one message.
+    pub duplicated: u64,
+    /// Answers per second in the steady window.
+    pub throughput: f64,
+    /// Offered messages per second in the steady window.
+    pub offered: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+struct Answer {
+    in_reply_to: String,
+    notice: bool,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Tally {
+    /// id → when it was sent (accepted messages only).
+    sent_at: HashMap<String, Instant>,
+    /// id → answers received.
+    answers: HashMap<String, u32>,
+    notices: u64,
+    replies: u64,
+    /// (sent at, latency) of first answers.
+    latencies: Vec<(Instant, Duration)>,
+    sent: u64,
+    refused: u64,
+    /// First answers that arrived before their message's id was known.
+    early: HashMap<String, Instant>,
+}
+
+/// Runs the load and reports.
+pub async fn run(spec: Spec) -> anyhow::Result<Report> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(spec.customers * 2)
+        .build()?;
+    let run_id: u32 = rand::random::<u32>() % 1_000_000;
+    let start = Instant::now();
+    let stop_at = start + spec.duration;
+    let tallies: Vec<Arc<Mutex<Tally>>> = (0..spec.customers)
+        .map(|_| Arc::new(Mutex::new(Tally::default())))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, tally) in tallies.iter().enumerate() {
+        // A fresh number per customer and run: +1 555 RRRRRR CCCC.
+        let contact = format!("1555{run_id:06}{i:04}");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listener = tokio::spawn(listen(
+            client.clone(),
+            spec.base.clone(),
+            contact.clone(),
+            tx,
+        ));
+        let customer = Customer {
+            client: client.clone(),
+            url: format!("{}/chat/api/{contact}/messages", spec.base),
+            tally: tally.clone(),
+            answers: rx,
+            progress: spec.progress.clone(),
+        };
+        let spec = spec.clone();
+        tasks.spawn(async move {
+            let r = customer.run(&spec, stop_at).await;
+            listener.abort();
+            r
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(summarise(&spec, start, &tallies))
+}
+
+struct Customer {
+    client: reqwest::Client,
+    url: String,
+    tally: Arc<Mutex<Tally>>,
+    answers: mpsc::UnboundedReceiver<Answer>,
+    progress: Arc<AtomicU64>,
+}
+
+impl Customer {
+    async fn run(mut self, spec: &Spec, stop_at: Instant) -> anyhow::Result<()> {
+        let mut seq = 0u64;
+        match spec.mode {
+            Mode::Closed => {
+                let mut accepted = 0u64;
+                while Instant::now() < stop_at && spec.per_customer.is_none_or(|n| accepted < n) {
+                    seq += 1;
+                    let Some(id) = self.send(seq).await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    accepted += 1;
+                    // Wait for this message's answer (others are tallied on the way).
+                    let deadline = tokio::time::Instant::now() + spec.drain;
+                    loop {
+                        match tokio::time::timeout_at(deadline, self.answers.recv()).await {
+                            Ok(Some(a)) => {
+                                let done = a.in_reply_to == id;
+                                self.record(a);
+                                if done {
+                                    break;
+                                }
+                            }
+                            _ => return Ok(()),
+                        }
+                    }
+                }
+            }
+            Mode::Open { interval } => {
+                let phase = interval.mul_f64(rand::random_range(0.0..1.0));
+                let mut next = tokio::time::Instant::now() + phase;
+                while Instant::now() < stop_at {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => {
+                            next += interval;
+                            seq += 1;
+                            // Sent in the background: a slow POST must not slow the schedule.
+                            let me = self.sender();
+                            tokio::spawn(async move { me.send(seq).await });
+                        }
+                        a = self.answers.recv() => match a {
+                            Some(a) => self.record(a),
+                            None => return Ok(()),
+                        },
+                    }
+                }
+            }
+        }
+        // Drain: wait for every accepted message's answer (or the drain deadline).
+        let deadline = tokio::time::Instant::now() + spec.drain;
+        while !self.all_answered() {
+            match tokio::time::timeout_at(deadline, self.answers.recv()).await {
+                Ok(Some(a)) => self.record(a),
+                _ => break,
+            }
+        }
+        // Late duplicates show up shortly after the first answer.
+        let settle = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(a)) = tokio::time::timeout_at(settle, self.answers.recv()).await {
+            self.record(a);
+        }
+        Ok(())
+    }
+
+    fn sender(&self) -> Sender {
+        Sender {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            tally: self.tally.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    async fn send(&self, seq: u64) -> Option<String> {
+        self.sender().send(seq).await
+    }
+
+    fn record(&mut self, a: Answer) {
+        let Answer {
+            in_reply_to,
+            notice,
+            at,
+        } = a;
+        let mut t = self.tally.lock().expect("tally");
+        if notice {
+            t.notices += 1;
+        } else {
+            t.replies += 1;
+        }
+        let sent = t.sent_at.get(&in_reply_to).copied();
+        let id = in_reply_to.clone();
+        let n = t.answers.entry(in_reply_to).or_default();
+        *n += 1;
+        if *n == 1 {
+            match sent {
+                Some(sent) => t.latencies.push((sent, at.duration_since(sent))),
+                // Answered before the POST's own answer was read (open loop): matched when
+                // the sender records the id.
+                None => {
+                    t.early.insert(id, at);
+                }
+            }
+        }
+    }
+
+    fn all_answered(&self) -> bool {
+        let t = self.tally.lock().expect("tally");
+        t.sent_at.keys().all(|id| t.answers.contains_key(id))
+    }
+}
+
+#[derive(Clone)]
+struct Sender {
+    client: reqwest::Client,
+    url: String,
+    tally: Arc<Mutex<Tally>>,
+    progress: Arc<AtomicU64>,
+}
+
+impl Sender {
+    /// POSTs one message; its id when accepted.
+    async fn send(&self, seq: u64) -> Option<String> {
+        let at = Instant::now();
+        self.tally.lock().expect("tally").sent += 1;
+        let res = self
+            .client
+            .post(&self.url)
+            .json(&serde_json::json!({"text": format!("question number {seq}")}))
+            .send()
+            .await;
+        let body: Option<serde_json::Value> = match res {
+            Ok(r) if r.status().as_u16() == 202 => r.json().await.ok(),
+            _ => None,
+        };
+        let id = body
+            .filter(|b| b["status"] == "accepted")
+            .and_then(|b| b["id"].as_str().map(str::to_owned));
+        let mut t = self.tally.lock().expect("tally");
+        match &id {
+            Some(id) => {
+                self.progress.fetch_add(1, Ordering::Relaxed);
+                t.sent_at.insert(id.clone(), at);
+                if let Some(answered) = t.early.remove(id) {
+                    t.latencies.push((at, answered.duration_since(at)));
+                }
+            }
+            None => t.refused += 1,
+        }
+        id
+    }
+}
+
+/// Follows a contact's conversation and passes on every answer (`out` messages).
+async fn listen(
+    client: reqwest::Client,
+    base: String,
+    contact: String,
+    tx: mpsc::UnboundedSender<Answer>,
+) {
+    let url = format!("{base}/chat/api/{contact}/events");
+    let mut last: Option<String> = None;
+    loop {
+        let req = match &last {
+            Some(id) => client.get(&url).header("last-event-id", id.as_str()),
+            None => client.get(format!("{url}?after=0")),
+        };
+        let Ok(mut resp) = req.send().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut buf = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let mut data = None;
+                for line in event.lines() {
+                    if let Some(d) = line.strip_prefix("data:") {
+                        data = Some(d.trim().to_owned());
+                    } else if let Some(id) = line.strip_prefix("id:") {
+                        last = Some(id.trim().to_owned());
+                    }
+                }
+                let Some(v) = data.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                else {
+                    continue;
+                };
+                if v["direction"] != "out" {
+                    continue;
+                }
+                let Some(reply_to) = v["in_reply_to"].as_str() else {
+                    continue;
+                };
+                let answer = Answer {
+                    in_reply_to: reply_to.to_owned(),
+                    notice: v["kind"] == "notice",
+                    at: Instant::now(),
+                };
+                if tx.send(answer).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summarise(spec: &Spec, start: Instant, tallies: &[Arc<Mutex<Tally>>]) -> Report {
+    let mut r = Report::default();
+    let steady_from = start + spec.warmup;
+    let steady_to = start + spec.duration;
+    let window = spec
+        .duration
+        .saturating_sub(spec.warmup)
+        .as_secs_f64()
+        .max(0.001);
+    let mut lat = Vec::new();
+    let mut answered_in_window = 0u64;
+    let mut offered_in_window = 0u64;
+    for t in tallies {
+        let t = t.lock().expect("tally");
+        r.sent += t.sent;
+        r.refused += t.refused;
+        r.accepted += t.sent_at.len() as u64;
+        r.replies += t.replies;
+        r.notices += t.notices;
+        for id in t.sent_at.keys() {
+            match t.answers.get(id) {
+                None => r.lost += 1,
+                Some(n) => r.duplicated += u64::from(n.saturating_sub(1)),
+            }
+        }
+        for at in t.sent_at.values() {
+            if *at >= steady_from && *at < steady_to {
+                offered_in_window += 1;
+            }
+        }
+        for (sent, d) in &t.latencies {
+            let answered = *sent + *d;
+            if answered >= steady_from && answered < steady_to {
+                answered_in_window += 1;
+            }
+            if *sent >= steady_from && *sent < steady_to {
+                lat.push(d.saturating_sub(spec.model_delay).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    r.throughput = answered_in_window as f64 / window;
+    r.offered = offered_in_window as f64 / window;
+    r.p50_ms = percentile(&lat, 50.0);
+    r.p95_ms = percentile(&lat, 95.0);
+    r.p99_ms = percentile(&lat, 99.0);
+    r.max_ms = lat.last().copied().unwrap_or(0.0);
+    r
+}
