@@ -16,6 +16,9 @@ use sqlx::{AnyPool, Executor};
 
 use crate::config::Dsn;
 
+/// The future an [`ApplyFn`] returns.
+pub use futures_util::future::BoxFuture;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -57,6 +60,115 @@ where
     .when(is_busy)
     .sleep(tokio::time::sleep)
     .await
+}
+
+/// Jobs per group commit (histogram, label `writer`).
+pub const GROUP_COMMIT_SIZE: &str = "db_group_commit_size";
+
+/// How [`GroupCommit`] applies one job inside a write transaction.
+pub type ApplyFn<J, R> = Arc<
+    dyn for<'c> Fn(&'c mut sqlx::AnyConnection, &'c J) -> BoxFuture<'c, Result<R, sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
+/// Group commit: jobs from any number of tasks go to one writer task, which applies everything
+/// waiting (up to a batch) in one write transaction. One commit per batch instead of per job:
+/// the writer lock is taken once, and SQLite writes its WAL once, however many messages arrive
+/// together; with nothing else waiting a job is committed alone, at once. When a batch fails,
+/// each of its jobs is tried again in a transaction of its own, so one bad job fails alone.
+pub struct GroupCommit<J, R> {
+    tx: tokio::sync::mpsc::Sender<Pending<J, R>>,
+}
+
+impl<J, R> Clone for GroupCommit<J, R> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+struct Pending<J, R> {
+    job: J,
+    reply: tokio::sync::oneshot::Sender<Result<R, sqlx::Error>>,
+}
+
+impl<J: Send + Sync + 'static, R: Send + 'static> GroupCommit<J, R> {
+    /// Starts the writer task named `writer` in metrics (it ends when the last handle is
+    /// dropped).
+    pub fn spawn(writer: &'static str, db: Db, max_batch: usize, apply: ApplyFn<J, R>) -> Self {
+        metrics::describe_histogram!(
+            GROUP_COMMIT_SIZE,
+            "Jobs committed together in one database transaction"
+        );
+        let _ = metrics::histogram!(GROUP_COMMIT_SIZE, "writer" => writer);
+        let (tx, rx) = tokio::sync::mpsc::channel(max_batch.max(1) * 4);
+        tokio::spawn(group_writer(writer, db, rx, max_batch.max(1), apply));
+        Self { tx }
+    }
+
+    /// Applies `job` in the next batch and returns its result once that batch committed.
+    pub async fn commit(&self, job: J) -> Result<R, sqlx::Error> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Pending { job, reply })
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        rx.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+async fn group_writer<J, R>(
+    writer: &'static str,
+    db: Db,
+    mut rx: tokio::sync::mpsc::Receiver<Pending<J, R>>,
+    max_batch: usize,
+    apply: ApplyFn<J, R>,
+) {
+    let mut batch: Vec<Pending<J, R>> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let results: Vec<Result<R, sqlx::Error>> = match apply_batch(&db, &batch, &apply).await {
+            Ok(all) => all.into_iter().map(Ok).collect(),
+            Err(e) if batch.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                let mut each = Vec::with_capacity(batch.len());
+                for p in &batch {
+                    each.push(
+                        apply_batch(&db, std::slice::from_ref(p), &apply)
+                            .await
+                            .map(|mut v| v.pop().expect("one result for one job")),
+                    );
+                }
+                each
+            }
+        };
+        metrics::histogram!(GROUP_COMMIT_SIZE, "writer" => writer).record(batch.len() as f64);
+        for (p, r) in batch.drain(..).zip(results) {
+            let _ = p.reply.send(r);
+        }
+    }
+}
+
+async fn apply_batch<J, R>(
+    db: &Db,
+    batch: &[Pending<J, R>],
+    apply: &ApplyFn<J, R>,
+) -> Result<Vec<R>, sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for p in batch {
+        out.push(apply(&mut tx, &p.job).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// A pool plus the backend it talks to.
@@ -144,7 +256,8 @@ impl Db {
                     if backend == Backend::Sqlite {
                         conn.execute(sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 2000; \
-                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                             PRAGMA mmap_size = 268435456;",
                         ))
                         .await?;
                     }

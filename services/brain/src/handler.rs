@@ -27,6 +27,7 @@ pub struct Brain {
     pub(crate) db: Db,
     pub(crate) bus: Bus,
     pub(crate) chat: Chat,
+    commits: store::Committer,
 }
 
 /// What handling a message decided.
@@ -107,7 +108,26 @@ impl<T> OrRetry<T> for Result<T, sqlx::Error> {
 impl Brain {
     pub fn new(cfg: Config, db: Db, bus: Bus) -> Arc<Self> {
         let chat = Chat::new(&cfg);
-        Arc::new(Self { cfg, db, bus, chat })
+        let commits = store::committer(db.clone());
+        Arc::new(Self {
+            cfg,
+            db,
+            bus,
+            chat,
+            commits,
+        })
+    }
+
+    /// Commits an outcome with whatever else is being committed now. A busy database is
+    /// waited out here: a redelivery would ask the model again.
+    async fn commit(&self, outcome: store::Outcome) -> Result<Option<Vec<u8>>, HandleError> {
+        let outcome = Arc::new(outcome);
+        retry_busy(|| {
+            let o = outcome.clone();
+            async move { self.commits.commit(o).await }
+        })
+        .await
+        .or_retry()
     }
 
     fn today(&self) -> String {
@@ -432,23 +452,21 @@ impl Brain {
             .increment(1);
         let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
-        let encoded_inbound = prost::Message::encode_to_vec(ib);
-        let outcome = store::Outcome {
-            contact_id: Some(&contact.id),
-            inbound_id: &ib.message_id,
-            turns: &decision.turns,
-            events: &encoded,
-            outcome: decision.outcome,
-            disclosed: decision.disclosed,
-            voice_pending: decision
-                .voice_deadline_ms
-                .map(|dl| (encoded_inbound.as_slice(), dl)),
-            voice_done: None,
-        };
-        // A busy database is waited for here: a redelivery would ask the model again.
-        let stored = retry_busy(|| store::commit(&self.db, &outcome, now))
-            .await
-            .or_retry()?;
+        let stored = self
+            .commit(store::Outcome {
+                contact_id: Some(contact.id.clone()),
+                inbound_id: ib.message_id.clone(),
+                turns: decision.turns,
+                events: encoded,
+                outcome: decision.outcome,
+                disclosed: decision.disclosed,
+                voice_pending: decision
+                    .voice_deadline_ms
+                    .map(|dl| (prost::Message::encode_to_vec(ib), dl)),
+                voice_done: None,
+                now_ms: now,
+            })
+            .await?;
         if stored.is_none() {
             tracing::info!(
                 outcome = decision.outcome,
@@ -505,19 +523,19 @@ impl Brain {
             .increment(1);
         let events = self.events(&ib, &decision, ":voice");
         let encoded = store::encode_events(&events);
-        let outcome = store::Outcome {
-            contact_id: Some(&contact.id),
-            inbound_id: &key,
-            turns: &decision.turns,
-            events: &encoded,
-            outcome: decision.outcome,
-            disclosed: decision.disclosed,
-            voice_pending: None,
-            voice_done: Some(&t.message_id),
-        };
-        let stored = retry_busy(|| store::commit(&self.db, &outcome, now))
-            .await
-            .or_retry()?;
+        let stored = self
+            .commit(store::Outcome {
+                contact_id: Some(contact.id.clone()),
+                inbound_id: key,
+                turns: decision.turns,
+                events: encoded,
+                outcome: decision.outcome,
+                disclosed: decision.disclosed,
+                voice_pending: None,
+                voice_done: Some(t.message_id.clone()),
+                now_ms: now,
+            })
+            .await?;
         published(stored, events)
     }
 }

@@ -1,9 +1,11 @@
 //! The brain's tables: contacts and their identities, conversation memory, the outbox.
 //! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
 
+use std::sync::Arc;
+
 use prost::Message;
 use shared::bus::{Publish, Stream};
-use shared::db::Db;
+use shared::db::{Db, GroupCommit};
 use shared::proto::Envelope;
 use sqlx::Row;
 
@@ -354,41 +356,65 @@ pub async fn outbox(db: &Db, inbound_id: &str) -> Result<Option<Vec<u8>>, sqlx::
 }
 
 /// What handling one inbound message changes, written in one transaction.
-pub struct Outcome<'a> {
-    pub contact_id: Option<&'a str>,
-    pub inbound_id: &'a str,
-    pub turns: &'a [Turn],
-    pub events: &'a [u8],
-    pub outcome: &'a str,
+pub struct Outcome {
+    pub contact_id: Option<String>,
+    pub inbound_id: String,
+    pub turns: Vec<Turn>,
+    pub events: Vec<u8>,
+    pub outcome: &'static str,
     pub disclosed: bool,
     /// A voice note now waiting for its transcript: (encoded inbound event, deadline ms).
-    pub voice_pending: Option<(&'a [u8], i64)>,
+    pub voice_pending: Option<(Vec<u8>, i64)>,
     /// The transcript of this voice note (by its inbound message id) was answered.
-    pub voice_done: Option<&'a str>,
+    pub voice_done: Option<String>,
+    pub now_ms: i64,
 }
 
-/// Writes memory, the disclosure mark and the outbox row together. When another delivery
-/// already wrote this inbound message's outbox, nothing is written and its events are returned.
-pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let mut tx = db.begin_write().await?;
+/// Outcomes committed together ([`GroupCommit`]): one transaction for every message answered
+/// at about the same time.
+pub type Committer = GroupCommit<Arc<Outcome>, Option<Vec<u8>>>;
+
+/// The brain's group-commit writer.
+pub fn committer(db: Db) -> Committer {
+    GroupCommit::spawn("brain", db, 128, Arc::new(apply_shared))
+}
+
+fn apply_shared<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    o: &'c Arc<Outcome>,
+) -> shared::db::BoxFuture<'c, Result<Option<Vec<u8>>, sqlx::Error>> {
+    Box::pin(apply(conn, o))
+}
+
+/// Writes memory, the disclosure mark and the outbox row inside a write transaction. When
+/// another delivery already wrote this inbound message's outbox, nothing is written and its
+/// events are returned.
+pub async fn apply(
+    conn: &mut sqlx::AnyConnection,
+    o: &Outcome,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let now_ms = o.now_ms;
     let inserted = sqlx::query(
         "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (inbound_message_id) DO NOTHING",
     )
-    .bind(o.inbound_id)
-    .bind(o.contact_id)
-    .bind(o.events)
+    .bind(&o.inbound_id)
+    .bind(o.contact_id.as_deref())
+    .bind(&o.events)
     .bind(o.outcome)
     .bind(now_ms)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 0 {
-        tx.rollback().await?;
-        return outbox(db, o.inbound_id).await;
+        let row = sqlx::query("SELECT events FROM outbox WHERE inbound_message_id = $1")
+            .bind(&o.inbound_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return row.map(|r| r.try_get("events")).transpose();
     }
-    if let Some(contact_id) = o.contact_id {
-        for t in o.turns {
+    if let Some(contact_id) = o.contact_id.as_deref() {
+        for t in &o.turns {
             sqlx::query(
                 "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -396,39 +422,38 @@ pub async fn commit(db: &Db, o: &Outcome<'_>, now_ms: i64) -> Result<Option<Vec<
             .bind(contact_id)
             .bind(t.role)
             .bind(&t.content)
-            .bind(o.inbound_id)
+            .bind(&o.inbound_id)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        if let Some((inbound, deadline)) = o.voice_pending {
+        if let Some((inbound, deadline)) = &o.voice_pending {
             sqlx::query(
                 "INSERT INTO voice_pending (message_id, contact_id, inbound, deadline_at_ms, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
             )
-            .bind(o.inbound_id)
+            .bind(&o.inbound_id)
             .bind(contact_id)
             .bind(inbound)
-            .bind(deadline)
+            .bind(*deadline)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        if let Some(id) = o.voice_done {
+        if let Some(id) = &o.voice_done {
             sqlx::query("DELETE FROM voice_pending WHERE message_id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         if o.disclosed {
             sqlx::query("UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL")
                 .bind(now_ms)
                 .bind(contact_id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
     }
-    tx.commit().await?;
     Ok(None)
 }
 

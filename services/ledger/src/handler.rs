@@ -23,6 +23,7 @@ pub struct Ledger {
     cfg: Config,
     http: reqwest::Client,
     clock: SharedClock,
+    writer: store::Writer,
 }
 
 fn operation(op: i32) -> &'static str {
@@ -40,12 +41,14 @@ impl Ledger {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("HTTP client");
+        let writer = store::writer(db.clone());
         Arc::new(Self {
             db,
             bus,
             cfg,
             http,
             clock,
+            writer,
         })
     }
 
@@ -266,7 +269,13 @@ impl Handler for Ledger {
             contact_alert: self.cfg.contact_alert,
             daily_budget: self.cfg.daily_budget,
         };
-        let stored = store::store(&self.db, &record, thresholds)
+        let stored = self
+            .writer
+            .commit(store::Job {
+                record: record.clone(),
+                thresholds,
+                backend: self.db.backend(),
+            })
             .await
             .map_err(|e| HandleError::database(&e))?;
 

@@ -1,6 +1,8 @@
 //! Writing usage records and deciding alerts, in one database transaction.
 
-use shared::db::Db;
+use std::sync::Arc;
+
+use shared::db::{Backend, Db, GroupCommit};
 use shared::usage::Usd;
 use sqlx::Row;
 
@@ -123,7 +125,43 @@ async fn sum_day(
 /// has one writer anyway; on PostgreSQL a transaction-scoped advisory lock per day does it.
 pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::Error> {
     let mut tx = db.begin_write().await?;
-    if db.backend() == shared::db::Backend::Postgres {
+    let stored = apply(&mut tx, r, t, db.backend()).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// One record to store with [`Writer`].
+pub struct Job {
+    pub record: Record,
+    pub thresholds: Thresholds,
+    pub backend: Backend,
+}
+
+/// Records stored together ([`GroupCommit`]): one transaction for every record that arrives
+/// at about the same time. Inside it records are applied one after the other, so each still
+/// sees the totals of all before it.
+pub type Writer = GroupCommit<Job, Stored>;
+
+/// The ledger's group-commit writer.
+pub fn writer(db: Db) -> Writer {
+    GroupCommit::spawn("ledger", db, 256, Arc::new(apply_job))
+}
+
+fn apply_job<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    job: &'c Job,
+) -> shared::db::BoxFuture<'c, Result<Stored, sqlx::Error>> {
+    Box::pin(apply(conn, &job.record, job.thresholds, job.backend))
+}
+
+/// [`store`] inside a write transaction.
+async fn apply(
+    tx: &mut sqlx::AnyConnection,
+    r: &Record,
+    t: Thresholds,
+    backend: Backend,
+) -> Result<Stored, sqlx::Error> {
+    if backend == Backend::Postgres {
         let key = i64::from_le_bytes(
             blake3::hash(format!("ledger-day|{}", r.day).as_bytes()).as_bytes()[..8]
                 .try_into()
@@ -178,7 +216,7 @@ pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::E
         .execute(&mut *tx)
         .await?;
     }
-    let day_total = sum_day(&mut tx, &r.day, None).await?;
+    let day_total = sum_day(tx, &r.day, None).await?;
     if inserted {
         let mut candidates = Vec::new();
         if day_total >= t.cost_alert && t.cost_alert.pico() > 0 {
@@ -194,7 +232,7 @@ pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::E
             }
         }
         if let (Some(limit), Some(contact)) = (t.contact_alert, r.contact_id.as_deref()) {
-            let spent = sum_day(&mut tx, &r.day, Some(contact)).await?;
+            let spent = sum_day(tx, &r.day, Some(contact)).await?;
             if spent >= limit {
                 candidates.push((AlertKind::ContactCost, contact.to_owned(), limit, spent));
             }
@@ -215,14 +253,12 @@ pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::E
             .await?;
         }
     }
-    tx.commit().await?;
-
     let rows = sqlx::query(
         "SELECT day, kind, subject, threshold_pico_usd, spend_pico_usd FROM alerts_sent WHERE usage_id = $1 \
          ORDER BY kind, subject",
     )
     .bind(&r.usage_id)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *tx)
     .await?;
     let mut alerts = Vec::new();
     for row in rows {

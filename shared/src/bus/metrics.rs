@@ -41,6 +41,7 @@ pub fn register(consumes: &[Stream], publishes: &[Stream]) {
     );
     metrics::describe_counter!(PUBLISHED, "Events published");
     metrics::describe_histogram!(HANDLE_SECONDS, metrics::Unit::Seconds, "Handler latency");
+
     metrics::describe_gauge!(
         PENDING,
         "Entries delivered to the group and not yet acknowledged"

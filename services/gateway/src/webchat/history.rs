@@ -4,6 +4,7 @@
 //! event streams of every gateway replica wake up.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -34,7 +35,63 @@ pub struct History {
     conn: ConnectionManager,
     keys: Keys,
     ttl: Duration,
-    events: broadcast::Sender<String>,
+    listeners: Listeners,
+}
+
+/// This process's listeners by contact hash: a notification wakes only the event streams of
+/// the contact it is about (one broadcast channel per contact being listened to), never all of
+/// them.
+#[derive(Clone, Default)]
+struct Listeners(Arc<Mutex<HashMap<String, broadcast::Sender<Note>>>>);
+
+/// Notifications about one contact, while it is held.
+pub struct Listener {
+    pub notes: broadcast::Receiver<Note>,
+    hash: String,
+    listeners: Listeners,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut map = self.listeners.0.lock().expect("listeners lock");
+        // Only this listener's receiver is left: nobody listens to this contact any more.
+        if map
+            .get(&self.hash)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            map.remove(&self.hash);
+        }
+    }
+}
+
+impl Listeners {
+    fn subscribe(&self, hash: &str) -> Listener {
+        let mut map = self.0.lock().expect("listeners lock");
+        let tx = map
+            .entry(hash.to_owned())
+            .or_insert_with(|| broadcast::channel(16).0);
+        Listener {
+            notes: tx.subscribe(),
+            hash: hash.to_owned(),
+            listeners: self.clone(),
+        }
+    }
+
+    /// Passes a notification (`m:<hash>`, `t1:<hash>`, `t0:<hash>`) to its contact's listeners.
+    fn notify(&self, payload: &str) {
+        let Some((kind, hash)) = payload.split_once(':') else {
+            return;
+        };
+        let note = match kind {
+            "m" => Note::Message,
+            "t1" => Note::Typing(true),
+            "t0" => Note::Typing(false),
+            _ => return,
+        };
+        if let Some(tx) = self.0.lock().expect("listeners lock").get(hash) {
+            let _ = tx.send(note);
+        }
+    }
 }
 
 /// A notification: a contact's history grew, or its typing indicator changed.
@@ -46,12 +103,11 @@ pub enum Note {
 
 impl History {
     pub fn new(conn: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
-        let (events, _) = broadcast::channel(1024);
         Self {
             conn,
             keys,
             ttl,
-            events,
+            listeners: Listeners::default(),
         }
     }
 
@@ -175,23 +231,9 @@ impl History {
             .await
     }
 
-    /// Notifications for this process.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.events.subscribe()
-    }
-
-    /// Parses a notification for `hash`.
-    pub fn parse_note(payload: &str, hash: &str) -> Option<Note> {
-        let (kind, h) = payload.split_once(':')?;
-        if h != hash {
-            return None;
-        }
-        match kind {
-            "m" => Some(Note::Message),
-            "t1" => Some(Note::Typing(true)),
-            "t0" => Some(Note::Typing(false)),
-            _ => None,
-        }
+    /// Notifications about the contact whose hash is `hash`, in this process.
+    pub fn listen(&self, hash: &str) -> Listener {
+        self.listeners.subscribe(hash)
     }
 
     /// Relays Redis notifications to this process's listeners until `shutdown`, reconnecting
@@ -215,7 +257,7 @@ impl History {
                             msg = stream.next() => match msg {
                                 Some(msg) => {
                                     if let Ok(p) = msg.get_payload::<String>() {
-                                        let _ = self.events.send(p);
+                                        self.listeners.notify(&p);
                                     }
                                 }
                                 None => break,
@@ -234,5 +276,32 @@ impl History {
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_reaches_only_its_contacts_listeners_and_idle_contacts_are_forgotten() {
+        let l = Listeners::default();
+        let mut a1 = l.subscribe("a");
+        let mut a2 = l.subscribe("a");
+        let mut b = l.subscribe("b");
+        l.notify("m:a");
+        l.notify("t1:b");
+        l.notify("nonsense");
+        l.notify("m:nobody");
+        assert_eq!(a1.notes.try_recv().unwrap(), Note::Message);
+        assert_eq!(a2.notes.try_recv().unwrap(), Note::Message);
+        assert_eq!(b.notes.try_recv().unwrap(), Note::Typing(true));
+        assert!(a1.notes.try_recv().is_err());
+        assert!(b.notes.try_recv().is_err());
+        drop(a1);
+        assert!(l.0.lock().unwrap().contains_key("a"), "a2 still listens");
+        drop(a2);
+        drop(b);
+        assert!(l.0.lock().unwrap().is_empty());
     }
 }

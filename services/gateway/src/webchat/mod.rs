@@ -591,10 +591,9 @@ async fn events(
 struct SseState {
     wc: Webchat,
     contact: String,
-    hash: String,
     last: String,
     pending: std::collections::VecDeque<Event>,
-    notes: tokio::sync::broadcast::Receiver<String>,
+    notes: history::Listener,
 }
 
 fn sse_stream(
@@ -602,9 +601,8 @@ fn sse_stream(
     contact: String,
     last: String,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    let notes = wc.inner.history.subscribe();
+    let notes = wc.inner.history.listen(&History::contact_hash(&contact));
     let state = SseState {
-        hash: History::contact_hash(&contact),
         wc,
         contact,
         last,
@@ -649,28 +647,19 @@ fn sse_stream(
                 }
             }
             // Nothing new: wait for a notification (or poll again after a while).
+            // Only this contact's notifications arrive here, so any of them ends the wait.
             let deadline = tokio::time::sleep(Duration::from_secs(5));
             tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    () = &mut deadline => break,
-                    note = s.notes.recv() => match note {
-                        Ok(p) => match History::parse_note(&p, &s.hash) {
-                            Some(Note::Message) => break,
-                            Some(Note::Typing(on)) => {
-                                s.pending.push_back(
-                                    Event::default().event("typing").data(format!("{{\"on\":{on}}}")),
-                                );
-                                break;
-                            }
-                            None => {}
-                        },
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            deadline.as_mut().await;
-                            break;
-                        }
+            tokio::select! {
+                () = &mut deadline => {}
+                note = s.notes.notes.recv() => match note {
+                    Ok(Note::Typing(on)) => {
+                        s.pending.push_back(
+                            Event::default().event("typing").data(format!("{{\"on\":{on}}}")),
+                        );
                     }
+                    Ok(Note::Message) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => deadline.as_mut().await,
                 }
             }
         }
