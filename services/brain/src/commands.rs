@@ -258,6 +258,7 @@ async fn config(
                     store::set_setting(db, &key, &v, &contact.id, now)
                         .await
                         .or_retry()?;
+                    brain.settings_changed();
                     let after = settings::current(&brain.effective().await?, &key);
                     tracing::info!(key, "setting changed by an admin");
                     Ok(reply(format!("Done: {key} is now {after} (was {before}).")))
@@ -270,6 +271,7 @@ async fn config(
                 return Ok(reply("Usage: !config unset <key>"));
             };
             if store::unset_setting(db, &key).await.or_retry()? {
+                brain.settings_changed();
                 let now_value = settings::current(&brain.effective().await?, &key);
                 Ok(reply(format!(
                     "Done: {key} is back to the environment's value ({now_value})."

@@ -28,7 +28,11 @@ pub struct Brain {
     pub(crate) bus: Bus,
     pub(crate) chat: Chat,
     commits: store::Committer,
+    settings_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Config>)>>,
 }
+
+/// How long answers reuse the admins' settings before reading them again.
+const SETTINGS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What handling a message decided.
 #[derive(Default)]
@@ -115,6 +119,7 @@ impl Brain {
             bus,
             chat,
             commits,
+            settings_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -257,6 +262,28 @@ impl Brain {
         Ok(crate::settings::apply(&self.cfg, &settings))
     }
 
+    /// [`Brain::effective`] for answering: read at most once a second. A `!config set` clears
+    /// this process's copy at once; other replicas see it within a second.
+    async fn effective_for_answers(&self) -> Result<Arc<Config>, HandleError> {
+        {
+            let cached = self.settings_cache.lock().expect("settings cache");
+            if let Some((at, cfg)) = &*cached
+                && at.elapsed() < SETTINGS_TTL
+            {
+                return Ok(cfg.clone());
+            }
+        }
+        let cfg = Arc::new(self.effective().await?);
+        *self.settings_cache.lock().expect("settings cache") =
+            Some((std::time::Instant::now(), cfg.clone()));
+        Ok(cfg)
+    }
+
+    /// Admins changed a setting: the next answer reads the settings again.
+    pub(crate) fn settings_changed(&self) {
+        *self.settings_cache.lock().expect("settings cache") = None;
+    }
+
     /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.
     async fn guards(&self, contact: &Contact) -> Result<Option<Decision>, HandleError> {
         let msgs = &self.cfg.messages;
@@ -325,7 +352,7 @@ impl Brain {
         if let Some(stop) = self.guards(contact).await? {
             return Ok(stop);
         }
-        let eff = self.effective().await?;
+        let eff = self.effective_for_answers().await?;
         let image_bytes = match ib.kind() {
             inbound::Kind::Image => {
                 let media = ib.media.as_ref();

@@ -182,32 +182,38 @@ pub async fn resolve(
         .expect("the contact was just written"))
 }
 
-/// The contact when all `identities` are linked to the same one.
+/// The contact when all `identities` are linked to the same one (one query).
 async fn known_contact(
     db: &Db,
     identities: &[(String, String)],
 ) -> Result<Option<Contact>, sqlx::Error> {
-    let mut id: Option<String> = None;
+    if identities.is_empty() {
+        return Ok(None);
+    }
+    let wanted: Vec<String> = (0..identities.len())
+        .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "SELECT c.id, c.role, c.allowed, c.opted_out, c.last_refusal_day, c.disclosed_at_ms \
+         FROM contact_identities i JOIN contacts c ON c.id = i.contact_id WHERE {}",
+        wanted.join(" OR ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (kind, value) in identities {
-        let row =
-            sqlx::query("SELECT contact_id FROM contact_identities WHERE kind = $1 AND value = $2")
-                .bind(kind)
-                .bind(value)
-                .fetch_optional(db.pool())
-                .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let found: String = row.try_get("contact_id")?;
-        match &id {
-            Some(prev) if *prev != found => return Ok(None),
-            _ => id = Some(found),
-        }
+        q = q.bind(kind).bind(value);
     }
-    match id {
-        Some(id) => contact(db, &id).await,
-        None => Ok(None),
+    let rows = q.fetch_all(db.pool()).await?;
+    if rows.len() != identities.len() {
+        return Ok(None);
     }
+    let contacts = rows
+        .iter()
+        .map(contact_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if contacts.iter().any(|c| c.id != contacts[0].id) {
+        return Ok(None);
+    }
+    Ok(contacts.into_iter().next())
 }
 
 /// The contact of a phone number (E.164), if known.

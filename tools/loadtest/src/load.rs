@@ -52,6 +52,9 @@ pub struct Report {
     pub notices: u64,
     /// Accepted messages with no answer at the end of the drain.
     pub lost: u64,
+    /// Of the lost, how many have their answer in the conversation's history after all (the
+    /// event stream did not bring it: a web chat fault, not a pipeline one).
+    pub lost_but_in_history: u64,
     /// Answers beyond the first for one message.
     pub duplicated: u64,
     /// Answers per second in the steady window.
@@ -125,7 +128,49 @@ pub async fn run(spec: Spec) -> anyhow::Result<Report> {
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    Ok(summarise(&spec, start, &tallies))
+    let mut report = summarise(&spec, start, &tallies);
+    if report.lost > 0 {
+        report.lost_but_in_history = lost_in_history(&client, &spec.base, run_id, &tallies).await;
+    }
+    Ok(report)
+}
+
+/// Looks up every lost message's answer in its conversation's listing.
+async fn lost_in_history(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: u32,
+    tallies: &[Arc<Mutex<Tally>>],
+) -> u64 {
+    let mut found = 0;
+    for (i, t) in tallies.iter().enumerate() {
+        let lost: Vec<String> = {
+            let t = t.lock().expect("tally");
+            t.sent_at
+                .keys()
+                .filter(|id| !t.answers.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if lost.is_empty() {
+            continue;
+        }
+        let url = format!("{base}/chat/api/1555{run_id:06}{i:04}/messages");
+        let Ok(r) = client.get(url).send().await else {
+            continue;
+        };
+        let Ok(list) = r.json::<Vec<serde_json::Value>>().await else {
+            continue;
+        };
+        for id in &lost {
+            if list.iter().any(|m| m["in_reply_to"] == id.as_str()) {
+                found += 1;
+            } else {
+                eprintln!("lost: {id} has no answer in the history of customer {i}");
+            }
+        }
+    }
+    found
 }
 
 struct Customer {
@@ -168,6 +213,7 @@ impl Customer {
             Mode::Open { interval } => {
                 let phase = interval.mul_f64(rand::random_range(0.0..1.0));
                 let mut next = tokio::time::Instant::now() + phase;
+                let mut sending = tokio::task::JoinSet::new();
                 while Instant::now() < stop_at {
                     tokio::select! {
                         () = tokio::time::sleep_until(next) => {
@@ -175,8 +221,19 @@ impl Customer {
                             seq += 1;
                             // Sent in the background: a slow POST must not slow the schedule.
                             let me = self.sender();
-                            tokio::spawn(async move { me.send(seq).await });
+                            sending.spawn(async move { me.send(seq).await });
                         }
+                        Some(_) = sending.join_next(), if !sending.is_empty() => {}
+                        a = self.answers.recv() => match a {
+                            Some(a) => self.record(a),
+                            None => return Ok(()),
+                        },
+                    }
+                }
+                // Every POST has its answer (its id) before the drain counts what is missing.
+                while !sending.is_empty() {
+                    tokio::select! {
+                        _ = sending.join_next() => {}
                         a = self.answers.recv() => match a {
                             Some(a) => self.record(a),
                             None => return Ok(()),

@@ -119,13 +119,14 @@ async fn run(s: &Scenario, backend: Backend) -> anyhow::Result<()> {
         r.offered, r.throughput, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms
     );
     println!(
-        "sent {}, accepted {}, refused {}, replies {}, notices {}, lost {}, duplicated {} | model calls {}",
+        "sent {}, accepted {}, refused {}, replies {}, notices {}, lost {} ({} of them in the history), duplicated {} | model calls {}",
         r.sent,
         r.accepted,
         r.refused,
         r.replies,
         r.notices,
         r.lost,
+        r.lost_but_in_history,
         r.duplicated,
         model.calls()
     );
