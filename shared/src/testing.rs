@@ -254,7 +254,7 @@ impl ServiceProcess {
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .envs(
-                ["PATH", "HOME", "RUST_BACKTRACE"]
+                ["PATH", "HOME", "RUST_BACKTRACE", "LLVM_PROFILE_FILE"]
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
             )

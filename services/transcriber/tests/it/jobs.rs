@@ -234,7 +234,13 @@ async fn corrupt_audio_and_missing_media_fail_clearly_and_are_dead_lettered() {
         by_id["bad"].error
     );
     assert!(by_id["gone"].error.contains("missing or expired"));
-    let dead = rig.dead_letters().await;
+    // The failure transcript is published before the job is dead-lettered: wait for both.
+    let deadline = std::time::Instant::now() + T;
+    let mut dead = rig.dead_letters().await;
+    while dead.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        dead = rig.dead_letters().await;
+    }
     assert_eq!(dead.len(), 2);
     assert!(rig.whisper.seen().is_empty(), "nothing reached Whisper");
     assert!(rig.usage().await.is_empty());
