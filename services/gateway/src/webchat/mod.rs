@@ -237,7 +237,7 @@ impl Transport for Webchat {
         };
         self.inner
             .history
-            .append(&contact, &m)
+            .append_once(&contact, &m)
             .await
             .map_err(|e| SendError::Transient(format!("web chat history unavailable: {e}")))?;
         Ok(Sent {
