@@ -177,6 +177,19 @@ where
     false
 }
 
+/// Each chat's events (published round-robin over `chats` chats) were handled in order.
+async fn assert_handled_in_order(h: &Harness, ids: &[String], chats: usize) {
+    let mut conn = h.conn().await;
+    for c in 0..chats {
+        let order: Vec<String> = conn
+            .lrange(h.bus.keys().key(&format!("test:order:chat-{c}")), 0, -1)
+            .await
+            .unwrap();
+        let expected: Vec<String> = ids.iter().skip(c).step_by(chats).cloned().collect();
+        assert_eq!(order, expected, "chat-{c} out of order");
+    }
+}
+
 async fn pending(h: &Harness, s: Stream) -> u64 {
     h.bus.stats(s).await.unwrap().pending
 }
@@ -230,15 +243,7 @@ async fn every_event_is_handled_and_acked_exactly_once_across_two_processes() {
     }
     assert_eq!(by_worker.len(), 2, "{by_worker:?}");
     // Each chat's messages were handled in the order they were published.
-    let mut conn = h.conn().await;
-    for c in 0..40 {
-        let order: Vec<String> = conn
-            .lrange(h.bus.keys().key(&format!("test:order:chat-{c}")), 0, -1)
-            .await
-            .unwrap();
-        let expected: Vec<String> = ids.iter().skip(c).step_by(40).cloned().collect();
-        assert_eq!(order, expected, "chat-{c} out of order");
-    }
+    assert_handled_in_order(&h, &ids, 40).await;
     h.cleanup().await;
 }
 
@@ -333,15 +338,7 @@ async fn a_contact_whose_first_messages_died_with_their_consumer_is_answered_in_
     for id in &ids {
         assert_eq!(handled.get(id), Some(&1), "event {id}");
     }
-    let mut conn = h.conn().await;
-    for c in 0..10 {
-        let order: Vec<String> = conn
-            .lrange(h.bus.keys().key(&format!("test:order:chat-{c}")), 0, -1)
-            .await
-            .unwrap();
-        let expected: Vec<String> = ids.iter().skip(c).step_by(10).cloned().collect();
-        assert_eq!(order, expected, "chat-{c} out of order");
-    }
+    assert_handled_in_order(&h, &ids, 10).await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
             pending(&h, Stream::Inbound).await == 0
@@ -367,15 +364,7 @@ async fn a_panicking_handler_is_retried_and_its_contact_keeps_its_order() {
     for id in &ids {
         assert_eq!(handled.get(id), Some(&1), "event {id}");
     }
-    let mut conn = h.conn().await;
-    for c in 0..3 {
-        let order: Vec<String> = conn
-            .lrange(h.bus.keys().key(&format!("test:order:chat-{c}")), 0, -1)
-            .await
-            .unwrap();
-        let expected: Vec<String> = ids.iter().skip(c).step_by(3).cloned().collect();
-        assert_eq!(order, expected, "chat-{c} out of order");
-    }
+    assert_handled_in_order(&h, &ids, 3).await;
     assert!(w.log_text().contains("handler panicked"));
     assert_eq!(h.dlq_len(Stream::Inbound).await, 0);
     h.cleanup().await;

@@ -18,6 +18,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The value of a `--backend` option.
+    pub fn from_arg(arg: Option<&str>) -> anyhow::Result<Self> {
+        match arg {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres") => Ok(Backend::Postgres),
+            other => anyhow::bail!("--backend sqlite|postgres, not {other:?}"),
+        }
+    }
+}
+
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
     pub redis: RedisServer,

@@ -66,13 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--backend" => {
-                backend = match it.next().map(String::as_str) {
-                    Some("sqlite") => Backend::Sqlite,
-                    Some("postgres") => Backend::Postgres,
-                    other => anyhow::bail!("--backend sqlite|postgres, not {other:?}"),
-                }
-            }
+            "--backend" => backend = Backend::from_arg(it.next().map(String::as_str))?,
             "--quick" => quick = true,
             s if !s.starts_with('-') => wanted.push(s.to_owned()),
             other => anyhow::bail!("unknown option {other}"),

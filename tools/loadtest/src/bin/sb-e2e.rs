@@ -50,13 +50,7 @@ async fn run_all() -> anyhow::Result<bool> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--backend" => {
-                backend = match it.next().map(String::as_str) {
-                    Some("sqlite") => Backend::Sqlite,
-                    Some("postgres") => Backend::Postgres,
-                    other => anyhow::bail!("--backend sqlite|postgres, not {other:?}"),
-                }
-            }
+            "--backend" => backend = Backend::from_arg(it.next().map(String::as_str))?,
             "--messages" => {
                 messages = it
                     .next()
