@@ -39,6 +39,17 @@ pub struct Spec {
     pub per_customer: Option<u64>,
     /// Counts accepted messages as they are accepted (for injecting faults mid-run).
     pub progress: Arc<AtomicU64>,
+    /// Send some messages as voice notes.
+    pub voice: Option<Voice>,
+}
+
+/// Voice notes among the messages: every `every`-th message of a customer is `note` (Ogg/Opus).
+/// A voice note is answered by a "listening" notice and then the reply (or a second notice when
+/// it could not be transcribed): two answers, not a duplicate.
+#[derive(Debug, Clone)]
+pub struct Voice {
+    pub note: Arc<Vec<u8>>,
+    pub every: u64,
 }
 
 /// What a run measured.
@@ -65,6 +76,33 @@ pub struct Report {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Every completed message: (id, sent at, answered after).
+    #[serde(skip)]
+    pub samples: Vec<(String, Instant, Duration)>,
+}
+
+impl Report {
+    /// The longest wait for an answer counted from `t` (or from the POST, if later), and the
+    /// message that waited.
+    pub fn longest_wait_since(&self, t: Instant) -> (Duration, &str) {
+        self.samples
+            .iter()
+            .map(|(id, sent, took)| {
+                (
+                    (*sent + *took).saturating_duration_since(t.max(*sent)),
+                    id.as_str(),
+                )
+            })
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl Tally {
+    fn is_done(&self, id: &str) -> bool {
+        let voice = self.voice.contains(id);
+        self.answers.get(id).is_some_and(|c| c.done(voice))
+    }
 }
 
 struct Answer {
@@ -73,16 +111,39 @@ struct Answer {
     at: Instant,
 }
 
+/// Answers received for one message.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    replies: u32,
+    notices: u32,
+}
+
+impl Counts {
+    /// Answers a message of this kind gets when all goes well.
+    fn expected(voice: bool) -> u32 {
+        if voice { 2 } else { 1 }
+    }
+
+    /// Fully answered: a reply, or as many notices as it gets in all.
+    fn done(self, voice: bool) -> bool {
+        self.replies >= 1 || self.notices >= Self::expected(voice)
+    }
+}
+
 #[derive(Default)]
 struct Tally {
+    /// Ids of the messages sent as voice notes.
+    voice: std::collections::HashSet<String>,
     /// id → when it was sent (accepted messages only).
     sent_at: HashMap<String, Instant>,
     /// id → answers received.
-    answers: HashMap<String, u32>,
+    answers: HashMap<String, Counts>,
     notices: u64,
     replies: u64,
     /// (sent at, latency) of first answers.
     latencies: Vec<(Instant, Duration)>,
+    /// Ids of `latencies`, in the same order.
+    latency_ids: Vec<String>,
     sent: u64,
     refused: u64,
     /// First answers that arrived before their message's id was known.
@@ -117,6 +178,7 @@ pub async fn run(spec: Spec) -> anyhow::Result<Report> {
             tally: tally.clone(),
             answers: rx,
             progress: spec.progress.clone(),
+            voice: spec.voice.clone(),
         };
         let spec = spec.clone();
         tasks.spawn(async move {
@@ -148,7 +210,7 @@ async fn lost_in_history(
             let t = t.lock().expect("tally");
             t.sent_at
                 .keys()
-                .filter(|id| !t.answers.contains_key(*id))
+                .filter(|id| !t.is_done(id))
                 .cloned()
                 .collect()
         };
@@ -179,6 +241,7 @@ struct Customer {
     tally: Arc<Mutex<Tally>>,
     answers: mpsc::UnboundedReceiver<Answer>,
     progress: Arc<AtomicU64>,
+    voice: Option<Voice>,
 }
 
 impl Customer {
@@ -199,9 +262,8 @@ impl Customer {
                     loop {
                         match tokio::time::timeout_at(deadline, self.answers.recv()).await {
                             Ok(Some(a)) => {
-                                let done = a.in_reply_to == id;
                                 self.record(a);
-                                if done {
+                                if self.tally.lock().expect("tally").is_done(&id) {
                                     break;
                                 }
                             }
@@ -264,6 +326,7 @@ impl Customer {
             url: self.url.clone(),
             tally: self.tally.clone(),
             progress: self.progress.clone(),
+            voice: self.voice.clone(),
         }
     }
 
@@ -284,12 +347,21 @@ impl Customer {
             t.replies += 1;
         }
         let sent = t.sent_at.get(&in_reply_to).copied();
+        let was_done = t.is_done(&in_reply_to);
         let id = in_reply_to.clone();
-        let n = t.answers.entry(in_reply_to).or_default();
-        *n += 1;
-        if *n == 1 {
+        let c = t.answers.entry(in_reply_to).or_default();
+        if notice {
+            c.notices += 1;
+        } else {
+            c.replies += 1;
+        }
+        // Latency to the answer that completes the message (a voice note's reply).
+        if !was_done && t.is_done(&id) {
             match sent {
-                Some(sent) => t.latencies.push((sent, at.duration_since(sent))),
+                Some(sent) => {
+                    t.latencies.push((sent, at.duration_since(sent)));
+                    t.latency_ids.push(id);
+                }
                 // Answered before the POST's own answer was read (open loop): matched when
                 // the sender records the id.
                 None => {
@@ -301,7 +373,7 @@ impl Customer {
 
     fn all_answered(&self) -> bool {
         let t = self.tally.lock().expect("tally");
-        t.sent_at.keys().all(|id| t.answers.contains_key(id))
+        t.sent_at.keys().all(|id| t.is_done(id))
     }
 }
 
@@ -311,6 +383,7 @@ struct Sender {
     url: String,
     tally: Arc<Mutex<Tally>>,
     progress: Arc<AtomicU64>,
+    voice: Option<Voice>,
 }
 
 impl Sender {
@@ -318,12 +391,30 @@ impl Sender {
     async fn send(&self, seq: u64) -> Option<String> {
         let at = Instant::now();
         self.tally.lock().expect("tally").sent += 1;
-        let res = self
-            .client
-            .post(&self.url)
-            .json(&serde_json::json!({"text": format!("question number {seq}")}))
-            .send()
-            .await;
+        let voice = self
+            .voice
+            .as_ref()
+            .filter(|v| seq.is_multiple_of(v.every.max(1)));
+        let req = self.client.post(&self.url);
+        let req = match voice {
+            // multipart/form-data with the note as the `file` part, as the chat page sends it.
+            Some(v) => {
+                let boundary = "sbloadtestboundary7d1f";
+                let mut body = format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"voice.ogg\"\r\nContent-Type: audio/ogg\r\n\r\n"
+                )
+                .into_bytes();
+                body.extend_from_slice(&v.note);
+                body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+                req.header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body)
+            }
+            None => req.json(&serde_json::json!({"text": format!("question number {seq}")})),
+        };
+        let res = req.send().await;
         let body: Option<serde_json::Value> = match res {
             Ok(r) if r.status().as_u16() == 202 => r.json().await.ok(),
             _ => None,
@@ -336,8 +427,12 @@ impl Sender {
             Some(id) => {
                 self.progress.fetch_add(1, Ordering::Relaxed);
                 t.sent_at.insert(id.clone(), at);
+                if voice.is_some() {
+                    t.voice.insert(id.clone());
+                }
                 if let Some(answered) = t.early.remove(id) {
                     t.latencies.push((at, answered.duration_since(at)));
+                    t.latency_ids.push(id.clone());
                 }
             }
             None => t.refused += 1,
@@ -428,16 +523,26 @@ fn summarise(spec: &Spec, start: Instant, tallies: &[Arc<Mutex<Tally>>]) -> Repo
         r.replies += t.replies;
         r.notices += t.notices;
         for id in t.sent_at.keys() {
-            match t.answers.get(id) {
-                None => r.lost += 1,
-                Some(n) => r.duplicated += u64::from(n.saturating_sub(1)),
+            let voice = t.voice.contains(id);
+            let c = t.answers.get(id).copied().unwrap_or_default();
+            if !c.done(voice) {
+                r.lost += 1;
             }
+            r.duplicated +=
+                u64::from((c.replies + c.notices).saturating_sub(Counts::expected(voice)));
         }
         for at in t.sent_at.values() {
             if *at >= steady_from && *at < steady_to {
                 offered_in_window += 1;
             }
         }
+        r.samples.extend(
+            t.latency_ids
+                .iter()
+                .cloned()
+                .zip(t.latencies.iter().copied())
+                .map(|(id, (sent, took))| (id, sent, took)),
+        );
         for (sent, d) in &t.latencies {
             let answered = *sent + *d;
             if answered >= steady_from && answered < steady_to {

@@ -135,7 +135,30 @@ impl Stack {
         out
     }
 
-    /// `kill -9` of a service.
+    /// Starts `n` more replicas of `service` (each with its own internal listener).
+    pub async fn add_replicas(&mut self, service: &'static str, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut e = self.env.clone();
+            e.insert(
+                format!("{}_HTTP_ADDR", service.to_uppercase()),
+                addr.clone(),
+            );
+            let p = ServiceProcess::spawn(
+                sibling_bin(service).to_str().expect("utf-8 path"),
+                &e,
+                &addr,
+                self.dir.path(),
+            );
+            if !p.wait_status("/readyz", 200, Duration::from_secs(60)).await {
+                anyhow::bail!("{service} replica never became ready:\n{}", p.log_text());
+            }
+            self.procs.push((service, p));
+        }
+        Ok(())
+    }
+
+    /// `kill -9` of a service (its first replica).
     pub fn kill9(&mut self, name: &str) {
         if let Some((_, p)) = self.procs.iter_mut().find(|(n, _)| *n == name) {
             p.kill9();

@@ -95,6 +95,7 @@ async fn run(s: &Scenario, backend: Backend) -> anyhow::Result<()> {
         model_delay: s.model_delay,
         per_customer: None,
         progress: Default::default(),
+        voice: None,
     };
     let r = load::run(spec).await?;
     let after = stack.usage();
