@@ -63,6 +63,9 @@ pub struct Report {
     pub notices: u64,
     /// Accepted messages with no answer at the end of the drain.
     pub lost: u64,
+    /// Accepted messages answered by notices only, no reply (an apology, a failed
+    /// transcription): with a healthy model these count as lost.
+    pub notice_only: u64,
     /// Of the lost, how many have their answer in the conversation's history after all (the
     /// event stream did not bring it: a web chat fault, not a pipeline one).
     pub lost_but_in_history: u64,
@@ -527,6 +530,8 @@ fn summarise(spec: &Spec, start: Instant, tallies: &[Arc<Mutex<Tally>>]) -> Repo
             let c = t.answers.get(id).copied().unwrap_or_default();
             if !c.done(voice) {
                 r.lost += 1;
+            } else if c.replies == 0 {
+                r.notice_only += 1;
             }
             r.duplicated +=
                 u64::from((c.replies + c.notices).saturating_sub(Counts::expected(voice)));
