@@ -3,10 +3,12 @@
 //! model's delay, lost and duplicated answers, CPU seconds per 1,000 messages and peak memory
 //! of every process.
 //!
-//! Usage: `sb-bench [--backend sqlite|postgres] [--quick] [SCENARIO...]`, scenarios `closed`
-//! (50 customers, instant model), `open` (500 customers, one message every 1.25 s each, model
-//! answering after 1 s: 400 msg/s offered), `overhead` (100 customers, one message a second
-//! each, instant model: 100 msg/s). Default: all three. `--quick`: shorter runs.
+//! Usage: `sb-bench [--backend sqlite|postgres] [--quick] [--out DIR] [SCENARIO...]`, scenarios
+//! `closed` (50 customers, instant model), `open` (500 customers, one message every 1.25 s
+//! each, model answering after 1 s: 400 msg/s offered), `overhead` (100 customers, one message
+//! a second each, instant model: 100 msg/s), `sweep` (100 customers, instant model, offered
+//! load stepped from 50 to 600 msg/s on one stack; writes `DIR/sweep.tsv` for the latency plot,
+//! default `DIR` `target/bench`). Default: the first three. `--quick`: shorter runs.
 
 use std::time::Duration;
 
@@ -62,14 +64,28 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut backend = Backend::Sqlite;
     let mut quick = false;
+    let mut out = std::path::PathBuf::from("target/bench");
     let mut wanted: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" => backend = Backend::from_arg(it.next().map(String::as_str))?,
             "--quick" => quick = true,
+            "--out" => {
+                out = it
+                    .next()
+                    .map(std::path::PathBuf::from)
+                    .ok_or_else(|| anyhow::anyhow!("--out takes a directory"))?;
+            }
             s if !s.starts_with('-') => wanted.push(s.to_owned()),
             other => anyhow::bail!("unknown option {other}"),
+        }
+    }
+    if wanted.iter().any(|w| w == "sweep") {
+        sweep(backend, quick, &out).await?;
+        wanted.retain(|w| w != "sweep");
+        if wanted.is_empty() {
+            return Ok(());
         }
     }
     for s in scenarios(quick) {
@@ -148,4 +164,46 @@ async fn run(s: &Scenario, backend: Backend) -> anyhow::Result<()> {
 
 fn cpu_per_thousand(before: ProcUsage, after: ProcUsage, answered: f64) -> f64 {
     (after.cpu_secs - before.cpu_secs) / (answered / 1000.0)
+}
+
+/// Latency percentiles against offered load: one stack, 100 customers, instant model, the
+/// offered load stepped up; a row per step in `out/sweep.tsv`.
+async fn sweep(backend: Backend, quick: bool, out: &std::path::Path) -> anyhow::Result<()> {
+    let model = FakeModel::start(Duration::ZERO).await?;
+    let stack = Stack::start(backend, &model.base_url, &[]).await?;
+    let customers = 100usize;
+    let (duration, warmup) = if quick { (6, 2) } else { (15, 3) };
+    let mut rows = vec!["offered\tanswered\tp50_ms\tp95_ms\tp99_ms\tmax_ms\tlost".to_owned()];
+    println!("\n== sweep ({backend:?}): {customers} customers, instant model, {duration} s a step");
+    for rate in [50u32, 100, 200, 300, 400, 500, 600] {
+        let spec = Spec {
+            base: stack.public_url.clone(),
+            customers,
+            mode: Mode::Open {
+                interval: Duration::from_secs_f64(customers as f64 / f64::from(rate)),
+            },
+            duration: Duration::from_secs(duration),
+            warmup: Duration::from_secs(warmup),
+            drain: Duration::from_secs(30),
+            model_delay: Duration::ZERO,
+            per_customer: None,
+            progress: Default::default(),
+            voice: None,
+        };
+        let r = load::run(spec).await?;
+        println!(
+            "offered {:>6.1} msg/s  answered {:>6.1} msg/s  p50 {:>7.1} ms  p95 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  lost {}",
+            r.offered, r.throughput, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms, r.lost
+        );
+        rows.push(format!(
+            "{:.1}\t{:.1}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{}",
+            r.offered, r.throughput, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms, r.lost
+        ));
+    }
+    std::fs::create_dir_all(out)?;
+    let file = out.join("sweep.tsv");
+    std::fs::write(&file, rows.join("\n") + "\n")?;
+    println!("written: {}", file.display());
+    stack.stop().await;
+    Ok(())
 }
