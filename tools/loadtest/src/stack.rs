@@ -91,24 +91,12 @@ impl Stack {
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let mut procs = Vec::new();
-        for name in SERVICES {
-            let var = format!("{}_HTTP_ADDR", name.to_uppercase());
-            let addr = format!("127.0.0.1:{}", free_port());
-            let mut e = env.clone();
-            e.insert(var, addr.clone());
-            let p = ServiceProcess::spawn(
-                sibling_bin(name).to_str().expect("utf-8 path"),
-                &e,
-                &addr,
-                dir.path(),
-            );
-            procs.push((name, p));
-        }
+        let procs: Vec<_> = SERVICES
+            .into_iter()
+            .map(|name| (name, spawn(&env, &dir, name, &free_addr())))
+            .collect();
         for (name, p) in &procs {
-            if !p.wait_status("/readyz", 200, Duration::from_secs(60)).await {
-                anyhow::bail!("{name} never became ready:\n{}", p.log_text());
-            }
+            ready(p, name).await?;
         }
         Ok(Self {
             redis,
@@ -138,21 +126,8 @@ impl Stack {
     /// Starts `n` more replicas of `service` (each with its own internal listener).
     pub async fn add_replicas(&mut self, service: &'static str, n: usize) -> anyhow::Result<()> {
         for _ in 0..n {
-            let addr = format!("127.0.0.1:{}", free_port());
-            let mut e = self.env.clone();
-            e.insert(
-                format!("{}_HTTP_ADDR", service.to_uppercase()),
-                addr.clone(),
-            );
-            let p = ServiceProcess::spawn(
-                sibling_bin(service).to_str().expect("utf-8 path"),
-                &e,
-                &addr,
-                self.dir.path(),
-            );
-            if !p.wait_status("/readyz", 200, Duration::from_secs(60)).await {
-                anyhow::bail!("{service} replica never became ready:\n{}", p.log_text());
-            }
+            let p = spawn(&self.env, &self.dir, service, &free_addr());
+            ready(&p, service).await?;
             self.procs.push((service, p));
         }
         Ok(())
@@ -171,18 +146,13 @@ impl Stack {
             anyhow::bail!("no service {name}");
         };
         let (svc, old) = self.procs.remove(i);
-        let addr = old.http.trim_start_matches("http://").to_owned();
-        let mut e = self.env.clone();
-        e.insert(format!("{}_HTTP_ADDR", svc.to_uppercase()), addr.clone());
-        let p = ServiceProcess::spawn(
-            sibling_bin(svc).to_str().expect("utf-8 path"),
-            &e,
-            &addr,
-            self.dir.path(),
+        let p = spawn(
+            &self.env,
+            &self.dir,
+            svc,
+            old.http.trim_start_matches("http://"),
         );
-        if !p.wait_status("/readyz", 200, Duration::from_secs(60)).await {
-            anyhow::bail!("{svc} never became ready again:\n{}", p.log_text());
-        }
+        ready(&p, svc).await?;
         self.procs.insert(i, (svc, p));
         Ok(())
     }
@@ -208,6 +178,39 @@ impl Stack {
             let _ = p.terminate_async(Duration::from_secs(20)).await;
         }
         self.db.cleanup().await;
+    }
+}
+
+fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Starts the release binary of `service` with `env` and its internal listener on `addr`.
+fn spawn(
+    env: &HashMap<String, String>,
+    dir: &TempDir,
+    service: &str,
+    addr: &str,
+) -> ServiceProcess {
+    let mut e = env.clone();
+    e.insert(
+        format!("{}_HTTP_ADDR", service.to_uppercase()),
+        addr.to_owned(),
+    );
+    ServiceProcess::spawn(
+        sibling_bin(service).to_str().expect("utf-8 path"),
+        &e,
+        addr,
+        dir.path(),
+    )
+}
+
+/// Waits until `p` answers `/readyz` 200 (its log in the error when it never does).
+async fn ready(p: &ServiceProcess, service: &str) -> anyhow::Result<()> {
+    if p.wait_status("/readyz", 200, Duration::from_secs(60)).await {
+        Ok(())
+    } else {
+        anyhow::bail!("{service} never became ready:\n{}", p.log_text())
     }
 }
 

@@ -201,7 +201,6 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
                 l.contains("reclaimed")
                     || l.contains("consumer started")
                     || l.contains(slowest_id.as_str())
-                    || (svc == "transcriber" && !l.contains("voice note transcribed"))
             }) {
                 eprintln!("{svc}: {}", &l[..l.len().min(300)]);
             }
