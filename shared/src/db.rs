@@ -251,6 +251,10 @@ impl Db {
                 Backend::Postgres => 10,
             })
             .acquire_timeout(Duration::from_secs(5))
+            // No ping before every query: on SQLite it is one more hop to the connection's
+            // thread, on PostgreSQL one more round trip. A connection that broke fails its
+            // query, is dropped by the pool, and the work is retried like any database error.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

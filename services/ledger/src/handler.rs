@@ -24,7 +24,13 @@ pub struct Ledger {
     http: reqwest::Client,
     clock: SharedClock,
     writer: store::Writer,
+    /// The budget mark as last written: (day, over, when). Records repeat it within a second
+    /// without a Redis round trip each; the periodic reconcile writes it regardless.
+    mark: std::sync::Mutex<Option<(String, bool, std::time::Instant)>>,
 }
+
+/// How long a written budget mark is taken as still in place (see [`Ledger::mark`]).
+const MARK_FRESH: Duration = Duration::from_secs(1);
 
 fn operation(op: i32) -> &'static str {
     match Operation::try_from(op) {
@@ -49,6 +55,7 @@ impl Ledger {
             http,
             clock,
             writer,
+            mark: std::sync::Mutex::new(None),
         })
     }
 
@@ -126,7 +133,25 @@ impl Ledger {
         if day == self.cfg.days.day_of(self.clock.now_ms()) {
             metrics::gauge!(m::BUDGET_EXCEEDED).set(if over { 1.0 } else { 0.0 });
         }
+        *self.mark.lock().expect("mark lock") =
+            Some((day.to_owned(), over, std::time::Instant::now()));
         Ok(over)
+    }
+
+    /// [`Ledger::apply_budget_mark`] after a record, skipped while under budget and the same
+    /// cleared mark was written less than [`MARK_FRESH`] ago.
+    async fn keep_budget_mark(&self, day: &str, at_ms: i64, total: Usd) -> anyhow::Result<bool> {
+        let over = self.cfg.daily_budget.is_some_and(|b| total >= b);
+        let fresh = self
+            .mark
+            .lock()
+            .expect("mark lock")
+            .as_ref()
+            .is_some_and(|(d, o, at)| d == day && !*o && !over && at.elapsed() < MARK_FRESH);
+        if fresh {
+            return Ok(false);
+        }
+        self.apply_budget_mark(day, at_ms, total).await
     }
 
     fn alert_text(&self, a: &Alert) -> String {
@@ -291,7 +316,7 @@ impl Handler for Ledger {
         if record.day == self.cfg.days.day_of(self.clock.now_ms()) {
             metrics::gauge!(m::SPEND_TODAY).set(stored.day_total.as_f64());
         }
-        self.apply_budget_mark(&record.day, at_ms, stored.day_total)
+        self.keep_budget_mark(&record.day, at_ms, stored.day_total)
             .await
             .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?;
 

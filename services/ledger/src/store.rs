@@ -92,30 +92,49 @@ pub struct Stored {
     pub alerts: Vec<Alert>,
 }
 
-async fn sum_day(
+/// The day's total spend (kept in `usage_day_totals`).
+async fn day_spend(conn: &mut sqlx::AnyConnection, day: &str) -> Result<Usd, sqlx::Error> {
+    let row = sqlx::query("SELECT cost_pico_usd FROM usage_day_totals WHERE day = $1")
+        .bind(day)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(Usd(row
+        .map(|r| r.try_get("cost_pico_usd"))
+        .transpose()?
+        .unwrap_or(0)))
+}
+
+/// Adds `cost` to the day's total spend and returns the new total.
+async fn add_day_spend(
     conn: &mut sqlx::AnyConnection,
     day: &str,
-    contact: Option<&str>,
+    cost: Usd,
 ) -> Result<Usd, sqlx::Error> {
-    let row = match contact {
-        None => {
-            sqlx::query(
-                "SELECT CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS c FROM usage_daily WHERE day = $1",
-            )
-            .bind(day)
-            .fetch_one(&mut *conn)
-            .await?
-        }
-        Some(c) => {
-            sqlx::query(
-                "SELECT CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS c FROM usage_daily WHERE day = $1 AND contact_id = $2",
-            )
-            .bind(day)
-            .bind(c)
-            .fetch_one(&mut *conn)
-            .await?
-        }
-    };
+    let row = sqlx::query(
+        "INSERT INTO usage_day_totals (day, cost_pico_usd) VALUES ($1, $2) ON CONFLICT (day) \
+         DO UPDATE SET cost_pico_usd = usage_day_totals.cost_pico_usd + excluded.cost_pico_usd \
+         RETURNING cost_pico_usd",
+    )
+    .bind(day)
+    .bind(cost.pico())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Usd(row.try_get("cost_pico_usd")?))
+}
+
+/// A contact's spend of the day.
+async fn contact_spend(
+    conn: &mut sqlx::AnyConnection,
+    day: &str,
+    contact: &str,
+) -> Result<Usd, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(cost_pico_usd), 0) AS BIGINT) AS c FROM usage_daily WHERE day = $1 AND contact_id = $2",
+    )
+    .bind(day)
+    .bind(contact)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(Usd(row.try_get("c")?))
 }
 
@@ -197,67 +216,99 @@ async fn apply(
     .rows_affected()
         == 1;
 
-    if inserted {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, \
-             prompt_tokens, completion_tokens, audio_ms, latency_ms, records) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) {}",
-            shared::usage::DAILY_ADD_ON_CONFLICT
-        )))
+    if !inserted {
+        // A redelivery: report what the first delivery stored.
+        let day_total = day_spend(tx, &r.day).await?;
+        let alerts = alerts_of(tx, &r.usage_id).await?;
+        return Ok(Stored {
+            inserted,
+            day_total,
+            alerts,
+        });
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, \
+         prompt_tokens, completion_tokens, audio_ms, latency_ms, records) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) {}",
+        shared::usage::DAILY_ADD_ON_CONFLICT
+    )))
+    .bind(&r.day)
+    .bind(r.contact_id.as_deref().unwrap_or(""))
+    .bind(&r.priced_model)
+    .bind(r.operation)
+    .bind(r.cost.pico())
+    .bind(r.prompt_tokens)
+    .bind(r.completion_tokens)
+    .bind(r.audio_ms)
+    .bind(r.latency_ms)
+    .execute(&mut *tx)
+    .await?;
+    let day_total = add_day_spend(tx, &r.day, r.cost).await?;
+    let mut alerts = Vec::new();
+    let mut candidates = Vec::new();
+    if day_total >= t.cost_alert && t.cost_alert.pico() > 0 {
+        candidates.push((AlertKind::DailyCost, String::new(), t.cost_alert, day_total));
+    }
+    if let Some(budget) = t.daily_budget {
+        let warn = Usd(budget.pico() / 10 * 8);
+        if day_total >= warn {
+            candidates.push((AlertKind::BudgetWarning, String::new(), warn, day_total));
+        }
+        if day_total >= budget {
+            candidates.push((AlertKind::BudgetReached, String::new(), budget, day_total));
+        }
+    }
+    if let (Some(limit), Some(contact)) = (t.contact_alert, r.contact_id.as_deref()) {
+        let spent = contact_spend(tx, &r.day, contact).await?;
+        if spent >= limit {
+            candidates.push((AlertKind::ContactCost, contact.to_owned(), limit, spent));
+        }
+    }
+    for (kind, subject, threshold, spend) in candidates {
+        let raised = sqlx::query(
+            "INSERT INTO alerts_sent (day, kind, subject, threshold_pico_usd, usage_id, spend_pico_usd, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
         .bind(&r.day)
-        .bind(r.contact_id.as_deref().unwrap_or(""))
-        .bind(&r.priced_model)
-        .bind(r.operation)
-        .bind(r.cost.pico())
-        .bind(r.prompt_tokens)
-        .bind(r.completion_tokens)
-        .bind(r.audio_ms)
-        .bind(r.latency_ms)
+        .bind(kind.as_str())
+        .bind(&subject)
+        .bind(threshold.pico())
+        .bind(&r.usage_id)
+        .bind(spend.pico())
+        .bind(shared::ids::now_ms())
         .execute(&mut *tx)
-        .await?;
-    }
-    let day_total = sum_day(tx, &r.day, None).await?;
-    if inserted {
-        let mut candidates = Vec::new();
-        if day_total >= t.cost_alert && t.cost_alert.pico() > 0 {
-            candidates.push((AlertKind::DailyCost, String::new(), t.cost_alert, day_total));
-        }
-        if let Some(budget) = t.daily_budget {
-            let warn = Usd(budget.pico() / 10 * 8);
-            if day_total >= warn {
-                candidates.push((AlertKind::BudgetWarning, String::new(), warn, day_total));
-            }
-            if day_total >= budget {
-                candidates.push((AlertKind::BudgetReached, String::new(), budget, day_total));
-            }
-        }
-        if let (Some(limit), Some(contact)) = (t.contact_alert, r.contact_id.as_deref()) {
-            let spent = sum_day(tx, &r.day, Some(contact)).await?;
-            if spent >= limit {
-                candidates.push((AlertKind::ContactCost, contact.to_owned(), limit, spent));
-            }
-        }
-        for (kind, subject, threshold, spend) in candidates {
-            sqlx::query(
-                "INSERT INTO alerts_sent (day, kind, subject, threshold_pico_usd, usage_id, spend_pico_usd, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(&r.day)
-            .bind(kind.as_str())
-            .bind(&subject)
-            .bind(threshold.pico())
-            .bind(&r.usage_id)
-            .bind(spend.pico())
-            .bind(shared::ids::now_ms())
-            .execute(&mut *tx)
-            .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if raised {
+            alerts.push(Alert {
+                day: r.day.clone(),
+                kind,
+                subject,
+                threshold,
+                spend,
+            });
         }
     }
+
+    alerts.sort_by(|a, b| (a.kind.as_str(), &a.subject).cmp(&(b.kind.as_str(), &b.subject)));
+    Ok(Stored {
+        inserted,
+        day_total,
+        alerts,
+    })
+}
+
+/// The alerts a record raised, as stored.
+async fn alerts_of(
+    tx: &mut sqlx::AnyConnection,
+    usage_id: &str,
+) -> Result<Vec<Alert>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT day, kind, subject, threshold_pico_usd, spend_pico_usd FROM alerts_sent WHERE usage_id = $1 \
          ORDER BY kind, subject",
     )
-    .bind(&r.usage_id)
+    .bind(usage_id)
     .fetch_all(&mut *tx)
     .await?;
     let mut alerts = Vec::new();
@@ -274,17 +325,13 @@ async fn apply(
             spend: Usd(row.try_get("spend_pico_usd")?),
         });
     }
-    Ok(Stored {
-        inserted,
-        day_total,
-        alerts,
-    })
+    Ok(alerts)
 }
 
 /// Today's spend (for reconciling the budget mark at startup).
 pub async fn day_total(db: &Db, day: &str) -> Result<Usd, sqlx::Error> {
     let mut conn = db.pool().acquire().await?;
-    sum_day(&mut conn, day, None).await
+    day_spend(&mut conn, day).await
 }
 
 /// Phone numbers of the admins in the database.

@@ -488,3 +488,51 @@ async fn records_that_are_not_usage_are_dead_lettered() {
     assert_eq!(dead[0].kind, "permanent");
     t.done().await;
 }
+
+#[tokio::test]
+async fn upgrading_to_day_totals_keeps_the_spend_already_recorded() {
+    let t = TestDb::new().await;
+    let dir = match t.db.backend() {
+        shared::db::Backend::Sqlite => "../../migrations/sqlite",
+        shared::db::Backend::Postgres => "../../migrations/postgres",
+    };
+    // A database as the release before day totals left it: only the first migration.
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+        .await
+        .unwrap();
+    assert!(before.migrations.len() > 1);
+    before.migrations = std::borrow::Cow::Owned(before.migrations[..1].to_vec());
+    before.run(t.db.pool()).await.unwrap();
+    for (day, contact, model, cost) in [
+        ("2026-11-25", "a", "gpt-4o", 3_000_000i64),
+        ("2026-11-25", "b", "gpt-4o", 4_000_000),
+        ("2026-11-25", "b", "whisper-1", 500_000),
+        ("2026-11-24", "a", "gpt-4o", 9_000_000),
+    ] {
+        sqlx::query(
+            "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, records) \
+             VALUES ($1, $2, $3, 'chat', $4, 1)",
+        )
+        .bind(day)
+        .bind(contact)
+        .bind(model)
+        .bind(cost)
+        .execute(t.db.pool())
+        .await
+        .unwrap();
+    }
+    t.db.migrate().await.unwrap();
+    assert_eq!(
+        ledger::store::day_total(&t.db, "2026-11-25").await.unwrap(),
+        Usd(7_500_000)
+    );
+    assert_eq!(
+        ledger::store::day_total(&t.db, "2026-11-24").await.unwrap(),
+        Usd(9_000_000)
+    );
+    assert_eq!(
+        ledger::store::day_total(&t.db, "2026-11-23").await.unwrap(),
+        Usd(0)
+    );
+    t.cleanup().await;
+}

@@ -9,6 +9,7 @@
 //! a second each, instant model: 100 msg/s), `sweep` (100 customers, instant model, offered
 //! load stepped from 50 to 600 msg/s on one stack; writes `DIR/sweep.tsv` for the latency plot,
 //! default `DIR` `target/bench`). Default: the first three. `--quick`: shorter runs.
+//! `--env KEY=VALUE` (repeatable) sets a variable for every service, to measure a setting.
 
 use std::time::Duration;
 
@@ -66,11 +67,17 @@ async fn main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut out = std::path::PathBuf::from("target/bench");
     let mut wanted: Vec<String> = Vec::new();
+    let mut env: Vec<(String, String)> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" => backend = Backend::from_arg(it.next().map(String::as_str))?,
             "--quick" => quick = true,
+            "--env" => {
+                let kv = it.next().and_then(|kv| kv.split_once('='));
+                let (k, v) = kv.ok_or_else(|| anyhow::anyhow!("--env takes KEY=VALUE"))?;
+                env.push((k.to_owned(), v.to_owned()));
+            }
             "--out" => {
                 out = it
                     .next()
@@ -82,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if wanted.iter().any(|w| w == "sweep") {
-        sweep(backend, quick, &out).await?;
+        sweep(backend, quick, &out, &env).await?;
         wanted.retain(|w| w != "sweep");
         if wanted.is_empty() {
             return Ok(());
@@ -92,14 +99,14 @@ async fn main() -> anyhow::Result<()> {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == s.name) {
             continue;
         }
-        run(&s, backend).await?;
+        run(&s, backend, &env).await?;
     }
     Ok(())
 }
 
-async fn run(s: &Scenario, backend: Backend) -> anyhow::Result<()> {
+async fn run(s: &Scenario, backend: Backend, env: &[(String, String)]) -> anyhow::Result<()> {
     let model = FakeModel::start(s.model_delay).await?;
-    let stack = Stack::start(backend, &model.base_url, &[]).await?;
+    let stack = Stack::start(backend, &model.base_url, &pairs(env)).await?;
     let before = stack.usage();
     let spec = Spec {
         base: stack.public_url.clone(),
@@ -162,15 +169,24 @@ async fn run(s: &Scenario, backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 fn cpu_per_thousand(before: ProcUsage, after: ProcUsage, answered: f64) -> f64 {
     (after.cpu_secs - before.cpu_secs) / (answered / 1000.0)
 }
 
 /// Latency percentiles against offered load: one stack, 100 customers, instant model, the
 /// offered load stepped up; a row per step in `out/sweep.tsv`.
-async fn sweep(backend: Backend, quick: bool, out: &std::path::Path) -> anyhow::Result<()> {
+async fn sweep(
+    backend: Backend,
+    quick: bool,
+    out: &std::path::Path,
+    env: &[(String, String)],
+) -> anyhow::Result<()> {
     let model = FakeModel::start(Duration::ZERO).await?;
-    let stack = Stack::start(backend, &model.base_url, &[]).await?;
+    let stack = Stack::start(backend, &model.base_url, &pairs(env)).await?;
     let customers = 100usize;
     let (duration, warmup) = if quick { (6, 2) } else { (15, 3) };
     let mut rows = vec!["offered\tanswered\tp50_ms\tp95_ms\tp99_ms\tmax_ms\tlost".to_owned()];
