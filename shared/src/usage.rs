@@ -167,17 +167,6 @@ pub async fn totals(db: &Db, from: &str, to: &str) -> Result<Totals, sqlx::Error
     totals_of(&row)
 }
 
-/// Totals of one contact on one day.
-pub async fn contact_totals(db: &Db, contact_id: &str, day: &str) -> Result<Totals, sqlx::Error> {
-    let sql = format!("SELECT {TOTALS} FROM usage_daily WHERE day = $1 AND contact_id = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(day)
-        .bind(contact_id)
-        .fetch_one(db.pool())
-        .await?;
-    totals_of(&row)
-}
-
 /// The contacts that cost most over `from..=to`, most expensive first (`None`: unlinked usage
 /// of forgotten contacts).
 pub async fn top_contacts(

@@ -20,7 +20,7 @@ use crate::chat::{Answer, Chat, Image};
 use crate::commands;
 use crate::config::{AccessMode, Config};
 use crate::metrics as m;
-use crate::store::{self, Contact, Role, Turn};
+use crate::store::{self, Contact, Known, Role, Turn};
 
 pub struct Brain {
     pub(crate) cfg: Config,
@@ -200,7 +200,12 @@ impl Brain {
         Publish::new(Stream::Usage, Envelope::new("brain", Payload::Usage(u)))
     }
 
-    async fn decide(&self, ib: &Inbound, contact: &Contact) -> Result<Decision, HandleError> {
+    async fn decide(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        known: Known,
+    ) -> Result<Decision, HandleError> {
         let now = shared::ids::now_ms();
         let text = ib.text.trim();
         let msgs = &self.cfg.messages;
@@ -240,7 +245,7 @@ impl Brain {
         match ib.kind() {
             inbound::Kind::Text => {}
             inbound::Kind::Image => {}
-            inbound::Kind::Voice => return self.transcribe(ib, contact).await,
+            inbound::Kind::Voice => return self.transcribe(ib, contact, &known).await,
             inbound::Kind::Other | inbound::Kind::Unspecified => {
                 return Ok(Decision::notice(&msgs.unsupported, "unsupported"));
             }
@@ -252,7 +257,7 @@ impl Brain {
             inbound::Kind::Image => self.cfg.image_deadline,
             _ => self.cfg.text_deadline,
         };
-        self.answer(ib, contact, text, Instant::now() + budget)
+        self.answer(ib, contact, text, Instant::now() + budget, known)
             .await
     }
 
@@ -285,7 +290,7 @@ impl Brain {
     }
 
     /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.
-    async fn guards(&self, contact: &Contact) -> Result<Option<Decision>, HandleError> {
+    async fn guards(&self, known: &Known) -> Result<Option<Decision>, HandleError> {
         let msgs = &self.cfg.messages;
         if !self.cfg.endpoint.configured {
             return Ok(Some(Decision::notice(
@@ -301,10 +306,7 @@ impl Brain {
             return Ok(Some(Decision::notice(&msgs.budget, "budget")));
         }
         if self.cfg.contact_daily_tokens > 0 {
-            let t = shared::usage::contact_totals(&self.db, &contact.id, &today)
-                .await
-                .or_retry()?;
-            if (t.prompt_tokens + t.completion_tokens) as u64 >= self.cfg.contact_daily_tokens {
+            if known.tokens_today.max(0) as u64 >= self.cfg.contact_daily_tokens {
                 return Ok(Some(Decision::notice(&msgs.token_budget, "token_budget")));
             }
         }
@@ -313,8 +315,13 @@ impl Brain {
 
     /// A voice note: a transcription job and a progress notice; the answer comes with the
     /// transcript.
-    async fn transcribe(&self, ib: &Inbound, contact: &Contact) -> Result<Decision, HandleError> {
-        if let Some(stop) = self.guards(contact).await? {
+    async fn transcribe(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        known: &Known,
+    ) -> Result<Decision, HandleError> {
+        if let Some(stop) = self.guards(known).await? {
             return Ok(stop);
         }
         let Some(media) = ib.media.clone() else {
@@ -347,9 +354,10 @@ impl Brain {
         contact: &Contact,
         text: &str,
         deadline: Instant,
+        known: Known,
     ) -> Result<Decision, HandleError> {
         let msgs = &self.cfg.messages;
-        if let Some(stop) = self.guards(contact).await? {
+        if let Some(stop) = self.guards(&known).await? {
             return Ok(stop);
         }
         let eff = self.effective_for_answers().await?;
@@ -374,9 +382,7 @@ impl Brain {
             }
             _ => None,
         };
-        let memory = store::memory(&self.db, &contact.id, self.cfg.memory_turns)
-            .await
-            .or_retry()?;
+        let memory = known.memory;
         let question = if text.is_empty() && image_bytes.is_some() {
             "What can you tell me about this photo?".to_owned()
         } else {
@@ -458,23 +464,44 @@ impl Brain {
                 "inbound message without an id".into(),
             ));
         }
-        if let Some(stored) = store::outbox(&self.db, &ib.message_id).await.or_retry()? {
-            metrics::counter!(m::REPUBLISHED).increment(1);
-            tracing::info!("already answered: republishing the stored reply");
-            return stored_events(&stored);
-        }
         let identities = sender_identities(ib);
         if identities.is_empty() {
             return Err(HandleError::Permanent(
                 "inbound message without a sender identity".into(),
             ));
         }
-        let now = shared::ids::now_ms();
-        let contact = store::resolve(&self.db, &identities, now)
+        let today = self.today();
+        let text = ib.text.trim();
+        let may_answer = match ib.kind() {
+            inbound::Kind::Text => !text.starts_with('!'),
+            inbound::Kind::Image => true,
+            _ => false,
+        };
+        let turns = if may_answer { self.cfg.memory_turns } else { 0 };
+        let snap = store::snapshot(&self.db, &ib.message_id, &identities, &today, turns)
             .await
             .or_retry()?;
+        if let Some(stored) = snap.answered {
+            metrics::counter!(m::REPUBLISHED).increment(1);
+            tracing::info!("already answered: republishing the stored reply");
+            return stored_events(&stored);
+        }
+        let now = shared::ids::now_ms();
+        let (contact, known) = match snap.contact {
+            Some(c) => (c, snap.known),
+            None => {
+                // A new sender (or a new identity of one): linked in a write, then read.
+                let c = store::resolve(&self.db, &identities, now)
+                    .await
+                    .or_retry()?;
+                let known = store::known(&self.db, &c.id, &today, turns)
+                    .await
+                    .or_retry()?;
+                (c, known)
+            }
+        };
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
-        let decision = self.decide(ib, &contact).await?;
+        let decision = self.decide(ib, &contact, known).await?;
         metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome)
             .increment(1);
         let events = self.events(ib, &decision, "");
@@ -533,7 +560,11 @@ impl Brain {
             transcript::Outcome::Ok if !text.is_empty() => {
                 let remaining = (deadline_ms - now).max(0) as u64;
                 let deadline = Instant::now() + std::time::Duration::from_millis(remaining);
-                self.answer(&ib, &contact, text, deadline).await?
+                let known =
+                    store::known(&self.db, &contact.id, &self.today(), self.cfg.memory_turns)
+                        .await
+                        .or_retry()?;
+                self.answer(&ib, &contact, text, deadline, known).await?
             }
             transcript::Outcome::TooLong => {
                 Decision::notice(&msgs.voice_too_long, "voice_too_long")
