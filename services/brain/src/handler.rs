@@ -305,10 +305,10 @@ impl Brain {
         {
             return Ok(Some(Decision::notice(&msgs.budget, "budget")));
         }
-        if self.cfg.contact_daily_tokens > 0 {
-            if known.tokens_today.max(0) as u64 >= self.cfg.contact_daily_tokens {
-                return Ok(Some(Decision::notice(&msgs.token_budget, "token_budget")));
-            }
+        if self.cfg.contact_daily_tokens > 0
+            && known.tokens_today.max(0) as u64 >= self.cfg.contact_daily_tokens
+        {
+            return Ok(Some(Decision::notice(&msgs.token_budget, "token_budget")));
         }
         Ok(None)
     }
