@@ -545,18 +545,36 @@ pub async fn apply(
         return row.map(|r| r.try_get("events")).transpose();
     }
     if let Some(contact_id) = o.contact_id.as_deref() {
-        for t in &o.turns {
-            sqlx::query(
+        if !o.turns.is_empty() {
+            // All turns in one statement, in order (ids ascend with the rows).
+            let rows: Vec<String> = (0..o.turns.len())
+                .map(|i| {
+                    let b = 5 * i;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(contact_id)
-            .bind(t.role)
-            .bind(&t.content)
-            .bind(&o.inbound_id)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
+                 VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for t in &o.turns {
+                q = q
+                    .bind(contact_id)
+                    .bind(t.role)
+                    .bind(&t.content)
+                    .bind(&o.inbound_id)
+                    .bind(now_ms);
+            }
+            q.execute(&mut *conn).await?;
         }
         if let Some((inbound, deadline)) = &o.voice_pending {
             sqlx::query(
