@@ -16,6 +16,23 @@ use crate::media::{MediaError, MediaStore};
 use crate::metrics as m;
 use crate::transport::{ReceiptStatus, Transports, to_proto};
 
+/// Records a receipt's status once. KEYS[1] the sent record (`<our id>|<sent ms>`);
+/// ARGV[1] the receipts key prefix, ARGV[2] status, ARGV[3] now (ms), ARGV[4] lifetime (ms).
+/// Returns the sent record when the status is new for that message, else nil.
+static RECEIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local found = redis.call('GET', KEYS[1])
+if not found then return false end
+local id = string.match(found, '^([^|]*)')
+local key = ARGV[1] .. id
+if redis.call('HSETNX', key, ARGV[2], ARGV[3]) == 0 then return false end
+redis.call('PEXPIRE', key, ARGV[4])
+return found
+",
+    )
+});
+
 /// A message as a transport received it, before normalisation.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -413,28 +430,20 @@ impl Ingest {
         transport_message_id: &str,
         status: ReceiptStatus,
     ) -> redis::RedisResult<bool> {
-        let mut c = self.inner.conn.clone();
         let key = self.receipt_key(transport, transport_message_id);
-        let found: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+        // One round trip: which of our messages it was, and whether this status is new.
+        let found: Option<String> = RECEIPT
+            .key(&key)
+            .arg(self.inner.keys.key("gw:receipt:"))
+            .arg(status.as_str())
+            .arg(shared::ids::now_ms())
+            .arg(DEDUP_WINDOW.as_millis() as u64)
+            .invoke_async(&mut self.inner.conn.clone())
+            .await?;
         let Some(found) = found else {
             return Ok(false);
         };
         let (id, sent_ms) = found.split_once('|').unwrap_or((found.as_str(), "0"));
-        let status_key = self.inner.keys.key(&format!("gw:receipt:{id}"));
-        let first: bool = redis::cmd("HSETNX")
-            .arg(&status_key)
-            .arg(status.as_str())
-            .arg(shared::ids::now_ms())
-            .query_async(&mut c)
-            .await?;
-        if !first {
-            return Ok(false);
-        }
-        let _: () = redis::cmd("PEXPIRE")
-            .arg(&status_key)
-            .arg(DEDUP_WINDOW.as_millis() as u64)
-            .query_async(&mut c)
-            .await?;
         metrics::counter!(m::RECEIPTS, "transport" => transport.as_str(), "status" => status.as_str())
             .increment(1);
         if status == ReceiptStatus::Delivered

@@ -749,6 +749,8 @@ async fn ack<H>(inner: &Inner<H>, delivery: &Delivery, outputs: &[Publish]) {
         keys,
         &delivery.entry_id,
         delivery.order_token.as_deref(),
+        // A first delivery has no recorded error to clear.
+        delivery.deliveries > 1,
     );
     if exec_retrying(inner, &pipe, "ack").await {
         metrics::counter!(m::ACKED, "stream" => inner.stream.name()).increment(1);
@@ -764,6 +766,7 @@ fn add_ack<H>(
     keys: &Keys,
     id: &str,
     token: Option<&str>,
+    clear_error: bool,
 ) {
     pipe.cmd("XACK")
         .arg(&inner.stream_key)
@@ -777,10 +780,12 @@ fn add_ack<H>(
             .arg(id)
             .ignore();
     }
-    pipe.cmd("HDEL")
-        .arg(keys.errors(inner.stream))
-        .arg(id)
-        .ignore();
+    if clear_error {
+        pipe.cmd("HDEL")
+            .arg(keys.errors(inner.stream))
+            .arg(id)
+            .ignore();
+    }
 }
 
 async fn exec_retrying<H>(inner: &Inner<H>, pipe: &redis::Pipeline, what: &str) -> bool {
@@ -837,7 +842,7 @@ async fn dead_letter<H>(
         .arg("dlq_at_ms")
         .arg(crate::ids::now_ms())
         .ignore();
-    add_ack(&mut pipe, inner, keys, &entry.id, token.as_deref());
+    add_ack(&mut pipe, inner, keys, &entry.id, token.as_deref(), true);
     if exec_retrying(inner, &pipe, "dead-letter").await {
         metrics::counter!(m::DEAD_LETTERED, "stream" => inner.stream.name(), "reason" => kind)
             .increment(1);
