@@ -77,11 +77,14 @@ impl Handler for Deliverer {
         for (i, part) in parts.into_iter().enumerate() {
             let id = part_id(&o.message_id, i, n);
             let key = self.sent_key(&id);
-            let sent: bool = redis::cmd("EXISTS")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| HandleError::Retry(format!("cannot check the sent record: {e}")))?;
+            let sent: bool = !transport.sends_once()
+                && redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| {
+                        HandleError::Retry(format!("cannot check the sent record: {e}"))
+                    })?;
             if sent {
                 metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str()).increment(1);
                 tracing::info!(part = i + 1, "part already sent; not sending it again");
@@ -100,6 +103,8 @@ impl Handler for Deliverer {
                 .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(s) => {
+                    // Recorded also when the transport had sent it already: a crash may have
+                    // come between its send and this record.
                     let mut pipe = redis::pipe();
                     pipe.atomic();
                     pipe.cmd("SET")
@@ -111,7 +116,14 @@ impl Handler for Deliverer {
                     self.ingest
                         .sent_commands(&mut pipe, kind, &s.transport_message_id, &id);
                     record_sent(&mut conn, &pipe).await?;
-                    metrics::counter!(m::OUTBOUND_SENT, "transport" => kind.as_str()).increment(1);
+                    if s.already {
+                        metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str())
+                            .increment(1);
+                        tracing::info!(part = i + 1, "part already sent; not sending it again");
+                    } else {
+                        metrics::counter!(m::OUTBOUND_SENT, "transport" => kind.as_str())
+                            .increment(1);
+                    }
                 }
                 Err(SendError::Transient(e)) => {
                     metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "transient")

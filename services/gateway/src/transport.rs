@@ -50,6 +50,9 @@ pub struct OutgoingText {
 pub struct Sent {
     /// The transport's id of the sent message (delivery receipts refer to it).
     pub transport_message_id: String,
+    /// The transport had sent a message with this id before and did not send it again (only
+    /// a transport that [`Transport::sends_once`] says so).
+    pub already: bool,
 }
 
 /// Why a send failed.
@@ -95,6 +98,12 @@ pub trait Transport: Send + Sync + 'static {
     /// The longest text one message may carry.
     fn max_text_chars(&self) -> usize {
         MAX_TEXT_CHARS
+    }
+
+    /// Whether `send_text` itself never sends the same message id twice (the deliverer then
+    /// skips its own sent-record check, one Redis round trip per message).
+    fn sends_once(&self) -> bool {
+        false
     }
 
     /// Sends one text message.

@@ -215,6 +215,11 @@ impl Transport for Webchat {
         })
     }
 
+    /// Sending is appending to the history, once per id ([`History::append_once`]).
+    fn sends_once(&self) -> bool {
+        true
+    }
+
     async fn send_text(&self, msg: &OutgoingText) -> Result<Sent, SendError> {
         let contact = Phone::parse(&msg.chat_id)
             .map(|p| p.digits().to_owned())
@@ -235,13 +240,15 @@ impl Transport for Webchat {
             in_reply_to: (!msg.in_reply_to.is_empty()).then(|| msg.in_reply_to.clone()),
             at: now_rfc3339(),
         };
-        self.inner
+        let appended = self
+            .inner
             .history
             .append_once(&contact, &m)
             .await
             .map_err(|e| SendError::Transient(format!("web chat history unavailable: {e}")))?;
         Ok(Sent {
             transport_message_id: msg.id.clone(),
+            already: !appended,
         })
     }
 

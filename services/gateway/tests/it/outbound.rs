@@ -132,6 +132,7 @@ impl Transport for Phone {
         self.sent.lock().unwrap().push(msg.id.clone());
         Ok(Sent {
             transport_message_id: format!("wamid.{}", msg.id),
+            already: false,
         })
     }
 
