@@ -980,9 +980,15 @@ async fn renew_loop<H: Handler>(inner: Arc<Inner<H>>, stop: CancellationToken) {
     }
 }
 
+/// How often idle entries are looked for: a sixth of the idle timeout, so an entry of a dead
+/// consumer is taken over at most that long after it went idle (renewal stays at a third).
+fn reclaim_period(cfg: &crate::config::BusConfig) -> Duration {
+    (cfg.reclaim_idle / 6).max(Duration::from_millis(100))
+}
+
 async fn reclaim_loop<H: Handler>(inner: Arc<Inner<H>>, stop: CancellationToken) {
     let cfg = inner.bus.config().clone();
-    let mut tick = tokio::time::interval(side_period(&cfg));
+    let mut tick = tokio::time::interval(reclaim_period(&cfg));
     let mut conn = inner.bus.connection();
     let mut cursor = "0-0".to_owned();
     loop {
