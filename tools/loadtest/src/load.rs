@@ -79,6 +79,10 @@ pub struct Report {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The run in 5-second slices by when the answer arrived: (start of the slice in seconds,
+    /// answers per second, p99 latency over the model in ms) — shows a rate that changes
+    /// during the run.
+    pub timeline: Vec<(u64, f64, f64)>,
     /// Every completed message: (id, sent at, answered after).
     #[serde(skip)]
     pub samples: Vec<(String, Instant, Duration)>,
@@ -565,5 +569,35 @@ fn summarise(spec: &Spec, start: Instant, tallies: &[Arc<Mutex<Tally>>]) -> Repo
     r.p95_ms = percentile(&lat, 95.0);
     r.p99_ms = percentile(&lat, 99.0);
     r.max_ms = lat.last().copied().unwrap_or(0.0);
+    r.timeline = timeline(spec, start, &r.samples);
     r
+}
+
+/// Answers per second and p99 latency per 5-second slice of the run (until its end).
+fn timeline(
+    spec: &Spec,
+    start: Instant,
+    samples: &[(String, Instant, Duration)],
+) -> Vec<(u64, f64, f64)> {
+    const SLICE: u64 = 5;
+    let slices = spec.duration.as_secs().div_ceil(SLICE) as usize;
+    let mut by_slice: Vec<Vec<f64>> = vec![Vec::new(); slices];
+    for (_, sent, took) in samples {
+        let at = (*sent + *took).saturating_duration_since(start).as_secs() / SLICE;
+        if let Some(v) = by_slice.get_mut(at as usize) {
+            v.push(took.saturating_sub(spec.model_delay).as_secs_f64() * 1000.0);
+        }
+    }
+    by_slice
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (
+                i as u64 * SLICE,
+                v.len() as f64 / SLICE as f64,
+                percentile(&v, 99.0),
+            )
+        })
+        .collect()
 }

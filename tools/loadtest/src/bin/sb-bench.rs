@@ -148,6 +148,12 @@ async fn run(s: &Scenario, backend: Backend, env: &[(String, String)]) -> anyhow
         r.duplicated,
         model.calls()
     );
+    let slices: Vec<String> = r
+        .timeline
+        .iter()
+        .map(|(at, rate, p99)| format!("{at}s {rate:.0}/s p99 {p99:.0}"))
+        .collect();
+    println!("by 5 s: {}", slices.join(" | "));
     let answered = (r.replies + r.notices).max(1) as f64;
     for (name, a) in &after {
         let b = before
