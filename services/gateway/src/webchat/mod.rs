@@ -601,7 +601,13 @@ struct SseState {
     last: String,
     pending: std::collections::VecDeque<Event>,
     notes: history::Listener,
+    /// The last read returned less than a page: nothing newer until the next notification
+    /// (one arriving meanwhile is queued in `notes`), so no read before waiting.
+    caught_up: bool,
 }
+
+/// Entries read from the history at a time.
+const READ_PAGE: usize = 100;
 
 fn sse_stream(
     wc: Webchat,
@@ -615,20 +621,24 @@ fn sse_stream(
         last,
         pending: std::collections::VecDeque::new(),
         notes,
+        caught_up: false,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(ev) = s.pending.pop_front() {
                 return Some((Ok(ev), s));
             }
-            match s
-                .wc
-                .inner
-                .history
-                .after(&s.contact, Some(&s.last), 100)
-                .await
-            {
+            let read = if s.caught_up {
+                Ok(Vec::new())
+            } else {
+                s.wc.inner
+                    .history
+                    .after(&s.contact, Some(&s.last), READ_PAGE)
+                    .await
+            };
+            match read {
                 Ok(entries) if !entries.is_empty() => {
+                    s.caught_up = entries.len() < READ_PAGE;
                     for (id, msg) in entries {
                         if msg.direction == "out" {
                             let ingest = s.wc.inner.ingest.clone();
@@ -646,7 +656,7 @@ fn sse_stream(
                     }
                     continue;
                 }
-                Ok(_) => {}
+                Ok(_) => s.caught_up = true,
                 Err(e) => {
                     tracing::debug!(error = %e, "web chat events: Redis unavailable; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -658,15 +668,20 @@ fn sse_stream(
             let deadline = tokio::time::sleep(Duration::from_secs(5));
             tokio::pin!(deadline);
             tokio::select! {
-                () = &mut deadline => {}
+                () = &mut deadline => s.caught_up = false,
                 note = s.notes.notes.recv() => match note {
                     Ok(Note::Typing(on)) => {
                         s.pending.push_back(
                             Event::default().event("typing").data(format!("{{\"on\":{on}}}")),
                         );
                     }
-                    Ok(Note::Message) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => deadline.as_mut().await,
+                    Ok(Note::Message) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        s.caught_up = false;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        deadline.as_mut().await;
+                        s.caught_up = false;
+                    }
                 }
             }
         }
