@@ -88,6 +88,9 @@ struct Taken {
     entry: StreamId,
     deliveries: u32,
     slot: Option<OwnedSemaphorePermit>,
+    /// Known to be the head of its contact's order list (checked with the rest of its read):
+    /// it runs without asking again. A head stays the head until it is finished.
+    head: bool,
 }
 
 struct Inner<H> {
@@ -143,6 +146,7 @@ impl EntryKey {
 struct Job {
     delivery: Delivery,
     slot: Option<OwnedSemaphorePermit>,
+    head: bool,
 }
 
 /// A consumer of one stream in its group. Cheap to build; [`Consumer::run`] runs it.
@@ -309,8 +313,9 @@ async fn read_loop<H: Handler>(inner: &Arc<Inner<H>>, shutdown: &CancellationTok
             },
         };
         match read_batch(inner, c, slots, Some(block)).await {
-            Ok(taken) => {
+            Ok(mut taken) => {
                 metrics::gauge!(m::REDIS_UP).set(1.0);
+                check_heads(inner, c, &mut taken).await;
                 for t in taken {
                     dispatch(inner, t);
                 }
@@ -379,9 +384,44 @@ async fn read_batch<H: Handler>(
             entry,
             deliveries: 1,
             slot,
+            head: false,
         });
     }
     Ok(taken)
+}
+
+/// Marks the entries of a read that are the heads of their contacts' order lists, in one
+/// round trip (each would otherwise ask on its own before running). On an error nothing is
+/// marked: each asks for its turn as usual.
+async fn check_heads<H>(inner: &Inner<H>, conn: &mut MultiplexedConnection, taken: &mut [Taken]) {
+    let ordered: Vec<(usize, String)> = taken
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            t.entry
+                .get::<String>("k")
+                .filter(|k| !k.is_empty())
+                .map(|k| (i, k))
+        })
+        .collect();
+    if ordered.is_empty() {
+        return;
+    }
+    let script = redis::Script::new(scripts::ORDER_HEADS);
+    let mut inv = script.key(&inner.stream_key);
+    inv.arg(inner.group);
+    for (i, token) in &ordered {
+        inv.key(inner.bus.keys().order(inner.stream, token))
+            .arg(&taken[*i].entry.id);
+    }
+    match inv.invoke_async::<Vec<i64>>(conn).await {
+        Ok(heads) => {
+            for ((i, _), go) in ordered.iter().zip(heads) {
+                taken[*i].head = go == 1;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "order check of a read failed; each entry asks"),
+    }
 }
 
 /// Decodes an entry and queues it on its contact's lane (or runs it at once if unordered).
@@ -418,6 +458,7 @@ fn dispatch<H: Handler>(inner: &Arc<Inner<H>>, t: Taken) {
             order_token: order_token.clone(),
         },
         slot: t.slot,
+        head: t.head,
     };
     let Some(token) = order_token else {
         let inner2 = inner.clone();
@@ -461,7 +502,12 @@ async fn lane_worker<H: Handler>(inner: Arc<Inner<H>>, token: String) {
                 }
             }
         };
-        match wait_turn(&inner, &token, &job.delivery.entry_id, &wake).await {
+        let turn = if job.head {
+            Turn::Go
+        } else {
+            wait_turn(&inner, &token, &job.delivery.entry_id, &wake).await
+        };
+        match turn {
             Turn::Go => run_job(&inner, job).await,
             Turn::Stopping => {
                 release(&inner, &job.delivery.entry_id).await;
@@ -504,7 +550,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 /// Handles an entry whose turn it is, with retries in place, and acknowledges or
 /// dead-letters it.
 async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
-    let Job { mut delivery, slot } = job;
+    let Job {
+        mut delivery, slot, ..
+    } = job;
     let id = delivery.entry_id.clone();
     let stream = inner.stream.name();
     let max = inner.bus.config().max_deliveries;
@@ -1067,6 +1115,7 @@ async fn reclaim_once<H: Handler>(
         taken.push(Taken {
             entry,
             deliveries,
+            head: false,
             slot: None,
         });
     }
