@@ -90,12 +90,32 @@ impl Handler for Deliverer {
                 tracing::info!(part = i + 1, "part already sent; not sending it again");
                 continue;
             }
+            // The sent record (and the receipt mapping), written after the transport took
+            // the part — also when it had sent it already: a crash may have come between its
+            // send and this record. A transport that sends once writes it with its send.
+            let record = |tmid: &str| {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(tmid)
+                    .arg("PX")
+                    .arg(DEDUP_WINDOW.as_millis() as u64)
+                    .ignore();
+                self.ingest.sent_commands(&mut pipe, kind, tmid, &id);
+                pipe
+            };
             let msg = OutgoingText {
                 id: id.clone(),
                 chat_id: chat_id.clone(),
                 text: part,
                 kind: o.kind(),
                 in_reply_to: o.in_reply_to.clone(),
+                record: if transport.sends_once() {
+                    record(&id).cmd_iter().cloned().collect()
+                } else {
+                    Vec::new()
+                },
             };
             let started = Instant::now();
             let result = transport.send_text(&msg).await;
@@ -103,19 +123,9 @@ impl Handler for Deliverer {
                 .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(s) => {
-                    // Recorded also when the transport had sent it already: a crash may have
-                    // come between its send and this record.
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
-                    pipe.cmd("SET")
-                        .arg(&key)
-                        .arg(&s.transport_message_id)
-                        .arg("PX")
-                        .arg(DEDUP_WINDOW.as_millis() as u64)
-                        .ignore();
-                    self.ingest
-                        .sent_commands(&mut pipe, kind, &s.transport_message_id, &id);
-                    record_sent(&mut conn, &pipe).await?;
+                    if !s.recorded {
+                        record_sent(&mut conn, &record(&s.transport_message_id)).await?;
+                    }
                     if s.already {
                         metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str())
                             .increment(1);

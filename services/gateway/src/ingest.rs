@@ -170,17 +170,18 @@ impl Ingest {
     /// Takes one received message: drops it if seen before, enforces the rate limits (telling
     /// the sender once per window), stores its media and publishes it to the brain.
     pub async fn accept(&self, msg: Incoming) -> Result<Outcome, IngestError> {
-        self.accept_with(msg, |_| {}).await
+        self.accept_with(msg, |_, _| {}).await
     }
 
     /// [`Ingest::accept`], with `extra` commands written in the same transaction as the
     /// message's publication (or its notice): the web chat records its history entry this way.
+    /// `extra`'s flag says whether the message is published (not refused by a rate limit).
     /// Not run for duplicates.
     #[tracing::instrument(name = "gateway.inbound", skip_all, fields(transport = msg.transport.as_str(), message_id))]
     pub async fn accept_with(
         &self,
         msg: Incoming,
-        extra: impl Fn(&mut redis::Pipeline),
+        extra: impl Fn(&mut redis::Pipeline, bool),
     ) -> Result<Outcome, IngestError> {
         let inner = &self.inner;
         let transport = msg.transport.as_str();
@@ -216,7 +217,7 @@ impl Ingest {
                 } else {
                     let mut pipe = redis::pipe();
                     pipe.atomic();
-                    extra(&mut pipe);
+                    extra(&mut pipe, false);
                     pipe.query_async::<()>(&mut inner.conn.clone()).await?;
                 }
                 return Ok(Outcome::Limited {
@@ -252,7 +253,7 @@ impl Ingest {
         msg: &Incoming,
         message_id: &str,
         sender: &str,
-        extra: &impl Fn(&mut redis::Pipeline),
+        extra: &impl Fn(&mut redis::Pipeline, bool),
     ) -> Result<(), IngestError> {
         let inner = &self.inner;
         let media = match &msg.media {
@@ -290,7 +291,7 @@ impl Ingest {
                     &msg.transport_message_id,
                     message_id,
                 );
-                extra(pipe);
+                extra(pipe, true);
             })
             .await?;
         Ok(())
@@ -302,7 +303,7 @@ impl Ingest {
         msg: &Incoming,
         in_reply_to: &str,
         text: &str,
-        extra: &impl Fn(&mut redis::Pipeline),
+        extra: &impl Fn(&mut redis::Pipeline, bool),
     ) -> Result<(), IngestError> {
         let transport = to_proto(msg.transport);
         let id = blake3::hash(format!("notice|{in_reply_to}").as_bytes()).to_hex()[..26].to_owned();
@@ -328,7 +329,7 @@ impl Ingest {
                     env,
                     chat_order_key(transport, &msg.chat_id),
                 )],
-                |pipe| extra(pipe),
+                |pipe| extra(pipe, false),
             )
             .await?;
         Ok(())
@@ -362,19 +363,28 @@ impl Ingest {
         }
         let chat = chat_id.to_owned();
         let inner = self.inner.clone();
+        // Where the indicator rides on the messages, the acceptance showed it and the reply
+        // clears it: only renewals, and the end when no reply came in time, are written here.
+        let with_messages = t.typing_with_messages();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + TYPING_CAP;
-            loop {
-                if let Err(e) = t.typing(&chat, true).await {
+            let mut first = true;
+            let replied = loop {
+                if !(first && with_messages)
+                    && let Err(e) = t.typing(&chat, true).await
+                {
                     tracing::debug!(error = %e, "typing indicator failed");
                 }
+                first = false;
                 tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = token.cancelled() => break true,
+                    () = tokio::time::sleep_until(deadline) => break false,
                     () = tokio::time::sleep(std::time::Duration::from_secs(8)) => {}
                 }
+            };
+            if !(replied && with_messages) {
+                let _ = t.typing(&chat, false).await;
             }
-            let _ = t.typing(&chat, false).await;
             let mut typing = inner.typing.lock().expect("typing lock");
             if typing
                 .get(&(transport, chat.clone()))

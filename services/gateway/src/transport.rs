@@ -43,6 +43,10 @@ pub struct OutgoingText {
     pub text: String,
     pub kind: proto::outbound::Kind,
     pub in_reply_to: String,
+    /// The deliverer's record of this part being sent, for a transport that
+    /// [`Transport::sends_once`]: its send is a Redis write, and it writes these commands in
+    /// the same transaction (one round trip instead of two) and says so in [`Sent::recorded`].
+    pub record: Vec<redis::Cmd>,
 }
 
 /// The transport accepted a message.
@@ -53,6 +57,8 @@ pub struct Sent {
     /// The transport had sent a message with this id before and did not send it again (only
     /// a transport that [`Transport::sends_once`] says so).
     pub already: bool,
+    /// The part's [`OutgoingText::record`] was written with it.
+    pub recorded: bool,
 }
 
 /// Why a send failed.
@@ -111,6 +117,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Shows (`on`) or clears the typing indicator in a chat. Best effort.
     async fn typing(&self, chat_id: &str, on: bool) -> Result<(), SendError>;
+
+    /// Whether the typing indicator rides on the messages themselves: shown by the write that
+    /// accepts an inbound message, cleared by the write that sends the reply (the web chat).
+    /// The gateway then only renews it and clears it when no reply came in time.
+    fn typing_with_messages(&self) -> bool {
+        false
+    }
 
     /// How this transport links an account (WhatsApp Web), or `None` when it never does: the
     /// QR code and/or pairing code waiting to be used (both `None` once linked).

@@ -781,6 +781,7 @@ impl Transport for Web {
             Ok(Answer { id, .. }) => Ok(Sent {
                 transport_message_id: id.unwrap_or_else(|| msg.id.clone()),
                 already: false,
+                recorded: false,
             }),
             Err((e, true)) => Err(SendError::Transient(e)),
             Err((e, false)) => Err(SendError::Permanent(e)),

@@ -36,14 +36,16 @@ const APPEND_ONCE_WINDOW: Duration = Duration::from_secs(3600);
 
 /// KEYS[1] history stream, KEYS[2] the message's marker. ARGV[1] marker lifetime (ms),
 /// ARGV[2] the message (JSON), ARGV[3] MAXLEN, ARGV[4] MINID, ARGV[5] history lifetime (ms),
-/// ARGV[6] notification channel, ARGV[7] notification. Returns 1 when appended, 0 when the
-/// message was appended before.
+/// ARGV[6] notification channel, ARGV[7] notification, ARGV[8] a second notification after
+/// it ('' = none: the typing indicator's end). Returns 1 when appended, 0 when the message
+/// was appended before.
 const APPEND_ONCE: &str = r"
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[8]) end
 return 1
 ";
 
@@ -173,26 +175,57 @@ impl History {
     }
 
     /// Appends an outgoing message unless a message with its id was appended within the last
-    /// hour (one script: the check and the append are atomic). The deliverer records a part as
-    /// sent only after the transport accepted it; for the web chat, whose "send" is this very
-    /// write, a crash in between (or a Redis restart that lost the reply) would otherwise show
-    /// the answer twice when the entry is redelivered. Returns whether it was appended.
-    pub async fn append_once(&self, contact: &str, msg: &ChatMessage) -> redis::RedisResult<bool> {
+    /// hour (one script: the check and the append are atomic), and writes `with` in the same
+    /// transaction. The deliverer records a part as sent only after the transport accepted
+    /// it; for the web chat, whose "send" is this very write, a crash in between (or a Redis
+    /// restart that lost the reply) would otherwise show the answer twice when the entry is
+    /// redelivered. `typing_ends` also clears the contact's typing indicator. Returns whether
+    /// it was appended.
+    pub async fn append_once(
+        &self,
+        contact: &str,
+        msg: &ChatMessage,
+        typing_ends: bool,
+        with: &[redis::Cmd],
+    ) -> redis::RedisResult<bool> {
         let json = serde_json::to_string(msg).expect("a chat message serialises");
         let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
-        let appended: i64 = redis::Script::new(APPEND_ONCE)
-            .key(self.key(contact))
-            .key(self.keys.key(&format!("wc:out:{}", msg.id)))
+        let hash = Self::contact_hash(contact);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        // EVAL, not EVALSHA: inside MULTI a Redis that forgot its script cache would fail
+        // the whole transaction.
+        pipe.cmd("EVAL")
+            .arg(APPEND_ONCE)
+            .arg(2)
+            .arg(self.key(contact))
+            .arg(self.keys.key(&format!("wc:out:{}", msg.id)))
             .arg(APPEND_ONCE_WINDOW.as_millis() as u64)
             .arg(json)
             .arg(MAX_PER_CONTACT)
             .arg(format!("{}-0", oldest.max(0)))
             .arg(self.ttl.as_millis() as u64)
             .arg(self.channel())
-            .arg(format!("m:{}", Self::contact_hash(contact)))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(format!("m:{hash}"))
+            .arg(if typing_ends {
+                format!("t0:{hash}")
+            } else {
+                String::new()
+            });
+        for c in with {
+            pipe.add_command(c.clone()).ignore();
+        }
+        let (appended,): (i64,) = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(appended == 1)
+    }
+
+    /// The commands that tell every replica's listeners that `contact` is being typed to, for
+    /// a pipeline.
+    pub fn typing_commands(&self, pipe: &mut redis::Pipeline, contact: &str) {
+        pipe.cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(format!("t1:{}", Self::contact_hash(contact)))
+            .ignore();
     }
 
     /// Messages after entry `after` (exclusive; `None` = from the start), oldest first, with

@@ -220,6 +220,11 @@ impl Transport for Webchat {
         true
     }
 
+    /// Shown with the inbound's history entry, cleared with the reply's.
+    fn typing_with_messages(&self) -> bool {
+        true
+    }
+
     async fn send_text(&self, msg: &OutgoingText) -> Result<Sent, SendError> {
         let contact = Phone::parse(&msg.chat_id)
             .map(|p| p.digits().to_owned())
@@ -243,12 +248,13 @@ impl Transport for Webchat {
         let appended = self
             .inner
             .history
-            .append_once(&contact, &m)
+            .append_once(&contact, &m, msg.kind != outbound::Kind::Alert, &msg.record)
             .await
             .map_err(|e| SendError::Transient(format!("web chat history unavailable: {e}")))?;
         Ok(Sent {
             transport_message_id: msg.id.clone(),
             already: !appended,
+            recorded: true,
         })
     }
 
@@ -400,8 +406,11 @@ async fn post_message(
     let outcome = wc
         .inner
         .ingest
-        .accept_with(incoming, move |pipe| {
+        .accept_with(incoming, move |pipe, published| {
             history.append_commands(pipe, &contact, &in_msg);
+            if published {
+                history.typing_commands(pipe, &contact);
+            }
         })
         .await;
     match outcome {

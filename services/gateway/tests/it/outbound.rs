@@ -133,6 +133,7 @@ impl Transport for Phone {
         Ok(Sent {
             transport_message_id: format!("wamid.{}", msg.id),
             already: false,
+            recorded: false,
         })
     }
 

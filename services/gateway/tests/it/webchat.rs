@@ -98,6 +98,12 @@ async fn text_round_trip_listing_sse_resume_typing_and_receipts() {
     }
     assert!(saw_typing, "no typing event before the reply");
     let reply_event = reply_event.expect("reply event");
+    // The reply clears the indicator.
+    let cleared = events.next(T).await.expect("an event after the reply");
+    assert_eq!(
+        (cleared.event.as_str(), cleared.data.as_str()),
+        ("typing", "{\"on\":false}")
+    );
     let r: serde_json::Value = serde_json::from_str(&reply_event.data).unwrap();
     assert_eq!(r["id"], "R1");
     assert_eq!(r["direction"], "out");
