@@ -18,6 +18,7 @@ use shared::proto::{
 
 use crate::audio::{AudioError, to_wav};
 use crate::config::{Config, WHISPER_MAX_BYTES};
+use crate::gate::Gate;
 use crate::metrics as m;
 
 pub struct Transcriber {
@@ -27,8 +28,8 @@ pub struct Transcriber {
     conn: ConnectionManager,
     publisher: Publisher,
     max_deliveries: u32,
-    /// Bounds CPU-heavy conversions to the cores available.
-    ffmpeg_slots: tokio::sync::Semaphore,
+    /// Bounds CPU-heavy conversions to the cores available, earliest deadline first.
+    ffmpeg_slots: Gate,
 }
 
 /// How a job ended, short of success.
@@ -68,12 +69,17 @@ impl Transcriber {
             conn: bus.connection(),
             publisher: bus.publisher(),
             max_deliveries: bus.config().max_deliveries,
-            ffmpeg_slots: tokio::sync::Semaphore::new(cfg.ffmpeg_concurrency),
+            ffmpeg_slots: Gate::new(cfg.ffmpeg_concurrency),
             cfg,
         }
     }
 
-    async fn run(&self, job: &TranscriptionJob, deadline: Instant) -> Result<Done, JobError> {
+    async fn run(
+        &self,
+        job: &TranscriptionJob,
+        deadline_ms: i64,
+        deadline: Instant,
+    ) -> Result<Done, JobError> {
         if Instant::now() >= deadline {
             return Err(JobError::Failed(
                 "the voice message's deadline passed before work started".into(),
@@ -98,11 +104,7 @@ impl Transcriber {
         let bytes = bytes.ok_or_else(|| {
             JobError::Failed("the voice note is missing or expired from the media store".into())
         })?;
-        let slot = self
-            .ffmpeg_slots
-            .acquire()
-            .await
-            .map_err(|_| JobError::Retry("shutting down".into()))?;
+        let slot = self.ffmpeg_slots.acquire(deadline_ms).await;
         let wav = to_wav(&self.cfg.ffmpeg, &bytes, self.cfg.ffmpeg_timeout).await;
         drop(slot);
         let wav = wav.map_err(|e| match e {
@@ -211,7 +213,7 @@ impl Handler for Transcriber {
             d.envelope.created_at_ms + self.cfg.voice_deadline.as_millis() as i64
         };
         let deadline = Instant::now() + Duration::from_millis((deadline_ms - now_ms).max(0) as u64);
-        let result = match self.run(job, deadline).await {
+        let result = match self.run(job, deadline_ms, deadline).await {
             Err(JobError::Retry(reason)) if d.deliveries >= self.max_deliveries => Err(
                 JobError::Failed(format!("{reason} (after {} deliveries)", d.deliveries)),
             ),

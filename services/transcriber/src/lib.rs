@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod config;
+mod gate;
 pub mod handler;
 pub mod metrics;
 
