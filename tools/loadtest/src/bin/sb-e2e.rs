@@ -140,9 +140,12 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut recovery_bound = None;
+    // What the killed service's stream had pending, by consumer, just before the kill.
+    let mut held: Vec<(String, String)> = Vec::new();
     match name {
         "brain-kill" | "gateway-kill" | "ledger-kill" | "transcriber-kill" => {
             let svc = name.trim_end_matches("-kill");
+            held = pending_messages(&stack, svc).await?;
             let killed = Instant::now();
             eprintln!("kill {svc} at {}", jiff::Timestamp::now());
             stack.kill9(svc);
@@ -164,16 +167,57 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         r.lost == 0 && r.duplicated == 0 && r.accepted > 0 && (faulty || r.notice_only == 0);
     let mut slowest_id = String::new();
     if let Some((killed, bound)) = recovery_bound {
-        let (waited, slowest) = r.longest_wait_since(killed);
+        let svc = name.trim_end_matches("-kill");
+        // Recovery: every message whose entry the dead consumer held is answered within the
+        // bound of the kill.
+        let dead = dead_consumer(&stack, svc).await?;
+        let held: Vec<&str> = held
+            .iter()
+            .filter(|(c, _)| Some(c) == dead.as_ref())
+            .map(|(_, m)| m.as_str())
+            .collect();
+        let (held_wait, held_slowest) = r
+            .samples
+            .iter()
+            .filter(|(id, _, _)| held.contains(&id.as_str()))
+            .map(|(id, sent, took)| {
+                (
+                    (*sent + *took).saturating_duration_since(killed),
+                    id.as_str(),
+                )
+            })
+            .max()
+            .unwrap_or_default();
         println!(
-            "longest wait counted from the kill (or a later POST): {} ms (message {slowest}), bound {} ms",
-            waited.as_millis(),
+            "the dead consumer held {} customer messages; the last answered {} ms after the kill (message {held_slowest}), bound {} ms",
+            held.len(),
+            held_wait.as_millis(),
             bound.as_millis()
         );
-        if waited > bound {
+        if held_wait > bound {
             ok = false;
+            slowest_id = held_slowest.to_owned();
         }
-        slowest_id = slowest.to_owned();
+        let (waited, slowest) = r.longest_wait_since(killed);
+        let before = r
+            .samples
+            .iter()
+            .filter(|(_, sent, took)| *sent + *took < killed)
+            .map(|(_, _, took)| *took)
+            .max()
+            .unwrap_or_default();
+        println!(
+            "longest wait counted from the kill (or a later POST): {} ms (message {slowest}); slowest answer before the kill {} ms",
+            waited.as_millis(),
+            before.as_millis()
+        );
+        // Every other message too — except where voice notes queue behind ffmpeg on the two
+        // cores (seconds even without a fault): there the wait from the kill measures the
+        // queue, not the recovery.
+        if !voice && waited > bound {
+            ok = false;
+            slowest_id = slowest.to_owned();
+        }
     }
     if name == "poison" {
         let dead = dead_letters(&stack).await?;
@@ -215,6 +259,86 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     }
     stack.stop().await;
     Ok(ok)
+}
+
+/// The stream a service consumes whose entries stand for a customer's message, if any (the
+/// ledger's usage records answer nobody).
+fn customer_stream(svc: &str) -> Option<shared::bus::Stream> {
+    use shared::bus::Stream;
+    match svc {
+        "brain" => Some(Stream::Inbound),
+        "gateway" => Some(Stream::Outbound),
+        "transcriber" => Some(Stream::Transcribe),
+        _ => None,
+    }
+}
+
+/// The entries pending in `svc`'s stream as (consumer, customer message id).
+async fn pending_messages(stack: &Stack, svc: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use prost::Message;
+    use shared::proto::{Envelope, Payload};
+    let Some(stream) = customer_stream(svc) else {
+        return Ok(Vec::new());
+    };
+    let key = shared::bus::Keys::new("sb").stream(stream);
+    let mut conn = redis::Client::open(stack.redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&key)
+        .arg(stream.group())
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query_async(&mut conn)
+        .await?;
+    let mut out = Vec::new();
+    for (id, consumer, _, _) in pending {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&id)
+            .arg(&id)
+            .query_async(&mut conn)
+            .await?;
+        let Some(entry) = entries.ids.first() else {
+            continue;
+        };
+        let Some(redis::Value::BulkString(bytes)) = entry.map.get("e") else {
+            continue;
+        };
+        let message = match Envelope::decode(bytes.as_slice())
+            .ok()
+            .and_then(|e| e.payload)
+        {
+            Some(Payload::Inbound(ib)) => ib.message_id,
+            Some(Payload::Outbound(o)) => o.in_reply_to,
+            Some(Payload::TranscriptionJob(j)) => j.message_id,
+            _ => continue,
+        };
+        out.push((consumer, message));
+    }
+    Ok(out)
+}
+
+/// The consumer of `svc`'s stream idle the longest: the one that was killed.
+async fn dead_consumer(stack: &Stack, svc: &str) -> anyhow::Result<Option<String>> {
+    let Some(stream) = customer_stream(svc) else {
+        return Ok(None);
+    };
+    let mut conn = redis::Client::open(stack.redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(shared::bus::Keys::new("sb").stream(stream))
+        .arg(stream.group())
+        .query_async(&mut conn)
+        .await?;
+    Ok(info
+        .consumers
+        .into_iter()
+        .max_by_key(|c| c.idle)
+        .map(|c| c.name))
 }
 
 const STREAMS: [&str; 5] = ["inbound", "outbound", "transcribe", "transcripts", "usage"];
