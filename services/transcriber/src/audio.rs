@@ -9,6 +9,32 @@ use tokio::io::AsyncReadExt;
 /// What Whisper works at internally; converting first keeps uploads small (32 KB/s).
 const SAMPLE_RATE: u32 = 16_000;
 
+/// 16-bit mono at [`SAMPLE_RATE`].
+const BYTES_PER_SECOND: u32 = SAMPLE_RATE * 2;
+
+/// The name every conversion's temporary directory starts with.
+pub const TEMP_PREFIX: &str = "sb-transcriber-";
+
+/// Removes conversion directories left in the temp directory by a process that was killed
+/// (their own clean-up never ran), once older than `older_than` — a live replica's current
+/// conversion is younger than its ffmpeg timeout. Returns how many were removed.
+pub fn sweep_stale(older_than: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > older_than));
+        if stale && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A converted voice note.
 #[derive(Debug)]
 pub struct Wav {
@@ -25,17 +51,66 @@ pub enum AudioError {
     Corrupt(String),
     #[error("ffmpeg took longer than {0} s")]
     Timeout(u64),
+    /// Longer than allowed: conversion stopped at the limit (at least `seconds` long).
+    #[error("{seconds:.0} s of audio is over the limit")]
+    TooLong { seconds: f64 },
+    /// Not one of the audio formats accepted (told from the first bytes, never from what the
+    /// sender claims): playlists, concat scripts, images and the like never reach ffmpeg's
+    /// other demuxers.
+    #[error("not a supported audio format (OGG/Opus, MP3, M4A/AAC, WAV, WebM, FLAC, AMR)")]
+    Unsupported,
     /// ffmpeg missing or the machine failing (retried).
     #[error("cannot run ffmpeg: {0}")]
     Io(String),
 }
 
-/// Converts `input` (OGG/Opus, MP3, M4A/AAC, WAV, WebM…) to 16 kHz mono 16-bit WAV.
-pub async fn to_wav(ffmpeg: &str, input: &[u8], timeout: Duration) -> Result<Wav, AudioError> {
+/// The ffmpeg demuxer for `input`, from its first bytes; `None` when it is not an audio
+/// container we accept.
+pub fn demuxer(input: &[u8]) -> Option<&'static str> {
+    let at = |i: usize, magic: &[u8]| input.get(i..i + magic.len()) == Some(magic);
+    if at(0, b"OggS") {
+        Some("ogg")
+    } else if at(0, b"RIFF") && at(8, b"WAVE") {
+        Some("wav")
+    } else if at(0, b"fLaC") {
+        Some("flac")
+    } else if at(4, b"ftyp") {
+        Some("mov")
+    } else if at(0, &[0x1a, 0x45, 0xdf, 0xa3]) {
+        Some("matroska")
+    } else if at(0, b"#!AMR") {
+        Some("amr")
+    } else if at(0, b"ID3") {
+        Some("mp3")
+    } else if input.first() == Some(&0xff) {
+        // ADTS (AAC) or an MPEG audio frame (MP3), by the sync word's layer bits.
+        match input.get(1) {
+            Some(b) if b & 0xf6 == 0xf0 => Some("aac"),
+            Some(b) if b & 0xe0 == 0xe0 => Some("mp3"),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
+
+/// Converts `input` (OGG/Opus, MP3, M4A/AAC, WAV, WebM, FLAC, AMR) to 16 kHz mono 16-bit WAV.
+/// At most `max_seconds` of audio are accepted: ffmpeg stops one second past it (`-t`, and
+/// `-fs` on the output's size), so a long or highly compressed input (three hours of silence
+/// fit in 3 MB) costs a bounded time and memory, and the output is read only when within it.
+/// ffmpeg reads only the local file (`-protocol_whitelist file`) with the demuxer the first
+/// bytes name (`-f`).
+pub async fn to_wav(
+    ffmpeg: &str,
+    input: &[u8],
+    max_seconds: f64,
+    timeout: Duration,
+) -> Result<Wav, AudioError> {
     let started = Instant::now();
+    let format = demuxer(input).ok_or(AudioError::Unsupported)?;
     // Removed on drop, also when this future is cancelled or panics.
     let dir = tempfile::Builder::new()
-        .prefix("sb-transcriber-")
+        .prefix(TEMP_PREFIX)
         .tempdir()
         .map_err(|e| AudioError::Io(format!("temp dir: {e}")))?;
     let src = dir.path().join("in");
@@ -43,8 +118,12 @@ pub async fn to_wav(ffmpeg: &str, input: &[u8], timeout: Duration) -> Result<Wav
     tokio::fs::write(&src, input)
         .await
         .map_err(|e| AudioError::Io(format!("write input: {e}")))?;
+    let cap_seconds = max_seconds.ceil() as u64 + 1;
+    let cap_bytes = cap_seconds * u64::from(BYTES_PER_SECOND) + 4096;
     let mut child = tokio::process::Command::new(ffmpeg)
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-threads", "1", "-protocol_whitelist", "file", "-f", format])
+        .arg("-i")
         .arg(&src)
         .args(["-vn", "-ac", "1", "-ar", &SAMPLE_RATE.to_string()])
         .args([
@@ -54,6 +133,10 @@ pub async fn to_wav(ffmpeg: &str, input: &[u8], timeout: Duration) -> Result<Wav
             "-1",
             "-fflags",
             "+bitexact",
+            "-t",
+            &cap_seconds.to_string(),
+            "-fs",
+            &cap_bytes.to_string(),
             "-f",
             "wav",
         ])
@@ -91,6 +174,16 @@ pub async fn to_wav(ffmpeg: &str, input: &[u8], timeout: Duration) -> Result<Wav
             tail
         }));
     }
+    let len = tokio::fs::metadata(&dst)
+        .await
+        .map_err(|e| AudioError::Io(format!("read output: {e}")))?
+        .len();
+    let approx_seconds = len.saturating_sub(44) as f64 / f64::from(BYTES_PER_SECOND);
+    if approx_seconds > max_seconds + 0.5 {
+        return Err(AudioError::TooLong {
+            seconds: approx_seconds,
+        });
+    }
     let bytes = tokio::fs::read(&dst)
         .await
         .map_err(|e| AudioError::Io(format!("read output: {e}")))?;
@@ -127,4 +220,32 @@ pub fn wav_seconds(wav: &[u8]) -> Option<f64> {
         pos = body + size + (size & 1);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demuxer_comes_from_the_first_bytes_and_anything_else_is_refused() {
+        let cases: [(&[u8], Option<&str>); 14] = [
+            (b"OggS\0\x02", Some("ogg")),
+            (b"RIFF\x24\0\0\0WAVEfmt ", Some("wav")),
+            (b"fLaC\0\0\0\x22", Some("flac")),
+            (b"\0\0\0\x20ftypM4A ", Some("mov")),
+            (&[0x1a, 0x45, 0xdf, 0xa3, 0x9f], Some("matroska")),
+            (b"#!AMR\n", Some("amr")),
+            (b"ID3\x04\0", Some("mp3")),
+            (&[0xff, 0xfb, 0x90, 0x64], Some("mp3")),
+            (&[0xff, 0xf1, 0x50, 0x80], Some("aac")),
+            (b"#EXTM3U\n", None),
+            (b"ffconcat version 1.0\n", None),
+            (b"\x89PNG\r\n\x1a\n", None),
+            (b"RIFF\x24\0\0\0AVI LIST", None),
+            (b"", None),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(demuxer(bytes), want, "{bytes:?}");
+        }
+    }
 }

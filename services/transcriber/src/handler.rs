@@ -105,10 +105,18 @@ impl Transcriber {
             JobError::Failed("the voice note is missing or expired from the media store".into())
         })?;
         let slot = self.ffmpeg_slots.acquire(deadline_ms).await;
-        let wav = to_wav(&self.cfg.ffmpeg, &bytes, self.cfg.ffmpeg_timeout).await;
+        let max = self.cfg.max_audio_seconds;
+        let wav = to_wav(&self.cfg.ffmpeg, &bytes, max, self.cfg.ffmpeg_timeout).await;
         drop(slot);
+        drop(bytes);
         let wav = wav.map_err(|e| match e {
             AudioError::Io(m) => JobError::Retry(m),
+            AudioError::TooLong { seconds } => JobError::TooLong {
+                seconds,
+                reason: format!(
+                    "over {seconds:.0} s of audio is over MAX_AUDIO_SECONDS ({max:.0}); converting stopped there"
+                ),
+            },
             other => JobError::Failed(other.to_string()),
         })?;
         metrics::histogram!(m::FFMPEG_SECONDS).record(wav.took.as_secs_f64());

@@ -36,6 +36,15 @@ pub fn start(
              voice notes will be answered with a 'please type' message"
         );
     }
+    // A conversion never outlives its ffmpeg timeout: older directories were left by a
+    // killed process.
+    let swept = audio::sweep_stale(ctx.config.ffmpeg_timeout + std::time::Duration::from_secs(60));
+    if swept > 0 {
+        tracing::info!(
+            swept,
+            "removed conversion files a killed transcriber left behind"
+        );
+    }
     let handler = Arc::new(handler::Transcriber::new(ctx.config, &ctx.bus));
     let consumer = ctx.bus.consumer(Stream::Transcribe, handler);
     let shutdown = ctx.shutdown;
