@@ -59,6 +59,8 @@ impl Config {
                 }
             },
         };
+        // With a budget, a model missing from the table must not spend it unseen.
+        let prices = prices.fail_closed(daily_budget.is_some());
         let (admin_numbers, bad) = phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         if !bad.is_empty() {
             env.problem(

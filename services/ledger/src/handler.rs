@@ -286,7 +286,12 @@ impl Handler for Ledger {
             tracing::warn!(
                 requested_model = %u.requested_model,
                 response_model = %u.response_model,
-                "unknown model priced at zero; add it to PRICES_FILE"
+                priced_as = if self.cfg.daily_budget.is_some() {
+                    "the most expensive known model (a daily budget is set)"
+                } else {
+                    "zero"
+                },
+                "unknown model; add it to PRICES_FILE"
             );
         }
         let thresholds = Thresholds {

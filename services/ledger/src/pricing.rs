@@ -25,12 +25,16 @@ pub struct ModelPrice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PriceTable {
     models: HashMap<String, ModelPrice>,
+    /// Price unknown models as the most expensive known one instead of at zero (set when a
+    /// daily budget is: a model missing from the table must not spend it unseen).
+    fail_closed: bool,
 }
 
 /// How a record was priced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Priced {
-    /// The price-table entry used (`None`: unknown model, priced at zero).
+    /// The price-table entry used (`None`: unknown model, priced at zero — or, when the
+    /// table fails closed, at the most expensive known prices).
     pub model: Option<String>,
     pub cost: Usd,
     /// Seconds billed (audio).
@@ -86,7 +90,10 @@ impl Default for PriceTable {
                 per_audio_minute_micro: 6_000,
             },
         );
-        Self { models }
+        Self {
+            models,
+            fail_closed: false,
+        }
     }
 }
 
@@ -142,6 +149,24 @@ impl PriceTable {
         Ok(table)
     }
 
+    /// Unknown models are priced as the most expensive known model (each price the highest
+    /// any model has), not at zero.
+    pub fn fail_closed(mut self, on: bool) -> Self {
+        self.fail_closed = on;
+        self
+    }
+
+    /// The highest input, output and audio prices of the table.
+    fn most_expensive(&self) -> ModelPrice {
+        self.models
+            .values()
+            .fold(ModelPrice::default(), |a, p| ModelPrice {
+                input_per_mtok_micro: a.input_per_mtok_micro.max(p.input_per_mtok_micro),
+                output_per_mtok_micro: a.output_per_mtok_micro.max(p.output_per_mtok_micro),
+                per_audio_minute_micro: a.per_audio_minute_micro.max(p.per_audio_minute_micro),
+            })
+    }
+
     pub fn models(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
     }
@@ -170,28 +195,44 @@ impl PriceTable {
         audio_seconds: f64,
     ) -> Priced {
         let billed_seconds = billed_seconds(audio_seconds);
-        let Some((name, p)) = self.resolve(requested, response) else {
-            return Priced {
-                model: None,
-                cost: Usd(0),
-                billed_seconds,
-            };
+        let (model, p) = match self.resolve(requested, response) {
+            Some((name, p)) => (Some(name.to_owned()), *p),
+            None if self.fail_closed => (None, self.most_expensive()),
+            None => {
+                return Priced {
+                    model: None,
+                    cost: Usd(0),
+                    billed_seconds,
+                };
+            }
         };
-        // Micro-dollars per 1M tokens are pico-dollars per token.
-        let tokens = i128::from(prompt_tokens) * i128::from(p.input_per_mtok_micro)
-            + i128::from(completion_tokens) * i128::from(p.output_per_mtok_micro);
+        // Micro-dollars per 1M tokens are pico-dollars per token. Saturating: absurd counts
+        // or prices cost the most a record can, never wrap around to a small or negative sum.
+        let tokens = i128::from(prompt_tokens)
+            .saturating_mul(i128::from(p.input_per_mtok_micro))
+            .saturating_add(
+                i128::from(completion_tokens).saturating_mul(i128::from(p.output_per_mtok_micro)),
+            );
         // Per second: micro-dollars per minute × 10⁶ / 60, rounded half up.
-        let audio = (i128::from(billed_seconds) * i128::from(p.per_audio_minute_micro) * 1_000_000
-            + 30)
+        let audio = i128::from(billed_seconds)
+            .saturating_mul(i128::from(p.per_audio_minute_micro))
+            .saturating_mul(1_000_000)
+            .saturating_add(30)
             / 60;
-        let total = (tokens + audio).min(i128::from(i64::MAX)) as i64;
+        let total = tokens
+            .saturating_add(audio)
+            .clamp(0, i128::from(MAX_RECORD.pico())) as i64;
         Priced {
-            model: Some(name.to_owned()),
+            model,
             cost: Usd(total),
             billed_seconds,
         }
     }
 }
+
+/// The most one record can cost: far above any real call (cents), far enough below the
+/// largest sum a day's total can hold that absurd records cannot overflow it.
+pub const MAX_RECORD: Usd = Usd(10_000 * 1_000_000_000_000);
 
 /// Audio is billed per second, rounded to the nearest second, at least one for any audio.
 pub fn billed_seconds(audio_seconds: f64) -> i64 {
@@ -237,6 +278,27 @@ mod tests {
         let p = t.price("gpt-4o", "some-proxy-name", 1_000_000, 0, 0.0);
         assert_eq!(p.model.as_deref(), Some("gpt-4o"));
         assert_eq!(p.cost, Usd::from_dollars(2.5));
+    }
+
+    #[test]
+    fn with_a_budget_unknown_models_cost_the_most_expensive_prices_and_nothing_overflows() {
+        let t = PriceTable::default().fail_closed(true);
+        // gpt-4o's token prices, whisper-1's audio price.
+        let p = t.price("llama3", "llama3:8b", 1_000_000, 1_000_000, 0.0);
+        assert_eq!((p.model, p.cost), (None, Usd::from_dollars(12.50)));
+        let p = t.price("", "my-whisper", 0, 0, 60.0);
+        assert_eq!(p.cost, Usd::from_dollars(0.006));
+        // Known models keep their own prices.
+        let p = t.price("gpt-4o-mini", "", 1_000_000, 0, 0.0);
+        assert_eq!(p.cost, Usd::from_dollars(0.15));
+        // The largest counts and durations saturate at the most a record may cost.
+        let p = t.price("gpt-4o", "", u64::MAX, u64::MAX, 0.0);
+        assert_eq!(p.cost, MAX_RECORD);
+        let p = t.price("whisper-1", "", 0, 0, f64::MAX);
+        assert_eq!(p.cost, MAX_RECORD);
+        let huge = PriceTable::with_file("[models.x]\nper_audio_minute = 1e300").unwrap();
+        assert_eq!(huge.price("x", "", 0, 0, 1e300).cost, MAX_RECORD);
+        assert_eq!(MAX_RECORD, Usd::from_dollars(10_000.0));
     }
 
     #[test]
