@@ -246,6 +246,23 @@ impl Env {
         }
     }
 
+    /// [`Env::http_url`] for a URL that is a credential (a webhook's carries its token): kept
+    /// as a secret and never echoed in a problem.
+    pub fn secret_http_url(&mut self, name: &str) -> Option<SecretString> {
+        let raw = self.raw(name)?.to_owned();
+        let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
+            && raw.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+        if ok {
+            Some(SecretString::from(raw.trim_end_matches('/').to_owned()))
+        } else {
+            self.problem(
+                name,
+                "expected an http:// or https:// URL (the value is a secret: not shown)".to_owned(),
+            );
+            None
+        }
+    }
+
     /// Ends loading: `Err` lists every problem found.
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() {

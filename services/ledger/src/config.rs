@@ -19,7 +19,8 @@ pub struct Config {
     /// `DAILY_BUDGET_USD` (unset = no cap): stop paid calls for the rest of the day.
     pub daily_budget: Option<Usd>,
     /// `ALERT_WEBHOOK_URL`: every alert is POSTed here (Slack-compatible JSON).
-    pub alert_webhook: Option<String>,
+    /// A credential (the URL carries the webhook's token): never logged.
+    pub alert_webhook: Option<secrecy::SecretString>,
     /// `PRICES_FILE`: TOML adding or overriding model prices.
     pub prices: PriceTable,
     /// `ADMIN_NUMBERS`: admins who get alerts on WhatsApp (with the admins in the database).
@@ -45,7 +46,7 @@ impl Config {
             dollars(env, "COST_ALERT_USD", Some(50.0)).unwrap_or(Usd::from_dollars(50.0));
         let contact_alert = dollars(env, "CONTACT_ALERT_USD", Some(5.0)).filter(|u| u.pico() > 0);
         let daily_budget = dollars(env, "DAILY_BUDGET_USD", None);
-        let alert_webhook = env.http_url("ALERT_WEBHOOK_URL");
+        let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let prices = match env.opt_string("PRICES_FILE") {
             None => PriceTable::default(),
             Some(path) => match std::fs::read_to_string(&path) {

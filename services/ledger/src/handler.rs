@@ -200,7 +200,7 @@ impl Ledger {
         });
         let send = || async {
             self.http
-                .post(url)
+                .post(secrecy::ExposeSecret::expose_secret(url))
                 .json(&body)
                 .send()
                 .await?
@@ -218,7 +218,8 @@ impl Ledger {
             .await;
         if let Err(e) = res {
             metrics::counter!(m::WEBHOOK_FAILURES).increment(1);
-            tracing::error!(error = %e, kind = a.kind.as_str(), "alert webhook failed");
+            // Without the URL: it is a credential.
+            tracing::error!(error = %e.without_url(), kind = a.kind.as_str(), "alert webhook failed");
         }
     }
 

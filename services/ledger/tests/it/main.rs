@@ -157,7 +157,74 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let log = p.log_text();
-    assert!(log.contains("unknown model") && log.contains("zero"), "{log}");
+    assert!(
+        log.contains("unknown model") && log.contains("zero"),
+        "{log}"
+    );
+    let (status, p) = p.terminate_async(std::time::Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
+    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &senv.prefix).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_alert_webhook_is_logged_without_its_url() {
+    use shared::bus::{Bus, Publish, Stream};
+    use shared::proto::{Envelope, Payload, UsageRecord};
+    let db = TestDb::new().await;
+    let mut senv = shared::testing::ServiceEnv::new(
+        ServiceName::Ledger,
+        &shared::testing::redis_url(),
+        Some(&db.url),
+    );
+    // Nothing listens there: every attempt fails.
+    let port = shared::testing::free_port();
+    senv.env.insert(
+        "ALERT_WEBHOOK_URL".into(),
+        format!("http://127.0.0.1:{port}/services/T0/B0/hooksecret123"),
+    );
+    senv.env.insert("COST_ALERT_USD".into(), "0.000001".into());
+    let p = senv.spawn(BIN);
+    assert!(
+        p.wait_status("/readyz", 200, std::time::Duration::from_secs(60))
+            .await,
+        "{}",
+        p.log_text()
+    );
+    let bus = Bus::with_parts(
+        &shared::config::Dsn::new(shared::testing::redis_url()),
+        &senv.prefix,
+        Default::default(),
+        "test",
+    )
+    .unwrap();
+    let usage = UsageRecord {
+        usage_id: "u-costly".into(),
+        requested_model: "gpt-4o".into(),
+        response_model: "gpt-4o".into(),
+        operation: shared::proto::usage_record::Operation::Chat as i32,
+        prompt_tokens: 1000,
+        ..Default::default()
+    };
+    bus.publisher()
+        .publish(Publish::new(
+            Stream::Usage,
+            Envelope::new("test", Payload::Usage(usage)),
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !p.log_text().contains("alert webhook failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no webhook failure logged:\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = p.log_text();
+    assert!(!log.contains("hooksecret123"), "{log}");
+    assert!(!log.contains(&format!("127.0.0.1:{port}")), "{log}");
     let (status, p) = p.terminate_async(std::time::Duration::from_secs(20)).await;
     assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
     shared::testing::cleanup_prefix(&shared::testing::redis_url(), &senv.prefix).await;
