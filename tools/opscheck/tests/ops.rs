@@ -554,6 +554,15 @@ async fn backup_then_change_then_restore_gives_back_the_backed_up_data() {
     let folder = run("backup", &[]).trim().to_owned();
     assert!(Path::new(&folder).join("switchboard.db").exists());
     assert!(Path::new(&folder).join("redis.rdb").exists());
+    // Every conversation is in there: its owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("backups")), 0o700);
+    assert_eq!(mode(Path::new(&folder)), 0o700);
+    for f in std::fs::read_dir(&folder).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
     exec("DELETE FROM contacts WHERE id = 'kept'").await;
     exec("INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) VALUES ('later', 'user', 0, 0, 2, 2)").await;
     db.close().await;
