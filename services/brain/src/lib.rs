@@ -56,9 +56,12 @@ pub fn start(
         routes: None,
         checks: Vec::new(),
         main: async move {
-            store::bootstrap_admins(&db, &admins, shared::ids::now_ms())
+            let revoked = store::bootstrap_admins(&db, &admins, shared::ids::now_ms())
                 .await
                 .context("cannot record ADMIN_NUMBERS as admins")?;
+            if revoked > 0 {
+                tracing::info!(revoked, "admin role revoked: the number left ADMIN_NUMBERS");
+            }
             let cleanup = {
                 let db = db.clone();
                 let shutdown = shutdown.clone();

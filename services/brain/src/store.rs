@@ -230,14 +230,40 @@ pub async fn contact_by_phone(db: &Db, phone: &str) -> Result<Option<Contact>, s
     }
 }
 
-/// Makes the phone numbers in `ADMIN_NUMBERS` admins (creating their contacts).
-pub async fn bootstrap_admins(db: &Db, phones: &[String], now_ms: i64) -> Result<(), sqlx::Error> {
+/// Makes the phone numbers in `ADMIN_NUMBERS` admins (creating their contacts), and takes the
+/// admin role back from contacts it came from whose number is no longer listed (a role an
+/// admin gave with `!role` is left alone). Returns how many were revoked.
+pub async fn bootstrap_admins(db: &Db, phones: &[String], now_ms: i64) -> Result<u64, sqlx::Error> {
+    let mut listed = Vec::with_capacity(phones.len());
     for phone in phones {
         let c = resolve(db, &[("phone".to_owned(), phone.clone())], now_ms).await?;
-        set_role(db, &c.id, Role::Admin, now_ms).await?;
-        set_allowed(db, &c.id, true, now_ms).await?;
+        sqlx::query(
+            "UPDATE contacts SET role = 'admin', allowed = 1, admin_from_env = 1, \
+             updated_at_ms = $1 WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(&c.id)
+        .execute(db.pool())
+        .await?;
+        listed.push(c.id);
     }
-    Ok(())
+    let from_env: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM contacts WHERE admin_from_env = 1")
+            .fetch_all(db.pool())
+            .await?;
+    let mut revoked = 0;
+    for id in from_env.iter().filter(|id| !listed.contains(id)) {
+        revoked += sqlx::query(
+            "UPDATE contacts SET role = 'user', admin_from_env = 0, updated_at_ms = $1 \
+             WHERE id = $2 AND admin_from_env = 1",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    }
+    Ok(revoked)
 }
 
 async fn update(
@@ -255,13 +281,16 @@ async fn update(
     Ok(())
 }
 
+/// An admin's decision: from now on the role is theirs, not `ADMIN_NUMBERS`'s.
 pub async fn set_role(db: &Db, id: &str, role: Role, now_ms: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE contacts SET role = $1, updated_at_ms = $2 WHERE id = $3")
-        .bind(role.as_str())
-        .bind(now_ms)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "UPDATE contacts SET role = $1, admin_from_env = 0, updated_at_ms = $2 WHERE id = $3",
+    )
+    .bind(role.as_str())
+    .bind(now_ms)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 

@@ -58,6 +58,51 @@ async fn config_set_changes_the_model_and_prompt_until_unset() {
     rig.cleanup().await;
 }
 
+async fn role_of(db: &Db, phone: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT c.role FROM contacts c JOIN contact_identities i ON i.contact_id = c.id \
+         WHERE i.kind = 'phone' AND i.value = $1",
+    )
+    .bind(phone)
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_number_removed_from_admin_numbers_loses_the_role_at_the_next_start() {
+    const SECOND: &str = "+15550000002";
+    const NAMED: &str = "+15550000003";
+    let mut rig = Rig::new(&[("ADMIN_NUMBERS", &format!("{ADMIN},{SECOND}"))]).await;
+    let p = rig.spawn().await;
+    // An admin makes a third number admin by command.
+    let c = rig.text(ADMIN, &format!("!role {NAMED} admin")).await;
+    assert!(rig.reply(&c).await.contains("is now admin"));
+    let d = db(&rig);
+    assert_eq!(role_of(&d, SECOND).await, "admin");
+    stop(p).await;
+    rig.set_env("ADMIN_NUMBERS", ADMIN);
+    let p = rig.spawn().await;
+    // Revoked as the brain starts, before it reads any message.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while role_of(&d, SECOND).await != "user" {
+        assert!(std::time::Instant::now() < deadline, "{}", p.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(role_of(&d, ADMIN).await, "admin");
+    assert_eq!(
+        role_of(&d, NAMED).await,
+        "admin",
+        "a command's role is kept"
+    );
+    // The revoked number is refused admin commands.
+    let x = rig.text(SECOND, "!usage").await;
+    assert!(rig.reply(&x).await.contains("for administrators"));
+    stop(p).await;
+    d.close().await;
+    rig.cleanup().await;
+}
+
 #[tokio::test]
 async fn usage_stats_and_forget() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;

@@ -54,6 +54,12 @@ impl Rig {
         }
     }
 
+    /// Changes a variable for the processes spawned from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
     pub async fn spawn(&mut self) -> ServiceProcess {
         let mut senv = ServiceEnv::new(ServiceName::Brain, &self.redis, Some(&self.db.url));
         senv.use_prefix(&self.prefix);
