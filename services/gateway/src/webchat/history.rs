@@ -30,6 +30,9 @@ pub struct ChatMessage {
 /// At most this many messages are kept per contact.
 const MAX_PER_CONTACT: usize = 2000;
 
+/// The most one listing returns (and what it returns without `limit`).
+pub const MAX_PAGE: usize = 1000;
+
 /// How long an outgoing message's id is remembered by [`History::append_once`]: longer than
 /// any redelivery of its outbound entry takes.
 const APPEND_ONCE_WINDOW: Duration = Duration::from_secs(3600);
@@ -257,14 +260,44 @@ impl History {
             .collect())
     }
 
-    /// The whole history, oldest first.
-    pub async fn list(&self, contact: &str) -> redis::RedisResult<Vec<ChatMessage>> {
-        Ok(self
-            .after(contact, None, MAX_PER_CONTACT * 2)
-            .await?
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect())
+    /// The newest `limit` messages, oldest first — of those older than the message with id
+    /// `before` when given (`None` when no such message is kept: the client's page is gone).
+    pub async fn page(
+        &self,
+        contact: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> redis::RedisResult<Option<Vec<ChatMessage>>> {
+        // Paging back looks for the message among all kept (at most ~MAX_PER_CONTACT).
+        let count = if before.is_some() {
+            MAX_PER_CONTACT * 2
+        } else {
+            limit
+        };
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg(self.key(contact))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let newest_first = entries.into_iter().filter_map(|(_, fields)| {
+            let m = fields.get("m")?;
+            serde_json::from_str::<ChatMessage>(m).ok()
+        });
+        let mut page: Vec<ChatMessage> = match before {
+            None => newest_first.take(limit).collect(),
+            Some(id) => {
+                let mut older = newest_first.skip_while(|m| m.id != id);
+                if older.next().is_none() {
+                    return Ok(None);
+                }
+                older.take(limit).collect()
+            }
+        };
+        page.reverse();
+        Ok(Some(page))
     }
 
     /// The id of the newest entry (`0-0` when there is none).

@@ -284,17 +284,49 @@ async fn page() -> impl IntoResponse {
     )
 }
 
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// The conversation, oldest first: the newest `limit` messages (at most and by default
+/// 1,000), older than the message `before` when paging back.
 async fn list_messages(
     State(wc): State<Webchat>,
     Path(contact): Path<String>,
+    Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
     let contact = match wc.authorize(&headers, &contact) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    match wc.inner.history.list(&contact).await {
-        Ok(list) => Json(list).into_response(),
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => history::MAX_PAGE,
+        Some(Ok(n)) if (1..=history::MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a number from 1 to {}", history::MAX_PAGE),
+            );
+        }
+    };
+    let before = q.before.filter(|b| !b.is_empty());
+    if before.as_ref().is_some_and(|b| b.len() > 200) {
+        return json_error(StatusCode::BAD_REQUEST, "before must be a message id");
+    }
+    match wc
+        .inner
+        .history
+        .page(&contact, limit, before.as_deref())
+        .await
+    {
+        Ok(Some(list)) => Json(list).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            "no message with the id given in before (it may have expired)",
+        ),
         Err(e) => unavailable(&e),
     }
 }

@@ -201,6 +201,65 @@ async fn text_round_trip_listing_sse_resume_typing_and_receipts() {
 }
 
 #[tokio::test]
+async fn the_listing_pages_back_from_the_newest_with_limit_and_before() {
+    let gw = Gw::start(&[("RATE_LIMIT_PER_CONTACT", "1000")]).await;
+    let contact = "15550002222";
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, body) = gw.send_text(contact, &format!("message {i}")).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let page = |query: &'static str| {
+        let url = format!("{}?{query}", gw.api(contact, "messages"));
+        let http = gw.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let ids_of = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Without parameters: everything (up to 1,000), oldest first.
+    let all = gw.listing(contact).await;
+    assert_eq!(
+        all.iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    // The newest two, oldest first.
+    let (status, newest) = page("limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids_of(&newest), ids[3..5]);
+    // Paging back from the oldest of them.
+    let url = format!("{}?limit=2&before={}", gw.api(contact, "messages"), ids[3]);
+    let older: serde_json::Value = gw.http.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ids_of(&older), ids[1..3]);
+    let url = format!("{}?before={}", gw.api(contact, "messages"), ids[1]);
+    let first: serde_json::Value = gw.http.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ids_of(&first), ids[0..1]);
+    // Bad parameters: a JSON 4xx with the reason.
+    for (query, want) in [
+        ("limit=0", 400),
+        ("limit=1001", 400),
+        ("limit=ten", 400),
+        ("before=no-such-message", 404),
+    ] {
+        let (status, body) = page(query).await;
+        assert_eq!(status, want, "{query}: {body}");
+        assert!(body["error"].is_string(), "{query}: {body}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn voice_and_image_uploads_are_stored_by_content_hash() {
     let gw = Gw::start(&[]).await;
     let contact = "4915112345678";
