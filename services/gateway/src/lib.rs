@@ -126,7 +126,10 @@ pub fn start(
         })
     });
 
+    let room_bus = bus.clone();
+    let media_cap = cfg.media_cap_bytes;
     let main = async move {
+        media::check_redis_room(&room_bus, media_cap).await?;
         let mut tasks = tokio::task::JoinSet::new();
         {
             let shutdown = shutdown.clone();

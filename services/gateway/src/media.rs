@@ -226,6 +226,51 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// What Redis needs beside the media store: the streams, the web chat's histories, rate
+/// limits and records.
+pub const REDIS_HEADROOM_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Checks that Redis's `maxmemory` holds the media store (`MEDIA_CAP_MB`) plus
+/// [`REDIS_HEADROOM_BYTES`]: with `noeviction` a full Redis refuses every write, and the whole
+/// pipeline stops. An error when it does not; a warning when it cannot tell (Redis not
+/// reachable yet, `CONFIG` disabled by a managed Redis).
+pub async fn check_redis_room(bus: &shared::bus::Bus, media_cap_bytes: u64) -> anyhow::Result<()> {
+    let mut conn = bus.connection();
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory")
+            .query_async::<Vec<String>>(&mut conn),
+    )
+    .await;
+    let maxmemory = match asked {
+        Ok(Ok(v)) => v.get(1).and_then(|m| m.parse::<u64>().ok()).unwrap_or(0),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read Redis's maxmemory: make sure it holds MEDIA_CAP_MB plus 64 MB");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(
+                "Redis did not answer in time: its maxmemory is not checked against MEDIA_CAP_MB"
+            );
+            return Ok(());
+        }
+    };
+    const MB: u64 = 1024 * 1024;
+    if maxmemory > 0 && media_cap_bytes + REDIS_HEADROOM_BYTES > maxmemory {
+        anyhow::bail!(
+            "MEDIA_CAP_MB ({} MB) plus {} MB for streams and histories does not fit in Redis's maxmemory ({} MB): \
+             when Redis is full every write fails; set MEDIA_CAP_MB to at most {} or raise maxmemory",
+            media_cap_bytes / MB,
+            REDIS_HEADROOM_BYTES / MB,
+            maxmemory / MB,
+            maxmemory.saturating_sub(REDIS_HEADROOM_BYTES) / MB
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

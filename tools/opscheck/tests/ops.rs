@@ -81,6 +81,33 @@ fn mem_mib(s: &str) -> u64 {
 }
 
 #[test]
+fn composes_redis_holds_the_media_store_and_its_headroom() {
+    let c = compose();
+    let redis = strings(&service(&c, "redis")["command"]);
+    let max = redis
+        .iter()
+        .position(|a| a == "--maxmemory")
+        .map(|i| mem_mib(&redis[i + 1].replace("mb", "m").replace("gb", "g")))
+        .expect("compose's Redis has a maxmemory");
+    let gw = service(&c, "gateway");
+    let cap: u64 = gw["environment"]["MEDIA_CAP_MB"]
+        .as_str()
+        .map(|v| {
+            v.trim_start_matches("${MEDIA_CAP_MB:-")
+                .trim_end_matches('}')
+                .parse()
+                .unwrap()
+        })
+        .expect("compose sets the gateway's MEDIA_CAP_MB default");
+    assert!(cap + 64 <= max, "MEDIA_CAP_MB {cap} + 64 > maxmemory {max}");
+    let (_, example) = env_example();
+    assert!(
+        example.contains(&format!("\nMEDIA_CAP_MB={cap}\n")),
+        ".env.example and compose agree on MEDIA_CAP_MB"
+    );
+}
+
+#[test]
 fn compose_matches_the_services() {
     let c = compose();
     for name in [

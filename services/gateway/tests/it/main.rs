@@ -32,3 +32,40 @@ async fn starts_from_env_serves_health_and_metrics_and_stops_on_sigterm() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_media_store_larger_than_redis_can_hold_stops_startup_with_the_reason() {
+    let redis = shared::testing::RedisServer::start_with(&["--maxmemory", "100mb"]);
+    let start = |cap: &str| {
+        let mut senv = shared::testing::ServiceEnv::new(ServiceName::Gateway, &redis.url(), None);
+        let public = format!("127.0.0.1:{}", shared::testing::free_port());
+        senv.env.insert("PUBLIC_ADDR".into(), public);
+        senv.env.insert("MEDIA_CAP_MB".into(), cap.into());
+        let p = senv.spawn(helpers::BIN);
+        (senv, p)
+    };
+    // 256 MB of media in a 100 MB Redis: refused, with what to do.
+    let (_dir, mut p) = start("256");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", p.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let log = p.log_text();
+    assert!(
+        log.contains("MEDIA_CAP_MB") && log.contains("maxmemory") && log.contains("at most 36"),
+        "{log}"
+    );
+    // 32 MB fits beside the 64 MB of headroom.
+    let (_dir, p) = start("32");
+    assert!(
+        p.wait_status("/healthz", 200, std::time::Duration::from_secs(30))
+            .await,
+        "{}",
+        p.log_text()
+    );
+}
