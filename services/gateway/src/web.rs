@@ -58,6 +58,26 @@ pub fn register_metrics() {
     metrics::gauge!(BROWSER_RSS).set(0.0);
 }
 
+/// What the sidecar inherits besides its own `WA_*` settings: the system's basics, and a
+/// proxy and its certificates where WhatsApp is reached through one.
+const SIDECAR_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+];
+
 /// One line from the sidecar.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -302,6 +322,12 @@ impl Web {
         std::fs::create_dir_all(&cfg.session_dir)?;
         let session_dir = std::fs::canonicalize(&cfg.session_dir)?;
         let mut cmd = tokio::process::Command::new(&cfg.node);
+        // Node, a browser and their packages run with a cleared environment: none of the
+        // gateway's secrets (Redis password, tokens), only what they need and their own `WA_*`.
+        cmd.env_clear().envs(
+            std::env::vars()
+                .filter(|(k, _)| SIDECAR_ENV.contains(&k.as_str()) || k.starts_with("WA_")),
+        );
         cmd.arg("index.mjs")
             .current_dir(&cfg.sidecar_dir)
             .env("WA_SESSION_DIR", &session_dir)

@@ -8,12 +8,14 @@
 //   page_dead       exists: heartbeats report the page as not responding
 //   media.json      the media `download_media` answers with ({mime, data})
 //   commands.jsonl  every command received
+//   env.json        the names of the variables it was started with
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
-const dir = process.env.FAKE_DIR;
+const dir = process.env.WA_FAKE_DIR;
 const out = (o) => process.stdout.write(`${JSON.stringify({ v: 1, ...o })}\n`);
 appendFileSync(`${dir}/starts`, "start\n");
+writeFileSync(`${dir}/env.json`, JSON.stringify(Object.keys(process.env).sort()));
 if (existsSync(`${dir}/linked`)) {
   out({ type: "authenticated" });
   out({ type: "ready", me: "15550009999@c.us" });

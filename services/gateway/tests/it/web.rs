@@ -57,7 +57,7 @@ impl Fake {
             ("TRANSPORTS", "web"),
             ("WA_SIDECAR_DIR", sidecar.to_str().unwrap()),
             ("WA_SESSION_DIR", session.as_str()),
-            ("FAKE_DIR", fake_dir.as_str()),
+            ("WA_FAKE_DIR", fake_dir.as_str()),
             ("WA_HEARTBEAT_SECS", "1"),
             ("WA_REPLY_DELAY_MS", "0"),
         ];
@@ -114,6 +114,24 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     let j = shared::testing::get_json(&format!("{}/qr?format=json", gw.proc.http)).await;
     assert_eq!(j["qr"], "2@fake-qr-code");
     assert_eq!(j["state"], "waiting_for_qr");
+    // The sidecar (Node, a browser, third-party packages) gets a cleared environment: none of
+    // the gateway's secrets, only what it needs.
+    let env: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fake.path("env.json")).unwrap()).unwrap();
+    for needed in ["PATH", "WA_SESSION_DIR", "CHROMIUM_PATH"] {
+        assert!(env.iter().any(|k| k == needed), "{needed} missing: {env:?}");
+    }
+    for secret in [
+        "WEBCHAT_TOKEN",
+        "REDIS_URL",
+        "STREAM_PREFIX",
+        "OPENAI_API_KEY",
+    ] {
+        assert!(
+            !env.iter().any(|k| k == secret),
+            "{secret} passed on: {env:?}"
+        );
+    }
 
     fake.inject("LINK");
     wait_state(&gw, "connected").await;
