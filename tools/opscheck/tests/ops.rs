@@ -81,6 +81,42 @@ fn mem_mib(s: &str) -> u64 {
 }
 
 #[test]
+fn composes_redis_needs_a_password_and_only_the_services_reach_it() {
+    let c = compose();
+    let redis = service(&c, "redis");
+    assert_eq!(strings(&redis["networks"]), ["redis"]);
+    assert_eq!(c["networks"]["redis"]["internal"].as_bool(), Some(true));
+    let entry = strings(&redis["entrypoint"]).join(" ");
+    assert!(entry.contains("requirepass") && entry.contains("$$REDIS_PASSWORD"));
+    assert!(
+        redis["environment"]["REDIS_PASSWORD"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("${REDIS_PASSWORD:?")),
+        "compose refuses to start Redis without a password"
+    );
+    for name in SERVICES {
+        let s = service(&c, name);
+        assert!(
+            s["environment"]["REDIS_URL"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("redis://:${REDIS_PASSWORD:?")),
+            "{name} authenticates to Redis"
+        );
+        assert!(
+            strings(&s["networks"]).contains(&"redis".to_owned()),
+            "{name}"
+        );
+    }
+    for name in ["prometheus", "grafana", "jaeger", "postgres"] {
+        let s = service(&c, name);
+        assert!(
+            !strings(s.get("networks").unwrap_or(&Yaml::BadValue)).contains(&"redis".to_owned()),
+            "{name} has no business with Redis"
+        );
+    }
+}
+
+#[test]
 fn composes_redis_holds_the_media_store_and_its_headroom() {
     let c = compose();
     let redis = strings(&service(&c, "redis")["command"]);
@@ -248,6 +284,7 @@ fn env_example_documents_every_variable_and_only_real_ones() {
     let ops = [
         "GRAFANA_ADMIN_PASSWORD",
         "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
         "BACKUP_DIR",
         "BACKUP_KEEP_DAYS",
         "REDIS_DATA_DIR",
@@ -612,14 +649,29 @@ async fn backup_then_change_then_restore_gives_back_the_backed_up_data() {
     assert!(kept, "the replaced database is kept");
 }
 
-/// `${NAME:-default}` → default (compose's interpolation, for values without the operator's .env).
-fn interpolate(v: &str) -> String {
-    match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-        Some(inner) => inner
-            .split_once(":-")
-            .map_or(String::new(), |(_, d)| d.to_owned()),
-        None => v.to_owned(),
+/// Compose's interpolation for values without the operator's .env: `${NAME:-default}` →
+/// default, `${NAME:?message}` → `required`'s value for NAME (compose refuses to run without
+/// it), anywhere in the string.
+fn interpolate(v: &str, required: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closed ${") + start;
+        let inner = &rest[start + 2..end];
+        if let Some((_, default)) = inner.split_once(":-") {
+            out.push_str(default);
+        } else if let Some((name, _)) = inner.split_once(":?") {
+            let value = required
+                .iter()
+                .find(|(k, _)| *k == name)
+                .unwrap_or_else(|| panic!("compose requires {name}: give it to the check"));
+            out.push_str(value.1);
+        }
+        rest = &rest[end + 1..];
     }
+    out.push_str(rest);
+    out
 }
 
 #[test]
@@ -633,7 +685,10 @@ fn each_service_accepts_the_compose_configuration_with_the_required_secrets() {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let required = [("WEBCHAT_TOKEN", "0123456789abcdef0123456789abcdef")];
+    let required = [
+        ("WEBCHAT_TOKEN", "0123456789abcdef0123456789abcdef"),
+        ("REDIS_PASSWORD", "0123456789abcdef"),
+    ];
     for name in SERVICES {
         let s = service(&c, name);
         let mut env: Vec<(String, String)> = defaults.clone();
@@ -641,7 +696,7 @@ fn each_service_accepts_the_compose_configuration_with_the_required_secrets() {
             for (k, v) in e {
                 let v = v
                     .as_str()
-                    .map(interpolate)
+                    .map(|v| interpolate(v, &required))
                     .unwrap_or_else(|| format!("{v:?}"));
                 env.push((k.as_str().unwrap().to_owned(), v));
             }
