@@ -412,6 +412,9 @@ pub struct BusConfig {
     pub trim_interval: Duration,
     /// `SHUTDOWN_GRACE_SECS`: how long in-flight work may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// `DLQ_RETENTION_DAYS`: dead letters (they hold customers' messages) older than this are
+    /// trimmed.
+    pub dlq_retention: Duration,
 }
 
 impl Default for BusConfig {
@@ -426,6 +429,7 @@ impl Default for BusConfig {
             retry_max: Duration::from_secs(30),
             trim_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            dlq_retention: Duration::from_secs(14 * 86_400),
         }
     }
 }
@@ -447,6 +451,9 @@ impl BusConfig {
             retry_max: env.millis("BUS_RETRY_MAX_MS", 30_000, 1, 3_600_000),
             trim_interval: env.secs("BUS_TRIM_INTERVAL_SECS", 30, 1, 86_400),
             shutdown_grace: env.secs("SHUTDOWN_GRACE_SECS", 10, 0, 600),
+            dlq_retention: Duration::from_secs(
+                86_400 * env.int_in("DLQ_RETENTION_DAYS", 14u64, 1, 3650),
+            ),
         }
     }
 }

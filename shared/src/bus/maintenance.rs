@@ -126,6 +126,23 @@ pub async fn trim_acknowledged(
     Ok(trimmed)
 }
 
+/// Trims `stream`'s dead letters older than `retention` (by their id's time: when they were
+/// dead-lettered). Returns how many were removed.
+pub async fn trim_dead_letters(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    stream: Stream,
+    retention: Duration,
+) -> redis::RedisResult<u64> {
+    let oldest = crate::ids::now_ms().saturating_sub(retention.as_millis() as i64);
+    redis::cmd("XTRIM")
+        .arg(keys.dlq(stream))
+        .arg("MINID")
+        .arg(format!("{}-0", oldest.max(0)))
+        .query_async(conn)
+        .await
+}
+
 /// Updates the stream gauges every few seconds and trims every `BUS_TRIM_INTERVAL_SECS`.
 pub(crate) async fn maintenance_loop(bus: Bus, stream: Stream, stop: CancellationToken) {
     let mut conn = bus.connection();
@@ -146,6 +163,14 @@ pub(crate) async fn maintenance_loop(bus: Bus, stream: Stream, stop: Cancellatio
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(stream = name, error = %e, "trim failed"),
+            }
+            let retention = bus.config().dlq_retention;
+            match trim_dead_letters(&mut conn, bus.keys(), stream, retention).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(stream = name, trimmed = n, "old dead letters trimmed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(stream = name, error = %e, "dead-letter trim failed"),
             }
         }
         match stats(&mut conn, bus.keys(), stream).await {

@@ -48,7 +48,7 @@ use redis::aio::ConnectionManager;
 pub use consumer::{Consumer, Delivery, HandleError, Handler};
 pub use dlq::{DeadLetter, Dlq};
 pub use keys::{Keys, Stream};
-pub use maintenance::{StreamStats, trim_acknowledged};
+pub use maintenance::{StreamStats, trim_acknowledged, trim_dead_letters};
 pub use publish::{Publish, Publisher};
 
 use crate::config::{BusConfig, CommonConfig};

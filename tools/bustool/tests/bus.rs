@@ -729,6 +729,44 @@ async fn publish_and_ack_are_atomic_when_redis_refuses_writes() {
     let _ = ids;
 }
 
+#[tokio::test]
+async fn dead_letters_older_than_the_retention_are_trimmed() {
+    let h = Harness::new();
+    let key = h.bus.keys().dlq(Stream::Inbound);
+    let mut conn = h.bus.connection();
+    let day_ms = 86_400_000i64;
+    let now = shared::ids::now_ms();
+    for age_days in [30, 15, 13, 1] {
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg(format!("{}-0", now - age_days * day_ms))
+            .arg("dlq_reason")
+            .arg(format!("{age_days} days old"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let trimmed = shared::bus::trim_dead_letters(
+        &mut conn,
+        h.bus.keys(),
+        Stream::Inbound,
+        Duration::from_secs(14 * 86_400),
+    )
+    .await
+    .unwrap();
+    assert_eq!(trimmed, 2);
+    let left: Vec<String> = h
+        .bus
+        .dlq()
+        .list(Stream::Inbound, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(left, ["13 days old", "1 days old"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_with_a_backlog_keeps_every_unacknowledged_entry() {
     let h = Harness::new();
