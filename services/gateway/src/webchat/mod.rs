@@ -54,6 +54,20 @@ impl IntoResponse for Reject {
 /// Longest text message accepted (bytes).
 const MAX_TEXT_BYTES: usize = 64 * 1024;
 
+/// The largest caption of a photo or voice note (WhatsApp allows 1,024 characters).
+const MAX_CAPTION_BYTES: usize = 4 * 1024;
+
+/// What the history keeps of a message a rate limit refused.
+const LIMITED_TEXT_CHARS: usize = 200;
+
+/// `text` cut to `max` characters, marked when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
 /// The web chat transport and its HTTP API.
 #[derive(Clone)]
 pub struct Webchat {
@@ -399,7 +413,11 @@ async fn post_message(
         Ok(p) => p,
         Err(r) => {
             if r.0 == StatusCode::PAYLOAD_TOO_LARGE {
-                return too_large();
+                if r.1 == "too large" {
+                    return too_large();
+                }
+                // A text or caption over its limit: its own reason.
+                metrics::counter!(crate::metrics::REJECTED, "reason" => "too_large").increment(1);
             }
             if r.0 == StatusCode::BAD_REQUEST {
                 metrics::counter!(crate::metrics::REJECTED, "reason" => "bad_request").increment(1);
@@ -439,9 +457,14 @@ async fn post_message(
         .inner
         .ingest
         .accept_with(incoming, move |pipe, published| {
-            history.append_commands(pipe, &contact, &in_msg);
             if published {
+                history.append_commands(pipe, &contact, &in_msg);
                 history.typing_commands(pipe, &contact);
+            } else {
+                // Refused by a rate limit: kept short, so a flood cannot fill Redis.
+                let mut short = in_msg.clone();
+                short.text = shorten(&short.text, LIMITED_TEXT_CHARS);
+                history.append_commands(pipe, &contact, &short);
             }
         })
         .await;
@@ -558,6 +581,12 @@ async fn read_multipart(request: Request, limit: u64) -> Result<Posted, Reject> 
                     })?
                     .trim()
                     .to_owned();
+                if caption.len() > MAX_CAPTION_BYTES {
+                    return Err(Reject::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the caption is longer than 4 KB",
+                    ));
+                }
             }
             _ => {}
         }

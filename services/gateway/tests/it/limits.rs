@@ -60,6 +60,43 @@ async fn eleventh_message_in_a_minute_is_limited_with_one_notice() {
 }
 
 #[tokio::test]
+async fn a_refused_message_is_kept_short_and_an_oversized_caption_is_refused() {
+    let gw = Gw::start(&[("RATE_LIMIT_PER_CONTACT", "1")]).await;
+    let contact = "15551110002";
+    let (_, first) = gw.send_text(contact, "hello").await;
+    assert_eq!(first["status"], "accepted");
+    let long = "x".repeat(60_000);
+    let (_, second) = gw.send_text(contact, &long).await;
+    assert_eq!(second["status"], "rate_limited");
+    let list = gw.listing(contact).await;
+    let kept = list
+        .iter()
+        .find(|m| m["id"] == second["id"])
+        .expect("the refused message is in the history");
+    let text = kept["text"].as_str().unwrap();
+    assert_eq!(text.chars().count(), 201, "200 characters and the mark");
+    assert!(text.ends_with('…'));
+    // A caption over 4 KB: 413 with the reason, nothing published.
+    let form = crate::helpers::file_form(crate::helpers::PNG.to_vec(), "image/png")
+        .text("caption", "y".repeat(5000));
+    let r = gw
+        .http
+        .post(gw.api("15551110003", "messages"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("caption"),
+        "{body}"
+    );
+    assert_eq!(gw.inbound().await.len(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_limited_sender_may_write_again_once_the_window_allows() {
     // 60 per minute = one per second after the burst.
     let gw = Gw::start(&[("RATE_LIMIT_PER_CONTACT", "60")]).await;
