@@ -53,6 +53,12 @@ pub struct Config {
     /// `MEDIA_CAP_MB` (default 256): total bytes of stored media; the oldest items are evicted
     /// to stay under it.
     pub media_cap_bytes: u64,
+    /// `WEBCHAT_MAX_STREAMS` (default 2000): open web chat event streams, all conversations.
+    pub max_streams: usize,
+    /// `WEBCHAT_MAX_STREAMS_PER_CONTACT` (default 8): open event streams of one conversation.
+    pub max_streams_per_contact: usize,
+    /// `WEBCHAT_MAX_UPLOADS` (default 16): file uploads read at once.
+    pub max_uploads: usize,
     /// `RATE_LIMIT_PER_CONTACT` (default 10; 0 = off): messages per minute per sender.
     pub rate_per_contact: u32,
     /// `RATE_LIMIT_GLOBAL` (default 100; 0 = off): messages per minute over all senders.
@@ -234,6 +240,10 @@ impl Config {
                 "must be at least MAX_MEDIA_MB (one item must fit in the store)",
             );
         }
+        let max_streams = env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000);
+        let max_streams_per_contact =
+            env.int_in("WEBCHAT_MAX_STREAMS_PER_CONTACT", 8usize, 1, 1000);
+        let max_uploads = env.int_in("WEBCHAT_MAX_UPLOADS", 16usize, 1, 10_000);
         let rate_per_contact = env.int_in("RATE_LIMIT_PER_CONTACT", 10u32, 0, 100_000);
         let rate_global = env.int_in("RATE_LIMIT_GLOBAL", 100u32, 0, 10_000_000);
         let rate_notice = env.string(
@@ -269,6 +279,9 @@ impl Config {
             media_ttl,
             max_media_bytes,
             media_cap_bytes,
+            max_streams,
+            max_streams_per_contact,
+            max_uploads,
             rate_per_contact,
             rate_global,
             rate_notice,

@@ -85,6 +85,71 @@ struct Inner {
     origins: Vec<String>,
     /// Ends open event streams (the public listener's graceful shutdown waits for them).
     shutdown: tokio_util::sync::CancellationToken,
+    /// Open event streams per conversation, and the caps.
+    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    streams_total: std::sync::atomic::AtomicUsize,
+    max_streams: usize,
+    max_streams_per_contact: usize,
+    /// File uploads being read.
+    uploads: Arc<tokio::sync::Semaphore>,
+}
+
+/// An open event stream's place under the caps, given back when the stream ends.
+struct StreamSlot {
+    wc: Webchat,
+    contact: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let inner = &self.wc.inner;
+        inner
+            .streams_total
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut map = inner.streams.lock().expect("streams lock");
+        if let Some(n) = map.get_mut(&self.contact) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.contact);
+            }
+        }
+    }
+}
+
+impl Webchat {
+    /// A place for one more event stream of `contact`, unless a cap is reached.
+    fn open_stream(&self, contact: &str) -> Result<StreamSlot, Reject> {
+        let inner = &self.inner;
+        let mut map = inner.streams.lock().expect("streams lock");
+        let n = map.get(contact).copied().unwrap_or(0);
+        if n >= inner.max_streams_per_contact {
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this conversation has {n} event streams open already (WEBCHAT_MAX_STREAMS_PER_CONTACT)"
+                ),
+            ));
+        }
+        if inner
+            .streams_total
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |t| (t < inner.max_streams).then_some(t + 1),
+            )
+            .is_err()
+        {
+            return Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many event streams open on this server (WEBCHAT_MAX_STREAMS); try again shortly",
+            ));
+        }
+        map.insert(contact.to_owned(), n + 1);
+        Ok(StreamSlot {
+            wc: self.clone(),
+            contact: contact.to_owned(),
+        })
+    }
 }
 
 impl Webchat {
@@ -103,6 +168,11 @@ impl Webchat {
                 max_media: cfg.max_media_bytes,
                 origins: cfg.webchat_origins.clone(),
                 shutdown,
+                streams: std::sync::Mutex::default(),
+                streams_total: std::sync::atomic::AtomicUsize::new(0),
+                max_streams: cfg.max_streams,
+                max_streams_per_contact: cfg.max_streams_per_contact,
+                uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
             }),
         }
     }
@@ -402,6 +472,14 @@ async fn post_message(
     let posted = if content_type.starts_with("application/json") {
         read_json(request).await
     } else if content_type.starts_with("multipart/form-data") {
+        // Uploads are read whole into memory: a bounded number at once.
+        let Ok(_upload) = wc.inner.uploads.clone().try_acquire_owned() else {
+            metrics::counter!(crate::metrics::REJECTED, "reason" => "busy").increment(1);
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many uploads in progress (WEBCHAT_MAX_UPLOADS); try again shortly",
+            );
+        };
         read_multipart(request, limit).await
     } else {
         Err(Reject::new(
@@ -657,9 +735,13 @@ async fn events(
             Err(e) => return unavailable(&e),
         },
     };
+    let slot = match wc.open_stream(&contact) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
     use futures_util::StreamExt;
     let shutdown = wc.inner.shutdown.clone().cancelled_owned();
-    let stream = sse_stream(wc, contact, last).take_until(shutdown);
+    let stream = sse_stream(wc, contact, last, slot).take_until(shutdown);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -671,6 +753,8 @@ struct SseState {
     last: String,
     pending: std::collections::VecDeque<Event>,
     notes: history::Listener,
+    /// Held while the stream is open.
+    _slot: StreamSlot,
     /// The last read returned less than a page: nothing newer until the next notification
     /// (one arriving meanwhile is queued in `notes`), so no read before waiting.
     caught_up: bool,
@@ -683,6 +767,7 @@ fn sse_stream(
     wc: Webchat,
     contact: String,
     last: String,
+    slot: StreamSlot,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
     let notes = wc.inner.history.listen(&History::contact_hash(&contact));
     let state = SseState {
@@ -691,6 +776,7 @@ fn sse_stream(
         last,
         pending: std::collections::VecDeque::new(),
         notes,
+        _slot: slot,
         caught_up: false,
     };
     futures_util::stream::unfold(state, |mut s| async move {

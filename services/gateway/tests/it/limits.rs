@@ -169,3 +169,102 @@ async fn the_global_limit_is_shared_by_two_gateway_processes() {
     b.proc.terminate_async(Duration::from_secs(20)).await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_place() {
+    let gw = Gw::start(&[
+        ("WEBCHAT_MAX_STREAMS_PER_CONTACT", "2"),
+        ("WEBCHAT_MAX_STREAMS", "3"),
+        ("WEBCHAT_MAX_UPLOADS", "1"),
+    ])
+    .await;
+    let open = |contact: &'static str| {
+        let http = gw.http.clone();
+        let url = gw.api(contact, "events");
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let a1 = open("15551110010").await;
+    let a2 = open("15551110010").await;
+    assert_eq!((a1.status().as_u16(), a2.status().as_u16()), (200, 200));
+    let a3 = open("15551110010").await;
+    assert_eq!(a3.status(), 429, "a third stream of one conversation");
+    let b1 = open("15551110011").await;
+    assert_eq!(b1.status(), 200);
+    let b2 = open("15551110011").await;
+    assert_eq!(b2.status(), 503, "over the total");
+    let body: serde_json::Value = b2.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("WEBCHAT_MAX_STREAMS")
+    );
+    // A client that goes away gives its place back.
+    drop(a1);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let r = open("15551110011").await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An upload that never finishes holds the only upload place; the next is told to retry.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let boundary = "sbtestboundary";
+    let slow = {
+        let http = gw.http.clone();
+        let url = gw.api("15551110012", "messages");
+        tokio::spawn(async move {
+            http.post(url)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+        })
+    };
+    tx.send(Ok(bytes::Bytes::from(format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+    ))))
+    .await
+    .unwrap();
+    let upload = || {
+        let form = crate::helpers::file_form(crate::helpers::PNG.to_vec(), "image/png");
+        gw.http
+            .post(gw.api("15551110013", "messages"))
+            .multipart(form)
+            .send()
+    };
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let r = upload().await.unwrap();
+        if r.status() == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("WEBCHAT_MAX_UPLOADS")
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The slow client gives up: its place is free again.
+    drop(tx);
+    let _ = slow.await;
+    assert_eq!(upload().await.unwrap().status(), 202);
+    gw.stop().await;
+}
