@@ -167,6 +167,63 @@ pub async fn serve(
         .await
 }
 
+/// Limits of a listener open to the internet.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicLimits {
+    /// Connections served at once; the next waits in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (slow clients are cut off). Bodies and
+    /// responses (server-sent events) are not timed here.
+    pub header_timeout: std::time::Duration,
+}
+
+/// Serves `router` on a listener open to the internet until `shutdown`: at most
+/// `max_connections` at once, each request's headers within `header_timeout`; on shutdown,
+/// open connections finish their requests.
+pub async fn serve_public(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: PublicLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            s = slots.clone().acquire_owned() => s.expect("never closed"),
+        };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// A JSON error body `{"error": "..."}` with a status, for every HTTP API.
 pub fn json_error(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
     (status, Json(serde_json::json!({"error": message.into()}))).into_response()

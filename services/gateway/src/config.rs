@@ -53,6 +53,10 @@ pub struct Config {
     /// `MEDIA_CAP_MB` (default 256): total bytes of stored media; the oldest items are evicted
     /// to stay under it.
     pub media_cap_bytes: u64,
+    /// `PUBLIC_MAX_CONNECTIONS` (default 4096): connections the public listener serves at once.
+    pub max_connections: usize,
+    /// `PUBLIC_HEADER_TIMEOUT_SECS` (default 10): a request's headers must arrive within this.
+    pub header_timeout: Duration,
     /// `WEBCHAT_MAX_STREAMS` (default 2000): open web chat event streams, all conversations.
     pub max_streams: usize,
     /// `WEBCHAT_MAX_STREAMS_PER_CONTACT` (default 8): open event streams of one conversation.
@@ -240,6 +244,8 @@ impl Config {
                 "must be at least MAX_MEDIA_MB (one item must fit in the store)",
             );
         }
+        let max_connections = env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
+        let header_timeout = env.secs("PUBLIC_HEADER_TIMEOUT_SECS", 10, 1, 600);
         let max_streams = env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000);
         let max_streams_per_contact =
             env.int_in("WEBCHAT_MAX_STREAMS_PER_CONTACT", 8usize, 1, 1000);
@@ -279,6 +285,8 @@ impl Config {
             media_ttl,
             max_media_bytes,
             media_cap_bytes,
+            max_connections,
+            header_timeout,
             max_streams,
             max_streams_per_contact,
             max_uploads,

@@ -126,6 +126,10 @@ pub fn start(
         })
     });
 
+    let limits = shared::http::PublicLimits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.header_timeout,
+    };
     let room_bus = bus.clone();
     let media_cap = cfg.media_cap_bytes;
     let main = async move {
@@ -158,7 +162,7 @@ pub fn start(
         {
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                shared::http::serve(public_listener, public, shutdown)
+                shared::http::serve_public(public_listener, public, limits, shutdown)
                     .await
                     .context("public listener failed")
             });

@@ -268,3 +268,46 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
     assert_eq!(upload().await.unwrap().status(), 202);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start(&[
+        ("PUBLIC_HEADER_TIMEOUT_SECS", "1"),
+        ("PUBLIC_MAX_CONNECTIONS", "2"),
+    ])
+    .await;
+    let addr = gw.public.trim_start_matches("http://").to_owned();
+    // Headers that never end: the connection is closed after the timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
+    assert!(read.is_ok(), "the slow client was not cut off");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    drop(slow);
+    // Two connections that say nothing hold both places: a third client waits...
+    let idle1 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let idle2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let http = reqwest::Client::new();
+    let third = tokio::spawn({
+        let url = format!("{}/chat", gw.public);
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served beyond the cap");
+    // ...until one of them goes.
+    drop(idle1);
+    let status = tokio::time::timeout(T, third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    drop(idle2);
+    gw.stop().await;
+}
