@@ -232,35 +232,29 @@ impl Env {
 
     /// An `http://` or `https://` URL (kept as a string, trailing slash removed).
     pub fn http_url(&mut self, name: &str) -> Option<String> {
-        let raw = self.raw(name)?.to_owned();
-        let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
-            && raw.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
-        if ok {
-            Some(raw.trim_end_matches('/').to_owned())
-        } else {
-            self.problem(
-                name,
-                format!("expected an http:// or https:// URL, got {raw:?}"),
-            );
-            None
-        }
+        self.checked_http_url(name, false)
     }
 
     /// [`Env::http_url`] for a URL that is a credential (a webhook's carries its token): kept
     /// as a secret and never echoed in a problem.
     pub fn secret_http_url(&mut self, name: &str) -> Option<SecretString> {
+        self.checked_http_url(name, true).map(SecretString::from)
+    }
+
+    fn checked_http_url(&mut self, name: &str, secret: bool) -> Option<String> {
         let raw = self.raw(name)?.to_owned();
         let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
             && raw.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
         if ok {
-            Some(SecretString::from(raw.trim_end_matches('/').to_owned()))
-        } else {
-            self.problem(
-                name,
-                "expected an http:// or https:// URL (the value is a secret: not shown)".to_owned(),
-            );
-            None
+            return Some(raw.trim_end_matches('/').to_owned());
         }
+        let problem = if secret {
+            "expected an http:// or https:// URL (the value is a secret: not shown)".to_owned()
+        } else {
+            format!("expected an http:// or https:// URL, got {raw:?}")
+        };
+        self.problem(name, problem);
+        None
     }
 
     /// Ends loading: `Err` lists every problem found.
