@@ -85,13 +85,19 @@ struct Inner {
     origins: Vec<String>,
     /// Ends open event streams (the public listener's graceful shutdown waits for them).
     shutdown: tokio_util::sync::CancellationToken,
-    /// Open event streams per conversation, and the caps.
-    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    streams_total: std::sync::atomic::AtomicUsize,
+    /// Open event streams, and the caps.
+    streams: std::sync::Mutex<OpenStreams>,
     max_streams: usize,
     max_streams_per_contact: usize,
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
+}
+
+/// Open event streams: per conversation, and in all.
+#[derive(Default)]
+struct OpenStreams {
+    per_contact: std::collections::HashMap<String, usize>,
+    total: usize,
 }
 
 /// An open event stream's place under the caps, given back when the stream ends.
@@ -102,15 +108,12 @@ struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let inner = &self.wc.inner;
-        inner
-            .streams_total
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let mut map = inner.streams.lock().expect("streams lock");
-        if let Some(n) = map.get_mut(&self.contact) {
+        let mut open = self.wc.inner.streams.lock().expect("streams lock");
+        open.total -= 1;
+        if let Some(n) = open.per_contact.get_mut(&self.contact) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.contact);
+                open.per_contact.remove(&self.contact);
             }
         }
     }
@@ -120,8 +123,8 @@ impl Webchat {
     /// A place for one more event stream of `contact`, unless a cap is reached.
     fn open_stream(&self, contact: &str) -> Result<StreamSlot, Reject> {
         let inner = &self.inner;
-        let mut map = inner.streams.lock().expect("streams lock");
-        let n = map.get(contact).copied().unwrap_or(0);
+        let mut open = inner.streams.lock().expect("streams lock");
+        let n = open.per_contact.get(contact).copied().unwrap_or(0);
         if n >= inner.max_streams_per_contact {
             return Err(Reject::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -130,21 +133,14 @@ impl Webchat {
                 ),
             ));
         }
-        if inner
-            .streams_total
-            .fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |t| (t < inner.max_streams).then_some(t + 1),
-            )
-            .is_err()
-        {
+        if open.total >= inner.max_streams {
             return Err(Reject::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many event streams open on this server (WEBCHAT_MAX_STREAMS); try again shortly",
             ));
         }
-        map.insert(contact.to_owned(), n + 1);
+        open.total += 1;
+        open.per_contact.insert(contact.to_owned(), n + 1);
         Ok(StreamSlot {
             wc: self.clone(),
             contact: contact.to_owned(),
@@ -169,7 +165,6 @@ impl Webchat {
                 origins: cfg.webchat_origins.clone(),
                 shutdown,
                 streams: std::sync::Mutex::default(),
-                streams_total: std::sync::atomic::AtomicUsize::new(0),
                 max_streams: cfg.max_streams,
                 max_streams_per_contact: cfg.max_streams_per_contact,
                 uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
