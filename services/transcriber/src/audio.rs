@@ -51,7 +51,8 @@ pub enum AudioError {
     Corrupt(String),
     #[error("ffmpeg took longer than {0} s")]
     Timeout(u64),
-    /// Longer than allowed: conversion stopped at the limit (at least `seconds` long).
+    /// Longer than `max_seconds`: `seconds` long, or at least that when conversion stopped
+    /// at the limit.
     #[error("{seconds:.0} s of audio is over the limit")]
     TooLong { seconds: f64 },
     /// Not one of the audio formats accepted (told from the first bytes, never from what the
@@ -189,6 +190,9 @@ pub async fn to_wav(
         .map_err(|e| AudioError::Io(format!("read output: {e}")))?;
     let seconds = wav_seconds(&bytes)
         .ok_or_else(|| AudioError::Corrupt("no audio in the file".to_owned()))?;
+    if seconds > max_seconds {
+        return Err(AudioError::TooLong { seconds });
+    }
     Ok(Wav {
         bytes,
         seconds,

@@ -114,22 +114,13 @@ impl Transcriber {
             AudioError::TooLong { seconds } => JobError::TooLong {
                 seconds,
                 reason: format!(
-                    "over {seconds:.0} s of audio is over MAX_AUDIO_SECONDS ({max:.0}); converting stopped there"
+                    "{seconds:.0} s of audio (or more: converting stops past the limit) is over MAX_AUDIO_SECONDS ({max:.0})"
                 ),
             },
             other => JobError::Failed(other.to_string()),
         })?;
         metrics::histogram!(m::FFMPEG_SECONDS).record(wav.took.as_secs_f64());
         metrics::histogram!(m::AUDIO_SECONDS).record(wav.seconds);
-        if wav.seconds > self.cfg.max_audio_seconds {
-            return Err(JobError::TooLong {
-                seconds: wav.seconds,
-                reason: format!(
-                    "{:.0} s of audio is over MAX_AUDIO_SECONDS ({:.0})",
-                    wav.seconds, self.cfg.max_audio_seconds
-                ),
-            });
-        }
         if wav.bytes.len() as u64 > WHISPER_MAX_BYTES {
             return Err(JobError::TooLong {
                 seconds: wav.seconds,
