@@ -52,6 +52,16 @@ if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[8]) end
 return 1
 ";
 
+/// The messages of history entries, with their entry ids (entries that do not parse skipped).
+fn messages(
+    entries: Vec<(String, HashMap<String, String>)>,
+) -> impl Iterator<Item = (String, ChatMessage)> {
+    entries.into_iter().filter_map(|(id, fields)| {
+        let m = fields.get("m")?;
+        serde_json::from_str(m).ok().map(|msg| (id, msg))
+    })
+}
+
 #[derive(Clone)]
 pub struct History {
     conn: ConnectionManager,
@@ -147,6 +157,11 @@ impl History {
         self.keys.key("wc:notify")
     }
 
+    /// The notification that `contact` is (not) being typed to (see [`Listeners::notify`]).
+    fn typing_note(contact: &str, on: bool) -> String {
+        format!("t{}:{}", u8::from(on), Self::contact_hash(contact))
+    }
+
     /// Adds the commands that append `msg` to `contact`'s history to a pipeline (so it can be
     /// written in the same transaction as the event it belongs to).
     pub fn append_commands(&self, pipe: &mut redis::Pipeline, contact: &str, msg: &ChatMessage) {
@@ -211,7 +226,7 @@ impl History {
             .arg(self.channel())
             .arg(format!("m:{hash}"))
             .arg(if typing_ends {
-                format!("t0:{hash}")
+                Self::typing_note(contact, false)
             } else {
                 String::new()
             });
@@ -227,7 +242,7 @@ impl History {
     pub fn typing_commands(&self, pipe: &mut redis::Pipeline, contact: &str) {
         pipe.cmd("PUBLISH")
             .arg(self.channel())
-            .arg(format!("t1:{}", Self::contact_hash(contact)))
+            .arg(Self::typing_note(contact, true))
             .ignore();
     }
 
@@ -251,13 +266,7 @@ impl History {
             .arg(count)
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, fields)| {
-                let m = fields.get("m")?;
-                serde_json::from_str(m).ok().map(|msg| (id, msg))
-            })
-            .collect())
+        Ok(messages(entries).collect())
     }
 
     /// The newest `limit` messages, oldest first — of those older than the message with id
@@ -282,10 +291,7 @@ impl History {
             .arg(count)
             .query_async(&mut self.conn.clone())
             .await?;
-        let newest_first = entries.into_iter().filter_map(|(_, fields)| {
-            let m = fields.get("m")?;
-            serde_json::from_str::<ChatMessage>(m).ok()
-        });
+        let newest_first = messages(entries).map(|(_, m)| m);
         let mut page: Vec<ChatMessage> = match before {
             None => newest_first.take(limit).collect(),
             Some(id) => {
@@ -321,11 +327,7 @@ impl History {
         let mut c = self.conn.clone();
         redis::cmd("PUBLISH")
             .arg(self.channel())
-            .arg(format!(
-                "t{}:{}",
-                if on { 1 } else { 0 },
-                Self::contact_hash(contact)
-            ))
+            .arg(Self::typing_note(contact, on))
             .query_async(&mut c)
             .await
     }
