@@ -97,16 +97,29 @@ async fn dlq_subcommands_list_and_replay_dead_letters() {
     shared::testing::cleanup_prefix(&url, &prefix).await;
 }
 
-#[tokio::test]
-async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
+/// A ledger process with `env` added, ready, that has been sent one chat record of `model`
+/// with `prompt_tokens`.
+async fn running_ledger_sent(
+    env: &[(&str, String)],
+    usage_id: &str,
+    model: &str,
+    prompt_tokens: u64,
+) -> (
+    TestDb,
+    shared::testing::ServiceEnv,
+    shared::testing::ServiceProcess,
+) {
     use shared::bus::{Bus, Publish, Stream};
     use shared::proto::{Envelope, Payload, UsageRecord};
     let db = TestDb::new().await;
-    let senv = shared::testing::ServiceEnv::new(
+    let mut senv = shared::testing::ServiceEnv::new(
         ServiceName::Ledger,
         &shared::testing::redis_url(),
         Some(&db.url),
     );
+    for (k, v) in env {
+        senv.env.insert((*k).to_owned(), v.clone());
+    }
     let p = senv.spawn(BIN);
     assert!(
         p.wait_status("/readyz", 200, std::time::Duration::from_secs(60))
@@ -122,11 +135,11 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
     )
     .unwrap();
     let usage = UsageRecord {
-        usage_id: "u-unknown".into(),
-        requested_model: "mystery-model".into(),
-        response_model: "mystery-model".into(),
+        usage_id: usage_id.into(),
+        requested_model: model.into(),
+        response_model: model.into(),
         operation: shared::proto::usage_record::Operation::Chat as i32,
-        prompt_tokens: 10,
+        prompt_tokens,
         ..Default::default()
     };
     bus.publisher()
@@ -136,6 +149,12 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
         ))
         .await
         .unwrap();
+    (db, senv, p)
+}
+
+#[tokio::test]
+async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
+    let (db, senv, p) = running_ledger_sent(&[], "u-unknown", "mystery-model", 10).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = reqwest::get(format!("{}/metrics", p.http))
@@ -169,50 +188,16 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
 
 #[tokio::test]
 async fn a_failing_alert_webhook_is_logged_without_its_url() {
-    use shared::bus::{Bus, Publish, Stream};
-    use shared::proto::{Envelope, Payload, UsageRecord};
-    let db = TestDb::new().await;
-    let mut senv = shared::testing::ServiceEnv::new(
-        ServiceName::Ledger,
-        &shared::testing::redis_url(),
-        Some(&db.url),
-    );
     // Nothing listens there: every attempt fails.
     let port = shared::testing::free_port();
-    senv.env.insert(
-        "ALERT_WEBHOOK_URL".into(),
-        format!("http://127.0.0.1:{port}/services/T0/B0/hooksecret123"),
-    );
-    senv.env.insert("COST_ALERT_USD".into(), "0.000001".into());
-    let p = senv.spawn(BIN);
-    assert!(
-        p.wait_status("/readyz", 200, std::time::Duration::from_secs(60))
-            .await,
-        "{}",
-        p.log_text()
-    );
-    let bus = Bus::with_parts(
-        &shared::config::Dsn::new(shared::testing::redis_url()),
-        &senv.prefix,
-        Default::default(),
-        "test",
-    )
-    .unwrap();
-    let usage = UsageRecord {
-        usage_id: "u-costly".into(),
-        requested_model: "gpt-4o".into(),
-        response_model: "gpt-4o".into(),
-        operation: shared::proto::usage_record::Operation::Chat as i32,
-        prompt_tokens: 1000,
-        ..Default::default()
-    };
-    bus.publisher()
-        .publish(Publish::new(
-            Stream::Usage,
-            Envelope::new("test", Payload::Usage(usage)),
-        ))
-        .await
-        .unwrap();
+    let env = [
+        (
+            "ALERT_WEBHOOK_URL",
+            format!("http://127.0.0.1:{port}/services/T0/B0/hooksecret123"),
+        ),
+        ("COST_ALERT_USD", "0.000001".to_owned()),
+    ];
+    let (db, senv, p) = running_ledger_sent(&env, "u-costly", "gpt-4o", 1000).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !p.log_text().contains("alert webhook failed") {
         assert!(
