@@ -201,7 +201,7 @@ pub async fn serve_public(
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             a = listener.accept() => match a {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -210,8 +210,17 @@ pub async fn serve_public(
                 }
             },
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Handlers read the client's address as axum's `ConnectInfo`.
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                r
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

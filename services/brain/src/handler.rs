@@ -86,6 +86,15 @@ fn published(existing: Option<Vec<u8>>, events: Vec<Publish>) -> Result<Vec<Publ
     }
 }
 
+/// A web chat visitor: only web chat identities (no phone number behind it).
+fn is_visitor(ib: &Inbound) -> bool {
+    !ib.identities.is_empty()
+        && ib
+            .identities
+            .iter()
+            .all(|i| i.kind == identity::Kind::Webchat as i32)
+}
+
 fn identity_kind(kind: i32) -> &'static str {
     match identity::Kind::try_from(kind).unwrap_or(identity::Kind::Unspecified) {
         identity::Kind::Phone => "phone",
@@ -226,8 +235,12 @@ impl Brain {
             metrics::counter!(m::OPT_OUTS).increment(1);
             return Ok(Decision::notice(&msgs.opted_out, "opted_out"));
         }
-        let allowed =
-            contact.role == Role::Admin || contact.allowed || self.cfg.access == AccessMode::Open;
+        // ACCESS_MODE governs phone identities; web chat visitors are always served (within
+        // their own budget, which the gateway enforces).
+        let allowed = contact.role == Role::Admin
+            || contact.allowed
+            || self.cfg.access == AccessMode::Open
+            || is_visitor(ib);
         if !allowed {
             let today = self.today();
             metrics::counter!(m::REFUSALS).increment(1);

@@ -83,6 +83,8 @@ pub enum Admission {
 pub struct Limits {
     pub per_contact: u32,
     pub global: u32,
+    /// All web chat visitors together, apart from `global` (WhatsApp's customers).
+    pub visitors: u32,
 }
 
 #[derive(Clone)]
@@ -108,26 +110,33 @@ impl Admitter {
         self.keys.key(&format!("gw:seen:{transport}:{}", &h[..32]))
     }
 
-    /// Decides on one message. `sender` is the rate-limit subject (the phone number when known).
+    /// Decides on one message. `sender` is the rate-limit subject (the phone number when known);
+    /// a web chat `visitor` counts against the visitors' global budget instead of the shared one.
     pub async fn admit(
         &self,
         transport: &str,
         transport_message_id: &str,
         sender: &str,
         message_id: &str,
+        visitor: bool,
     ) -> redis::RedisResult<Admission> {
+        let (global_key, global) = if visitor {
+            ("gw:rl:visitors", self.limits.visitors)
+        } else {
+            ("gw:rl:global", self.limits.global)
+        };
         let sender = blake3::hash(sender.as_bytes()).to_hex();
         let sender = &sender[..32];
         let reply: Vec<String> = self
             .script
             .key(self.seen_key(transport, transport_message_id))
             .key(self.keys.key(&format!("gw:rl:c:{sender}")))
-            .key(self.keys.key("gw:rl:global"))
+            .key(self.keys.key(global_key))
             .key(self.keys.key(&format!("gw:rl:n:{sender}")))
             .arg(message_id)
             .arg(PENDING_TTL.as_millis() as u64)
             .arg(self.limits.per_contact)
-            .arg(self.limits.global)
+            .arg(global)
             .arg(PERIOD.as_millis() as u64)
             .arg(DEDUP_WINDOW.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())

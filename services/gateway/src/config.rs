@@ -43,9 +43,24 @@ pub struct Config {
     pub transports: Vec<TransportKind>,
     /// `PUBLIC_ADDR` (default `127.0.0.1:8080`): the public listener (web chat, webhooks).
     pub public_addr: SocketAddr,
-    /// `WEBCHAT_TOKEN`: bearer token of the web chat API; required when `PUBLIC_ADDR` is not
-    /// loopback.
+    /// `WEBCHAT_DEMO` (default false): conversations are phone numbers and nothing is checked
+    /// — for trying the bot on this machine only (refused unless `PUBLIC_ADDR` is loopback).
+    /// Otherwise the web chat serves visitors, each with its own token.
+    pub webchat_demo: bool,
+    /// `WEBCHAT_TOKEN`: a server-to-server key that may act on any issued visitor.
     pub webchat_token: Option<SecretString>,
+    /// `WEBCHAT_SECRET`: the key visitor ids and tokens are made with; unset = one generated
+    /// once and kept in Redis (so replicas agree).
+    pub webchat_secret: Option<SecretString>,
+    /// `WEBCHAT_IDENTITY_SECRET`: the business signs its user ids with it (`user_hash`), to
+    /// get the same visitor on every device.
+    pub webchat_identity_secret: Option<SecretString>,
+    /// `WEBCHAT_VISITORS_PER_HOUR` (default 20; 0 = off): anonymous visitors one client
+    /// address may create per hour.
+    pub visitors_per_hour: u32,
+    /// `TRUSTED_PROXY_HEADER`: the header a reverse proxy puts the client's address in (like
+    /// `X-Forwarded-For`; its last entry is used); unset = the connection's address.
+    pub trusted_proxy_header: Option<axum::http::HeaderName>,
     /// `MEDIA_TTL_HOURS` (default 24): how long stored media lives.
     pub media_ttl: Duration,
     /// `MAX_MEDIA_MB` (default 16): the largest single media item (and web chat body).
@@ -67,6 +82,9 @@ pub struct Config {
     pub rate_per_contact: u32,
     /// `RATE_LIMIT_GLOBAL` (default 100; 0 = off): messages per minute over all senders.
     pub rate_global: u32,
+    /// `RATE_LIMIT_VISITORS` (default 100; 0 = off): messages per minute over all web chat
+    /// visitors — their own budget, apart from `RATE_LIMIT_GLOBAL`'s.
+    pub rate_visitors: u32,
     /// `RATE_LIMIT_NOTICE`: what a limited sender is told (once per minute).
     pub rate_notice: String,
     /// `BUSY_NOTICE`: what a sender is told when the global limit is reached.
@@ -217,23 +235,49 @@ impl Config {
             env.problem("TRANSPORTS", "at least one transport is needed");
         }
         let public_addr = env.addr("PUBLIC_ADDR", "127.0.0.1:8080");
+        let webchat = transports.contains(&TransportKind::Webchat);
+        let webchat_demo = env.flag("WEBCHAT_DEMO", false);
+        if webchat && webchat_demo && !public_addr.ip().is_loopback() {
+            env.problem(
+                "WEBCHAT_DEMO",
+                format!(
+                    "demo mode (conversations are phone numbers, nothing checked) is for this \
+                     machine only, but PUBLIC_ADDR ({public_addr}) is not loopback: unset \
+                     WEBCHAT_DEMO to serve visitors"
+                ),
+            );
+        }
         let webchat_token = env.secret("WEBCHAT_TOKEN");
-        if transports.contains(&TransportKind::Webchat) && !public_addr.ip().is_loopback() {
-            match &webchat_token {
-                None => env.problem(
-                    "WEBCHAT_TOKEN",
-                    format!(
-                        "is required when PUBLIC_ADDR ({public_addr}) is not loopback: anyone \
-                         could use the web chat otherwise"
-                    ),
-                ),
-                Some(t) if t.expose_secret().len() < 16 => env.problem(
-                    "WEBCHAT_TOKEN",
-                    "expected at least 16 characters (a random token)",
-                ),
-                Some(_) => {}
+        let webchat_secret = env.secret("WEBCHAT_SECRET");
+        let webchat_identity_secret = env.secret("WEBCHAT_IDENTITY_SECRET");
+        for (name, value, min) in [
+            ("WEBCHAT_TOKEN", &webchat_token, 16),
+            ("WEBCHAT_SECRET", &webchat_secret, 32),
+            ("WEBCHAT_IDENTITY_SECRET", &webchat_identity_secret, 16),
+        ] {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.expose_secret().len() < min)
+            {
+                env.problem(
+                    name,
+                    format!("expected at least {min} characters (a random secret)"),
+                );
             }
         }
+        let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
+        let trusted_proxy_header = env.opt_string("TRUSTED_PROXY_HEADER").and_then(|h| {
+            match axum::http::HeaderName::from_bytes(h.trim().as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    env.problem(
+                        "TRUSTED_PROXY_HEADER",
+                        format!("{h:?} is not a header name (like X-Forwarded-For)"),
+                    );
+                    None
+                }
+            }
+        });
         let media_ttl =
             Duration::from_secs(3600 * env.int_in("MEDIA_TTL_HOURS", 24u64, 1, 24 * 30));
         let max_media_bytes = MB * env.int_in("MAX_MEDIA_MB", 16u64, 1, 100);
@@ -252,6 +296,7 @@ impl Config {
         let max_uploads = env.int_in("WEBCHAT_MAX_UPLOADS", 16usize, 1, 10_000);
         let rate_per_contact = env.int_in("RATE_LIMIT_PER_CONTACT", 10u32, 0, 100_000);
         let rate_global = env.int_in("RATE_LIMIT_GLOBAL", 100u32, 0, 10_000_000);
+        let rate_visitors = env.int_in("RATE_LIMIT_VISITORS", 100u32, 0, 10_000_000);
         let rate_notice = env.string(
             "RATE_LIMIT_NOTICE",
             "You're sending messages faster than I can answer. Please wait a minute, then send \
@@ -281,7 +326,12 @@ impl Config {
         Self {
             transports,
             public_addr,
+            webchat_demo,
             webchat_token,
+            webchat_secret,
+            webchat_identity_secret,
+            visitors_per_hour,
+            trusted_proxy_header,
             media_ttl,
             max_media_bytes,
             media_cap_bytes,
@@ -292,6 +342,7 @@ impl Config {
             max_uploads,
             rate_per_contact,
             rate_global,
+            rate_visitors,
             rate_notice,
             busy_notice,
             history_ttl,
@@ -300,8 +351,8 @@ impl Config {
         }
     }
 
-    /// Web chat contacts stand for phone numbers only while the public listener is loopback.
+    /// Web chat conversations stand for phone numbers only in demo mode (loopback only).
     pub fn webchat_is_local(&self) -> bool {
-        self.public_addr.ip().is_loopback()
+        self.webchat_demo && self.public_addr.ip().is_loopback()
     }
 }

@@ -142,6 +142,7 @@ impl Ingest {
                     crate::admit::Limits {
                         per_contact: cfg.rate_per_contact,
                         global: cfg.rate_global,
+                        visitors: cfg.rate_visitors,
                     },
                 ),
                 media: MediaStore::new(
@@ -188,9 +189,21 @@ impl Ingest {
         let message_id = msg.message_id.clone().unwrap_or_else(shared::ids::new_id);
         tracing::Span::current().record("message_id", message_id.as_str());
         let sender = sender_key(&msg.identities, &msg.chat_id);
+        // Web chat visitors (no phone identity) spend a global budget of their own.
+        let visitor = !msg.identities.is_empty()
+            && msg
+                .identities
+                .iter()
+                .all(|i| i.kind == identity::Kind::Webchat as i32);
         let admission = inner
             .admitter
-            .admit(transport, &msg.transport_message_id, &sender, &message_id)
+            .admit(
+                transport,
+                &msg.transport_message_id,
+                &sender,
+                &message_id,
+                visitor,
+            )
             .await?;
         match admission {
             Admission::Duplicate { first_id } => {

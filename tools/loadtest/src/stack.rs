@@ -81,6 +81,8 @@ impl Stack {
             ),
             ("TRANSPORTS".into(), "webchat".into()),
             ("PUBLIC_ADDR".into(), public.clone()),
+            // Conversations are phone numbers (loopback only), as a load test needs.
+            ("WEBCHAT_DEMO".into(), "true".into()),
             ("OPENAI_API_KEY".into(), "sk-bench".into()),
             ("OPENAI_BASE_URL".into(), model_url.to_owned()),
             ("ACCESS_MODE".into(), "open".into()),

@@ -220,6 +220,27 @@ async fn whitelist_refuses_once_a_day_and_admins_manage_it() {
 }
 
 #[tokio::test]
+async fn a_web_chat_visitor_is_served_under_the_whitelist_but_is_never_an_admin() {
+    let mut rig = Rig::new(&[]).await;
+    let p = rig.spawn().await;
+    let visitor = "v0123456789abcdef0123456789abcdef";
+    let v1 = rig.visitor_text(visitor, "Do you open on Sundays?").await;
+    assert!(
+        rig.reply(&v1)
+            .await
+            .contains("You said: Do you open on Sundays?")
+    );
+    let v2 = rig.visitor_text(visitor, "!allow +15551230002").await;
+    assert!(rig.reply(&v2).await.contains("for administrators"));
+    // A phone number is still refused: ACCESS_MODE governs phone identities.
+    let r = rig.text(USER, "hi").await;
+    assert!(rig.reply(&r).await.contains("only available"));
+    assert_eq!(metric(&p, "brain_refusals_total").await, 1.0);
+    stop(p).await;
+    rig.cleanup().await;
+}
+
+#[tokio::test]
 async fn rate_limited_then_successful_model_call() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
     rig.fake.script([Reply::RateLimited(1), Reply::Status(500)]);

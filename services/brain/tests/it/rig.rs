@@ -82,6 +82,18 @@ impl Rig {
         id
     }
 
+    /// Publishes a text from web chat visitor `visitor` (no phone number); returns its id.
+    pub async fn visitor_text(&self, visitor: &str, text: &str) -> String {
+        let id = shared::ids::new_id();
+        let who = Identity {
+            kind: identity::Kind::Webchat as i32,
+            value: visitor.to_owned(),
+        };
+        self.send_as(who, visitor, &id, inbound::Kind::Text, text, None)
+            .await;
+        id
+    }
+
     pub async fn send(
         &self,
         phone: &str,
@@ -90,15 +102,30 @@ impl Rig {
         text: &str,
         media: Option<shared::proto::MediaRef>,
     ) {
+        let who = Identity {
+            kind: identity::Kind::Phone as i32,
+            value: phone.to_owned(),
+        };
+        self.send_as(who, phone.trim_start_matches('+'), id, kind, text, media)
+            .await;
+    }
+
+    async fn send_as(
+        &self,
+        who: Identity,
+        chat_id: &str,
+        id: &str,
+        kind: inbound::Kind,
+        text: &str,
+        media: Option<shared::proto::MediaRef>,
+    ) {
+        let order = who.value.clone();
         let ib = Inbound {
             message_id: id.to_owned(),
             transport: Transport::Webchat as i32,
             transport_message_id: id.to_owned(),
-            identities: vec![Identity {
-                kind: identity::Kind::Phone as i32,
-                value: phone.to_owned(),
-            }],
-            chat_id: phone.trim_start_matches('+').to_owned(),
+            identities: vec![who],
+            chat_id: chat_id.to_owned(),
             kind: kind as i32,
             text: text.to_owned(),
             media,
@@ -110,7 +137,7 @@ impl Rig {
             .publish(Publish::ordered(
                 Stream::Inbound,
                 Envelope::new("test", Payload::Inbound(ib)),
-                phone.to_owned(),
+                order,
             ))
             .await
             .unwrap();

@@ -1,15 +1,20 @@
 //! The `webchat` transport: a chat page at `/chat` and its JSON API on the public listener.
 //!
+//! - `POST /chat/api/visitors` → `201 {"visitor", "token"}` (visitor mode; with
+//!   `{"user_id", "user_hash"}` the business's own user, the same visitor on every device).
 //! - `POST /chat/api/{contact}/messages`: JSON `{"text"}` or multipart (`file`, `caption`) →
 //!   `202 {"id"}`; bad input → 4xx `{"error"}`; Redis down → 503.
 //! - `GET /chat/api/{contact}/messages`: the conversation, oldest first.
 //! - `GET /chat/api/{contact}/events`: server-sent events (`message`, and `typing`), resuming
 //!   after `Last-Event-ID` (or `?after=<id>`; `?after=0` replays everything).
 //!
-//! While `PUBLIC_ADDR` is loopback a `{contact}` stands for that phone number; otherwise it is a
-//! web chat identity of its own (role `user`), and every API call needs `WEBCHAT_TOKEN`.
+//! In demo mode (`WEBCHAT_DEMO=true`, loopback only) a `{contact}` stands for that phone
+//! number and nothing is checked; otherwise it is a visitor ([`visitor`]): a user of its own
+//! (never an admin, never a phone number), and every call needs that visitor's token (or
+//! `WEBCHAT_TOKEN`, the server-to-server key).
 
 mod history;
+pub mod visitor;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use shared::http::json_error;
 use shared::phone::Phone;
@@ -77,9 +82,9 @@ pub struct Webchat {
 struct Inner {
     history: History,
     ingest: crate::ingest::Ingest,
-    /// Contacts stand for phone numbers (the public listener is loopback).
+    /// Demo mode: contacts stand for phone numbers (the public listener is loopback).
     local: bool,
-    token: Option<SecretString>,
+    visitors: Visitors,
     max_media: u64,
     /// Origins allowed to call the API from their pages (CORS).
     origins: Vec<String>,
@@ -91,6 +96,104 @@ struct Inner {
     max_streams_per_contact: usize,
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
+}
+
+/// Visitor mode's keys and the limit on creating visitors.
+struct Visitors {
+    conn: redis::aio::ConnectionManager,
+    /// Where the generated server key is kept when `WEBCHAT_SECRET` is unset.
+    secret_key: String,
+    keys_prefix: shared::bus::Keys,
+    secret: Option<SecretString>,
+    server_token: Option<SecretString>,
+    identity: Option<SecretString>,
+    /// Loaded on first use (the generated key needs Redis).
+    keys: tokio::sync::OnceCell<visitor::Keys>,
+    per_hour: u32,
+    proxy_header: Option<axum::http::HeaderName>,
+}
+
+impl Visitors {
+    /// The server's visitor keys: `WEBCHAT_SECRET`, or the key kept in Redis — created by
+    /// the first replica that asks, read by the others.
+    async fn keys(&self) -> Result<&visitor::Keys, Reject> {
+        self.keys
+            .get_or_try_init(|| async {
+                let secret = match &self.secret {
+                    Some(s) => s.clone(),
+                    None => {
+                        let fresh: [u8; 32] = rand::random();
+                        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+                        let (kept,): (String,) = redis::pipe()
+                            .cmd("SET")
+                            .arg(&self.secret_key)
+                            .arg(fresh)
+                            .arg("NX")
+                            .ignore()
+                            .cmd("GET")
+                            .arg(&self.secret_key)
+                            .query_async(&mut self.conn.clone())
+                            .await
+                            .map_err(|e| redis_down(&e))?;
+                        SecretString::from(kept)
+                    }
+                };
+                Ok(visitor::Keys::new(
+                    secret,
+                    self.server_token.clone(),
+                    self.identity.clone(),
+                ))
+            })
+            .await
+    }
+
+    /// The address a request came from: the trusted proxy's header (its last entry, the one
+    /// the proxy added), else the connection's peer.
+    fn client(&self, headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> String {
+        if let Some(name) = &self.proxy_header
+            && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && let Some(last) = v.rsplit(',').map(str::trim).find(|p| !p.is_empty())
+        {
+            return last.to_owned();
+        }
+        peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+    }
+
+    /// Counts an anonymous visitor created from `client`; `Err(seconds)` when over the limit.
+    async fn count_creation(&self, keys: &visitor::Keys, client: &str) -> Result<(), Reject> {
+        if self.per_hour == 0 {
+            return Ok(());
+        }
+        let key = self
+            .keys_prefix
+            .key(&format!("wc:vc:{}", keys.key_hash(client)));
+        let (n, ttl_ms): (u64, i64) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(0)
+            .arg("PX")
+            .arg(3_600_000)
+            .arg("NX")
+            .ignore()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| redis_down(&e))?;
+        if n > u64::from(self.per_hour) {
+            metrics::counter!(crate::metrics::REJECTED, "reason" => "visitor_limit").increment(1);
+            let mins = (ttl_ms.max(0) as u64).div_ceil(60_000).max(1);
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many new chats from this address (WEBCHAT_VISITORS_PER_HOUR); try again in {mins} min"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Open event streams: per conversation, and in all.
@@ -160,7 +263,17 @@ impl Webchat {
                 history: History::new(bus.connection(), bus.keys().clone(), cfg.history_ttl),
                 ingest,
                 local: cfg.webchat_is_local(),
-                token: cfg.webchat_token.clone(),
+                visitors: Visitors {
+                    conn: bus.connection(),
+                    secret_key: bus.keys().key("wc:secret"),
+                    keys_prefix: bus.keys().clone(),
+                    secret: cfg.webchat_secret.clone(),
+                    server_token: cfg.webchat_token.clone(),
+                    identity: cfg.webchat_identity_secret.clone(),
+                    keys: tokio::sync::OnceCell::new(),
+                    per_hour: cfg.visitors_per_hour,
+                    proxy_header: cfg.trusted_proxy_header.clone(),
+                },
                 max_media: cfg.max_media_bytes,
                 origins: cfg.webchat_origins.clone(),
                 shutdown,
@@ -188,6 +301,7 @@ impl Webchat {
                 get(list_messages).post(post_message),
             )
             .route("/chat/api/{contact}/events", get(events))
+            .route("/chat/api/visitors", axum::routing::post(create_visitor))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.max_media as usize + 256 * 1024,
             ))
@@ -221,28 +335,27 @@ impl Webchat {
             .max_age(std::time::Duration::from_secs(600))
     }
 
-    /// Checks the bearer token (when one is configured) and normalises `{contact}`.
-    fn authorize(&self, headers: &HeaderMap, contact: &str) -> Result<String, Reject> {
-        if let Some(token) = &self.inner.token {
-            let given = headers
+    /// Checks who is calling: in demo mode normalises the phone number `{contact}`; otherwise
+    /// checks the bearer token against the visitor `{contact}`.
+    async fn authorize(&self, headers: &HeaderMap, contact: &str) -> Result<String, Reject> {
+        if !self.inner.local {
+            let keys = self.inner.visitors.keys().await?;
+            let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            let expected = token.expose_secret().as_bytes();
-            let ok = given.len() == expected.len()
-                && given
-                    .as_bytes()
-                    .iter()
-                    .zip(expected)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
-            if !ok {
-                return Err(Reject::new(
+                .map(str::trim);
+            return match keys.check(bearer, contact) {
+                Ok(()) => Ok(contact.to_owned()),
+                Err(visitor::Denied::Unauthenticated) => Err(Reject::new(
                     StatusCode::UNAUTHORIZED,
-                    "missing or wrong bearer token (Authorization: Bearer <WEBCHAT_TOKEN>)",
-                ));
-            }
+                    "missing or wrong token (Authorization: Bearer <token from POST /chat/api/visitors>)",
+                )),
+                Err(visitor::Denied::NotFound) => Err(Reject::new(
+                    StatusCode::NOT_FOUND,
+                    "no such conversation for this token",
+                )),
+            };
         }
         let bad = || {
             Reject::new(
@@ -258,6 +371,8 @@ impl Webchat {
             .map_err(|_| bad())
     }
 
+    /// The identity a conversation speaks with: the phone number in demo mode, else the
+    /// visitor.
     fn identities(&self, contact: &str) -> Vec<Identity> {
         if self.inner.local {
             vec![Identity {
@@ -305,12 +420,15 @@ impl Transport for Webchat {
     }
 
     async fn send_text(&self, msg: &OutgoingText) -> Result<Sent, SendError> {
-        let contact = Phone::parse(&msg.chat_id)
-            .map(|p| p.digits().to_owned())
-            .map_err(|_| SendError::Permanent("not a web chat contact".to_owned()))?;
-        if contact != msg.chat_id {
-            return Err(SendError::Permanent("not a web chat contact".to_owned()));
+        let contact = if self.inner.local {
+            Phone::parse(&msg.chat_id)
+                .ok()
+                .map(|p| p.digits().to_owned())
+                .filter(|c| *c == msg.chat_id)
+        } else {
+            visitor::looks_like_visitor(&msg.chat_id).then(|| msg.chat_id.clone())
         }
+        .ok_or_else(|| SendError::Permanent("not a web chat contact".to_owned()))?;
         let kind = match msg.kind {
             outbound::Kind::Notice => "notice",
             outbound::Kind::Alert => "alert",
@@ -353,14 +471,96 @@ fn now_rfc3339() -> String {
         .to_string()
 }
 
-async fn page() -> impl IntoResponse {
+/// The chat page; it learns the mode from `<body data-mode>`.
+async fn page(State(wc): State<Webchat>) -> impl IntoResponse {
+    let mode = if wc.inner.local { "demo" } else { "visitor" };
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Html(PAGE),
+        Html(PAGE.replacen("data-mode=\"visitor\"", &format!("data-mode=\"{mode}\""), 1)),
     )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewVisitor {
+    user_id: Option<String>,
+    user_hash: Option<String>,
+}
+
+/// `POST /chat/api/visitors`: a new visitor (anonymous, limited per client address), or the
+/// visitor of a user the business vouches for.
+async fn create_visitor(State(wc): State<Webchat>, request: Request) -> Response {
+    match new_visitor(&wc, request).await {
+        Ok((visitor, token)) => (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({"visitor": visitor, "token": token})),
+        )
+            .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String), Reject> {
+    if wc.inner.local {
+        return Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            "visitors are off in demo mode (WEBCHAT_DEMO=true): a conversation is a phone number",
+        ));
+    }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let headers = request.headers().clone();
+    let body = axum::body::to_bytes(request.into_body(), 4096)
+        .await
+        .map_err(|_| Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 4 KB"))?;
+    let asked: NewVisitor = if body.iter().all(u8::is_ascii_whitespace) {
+        NewVisitor::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                format!("expected no body, or JSON {{\"user_id\", \"user_hash\"}}: {e}"),
+            )
+        })?
+    };
+    let v = &wc.inner.visitors;
+    let keys = v.keys().await?;
+    match (asked.user_id, asked.user_hash) {
+        (None, None) => {
+            v.count_creation(keys, &v.client(&headers, peer)).await?;
+            Ok(keys.new_visitor())
+        }
+        (Some(user_id), Some(user_hash)) => {
+            if !keys.verifies_users() {
+                return Err(Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    "user_id is not accepted: this server has no WEBCHAT_IDENTITY_SECRET",
+                ));
+            }
+            if user_id.is_empty() || user_id.len() > 256 {
+                return Err(Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    "user_id must be 1 to 256 bytes",
+                ));
+            }
+            keys.user_visitor(&user_id, &user_hash).ok_or_else(|| {
+                Reject::new(
+                    StatusCode::UNAUTHORIZED,
+                    "user_hash is not HMAC-SHA256(WEBCHAT_IDENTITY_SECRET, user_id) in hex",
+                )
+            })
+        }
+        _ => Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "user_id and user_hash go together",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -377,7 +577,7 @@ async fn list_messages(
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let contact = match wc.authorize(&headers, &contact) {
+    let contact = match wc.authorize(&headers, &contact).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
@@ -411,8 +611,12 @@ async fn list_messages(
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    redis_down(e).into_response()
+}
+
+fn redis_down(e: &dyn std::fmt::Display) -> Reject {
     tracing::warn!(error = %e, "web chat: Redis unavailable");
-    json_error(
+    Reject::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "the chat is temporarily unavailable; try again shortly",
     )
@@ -436,7 +640,7 @@ async fn post_message(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let contact = match wc.authorize(&headers, &contact) {
+    let contact = match wc.authorize(&headers, &contact).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
@@ -702,7 +906,7 @@ async fn events(
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let contact = match wc.authorize(&headers, &contact) {
+    let contact = match wc.authorize(&headers, &contact).await {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };

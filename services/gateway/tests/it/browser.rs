@@ -1,6 +1,8 @@
 //! The chat page in a real browser: Debian's headless Chromium, driven by playwright-core
-//! (`tests/browser/chat.mjs`), sends a text and a photo and sees the replies appear. The
-//! screenshot is kept in the test's temp dir (its path is printed) for a person to look at.
+//! (`tests/browser/chat.mjs`), opens the page as a website visitor on a 360-px phone screen,
+//! sends a text and a photo and sees the replies appear; the page must fit the screen. The
+//! screenshots (phone and desktop width) are kept in the test's temp dir (their paths are
+//! printed) for a person to look at; `SB_KEEP_SCREENSHOT=1` copies them to /tmp.
 //!
 //! The whole path runs: gateway → brain (its model played by the fake OpenAI server) →
 //! gateway → the page.
@@ -25,12 +27,14 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         "the browser test needs Debian's chromium and `npm ci` in {} (scripts/test does both)",
         dir.display()
     );
-    let gw = Gw::start(&[]).await;
-    let contact = "15557770000";
+    // Visitor mode, as a shop's website serves the page.
+    let server = "server-key-for-the-browser-test";
+    let gw = Gw::start(&[("WEBCHAT_DEMO", "false"), ("WEBCHAT_TOKEN", server)]).await;
     let work = shared::testing::TempDir::new("browser");
     let photo = work.path().join("photo.png");
     std::fs::write(&photo, PNG).unwrap();
-    let shot = work.path().join("chat.png");
+    let phone_shot = work.path().join("chat-phone.png");
+    let desktop_shot = work.path().join("chat-desktop.png");
 
     // The real brain answers, its model played by the fake OpenAI server (in Markdown).
     let fake = shared::fake_chat::FakeChat::start().await;
@@ -48,7 +52,7 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     for (k, v) in [
         ("OPENAI_BASE_URL", fake.base_url.as_str()),
         ("OPENAI_API_KEY", "sk-test"),
-        ("ACCESS_MODE", "open"),
+        // The default whitelist: visitors are served all the same.
         ("AI_DISCLOSURE", ""),
     ] {
         benv.env.insert(k.into(), v.into());
@@ -59,9 +63,9 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     let out = tokio::process::Command::new("node")
         .arg(dir.join("chat.mjs"))
         .arg(&gw.public)
-        .arg(contact)
         .arg(&photo)
-        .arg(&shot)
+        .arg(&phone_shot)
+        .arg(&desktop_shot)
         .current_dir(&dir)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(90), out)
@@ -74,18 +78,30 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         out.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
-    let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 5_000,
-        "screenshot too small"
-    );
-    eprintln!(
-        "screenshot: {} ({} bytes)\n{stdout}",
-        shot.display(),
-        png.len()
-    );
+    for shot in [&phone_shot, &desktop_shot] {
+        let png = std::fs::read(shot).expect("screenshot written");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "screenshot too small"
+        );
+        eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
+    }
+    eprintln!("{stdout}");
+    let visitor = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("visitor="))
+        .expect("the page reports its visitor");
     // What the page showed is what the API lists.
-    let list = gw.listing(contact).await;
+    let list: Vec<serde_json::Value> = gw
+        .http
+        .get(gw.api(visitor, "messages"))
+        .bearer_auth(server)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let kinds: Vec<(&str, &str)> = list
         .iter()
         .map(|m| {
@@ -105,7 +121,8 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         ]
     );
     if std::env::var("SB_KEEP_SCREENSHOT").is_ok() {
-        std::fs::copy(&shot, "/tmp/switchboard-chat.png").unwrap();
+        std::fs::copy(&phone_shot, "/tmp/switchboard-chat-phone.png").unwrap();
+        std::fs::copy(&desktop_shot, "/tmp/switchboard-chat-desktop.png").unwrap();
     }
     // The model saw the photo as an image part and the caption as text.
     let reqs = fake.requests();

@@ -32,6 +32,8 @@ impl Gw {
         }
         let public = format!("127.0.0.1:{}", free_port());
         senv.env.insert("PUBLIC_ADDR".into(), public.clone());
+        // Conversations are phone numbers unless a test turns demo mode off.
+        senv.env.insert("WEBCHAT_DEMO".into(), "true".into());
         senv.env.insert("BUS_RETRY_BASE_MS".into(), "50".into());
         senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
         for (k, v) in extra {

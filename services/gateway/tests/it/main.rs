@@ -5,6 +5,7 @@ mod browser;
 mod helpers;
 mod limits;
 mod outbound;
+mod visitors;
 mod web;
 mod webchat;
 

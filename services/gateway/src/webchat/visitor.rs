@@ -1,0 +1,270 @@
+//! Who may use a web chat conversation.
+//!
+//! In demo mode (`WEBCHAT_DEMO=true`, loopback only) a conversation is a phone number and
+//! nothing is checked. Otherwise conversations belong to *visitors*: `POST /chat/api/visitors`
+//! issues an id and a token, and every call on `/chat/api/{visitor}/…` needs
+//! `Authorization: Bearer <token>`.
+//!
+//! Nothing about a visitor is stored: the id carries a MAC (so only issued ids are valid) and
+//! the token is `<id>.<HMAC of the id>`, both under the server key (`WEBCHAT_SECRET`, or one
+//! generated once and kept in Redis so replicas agree). The id in the token tells a wrong
+//! token (401) from another visitor's (404). `WEBCHAT_TOKEN`, when set, is a server-to-server
+//! key that may act on any issued visitor.
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Random part of an anonymous visitor's id, in hex digits.
+const RANDOM_HEX: usize = 20;
+/// The id's MAC, in hex digits.
+const ID_MAC_HEX: usize = 12;
+/// Length of a visitor id: a letter, the body, the MAC.
+pub const ID_LEN: usize = 1 + RANDOM_HEX + ID_MAC_HEX;
+
+/// Why a call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No token, or one this server did not issue (401).
+    Unauthenticated,
+    /// A valid token of another visitor, or a visitor that does not exist (404).
+    NotFound,
+}
+
+/// The server's keys for visitors.
+#[derive(Clone)]
+pub struct Keys {
+    /// The server key (`WEBCHAT_SECRET` or the one kept in Redis).
+    secret: SecretString,
+    /// `WEBCHAT_TOKEN`: may act on any issued visitor.
+    server_token: Option<SecretString>,
+    /// `WEBCHAT_IDENTITY_SECRET`: the business signs its user ids with it.
+    identity: Option<SecretString>,
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+        m.update(b"\x1f");
+    }
+    m
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Whether `id` has a visitor id's shape (its MAC is checked by [`Keys::issued`]).
+pub fn looks_like_visitor(id: &str) -> bool {
+    id.len() == ID_LEN
+        && (id.starts_with('v') || id.starts_with('u'))
+        && id[1..]
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Constant-time equality of two byte strings.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Keys {
+    pub fn new(
+        secret: SecretString,
+        server_token: Option<SecretString>,
+        identity: Option<SecretString>,
+    ) -> Self {
+        Self {
+            secret,
+            server_token,
+            identity,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        self.secret.expose_secret().as_bytes()
+    }
+
+    /// `body` (a letter and hex digits) with its MAC: an id only this server can issue.
+    fn seal(&self, body: &str) -> String {
+        let tag = mac(self.key(), &[b"visitor-id", body.as_bytes()])
+            .finalize()
+            .into_bytes();
+        format!("{body}{}", &hex(&tag)[..ID_MAC_HEX])
+    }
+
+    /// Whether `id` is a visitor id this server issued.
+    pub fn issued(&self, id: &str) -> bool {
+        if !looks_like_visitor(id) {
+            return false;
+        }
+        let body = &id[..ID_LEN - ID_MAC_HEX];
+        same(self.seal(body).as_bytes(), id.as_bytes())
+    }
+
+    /// The token of visitor `id`.
+    pub fn token(&self, id: &str) -> String {
+        let tag = mac(self.key(), &[b"visitor-token", id.as_bytes()])
+            .finalize()
+            .into_bytes();
+        format!(
+            "{id}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    /// A new anonymous visitor: its id and token.
+    pub fn new_visitor(&self) -> (String, String) {
+        let random: [u8; RANDOM_HEX / 2] = rand::random();
+        let id = self.seal(&format!("v{}", hex(&random)));
+        let token = self.token(&id);
+        (id, token)
+    }
+
+    /// A keyed hash of `value` (for Redis key names: no address or id in the clear, and none
+    /// that can be guessed back without the server key).
+    pub fn key_hash(&self, value: &str) -> String {
+        let tag = mac(self.key(), &[b"redis-key", value.as_bytes()])
+            .finalize()
+            .into_bytes();
+        hex(&tag)[..32].to_owned()
+    }
+
+    /// Whether the business's user verification is configured.
+    pub fn verifies_users(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The visitor of a user the business vouches for (`user_hash` = hex HMAC-SHA256 of
+    /// `user_id` under `WEBCHAT_IDENTITY_SECRET`): the same visitor on every device. `None`
+    /// when the hash is wrong (or verification is not configured).
+    pub fn user_visitor(&self, user_id: &str, user_hash: &str) -> Option<(String, String)> {
+        let identity = self.identity.as_ref()?;
+        let given = unhex(&user_hash.to_ascii_lowercase())?;
+        let mut m = HmacSha256::new_from_slice(identity.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
+        m.update(user_id.as_bytes());
+        m.verify_slice(&given).ok()?;
+        let tag = mac(self.key(), &[b"user", user_id.as_bytes()])
+            .finalize()
+            .into_bytes();
+        let id = self.seal(&format!("u{}", &hex(&tag)[..RANDOM_HEX]));
+        let token = self.token(&id);
+        Some((id, token))
+    }
+
+    /// Checks a bearer token against the visitor in the path.
+    pub fn check(&self, bearer: Option<&str>, visitor: &str) -> Result<(), Denied> {
+        let given = bearer.unwrap_or("");
+        if given.is_empty() {
+            return Err(Denied::Unauthenticated);
+        }
+        if let Some(server) = &self.server_token
+            && same(given.as_bytes(), server.expose_secret().as_bytes())
+        {
+            return if self.issued(visitor) {
+                Ok(())
+            } else {
+                Err(Denied::NotFound)
+            };
+        }
+        let Some((id, _)) = given.split_once('.') else {
+            return Err(Denied::Unauthenticated);
+        };
+        if !self.issued(id) || !same(self.token(id).as_bytes(), given.as_bytes()) {
+            return Err(Denied::Unauthenticated);
+        }
+        if id == visitor {
+            Ok(())
+        } else {
+            Err(Denied::NotFound)
+        }
+    }
+}
+
+/// The visitor user-hash a business computes: hex HMAC-SHA256 of `user_id` under `secret`.
+pub fn user_hash(secret: &str, user_id: &str) -> String {
+    let mut m = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    m.update(user_id.as_bytes());
+    hex(&m.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(identity: Option<&str>) -> Keys {
+        Keys::new(
+            SecretString::from("k".repeat(40)),
+            Some(SecretString::from("server-token-0123456789")),
+            identity.map(SecretString::from),
+        )
+    }
+
+    #[test]
+    fn a_visitor_token_opens_its_own_conversation_only() {
+        let k = keys(None);
+        let (a, ta) = k.new_visitor();
+        let (b, tb) = k.new_visitor();
+        assert_ne!(a, b);
+        assert!(k.issued(&a) && k.issued(&b));
+        assert_eq!(k.check(Some(&ta), &a), Ok(()));
+        assert_eq!(k.check(Some(&tb), &a), Err(Denied::NotFound));
+        assert_eq!(k.check(None, &a), Err(Denied::Unauthenticated));
+        assert_eq!(k.check(Some("nope"), &a), Err(Denied::Unauthenticated));
+        // The right shape under another server key is a wrong token.
+        let other = Keys::new(SecretString::from("x".repeat(40)), None, None);
+        assert_eq!(
+            k.check(Some(&other.token(&a)), &a),
+            Err(Denied::Unauthenticated)
+        );
+        // An id that was never issued: 404 even for the server token.
+        let forged = format!("v{}", "0".repeat(ID_LEN - 1));
+        assert!(!k.issued(&forged));
+        assert_eq!(
+            k.check(Some("server-token-0123456789"), &forged),
+            Err(Denied::NotFound)
+        );
+        assert_eq!(k.check(Some("server-token-0123456789"), &a), Ok(()));
+        assert_eq!(
+            k.check(Some("server-token-0123456789"), "15550001111"),
+            Err(Denied::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_user_the_business_vouches_for_is_one_visitor_everywhere() {
+        let k = keys(Some("identity-secret-123"));
+        let hash = user_hash("identity-secret-123", "customer-42");
+        let (id1, t1) = k.user_visitor("customer-42", &hash).expect("right hash");
+        let (id2, t2) = k.user_visitor("customer-42", &hash.to_uppercase()).unwrap();
+        assert_eq!((&id1, &t1), (&id2, &t2));
+        assert!(id1.starts_with('u') && k.issued(&id1));
+        assert_eq!(k.check(Some(&t1), &id1), Ok(()));
+        assert!(k.user_visitor("customer-43", &hash).is_none());
+        assert!(k.user_visitor("customer-42", "zz").is_none());
+        assert!(
+            k.user_visitor("customer-42", &user_hash("other", "customer-42"))
+                .is_none()
+        );
+        assert!(keys(None).user_visitor("customer-42", &hash).is_none());
+    }
+}
