@@ -65,7 +65,7 @@ pub fn load_or_create_key(configured: Option<&str>, data_dir: &Path) -> std::io:
     }
     std::fs::create_dir_all(data_dir)?;
     let fresh: [u8; 32] = rand::random();
-    let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(fresh);
     let tmp = data_dir.join(format!(".log_hash_key.{}", crate::ids::new_id()));
     {
         let mut f = std::fs::File::create(&tmp)?;

@@ -66,3 +66,23 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> redis::RedisResult<u64> {
         cursor = next;
     }
 }
+
+/// A random 32-byte secret (64 hex digits) kept in Redis under `key`: created by the first
+/// caller (`SET NX`), read by every other service and replica, so they all agree.
+pub async fn shared_secret<C>(conn: &mut C, key: &str) -> redis::RedisResult<String>
+where
+    C: redis::aio::ConnectionLike + Send,
+{
+    let fresh = hex::encode(rand::random::<[u8; 32]>());
+    let (kept,): (String,) = redis::pipe()
+        .cmd("SET")
+        .arg(key)
+        .arg(&fresh)
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    Ok(kept)
+}

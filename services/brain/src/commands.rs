@@ -118,9 +118,24 @@ pub(crate) async fn run(
                 else {
                     return Ok(reply(format!("I have nothing stored for {number}.")));
                 };
+                // Redis first: its keys are found through the identities the database holds.
+                let person = shared::bus::Person {
+                    identities: store::identity_values(db, &target.id).await.or_retry()?,
+                    contact_id: target.id.clone(),
+                };
+                let erased = brain
+                    .bus
+                    .forget(&person)
+                    .await
+                    .map_err(|e| HandleError::Retry(format!("forget in Redis: {e}")))?;
                 store::forget(db, &target.id).await.or_retry()?;
                 return Ok(reply(format!(
-                    "Forgotten: {number}'s conversation and identities are erased (spend stays in the totals, unlinked)."
+                    "Forgotten: {number}'s conversation and identities are erased, with {} web chat history, {} media item{} and {} dead letter{} (spend stays in the totals, unlinked).",
+                    if erased.histories > 0 { "its" } else { "no" },
+                    erased.media,
+                    if erased.media == 1 { "" } else { "s" },
+                    erased.dead_letters,
+                    if erased.dead_letters == 1 { "" } else { "s" },
                 )));
             }
             let target =

@@ -717,6 +717,14 @@ pub async fn activity(
 
 /// `!forget`: erases a contact's memory, pending work, identities and the contact itself; its
 /// usage is kept, unlinked (daily aggregates move to the anonymous row).
+/// The values of a contact's identities (`+15550001111`, a visitor id, …).
+pub async fn identity_values(db: &Db, contact_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT value FROM contact_identities WHERE contact_id = $1")
+        .bind(contact_id)
+        .fetch_all(db.pool())
+        .await
+}
+
 pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     let merge = format!(

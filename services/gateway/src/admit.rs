@@ -105,9 +105,10 @@ impl Admitter {
         }
     }
 
+    /// Keyed: the web chat's ids carry the contact.
     fn seen_key(&self, transport: &str, transport_message_id: &str) -> String {
-        let h = blake3::hash(transport_message_id.as_bytes()).to_hex();
-        self.keys.key(&format!("gw:seen:{transport}:{}", &h[..32]))
+        let h = self.keys.hash(transport_message_id);
+        self.keys.key(&format!("gw:seen:{transport}:{h}"))
     }
 
     /// Decides on one message. `sender` is the rate-limit subject (the phone number when known);
@@ -125,8 +126,9 @@ impl Admitter {
         } else {
             ("gw:rl:global", self.limits.global)
         };
-        let sender = blake3::hash(sender.as_bytes()).to_hex();
-        let sender = &sender[..32];
+        let mut conn = self.conn.clone();
+        self.keys.ready(&mut conn).await?;
+        let sender = self.keys.hash(sender);
         let reply: Vec<String> = self
             .script
             .key(self.seen_key(transport, transport_message_id))
@@ -139,7 +141,7 @@ impl Admitter {
             .arg(global)
             .arg(PERIOD.as_millis() as u64)
             .arg(DEDUP_WINDOW.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
         Ok(match reply.first().map(String::as_str) {
             Some("dup") => Admission::Duplicate {

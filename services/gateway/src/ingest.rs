@@ -293,11 +293,21 @@ impl Ingest {
             sent_at_ms,
             display_name: msg.display_name.clone(),
         };
+        let media_sha = inbound.media.as_ref().map(|m| m.sha256.clone());
         let env = Envelope::new("gateway", Payload::Inbound(inbound));
         let transport = msg.transport.as_str();
         inner
             .publisher
             .publish_with(&[Publish::ordered(Stream::Inbound, env, sender)], |pipe| {
+                if let Some(sha) = &media_sha {
+                    // Whose media it is, so `!forget` can erase it.
+                    let of = inner.keys.media_of(sender);
+                    pipe.cmd("SADD").arg(&of).arg(sha).ignore();
+                    pipe.cmd("PEXPIRE")
+                        .arg(&of)
+                        .arg(inner.media.ttl().as_millis() as u64)
+                        .ignore();
+                }
                 inner.admitter.seen_commands(
                     pipe,
                     transport,

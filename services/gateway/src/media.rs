@@ -3,7 +3,8 @@
 //! [`MediaRef`]. When the cap would be exceeded the oldest items are evicted — by then they have
 //! long been transcribed or looked at.
 //!
-//! Keys: `{prefix}:media:<sha256>` (the bytes), `{prefix}:media:index` (sorted set: hash by
+//! Keys: `{prefix}:media:<sha256>` (the bytes), `{prefix}:media:of:<keyed hash of the sender>`
+//! (their items, for `!forget`: `shared::bus::Bus::forget`), `{prefix}:media:index` (sorted set: hash by
 //! expiry time), `{prefix}:media:sizes` (hash: hash → bytes), `{prefix}:media:total` (bytes
 //! stored).
 
@@ -175,6 +176,11 @@ impl MediaStore {
         }
     }
 
+    /// How long an item is kept.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Checks the size limit (before anything else is done with the bytes).
     pub fn check_size(&self, len: u64) -> Result<(), MediaError> {
         if len > self.max_item {
@@ -188,7 +194,7 @@ impl MediaStore {
 
     /// Stores the bytes (or refreshes the TTL of identical bytes) and returns their reference.
     pub async fn put(&self, bytes: &[u8], mime: &str) -> redis::RedisResult<MediaRef> {
-        let sha = hex(&Sha256::digest(bytes));
+        let sha = hex::encode(Sha256::digest(bytes));
         let prefix = self.keys.key("media:");
         let key = format!("{prefix}{sha}");
         let (evicted, total): (u64, u64) = self
@@ -216,14 +222,6 @@ impl MediaStore {
             sha256: sha,
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// What Redis needs beside the media store: the streams, the web chat's histories, rate

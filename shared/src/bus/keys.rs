@@ -66,16 +66,59 @@ impl FromStr for Stream {
 }
 
 /// Key names under one prefix; the prefix is the hash tag.
+///
+/// A key named after a person (a phone number, a visitor) carries a keyed hash of it
+/// ([`Keys::hash`]), never the value: the key is a random secret kept in Redis
+/// (`{prefix}:hashkey`), created by the first service that asks and shared by every
+/// service and replica, so the names cannot be reversed by hashing every phone number.
 #[derive(Debug, Clone)]
 pub struct Keys {
     tag: String,
+    secret: std::sync::Arc<std::sync::OnceLock<[u8; 32]>>,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
             tag: format!("{{{prefix}}}"),
+            secret: std::sync::Arc::default(),
         }
+    }
+
+    /// Loads (or creates) the secret of [`Keys::hash`]; a no-op once loaded. Every path that
+    /// names keys after people runs this first (publishing, consuming, admission, the web
+    /// chat's handlers).
+    pub async fn ready<C>(&self, conn: &mut C) -> redis::RedisResult<()>
+    where
+        C: redis::aio::ConnectionLike + Send,
+    {
+        if self.secret.get().is_some() {
+            return Ok(());
+        }
+        let key = self.key("hashkey");
+        let kept = crate::redis_conn::shared_secret(conn, &key).await?;
+        let bytes = hex::decode(kept).ok();
+        let secret: [u8; 32] = bytes.and_then(|b| b.try_into().ok()).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the key-name secret in Redis is not 64 hex digits",
+                key,
+            ))
+        })?;
+        let _ = self.secret.set(secret);
+        Ok(())
+    }
+
+    /// A keyed hash of `value` (a phone number, an order key, a visitor), for key names.
+    ///
+    /// # Panics
+    /// When [`Keys::ready`] has not succeeded yet (a path that forgot it: a bug).
+    pub fn hash(&self, value: &str) -> String {
+        let secret = self
+            .secret
+            .get()
+            .expect("Keys::ready must run before a key is named after a person");
+        blake3::keyed_hash(secret, value.as_bytes()).to_hex()[..32].to_owned()
     }
 
     /// `{prefix}`: the hash tag, for other components' keys (`{prefix}:media:…`).
@@ -86,6 +129,17 @@ impl Keys {
     /// Any other key of this deployment: `{prefix}:<rest>`.
     pub fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.tag)
+    }
+
+    /// `{prefix}:wc:h:<hash>`: the web chat's history of one conversation.
+    pub fn webchat_history(&self, contact: &str) -> String {
+        self.key(&format!("wc:h:{}", self.hash(contact)))
+    }
+
+    /// `{prefix}:media:of:<hash>`: the media items one sender sent (a set of SHA-256s), so
+    /// `!forget` can erase them.
+    pub fn media_of(&self, sender: &str) -> String {
+        self.key(&format!("media:of:{}", self.hash(sender)))
     }
 
     /// `{prefix}:v1:<stream>`.
@@ -109,15 +163,32 @@ impl Keys {
     }
 }
 
-/// The order token stored in an entry for an order key: a hash, so no phone number sits in
-/// Redis key names.
-pub fn order_token(order_key: &str) -> String {
-    blake3::hash(order_key.as_bytes()).to_hex()[..24].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_carry_keyed_hashes_that_cannot_be_recomputed_without_the_secret() {
+        let phone = "+15550001111";
+        let a = Keys::new("sb");
+        let _ = a.secret.set([7; 32]);
+        let b = Keys::new("sb");
+        let _ = b.secret.set([8; 32]);
+        assert_ne!(a.hash(phone), b.hash(phone), "keyed");
+        assert_ne!(
+            a.hash(phone),
+            blake3::hash(phone.as_bytes()).to_hex()[..32],
+            "not a plain hash"
+        );
+        let history = a.webchat_history("15550001111");
+        assert!(history.starts_with("{sb}:wc:h:") && !history.contains("1555"));
+    }
+
+    #[test]
+    #[should_panic(expected = "Keys::ready")]
+    fn naming_a_key_after_a_person_before_the_secret_is_loaded_is_a_bug() {
+        let _ = Keys::new("sb").hash("+15550001111");
+    }
 
     #[test]
     fn keys_share_one_hash_tag() {

@@ -37,6 +37,7 @@
 
 mod consumer;
 mod dlq;
+mod forget;
 mod keys;
 mod maintenance;
 pub mod metrics;
@@ -47,6 +48,7 @@ use redis::aio::ConnectionManager;
 
 pub use consumer::{Consumer, Delivery, HandleError, Handler};
 pub use dlq::{DeadLetter, Dlq};
+pub use forget::{Erased, Person};
 pub use keys::{Keys, Stream};
 pub use maintenance::{StreamStats, trim_acknowledged, trim_dead_letters};
 pub use publish::{Publish, Publisher};
@@ -137,6 +139,8 @@ impl Bus {
     /// Creates the consuming group of `stream` from id `0` if missing (idempotent).
     pub async fn ensure_group(&self, stream: Stream) -> Result<()> {
         let mut c = self.conn.clone();
+        // A consumer's handlers publish (and name keys) from here on.
+        self.keys.ready(&mut c).await?;
         let res: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.stream(stream))

@@ -3,7 +3,7 @@
 use prost::Message;
 use redis::aio::ConnectionManager;
 
-use super::keys::{Keys, Stream, order_token};
+use super::keys::{Keys, Stream};
 use super::scripts;
 use crate::proto::Envelope;
 
@@ -59,7 +59,8 @@ impl Publish {
 
 /// Adds the publish script for `p` to a pipeline (inside or outside `MULTI`).
 pub(crate) fn add_publish(pipe: &mut redis::Pipeline, keys: &Keys, p: &Publish) {
-    let token = p.order_key.as_deref().map(order_token);
+    // A keyed hash, so no phone number sits in Redis key names.
+    let token = p.order_key.as_deref().map(|k| keys.hash(k));
     let fields: Vec<(&str, Vec<u8>)> = match &token {
         Some(t) => vec![
             ("e", p.envelope.encode_to_vec()),
@@ -110,6 +111,13 @@ impl Publisher {
         }
     }
 
+    /// The connection, once the key-name secret is loaded.
+    async fn conn(&self) -> super::Result<ConnectionManager> {
+        let mut conn = self.conn.clone();
+        self.keys.ready(&mut conn).await?;
+        Ok(conn)
+    }
+
     /// The name stamped on envelopes as their producer.
     pub fn service(&self) -> &'static str {
         self.service
@@ -117,9 +125,10 @@ impl Publisher {
 
     /// Publishes one event; returns its stream entry id.
     pub async fn publish(&self, p: Publish) -> super::Result<String> {
+        let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         add_publish(&mut pipe, &self.keys, &p);
-        let (id,): (String,) = pipe.query_async(&mut self.conn.clone()).await?;
+        let (id,): (String,) = pipe.query_async(&mut conn).await?;
         metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
         Ok(id)
     }
@@ -129,12 +138,13 @@ impl Publisher {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for p in events {
             add_publish(&mut pipe, &self.keys, p);
         }
-        let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+        let ids: Vec<String> = pipe.query_async(&mut conn).await?;
         for p in events {
             metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
         }
@@ -149,13 +159,14 @@ impl Publisher {
         events: &[Publish],
         extra: impl FnOnce(&mut redis::Pipeline),
     ) -> super::Result<Vec<String>> {
+        let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for p in events {
             add_publish(&mut pipe, &self.keys, p);
         }
         extra(&mut pipe);
-        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let mut ids = Vec::with_capacity(events.len());
         for v in replies.into_iter().take(events.len()) {
             ids.push(redis::from_redis_value(v).map_err(redis::RedisError::from)?);
@@ -171,11 +182,12 @@ impl Publisher {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         for p in events {
             add_publish(&mut pipe, &self.keys, p);
         }
-        let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+        let ids: Vec<String> = pipe.query_async(&mut conn).await?;
         for p in events {
             metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
         }

@@ -271,3 +271,124 @@ async fn a_message_that_keeps_failing_gets_an_apology_and_a_dead_letter() {
     stop(p).await;
     rig.cleanup().await;
 }
+
+/// What the gateway keeps in Redis about `phone` (its web chat history, a media item it sent)
+/// and a dead letter about it, written as the gateway and the bus write them.
+async fn seed_redis(rig: &Rig, phone: &str, sha: &str) {
+    use prost::Message;
+    use shared::bus::Stream;
+    use shared::proto::{Envelope, Identity, Inbound, Payload, identity};
+    let keys = rig.bus.keys();
+    let mut c = rig.bus.connection();
+    keys.ready(&mut c).await.unwrap();
+    let digits = phone.trim_start_matches('+');
+    let env = Envelope::new(
+        "test",
+        Payload::Inbound(Inbound {
+            message_id: format!("m-{sha}"),
+            chat_id: digits.into(),
+            identities: vec![Identity {
+                kind: identity::Kind::Phone as i32,
+                value: phone.into(),
+            }],
+            text: "my address is 1 Main St".into(),
+            ..Default::default()
+        }),
+    );
+    let _: () = redis::pipe()
+        .cmd("XADD")
+        .arg(keys.webchat_history(digits))
+        .arg("*")
+        .arg("m")
+        .arg("{}")
+        .ignore()
+        .cmd("SET")
+        .arg(keys.key(&format!("media:{sha}")))
+        .arg("0123456789")
+        .ignore()
+        .cmd("HSET")
+        .arg(keys.key("media:sizes"))
+        .arg(sha)
+        .arg(10)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.key("media:index"))
+        .arg(1)
+        .arg(sha)
+        .ignore()
+        .cmd("INCRBY")
+        .arg(keys.key("media:total"))
+        .arg(10)
+        .ignore()
+        .cmd("SADD")
+        .arg(keys.media_of(phone))
+        .arg(sha)
+        .ignore()
+        .cmd("XADD")
+        .arg(keys.dlq(Stream::Inbound))
+        .arg("*")
+        .arg("e")
+        .arg(env.encode_to_vec())
+        .arg("dlq_reason")
+        .arg("test")
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn forget_erases_what_redis_holds_about_the_contact() {
+    use shared::bus::Stream;
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+    let p = rig.spawn().await;
+    let (user, other) = (USER, "+15559990000");
+    let m = rig.text(user, "hello").await;
+    rig.reply(&m).await;
+    seed_redis(&rig, user, "aa11").await;
+    seed_redis(&rig, other, "bb22").await;
+
+    let f = rig.text(ADMIN, "!forget +1 555 234 0001").await;
+    let text = rig.reply(&f).await;
+    assert!(
+        text.contains("its web chat history, 1 media item and 1 dead letter"),
+        "{text}"
+    );
+    let keys = rig.bus.keys();
+    let mut c = rig.bus.connection();
+    let mut exists = Vec::new();
+    for k in [
+        keys.webchat_history("15552340001"),
+        keys.key("media:aa11"),
+        keys.media_of(user),
+        keys.webchat_history("15559990000"),
+        keys.key("media:bb22"),
+        keys.media_of(other),
+    ] {
+        let n: u64 = redis::cmd("EXISTS")
+            .arg(k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        exists.push(n);
+    }
+    assert_eq!(
+        exists,
+        [0, 0, 0, 1, 1, 1],
+        "the contact's Redis data is erased, another contact's stays"
+    );
+    let total: u64 = redis::cmd("GET")
+        .arg(keys.key("media:total"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(total, 10, "the media store's accounting follows");
+    let dead = rig.bus.dlq().list(Stream::Inbound, 10).await.unwrap();
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the other contact's dead letter is left"
+    );
+    stop(p).await;
+    rig.cleanup().await;
+}

@@ -143,14 +143,18 @@ impl History {
         }
     }
 
-    /// The hash a contact is known by in keys and notifications.
-    pub fn contact_hash(contact: &str) -> String {
-        blake3::hash(contact.as_bytes()).to_hex()[..32].to_owned()
+    /// The hash a contact is known by in keys and notifications (keyed: see [`Keys::hash`]).
+    pub fn contact_hash(&self, contact: &str) -> String {
+        self.keys.hash(contact)
+    }
+
+    /// Loads the key-name secret (before the first key is named; see [`Keys::ready`]).
+    pub async fn ready(&self) -> redis::RedisResult<()> {
+        self.keys.ready(&mut self.conn.clone()).await
     }
 
     fn key(&self, contact: &str) -> String {
-        self.keys
-            .key(&format!("wc:h:{}", Self::contact_hash(contact)))
+        self.keys.webchat_history(contact)
     }
 
     fn channel(&self) -> String {
@@ -158,8 +162,8 @@ impl History {
     }
 
     /// The notification that `contact` is (not) being typed to (see [`Listeners::notify`]).
-    fn typing_note(contact: &str, on: bool) -> String {
-        format!("t{}:{}", u8::from(on), Self::contact_hash(contact))
+    fn typing_note(&self, contact: &str, on: bool) -> String {
+        format!("t{}:{}", u8::from(on), self.contact_hash(contact))
     }
 
     /// Adds the commands that append `msg` to `contact`'s history to a pipeline (so it can be
@@ -188,7 +192,7 @@ impl History {
             .ignore();
         pipe.cmd("PUBLISH")
             .arg(self.channel())
-            .arg(format!("m:{}", Self::contact_hash(contact)))
+            .arg(format!("m:{}", self.contact_hash(contact)))
             .ignore();
     }
 
@@ -208,7 +212,7 @@ impl History {
     ) -> redis::RedisResult<bool> {
         let json = serde_json::to_string(msg).expect("a chat message serialises");
         let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
-        let hash = Self::contact_hash(contact);
+        let hash = self.contact_hash(contact);
         let mut pipe = redis::pipe();
         pipe.atomic();
         // EVAL, not EVALSHA: inside MULTI a Redis that forgot its script cache would fail
@@ -226,7 +230,7 @@ impl History {
             .arg(self.channel())
             .arg(format!("m:{hash}"))
             .arg(if typing_ends {
-                Self::typing_note(contact, false)
+                self.typing_note(contact, false)
             } else {
                 String::new()
             });
@@ -242,7 +246,7 @@ impl History {
     pub fn typing_commands(&self, pipe: &mut redis::Pipeline, contact: &str) {
         pipe.cmd("PUBLISH")
             .arg(self.channel())
-            .arg(Self::typing_note(contact, true))
+            .arg(self.typing_note(contact, true))
             .ignore();
     }
 
@@ -327,7 +331,7 @@ impl History {
         let mut c = self.conn.clone();
         redis::cmd("PUBLISH")
             .arg(self.channel())
-            .arg(Self::typing_note(contact, on))
+            .arg(self.typing_note(contact, on))
             .query_async(&mut c)
             .await
     }

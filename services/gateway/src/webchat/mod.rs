@@ -121,22 +121,11 @@ impl Visitors {
             .get_or_try_init(|| async {
                 let secret = match &self.secret {
                     Some(s) => s.clone(),
-                    None => {
-                        let fresh: [u8; 32] = rand::random();
-                        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-                        let (kept,): (String,) = redis::pipe()
-                            .cmd("SET")
-                            .arg(&self.secret_key)
-                            .arg(fresh)
-                            .arg("NX")
-                            .ignore()
-                            .cmd("GET")
-                            .arg(&self.secret_key)
-                            .query_async(&mut self.conn.clone())
+                    None => SecretString::from(
+                        shared::redis_conn::shared_secret(&mut self.conn.clone(), &self.secret_key)
                             .await
-                            .map_err(|e| redis_down(&e))?;
-                        SecretString::from(kept)
-                    }
+                            .map_err(|e| redis_down(&e))?,
+                    ),
                 };
                 Ok(visitor::Keys::new(
                     secret,
@@ -338,6 +327,11 @@ impl Webchat {
     /// Checks who is calling: in demo mode normalises the phone number `{contact}`; otherwise
     /// checks the bearer token against the visitor `{contact}`.
     async fn authorize(&self, headers: &HeaderMap, contact: &str) -> Result<String, Reject> {
+        self.inner
+            .history
+            .ready()
+            .await
+            .map_err(|e| redis_down(&e))?;
         if !self.inner.local {
             let keys = self.inner.visitors.keys().await?;
             let bearer = headers
@@ -968,7 +962,10 @@ fn sse_stream(
     last: String,
     slot: StreamSlot,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    let notes = wc.inner.history.listen(&History::contact_hash(&contact));
+    let notes = wc
+        .inner
+        .history
+        .listen(&wc.inner.history.contact_hash(&contact));
     let state = SseState {
         wc,
         contact,

@@ -54,24 +54,6 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     m
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Whether `id` has a visitor id's shape (its MAC is checked by [`Keys::issued`]).
 pub fn looks_like_visitor(id: &str) -> bool {
     id.len() == ID_LEN
@@ -108,7 +90,7 @@ impl Keys {
         let tag = mac(self.key(), &[b"visitor-id", body.as_bytes()])
             .finalize()
             .into_bytes();
-        format!("{body}{}", &hex(&tag)[..ID_MAC_HEX])
+        format!("{body}{}", &hex::encode(tag)[..ID_MAC_HEX])
     }
 
     /// Whether `id` is a visitor id this server issued.
@@ -134,7 +116,7 @@ impl Keys {
     /// A new anonymous visitor: its id and token.
     pub fn new_visitor(&self) -> (String, String) {
         let random: [u8; RANDOM_HEX / 2] = rand::random();
-        let id = self.seal(&format!("v{}", hex(&random)));
+        let id = self.seal(&format!("v{}", hex::encode(random)));
         let token = self.token(&id);
         (id, token)
     }
@@ -145,7 +127,7 @@ impl Keys {
         let tag = mac(self.key(), &[b"redis-key", value.as_bytes()])
             .finalize()
             .into_bytes();
-        hex(&tag)[..32].to_owned()
+        hex::encode(tag)[..32].to_owned()
     }
 
     /// Whether the business's user verification is configured.
@@ -158,7 +140,7 @@ impl Keys {
     /// when the hash is wrong (or verification is not configured).
     pub fn user_visitor(&self, user_id: &str, user_hash: &str) -> Option<(String, String)> {
         let identity = self.identity.as_ref()?;
-        let given = unhex(&user_hash.to_ascii_lowercase())?;
+        let given = hex::decode(user_hash).ok()?;
         let mut m = HmacSha256::new_from_slice(identity.expose_secret().as_bytes())
             .expect("HMAC takes any key length");
         m.update(user_id.as_bytes());
@@ -166,7 +148,7 @@ impl Keys {
         let tag = mac(self.key(), &[b"user", user_id.as_bytes()])
             .finalize()
             .into_bytes();
-        let id = self.seal(&format!("u{}", &hex(&tag)[..RANDOM_HEX]));
+        let id = self.seal(&format!("u{}", &hex::encode(tag)[..RANDOM_HEX]));
         let token = self.token(&id);
         Some((id, token))
     }
@@ -204,7 +186,7 @@ impl Keys {
 pub fn user_hash(secret: &str, user_id: &str) -> String {
     let mut m = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     m.update(user_id.as_bytes());
-    hex(&m.finalize().into_bytes())
+    hex::encode(m.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -327,6 +327,30 @@ async fn voice_and_image_uploads_are_stored_by_content_hash() {
         .await
         .unwrap();
     assert_eq!(total, voice.len() as u64 + PNG.len() as u64);
+    // Whose items they are is kept under a keyed hash of the sender, for `!forget`.
+    let keys = gw.bus.keys();
+    keys.ready(&mut c).await.unwrap();
+    let mut of: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys.media_of(&format!("+{contact}")))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    of.sort();
+    let mut want = vec![
+        media.sha256.clone(),
+        p1.media.as_ref().unwrap().sha256.clone(),
+    ];
+    want.sort();
+    assert_eq!(of, want);
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{}}}:*", gw.prefix()))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        names.iter().all(|k| !k.contains(contact)),
+        "a phone number in a key name: {names:?}"
+    );
     let list = gw.listing(contact).await;
     let kinds: Vec<&str> = list.iter().map(|m| m["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["voice", "image", "image"]);

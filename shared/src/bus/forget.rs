@@ -1,0 +1,142 @@
+//! Erasing what Redis holds about one person (`!forget`): their web chat conversation, the
+//! media they sent and the dead letters about them. Everything else in Redis about a contact
+//! is transient (rate-limit state, in-flight entries) and expires within minutes.
+
+use std::collections::HashSet;
+
+use prost::Message;
+use redis::Value;
+use redis::streams::StreamRangeReply;
+
+use super::keys::Stream;
+use super::{Bus, Result};
+use crate::proto::{Envelope, Payload};
+
+/// Removes media items from the gateway's media store, keeping its accounting right.
+/// KEYS[1] the sender's media set, KEYS[2] index, KEYS[3] sizes, KEYS[4] total;
+/// ARGV[1] the item key prefix. Returns how many items were removed.
+const ERASE_MEDIA: &str = r"
+local n = 0
+for _, sha in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local size = redis.call('HGET', KEYS[3], sha)
+  if size then
+    redis.call('DECRBY', KEYS[4], size)
+    redis.call('HDEL', KEYS[3], sha)
+  end
+  redis.call('ZREM', KEYS[2], sha)
+  n = n + redis.call('DEL', ARGV[1] .. sha)
+end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+/// Who to erase: the values of their identities (`+15550001111`, a visitor id, a WhatsApp
+/// id) and the brain's contact id.
+#[derive(Debug, Clone, Default)]
+pub struct Person {
+    pub identities: Vec<String>,
+    pub contact_id: String,
+}
+
+/// What was erased.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub histories: u64,
+    pub media: u64,
+    pub dead_letters: u64,
+}
+
+impl Person {
+    /// Every name the person goes by in Redis: identity values, and the web chat's
+    /// conversation id of a phone number (its digits).
+    fn names(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        for v in self.identities.iter().filter(|v| !v.is_empty()) {
+            names.insert(v.clone());
+            if let Some(digits) = v.strip_prefix('+') {
+                names.insert(digits.to_owned());
+            }
+        }
+        names
+    }
+
+    /// Whether a dead letter's event is about this person.
+    fn mentioned_in(&self, names: &HashSet<String>, env: &Envelope) -> bool {
+        let about = |chat: &str, ids: &[crate::proto::Identity]| {
+            names.contains(chat) || ids.iter().any(|i| names.contains(&i.value))
+        };
+        let contact = |id: &str| !self.contact_id.is_empty() && id == self.contact_id;
+        match &env.payload {
+            Some(Payload::Inbound(i)) => about(&i.chat_id, &i.identities),
+            Some(Payload::Outbound(o)) => about(&o.chat_id, &o.identities),
+            Some(Payload::TranscriptionJob(j)) => contact(&j.contact_id),
+            Some(Payload::Usage(u)) => contact(&u.contact_id),
+            Some(Payload::Transcript(_)) | None => false,
+        }
+    }
+}
+
+impl Bus {
+    /// Erases what Redis holds about `person` (see the module docs).
+    pub async fn forget(&self, person: &Person) -> Result<Erased> {
+        let mut conn = self.connection();
+        let keys = self.keys();
+        keys.ready(&mut conn).await?;
+        let names = person.names();
+        let mut erased = Erased::default();
+        let script = redis::Script::new(ERASE_MEDIA);
+        for name in &names {
+            let deleted: u64 = redis::cmd("DEL")
+                .arg(keys.webchat_history(name))
+                .query_async(&mut conn)
+                .await?;
+            erased.histories += deleted;
+            let media: u64 = script
+                .key(keys.media_of(name))
+                .key(keys.key("media:index"))
+                .key(keys.key("media:sizes"))
+                .key(keys.key("media:total"))
+                .arg(keys.key("media:"))
+                .invoke_async(&mut conn)
+                .await?;
+            erased.media += media;
+        }
+        for stream in Stream::ALL {
+            let dlq = keys.dlq(stream);
+            let mut cursor = "-".to_owned();
+            loop {
+                let page: StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&dlq)
+                    .arg(&cursor)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(last) = page.ids.last().map(|e| e.id.clone()) else {
+                    break;
+                };
+                let doomed: Vec<&str> = page
+                    .ids
+                    .iter()
+                    .filter(|e| match e.map.get("e") {
+                        Some(Value::BulkString(b)) => Envelope::decode(b.as_slice())
+                            .is_ok_and(|env| person.mentioned_in(&names, &env)),
+                        _ => false,
+                    })
+                    .map(|e| e.id.as_str())
+                    .collect();
+                if !doomed.is_empty() {
+                    let n: u64 = redis::cmd("XDEL")
+                        .arg(&dlq)
+                        .arg(&doomed)
+                        .query_async(&mut conn)
+                        .await?;
+                    erased.dead_letters += n;
+                }
+                cursor = format!("({last}");
+            }
+        }
+        Ok(erased)
+    }
+}
