@@ -7,7 +7,7 @@
 //! `closed` (50 customers, instant model), `open` (500 customers, one message every 1.25 s
 //! each, model answering after 1 s: 400 msg/s offered), `overhead` (100 customers, one message
 //! a second each, instant model: 100 msg/s), `sweep` (100 customers, instant model, offered
-//! load stepped from 50 to 600 msg/s on one stack; writes `DIR/sweep.tsv` for the latency plot,
+//! load stepped from 50 to 1,200 msg/s on one stack; writes `DIR/sweep.tsv` for the latency plot,
 //! default `DIR` `target/bench`). Default: the first three. `--quick`: shorter runs.
 //! `--env KEY=VALUE` (repeatable) sets a variable for every service, to measure a setting.
 
@@ -197,7 +197,7 @@ async fn sweep(
     let (duration, warmup) = if quick { (6, 2) } else { (15, 3) };
     let mut rows = vec!["offered\tanswered\tp50_ms\tp95_ms\tp99_ms\tmax_ms\tlost".to_owned()];
     println!("\n== sweep ({backend:?}): {customers} customers, instant model, {duration} s a step");
-    for rate in [50u32, 100, 200, 300, 400, 500, 600] {
+    for rate in [50u32, 100, 200, 400, 600, 800, 1000, 1200] {
         let spec = Spec {
             base: stack.public_url.clone(),
             customers,
