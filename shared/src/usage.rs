@@ -193,33 +193,6 @@ pub async fn top_contacts(
         .collect()
 }
 
-/// Totals per priced model and operation over `from..=to`.
-pub async fn by_model(
-    db: &Db,
-    from: &str,
-    to: &str,
-) -> Result<Vec<(String, String, Totals)>, sqlx::Error> {
-    let sql = format!(
-        "SELECT priced_model, operation, {TOTALS} FROM usage_daily \
-         WHERE day >= $1 AND day <= $2 GROUP BY priced_model, operation \
-         ORDER BY cost DESC, priced_model, operation"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(from)
-        .bind(to)
-        .fetch_all(db.pool())
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("priced_model")?,
-                r.try_get("operation")?,
-                totals_of(r)?,
-            ))
-        })
-        .collect()
-}
-
 /// Average latency (ms) of the paid calls over `from..=to`, if any.
 pub async fn average_latency_ms(db: &Db, from: &str, to: &str) -> Result<Option<i64>, sqlx::Error> {
     let row = sqlx::query(

@@ -55,7 +55,7 @@ fn thousands(n: i64) -> String {
 
 fn totals_line(t: &Totals) -> String {
     let mut line = format!(
-        "${} — {} prompt + {} completion tokens, {} call{}",
+        "{} — {} prompt + {} completion tokens, {} call{}",
         t.cost,
         thousands(t.prompt_tokens),
         thousands(t.completion_tokens),
@@ -205,7 +205,7 @@ pub(crate) async fn run(
                     let who = c
                         .as_deref()
                         .map_or_else(|| "(forgotten)".to_owned(), hash_id);
-                    text.push_str(&format!("\n{}. {who}: ${}", i + 1, t.cost));
+                    text.push_str(&format!("\n{}. {who}: {}", i + 1, t.cost));
                 }
             }
             Ok(reply(text))

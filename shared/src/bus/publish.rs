@@ -133,24 +133,6 @@ impl Publisher {
         Ok(id)
     }
 
-    /// Publishes several events atomically (one `MULTI`/`EXEC`); returns their entry ids.
-    pub async fn publish_all(&self, events: &[Publish]) -> super::Result<Vec<String>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn().await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for p in events {
-            add_publish(&mut pipe, &self.keys, p);
-        }
-        let ids: Vec<String> = pipe.query_async(&mut conn).await?;
-        for p in events {
-            metrics::counter!(super::metrics::PUBLISHED, "stream" => p.stream.name()).increment(1);
-        }
-        Ok(ids)
-    }
-
     /// Publishes several events and runs `extra` commands (whose replies are ignored) in one
     /// `MULTI`/`EXEC`: e.g. the gateway marks a message as seen in the same transaction that
     /// publishes it. The extra keys must be under this deployment's hash tag.

@@ -125,6 +125,7 @@ async fn usage_stats_and_forget() {
     let u = rig.text(ADMIN, "!usage today").await;
     let text = rig.reply(&u).await;
     assert!(text.contains("$0.000450"), "{text}");
+    assert!(!text.contains("$$"), "one dollar sign per amount: {text}");
     assert!(
         text.contains("100 prompt + 20 completion tokens, 1 call"),
         "{text}"
