@@ -11,10 +11,17 @@
 //! token (401) from another visitor's (404). `WEBCHAT_TOKEN`, when set, is a server-to-server
 //! key that may act on any issued visitor.
 
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use sha2::Sha256;
+
+use super::{Reject, Webchat, redis_down};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -187,6 +194,173 @@ pub fn user_hash(secret: &str, user_id: &str) -> String {
     let mut m = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     m.update(user_id.as_bytes());
     hex::encode(m.finalize().into_bytes())
+}
+
+/// Visitor mode's keys and the limit on creating visitors.
+pub(super) struct Visitors {
+    pub(super) conn: redis::aio::ConnectionManager,
+    /// Where the generated server key is kept when `WEBCHAT_SECRET` is unset.
+    pub(super) secret_key: String,
+    pub(super) keys_prefix: shared::bus::Keys,
+    pub(super) secret: Option<SecretString>,
+    pub(super) server_token: Option<SecretString>,
+    pub(super) identity: Option<SecretString>,
+    /// Loaded on first use (the generated key needs Redis).
+    pub(super) keys: tokio::sync::OnceCell<Keys>,
+    pub(super) per_hour: u32,
+    pub(super) proxy_header: Option<axum::http::HeaderName>,
+}
+
+impl Visitors {
+    /// The server's visitor keys: `WEBCHAT_SECRET`, or the key kept in Redis — created by
+    /// the first replica that asks, read by the others.
+    pub(super) async fn keys(&self) -> Result<&Keys, Reject> {
+        self.keys
+            .get_or_try_init(|| async {
+                let secret = match &self.secret {
+                    Some(s) => s.clone(),
+                    None => SecretString::from(
+                        shared::redis_conn::shared_secret(&mut self.conn.clone(), &self.secret_key)
+                            .await
+                            .map_err(|e| redis_down(&e))?,
+                    ),
+                };
+                Ok(Keys::new(
+                    secret,
+                    self.server_token.clone(),
+                    self.identity.clone(),
+                ))
+            })
+            .await
+    }
+
+    /// The address a request came from: the trusted proxy's header (its last entry, the one
+    /// the proxy added), else the connection's peer.
+    fn client(&self, headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> String {
+        if let Some(name) = &self.proxy_header
+            && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && let Some(last) = v.rsplit(',').map(str::trim).find(|p| !p.is_empty())
+        {
+            return last.to_owned();
+        }
+        peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+    }
+
+    /// Counts an anonymous visitor created from `client`; `Err(seconds)` when over the limit.
+    async fn count_creation(&self, keys: &Keys, client: &str) -> Result<(), Reject> {
+        if self.per_hour == 0 {
+            return Ok(());
+        }
+        let key = self
+            .keys_prefix
+            .key(&format!("wc:vc:{}", keys.key_hash(client)));
+        let (n, ttl_ms): (u64, i64) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(0)
+            .arg("PX")
+            .arg(3_600_000)
+            .arg("NX")
+            .ignore()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| redis_down(&e))?;
+        if n > u64::from(self.per_hour) {
+            metrics::counter!(crate::metrics::REJECTED, "reason" => "visitor_limit").increment(1);
+            let mins = (ttl_ms.max(0) as u64).div_ceil(60_000).max(1);
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many new chats from this address (WEBCHAT_VISITORS_PER_HOUR); try again in {mins} min"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewVisitor {
+    user_id: Option<String>,
+    user_hash: Option<String>,
+}
+
+/// `POST /chat/api/visitors`: a new visitor (anonymous, limited per client address), or the
+/// visitor of a user the business vouches for.
+pub(super) async fn create_visitor(State(wc): State<Webchat>, request: Request) -> Response {
+    match new_visitor(&wc, request).await {
+        Ok((visitor, token)) => (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({"visitor": visitor, "token": token})),
+        )
+            .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String), Reject> {
+    if wc.inner.local {
+        return Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            "visitors are off in demo mode (WEBCHAT_DEMO=true): a conversation is a phone number",
+        ));
+    }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let headers = request.headers().clone();
+    let body = axum::body::to_bytes(request.into_body(), 4096)
+        .await
+        .map_err(|_| Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 4 KB"))?;
+    let asked: NewVisitor = if body.iter().all(u8::is_ascii_whitespace) {
+        NewVisitor::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                format!("expected no body, or JSON {{\"user_id\", \"user_hash\"}}: {e}"),
+            )
+        })?
+    };
+    let v = &wc.inner.visitors;
+    let keys = v.keys().await?;
+    match (asked.user_id, asked.user_hash) {
+        (None, None) => {
+            v.count_creation(keys, &v.client(&headers, peer)).await?;
+            Ok(keys.new_visitor())
+        }
+        (Some(user_id), Some(user_hash)) => {
+            if !keys.verifies_users() {
+                return Err(Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    "user_id is not accepted: this server has no WEBCHAT_IDENTITY_SECRET",
+                ));
+            }
+            if user_id.is_empty() || user_id.len() > 256 {
+                return Err(Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    "user_id must be 1 to 256 bytes",
+                ));
+            }
+            keys.user_visitor(&user_id, &user_hash).ok_or_else(|| {
+                Reject::new(
+                    StatusCode::UNAUTHORIZED,
+                    "user_hash is not HMAC-SHA256(WEBCHAT_IDENTITY_SECRET, user_id) in hex",
+                )
+            })
+        }
+        _ => Err(Reject::new(
+            StatusCode::BAD_REQUEST,
+            "user_id and user_hash go together",
+        )),
+    }
 }
 
 #[cfg(test)]

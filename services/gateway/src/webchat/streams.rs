@@ -1,0 +1,240 @@
+//! Server-sent events of a conversation (`GET …/events`): new messages and the typing
+//! indicator, resuming after `Last-Event-ID`; and the caps on open streams.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use shared::http::json_error;
+
+use super::{ChatMessage, Note, Reject, Webchat, history, unavailable};
+use crate::config::TransportKind;
+use crate::transport::ReceiptStatus;
+
+/// Open event streams: per conversation, and in all.
+#[derive(Default)]
+pub(super) struct OpenStreams {
+    per_contact: std::collections::HashMap<String, usize>,
+    total: usize,
+}
+
+/// An open event stream's place under the caps, given back when the stream ends.
+struct StreamSlot {
+    wc: Webchat,
+    contact: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.wc.inner.streams.lock().expect("streams lock");
+        open.total -= 1;
+        if let Some(n) = open.per_contact.get_mut(&self.contact) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_contact.remove(&self.contact);
+            }
+        }
+    }
+}
+
+impl Webchat {
+    /// A place for one more event stream of `contact`, unless a cap is reached.
+    fn open_stream(&self, contact: &str) -> Result<StreamSlot, Reject> {
+        let inner = &self.inner;
+        let mut open = inner.streams.lock().expect("streams lock");
+        let n = open.per_contact.get(contact).copied().unwrap_or(0);
+        if n >= inner.max_streams_per_contact {
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this conversation has {n} event streams open already (WEBCHAT_MAX_STREAMS_PER_CONTACT)"
+                ),
+            ));
+        }
+        if open.total >= inner.max_streams {
+            return Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many event streams open on this server (WEBCHAT_MAX_STREAMS); try again shortly",
+            ));
+        }
+        open.total += 1;
+        open.per_contact.insert(contact.to_owned(), n + 1);
+        Ok(StreamSlot {
+            wc: self.clone(),
+            contact: contact.to_owned(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    after: Option<String>,
+}
+
+fn valid_entry_id(id: &str) -> bool {
+    id == "0"
+        || id.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        })
+}
+
+pub(super) async fn events(
+    State(wc): State<Webchat>,
+    Path(contact): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let contact = match wc.authorize(&headers, &contact).await {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.after);
+    let last = match resume {
+        Some(id) if valid_entry_id(&id) => {
+            if id == "0" {
+                "0-0".to_owned()
+            } else {
+                id
+            }
+        }
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be an event id this stream sent (like 1700000000000-0)",
+            );
+        }
+        None => match wc.inner.history.last_id(&contact).await {
+            Ok(id) => id,
+            Err(e) => return unavailable(&e),
+        },
+    };
+    let slot = match wc.open_stream(&contact) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    use futures_util::StreamExt;
+    let shutdown = wc.inner.shutdown.clone().cancelled_owned();
+    let stream = sse_stream(wc, contact, last, slot).take_until(shutdown);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+struct SseState {
+    wc: Webchat,
+    contact: String,
+    last: String,
+    pending: std::collections::VecDeque<Event>,
+    notes: history::Listener,
+    /// Held while the stream is open.
+    _slot: StreamSlot,
+    /// The last read returned less than a page: nothing newer until the next notification
+    /// (one arriving meanwhile is queued in `notes`), so no read before waiting.
+    caught_up: bool,
+}
+
+impl SseState {
+    /// Queues history entries as `message` events; the customer's page has an answer once it
+    /// is streamed, so answers are receipted as delivered.
+    fn queue(&mut self, entries: Vec<(String, ChatMessage)>) {
+        for (id, msg) in entries {
+            if msg.direction == "out" {
+                let ingest = self.wc.inner.ingest.clone();
+                let mid = msg.id.clone();
+                tokio::spawn(async move {
+                    let _ = ingest
+                        .receipt(TransportKind::Webchat, &mid, ReceiptStatus::Delivered)
+                        .await;
+                });
+            }
+            let data = serde_json::to_string(&msg).expect("serialises");
+            self.pending
+                .push_back(Event::default().event("message").id(id.clone()).data(data));
+            self.last = id;
+        }
+    }
+
+    /// Nothing new: waits for a notification (or polls again after a while). Only this
+    /// contact's notifications arrive here, so any of them ends the wait.
+    async fn wait(&mut self) {
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        tokio::select! {
+            () = &mut deadline => self.caught_up = false,
+            note = self.notes.notes.recv() => match note {
+                Ok(Note::Typing(on)) => {
+                    self.pending.push_back(
+                        Event::default().event("typing").data(format!("{{\"on\":{on}}}")),
+                    );
+                }
+                Ok(Note::Message) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.caught_up = false;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    deadline.as_mut().await;
+                    self.caught_up = false;
+                }
+            }
+        }
+    }
+}
+
+/// Entries read from the history at a time.
+const READ_PAGE: usize = 100;
+
+fn sse_stream(
+    wc: Webchat,
+    contact: String,
+    last: String,
+    slot: StreamSlot,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    let notes = wc
+        .inner
+        .history
+        .listen(&wc.inner.history.contact_hash(&contact));
+    let state = SseState {
+        wc,
+        contact,
+        last,
+        pending: std::collections::VecDeque::new(),
+        notes,
+        _slot: slot,
+        caught_up: false,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.pending.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            if s.caught_up {
+                s.wait().await;
+                continue;
+            }
+            let read =
+                s.wc.inner
+                    .history
+                    .after(&s.contact, Some(&s.last), READ_PAGE);
+            match read.await {
+                Ok(entries) => {
+                    s.caught_up = entries.len() < READ_PAGE;
+                    s.queue(entries);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "web chat events: Redis unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
