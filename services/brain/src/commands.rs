@@ -10,6 +10,7 @@ use shared::usage::Totals;
 
 use crate::handler::{Brain, Decision, OrRetry};
 use crate::metrics as m;
+use crate::outcome::Outcome;
 use crate::settings;
 use crate::store::{self, Contact, Role};
 
@@ -19,9 +20,6 @@ const HELP_ADMIN: &str = "\n\nAdmin commands:\n!allow <number> — let a number 
 !forget <number> — erase a contact's memory and identities\n!usage [today|7d|30d] — spend and tokens\n\
 !stats — today's activity\n!config, !config set <key> <value>, !config unset <key> — settings";
 
-/// Outcomes of `!stats` that count as errors.
-pub const ERROR_OUTCOMES: &[&str] = &["llm_failed", "circuit_open", "deadline", "empty_answer"];
-
 const KNOWN: &[&str] = &[
     "help", "reset", "allow", "deny", "role", "forget", "usage", "stats", "config",
 ];
@@ -30,7 +28,7 @@ const ADMIN_ONLY: &[&str] = &[
 ];
 
 fn reply(text: impl Into<String>) -> Decision {
-    Decision::notice(&text.into(), "command")
+    Decision::notice(&text.into(), Outcome::Command)
 }
 
 fn help(contact: &Contact) -> String {
@@ -213,7 +211,7 @@ pub(crate) async fn run(
         "stats" => {
             let today = brain.cfg.days.day_of(now);
             let since = brain.cfg.days.next_day_start_ms(now - 86_400_000);
-            let (messages, contacts, errors) = store::activity(db, since, ERROR_OUTCOMES)
+            let (messages, contacts, errors) = store::activity(db, since, &Outcome::errors())
                 .await
                 .or_retry()?;
             let latency = shared::usage::average_latency_ms(db, &today, &today)

@@ -20,6 +20,7 @@ use crate::chat::{Answer, Chat, Image};
 use crate::commands;
 use crate::config::{AccessMode, Config};
 use crate::metrics as m;
+use crate::outcome::Outcome;
 use crate::store::{self, Contact, Known, Role, Turn};
 
 pub struct Brain {
@@ -41,13 +42,13 @@ pub(crate) struct Decision {
     pub turns: Vec<Turn>,
     pub extra: Vec<Publish>,
     pub disclosed: bool,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// A transcription job was published: the inbound waits for its transcript until then (ms).
     pub voice_deadline_ms: Option<i64>,
 }
 
 impl Decision {
-    pub(crate) fn notice(text: &str, outcome: &'static str) -> Self {
+    pub(crate) fn notice(text: &str, outcome: Outcome) -> Self {
         Self {
             replies: vec![(outbound::Kind::Notice, text.to_owned())],
             outcome,
@@ -55,7 +56,7 @@ impl Decision {
         }
     }
 
-    fn silent(outcome: &'static str) -> Self {
+    fn silent(outcome: Outcome) -> Self {
         Self {
             outcome,
             ..Default::default()
@@ -134,7 +135,7 @@ impl Brain {
 
     /// Commits an outcome with whatever else is being committed now. A busy database is
     /// waited out here: a redelivery would ask the model again.
-    async fn commit(&self, outcome: store::Outcome) -> Result<Option<Vec<u8>>, HandleError> {
+    async fn commit(&self, outcome: store::Commit) -> Result<Option<Vec<u8>>, HandleError> {
         let outcome = Arc::new(outcome);
         retry_busy(|| {
             let o = outcome.clone();
@@ -224,16 +225,16 @@ impl Brain {
                 store::set_opted_out(&self.db, &contact.id, false, now)
                     .await
                     .or_retry()?;
-                return Ok(Decision::notice(&msgs.opted_in, "opted_in"));
+                return Ok(Decision::notice(&msgs.opted_in, Outcome::OptedIn));
             }
-            return Ok(Decision::silent("opted_out"));
+            return Ok(Decision::silent(Outcome::OptedOut));
         }
         if text.eq_ignore_ascii_case("stop") {
             store::set_opted_out(&self.db, &contact.id, true, now)
                 .await
                 .or_retry()?;
             metrics::counter!(m::OPT_OUTS).increment(1);
-            return Ok(Decision::notice(&msgs.opted_out, "opted_out"));
+            return Ok(Decision::notice(&msgs.opted_out, Outcome::OptedOut));
         }
         // ACCESS_MODE governs phone identities; web chat visitors are always served (within
         // their own budget, which the gateway enforces).
@@ -245,12 +246,12 @@ impl Brain {
             let today = self.today();
             metrics::counter!(m::REFUSALS).increment(1);
             if contact.last_refusal_day.as_deref() == Some(today.as_str()) {
-                return Ok(Decision::silent("refused_silently"));
+                return Ok(Decision::silent(Outcome::RefusedSilently));
             }
             store::set_refusal_day(&self.db, &contact.id, &today, now)
                 .await
                 .or_retry()?;
-            return Ok(Decision::notice(&msgs.not_allowed, "refused"));
+            return Ok(Decision::notice(&msgs.not_allowed, Outcome::Refused));
         }
         if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
             return commands::run(self, contact, text).await;
@@ -260,11 +261,11 @@ impl Brain {
             inbound::Kind::Image => {}
             inbound::Kind::Voice => return self.transcribe(ib, contact, &known).await,
             inbound::Kind::Other | inbound::Kind::Unspecified => {
-                return Ok(Decision::notice(&msgs.unsupported, "unsupported"));
+                return Ok(Decision::notice(&msgs.unsupported, Outcome::Unsupported));
             }
         }
         if text.chars().count() > self.cfg.max_input_chars {
-            return Ok(Decision::notice(&msgs.too_long, "too_long"));
+            return Ok(Decision::notice(&msgs.too_long, Outcome::TooLong));
         }
         let budget = match ib.kind() {
             inbound::Kind::Image => self.cfg.image_deadline,
@@ -308,7 +309,7 @@ impl Brain {
         if !self.cfg.endpoint.configured {
             return Ok(Some(Decision::notice(
                 &msgs.not_configured,
-                "not_configured",
+                Outcome::NotConfigured,
             )));
         }
         let today = self.today();
@@ -316,12 +317,15 @@ impl Brain {
             .await
             .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?
         {
-            return Ok(Some(Decision::notice(&msgs.budget, "budget")));
+            return Ok(Some(Decision::notice(&msgs.budget, Outcome::Budget)));
         }
         if self.cfg.contact_daily_tokens > 0
             && known.tokens_today.max(0) as u64 >= self.cfg.contact_daily_tokens
         {
-            return Ok(Some(Decision::notice(&msgs.token_budget, "token_budget")));
+            return Ok(Some(Decision::notice(
+                &msgs.token_budget,
+                Outcome::TokenBudget,
+            )));
         }
         Ok(None)
     }
@@ -340,7 +344,7 @@ impl Brain {
         let Some(media) = ib.media.clone() else {
             return Ok(Decision::notice(
                 &self.cfg.messages.transcription_failed,
-                "voice_missing",
+                Outcome::VoiceMissing,
             ));
         };
         let deadline_ms = shared::ids::now_ms() + self.cfg.voice_deadline.as_millis() as i64;
@@ -351,7 +355,7 @@ impl Brain {
             deadline_at_ms: deadline_ms,
             language: String::new(),
         };
-        let mut d = Decision::notice(&self.cfg.messages.listening, "transcribing");
+        let mut d = Decision::notice(&self.cfg.messages.listening, Outcome::Transcribing);
         d.extra.push(Publish::new(
             Stream::Transcribe,
             Envelope::new("brain", Payload::TranscriptionJob(job)),
@@ -378,7 +382,10 @@ impl Brain {
             inbound::Kind::Image => {
                 let media = ib.media.as_ref();
                 if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
-                    return Ok(Decision::notice(&msgs.image_too_large, "image_too_large"));
+                    return Ok(Decision::notice(
+                        &msgs.image_too_large,
+                        Outcome::ImageTooLarge,
+                    ));
                 }
                 let bytes: Option<Vec<u8>> = match media {
                     Some(m) => redis::cmd("GET")
@@ -389,7 +396,7 @@ impl Brain {
                     None => None,
                 };
                 let Some(bytes) = bytes else {
-                    return Ok(Decision::notice(&msgs.llm_down, "image_missing"));
+                    return Ok(Decision::notice(&msgs.llm_down, Outcome::ImageMissing));
                 };
                 Some(bytes)
             }
@@ -449,21 +456,21 @@ impl Brain {
                     ],
                     extra: vec![self.usage(contact, ib, &a, op)],
                     disclosed: disclose,
-                    outcome: "answered",
+                    outcome: Outcome::Answered,
                     voice_deadline_ms: None,
                 })
             }
             Ok(a) => {
                 tracing::warn!("the model returned an empty answer");
-                let mut d = Decision::notice(&msgs.llm_down, "empty_answer");
+                let mut d = Decision::notice(&msgs.llm_down, Outcome::EmptyAnswer);
                 d.extra.push(self.usage(contact, ib, &a, op));
                 Ok(d)
             }
             Err(e) => {
                 let outcome = match &e {
-                    CallError::CircuitOpen => "circuit_open",
-                    CallError::Deadline(_) => "deadline",
-                    CallError::Failed(_) => "llm_failed",
+                    CallError::CircuitOpen => Outcome::CircuitOpen,
+                    CallError::Deadline(_) => Outcome::Deadline,
+                    CallError::Failed(_) => Outcome::LlmFailed,
                 };
                 tracing::warn!(error = %e, "no answer from the model; sending the fallback");
                 Ok(Decision::notice(&msgs.llm_down, outcome))
@@ -515,12 +522,12 @@ impl Brain {
         };
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
         let decision = self.decide(ib, &contact, known).await?;
-        metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome)
+        metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
         let stored = self
-            .commit(store::Outcome {
+            .commit(store::Commit {
                 contact_id: Some(contact.id.clone()),
                 inbound_id: ib.message_id.clone(),
                 turns: decision.turns,
@@ -536,7 +543,7 @@ impl Brain {
             .await?;
         if stored.is_none() {
             tracing::info!(
-                outcome = decision.outcome,
+                outcome = decision.outcome.as_str(),
                 replies = decision.replies.len(),
                 "inbound message handled"
             );
@@ -580,22 +587,22 @@ impl Brain {
                 self.answer(&ib, &contact, text, deadline, known).await?
             }
             transcript::Outcome::TooLong => {
-                Decision::notice(&msgs.voice_too_long, "voice_too_long")
+                Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong)
             }
             _ => {
                 tracing::info!(error = %t.error, "voice note not transcribed");
-                Decision::notice(&msgs.transcription_failed, "transcription_failed")
+                Decision::notice(&msgs.transcription_failed, Outcome::TranscriptionFailed)
             }
         };
-        if decision.outcome == "answered" {
-            decision.outcome = "answered_voice";
+        if decision.outcome == Outcome::Answered {
+            decision.outcome = Outcome::AnsweredVoice;
         }
-        metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome)
+        metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(&ib, &decision, ":voice");
         let encoded = store::encode_events(&events);
         let stored = self
-            .commit(store::Outcome {
+            .commit(store::Commit {
                 contact_id: Some(contact.id.clone()),
                 inbound_id: key,
                 turns: decision.turns,
@@ -613,7 +620,7 @@ impl Brain {
 
 impl Brain {
     async fn apologise(&self, ib: &Inbound) -> Result<(), HandleError> {
-        let d = Decision::notice(&self.cfg.messages.apology, "apology");
+        let d = Decision::notice(&self.cfg.messages.apology, Outcome::Apology);
         for p in self.events(ib, &d, ":apology") {
             self.bus
                 .publisher()

@@ -7,6 +7,7 @@ pub mod config;
 pub mod handler;
 pub mod messages;
 pub mod metrics;
+pub mod outcome;
 pub mod settings;
 pub mod store;
 

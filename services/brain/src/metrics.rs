@@ -25,7 +25,8 @@ pub fn register() {
         "Tokens used, by model (as the API named it) and direction"
     );
     for kind in ["text", "voice", "image", "other"] {
-        metrics::counter!(MESSAGES, "kind" => kind, "outcome" => "answered").absolute(0);
+        metrics::counter!(MESSAGES, "kind" => kind, "outcome" => crate::outcome::Outcome::Answered.as_str())
+            .absolute(0);
     }
     for c in ["known", "unknown"] {
         metrics::counter!(COMMANDS, "command" => c).absolute(0);

@@ -516,12 +516,12 @@ async fn outbox_on(
 }
 
 /// What handling one inbound message changes, written in one transaction.
-pub struct Outcome {
+pub struct Commit {
     pub contact_id: Option<String>,
     pub inbound_id: String,
     pub turns: Vec<Turn>,
     pub events: Vec<u8>,
-    pub outcome: &'static str,
+    pub outcome: crate::outcome::Outcome,
     pub disclosed: bool,
     /// A voice note now waiting for its transcript: (encoded inbound event, deadline ms).
     pub voice_pending: Option<(Vec<u8>, i64)>,
@@ -532,7 +532,7 @@ pub struct Outcome {
 
 /// Outcomes committed together ([`GroupCommit`]): one transaction for every message answered
 /// at about the same time.
-pub type Committer = GroupCommit<Arc<Outcome>, Option<Vec<u8>>>;
+pub type Committer = GroupCommit<Arc<Commit>, Option<Vec<u8>>>;
 
 /// The brain's group-commit writer.
 pub fn committer(db: Db) -> Committer {
@@ -541,7 +541,7 @@ pub fn committer(db: Db) -> Committer {
 
 fn apply_shared<'c>(
     conn: &'c mut sqlx::AnyConnection,
-    o: &'c Arc<Outcome>,
+    o: &'c Arc<Commit>,
 ) -> shared::db::BoxFuture<'c, Result<Option<Vec<u8>>, sqlx::Error>> {
     Box::pin(apply(conn, o))
 }
@@ -551,7 +551,7 @@ fn apply_shared<'c>(
 /// events are returned.
 pub async fn apply(
     conn: &mut sqlx::AnyConnection,
-    o: &Outcome,
+    o: &Commit,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
     let now_ms = o.now_ms;
     let inserted = sqlx::query(
@@ -561,7 +561,7 @@ pub async fn apply(
     .bind(&o.inbound_id)
     .bind(o.contact_id.as_deref())
     .bind(&o.events)
-    .bind(o.outcome)
+    .bind(o.outcome.as_str())
     .bind(now_ms)
     .execute(&mut *conn)
     .await?
