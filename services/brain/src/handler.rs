@@ -17,8 +17,9 @@ use shared::redact::Redacted;
 use tokio::time::Instant;
 
 use crate::chat::{Answer, Chat, Image};
-use crate::commands;
+use crate::commands::{self, Command};
 use crate::config::{AccessMode, Config};
+use crate::decision::{Decision, OrRetry};
 use crate::metrics as m;
 use crate::outcome::Outcome;
 use crate::store::{self, Contact, Known, Role, Turn};
@@ -34,35 +35,6 @@ pub struct Brain {
 
 /// How long answers reuse the admins' settings before reading them again.
 const SETTINGS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What handling a message decided.
-#[derive(Default)]
-pub(crate) struct Decision {
-    pub replies: Vec<(outbound::Kind, String)>,
-    pub turns: Vec<Turn>,
-    pub extra: Vec<Publish>,
-    pub disclosed: bool,
-    pub outcome: Outcome,
-    /// A transcription job was published: the inbound waits for its transcript until then (ms).
-    pub voice_deadline_ms: Option<i64>,
-}
-
-impl Decision {
-    pub(crate) fn notice(text: &str, outcome: Outcome) -> Self {
-        Self {
-            replies: vec![(outbound::Kind::Notice, text.to_owned())],
-            outcome,
-            ..Default::default()
-        }
-    }
-
-    fn silent(outcome: Outcome) -> Self {
-        Self {
-            outcome,
-            ..Default::default()
-        }
-    }
-}
 
 /// The sender's identities as (kind, value) pairs, as contacts are stored.
 fn sender_identities(ib: &Inbound) -> Vec<(String, String)> {
@@ -107,15 +79,25 @@ fn identity_kind(kind: i32) -> &'static str {
     }
 }
 
-/// A database failure is worth another delivery (or, when the database is only busy, another
-/// try without counting one).
-pub(crate) trait OrRetry<T> {
-    fn or_retry(self) -> Result<T, HandleError>;
-}
+impl commands::Context for Brain {
+    fn db(&self) -> &Db {
+        &self.db
+    }
 
-impl<T> OrRetry<T> for Result<T, sqlx::Error> {
-    fn or_retry(self) -> Result<T, HandleError> {
-        self.map_err(|e| HandleError::database(&e))
+    fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    async fn effective(&self) -> Result<Config, HandleError> {
+        Brain::effective(self).await
+    }
+
+    fn settings_changed(&self) {
+        Brain::settings_changed(self);
     }
 }
 
@@ -254,7 +236,7 @@ impl Brain {
             return Ok(Decision::notice(&msgs.not_allowed, Outcome::Refused));
         }
         if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
-            return commands::run(self, contact, text).await;
+            return Command::parse(text).run(self, contact).await;
         }
         match ib.kind() {
             inbound::Kind::Text => {}

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod commands;
 pub mod config;
+pub mod decision;
 pub mod handler;
 pub mod messages;
 pub mod metrics;
