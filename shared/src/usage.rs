@@ -1,6 +1,7 @@
 //! The usage tables as a contract: day boundaries in `LEDGER_TIMEZONE`, exact money, and the read
 //! queries over `usage_daily` (the ledger's per-day aggregate of `usage_records`) that the
-//! brain's `!usage` and `!stats` use. The ledger writes both tables; nobody else does.
+//! brain's `!usage` and `!stats` use. The ledger writes both tables; the only other write is
+//! [`unlink_contact`] (`!forget`), kept here beside the ledger's aggregation clause.
 
 use std::fmt;
 
@@ -129,6 +130,32 @@ pub const DAILY_ADD_ON_CONFLICT: &str = "ON CONFLICT (day, contact_id, priced_mo
      audio_ms = usage_daily.audio_ms + excluded.audio_ms, \
      latency_ms = usage_daily.latency_ms + excluded.latency_ms, \
      records = usage_daily.records + excluded.records";
+
+/// Unlinks a forgotten contact's usage, in the caller's transaction: its records lose their
+/// contact, and its daily rows are added to the unlinked ones (`contact_id = ''`), so the
+/// totals stay as they were.
+pub async fn unlink_contact(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: &str,
+) -> Result<(), sqlx::Error> {
+    let merge = format!(
+        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
+         completion_tokens, audio_ms, latency_ms, records) \
+         SELECT day, '', priced_model, operation, cost_pico_usd, prompt_tokens, completion_tokens, audio_ms, \
+         latency_ms, records FROM usage_daily WHERE contact_id = $1 {DAILY_ADD_ON_CONFLICT}"
+    );
+    for sql in [
+        "UPDATE usage_records SET contact_id = NULL WHERE contact_id = $1",
+        merge.as_str(),
+        "DELETE FROM usage_daily WHERE contact_id = $1",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(contact_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
 
 /// Sums over a set of usage records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -727,27 +727,20 @@ pub async fn identity_values(db: &Db, contact_id: &str) -> Result<Vec<String>, s
 
 pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
-    let merge = format!(
-        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, prompt_tokens, \
-         completion_tokens, audio_ms, latency_ms, records) \
-         SELECT day, '', priced_model, operation, cost_pico_usd, prompt_tokens, completion_tokens, audio_ms, \
-         latency_ms, records FROM usage_daily WHERE contact_id = $1 {}",
-        shared::usage::DAILY_ADD_ON_CONFLICT
-    );
     for sql in [
         "DELETE FROM conversation_messages WHERE contact_id = $1",
         "DELETE FROM outbox WHERE contact_id = $1",
         "DELETE FROM voice_pending WHERE contact_id = $1",
-        "UPDATE usage_records SET contact_id = NULL WHERE contact_id = $1",
-        merge.as_str(),
-        "DELETE FROM usage_daily WHERE contact_id = $1",
+    ] {
+        sqlx::query(sql).bind(contact_id).execute(&mut *tx).await?;
+    }
+    // The ledger's tables keep the spend, unlinked from the contact.
+    shared::usage::unlink_contact(&mut tx, contact_id).await?;
+    for sql in [
         "DELETE FROM contact_identities WHERE contact_id = $1",
         "DELETE FROM contacts WHERE id = $1",
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .bind(contact_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sql).bind(contact_id).execute(&mut *tx).await?;
     }
     tx.commit().await
 }
