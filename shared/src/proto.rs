@@ -24,6 +24,44 @@ impl inbound::Kind {
     }
 }
 
+impl identity::Kind {
+    /// `phone`, `wa_id`, `lid`, `cloud_wa_id`, `webchat` or `other`: how contacts' identities
+    /// are stored.
+    pub fn label(self) -> &'static str {
+        match self {
+            identity::Kind::Phone => "phone",
+            identity::Kind::WaId => "wa_id",
+            identity::Kind::Lid => "lid",
+            identity::Kind::CloudWaId => "cloud_wa_id",
+            identity::Kind::Webchat => "webchat",
+            identity::Kind::Unspecified => "other",
+        }
+    }
+}
+
+impl outbound::Kind {
+    /// `reply`, `notice` or `alert`: the name in the web chat's listing.
+    pub fn label(self) -> &'static str {
+        match self {
+            outbound::Kind::Notice => "notice",
+            outbound::Kind::Alert => "alert",
+            outbound::Kind::Reply | outbound::Kind::Unspecified => "reply",
+        }
+    }
+}
+
+impl usage_record::Operation {
+    /// `chat`, `vision`, `transcription` or `other`: how usage is stored and priced.
+    pub fn label(self) -> &'static str {
+        match self {
+            usage_record::Operation::Chat => "chat",
+            usage_record::Operation::Vision => "vision",
+            usage_record::Operation::Transcription => "transcription",
+            usage_record::Operation::Unspecified => "other",
+        }
+    }
+}
+
 impl Payload {
     /// Short name of the payload kind, for metrics and logs.
     pub fn kind(&self) -> &'static str {

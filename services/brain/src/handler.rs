@@ -41,7 +41,7 @@ fn sender_identities(ib: &Inbound) -> Vec<(String, String)> {
     ib.identities
         .iter()
         .filter(|i| !i.value.is_empty())
-        .map(|i| (identity_kind(i.kind).to_owned(), i.value.clone()))
+        .map(|i| (i.kind().label().to_owned(), i.value.clone()))
         .collect()
 }
 
@@ -66,17 +66,6 @@ fn is_visitor(ib: &Inbound) -> bool {
             .identities
             .iter()
             .all(|i| i.kind == identity::Kind::Webchat as i32)
-}
-
-fn identity_kind(kind: i32) -> &'static str {
-    match identity::Kind::try_from(kind).unwrap_or(identity::Kind::Unspecified) {
-        identity::Kind::Phone => "phone",
-        identity::Kind::WaId => "wa_id",
-        identity::Kind::Lid => "lid",
-        identity::Kind::CloudWaId => "cloud_wa_id",
-        identity::Kind::Webchat => "webchat",
-        identity::Kind::Unspecified => "other",
-    }
 }
 
 impl commands::Context for Brain {

@@ -7,7 +7,6 @@ use backon::{ExponentialBuilder, Retryable};
 use shared::bus::{Bus, Delivery, HandleError, Handler, Publish};
 use shared::clock::SharedClock;
 use shared::db::Db;
-use shared::proto::usage_record::Operation;
 use shared::proto::{Payload, UsageRecord};
 use shared::redact::Redacted;
 use shared::usage::{Usd, over_budget_key};
@@ -31,15 +30,6 @@ pub struct Ledger {
 
 /// How long a written budget mark is taken as still in place (see [`Ledger::mark`]).
 const MARK_FRESH: Duration = Duration::from_secs(1);
-
-fn operation(op: i32) -> &'static str {
-    match Operation::try_from(op) {
-        Ok(Operation::Chat) => "chat",
-        Ok(Operation::Vision) => "vision",
-        Ok(Operation::Transcription) => "transcription",
-        _ => "other",
-    }
-}
 
 impl Ledger {
     pub fn new(db: Db, bus: Bus, cfg: Config, clock: SharedClock) -> Arc<Self> {
@@ -72,7 +62,7 @@ impl Ledger {
             usage_id: u.usage_id.clone(),
             contact_id: (!u.contact_id.is_empty()).then(|| u.contact_id.clone()),
             message_id: u.message_id.clone(),
-            operation: operation(u.operation),
+            operation: u.operation().label(),
             requested_model: u.requested_model.clone(),
             response_model: u.response_model.clone(),
             priced_model: priced.model.unwrap_or_else(|| {

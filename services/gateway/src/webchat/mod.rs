@@ -262,11 +262,7 @@ impl Transport for Webchat {
             visitor::looks_like_visitor(&msg.chat_id).then(|| msg.chat_id.clone())
         }
         .ok_or_else(|| SendError::Permanent("not a web chat contact".to_owned()))?;
-        let kind = match msg.kind {
-            outbound::Kind::Notice => "notice",
-            outbound::Kind::Alert => "alert",
-            outbound::Kind::Reply | outbound::Kind::Unspecified => "reply",
-        };
+        let kind = msg.kind.label();
         let m = ChatMessage {
             id: msg.id.clone(),
             direction: "out".to_owned(),
