@@ -358,10 +358,10 @@ impl Brain {
                         Outcome::ImageTooLarge,
                     ));
                 }
-                let bytes: Option<Vec<u8>> = match media {
-                    Some(m) => redis::cmd("GET")
-                        .arg(&m.key)
-                        .query_async(&mut self.bus.connection())
+                let bytes = match media {
+                    Some(m) => self
+                        .bus
+                        .read_media(m)
                         .await
                         .map_err(|e| HandleError::Retry(format!("media store: {e}")))?,
                     None => None,

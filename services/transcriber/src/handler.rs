@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::audio::{AudioInput, AudioResponseFormat, CreateTranscriptionRequest};
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use shared::bus::{Delivery, HandleError, Handler, Publish, Publisher, Stream};
 use shared::llm::{Breaker, CallError};
@@ -25,7 +24,7 @@ pub struct Transcriber {
     cfg: Config,
     client: Client<OpenAIConfig>,
     breaker: Breaker,
-    conn: ConnectionManager,
+    bus: shared::bus::Bus,
     publisher: Publisher,
     max_deliveries: u32,
     /// Bounds CPU-heavy conversions to the cores available, earliest deadline first.
@@ -66,7 +65,7 @@ impl Transcriber {
         Self {
             client,
             breaker,
-            conn: bus.connection(),
+            bus: bus.clone(),
             publisher: bus.publisher(),
             max_deliveries: bus.config().max_deliveries,
             ffmpeg_slots: Gate::new(cfg.ffmpeg_concurrency),
@@ -96,9 +95,9 @@ impl Transcriber {
             .media
             .as_ref()
             .ok_or_else(|| JobError::Failed("the job has no media reference".into()))?;
-        let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(&media.key)
-            .query_async(&mut self.conn.clone())
+        let bytes = self
+            .bus
+            .read_media(media)
             .await
             .map_err(|e| JobError::Retry(format!("media store unavailable: {e}")))?;
         let bytes = bytes.ok_or_else(|| {

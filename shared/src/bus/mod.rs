@@ -189,6 +189,20 @@ impl Bus {
         Publisher::new(self.conn.clone(), self.keys.clone(), self.service)
     }
 
+    /// The bytes of a media item the gateway stored (`None`: expired or evicted). Only keys
+    /// of this deployment's media store are read, whatever an event says.
+    pub async fn read_media(&self, media: &crate::proto::MediaRef) -> Result<Option<Vec<u8>>> {
+        let prefix = self.keys.key("media:");
+        let item = media.key.strip_prefix(&prefix).unwrap_or("");
+        if item.is_empty() || !item.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        Ok(redis::cmd("GET")
+            .arg(&media.key)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
     pub fn dlq(&self) -> Dlq {
         Dlq::new(self.conn.clone(), self.keys.clone())
     }

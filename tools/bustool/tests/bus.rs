@@ -890,3 +890,43 @@ async fn trimming_with_a_backlog_keeps_every_unacknowledged_entry() {
     assert!(ids.iter().all(|id| handled.get(id) == Some(&1)));
     h.cleanup().await;
 }
+
+#[tokio::test]
+async fn media_is_read_only_from_this_deployments_media_store() {
+    let h = Harness::new();
+    let keys = h.bus.keys();
+    let mut c = h.bus.connection();
+    let item = keys.key("media:ab12");
+    let other = keys.key("hashkey-lookalike");
+    let _: () = redis::pipe()
+        .set(&item, b"bytes".as_slice())
+        .ignore()
+        .set(&other, "a secret")
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let at = |key: &str| shared::proto::MediaRef {
+        key: key.to_owned(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.bus.read_media(&at(&item)).await.unwrap(),
+        Some(b"bytes".to_vec())
+    );
+    assert_eq!(
+        h.bus
+            .read_media(&at(&keys.key("media:cd34")))
+            .await
+            .unwrap(),
+        None
+    );
+    // An event naming any other key reads nothing.
+    for key in [
+        other.as_str(),
+        "{other}:media:ab12",
+        &keys.key("media:../x"),
+    ] {
+        assert_eq!(h.bus.read_media(&at(key)).await.unwrap(), None, "{key}");
+    }
+}

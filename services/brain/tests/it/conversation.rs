@@ -399,7 +399,7 @@ async fn a_photo_goes_to_the_vision_model_as_an_image_part() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("VISION_MODEL", "gpt-4o-mini")]).await;
     let p = rig.spawn().await;
     let png: &[u8] = b"\x89PNG\r\n\x1a\nnot-really-but-bytes";
-    let key = format!("{{{}}}:media:test", rig.prefix);
+    let key = format!("{{{}}}:media:7e57", rig.prefix);
     let mut c = rig.bus.connection();
     let _: () = redis::cmd("SET")
         .arg(&key)

@@ -39,7 +39,7 @@ async fn run(
 ) -> anyhow::Result<Row> {
     let prefix = shared::testing::unique_prefix();
     let bus = Bus::with_parts(&Dsn::new(redis), &prefix, BusConfig::default(), "bench")?;
-    let key = format!("{{{prefix}}}:media:bench");
+    let key = format!("{{{prefix}}}:media:be4c");
     let mut c = bus.connection();
     let _: () = redis::cmd("SET")
         .arg(&key)
