@@ -311,7 +311,7 @@ async fn forget(brain: &impl Context, number: &Phone) -> Result<Decision, Handle
         .bus()
         .forget(&person)
         .await
-        .map_err(|e| HandleError::Retry(format!("forget in Redis: {e}")))?;
+        .map_err(|e| HandleError::retry("forget in Redis", e))?;
     store::forget(db, &target.id).await.or_retry()?;
     Ok(reply(format!(
         "Forgotten: {number}'s conversation and identities are erased, with {} web chat history, {} media item{} and {} dead letter{} (spend stays in the totals, unlinked).",

@@ -43,6 +43,6 @@ pub(crate) trait OrRetry<T> {
 
 impl<T> OrRetry<T> for Result<T, sqlx::Error> {
     fn or_retry(self) -> Result<T, HandleError> {
-        self.map_err(|e| HandleError::database(&e))
+        self.map_err(HandleError::database)
     }
 }

@@ -47,7 +47,7 @@ fn sender_identities(ib: &Inbound) -> Vec<(String, String)> {
 
 /// The events an outbox row holds, to publish again.
 fn stored_events(bytes: &[u8]) -> Result<Vec<Publish>, HandleError> {
-    store::decode_events(bytes).map_err(|e| HandleError::Permanent(format!("stored events: {e}")))
+    store::decode_events(bytes).map_err(|e| HandleError::permanent("stored events", e))
 }
 
 /// What to publish after a commit: the events just written, or — when another delivery
@@ -286,7 +286,7 @@ impl Brain {
         let today = self.today();
         if shared::usage::is_over_budget(&self.bus, &today)
             .await
-            .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?
+            .map_err(|e| HandleError::retry("budget mark", e))?
         {
             return Ok(Some(Decision::notice(&msgs.budget, Outcome::Budget)));
         }
@@ -363,7 +363,7 @@ impl Brain {
                         .bus
                         .read_media(m)
                         .await
-                        .map_err(|e| HandleError::Retry(format!("media store: {e}")))?,
+                        .map_err(|e| HandleError::retry("media store", e))?,
                     None => None,
                 };
                 let Some(bytes) = bytes else {
@@ -539,7 +539,7 @@ impl Brain {
             return Ok(Vec::new());
         };
         let ib = <Inbound as prost::Message>::decode(bytes.as_slice())
-            .map_err(|e| HandleError::Permanent(format!("stored inbound: {e}")))?;
+            .map_err(|e| HandleError::permanent("stored inbound", e))?;
         let identities = sender_identities(&ib);
         let now = shared::ids::now_ms();
         let contact = store::resolve(&self.db, &identities, now)
@@ -597,7 +597,7 @@ impl Brain {
                 .publisher()
                 .publish(p)
                 .await
-                .map_err(|e| HandleError::Retry(format!("cannot send the apology: {e}")))?;
+                .map_err(|e| HandleError::retry("cannot send the apology", e))?;
         }
         Ok(())
     }
@@ -616,10 +616,13 @@ impl Handler for Brain {
                         if d.deliveries >= self.bus.config().max_deliveries =>
                     {
                         self.apologise(ib).await?;
-                        Err(HandleError::Permanent(format!(
-                            "{reason} (after {} deliveries; the customer got an apology)",
-                            d.deliveries
-                        )))
+                        Err(HandleError::Permanent(
+                            format!(
+                                "{reason} (after {} deliveries; the customer got an apology)",
+                                d.deliveries
+                            )
+                            .into(),
+                        ))
                     }
                     other => other,
                 }
@@ -628,10 +631,9 @@ impl Handler for Brain {
                 tracing::Span::current().record("message_id", t.message_id.as_str());
                 self.handle_transcript(t).await
             }
-            Some(other) => Err(HandleError::Permanent(format!(
-                "unexpected {} event for the brain",
-                other.kind()
-            ))),
+            Some(other) => Err(HandleError::Permanent(
+                format!("unexpected {} event for the brain", other.kind()).into(),
+            )),
             None => Err(HandleError::Permanent("empty envelope".into())),
         }
     }

@@ -52,24 +52,24 @@ impl Handler for Deliverer {
     #[tracing::instrument(name = "gateway.deliver", skip_all, fields(message_id, transport))]
     async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
         let Some(Payload::Outbound(o)) = &d.envelope.payload else {
-            return Err(HandleError::Permanent("not an outbound event".to_owned()));
+            return Err(HandleError::Permanent("not an outbound event".into()));
         };
         let span = tracing::Span::current();
         span.record("message_id", o.message_id.as_str());
         if o.message_id.is_empty() {
             return Err(HandleError::Permanent(
-                "outbound message without an id".to_owned(),
+                "outbound message without an id".into(),
             ));
         }
         let (transport, chat_id) = self
             .transports
             .route(o.transport(), &o.chat_id, &o.identities)
-            .map_err(HandleError::Permanent)?;
+            .map_err(|e| HandleError::Permanent(e.into()))?;
         let kind = transport.kind();
         span.record("transport", kind.as_str());
         let text = markdown_to_whatsapp(&o.text);
         if text.trim().is_empty() {
-            return Err(HandleError::Permanent("empty message".to_owned()));
+            return Err(HandleError::Permanent("empty message".into()));
         }
         let parts = split_message(&text, transport.max_text_chars());
         let n = parts.len();
@@ -82,9 +82,7 @@ impl Handler for Deliverer {
                     .arg(&key)
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| {
-                        HandleError::Retry(format!("cannot check the sent record: {e}"))
-                    })?;
+                    .map_err(|e| HandleError::retry("cannot check the sent record", e))?;
             if sent {
                 metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str()).increment(1);
                 tracing::info!(part = i + 1, "part already sent; not sending it again");
@@ -187,5 +185,5 @@ async fn record_sent(
                 .with_max_times(6),
         )
         .await
-        .map_err(|e| HandleError::Retry(format!("cannot record the sent message: {e}")))
+        .map_err(|e| HandleError::retry("cannot record the sent message", e))
 }

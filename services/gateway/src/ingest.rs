@@ -83,18 +83,18 @@ pub enum IngestError {
     #[error("{0}")]
     Media(#[from] MediaError),
     #[error("the message store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] shared::bus::Reason),
 }
 
 impl From<redis::RedisError> for IngestError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Unavailable(e.to_string())
+        Self::Unavailable(shared::bus::Reason::new("Redis", e))
     }
 }
 
 impl From<shared::bus::BusError> for IngestError {
     fn from(e: shared::bus::BusError) -> Self {
-        Self::Unavailable(e.to_string())
+        Self::Unavailable(shared::bus::Reason::new("the bus", e))
     }
 }
 

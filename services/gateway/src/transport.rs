@@ -66,10 +66,10 @@ pub struct Sent {
 pub enum SendError {
     /// Worth retrying (network, 5xx, rate limited, session reconnecting).
     #[error("transient: {0}")]
-    Transient(String),
+    Transient(#[source] shared::bus::Reason),
     /// Will never succeed (unknown chat, blocked, bad request).
     #[error("permanent: {0}")]
-    Permanent(String),
+    Permanent(#[source] shared::bus::Reason),
 }
 
 /// A delivery receipt's status.

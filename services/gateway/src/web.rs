@@ -809,8 +809,8 @@ impl Transport for Web {
                 already: false,
                 recorded: false,
             }),
-            Err((e, true)) => Err(SendError::Transient(e)),
-            Err((e, false)) => Err(SendError::Permanent(e)),
+            Err((e, true)) => Err(SendError::Transient(e.into())),
+            Err((e, false)) => Err(SendError::Permanent(e.into())),
         }
     }
 

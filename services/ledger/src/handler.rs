@@ -256,10 +256,13 @@ impl Handler for Ledger {
     #[tracing::instrument(name = "ledger.record", skip_all, fields(usage_id))]
     async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
         let Some(Payload::Usage(u)) = &d.envelope.payload else {
-            return Err(HandleError::Permanent(format!(
-                "expected a usage record on the usage stream, got {}",
-                d.envelope.payload.as_ref().map_or("nothing", |p| p.kind())
-            )));
+            return Err(HandleError::Permanent(
+                format!(
+                    "expected a usage record on the usage stream, got {}",
+                    d.envelope.payload.as_ref().map_or("nothing", |p| p.kind())
+                )
+                .into(),
+            ));
         };
         if u.usage_id.is_empty() {
             return Err(HandleError::Permanent(
@@ -298,7 +301,7 @@ impl Handler for Ledger {
                 backend: self.db.backend(),
             })
             .await
-            .map_err(|e| HandleError::database(&e))?;
+            .map_err(HandleError::database)?;
 
         if stored.inserted {
             m::record_stored(&record, known);
@@ -314,7 +317,7 @@ impl Handler for Ledger {
         }
         self.keep_budget_mark(&record.day, at_ms, stored.day_total)
             .await
-            .map_err(|e| HandleError::Retry(format!("budget mark: {e}")))?;
+            .map_err(|e| HandleError::retry("budget mark", e))?;
 
         let mut out = Vec::new();
         for a in &stored.alerts {

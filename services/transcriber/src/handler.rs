@@ -270,7 +270,7 @@ impl Handler for Transcriber {
             Err(JobError::Retry(reason)) => {
                 metrics::counter!(m::JOBS, "outcome" => "retry").increment(1);
                 tracing::warn!(error = %reason, deliveries = d.deliveries, "transcription will be retried");
-                Err(HandleError::Retry(reason))
+                Err(HandleError::Retry(reason.into()))
             }
             Err(JobError::Failed(reason)) => {
                 metrics::counter!(m::JOBS, "outcome" => "failed").increment(1);
@@ -279,8 +279,8 @@ impl Handler for Transcriber {
                 self.publisher
                     .publish(self.failure(job, transcript::Outcome::Failed, &reason, 0.0))
                     .await
-                    .map_err(|e| HandleError::Retry(format!("cannot publish the failure: {e}")))?;
-                Err(HandleError::Permanent(reason))
+                    .map_err(|e| HandleError::retry("cannot publish the failure", e))?;
+                Err(HandleError::Permanent(reason.into()))
             }
         }
     }

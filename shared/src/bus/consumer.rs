@@ -42,26 +42,95 @@ pub enum HandleError {
     /// Transient: the entry stays pending and is tried again after a backoff, up to
     /// `MAX_DELIVERIES` deliveries in all.
     #[error("retryable: {0}")]
-    Retry(String),
+    Retry(#[source] Reason),
     /// Will never succeed: dead-lettered now.
     #[error("permanent: {0}")]
-    Permanent(String),
+    Permanent(#[source] Reason),
     /// A dependency is saturated (the database's write lock is taken, its pool is exhausted):
     /// backpressure, not a failure. Tried again after a backoff without counting a delivery,
     /// so it never turns into a dead letter or an apology; a consumer that makes no progress
     /// at all for too long is reported stuck instead.
     #[error("busy: {0}")]
-    Busy(String),
+    Busy(#[source] Reason),
+}
+
+/// Any error, as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a handler failed: what it was doing, and the error that stopped it (kept as the
+/// source, so the chain reaches the logs and the dead letter). Shown as the whole chain:
+/// `media store: connection refused (os error 111)`.
+#[derive(Debug, Clone)]
+pub struct Reason {
+    what: String,
+    cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Reason {
+    /// `what` failed because of `cause`.
+    pub fn new(what: impl Into<String>, cause: impl Into<BoxError>) -> Self {
+        Self {
+            what: what.into(),
+            cause: Some(std::sync::Arc::from(cause.into())),
+        }
+    }
+}
+
+impl From<String> for Reason {
+    fn from(what: String) -> Self {
+        Self { what, cause: None }
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(what: &str) -> Self {
+        what.to_owned().into()
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)?;
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.cause.as_deref().map(|c| c as _);
+        let mut shown = String::new();
+        while let Some(e) = next {
+            // Many errors already show their source in their own text: shown once.
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Reason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
 }
 
 impl HandleError {
+    /// Worth another delivery: `what` failed because of `cause`.
+    pub fn retry(what: impl Into<String>, cause: impl Into<BoxError>) -> Self {
+        Self::Retry(Reason::new(what, cause))
+    }
+
+    /// Will never succeed: `what` failed because of `cause`.
+    pub fn permanent(what: impl Into<String>, cause: impl Into<BoxError>) -> Self {
+        Self::Permanent(Reason::new(what, cause))
+    }
+
     /// A database error: [`HandleError::Busy`] when the database is only saturated
     /// ([`crate::db::is_busy`]), otherwise worth another delivery.
-    pub fn database(e: &sqlx::Error) -> Self {
-        if crate::db::is_busy(e) {
-            HandleError::Busy(format!("database: {e}"))
+    pub fn database(e: sqlx::Error) -> Self {
+        if crate::db::is_busy(&e) {
+            HandleError::Busy(Reason::new("database", e))
         } else {
-            HandleError::Retry(format!("database: {e}"))
+            HandleError::Retry(Reason::new("database", e))
         }
     }
 }
@@ -598,7 +667,7 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
         let outcome = tokio::select! {
             r = call => Some(r.unwrap_or_else(|panic| {
                 metrics::counter!(m::PANICS, "stream" => stream).increment(1);
-                Err(HandleError::Retry(format!("handler panicked: {}", panic_message(&*panic))))
+                Err(HandleError::Retry(format!("handler panicked: {}", panic_message(&*panic)).into()))
             })),
             () = inner.hard_stop.cancelled() => None,
         };
@@ -621,7 +690,7 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
                     &entry_of(&delivery),
                     delivery.deliveries,
                     "permanent",
-                    &reason,
+                    &reason.to_string(),
                 )
                 .await;
                 break;
@@ -657,7 +726,7 @@ async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
                 delivery.deliveries += 1;
                 // Record the attempt in Redis (delivery count, last error) so a consumer that
                 // takes the entry over knows its history.
-                record_retry(inner, &id, delivery.deliveries, &reason).await;
+                record_retry(inner, &id, delivery.deliveries, &reason.to_string()).await;
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {},
                     () = inner.stopping.cancelled() => {

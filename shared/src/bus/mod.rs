@@ -46,7 +46,7 @@ mod scripts;
 
 use redis::aio::ConnectionManager;
 
-pub use consumer::{Consumer, Delivery, HandleError, Handler};
+pub use consumer::{Consumer, Delivery, HandleError, Handler, Reason};
 pub use dlq::{DeadLetter, Dlq};
 pub use forget::{Erased, Person};
 pub use keys::{Keys, Stream};

@@ -49,10 +49,13 @@ impl Handler for TestHandler {
             d.envelope.event_id
         );
         if self.behaviour.fail {
-            return Err(HandleError::Retry(format!(
-                "induced failure #{} of {}",
-                d.deliveries, d.envelope.event_id
-            )));
+            return Err(HandleError::Retry(
+                format!(
+                    "induced failure #{} of {}",
+                    d.deliveries, d.envelope.event_id
+                )
+                .into(),
+            ));
         }
         let chat = chat_of(&d.envelope);
         if self.behaviour.record {
@@ -69,7 +72,7 @@ impl Handler for TestHandler {
                 .ignore();
             pipe.query_async::<()>(&mut self.bus.connection())
                 .await
-                .map_err(|e| HandleError::Retry(e.to_string()))?;
+                .map_err(|e| HandleError::retry("failed", e))?;
         }
         if !self.behaviour.answer {
             return Ok(Vec::new());

@@ -449,10 +449,9 @@ struct AlwaysFails(AtomicUsize);
 impl Handler for AlwaysFails {
     async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Err(HandleError::Retry(format!(
-            "upstream said no (attempt {})",
-            d.deliveries
-        )))
+        Err(HandleError::Retry(
+            format!("upstream said no (attempt {})", d.deliveries).into(),
+        ))
     }
 }
 

@@ -182,11 +182,13 @@ async fn a_write_lock_held_past_the_busy_timeout_is_reported_as_busy() {
         panic!("the write lock was granted twice")
     };
     assert!(shared::db::is_busy(&err), "{err}");
-    assert!(
-        shared::bus::HandleError::database(&err)
-            .to_string()
-            .starts_with("busy")
-    );
+    let shown = err.to_string();
+    let e = shared::bus::HandleError::database(err);
+    // Busy, and the database's own error is kept as the cause, shown in the chain.
+    assert!(e.to_string().starts_with("busy: database: "), "{e}");
+    assert!(e.to_string().ends_with(&shown), "{e}");
+    let cause = std::error::Error::source(&e).and_then(std::error::Error::source);
+    assert_eq!(cause.map(ToString::to_string), Some(shown));
     // Bounded by the busy timeout (2 s), not much longer, not immediate.
     let waited = started.elapsed();
     assert!(

@@ -25,6 +25,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use shared::bus::Reason;
 use shared::http::json_error;
 use shared::phone::Phone;
 use shared::proto::{Identity, identity, outbound};
@@ -261,7 +262,7 @@ impl Transport for Webchat {
         } else {
             visitor::looks_like_visitor(&msg.chat_id).then(|| msg.chat_id.clone())
         }
-        .ok_or_else(|| SendError::Permanent("not a web chat contact".to_owned()))?;
+        .ok_or_else(|| SendError::Permanent("not a web chat contact".into()))?;
         let kind = msg.kind.label();
         let m = ChatMessage {
             id: msg.id.clone(),
@@ -276,7 +277,7 @@ impl Transport for Webchat {
             .history
             .append_once(&contact, &m, msg.kind != outbound::Kind::Alert, &msg.record)
             .await
-            .map_err(|e| SendError::Transient(format!("web chat history unavailable: {e}")))?;
+            .map_err(|e| SendError::Transient(Reason::new("web chat history unavailable", e)))?;
         Ok(Sent {
             transport_message_id: msg.id.clone(),
             already: !appended,
@@ -289,7 +290,7 @@ impl Transport for Webchat {
             .history
             .typing(chat_id, on)
             .await
-            .map_err(|e| SendError::Transient(e.to_string()))
+            .map_err(|e| SendError::Transient(Reason::new("web chat typing indicator", e)))
     }
 }
 
