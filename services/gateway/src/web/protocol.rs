@@ -1,0 +1,341 @@
+//! The sidecar's NDJSON protocol (PROTOCOL.md): the lines it writes, and what the gateway
+//! does with each — session state, answers to requests, received messages.
+
+use super::*;
+
+/// One line from the sidecar.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum Event {
+    Qr {
+        qr: String,
+    },
+    PairingCode {
+        code: String,
+    },
+    Authenticated,
+    AuthFailure {
+        error: String,
+    },
+    Ready,
+    State {
+        state: String,
+    },
+    Message(WaMessage),
+    Ignored {
+        reason: String,
+    },
+    MessageAck {
+        id: String,
+        ack: i32,
+    },
+    Disconnected {
+        reason: String,
+    },
+    Result {
+        r#ref: Option<String>,
+        id: Option<String>,
+        media: Option<WaMedia>,
+    },
+    Error {
+        r#ref: Option<String>,
+        error: String,
+        #[serde(default)]
+        retryable: bool,
+    },
+    Heartbeat {
+        state: Option<String>,
+        page_alive: Option<bool>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct WaMessage {
+    id: String,
+    from: String,
+    phone: Option<String>,
+    lid: Option<String>,
+    kind: String,
+    #[serde(default)]
+    body: String,
+    timestamp: Option<i64>,
+    name: Option<String>,
+    media: Option<WaMedia>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct WaMedia {
+    mime: String,
+    data: String,
+}
+
+/// What a command's `result` carries.
+#[derive(Debug, Default)]
+pub(super) struct Answer {
+    pub(super) id: Option<String>,
+    pub(super) media: Option<WaMedia>,
+}
+
+pub(super) type Reply = Result<Answer, (String, bool)>;
+
+impl Web {
+    pub(super) fn on_line(&self, line: &str) {
+        let event: Event = match serde_json::from_str(line) {
+            Ok(e) => e,
+            Err(e) => {
+                metrics::counter!(PROTOCOL_ERRORS).increment(1);
+                // The line may hold message text: log only its length and the parse error.
+                tracing::warn!(len = line.len(), error = %e, "skipping a sidecar line that is not a protocol message");
+                return;
+            }
+        };
+        match event {
+            Event::Qr { qr } => {
+                let fresh = {
+                    let mut s = self.inner.session.lock().expect("session lock");
+                    let fresh = s.qr.as_deref() != Some(qr.as_str());
+                    s.qr = Some(qr.clone());
+                    fresh
+                };
+                self.set_state(SessionState::WaitingForQr);
+                if fresh {
+                    tracing::info!(
+                        "WhatsApp Web waits for a QR scan: open the gateway's internal /qr or scan the code printed below"
+                    );
+                    if let Ok(code) = qrcode::QrCode::new(qr.as_bytes()) {
+                        let text = code
+                            .render::<qrcode::render::unicode::Dense1x2>()
+                            .quiet_zone(true)
+                            .build();
+                        eprintln!("\n{text}\n");
+                    }
+                }
+            }
+            Event::PairingCode { code } => {
+                tracing::info!("WhatsApp Web pairing code ready: see the gateway's internal /qr");
+                eprintln!("\nWhatsApp pairing code: {code}\n");
+                self.inner
+                    .session
+                    .lock()
+                    .expect("session lock")
+                    .pairing_code = Some(code);
+                self.set_state(SessionState::WaitingForQr);
+            }
+            Event::Authenticated => tracing::info!("WhatsApp Web linked"),
+            Event::AuthFailure { error } => {
+                tracing::warn!(error = %error, "WhatsApp Web refused the stored session");
+            }
+            Event::Ready => {
+                {
+                    let mut s = self.inner.session.lock().expect("session lock");
+                    s.ready = true;
+                    s.qr = None;
+                    s.pairing_code = None;
+                    s.logged_out = false;
+                    s.unhealthy_since = None;
+                }
+                self.set_state(SessionState::Connected);
+            }
+            Event::State { state } => self.on_state(&state),
+            Event::Heartbeat { state, page_alive } => {
+                {
+                    let mut s = self.inner.session.lock().expect("session lock");
+                    s.last_heartbeat = Instant::now();
+                }
+                if let Some(state) = state {
+                    // A page that no longer answers the probe is not connected, whatever the
+                    // library's last state says.
+                    let healthy = page_alive != Some(false);
+                    self.on_state(if healthy {
+                        &state
+                    } else {
+                        "PAGE_NOT_RESPONDING"
+                    });
+                }
+            }
+            // Taken one at a time, in arrival order: a contact's messages are published in the
+            // order WhatsApp delivered them.
+            Event::Message(m) => {
+                let _ = self.inner.messages.send(m);
+            }
+            Event::Ignored { reason } => {
+                let reason = match reason.as_str() {
+                    "group" => "group",
+                    "broadcast" => "broadcast",
+                    "status" => "status",
+                    _ => "from_me",
+                };
+                metrics::counter!(IGNORED, "reason" => reason).increment(1);
+            }
+            Event::MessageAck { id, ack } => {
+                let status = match ack {
+                    -1 => Some(ReceiptStatus::Failed),
+                    2 => Some(ReceiptStatus::Delivered),
+                    3 | 4 => Some(ReceiptStatus::Read),
+                    _ => None,
+                };
+                if let Some(status) = status {
+                    let ingest = self.inner.ingest.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = ingest.receipt(TransportKind::Web, &id, status).await {
+                            tracing::warn!(error = %e, "cannot record a delivery receipt");
+                        }
+                    });
+                }
+            }
+            Event::Disconnected { reason } => {
+                let logged_out = reason.eq_ignore_ascii_case("LOGOUT")
+                    || reason.eq_ignore_ascii_case("UNPAIRED");
+                {
+                    let mut s = self.inner.session.lock().expect("session lock");
+                    s.ready = false;
+                    s.logged_out |= logged_out;
+                }
+                if logged_out {
+                    self.set_state(SessionState::WaitingForQr);
+                    let this = self.clone();
+                    tokio::spawn(async move { this.alert_logged_out().await });
+                } else {
+                    self.set_state(SessionState::Disconnected);
+                }
+            }
+            Event::Result { r#ref, id, media } => self.answer(r#ref, Ok(Answer { id, media })),
+            Event::Error {
+                r#ref,
+                error,
+                retryable,
+            } => {
+                if r#ref.is_none() {
+                    tracing::warn!(error = %error, "the sidecar reports an error");
+                }
+                self.answer(r#ref, Err((error, retryable)));
+            }
+        }
+    }
+
+    pub(super) fn on_state(&self, state: &str) {
+        let connected = state == "CONNECTED";
+        let ready = {
+            let mut s = self.inner.session.lock().expect("session lock");
+            if connected {
+                s.unhealthy_since = None;
+            } else if s.ready {
+                s.unhealthy_since.get_or_insert_with(Instant::now);
+            }
+            s.ready
+        };
+        if connected && ready {
+            self.set_state(SessionState::Connected);
+        } else if !connected && ready {
+            self.set_state(SessionState::Disconnected);
+        }
+    }
+
+    pub(super) fn answer(&self, r: Option<String>, reply: Reply) {
+        if let Some(r) = r
+            && let Some(tx) = self.inner.pending.lock().expect("pending lock").remove(&r)
+        {
+            let _ = tx.send(reply);
+        }
+    }
+
+    pub(super) async fn on_message(&self, m: WaMessage) {
+        let mut identities = Vec::new();
+        let phone = m.phone.clone().or_else(|| phone_of_wa_id(&m.from));
+        if let Some(p) = phone
+            .as_deref()
+            .and_then(|p| shared::phone::Phone::parse(p).ok())
+        {
+            identities.push(Identity {
+                kind: identity::Kind::Phone as i32,
+                value: p.as_str().to_owned(),
+            });
+        }
+        if m.from.ends_with("@c.us") {
+            identities.push(Identity {
+                kind: identity::Kind::WaId as i32,
+                value: m.from.clone(),
+            });
+        }
+        if let Some(lid) = m
+            .lid
+            .clone()
+            .or_else(|| m.from.ends_with("@lid").then(|| m.from.clone()))
+        {
+            identities.push(Identity {
+                kind: identity::Kind::Lid as i32,
+                value: lid,
+            });
+        }
+        let mut kind = match m.kind.as_str() {
+            "text" => inbound::Kind::Text,
+            "voice" => inbound::Kind::Voice,
+            "image" => inbound::Kind::Image,
+            _ => inbound::Kind::Other,
+        };
+        // The sidecar could not download it with the message: ask again once.
+        let mut m = m;
+        if m.media.is_none() && matches!(kind, inbound::Kind::Voice | inbound::Kind::Image) {
+            match self
+                .request(
+                    serde_json::json!({"type": "download_media", "id": m.id}),
+                    Duration::from_secs(60),
+                )
+                .await
+            {
+                Ok(a) => m.media = a.media,
+                Err((e, _)) => tracing::warn!(error = %e, "cannot download a media message"),
+            }
+        }
+        let media = match (&m.media, kind) {
+            (Some(media), inbound::Kind::Voice | inbound::Kind::Image) => {
+                match base64::engine::general_purpose::STANDARD.decode(&media.data) {
+                    Ok(bytes) => match crate::media::sniff(&bytes, &media.mime) {
+                        Ok(s) => Some(MediaBytes {
+                            bytes,
+                            mime: s.mime,
+                        }),
+                        Err(e) => {
+                            tracing::info!(error = %e, "unreadable media: treated as another kind");
+                            kind = inbound::Kind::Other;
+                            None
+                        }
+                    },
+                    Err(_) => {
+                        kind = inbound::Kind::Other;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let incoming = Incoming {
+            transport: TransportKind::Web,
+            transport_message_id: m.id.clone(),
+            message_id: None,
+            chat_id: m.from.clone(),
+            identities,
+            kind,
+            text: m.body.clone(),
+            media,
+            sent_at_ms: m.timestamp.map_or(0, |t| t * 1000),
+            display_name: m.name.clone().unwrap_or_default(),
+        };
+        // The library will not deliver it again: keep trying while Redis is away.
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1..=8 {
+            match self.inner.ingest.accept(incoming.clone()).await {
+                Ok(_) => return,
+                Err(crate::ingest::IngestError::Unavailable(e)) if attempt < 8 => {
+                    tracing::warn!(error = %e, attempt, "cannot take a WhatsApp message yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a WhatsApp message could not be taken");
+                    return;
+                }
+            }
+        }
+    }
+}

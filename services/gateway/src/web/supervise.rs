@@ -1,0 +1,259 @@
+//! Supervision of the sidecar: started with a cleared environment, restarted with capped
+//! backoff when it exits, stops answering heartbeats or stays stuck; its memory measured.
+
+use super::*;
+
+/// What the sidecar inherits besides its own `WA_*` settings: the system's basics, and a
+/// proxy and its certificates where WhatsApp is reached through one.
+pub(super) const SIDECAR_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+impl Web {
+    /// Runs and supervises the sidecar until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Some(mut queue) = self.inner.queue.lock().expect("queue lock").take() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(m) = queue.recv().await {
+                    this.on_message(m).await;
+                }
+            });
+        }
+        let mut backoff = Duration::from_secs(1);
+        while !shutdown.is_cancelled() {
+            let started = Instant::now();
+            let reason = match self.run_once(&shutdown).await {
+                Ok(reason) => reason,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the WhatsApp Web sidecar");
+                    "exit"
+                }
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            metrics::counter!(RESTARTS, "reason" => reason).increment(1);
+            {
+                let mut s = self.inner.session.lock().expect("session lock");
+                s.ready = false;
+                s.unhealthy_since = None;
+            }
+            let logged_out = self.inner.session.lock().expect("session lock").logged_out;
+            self.set_state(if logged_out {
+                SessionState::WaitingForQr
+            } else {
+                SessionState::Disconnected
+            });
+            for (_, tx) in self.inner.pending.lock().expect("pending lock").drain() {
+                let _ = tx.send(Err(("the WhatsApp Web session restarted".into(), true)));
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                backoff = Duration::from_secs(1);
+            }
+            tracing::warn!(
+                reason,
+                wait_ms = backoff.as_millis() as u64,
+                "restarting the WhatsApp Web sidecar"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    /// One life of the sidecar; returns why it ended.
+    pub(super) async fn run_once(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<&'static str> {
+        let cfg = &self.inner.cfg;
+        std::fs::create_dir_all(&cfg.session_dir)?;
+        let session_dir = std::fs::canonicalize(&cfg.session_dir)?;
+        let mut cmd = tokio::process::Command::new(&cfg.node);
+        // Node, a browser and their packages run with a cleared environment: none of the
+        // gateway's secrets (Redis password, tokens), only what they need and their own `WA_*`.
+        cmd.env_clear().envs(
+            std::env::vars()
+                .filter(|(k, _)| SIDECAR_ENV.contains(&k.as_str()) || k.starts_with("WA_")),
+        );
+        cmd.arg("index.mjs")
+            .current_dir(&cfg.sidecar_dir)
+            .env("WA_SESSION_DIR", &session_dir)
+            .env("CHROMIUM_PATH", &cfg.chromium)
+            .env("PUPPETEER_SKIP_DOWNLOAD", "true")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(n) = &cfg.pairing_number {
+            cmd.env("WA_PAIRING_NUMBER", n);
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let mut stdin = child.stdin.take().expect("stdin piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        *self.inner.commands.lock().expect("commands lock") = Some(tx);
+        self.inner
+            .session
+            .lock()
+            .expect("session lock")
+            .last_heartbeat = Instant::now();
+        tracing::info!(pid, "WhatsApp Web sidecar started");
+
+        let writer = tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if stdin
+                    .write_all(format!("{line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let logger = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::info!(sidecar = %l.chars().take(300).collect::<String>(), "sidecar log");
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let hb = cfg.heartbeat;
+        let mut tick = tokio::time::interval(hb);
+        tick.tick().await;
+        let reason = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    self.command(serde_json::json!({"type": "shutdown"}));
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    break "shutdown";
+                }
+                line = lines.next_line() => match line {
+                    Ok(Some(l)) => self.on_line(&l),
+                    _ => {
+                        let status = child.wait().await;
+                        tracing::warn!(?status, "the WhatsApp Web sidecar exited");
+                        break "exit";
+                    }
+                },
+                _ = tick.tick() => {
+                    self.command(serde_json::json!({"type": "heartbeat", "ref": "hb"}));
+                    if let Some(pid) = pid {
+                        record_memory(pid);
+                    }
+                    let (silent, stuck) = {
+                        let s = self.inner.session.lock().expect("session lock");
+                        (
+                            s.last_heartbeat.elapsed() > hb * 3,
+                            s.unhealthy_since.is_some_and(|t| t.elapsed() > cfg.stuck),
+                        )
+                    };
+                    if silent || stuck {
+                        tracing::warn!(silent, stuck, "the WhatsApp Web session looks stuck; restarting it");
+                        break if silent { "zombie" } else { "stuck" };
+                    }
+                }
+            }
+        };
+        *self.inner.commands.lock().expect("commands lock") = None;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        writer.abort();
+        logger.abort();
+        Ok(reason)
+    }
+
+    /// The session is gone: tell the operator by webhook and the admins by message (delivered
+    /// through any transport that can reach them).
+    pub(super) async fn alert_logged_out(&self) {
+        let text = "WhatsApp Web was logged out: customers get no answers until someone scans the new QR code on the gateway's internal /qr.";
+        tracing::error!("WhatsApp Web session logged out: a new QR scan is needed");
+        if let Some(url) = &self.inner.cfg.alert_webhook {
+            let body = serde_json::json!({"text": text, "switchboard": {"kind": "session_logged_out", "transport": "web"}});
+            if let Err(e) = self
+                .inner
+                .http
+                .post(url)
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %e, "cannot send the session alert to ALERT_WEBHOOK_URL");
+            }
+        }
+        let stamp = shared::ids::now_ms() / 60_000;
+        for admin in &self.inner.cfg.admins {
+            let id = blake3::hash(format!("logout|{stamp}|{admin}").as_bytes()).to_hex()[..26]
+                .to_owned();
+
+            if let Err(e) = self
+                .inner
+                .publisher
+                .publish(Publish::admin_alert("gateway", id, text, admin.as_str()))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot queue the session alert for an admin");
+            }
+        }
+    }
+}
+
+/// Memory of the sidecar and of its descendants (Chromium), from `/proc`: PSS, so pages the
+/// browser's processes share are counted once overall, not once per process.
+pub(super) fn record_memory(pid: u32) {
+    fn rss(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                && let Some(after) = stat.rsplit_once(')').map(|(_, a)| a)
+                && let Some(ppid) = after
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u32>().ok())
+            {
+                parents.entry(ppid).or_default().push(p);
+            }
+        }
+    }
+    let mut browser = 0;
+    let mut stack = parents.get(&pid).cloned().unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        browser += rss(p);
+        stack.extend(parents.get(&p).cloned().unwrap_or_default());
+    }
+    metrics::gauge!(SIDECAR_RSS).set(rss(pid) as f64);
+    metrics::gauge!(BROWSER_RSS).set(browser as f64);
+}
