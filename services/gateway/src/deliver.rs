@@ -13,22 +13,30 @@ use shared::proto::{Payload, outbound};
 
 use crate::config::DEDUP_WINDOW;
 use crate::format::{markdown_to_whatsapp, split_message};
-use crate::ingest::Ingest;
 use crate::metrics as m;
+use crate::receipts::Receipts;
 use crate::transport::{OutgoingText, SendError, Transports};
+use crate::typing::Typing;
 
 pub struct Deliverer {
     transports: Transports,
-    ingest: Ingest,
+    receipts: Receipts,
+    typing: Typing,
     conn: ConnectionManager,
     keys: Keys,
 }
 
 impl Deliverer {
-    pub fn new(transports: Transports, ingest: Ingest, bus: &shared::bus::Bus) -> Self {
+    pub fn new(
+        transports: Transports,
+        receipts: Receipts,
+        typing: Typing,
+        bus: &shared::bus::Bus,
+    ) -> Self {
         Self {
             transports,
-            ingest,
+            receipts,
+            typing,
             conn: bus.connection(),
             keys: bus.keys().clone(),
         }
@@ -100,7 +108,7 @@ impl Handler for Deliverer {
                     .arg("PX")
                     .arg(DEDUP_WINDOW.as_millis() as u64)
                     .ignore();
-                self.ingest.sent_commands(&mut pipe, kind, tmid, &id);
+                self.receipts.sent_commands(&mut pipe, kind, tmid, &id);
                 pipe
             };
             let msg = OutgoingText {
@@ -148,7 +156,7 @@ impl Handler for Deliverer {
             }
         }
         if o.kind() != outbound::Kind::Alert {
-            self.ingest.stop_typing(kind, &chat_id);
+            self.typing.stop(kind, &chat_id);
         }
         let age_ms = shared::ids::now_ms() - d.envelope.created_at_ms;
         metrics::histogram!(m::DELIVERY_LATENCY, "transport" => kind.as_str())

@@ -1,37 +1,19 @@
 //! Inbound: what every transport hands its received messages to. Normalise, admit (duplicates,
-//! rate limits), store media, publish — and start the typing indicator.
+//! rate limits), store media, publish — and ask for the typing indicator.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use shared::bus::{Keys, Publish, Publisher, Stream};
 use shared::proto::{self, Envelope, Identity, Inbound, Outbound, Payload, identity, inbound};
 use shared::redact::Redacted;
-use tokio_util::sync::CancellationToken;
 
 use crate::admit::{Admission, Admitter, Scope};
-use crate::config::{Config, DEDUP_WINDOW, TYPING_CAP, TransportKind};
+use crate::config::{Config, TransportKind};
 use crate::media::{MediaError, MediaStore};
 use crate::metrics as m;
-use crate::transport::{ReceiptStatus, Transports, to_proto};
-
-/// Records a receipt's status once. KEYS[1] the sent record (`<our id>|<sent ms>`);
-/// ARGV[1] the receipts key prefix, ARGV[2] status, ARGV[3] now (ms), ARGV[4] lifetime (ms).
-/// Returns the sent record when the status is new for that message, else nil.
-static RECEIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local found = redis.call('GET', KEYS[1])
-if not found then return false end
-local id = string.match(found, '^([^|]*)')
-local key = ARGV[1] .. id
-if redis.call('HSETNX', key, ARGV[2], ARGV[3]) == 0 then return false end
-redis.call('PEXPIRE', key, ARGV[4])
-return found
-",
-    )
-});
+use crate::transport::to_proto;
+use crate::typing::Typing;
 
 /// A message as a transport received it, before normalisation.
 #[derive(Debug, Clone)]
@@ -112,9 +94,7 @@ struct Inner {
     conn: ConnectionManager,
     rate_notice: String,
     busy_notice: String,
-    transports: Mutex<Transports>,
-    typing: Mutex<HashMap<(TransportKind, String), (u64, CancellationToken)>>,
-    typing_gen: std::sync::atomic::AtomicU64,
+    typing: Typing,
 }
 
 /// The order key of a contact's inbound messages (the brain answers them in order).
@@ -130,7 +110,7 @@ fn sender_key(identities: &[Identity], chat_id: &str) -> String {
 pub use shared::proto::chat_order_key;
 
 impl Ingest {
-    pub fn new(bus: &shared::bus::Bus, cfg: &Config) -> Self {
+    pub fn new(bus: &shared::bus::Bus, cfg: &Config, typing: Typing) -> Self {
         let conn = bus.connection();
         let keys = bus.keys().clone();
         Self {
@@ -156,16 +136,9 @@ impl Ingest {
                 conn,
                 rate_notice: cfg.rate_notice.clone(),
                 busy_notice: cfg.busy_notice.clone(),
-                transports: Mutex::new(Transports::default()),
-                typing: Mutex::new(HashMap::new()),
-                typing_gen: std::sync::atomic::AtomicU64::new(0),
+                typing,
             }),
         }
-    }
-
-    /// Transports are built after the ingest they feed; they are registered here for typing.
-    pub fn set_transports(&self, transports: Transports) {
-        *self.inner.transports.lock().expect("transports lock") = transports;
     }
 
     /// Takes one received message: drops it if seen before, enforces the rate limits (telling
@@ -257,7 +230,7 @@ impl Ingest {
             sender = %Redacted(&sender),
             "inbound message published"
         );
-        self.start_typing(msg.transport, &msg.chat_id);
+        inner.typing.start(msg.transport, &msg.chat_id);
         Ok(Outcome::Published { message_id })
     }
 
@@ -356,152 +329,5 @@ impl Ingest {
             )
             .await?;
         Ok(())
-    }
-
-    /// Shows "typing…" in the chat until [`Ingest::stop_typing`] or 25 s, renewed every 8 s.
-    pub fn start_typing(&self, transport: TransportKind, chat_id: &str) {
-        let Some(t) = self
-            .inner
-            .transports
-            .lock()
-            .expect("transports lock")
-            .get(transport)
-            .cloned()
-        else {
-            return;
-        };
-        let token = CancellationToken::new();
-        let generation = self
-            .inner
-            .typing_gen
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some((_, old)) = self
-            .inner
-            .typing
-            .lock()
-            .expect("typing lock")
-            .insert((transport, chat_id.to_owned()), (generation, token.clone()))
-        {
-            old.cancel();
-        }
-        let chat = chat_id.to_owned();
-        let inner = self.inner.clone();
-        // Where the indicator rides on the messages, the acceptance showed it and the reply
-        // clears it: only renewals, and the end when no reply came in time, are written here.
-        let with_messages = t.typing_with_messages();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + TYPING_CAP;
-            let mut first = true;
-            let replied = loop {
-                if !(first && with_messages)
-                    && let Err(e) = t.typing(&chat, true).await
-                {
-                    tracing::debug!(error = %e, "typing indicator failed");
-                }
-                first = false;
-                tokio::select! {
-                    () = token.cancelled() => break true,
-                    () = tokio::time::sleep_until(deadline) => break false,
-                    () = tokio::time::sleep(std::time::Duration::from_secs(8)) => {}
-                }
-            };
-            if !(replied && with_messages) {
-                let _ = t.typing(&chat, false).await;
-            }
-            let mut typing = inner.typing.lock().expect("typing lock");
-            if typing
-                .get(&(transport, chat.clone()))
-                .is_some_and(|(g, _)| *g == generation)
-            {
-                typing.remove(&(transport, chat));
-            }
-        });
-    }
-
-    /// Ends the typing indicator of a chat (the reply was sent).
-    pub fn stop_typing(&self, transport: TransportKind, chat_id: &str) {
-        if let Some(t) = self
-            .inner
-            .typing
-            .lock()
-            .expect("typing lock")
-            .remove(&(transport, chat_id.to_owned()))
-        {
-            t.1.cancel();
-        }
-    }
-
-    /// Records that a transport sent our message `id` as `transport_message_id`, so later
-    /// receipts can be matched (7 days).
-    pub fn sent_commands(
-        &self,
-        pipe: &mut redis::Pipeline,
-        transport: TransportKind,
-        transport_message_id: &str,
-        id: &str,
-    ) {
-        pipe.cmd("SET")
-            .arg(self.receipt_key(transport, transport_message_id))
-            .arg(format!("{id}|{}", shared::ids::now_ms()))
-            .arg("PX")
-            .arg(DEDUP_WINDOW.as_millis() as u64)
-            .ignore();
-    }
-
-    fn receipt_key(&self, transport: TransportKind, transport_message_id: &str) -> String {
-        let h = blake3::hash(transport_message_id.as_bytes()).to_hex();
-        self.inner
-            .keys
-            .key(&format!("gw:tmid:{}:{}", transport.as_str(), &h[..32]))
-    }
-
-    /// A transport reports what became of a message it sent. Records the status (once per
-    /// status), counts it and logs failures.
-    pub async fn receipt(
-        &self,
-        transport: TransportKind,
-        transport_message_id: &str,
-        status: ReceiptStatus,
-    ) -> redis::RedisResult<bool> {
-        let key = self.receipt_key(transport, transport_message_id);
-        // One round trip: which of our messages it was, and whether this status is new.
-        let found: Option<String> = RECEIPT
-            .key(&key)
-            .arg(self.inner.keys.key("gw:receipt:"))
-            .arg(status.as_str())
-            .arg(shared::ids::now_ms())
-            .arg(DEDUP_WINDOW.as_millis() as u64)
-            .invoke_async(&mut self.inner.conn.clone())
-            .await?;
-        let Some(found) = found else {
-            return Ok(false);
-        };
-        let (id, sent_ms) = found.split_once('|').unwrap_or((found.as_str(), "0"));
-        metrics::counter!(m::RECEIPTS, "transport" => transport.as_str(), "status" => status.as_str())
-            .increment(1);
-        if status == ReceiptStatus::Delivered
-            && let Ok(sent) = sent_ms.parse::<i64>()
-            && sent > 0
-        {
-            let secs = (shared::ids::now_ms() - sent).max(0) as f64 / 1000.0;
-            metrics::histogram!(m::RECEIPT_LATENCY, "transport" => transport.as_str()).record(secs);
-        }
-        if status == ReceiptStatus::Failed {
-            tracing::warn!(
-                message_id = id,
-                transport = transport.as_str(),
-                "the transport reports a message failed to deliver"
-            );
-        }
-        Ok(true)
-    }
-
-    /// Statuses recorded for one of our outbound message ids (`delivered`, `read`, `failed`).
-    pub async fn receipts_of(&self, id: &str) -> redis::RedisResult<Vec<String>> {
-        let mut c = self.inner.conn.clone();
-        redis::cmd("HKEYS")
-            .arg(self.inner.keys.key(&format!("gw:receipt:{id}")))
-            .query_async(&mut c)
-            .await
     }
 }

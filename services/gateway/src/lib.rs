@@ -17,7 +17,9 @@ pub mod format;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod receipts;
 pub mod transport;
+pub mod typing;
 pub mod web;
 pub mod webchat;
 
@@ -55,7 +57,9 @@ pub fn start(
     let shutdown = ctx.shutdown;
     metrics::register(&cfg.transports);
 
-    let ingest = ingest::Ingest::new(&bus, &cfg);
+    let (typing, indicators) = typing::channel();
+    let receipts = receipts::Receipts::new(&bus);
+    let ingest = ingest::Ingest::new(&bus, &cfg, typing.clone());
     let mut list: Vec<Arc<dyn Transport>> = Vec::new();
     let mut public = Router::new();
     let mut webchat_history = None;
@@ -80,7 +84,6 @@ pub fn start(
         }
     }
     let transports = Transports::new(list);
-    ingest.set_transports(transports.clone());
     let public = public.fallback(|| async {
         json_error(
             StatusCode::NOT_FOUND,
@@ -94,7 +97,12 @@ pub fn start(
     let public_listener = tokio::net::TcpListener::from_std(std_listener)?;
     tracing::info!(public_addr = %cfg.public_addr, "public listener (web chat, webhooks)");
 
-    let deliverer = Arc::new(deliver::Deliverer::new(transports.clone(), ingest, &bus));
+    let deliverer = Arc::new(deliver::Deliverer::new(
+        transports.clone(),
+        receipts,
+        typing,
+        &bus,
+    ));
     let consumer = bus.consumer(Stream::Outbound, deliverer);
 
     let qr_transports = transports.clone();
@@ -142,6 +150,14 @@ pub fn start(
                     .run(shutdown)
                     .await
                     .context("outbound consumer failed")
+            });
+        }
+        {
+            let shutdown = shutdown.clone();
+            let transports = transports.clone();
+            tasks.spawn(async move {
+                indicators.run(transports, shutdown).await;
+                Ok(())
             });
         }
         if let Some(w) = web_transport {

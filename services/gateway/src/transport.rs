@@ -2,9 +2,9 @@
 //! set of transports one gateway runs.
 //!
 //! A transport receives messages (by its own means: an HTTP route, a webhook, a session) and
-//! hands each to [`crate::ingest::Ingest::accept`]; it sends text and typing indicators for
-//! the outbound path, reports its session state for `/readyz`, and reports delivery receipts
-//! through [`crate::ingest::Ingest::receipt`].
+//! hands each to the ingest; it sends text and typing indicators for the outbound path,
+//! reports its session state for `/readyz`, and reports delivery receipts (the gateway's
+//! `receipts` module). This module depends on none of those.
 
 use std::sync::Arc;
 

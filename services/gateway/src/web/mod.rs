@@ -79,6 +79,7 @@ struct Session {
 struct Inner {
     cfg: WebConfig,
     ingest: Ingest,
+    receipts: crate::receipts::Receipts,
     publisher: Publisher,
     session: Mutex<Session>,
     commands: Mutex<Option<mpsc::UnboundedSender<String>>>,
@@ -109,6 +110,7 @@ impl Web {
             inner: Arc::new(Inner {
                 cfg,
                 ingest,
+                receipts: crate::receipts::Receipts::new(bus),
                 publisher: bus.publisher(),
                 session: Mutex::new(Session {
                     state: SessionState::Disconnected,

@@ -175,9 +175,9 @@ impl Web {
                     _ => None,
                 };
                 if let Some(status) = status {
-                    let ingest = self.inner.ingest.clone();
+                    let receipts = self.inner.receipts.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = ingest.receipt(TransportKind::Web, &id, status).await {
+                        if let Err(e) = receipts.receipt(TransportKind::Web, &id, status).await {
                             tracing::warn!(error = %e, "cannot record a delivery receipt");
                         }
                     });

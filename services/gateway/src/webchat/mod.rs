@@ -64,6 +64,7 @@ pub struct Webchat {
 struct Inner {
     history: History,
     ingest: crate::ingest::Ingest,
+    receipts: crate::receipts::Receipts,
     /// Demo mode: contacts stand for phone numbers (the public listener is loopback).
     local: bool,
     visitors: Visitors,
@@ -91,6 +92,7 @@ impl Webchat {
             inner: Arc::new(Inner {
                 history: History::new(bus.connection(), bus.keys().clone(), cfg.history_ttl),
                 ingest,
+                receipts: crate::receipts::Receipts::new(bus),
                 local: cfg.webchat_is_local(),
                 visitors: Visitors {
                     conn: bus.connection(),

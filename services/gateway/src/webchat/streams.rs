@@ -150,10 +150,10 @@ impl SseState {
     fn queue(&mut self, entries: Vec<(String, ChatMessage)>) {
         for (id, msg) in entries {
             if msg.direction == "out" {
-                let ingest = self.wc.inner.ingest.clone();
+                let receipts = self.wc.inner.receipts.clone();
                 let mid = msg.id.clone();
                 tokio::spawn(async move {
-                    let _ = ingest
+                    let _ = receipts
                         .receipt(TransportKind::Webchat, &mid, ReceiptStatus::Delivered)
                         .await;
                 });

@@ -10,7 +10,7 @@ use std::time::Duration;
 use gateway::config::TransportKind;
 use gateway::transport::{OutgoingText, SendError, Sent, SessionState, Transport, Transports};
 use shared::bus::{Bus, Delivery, Handler, Publish, Stream};
-use shared::config::{BusConfig, CommonConfig, Dsn, Env, ServiceName};
+use shared::config::{BusConfig, Dsn};
 use shared::proto::{Envelope, Identity, Outbound, Payload, outbound};
 
 use crate::helpers::{Gw, metric};
@@ -158,14 +158,17 @@ fn rig(phone: Arc<Phone>) -> Rig {
         ..BusConfig::default()
     };
     let bus = Bus::with_parts(&Dsn::new(&url), &prefix, bus_cfg, "gateway").unwrap();
-    let mut env = Env::from_pairs([("REDIS_URL", url.as_str())]);
-    let common = CommonConfig::from_env(&mut env, ServiceName::Gateway);
-    let cfg = gateway::Config::load(&mut env, &common);
-    let ingest = gateway::ingest::Ingest::new(&bus, &cfg);
     let transports = Transports::new(vec![phone as Arc<dyn Transport>]);
-    ingest.set_transports(transports.clone());
+    let (typing, indicators) = gateway::typing::channel();
+    tokio::spawn(indicators.run(
+        transports.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let receipts = gateway::receipts::Receipts::new(&bus);
     Rig {
-        deliverer: Arc::new(gateway::deliver::Deliverer::new(transports, ingest, &bus)),
+        deliverer: Arc::new(gateway::deliver::Deliverer::new(
+            transports, receipts, typing, &bus,
+        )),
         bus,
         prefix,
     }
@@ -281,35 +284,33 @@ async fn delivery_receipts_are_recorded_once_per_status() {
         .handle(delivery(out("15554443333", "M4", "hello")))
         .await
         .unwrap();
-    let mut env = Env::from_pairs([("REDIS_URL", shared::testing::redis_url().as_str())]);
-    let common = CommonConfig::from_env(&mut env, ServiceName::Gateway);
-    let ingest = gateway::ingest::Ingest::new(&rig.bus, &gateway::Config::load(&mut env, &common));
+    let receipts = gateway::receipts::Receipts::new(&rig.bus);
     use gateway::transport::ReceiptStatus::*;
     assert!(
-        ingest
+        receipts
             .receipt(TransportKind::Webchat, "wamid.M4", Delivered)
             .await
             .unwrap()
     );
     assert!(
-        !ingest
+        !receipts
             .receipt(TransportKind::Webchat, "wamid.M4", Delivered)
             .await
             .unwrap()
     );
     assert!(
-        ingest
+        receipts
             .receipt(TransportKind::Webchat, "wamid.M4", Read)
             .await
             .unwrap()
     );
     assert!(
-        !ingest
+        !receipts
             .receipt(TransportKind::Webchat, "wamid.unknown", Failed)
             .await
             .unwrap()
     );
-    let mut got = ingest.receipts_of("M4").await.unwrap();
+    let mut got = receipts.receipts_of("M4").await.unwrap();
     got.sort();
     assert_eq!(got, ["delivered", "read"]);
     shared::testing::cleanup_prefix(&shared::testing::redis_url(), &rig.prefix).await;
