@@ -111,17 +111,8 @@ pub fn internal_router(readiness: Readiness, metrics: PrometheusHandle) -> Route
         .with_state(AppState { readiness, metrics })
 }
 
-/// Why this process is no longer live, once something found it so (a stuck consumer).
-static UNHEALTHY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Marks the process as not live: `/healthz` answers 503 with `reason` from now on (the
-/// first reason wins). The process is expected to exit soon after.
-pub fn set_unhealthy(reason: String) {
-    let _ = UNHEALTHY.set(reason);
-}
-
 async fn healthz() -> impl IntoResponse {
-    match UNHEALTHY.get() {
+    match crate::liveness::unhealthy() {
         None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

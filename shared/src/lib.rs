@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod ids;
+pub mod liveness;
 #[cfg(feature = "llm")]
 pub mod llm;
 pub mod metrics;

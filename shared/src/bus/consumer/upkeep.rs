@@ -30,7 +30,7 @@ pub(super) async fn watchdog<H: Handler>(
             drop(progress);
             let stream = inner.stream.name();
             metrics::counter!(m::STUCK, "stream" => stream).increment(1);
-            crate::http::set_unhealthy(format!("the {stream} consumer is stuck"));
+            crate::liveness::set_unhealthy(format!("the {stream} consumer is stuck"));
             tracing::error!(
                 stream,
                 held,
