@@ -21,6 +21,7 @@ pub mod redact;
 pub mod redis_conn;
 pub mod service;
 pub mod shutdown;
+pub mod tasks;
 pub mod telemetry;
 pub mod usage;
 

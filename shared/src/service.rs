@@ -2,7 +2,6 @@
 //! problem listed), telemetry, subcommands, dependencies, migrations, then the service itself
 //! beside its internal HTTP listener, until SIGTERM/SIGINT.
 
-use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -15,6 +14,7 @@ use crate::cli::{Cli, Command, DlqAction};
 use crate::config::{CommonConfig, ConfigError, Env, ServiceName};
 use crate::db::Db;
 use crate::http::{ExtraCheck, Readiness};
+pub use crate::tasks::Tasks;
 
 /// What a service is, for the shared skeleton.
 #[derive(Debug, Clone, Copy)]
@@ -40,10 +40,11 @@ pub struct Context<C> {
 
 /// What the service hands back to the skeleton: extra internal routes and readiness checks,
 /// and its main future (which must return when `shutdown` is cancelled).
-pub struct Running<F> {
+pub struct Running {
     pub routes: Option<axum::Router>,
     pub checks: Vec<ExtraCheck>,
-    pub main: F,
+    /// The service's work; the service stops when they end ([`Tasks::join`]).
+    pub tasks: Tasks,
 }
 
 /// Loads the common and service configuration, reporting every problem at once.
@@ -61,15 +62,10 @@ pub fn load_config<C>(
 
 /// Runs a service binary. `load` reads the service's own variables; `start` builds the
 /// service and returns its routes, checks and main future.
-pub fn main<C, S, F>(
-    spec: Spec,
-    load: impl FnOnce(&mut Env, &CommonConfig) -> C,
-    start: S,
-) -> ExitCode
+pub fn main<C, S>(spec: Spec, load: impl FnOnce(&mut Env, &CommonConfig) -> C, start: S) -> ExitCode
 where
     C: Send + 'static,
-    S: FnOnce(Context<C>) -> anyhow::Result<Running<F>> + Send + 'static,
-    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    S: FnOnce(Context<C>) -> anyhow::Result<Running> + Send + 'static,
 {
     crate::config::load_dotenv();
     let cli = Cli::parse();
@@ -182,15 +178,14 @@ async fn run_dlq(common: &CommonConfig, action: DlqAction) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn run_service<C, S, F>(
+async fn run_service<C, S>(
     spec: Spec,
     common: CommonConfig,
     config: C,
     start: S,
 ) -> anyhow::Result<()>
 where
-    S: FnOnce(Context<C>) -> anyhow::Result<Running<F>>,
-    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    S: FnOnce(Context<C>) -> anyhow::Result<Running>,
 {
     let name = spec.name.as_str();
     let shutdown = crate::shutdown::on_signals();
@@ -259,7 +254,7 @@ where
     let http = tokio::spawn(crate::http::serve(listener, router, http_stop.clone()));
     tracing::info!(service = name, version = crate::VERSION, %http_addr, "service started");
 
-    let mut main = tokio::spawn(running.main);
+    let mut main = tokio::spawn(running.tasks.join());
     let outcome = tokio::select! {
         r = &mut main => {
             // The service stopped by itself: bring the rest down too.

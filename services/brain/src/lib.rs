@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shared::bus::Stream;
 use shared::config::ServiceName;
-use shared::service::{Context, Running, Spec};
+use shared::service::{Context, Running, Spec, Tasks};
 
 pub use config::Config;
 
@@ -33,9 +33,7 @@ pub const SPEC: Spec = Spec {
 const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
-pub fn start(
-    ctx: Context<Config>,
-) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     metrics::register();
     let db = ctx.db.context("the brain needs its database")?;
     if !ctx.config.endpoint.configured {
@@ -53,49 +51,43 @@ pub fn start(
     let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone());
     let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
     let transcripts = ctx.bus.consumer(Stream::Transcripts, brain);
-    let shutdown = ctx.shutdown;
-    Ok(Running {
-        routes: None,
-        checks: Vec::new(),
-        main: async move {
+    let mut tasks = Tasks::new(ctx.shutdown);
+    let shutdown = tasks.shutdown().clone();
+    {
+        let db = db.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn("inbound consumer", async move {
+            // Admins as ADMIN_NUMBERS says, before the first message is answered.
             let revoked = store::bootstrap_admins(&db, &admins, shared::ids::now_ms())
                 .await
                 .context("cannot record ADMIN_NUMBERS as admins")?;
             if revoked > 0 {
                 tracing::info!(revoked, "admin role revoked: the number left ADMIN_NUMBERS");
             }
-            let cleanup = {
-                let db = db.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(CLEANUP_EVERY);
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            _ = tick.tick() => {}
-                        }
-                        let before = shared::ids::now_ms() - ttl.as_millis() as i64;
-                        match store::cleanup(&db, before).await {
-                            Ok(n) => {
-                                ::metrics::counter!(metrics::CLEANED).increment(n);
-                                if n > 0 {
-                                    tracing::info!(deleted = n, "memory cleanup");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "memory cleanup failed"),
-                        }
+            Ok(consumer.run(shutdown).await?)
+        });
+    }
+    tasks.spawn("transcript consumer", async move {
+        Ok(transcripts.run(shutdown).await?)
+    });
+    tasks.every("memory cleanup", CLEANUP_EVERY, move || {
+        let db = db.clone();
+        async move {
+            let before = shared::ids::now_ms() - ttl.as_millis() as i64;
+            match store::cleanup(&db, before).await {
+                Ok(n) => {
+                    ::metrics::counter!(metrics::CLEANED).increment(n);
+                    if n > 0 {
+                        tracing::info!(deleted = n, "memory cleanup");
                     }
-                })
-            };
-            let (a, b) = tokio::join!(
-                consumer.run(shutdown.clone()),
-                transcripts.run(shutdown.clone())
-            );
-            shutdown.cancel();
-            let _ = cleanup.await;
-            a.context("inbound consumer failed")?;
-            b.context("transcript consumer failed")?;
-            Ok(())
-        },
+                }
+                Err(e) => tracing::warn!(error = %e, "memory cleanup failed"),
+            }
+        }
+    });
+    Ok(Running {
+        routes: None,
+        checks: Vec::new(),
+        tasks,
     })
 }

@@ -33,7 +33,7 @@ use axum::routing::get;
 use shared::bus::Stream;
 use shared::config::ServiceName;
 use shared::http::{CheckStatus, ExtraCheck, json_error};
-use shared::service::{Context, Running, Spec};
+use shared::service::{Context, Running, Spec, Tasks};
 
 pub use config::Config;
 
@@ -49,9 +49,7 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
-pub fn start(
-    ctx: Context<Config>,
-) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let cfg = ctx.config;
     let bus = ctx.bus;
     let shutdown = ctx.shutdown;
@@ -140,87 +138,50 @@ pub fn start(
     };
     let room_bus = bus.clone();
     let media_cap = cfg.media_cap_bytes;
-    let main = async move {
+    let mut tasks = Tasks::new(shutdown);
+    let shutdown = tasks.shutdown().clone();
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn("outbound consumer", async move {
+            Ok(consumer.run(shutdown).await?)
+        });
+    }
+    {
+        let (shutdown, transports) = (shutdown.clone(), transports.clone());
+        tasks.spawn("typing indicators", async move {
+            indicators.run(transports, shutdown).await;
+            Ok(())
+        });
+    }
+    if let Some(w) = web_transport {
+        let shutdown = shutdown.clone();
+        tasks.spawn("WhatsApp Web", async move {
+            w.run(shutdown).await;
+            Ok(())
+        });
+    }
+    if let Some(history) = webchat_history {
+        let (client, shutdown) = (bus.client().clone(), shutdown.clone());
+        tasks.spawn("web chat notifications", async move {
+            history.relay(client, shutdown).await;
+            Ok(())
+        });
+    }
+    tasks.spawn("public listener", async move {
+        // Nothing is taken in before Redis is known to hold the media store.
         media::check_redis_room(&room_bus, media_cap).await?;
-        let mut tasks = tokio::task::JoinSet::new();
-        {
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                consumer
-                    .run(shutdown)
-                    .await
-                    .context("outbound consumer failed")
-            });
+        Ok(shared::http::serve_public(public_listener, public, limits, shutdown).await?)
+    });
+    tasks.every("session state", Duration::from_secs(5), move || {
+        for t in transports.all() {
+            metrics::session_state(t.kind(), t.state());
         }
-        {
-            let shutdown = shutdown.clone();
-            let transports = transports.clone();
-            tasks.spawn(async move {
-                indicators.run(transports, shutdown).await;
-                Ok(())
-            });
-        }
-        if let Some(w) = web_transport {
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                w.run(shutdown).await;
-                Ok(())
-            });
-        }
-        if let Some(history) = webchat_history {
-            let client = bus.client().clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                history.relay(client, shutdown).await;
-                Ok(())
-            });
-        }
-        {
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                shared::http::serve_public(public_listener, public, limits, shutdown)
-                    .await
-                    .context("public listener failed")
-            });
-        }
-        {
-            let shutdown = shutdown.clone();
-            let transports = transports.clone();
-            tasks.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    for t in transports.all() {
-                        metrics::session_state(t.kind(), t.state());
-                    }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        _ = tick.tick() => {}
-                    }
-                }
-            });
-        }
-        let mut result = Ok(());
-        while let Some(r) = tasks.join_next().await {
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("gateway task panicked: {e}")),
-            };
-            if let Err(e) = r {
-                shutdown.cancel();
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            } else if !shutdown.is_cancelled() {
-                // A task ended on its own: bring the rest down too.
-                shutdown.cancel();
-            }
-        }
-        result
-    };
+        std::future::ready(())
+    });
     Ok(Running {
         routes: Some(routes),
         checks: vec![check],
-        main,
+        tasks,
     })
 }
 

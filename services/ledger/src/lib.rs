@@ -15,7 +15,7 @@ use std::time::Duration;
 use shared::bus::Stream;
 use shared::clock::SystemClock;
 use shared::config::ServiceName;
-use shared::service::{Context, Running, Spec};
+use shared::service::{Context, Running, Spec, Tasks};
 
 pub use config::Config;
 pub use handler::Ledger;
@@ -29,9 +29,7 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Builds the ledger; its main future returns when `ctx.shutdown` is cancelled.
-pub fn start(
-    ctx: Context<Config>,
-) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let db = ctx
         .db
         .ok_or_else(|| anyhow::anyhow!("the ledger needs its database"))?;
@@ -42,29 +40,22 @@ pub fn start(
     );
     let ledger = Ledger::new(db, ctx.bus.clone(), ctx.config, Arc::new(SystemClock));
     let consumer = ctx.bus.consumer(Stream::Usage, ledger.clone());
-    let shutdown = ctx.shutdown;
+    let mut tasks = Tasks::new(ctx.shutdown);
+    let shutdown = tasks.shutdown().clone();
+    tasks.spawn("usage consumer", async move {
+        Ok(consumer.run(shutdown).await?)
+    });
+    tasks.every("budget reconcile", Duration::from_secs(60), move || {
+        let ledger = ledger.clone();
+        async move {
+            if let Err(e) = ledger.reconcile_budget().await {
+                tracing::warn!(error = %e, "budget reconcile failed");
+            }
+        }
+    });
     Ok(Running {
         routes: None,
         checks: Vec::new(),
-        main: async move {
-            let reconcile = {
-                let shutdown = shutdown.clone();
-                async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(60));
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            _ = tick.tick() => {}
-                        }
-                        if let Err(e) = ledger.reconcile_budget().await {
-                            tracing::warn!(error = %e, "budget reconcile failed");
-                        }
-                    }
-                }
-            };
-            let (consumed, ()) = tokio::join!(consumer.run(shutdown.clone()), reconcile);
-            consumed?;
-            Ok(())
-        },
+        tasks,
     })
 }

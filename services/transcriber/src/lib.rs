@@ -10,10 +10,9 @@ pub mod metrics;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use shared::bus::Stream;
 use shared::config::ServiceName;
-use shared::service::{Context, Running, Spec};
+use shared::service::{Context, Running, Spec, Tasks};
 
 pub use config::Config;
 
@@ -26,9 +25,7 @@ pub const SPEC: Spec = Spec {
 };
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
-pub fn start(
-    ctx: Context<Config>,
-) -> anyhow::Result<Running<impl std::future::Future<Output = anyhow::Result<()>> + Send>> {
+pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     metrics::register();
     if !ctx.config.endpoint.configured {
         tracing::warn!(
@@ -47,15 +44,14 @@ pub fn start(
     }
     let handler = Arc::new(handler::Transcriber::new(ctx.config, &ctx.bus));
     let consumer = ctx.bus.consumer(Stream::Transcribe, handler);
-    let shutdown = ctx.shutdown;
+    let mut tasks = Tasks::new(ctx.shutdown);
+    let shutdown = tasks.shutdown().clone();
+    tasks.spawn("transcription consumer", async move {
+        Ok(consumer.run(shutdown).await?)
+    });
     Ok(Running {
         routes: None,
         checks: Vec::new(),
-        main: async move {
-            consumer
-                .run(shutdown)
-                .await
-                .context("transcription consumer failed")
-        },
+        tasks,
     })
 }
