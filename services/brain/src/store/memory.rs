@@ -1,0 +1,175 @@
+//! Conversation memory, and what answering a message reads first (one connection).
+
+use super::*;
+
+/// The last `limit` turns of a contact's memory, oldest first.
+pub(super) async fn memory_on(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: &str,
+    limit: usize,
+) -> Result<Vec<Turn>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT role, content FROM conversation_messages WHERE contact_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(contact_id)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut turns = rows
+        .iter()
+        .map(|r| {
+            let role: String = r.try_get("role")?;
+            Ok(Turn {
+                role: if role == "assistant" {
+                    "assistant"
+                } else {
+                    "user"
+                },
+                content: r.try_get("content")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    turns.reverse();
+    Ok(turns)
+}
+
+/// What answering a contact reads before asking the model.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The contact's tokens today (prompt and completion), for `CONTACT_DAILY_TOKENS`.
+    pub tokens_today: i64,
+    /// The last turns of memory, oldest first (empty when the message will not be answered).
+    pub memory: Vec<Turn>,
+}
+
+/// The tokens of `day` and the memory (`memory_turns`, 0 for none) of a contact, on one
+/// connection.
+pub async fn known(
+    db: &Db,
+    contact_id: &str,
+    day: &str,
+    memory_turns: usize,
+) -> Result<Known, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS t \
+         FROM usage_daily WHERE day = $1 AND contact_id = $2",
+    )
+    .bind(day)
+    .bind(contact_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let memory = if memory_turns > 0 {
+        memory_on(&mut conn, contact_id, memory_turns).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Known {
+        tokens_today: row.try_get("t")?,
+        memory,
+    })
+}
+
+/// What handling an inbound message reads first, read on one connection in two queries (every
+/// query through the pool costs a hop to SQLite's thread and another for the pool's check
+/// when the connection comes back).
+pub struct Snapshot {
+    /// The events stored when this message was handled before.
+    pub answered: Option<Vec<u8>>,
+    /// The sender, when every identity is known and names one contact.
+    pub contact: Option<Contact>,
+    pub known: Known,
+}
+
+/// Reads the outbox row of `inbound_id`, the contact owning `identities` with its tokens of
+/// `day`, and (when `memory_turns` > 0) its memory. An unknown sender's outbox row is looked up
+/// on its own.
+pub async fn snapshot(
+    db: &Db,
+    inbound_id: &str,
+    identities: &[(String, String)],
+    day: &str,
+    memory_turns: usize,
+) -> Result<Snapshot, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    let wanted: Vec<String> = (0..identities.len())
+        .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 3, 2 * i + 4))
+        .collect();
+    let rows = if identities.is_empty() {
+        Vec::new()
+    } else {
+        let sql = format!(
+            "SELECT c.id, c.role, c.allowed, c.opted_out, c.last_refusal_day, c.disclosed_at_ms, \
+             (SELECT o.events FROM outbox o WHERE o.inbound_message_id = $1) AS answered, \
+             (SELECT CAST(COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0) AS BIGINT) \
+              FROM usage_daily u WHERE u.day = $2 AND u.contact_id = c.id) AS tokens_today \
+             FROM contact_identities i JOIN contacts c ON c.id = i.contact_id WHERE {}",
+            wanted.join(" OR ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(inbound_id)
+            .bind(day);
+        for (kind, value) in identities {
+            q = q.bind(kind).bind(value);
+        }
+        q.fetch_all(&mut *conn).await?
+    };
+    let Some(first) = rows.first() else {
+        let answered = outbox_on(&mut conn, inbound_id).await?;
+        return Ok(Snapshot {
+            answered,
+            contact: None,
+            known: Known::default(),
+        });
+    };
+    let answered: Option<Vec<u8>> = first.try_get("answered")?;
+    let tokens_today: i64 = first.try_get("tokens_today")?;
+    let contacts = rows
+        .iter()
+        .map(contact_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let one = rows.len() == identities.len() && contacts.iter().all(|c| c.id == contacts[0].id);
+    let contact = one.then(|| contacts[0].clone());
+    let memory = match &contact {
+        Some(c) if memory_turns > 0 && answered.is_none() => {
+            memory_on(&mut conn, &c.id, memory_turns).await?
+        }
+        _ => Vec::new(),
+    };
+    Ok(Snapshot {
+        answered,
+        contact,
+        known: Known {
+            tokens_today,
+            memory,
+        },
+    })
+}
+
+pub async fn reset_memory(db: &Db, contact_id: &str) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM conversation_messages WHERE contact_id = $1")
+            .bind(contact_id)
+            .execute(db.pool())
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Deletes memory and outbox rows older than `before_ms`; returns the memory rows deleted.
+pub async fn cleanup(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let n = sqlx::query("DELETE FROM conversation_messages WHERE created_at_ms < $1")
+        .bind(before_ms)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    for table in ["outbox", "voice_pending"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE created_at_ms < $1"
+        )))
+        .bind(before_ms)
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,88 @@
+//! The brain's tables: contacts and their identities, conversation memory, the outbox.
+//! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
+
+mod contacts;
+mod memory;
+mod outbox;
+mod settings;
+
+use std::sync::Arc;
+
+use prost::Message;
+use shared::bus::{Publish, Stream};
+use shared::db::{Db, GroupCommit};
+use shared::proto::Envelope;
+use sqlx::Row;
+
+pub use contacts::*;
+pub use memory::*;
+pub use outbox::*;
+pub use settings::*;
+
+/// A contact's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+/// A contact as the brain sees it.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub id: String,
+    pub role: Role,
+    pub allowed: bool,
+    pub opted_out: bool,
+    pub last_refusal_day: Option<String>,
+    pub disclosed: bool,
+}
+
+/// One turn of memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: &'static str,
+    pub content: String,
+}
+
+pub(super) fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(Contact {
+        id: row.try_get("id")?,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        allowed: row.try_get::<i64, _>("allowed")? != 0,
+        opted_out: row.try_get::<i64, _>("opted_out")? != 0,
+        last_refusal_day: row.try_get("last_refusal_day")?,
+        disclosed: row.try_get::<Option<i64>, _>("disclosed_at_ms")?.is_some(),
+    })
+}
+
+pub(super) const CONTACT_COLUMNS: &str =
+    "id, role, allowed, opted_out, last_refusal_day, disclosed_at_ms";
+
+pub async fn contact(db: &Db, id: &str) -> Result<Option<Contact>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(contact_from).transpose()
+}
