@@ -1,0 +1,180 @@
+//! Asking the model: the answer (with memory and an image), its events and its usage record.
+
+use super::*;
+
+impl Brain {
+    /// The outbound events (and extras) of a decision.
+    pub(super) fn events(&self, ib: &Inbound, d: &Decision, salt: &str) -> Vec<Publish> {
+        let order = chat_order_key(ib.transport(), &ib.chat_id);
+        let mut out: Vec<Publish> = d
+            .replies
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, text))| {
+                let id = blake3::hash(format!("reply{salt}|{}|{i}", ib.message_id).as_bytes())
+                    .to_hex()[..26]
+                    .to_owned();
+                Publish::ordered(
+                    Stream::Outbound,
+                    Envelope::new(
+                        "brain",
+                        Payload::Outbound(Outbound {
+                            message_id: id,
+                            transport: ib.transport,
+                            chat_id: ib.chat_id.clone(),
+                            kind: *kind as i32,
+                            text: text.clone(),
+                            in_reply_to: ib.message_id.clone(),
+                            identities: ib.identities.clone(),
+                        }),
+                    ),
+                    order.clone(),
+                )
+            })
+            .collect();
+        out.extend(d.extra.iter().cloned());
+        out
+    }
+
+    pub(super) fn usage(
+        &self,
+        contact: &Contact,
+        ib: &Inbound,
+        a: &Answer,
+        op: usage_record::Operation,
+    ) -> Publish {
+        metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "prompt")
+            .increment(a.prompt_tokens);
+        metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "completion")
+            .increment(a.completion_tokens);
+        let u = UsageRecord {
+            usage_id: blake3::hash(format!("chat|{}", ib.message_id).as_bytes()).to_hex()[..26]
+                .to_owned(),
+            contact_id: contact.id.clone(),
+            requested_model: a.requested_model.clone(),
+            response_model: a.response_model.clone(),
+            operation: op as i32,
+            prompt_tokens: a.prompt_tokens,
+            completion_tokens: a.completion_tokens,
+            audio_seconds: 0.0,
+            latency_ms: a.latency_ms,
+            message_id: ib.message_id.clone(),
+            at_ms: shared::ids::now_ms(),
+        };
+        Publish::new(Stream::Usage, Envelope::new("brain", Payload::Usage(u)))
+    }
+
+    /// Asks the model (the guards that protect the owner's money first).
+    pub(super) async fn answer(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        text: &str,
+        deadline: Instant,
+        known: Known,
+    ) -> Result<Decision, HandleError> {
+        let msgs = &self.cfg.messages;
+        if let Some(stop) = self.guards(&known).await? {
+            return Ok(stop);
+        }
+        let eff = self.effective_for_answers().await?;
+        let image_bytes = match ib.kind() {
+            inbound::Kind::Image => {
+                let media = ib.media.as_ref();
+                if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
+                    return Ok(Decision::notice(
+                        &msgs.image_too_large,
+                        Outcome::ImageTooLarge,
+                    ));
+                }
+                let bytes = match media {
+                    Some(m) => self
+                        .bus
+                        .read_media(m)
+                        .await
+                        .map_err(|e| HandleError::retry("media store", e))?,
+                    None => None,
+                };
+                let Some(bytes) = bytes else {
+                    return Ok(Decision::notice(&msgs.llm_down, Outcome::ImageMissing));
+                };
+                Some(bytes)
+            }
+            _ => None,
+        };
+        let memory = known.memory;
+        let question = if text.is_empty() && image_bytes.is_some() {
+            "What can you tell me about this photo?".to_owned()
+        } else {
+            text.to_owned()
+        };
+        let image = image_bytes.as_deref().map(|bytes| Image {
+            bytes,
+            mime: ib
+                .media
+                .as_ref()
+                .map_or("image/jpeg", |m| m.mime_type.as_str()),
+        });
+        let op = if image.is_some() {
+            usage_record::Operation::Vision
+        } else {
+            usage_record::Operation::Chat
+        };
+        let started = std::time::Instant::now();
+        match self
+            .chat
+            .ask(&eff, &eff.pre_prompt, &memory, &question, image, deadline)
+            .await
+        {
+            Ok(a) if !a.text.is_empty() => {
+                metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
+                let mut reply = a.text.clone();
+                let disclose = !contact.disclosed && !self.cfg.ai_disclosure.is_empty();
+                if disclose {
+                    reply = format!("{}\n\n{reply}", self.cfg.ai_disclosure);
+                }
+                // A voice note's answer may start with what was understood.
+                if ib.kind() == inbound::Kind::Voice && eff.echo_transcript {
+                    reply = format!("🎤 \"{question}\"\n\n{reply}");
+                }
+                let user_turn = if ib.kind() == inbound::Kind::Image {
+                    format!("[photo] {question}")
+                } else {
+                    question
+                };
+                Ok(Decision {
+                    replies: vec![(outbound::Kind::Reply, reply)],
+                    turns: vec![
+                        Turn {
+                            role: "user",
+                            content: user_turn,
+                        },
+                        Turn {
+                            role: "assistant",
+                            content: a.text.clone(),
+                        },
+                    ],
+                    extra: vec![self.usage(contact, ib, &a, op)],
+                    disclosed: disclose,
+                    outcome: Outcome::Answered,
+                    voice_deadline_ms: None,
+                })
+            }
+            Ok(a) => {
+                tracing::warn!("the model returned an empty answer");
+                let mut d = Decision::notice(&msgs.llm_down, Outcome::EmptyAnswer);
+                d.extra.push(self.usage(contact, ib, &a, op));
+                Ok(d)
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    CallError::CircuitOpen => Outcome::CircuitOpen,
+                    CallError::Deadline(_) => Outcome::Deadline,
+                    CallError::Failed(_) => Outcome::LlmFailed,
+                };
+                tracing::warn!(error = %e, "no answer from the model; sending the fallback");
+                Ok(Decision::notice(&msgs.llm_down, outcome))
+            }
+        }
+    }
+}

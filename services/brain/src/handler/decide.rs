@@ -1,0 +1,132 @@
+//! Deciding what a message gets: opt-out, access, commands, the kind of message, and the
+//! guards before a paid call (budget, the contact's tokens).
+
+use super::*;
+
+impl Brain {
+    pub(super) async fn decide(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        known: Known,
+    ) -> Result<Decision, HandleError> {
+        let now = shared::ids::now_ms();
+        let text = ib.text.trim();
+        let msgs = &self.cfg.messages;
+        // Opt-out first: an opted-out contact hears nothing but the START confirmation.
+        if contact.opted_out {
+            if text.eq_ignore_ascii_case("start") {
+                store::set_opted_out(&self.db, &contact.id, false, now)
+                    .await
+                    .or_retry()?;
+                return Ok(Decision::notice(&msgs.opted_in, Outcome::OptedIn));
+            }
+            return Ok(Decision::silent(Outcome::OptedOut));
+        }
+        if text.eq_ignore_ascii_case("stop") {
+            store::set_opted_out(&self.db, &contact.id, true, now)
+                .await
+                .or_retry()?;
+            metrics::counter!(m::OPT_OUTS).increment(1);
+            return Ok(Decision::notice(&msgs.opted_out, Outcome::OptedOut));
+        }
+        // ACCESS_MODE governs phone identities; web chat visitors are always served (within
+        // their own budget, which the gateway enforces).
+        let allowed = contact.role == Role::Admin
+            || contact.allowed
+            || self.cfg.access == AccessMode::Open
+            || is_visitor(ib);
+        if !allowed {
+            let today = self.today();
+            metrics::counter!(m::REFUSALS).increment(1);
+            if contact.last_refusal_day.as_deref() == Some(today.as_str()) {
+                return Ok(Decision::silent(Outcome::RefusedSilently));
+            }
+            store::set_refusal_day(&self.db, &contact.id, &today, now)
+                .await
+                .or_retry()?;
+            return Ok(Decision::notice(&msgs.not_allowed, Outcome::Refused));
+        }
+        if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
+            return Command::parse(text).run(self, contact).await;
+        }
+        match ib.kind() {
+            inbound::Kind::Text => {}
+            inbound::Kind::Image => {}
+            inbound::Kind::Voice => return self.transcribe(ib, contact, &known).await,
+            inbound::Kind::Other | inbound::Kind::Unspecified => {
+                return Ok(Decision::notice(&msgs.unsupported, Outcome::Unsupported));
+            }
+        }
+        if text.chars().count() > self.cfg.max_input_chars {
+            return Ok(Decision::notice(&msgs.too_long, Outcome::TooLong));
+        }
+        let budget = match ib.kind() {
+            inbound::Kind::Image => self.cfg.image_deadline,
+            _ => self.cfg.text_deadline,
+        };
+        self.answer(ib, contact, text, Instant::now() + budget, known)
+            .await
+    }
+
+    /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.
+    pub(super) async fn guards(&self, known: &Known) -> Result<Option<Decision>, HandleError> {
+        let msgs = &self.cfg.messages;
+        if !self.cfg.endpoint.configured {
+            return Ok(Some(Decision::notice(
+                &msgs.not_configured,
+                Outcome::NotConfigured,
+            )));
+        }
+        let today = self.today();
+        if shared::usage::is_over_budget(&self.bus, &today)
+            .await
+            .map_err(|e| HandleError::retry("budget mark", e))?
+        {
+            return Ok(Some(Decision::notice(&msgs.budget, Outcome::Budget)));
+        }
+        if self.cfg.contact_daily_tokens > 0
+            && known.tokens_today.max(0) as u64 >= self.cfg.contact_daily_tokens
+        {
+            return Ok(Some(Decision::notice(
+                &msgs.token_budget,
+                Outcome::TokenBudget,
+            )));
+        }
+        Ok(None)
+    }
+
+    /// A voice note: a transcription job and a progress notice; the answer comes with the
+    /// transcript.
+    pub(super) async fn transcribe(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        known: &Known,
+    ) -> Result<Decision, HandleError> {
+        if let Some(stop) = self.guards(known).await? {
+            return Ok(stop);
+        }
+        let Some(media) = ib.media.clone() else {
+            return Ok(Decision::notice(
+                &self.cfg.messages.transcription_failed,
+                Outcome::VoiceMissing,
+            ));
+        };
+        let deadline_ms = shared::ids::now_ms() + self.cfg.voice_deadline.as_millis() as i64;
+        let job = shared::proto::TranscriptionJob {
+            message_id: ib.message_id.clone(),
+            media: Some(media),
+            contact_id: contact.id.clone(),
+            deadline_at_ms: deadline_ms,
+            language: String::new(),
+        };
+        let mut d = Decision::notice(&self.cfg.messages.listening, Outcome::Transcribing);
+        d.extra.push(Publish::new(
+            Stream::Transcribe,
+            Envelope::new("brain", Payload::TranscriptionJob(job)),
+        ));
+        d.voice_deadline_ms = Some(deadline_ms);
+        Ok(d)
+    }
+}

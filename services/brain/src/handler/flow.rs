@@ -1,0 +1,145 @@
+//! One inbound message and one transcript, from the stored outbox to the commit.
+
+use super::*;
+
+impl Brain {
+    pub(super) async fn handle_inbound(&self, ib: &Inbound) -> Result<Vec<Publish>, HandleError> {
+        if ib.message_id.is_empty() {
+            return Err(HandleError::Permanent(
+                "inbound message without an id".into(),
+            ));
+        }
+        let identities = sender_identities(ib);
+        if identities.is_empty() {
+            return Err(HandleError::Permanent(
+                "inbound message without a sender identity".into(),
+            ));
+        }
+        let today = self.today();
+        let text = ib.text.trim();
+        let may_answer = match ib.kind() {
+            inbound::Kind::Text => !text.starts_with('!'),
+            inbound::Kind::Image => true,
+            _ => false,
+        };
+        let turns = if may_answer { self.cfg.memory_turns } else { 0 };
+        let snap = store::snapshot(&self.db, &ib.message_id, &identities, &today, turns)
+            .await
+            .or_retry()?;
+        if let Some(stored) = snap.answered {
+            metrics::counter!(m::REPUBLISHED).increment(1);
+            tracing::info!("already answered: republishing the stored reply");
+            return stored_events(&stored);
+        }
+        let now = shared::ids::now_ms();
+        let (contact, known) = match snap.contact {
+            Some(c) => (c, snap.known),
+            None => {
+                // A new sender (or a new identity of one): linked in a write, then read.
+                let c = store::resolve(&self.db, &identities, now)
+                    .await
+                    .or_retry()?;
+                let known = store::known(&self.db, &c.id, &today, turns)
+                    .await
+                    .or_retry()?;
+                (c, known)
+            }
+        };
+        tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
+        let decision = self.decide(ib, &contact, known).await?;
+        metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome.as_str())
+            .increment(1);
+        let events = self.events(ib, &decision, "");
+        let encoded = store::encode_events(&events);
+        let stored = self
+            .commit(store::Commit {
+                contact_id: Some(contact.id.clone()),
+                inbound_id: ib.message_id.clone(),
+                turns: decision.turns,
+                events: encoded,
+                outcome: decision.outcome,
+                disclosed: decision.disclosed,
+                voice_pending: decision
+                    .voice_deadline_ms
+                    .map(|dl| (prost::Message::encode_to_vec(ib), dl)),
+                voice_done: None,
+                now_ms: now,
+            })
+            .await?;
+        if stored.is_none() {
+            tracing::info!(
+                outcome = decision.outcome.as_str(),
+                replies = decision.replies.len(),
+                "inbound message handled"
+            );
+        }
+        published(stored, events)
+    }
+
+    /// A transcript came back: answer the voice note as a text turn (or say what went wrong).
+    pub(super) async fn handle_transcript(
+        &self,
+        t: &Transcript,
+    ) -> Result<Vec<Publish>, HandleError> {
+        let key = format!("voice:{}", t.message_id);
+        if let Some(stored) = store::outbox(&self.db, &key).await.or_retry()? {
+            metrics::counter!(m::REPUBLISHED).increment(1);
+            return stored_events(&stored);
+        }
+        let Some((bytes, deadline_ms)) = store::voice_pending(&self.db, &t.message_id)
+            .await
+            .or_retry()?
+        else {
+            tracing::info!("transcript for no waiting voice note (answered or expired)");
+            return Ok(Vec::new());
+        };
+        let ib = <Inbound as prost::Message>::decode(bytes.as_slice())
+            .map_err(|e| HandleError::permanent("stored inbound", e))?;
+        let identities = sender_identities(&ib);
+        let now = shared::ids::now_ms();
+        let contact = store::resolve(&self.db, &identities, now)
+            .await
+            .or_retry()?;
+        let msgs = &self.cfg.messages;
+        let text = t.text.trim();
+        let mut decision = match t.outcome() {
+            transcript::Outcome::Ok if !text.is_empty() => {
+                let remaining = (deadline_ms - now).max(0) as u64;
+                let deadline = Instant::now() + std::time::Duration::from_millis(remaining);
+                let known =
+                    store::known(&self.db, &contact.id, &self.today(), self.cfg.memory_turns)
+                        .await
+                        .or_retry()?;
+                self.answer(&ib, &contact, text, deadline, known).await?
+            }
+            transcript::Outcome::TooLong => {
+                Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong)
+            }
+            _ => {
+                tracing::info!(error = %t.error, "voice note not transcribed");
+                Decision::notice(&msgs.transcription_failed, Outcome::TranscriptionFailed)
+            }
+        };
+        if decision.outcome == Outcome::Answered {
+            decision.outcome = Outcome::AnsweredVoice;
+        }
+        metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome.as_str())
+            .increment(1);
+        let events = self.events(&ib, &decision, ":voice");
+        let encoded = store::encode_events(&events);
+        let stored = self
+            .commit(store::Commit {
+                contact_id: Some(contact.id.clone()),
+                inbound_id: key,
+                turns: decision.turns,
+                events: encoded,
+                outcome: decision.outcome,
+                disclosed: decision.disclosed,
+                voice_pending: None,
+                voice_done: Some(t.message_id.clone()),
+                now_ms: now,
+            })
+            .await?;
+        published(stored, events)
+    }
+}
