@@ -204,36 +204,7 @@ const MB: u64 = 1024 * 1024;
 impl Config {
     /// Reads the gateway's variables; problems are recorded in `env`.
     pub fn load(env: &mut Env, _common: &CommonConfig) -> Self {
-        let mut transports = Vec::new();
-        for part in env
-            .string("TRANSPORTS", "webchat")
-            .split(',')
-            .map(|p| p.trim().to_ascii_lowercase())
-            .filter(|p| !p.is_empty())
-        {
-            match TransportKind::parse(&part) {
-                Some(t) if !transports.contains(&t) => transports.push(t),
-                Some(_) => {}
-                None => env.problem(
-                    "TRANSPORTS",
-                    format!("unknown transport {part:?}: expected web, cloud or webchat"),
-                ),
-            }
-        }
-        for t in &transports {
-            if matches!(t, TransportKind::Cloud) {
-                env.problem(
-                    "TRANSPORTS",
-                    format!(
-                        "transport {:?} is not available in this build yet; use webchat",
-                        t.as_str()
-                    ),
-                );
-            }
-        }
-        if transports.is_empty() {
-            env.problem("TRANSPORTS", "at least one transport is needed");
-        }
+        let transports = load_transports(env);
         let public_addr = env.addr("PUBLIC_ADDR", "127.0.0.1:8080");
         let webchat = transports.contains(&TransportKind::Webchat);
         let webchat_demo = env.flag("WEBCHAT_DEMO", false);
@@ -250,44 +221,17 @@ impl Config {
         let webchat_token = env.secret("WEBCHAT_TOKEN");
         let webchat_secret = env.secret("WEBCHAT_SECRET");
         let webchat_identity_secret = env.secret("WEBCHAT_IDENTITY_SECRET");
-        for (name, value, min) in [
-            ("WEBCHAT_TOKEN", &webchat_token, 16),
-            ("WEBCHAT_SECRET", &webchat_secret, 32),
-            ("WEBCHAT_IDENTITY_SECRET", &webchat_identity_secret, 16),
-        ] {
-            if value
-                .as_ref()
-                .is_some_and(|v| v.expose_secret().len() < min)
-            {
-                env.problem(
-                    name,
-                    format!("expected at least {min} characters (a random secret)"),
-                );
-            }
-        }
+        check_lengths(
+            env,
+            [
+                ("WEBCHAT_TOKEN", &webchat_token, 16),
+                ("WEBCHAT_SECRET", &webchat_secret, 32),
+                ("WEBCHAT_IDENTITY_SECRET", &webchat_identity_secret, 16),
+            ],
+        );
         let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
-        let trusted_proxy_header = env.opt_string("TRUSTED_PROXY_HEADER").and_then(|h| {
-            match axum::http::HeaderName::from_bytes(h.trim().as_bytes()) {
-                Ok(name) => Some(name),
-                Err(_) => {
-                    env.problem(
-                        "TRUSTED_PROXY_HEADER",
-                        format!("{h:?} is not a header name (like X-Forwarded-For)"),
-                    );
-                    None
-                }
-            }
-        });
-        let media_ttl =
-            Duration::from_secs(3600 * env.int_in("MEDIA_TTL_HOURS", 24u64, 1, 24 * 30));
-        let max_media_bytes = MB * env.int_in("MAX_MEDIA_MB", 16u64, 1, 100);
-        let media_cap_bytes = MB * env.int_in("MEDIA_CAP_MB", 256u64, 1, 64 * 1024);
-        if media_cap_bytes < max_media_bytes {
-            env.problem(
-                "MEDIA_CAP_MB",
-                "must be at least MAX_MEDIA_MB (one item must fit in the store)",
-            );
-        }
+        let trusted_proxy_header = load_proxy_header(env);
+        let (media_ttl, max_media_bytes, media_cap_bytes) = load_media(env);
         let max_connections = env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
         let header_timeout = env.secs("PUBLIC_HEADER_TIMEOUT_SECS", 10, 1, 600);
         let max_streams = env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000);
@@ -307,20 +251,7 @@ impl Config {
             "We're receiving a lot of messages right now. Please try again in a minute.",
         );
         let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
-        let webchat_origins: Vec<String> = env
-            .string("WEBCHAT_ALLOWED_ORIGINS", "")
-            .split(',')
-            .map(|o| o.trim().trim_end_matches('/').to_owned())
-            .filter(|o| !o.is_empty())
-            .collect();
-        for o in &webchat_origins {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                env.problem(
-                    "WEBCHAT_ALLOWED_ORIGINS",
-                    format!("expected origins like https://shop.example or *, got {o:?}"),
-                );
-            }
-        }
+        let webchat_origins = load_origins(env);
         let history_ttl =
             Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
         Self {
@@ -355,4 +286,105 @@ impl Config {
     pub fn webchat_is_local(&self) -> bool {
         self.webchat_demo && self.public_addr.ip().is_loopback()
     }
+}
+
+/// `TRANSPORTS`: known, each once, at least one, and built in.
+fn load_transports(env: &mut Env) -> Vec<TransportKind> {
+    let mut transports = Vec::new();
+    for part in env
+        .string("TRANSPORTS", "webchat")
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+    {
+        match TransportKind::parse(&part) {
+            Some(t) if !transports.contains(&t) => transports.push(t),
+            Some(_) => {}
+            None => env.problem(
+                "TRANSPORTS",
+                format!("unknown transport {part:?}: expected web, cloud or webchat"),
+            ),
+        }
+    }
+    for t in &transports {
+        if matches!(t, TransportKind::Cloud) {
+            env.problem(
+                "TRANSPORTS",
+                format!(
+                    "transport {:?} is not available in this build yet; use webchat",
+                    t.as_str()
+                ),
+            );
+        }
+    }
+    if transports.is_empty() {
+        env.problem("TRANSPORTS", "at least one transport is needed");
+    }
+    transports
+}
+
+/// Secrets shorter than their minimum are problems.
+fn check_lengths<const N: usize>(
+    env: &mut Env,
+    secrets: [(&str, &Option<SecretString>, usize); N],
+) {
+    for (name, value, min) in secrets {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.expose_secret().len() < min)
+        {
+            env.problem(
+                name,
+                format!("expected at least {min} characters (a random secret)"),
+            );
+        }
+    }
+}
+
+/// `TRUSTED_PROXY_HEADER`: a header name, if set.
+fn load_proxy_header(env: &mut Env) -> Option<axum::http::HeaderName> {
+    let h = env.opt_string("TRUSTED_PROXY_HEADER")?;
+    match axum::http::HeaderName::from_bytes(h.trim().as_bytes()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            env.problem(
+                "TRUSTED_PROXY_HEADER",
+                format!("{h:?} is not a header name (like X-Forwarded-For)"),
+            );
+            None
+        }
+    }
+}
+
+/// `WEBCHAT_ALLOWED_ORIGINS`: origins like `https://shop.example`, or `*`.
+fn load_origins(env: &mut Env) -> Vec<String> {
+    let origins: Vec<String> = env
+        .string("WEBCHAT_ALLOWED_ORIGINS", "")
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for o in &origins {
+        if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+            env.problem(
+                "WEBCHAT_ALLOWED_ORIGINS",
+                format!("expected origins like https://shop.example or *, got {o:?}"),
+            );
+        }
+    }
+    origins
+}
+
+/// `MEDIA_TTL_HOURS`, `MAX_MEDIA_MB`, `MEDIA_CAP_MB` (the cap holds at least one item).
+fn load_media(env: &mut Env) -> (Duration, u64, u64) {
+    let media_ttl = Duration::from_secs(3600 * env.int_in("MEDIA_TTL_HOURS", 24u64, 1, 24 * 30));
+    let max_media_bytes = MB * env.int_in("MAX_MEDIA_MB", 16u64, 1, 100);
+    let media_cap_bytes = MB * env.int_in("MEDIA_CAP_MB", 256u64, 1, 64 * 1024);
+    if media_cap_bytes < max_media_bytes {
+        env.problem(
+            "MEDIA_CAP_MB",
+            "must be at least MAX_MEDIA_MB (one item must fit in the store)",
+        );
+    }
+    (media_ttl, max_media_bytes, media_cap_bytes)
 }
