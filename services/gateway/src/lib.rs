@@ -58,30 +58,12 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let (typing, indicators) = typing::channel();
     let receipts = receipts::Receipts::new(&bus);
     let ingest = ingest::Ingest::new(&bus, &cfg, typing.clone());
-    let mut list: Vec<Arc<dyn Transport>> = Vec::new();
-    let mut public = Router::new();
-    let mut webchat_history = None;
-    let mut web_transport: Option<web::Web> = None;
-    for kind in &cfg.transports {
-        match kind {
-            TransportKind::Webchat => {
-                let wc = webchat::Webchat::new(&bus, &cfg, ingest.clone(), shutdown.clone());
-                public = public.merge(wc.routes());
-                webchat_history = Some(wc.history().clone());
-                list.push(Arc::new(wc));
-            }
-            TransportKind::Web => {
-                web::register_metrics();
-                let w = web::Web::new(cfg.web.clone(), ingest.clone(), &bus);
-                web_transport = Some(w.clone());
-                list.push(Arc::new(w));
-            }
-            TransportKind::Cloud => {
-                anyhow::bail!("transport {} is not available in this build", kind.as_str())
-            }
-        }
-    }
-    let transports = Transports::new(list);
+    let Built {
+        transports,
+        public,
+        webchat_history,
+        web_transport,
+    } = build_transports(&cfg, &bus, &ingest, &shutdown)?;
     let public = public.fallback(|| async {
         json_error(
             StatusCode::NOT_FOUND,
@@ -89,11 +71,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         )
     });
 
-    let std_listener = std::net::TcpListener::bind(cfg.public_addr)
-        .with_context(|| format!("cannot listen on PUBLIC_ADDR {}", cfg.public_addr))?;
-    std_listener.set_nonblocking(true)?;
-    let public_listener = tokio::net::TcpListener::from_std(std_listener)?;
-    tracing::info!(public_addr = %cfg.public_addr, "public listener (web chat, webhooks)");
+    let public_listener = bind_public(cfg.public_addr)?;
 
     let deliverer = Arc::new(deliver::Deliverer::new(
         transports.clone(),
@@ -103,17 +81,155 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     ));
     let consumer = bus.consumer(Stream::Outbound, deliverer);
 
-    let qr_transports = transports.clone();
-    let routes = Router::new().route(
+    let routes = internal_routes(&transports);
+    let check = transport_check(&transports);
+
+    let mut tasks = Tasks::new(shutdown);
+    let shutdown = tasks.shutdown().clone();
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn("outbound consumer", async move {
+            Ok(consumer.run(shutdown).await?)
+        });
+    }
+    {
+        let transports = transports.clone();
+        tasks.spawn("typing indicators", async move {
+            indicators.run(transports, shutdown).await;
+            Ok(())
+        });
+    }
+    spawn_transports(&mut tasks, web_transport, webchat_history, &bus);
+    spawn_public(&mut tasks, &cfg, &bus, public_listener, public);
+    tasks.every("session state", Duration::from_secs(5), move || {
+        for t in transports.all() {
+            metrics::session_state(t.kind(), t.state());
+        }
+        std::future::ready(())
+    });
+    Ok(Running {
+        routes: Some(routes),
+        checks: vec![check],
+        tasks,
+    })
+}
+
+/// The transports' own work: the WhatsApp Web sidecar, the web chat's notifications.
+fn spawn_transports(
+    tasks: &mut Tasks,
+    web_transport: Option<web::Web>,
+    webchat_history: Option<webchat::History>,
+    bus: &shared::bus::Bus,
+) {
+    let shutdown = tasks.shutdown().clone();
+    if let Some(w) = web_transport {
+        let shutdown = shutdown.clone();
+        tasks.spawn("WhatsApp Web", async move {
+            w.run(shutdown).await;
+            Ok(())
+        });
+    }
+    if let Some(history) = webchat_history {
+        let client = bus.client().clone();
+        tasks.spawn("web chat notifications", async move {
+            history.relay(client, shutdown).await;
+            Ok(())
+        });
+    }
+}
+
+/// The public listener, once Redis is known to hold the media store.
+fn spawn_public(
+    tasks: &mut Tasks,
+    cfg: &Config,
+    bus: &shared::bus::Bus,
+    listener: tokio::net::TcpListener,
+    public: Router,
+) {
+    let limits = shared::http::PublicLimits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.header_timeout,
+    };
+    let (room_bus, media_cap) = (bus.clone(), cfg.media_cap_bytes);
+    let shutdown = tasks.shutdown().clone();
+    tasks.spawn("public listener", async move {
+        media::check_redis_room(&room_bus, media_cap).await?;
+        Ok(shared::http::serve_public(listener, public, limits, shutdown).await?)
+    });
+}
+
+/// The transports `TRANSPORTS` asks for, and what the service runs for them.
+struct Built {
+    transports: Transports,
+    /// The public routes (the web chat's).
+    public: Router,
+    webchat_history: Option<webchat::History>,
+    web_transport: Option<web::Web>,
+}
+
+fn build_transports(
+    cfg: &Config,
+    bus: &shared::bus::Bus,
+    ingest: &ingest::Ingest,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Built> {
+    let mut list: Vec<Arc<dyn Transport>> = Vec::new();
+    let mut public = Router::new();
+    let mut webchat_history = None;
+    let mut web_transport: Option<web::Web> = None;
+    for kind in &cfg.transports {
+        match kind {
+            TransportKind::Webchat => {
+                let wc = webchat::Webchat::new(bus, cfg, ingest.clone(), shutdown.clone());
+                public = public.merge(wc.routes());
+                webchat_history = Some(wc.history().clone());
+                list.push(Arc::new(wc));
+            }
+            TransportKind::Web => {
+                web::register_metrics();
+                let w = web::Web::new(cfg.web.clone(), ingest.clone(), bus);
+                web_transport = Some(w.clone());
+                list.push(Arc::new(w));
+            }
+            TransportKind::Cloud => {
+                anyhow::bail!("transport {} is not available in this build", kind.as_str())
+            }
+        }
+    }
+    Ok(Built {
+        transports: Transports::new(list),
+        public,
+        webchat_history,
+        web_transport,
+    })
+}
+
+/// The public listener, bound now so a taken port stops startup.
+fn bind_public(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on PUBLIC_ADDR {addr}"))?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(public_addr = %addr, "public listener (web chat, webhooks)");
+    Ok(tokio::net::TcpListener::from_std(listener)?)
+}
+
+/// The gateway's routes on the internal listener: `/qr`.
+fn internal_routes(transports: &Transports) -> Router {
+    let transports = transports.clone();
+    Router::new().route(
         "/qr",
         get(move |q: axum::extract::Query<QrQuery>| {
-            let t = qr_transports.clone();
+            let t = transports.clone();
             async move { qr(&t, &q) }
         }),
-    );
-    let check_transports = transports.clone();
-    let check: ExtraCheck = Arc::new(move || {
-        let t = check_transports.clone();
+    )
+}
+
+/// `/readyz`: each transport's session, ready when connected.
+fn transport_check(transports: &Transports) -> ExtraCheck {
+    let transports = transports.clone();
+    Arc::new(move || {
+        let t = transports.clone();
         Box::pin(async move {
             t.all()
                 .iter()
@@ -130,58 +246,6 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
                 })
                 .collect()
         })
-    });
-
-    let limits = shared::http::PublicLimits {
-        max_connections: cfg.max_connections,
-        header_timeout: cfg.header_timeout,
-    };
-    let room_bus = bus.clone();
-    let media_cap = cfg.media_cap_bytes;
-    let mut tasks = Tasks::new(shutdown);
-    let shutdown = tasks.shutdown().clone();
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn("outbound consumer", async move {
-            Ok(consumer.run(shutdown).await?)
-        });
-    }
-    {
-        let (shutdown, transports) = (shutdown.clone(), transports.clone());
-        tasks.spawn("typing indicators", async move {
-            indicators.run(transports, shutdown).await;
-            Ok(())
-        });
-    }
-    if let Some(w) = web_transport {
-        let shutdown = shutdown.clone();
-        tasks.spawn("WhatsApp Web", async move {
-            w.run(shutdown).await;
-            Ok(())
-        });
-    }
-    if let Some(history) = webchat_history {
-        let (client, shutdown) = (bus.client().clone(), shutdown.clone());
-        tasks.spawn("web chat notifications", async move {
-            history.relay(client, shutdown).await;
-            Ok(())
-        });
-    }
-    tasks.spawn("public listener", async move {
-        // Nothing is taken in before Redis is known to hold the media store.
-        media::check_redis_room(&room_bus, media_cap).await?;
-        Ok(shared::http::serve_public(public_listener, public, limits, shutdown).await?)
-    });
-    tasks.every("session state", Duration::from_secs(5), move || {
-        for t in transports.all() {
-            metrics::session_state(t.kind(), t.state());
-        }
-        std::future::ready(())
-    });
-    Ok(Running {
-        routes: Some(routes),
-        checks: vec![check],
-        tasks,
     })
 }
 
