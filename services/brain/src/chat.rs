@@ -19,20 +19,30 @@ use crate::store::Turn;
 /// A model's answer.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The answer, as the model wrote it (Markdown).
     pub text: String,
+    /// The model asked for (`CHAT_MODEL`, `VISION_MODEL` or an admin's setting).
     pub requested_model: String,
+    /// The model that answered, as the API reports it (priced by the ledger).
     pub response_model: String,
+    /// Tokens of the prompt (memory and the question).
     pub prompt_tokens: u64,
+    /// Tokens of the answer.
     pub completion_tokens: u64,
+    /// How long the call took, retries included.
     pub latency_ms: u64,
 }
 
 /// An image to show the model.
 pub struct Image<'a> {
+    /// The image as stored.
     pub bytes: &'a [u8],
+    /// Its MIME type (`image/jpeg`, `image/png`, …).
     pub mime: &'a str,
 }
 
+/// The model client: retries, the circuit breaker and a bound on calls in flight
+/// (`BRAIN_CONCURRENCY`).
 pub struct Chat {
     client: Client<OpenAIConfig>,
     breaker: Breaker,
@@ -40,6 +50,7 @@ pub struct Chat {
 }
 
 impl Chat {
+    /// A client of the configured endpoint.
     pub fn new(cfg: &Config) -> Self {
         Self {
             client: shared::llm::client(&cfg.endpoint, cfg.policy.timeout),

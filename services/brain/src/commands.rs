@@ -24,8 +24,11 @@ const HELP_ADMIN: &str = "\n\nAdmin commands:\n!allow <number> — let a number 
 
 /// What commands need from the brain (so this module does not depend on the handler).
 pub trait Context: Sync {
+    /// The brain's database.
     fn db(&self) -> &Db;
+    /// The bus (for `!forget`'s Redis data).
     fn bus(&self) -> &Bus;
+    /// The configuration from the environment.
     fn config(&self) -> &Config;
     /// The configuration with the admins' `!config set` values applied.
     fn effective(&self) -> impl Future<Output = Result<Config, HandleError>> + Send;
@@ -36,30 +39,49 @@ pub trait Context: Sync {
 /// A `!` command, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// `!help`: the commands the sender may use.
     Help,
+    /// `!reset`: forget the sender's conversation.
     Reset,
+    /// `!allow <number>`: the number may use the assistant.
     Allow(Phone),
+    /// `!deny <number>`: it may not (and is no admin).
     Deny(Phone),
+    /// `!role <number> admin|user`.
     Role(Phone, Role),
+    /// `!forget <number>`: erase the contact (its spend stays, unlinked).
     Forget(Phone),
+    /// `!usage [today|7d|30d]`: spend and tokens over the last `days` days.
     Usage {
+        /// How the period is named in the answer.
         label: &'static str,
+        /// Days back from today, today included.
         days: i64,
     },
+    /// `!stats`: today's activity.
     Stats,
+    /// `!config`: the settings and where each comes from.
     ConfigShow,
+    /// `!config set <key> <value>`.
     ConfigSet {
+        /// The setting (lowercase).
         key: String,
+        /// Its new value, as typed.
         value: String,
     },
+    /// `!config unset <key>`: back to the environment's value.
     ConfigUnset {
+        /// The setting (lowercase).
         key: String,
     },
     /// A known command used wrongly: its name and the usage to answer with.
     Invalid {
+        /// The command's name.
         name: &'static str,
+        /// The usage line to answer with.
         usage: String,
     },
+    /// Not a command this bot knows.
     Unknown,
 }
 

@@ -45,9 +45,11 @@ pub struct Config {
     pub echo_transcript: bool,
     /// Timeouts, retries, breaker.
     pub policy: Policy,
-    /// `TEXT_DEADLINE_SECS` (20), `IMAGE_DEADLINE_SECS` (30), `VOICE_DEADLINE_SECS` (45).
+    /// `TEXT_DEADLINE_SECS` (20): the whole answer to a text.
     pub text_deadline: Duration,
+    /// `IMAGE_DEADLINE_SECS` (30): the whole answer to a photo.
     pub image_deadline: Duration,
+    /// `VOICE_DEADLINE_SECS` (45): the whole answer to a voice note, transcription included.
     pub voice_deadline: Duration,
     /// `ACCESS_MODE` (default whitelist).
     pub access: AccessMode,
@@ -73,6 +75,7 @@ the customer writes in. If you do not know something about the business, say so 
 pass the question to a person; never invent prices, stock or policies.";
 
 impl Config {
+    /// Reads the brain's variables; problems are recorded in `env`.
     pub fn load(env: &mut Env, _common: &CommonConfig) -> Self {
         let endpoint = Endpoint::from_env(env, "OPENAI_");
         let chat_model = env.string("CHAT_MODEL", "gpt-4o");

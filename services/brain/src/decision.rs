@@ -9,10 +9,15 @@ use crate::store::Turn;
 /// What handling a message decided.
 #[derive(Default)]
 pub struct Decision {
+    /// What the customer is sent, in order.
     pub replies: Vec<(outbound::Kind, String)>,
+    /// The turns memory keeps of this exchange.
     pub turns: Vec<Turn>,
+    /// Other events published with the answer (usage records, a transcription job).
     pub extra: Vec<Publish>,
+    /// The AI disclosure was shown now (the contact is marked as told).
     pub disclosed: bool,
+    /// What became of the message.
     pub outcome: Outcome,
     /// A transcription job was published: the inbound waits for its transcript until then (ms).
     pub voice_deadline_ms: Option<i64>,

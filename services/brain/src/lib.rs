@@ -1,6 +1,9 @@
 //! The `brain` service: answers customers — LLM chat with memory, vision, commands, access
 //! control — with every model call resilient and every answer written through an outbox.
 
+// Every public item says what it is for; the lint keeps it so.
+#![warn(missing_docs)]
+
 pub mod chat;
 pub mod commands;
 pub mod config;

@@ -3,6 +3,7 @@
 
 use shared::config::Env;
 
+/// The customer-facing texts (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Messages {
     /// `MSG_NOT_ALLOWED`: to a non-whitelisted contact, once a day.
@@ -38,6 +39,7 @@ pub struct Messages {
 }
 
 impl Messages {
+    /// Each text from its variable, or its default.
     pub fn from_env(env: &mut Env) -> Self {
         let s = |env: &Env, name: &str, default: &str| env.string(name, default);
         Self {

@@ -1,14 +1,23 @@
 //! The brain's metrics, registered at zero at startup.
 
+/// Inbound messages by kind and outcome.
 pub const MESSAGES: &str = "brain_messages_total";
+/// Model call latency.
 pub const LLM_SECONDS: &str = "brain_llm_latency_seconds";
+/// `!` commands, known or not.
 pub const COMMANDS: &str = "brain_commands_total";
+/// Messages refused by the whitelist.
 pub const REFUSALS: &str = "brain_refusals_total";
+/// STOPs.
 pub const OPT_OUTS: &str = "brain_opt_outs_total";
+/// Redelivered messages answered from the outbox (no second model call).
 pub const REPUBLISHED: &str = "brain_replies_republished_total";
+/// Memory rows removed by the cleanup.
 pub const CLEANED: &str = "brain_memory_rows_deleted_total";
+/// Tokens by model and direction.
 pub const TOKENS: &str = "brain_tokens_total";
 
+/// Describes every metric and registers it at zero.
 pub fn register() {
     metrics::describe_counter!(MESSAGES, "Inbound messages by kind and outcome");
     metrics::describe_histogram!(

@@ -28,6 +28,7 @@ use crate::metrics as m;
 use crate::outcome::Outcome;
 use crate::store::{self, Contact, Known, Role, Turn};
 
+/// The brain: answers inbound messages and transcripts (the bus's handler of both streams).
 pub struct Brain {
     pub(crate) cfg: Config,
     pub(crate) db: Db,
@@ -95,6 +96,7 @@ impl commands::Context for Brain {
 }
 
 impl Brain {
+    /// A brain on `db` and `bus`.
     pub fn new(cfg: Config, db: Db, bus: Bus) -> Arc<Self> {
         let chat = Chat::new(&cfg);
         let commits = store::committer(db.clone());

@@ -173,6 +173,7 @@ pub async fn set_role(db: &Db, id: &str, role: Role, now_ms: i64) -> Result<(), 
     Ok(())
 }
 
+/// Puts the contact on the whitelist, or takes it off.
 pub async fn set_allowed(db: &Db, id: &str, allowed: bool, now_ms: i64) -> Result<(), sqlx::Error> {
     update(
         db,
@@ -184,6 +185,7 @@ pub async fn set_allowed(db: &Db, id: &str, allowed: bool, now_ms: i64) -> Resul
     .await
 }
 
+/// STOP (`true`) or START (`false`).
 pub async fn set_opted_out(db: &Db, id: &str, out: bool, now_ms: i64) -> Result<(), sqlx::Error> {
     update(
         db,
@@ -195,6 +197,7 @@ pub async fn set_opted_out(db: &Db, id: &str, out: bool, now_ms: i64) -> Result<
     .await
 }
 
+/// Records that the contact was told today it is not on the whitelist.
 pub async fn set_refusal_day(db: &Db, id: &str, day: &str, now_ms: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE contacts SET last_refusal_day = $1, updated_at_ms = $2 WHERE id = $3")
         .bind(day)

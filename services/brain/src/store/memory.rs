@@ -78,6 +78,7 @@ pub struct Snapshot {
     pub answered: Option<Vec<u8>>,
     /// The sender, when every identity is known and names one contact.
     pub contact: Option<Contact>,
+    /// The contact's tokens today and memory (empty for an unknown sender).
     pub known: Known,
 }
 
@@ -146,6 +147,7 @@ pub async fn snapshot(
     })
 }
 
+/// `!reset`: forgets the contact's conversation; returns the turns deleted.
 pub async fn reset_memory(db: &Db, contact_id: &str) -> Result<u64, sqlx::Error> {
     Ok(
         sqlx::query("DELETE FROM conversation_messages WHERE contact_id = $1")

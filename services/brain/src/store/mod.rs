@@ -22,11 +22,14 @@ pub use settings::*;
 /// A contact's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Runs the admin commands, always served, gets the cost alerts.
     Admin,
+    /// A customer.
     User,
 }
 
 impl Role {
+    /// `admin` or `user`, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -34,6 +37,7 @@ impl Role {
         }
     }
 
+    /// The role named `s` (as stored).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "admin" => Some(Role::Admin),
@@ -46,11 +50,17 @@ impl Role {
 /// A contact as the brain sees it.
 #[derive(Debug, Clone)]
 pub struct Contact {
+    /// The brain's own id (identities point at it).
     pub id: String,
+    /// Admin or user.
     pub role: Role,
+    /// On the whitelist.
     pub allowed: bool,
+    /// Said STOP: hears nothing but the START confirmation.
     pub opted_out: bool,
+    /// The day it was last told it is not on the whitelist (told once a day).
     pub last_refusal_day: Option<String>,
+    /// Was told it talks to an AI.
     pub disclosed: bool,
 }
 
@@ -59,6 +69,7 @@ pub struct Contact {
 pub struct Turn {
     /// `user` or `assistant`.
     pub role: &'static str,
+    /// What was said.
     pub content: String,
 }
 
@@ -77,6 +88,7 @@ pub(super) fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Err
 pub(super) const CONTACT_COLUMNS: &str =
     "id, role, allowed, opted_out, last_refusal_day, disclosed_at_ms";
 
+/// The contact with id `id`.
 pub async fn contact(db: &Db, id: &str) -> Result<Option<Contact>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = $1"

@@ -20,6 +20,7 @@ pub(super) struct StoredEvent {
     envelope: Vec<u8>,
 }
 
+/// Events as the outbox keeps them.
 pub fn encode_events(events: &[Publish]) -> Vec<u8> {
     StoredEvents {
         events: events
@@ -34,6 +35,7 @@ pub fn encode_events(events: &[Publish]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Events as the outbox kept them, to publish again.
 pub fn decode_events(bytes: &[u8]) -> anyhow::Result<Vec<Publish>> {
     let stored = StoredEvents::decode(bytes)?;
     stored
@@ -70,16 +72,23 @@ pub(super) async fn outbox_on(
 
 /// What handling one inbound message changes, written in one transaction.
 pub struct Commit {
+    /// The contact (none when the sender could not be resolved).
     pub contact_id: Option<String>,
+    /// The inbound message (the outbox row's key).
     pub inbound_id: String,
+    /// Memory turns to add.
     pub turns: Vec<Turn>,
+    /// The events to publish ([`encode_events`]).
     pub events: Vec<u8>,
+    /// What became of the message.
     pub outcome: crate::outcome::Outcome,
+    /// The contact was told it talks to an AI.
     pub disclosed: bool,
     /// A voice note now waiting for its transcript: (encoded inbound event, deadline ms).
     pub voice_pending: Option<(Vec<u8>, i64)>,
     /// The transcript of this voice note (by its inbound message id) was answered.
     pub voice_done: Option<String>,
+    /// When (unix ms).
     pub now_ms: i64,
 }
 

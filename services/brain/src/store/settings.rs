@@ -12,6 +12,7 @@ pub async fn settings(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
         .collect()
 }
 
+/// `!config set`: stores a validated value, with who set it and when.
 pub async fn set_setting(
     db: &Db,
     key: &str,
@@ -33,6 +34,7 @@ pub async fn set_setting(
     Ok(())
 }
 
+/// `!config unset`: removes a setting; whether it was set.
 pub async fn unset_setting(db: &Db, key: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM settings WHERE key = $1")
         .bind(key)
