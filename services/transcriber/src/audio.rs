@@ -38,8 +38,11 @@ pub fn sweep_stale(older_than: Duration) -> usize {
 /// A converted voice note.
 #[derive(Debug)]
 pub struct Wav {
+    /// 16 kHz mono WAV, as Whisper takes it.
     pub bytes: Vec<u8>,
+    /// The audio's length.
     pub seconds: f64,
+    /// How long the conversion took.
     pub took: Duration,
 }
 
@@ -49,12 +52,16 @@ pub enum AudioError {
     /// The bytes are not audio ffmpeg can decode (not retried).
     #[error("ffmpeg could not decode the audio: {0}")]
     Corrupt(String),
+    /// ffmpeg ran past `FFMPEG_TIMEOUT_SECS` and was killed (retried).
     #[error("ffmpeg took longer than {0} s")]
     Timeout(u64),
     /// Longer than `max_seconds`: `seconds` long, or at least that when conversion stopped
     /// at the limit.
     #[error("{seconds:.0} s of audio is over the limit")]
-    TooLong { seconds: f64 },
+    TooLong {
+        /// How long the audio is (at least).
+        seconds: f64,
+    },
     /// Not one of the audio formats accepted (told from the first bytes, never from what the
     /// sender claims): playlists, concat scripts, images and the like never reach ffmpeg's
     /// other demuxers.

@@ -20,6 +20,7 @@ use crate::config::{Config, WHISPER_MAX_BYTES};
 use crate::gate::Gate;
 use crate::metrics as m;
 
+/// The transcription job handler: media from the store, ffmpeg, Whisper, the transcript.
 pub struct Transcriber {
     cfg: Config,
     client: Client<OpenAIConfig>,
@@ -59,6 +60,7 @@ struct WhisperJson {
 }
 
 impl Transcriber {
+    /// A handler on `bus`, converting at most as many notes at once as there are cores.
     pub fn new(cfg: Config, bus: &shared::bus::Bus) -> Self {
         let client = shared::llm::client(&cfg.endpoint, cfg.policy.timeout);
         let breaker = Breaker::new("whisper", cfg.policy.clone());

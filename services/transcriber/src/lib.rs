@@ -2,6 +2,9 @@
 //! worker pool. Any number of replicas share the `transcribe` stream through its consumer group;
 //! each job is done once (at-least-once delivery, idempotent outputs keyed on the message id).
 
+// Every public item says what it is for; the lint keeps it so.
+#![warn(missing_docs)]
+
 pub mod audio;
 pub mod config;
 mod gate;

@@ -1,10 +1,15 @@
 //! The transcriber's metrics, registered at zero at startup.
 
+/// Jobs by outcome.
 pub const JOBS: &str = "transcriber_jobs_total";
+/// Time spent converting with ffmpeg.
 pub const FFMPEG_SECONDS: &str = "transcriber_ffmpeg_seconds";
+/// Whisper call latency.
 pub const WHISPER_SECONDS: &str = "transcriber_whisper_latency_seconds";
+/// Length of the voice notes transcribed.
 pub const AUDIO_SECONDS: &str = "transcriber_audio_seconds";
 
+/// Describes every metric and registers it at zero.
 pub fn register() {
     metrics::describe_counter!(
         JOBS,
