@@ -40,6 +40,7 @@ fn dollars(env: &mut Env, name: &str, default: Option<f64>) -> Option<Usd> {
 }
 
 impl Config {
+    /// Reads the ledger's variables; problems are recorded in `env`.
     pub fn load(env: &mut Env, _common: &CommonConfig) -> Self {
         let days = Days::from_env(env);
         let cost_alert =

@@ -3,6 +3,9 @@
 //! raises cost alerts (log, metric, WhatsApp to admins, webhook) once per day per threshold,
 //! and keeps the over-budget mark the brain obeys before any paid call.
 
+// Every public item says what it is for; the lint keeps it so.
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod handler;
 pub mod metrics;

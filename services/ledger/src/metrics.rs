@@ -3,20 +3,32 @@
 use crate::pricing::PriceTable;
 use crate::store::{AlertKind, Record};
 
+/// Spend by model and operation.
 pub const COST: &str = "ledger_cost_usd";
+/// Tokens by model and direction.
 pub const TOKENS: &str = "ledger_tokens_total";
+/// Audio transcribed.
 pub const AUDIO_SECONDS: &str = "ledger_audio_seconds";
+/// Usage records stored.
 pub const RECORDS: &str = "ledger_records_total";
+/// Records of a model missing from the price table.
 pub const UNKNOWN_MODEL: &str = "ledger_unknown_model_total";
+/// Alerts raised by kind.
 pub const ALERTS: &str = "ledger_alerts_total";
+/// Alert webhook calls that failed.
 pub const WEBHOOK_FAILURES: &str = "ledger_alert_webhook_failures_total";
+/// Spend so far today.
 pub const SPEND_TODAY: &str = "ledger_spend_today_usd";
+/// `DAILY_BUDGET_USD` (0: none).
 pub const BUDGET_USD: &str = "ledger_daily_budget_usd";
+/// `COST_ALERT_USD`.
 pub const COST_ALERT_USD: &str = "ledger_cost_alert_threshold_usd";
+/// 1 while today's budget is spent.
 pub const BUDGET_EXCEEDED: &str = "ledger_budget_exceeded";
 
 const OPERATIONS: [&str; 4] = ["chat", "vision", "transcription", "other"];
 
+/// Describes every metric and registers it at zero (per known model and operation).
 pub fn register(prices: &PriceTable, budget: Option<f64>, cost_alert: f64) {
     metrics::describe_gauge!(
         COST,

@@ -36,6 +36,7 @@ pub struct Priced {
     /// The price-table entry used (`None`: unknown model, priced at zero — or, when the
     /// table fails closed, at the most expensive known prices).
     pub model: Option<String>,
+    /// What the call cost.
     pub cost: Usd,
     /// Seconds billed (audio).
     pub billed_seconds: i64,
@@ -167,10 +168,12 @@ impl PriceTable {
             })
     }
 
+    /// The models priced.
     pub fn models(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
     }
 
+    /// The price of `model`, by its exact name.
     pub fn get(&self, model: &str) -> Option<&ModelPrice> {
         self.models.get(model)
     }

@@ -9,20 +9,33 @@ use sqlx::Row;
 /// One record as stored.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The usage record's id (stored once).
     pub usage_id: String,
+    /// The brain's contact (none once forgotten).
     pub contact_id: Option<String>,
+    /// The customer message the call answered.
     pub message_id: String,
+    /// `chat`, `vision` or `transcription`.
     pub operation: &'static str,
+    /// The model asked for.
     pub requested_model: String,
+    /// The model that answered.
     pub response_model: String,
     /// The price-table entry, or the requested model when unknown.
     pub priced_model: String,
+    /// Tokens of the prompt.
     pub prompt_tokens: i64,
+    /// Tokens of the answer.
     pub completion_tokens: i64,
+    /// Audio transcribed.
     pub audio_ms: i64,
+    /// What it cost.
     pub cost: Usd,
+    /// How long the call took.
     pub latency_ms: i64,
+    /// The day it counts on (`LEDGER_TIMEZONE`).
     pub day: String,
+    /// When it was made (unix ms).
     pub at_ms: i64,
 }
 
@@ -40,6 +53,7 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind (for metrics registered at zero).
     pub const ALL: [AlertKind; 4] = [
         AlertKind::DailyCost,
         AlertKind::BudgetWarning,
@@ -47,6 +61,7 @@ impl AlertKind {
         AlertKind::ContactCost,
     ];
 
+    /// The name stored and counted.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::DailyCost => "daily_cost",
@@ -64,10 +79,13 @@ impl AlertKind {
 /// An alert raised (once per day, kind, subject and threshold).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
+    /// The day it is about.
     pub day: String,
+    /// What it is about.
     pub kind: AlertKind,
     /// The contact for `ContactCost`, else empty.
     pub subject: String,
+    /// The threshold crossed.
     pub threshold: Usd,
     /// Spend when it was raised.
     pub spend: Usd,
@@ -76,8 +94,11 @@ pub struct Alert {
 /// Thresholds to check after each stored record.
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
+    /// `COST_ALERT_USD`: today's spend.
     pub cost_alert: Usd,
+    /// `CONTACT_ALERT_USD`: one contact's spend today.
     pub contact_alert: Option<Usd>,
+    /// `DAILY_BUDGET_USD`: the hard cap.
     pub daily_budget: Option<Usd>,
 }
 
@@ -151,8 +172,11 @@ pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::E
 
 /// One record to store with [`Writer`].
 pub struct Job {
+    /// The record.
     pub record: Record,
+    /// What to check after storing it.
     pub thresholds: Thresholds,
+    /// The database's kind (the SQL differs).
     pub backend: Backend,
 }
 
