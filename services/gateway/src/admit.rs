@@ -54,11 +54,14 @@ return {'limited', scope, '0'}
 /// Which limit stopped a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// `RATE_LIMIT_PER_CONTACT`.
     Contact,
+    /// `RATE_LIMIT_GLOBAL` (or `RATE_LIMIT_VISITORS` for web chat visitors).
     Global,
 }
 
 impl Scope {
+    /// `contact` or `global`, as counted.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Contact => "contact",
@@ -73,20 +76,31 @@ pub enum Admission {
     /// Publish it (then [`Admitter::seen_commands`] in the same transaction).
     Accepted,
     /// Seen before under this gateway message id.
-    Duplicate { first_id: String },
+    Duplicate {
+        /// The id the first copy was published under.
+        first_id: String,
+    },
     /// Over a limit; `notify` is true for the first limited message of the window.
-    Limited { scope: Scope, notify: bool },
+    Limited {
+        /// Which limit.
+        scope: Scope,
+        /// Tell the sender (the first limited message of the window).
+        notify: bool,
+    },
 }
 
 /// Limits per minute.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// `RATE_LIMIT_PER_CONTACT`.
     pub per_contact: u32,
+    /// `RATE_LIMIT_GLOBAL`.
     pub global: u32,
     /// All web chat visitors together, apart from `global` (WhatsApp's customers).
     pub visitors: u32,
 }
 
+/// Admission of inbound messages (duplicates, rate limits), shared by every replica through Redis.
 #[derive(Clone)]
 pub struct Admitter {
     conn: ConnectionManager,
@@ -96,6 +110,7 @@ pub struct Admitter {
 }
 
 impl Admitter {
+    /// An admitter with these limits.
     pub fn new(conn: ConnectionManager, keys: Keys, limits: Limits) -> Self {
         Self {
             conn,

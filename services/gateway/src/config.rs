@@ -18,6 +18,7 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
+    /// The name in `TRANSPORTS`, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Web => "web",

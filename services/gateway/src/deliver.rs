@@ -18,6 +18,7 @@ use crate::receipts::Receipts;
 use crate::transport::{OutgoingText, SendError, Transports};
 use crate::typing::Typing;
 
+/// The outbound consumer's handler (see the module docs).
 pub struct Deliverer {
     transports: Transports,
     receipts: Receipts,
@@ -27,6 +28,7 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
+    /// A deliverer through `transports`.
     pub fn new(
         transports: Transports,
         receipts: Receipts,

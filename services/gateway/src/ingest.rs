@@ -18,38 +18,61 @@ use crate::typing::Typing;
 /// A message as a transport received it, before normalisation.
 #[derive(Debug, Clone)]
 pub struct Incoming {
+    /// The transport it came through.
     pub transport: TransportKind,
     /// The transport's id of the message (duplicates are dropped on it).
     pub transport_message_id: String,
     /// Our id, when the transport assigned one already (the web chat answers with it).
     pub message_id: Option<String>,
+    /// The chat to answer in (the transport's own id).
     pub chat_id: String,
+    /// Who sent it (phone number, WhatsApp ids, web chat visitor).
     pub identities: Vec<Identity>,
+    /// Text, voice note, photo or other.
     pub kind: inbound::Kind,
     /// Text, or the caption of a media message.
     pub text: String,
+    /// A voice note's or photo's bytes.
     pub media: Option<MediaBytes>,
     /// Transport time, unix ms (0 = unknown: now).
     pub sent_at_ms: i64,
+    /// The sender's name, as the transport shows it.
     pub display_name: String,
 }
 
 /// Media bytes with their (sniffed) MIME type.
 #[derive(Debug, Clone)]
 pub struct MediaBytes {
+    /// The bytes as received.
     pub bytes: Vec<u8>,
+    /// The MIME type told from the bytes.
     pub mime: String,
 }
 
 /// What became of an accepted message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Published { message_id: String },
-    Duplicate { message_id: String },
-    Limited { message_id: String, notified: bool },
+    /// Published to the brain.
+    Published {
+        /// Our id of the message.
+        message_id: String,
+    },
+    /// Seen before: dropped.
+    Duplicate {
+        /// The id the first copy got.
+        message_id: String,
+    },
+    /// Over a rate limit: not published.
+    Limited {
+        /// Our id of the message.
+        message_id: String,
+        /// The sender was told (once a window).
+        notified: bool,
+    },
 }
 
 impl Outcome {
+    /// Our id of the message (the first copy's, for a duplicate).
     pub fn message_id(&self) -> &str {
         match self {
             Self::Published { message_id }
@@ -62,9 +85,11 @@ impl Outcome {
 /// Why a message could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The media was refused (size, type, content).
     #[error("{0}")]
     Media(#[from] MediaError),
     #[error("the message store is unavailable: {0}")]
+    /// Redis could not be reached or refused the write.
     Unavailable(#[source] shared::bus::Reason),
 }
 
@@ -110,6 +135,7 @@ fn sender_key(identities: &[Identity], chat_id: &str) -> String {
 pub use shared::proto::chat_order_key;
 
 impl Ingest {
+    /// An ingest on `bus`, asking `typing` for indicators.
     pub fn new(bus: &shared::bus::Bus, cfg: &Config, typing: Typing) -> Self {
         let conn = bus.connection();
         let keys = bus.keys().clone();

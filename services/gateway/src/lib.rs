@@ -10,6 +10,9 @@
 //! - Two listeners: the internal `GATEWAY_HTTP_ADDR` (health, readiness, metrics, `/qr`) and the
 //!   public `PUBLIC_ADDR` (web chat and webhooks only).
 
+// Every public item says what it is for; the lint keeps it so.
+#![warn(missing_docs)]
+
 pub mod admit;
 pub mod config;
 pub mod deliver;

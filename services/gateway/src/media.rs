@@ -63,14 +63,21 @@ pub const EVICTED: &str = "gateway_media_evicted_total";
 /// Why bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
+    /// Over `MAX_MEDIA_MB`.
     #[error("the file is larger than the {limit_mb} MB limit")]
-    TooLarge { limit_mb: u64 },
+    TooLarge {
+        /// `MAX_MEDIA_MB`.
+        limit_mb: u64,
+    },
     #[error(
         "unsupported file type {0}: send a voice note (audio) or a photo (JPEG, PNG, WebP, GIF)"
     )]
+    /// Not audio or an image we take (the type told from the bytes).
     Unsupported(String),
+    /// Claims to be a known type but is not valid.
     #[error("the file is not a valid {0}")]
     Corrupt(&'static str),
+    /// No bytes.
     #[error("the file is empty")]
     Empty,
 }
@@ -78,7 +85,9 @@ pub enum MediaError {
 /// What the bytes are, decided from the bytes themselves (never from the declared type alone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sniffed {
+    /// Voice note or photo.
     pub kind: inbound::Kind,
+    /// The MIME type told from the bytes.
     pub mime: String,
 }
 
@@ -159,6 +168,7 @@ pub struct MediaStore {
 }
 
 impl MediaStore {
+    /// A store on Redis with these limits.
     pub fn new(
         conn: ConnectionManager,
         keys: Keys,

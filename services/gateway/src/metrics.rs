@@ -3,21 +3,34 @@
 use crate::config::TransportKind;
 use crate::transport::{ReceiptStatus, SessionState};
 
+/// Inbound messages published, by transport and kind.
 pub const INBOUND: &str = "gateway_inbound_total";
+/// Duplicates dropped.
 pub const DUPLICATES: &str = "gateway_duplicates_dropped_total";
+/// Messages refused by a rate limit, by scope.
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+/// Requests refused (too large, bad request, busy, …), by reason.
 pub const REJECTED: &str = "gateway_inbound_rejected_total";
+/// Message parts sent.
 pub const OUTBOUND_SENT: &str = "gateway_outbound_sent_total";
+/// Sends that failed, transient or permanent.
 pub const OUTBOUND_FAILED: &str = "gateway_outbound_failed_total";
+/// Parts not sent again on a redelivery (already sent).
 pub const OUTBOUND_SKIPPED: &str = "gateway_outbound_already_sent_total";
+/// Delivery receipts by status.
 pub const RECEIPTS: &str = "gateway_outbound_receipts_total";
+/// From the outbound event to the transport accepting it.
 pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
+/// How long a transport takes to accept a send.
 pub const SEND_LATENCY: &str = "gateway_send_latency_seconds";
+/// From the send to the delivered receipt.
 pub const RECEIPT_LATENCY: &str = "gateway_receipt_latency_seconds";
+/// 1 for each transport's current session state.
 pub const SESSION_STATE: &str = "gateway_session_state";
 
 const KINDS: [&str; 4] = ["text", "voice", "image", "other"];
 
+/// Describes every metric and registers it at zero for the transports run.
 pub fn register(transports: &[TransportKind]) {
     metrics::describe_counter!(INBOUND, "Inbound messages published, by transport and kind");
     metrics::describe_counter!(DUPLICATES, "Inbound messages dropped as duplicates");

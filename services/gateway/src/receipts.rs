@@ -34,6 +34,7 @@ pub struct Receipts {
 }
 
 impl Receipts {
+    /// Receipts kept on `bus`'s Redis.
     pub fn new(bus: &shared::bus::Bus) -> Self {
         Self {
             conn: bus.connection(),

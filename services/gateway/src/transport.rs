@@ -15,15 +15,19 @@ use crate::config::{MAX_TEXT_CHARS, TransportKind};
 /// A transport's session, for `/readyz` and the `gateway_session_state` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
+    /// Serving.
     Connected,
     /// Waiting for someone to scan the QR code on the internal `/qr`.
     WaitingForQr,
+    /// Not serving (starting, reconnecting, logged out).
     Disconnected,
 }
 
 impl SessionState {
+    /// Every state (for metrics registered at zero).
     pub const ALL: [SessionState; 3] = [Self::Connected, Self::WaitingForQr, Self::Disconnected];
 
+    /// The state's name in `/readyz` and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connected => "connected",
@@ -38,10 +42,13 @@ impl SessionState {
 pub struct OutgoingText {
     /// Our id of this part (the outbound message id, `.2`, `.3`… for later parts).
     pub id: String,
+    /// The chat, in the transport's own terms.
     pub chat_id: String,
     /// Already converted to WhatsApp formatting and at most the transport's length limit.
     pub text: String,
+    /// Reply, notice or alert.
     pub kind: proto::outbound::Kind,
+    /// The customer message it answers (empty for alerts).
     pub in_reply_to: String,
     /// The deliverer's record of this part being sent, for a transport that
     /// [`Transport::sends_once`]: its send is a Redis write, and it writes these commands in
@@ -75,12 +82,16 @@ pub enum SendError {
 /// A delivery receipt's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptStatus {
+    /// On the customer's device.
     Delivered,
+    /// Read by the customer.
     Read,
+    /// Could not be delivered.
     Failed,
 }
 
 impl ReceiptStatus {
+    /// The status's name, as recorded and counted.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -93,8 +104,10 @@ impl ReceiptStatus {
 /// A channel to customers.
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
+    /// Which transport this is.
     fn kind(&self) -> TransportKind;
 
+    /// Its session now.
     fn state(&self) -> SessionState;
 
     /// The chat that reaches a recipient known only by identities (alerts to admins), if this
@@ -135,7 +148,9 @@ pub trait Transport: Send + Sync + 'static {
 /// A transport's pending link, for the internal `/qr`.
 #[derive(Debug, Clone, Default)]
 pub struct Pairing {
+    /// The QR code to scan, as text.
     pub qr: Option<String>,
+    /// The pairing code to type, when pairing by code.
     pub code: Option<String>,
 }
 
@@ -146,14 +161,17 @@ pub struct Transports {
 }
 
 impl Transports {
+    /// The transports run.
     pub fn new(list: Vec<Arc<dyn Transport>>) -> Self {
         Self { list }
     }
 
+    /// Every transport.
     pub fn all(&self) -> &[Arc<dyn Transport>] {
         &self.list
     }
 
+    /// The transport of `kind`, if run.
     pub fn get(&self, kind: TransportKind) -> Option<&Arc<dyn Transport>> {
         self.list.iter().find(|t| t.kind() == kind)
     }

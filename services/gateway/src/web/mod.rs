@@ -28,14 +28,20 @@ use crate::transport::{
 };
 use protocol::*;
 
+/// Sidecar restarts by reason.
 pub const RESTARTS: &str = "gateway_web_restarts_total";
+/// WhatsApp messages not served (groups, broadcasts, status, our own).
 pub const IGNORED: &str = "gateway_web_ignored_total";
+/// Sidecar lines that were not protocol messages.
 pub const PROTOCOL_ERRORS: &str = "gateway_web_protocol_errors_total";
+/// Memory of the Node sidecar.
 pub const SIDECAR_RSS: &str = "gateway_web_sidecar_memory_bytes";
+/// Memory of its Chromium.
 pub const BROWSER_RSS: &str = "gateway_web_browser_memory_bytes";
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Describes the transport's metrics and registers them at zero.
 pub fn register_metrics() {
     metrics::describe_counter!(RESTARTS, "Sidecar restarts by reason (exit, zombie, stuck)");
     metrics::describe_counter!(
@@ -91,6 +97,7 @@ struct Inner {
 }
 
 #[derive(Clone)]
+/// The WhatsApp Web transport (see the module docs).
 pub struct Web {
     inner: Arc<Inner>,
 }
@@ -104,6 +111,7 @@ fn phone_of_wa_id(id: &str) -> Option<String> {
 }
 
 impl Web {
+    /// The transport; the sidecar starts with [`Web::run`].
     pub fn new(cfg: WebConfig, ingest: Ingest, bus: &shared::bus::Bus) -> Self {
         let (messages, queue) = mpsc::unbounded_channel();
         Self {

@@ -16,12 +16,15 @@ use tokio_util::sync::CancellationToken;
 /// One message of the listing (the fixed web chat contract).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChatMessage {
+    /// Our id of the message.
     pub id: String,
     /// `in` or `out`.
     pub direction: String,
     /// `text`|`voice`|`image`|`other` (in), `reply`|`notice`|`alert` (out).
     pub kind: String,
+    /// The text (a caption for media).
     pub text: String,
+    /// The message an answer answers.
     pub in_reply_to: Option<String>,
     /// RFC 3339.
     pub at: String,
@@ -62,6 +65,7 @@ fn messages(
     })
 }
 
+/// The web chat's histories on Redis (see the module docs).
 #[derive(Clone)]
 pub struct History {
     conn: ConnectionManager,
@@ -129,11 +133,14 @@ impl Listeners {
 /// A notification: a contact's history grew, or its typing indicator changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
+    /// A message was added.
     Message,
+    /// The typing indicator went on or off.
     Typing(bool),
 }
 
 impl History {
+    /// Histories kept `ttl` after their last message.
     pub fn new(conn: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
         Self {
             conn,

@@ -82,6 +82,7 @@ struct Inner {
 }
 
 impl Webchat {
+    /// The web chat on `bus`, feeding `ingest`; its event streams end with `shutdown`.
     pub fn new(
         bus: &shared::bus::Bus,
         cfg: &Config,
@@ -116,6 +117,7 @@ impl Webchat {
         }
     }
 
+    /// The histories (the notification relay runs on them).
     pub fn history(&self) -> &History {
         &self.inner.history
     }

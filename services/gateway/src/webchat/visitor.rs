@@ -76,6 +76,7 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Keys {
+    /// Keys from the server key, with the optional server token and identity secret.
     pub fn new(
         secret: SecretString,
         server_token: Option<SecretString>,
