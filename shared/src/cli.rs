@@ -11,11 +11,14 @@ use clap::{Parser, Subcommand};
     version,
     about = "Switchboard service. Without a subcommand, runs the service."
 )]
+/// Every service binary's command line: no subcommand runs the service.
 pub struct Cli {
+    /// What to do instead of running.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// Subcommands of every service binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Probe this service's own /healthz on its internal listener; exit 0 when healthy, 1 when not.
@@ -33,11 +36,13 @@ pub enum Command {
     CheckConfig,
     /// List or replay dead letters.
     Dlq {
+        /// What to do with them.
         #[command(subcommand)]
         action: DlqAction,
     },
 }
 
+/// What `dlq` does.
 #[derive(Debug, Subcommand)]
 pub enum DlqAction {
     /// Print the dead letters of a stream (JSON lines), oldest first.
@@ -50,6 +55,7 @@ pub enum DlqAction {
     },
     /// Move dead letters back to their stream (all, or those given with --id).
     Replay {
+        /// inbound, outbound, transcribe, transcripts or usage.
         stream: String,
         /// Only these dead-letter ids (repeatable).
         #[arg(long = "id")]

@@ -24,10 +24,12 @@ impl Clock for SystemClock {
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
+    /// A clock stopped at `ms`.
     pub fn at(ms: i64) -> Self {
         Self(Arc::new(AtomicI64::new(ms)))
     }
 
+    /// Moves the clock to `ms`.
     pub fn set(&self, ms: i64) {
         self.0.store(ms, Ordering::SeqCst);
     }

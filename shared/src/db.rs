@@ -23,22 +23,30 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Which database engine `DATABASE_URL` names.
+/// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The default: one file.
     Sqlite,
+    /// For several hosts.
     Postgres,
 }
 
 /// Database errors callers match on.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The database failed.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite file's directory cannot be created.
     #[error("cannot create the SQLite directory {path}: {source}")]
     CreateDir {
+        /// The directory.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
 }
@@ -189,10 +197,12 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
+    /// Commits (and gives the write turn back).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
 
+    /// Rolls back (and gives the write turn back).
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.tx.rollback().await
     }
@@ -303,10 +313,12 @@ impl Db {
         }
     }
 
+    /// The connection pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
+    /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -354,6 +366,7 @@ impl Db {
         }
     }
 
+    /// Closes the pool's connections.
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -15,10 +15,13 @@ use axum::routing::post;
 /// One scripted answer.
 #[derive(Debug, Clone)]
 pub enum Reply {
+    /// Answers with this text.
     Text(String),
+    /// Fails with this HTTP status.
     Status(u16),
     /// 429 with `Retry-After` seconds.
     RateLimited(u64),
+    /// Answers with the text after the delay.
     Slow(Duration, String),
 }
 
@@ -29,13 +32,16 @@ struct Inner {
     requests: Vec<serde_json::Value>,
 }
 
+/// A local OpenAI chat-completions server answering from a script.
 #[derive(Clone)]
 pub struct FakeChat {
     inner: Arc<Mutex<Inner>>,
+    /// Its base URL (ending in `/v1`), for `OPENAI_BASE_URL`.
     pub base_url: String,
 }
 
 impl FakeChat {
+    /// Starts the server (echoing `You said: …` when the script is empty).
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()

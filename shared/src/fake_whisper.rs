@@ -14,7 +14,9 @@ use axum::routing::post;
 /// One scripted answer.
 #[derive(Debug, Clone)]
 pub enum Answer {
+    /// Transcribes as this text.
     Ok(&'static str),
+    /// Fails with this HTTP status.
     Status(u16),
     /// 429 with `Retry-After` seconds.
     RateLimited(u64),
@@ -25,11 +27,17 @@ pub enum Answer {
 /// What one request carried.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The model asked for.
     pub model: String,
+    /// The language hint, if any.
     pub language: Option<String>,
+    /// The WAV's sample rate.
     pub sample_rate: u32,
+    /// The WAV's channels.
     pub channels: u16,
+    /// The audio's length.
     pub seconds: f64,
+    /// When it arrived.
     pub at: std::time::Instant,
 }
 
@@ -42,13 +50,16 @@ struct Inner {
     bad: Vec<String>,
 }
 
+/// A local OpenAI transcription server answering from a script.
 #[derive(Clone, Default)]
 pub struct FakeWhisper {
     inner: Arc<Mutex<Inner>>,
+    /// Its base URL (ending in `/v1`), for `WHISPER_BASE_URL`.
     pub base_url: String,
 }
 
 impl FakeWhisper {
+    /// Starts the server: `script` in order, then `otherwise` (or an error).
     pub async fn start(script: Vec<Answer>, otherwise: Option<Answer>) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
             script: script.into(),
@@ -67,6 +78,7 @@ impl FakeWhisper {
         }
     }
 
+    /// What each request carried, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.inner.lock().unwrap().seen.clone()
     }

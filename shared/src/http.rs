@@ -22,15 +22,18 @@ use crate::db::Db;
 /// The state of one dependency.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CheckStatus {
+    /// The dependency answers.
     pub ok: bool,
     /// A state name where there is more than up/down (a transport: `connected`, `needs_qr`…).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 impl CheckStatus {
+    /// A dependency that answers.
     pub fn ok() -> Self {
         Self {
             ok: true,
@@ -39,6 +42,7 @@ impl CheckStatus {
         }
     }
 
+    /// A dependency that does not, and why.
     pub fn failed(error: impl Into<String>) -> Self {
         Self {
             ok: false,
@@ -55,8 +59,11 @@ pub type ExtraCheck =
 /// What `/readyz` looks at.
 #[derive(Clone)]
 pub struct Readiness {
+    /// Redis (through the bus).
     pub bus: Bus,
+    /// The database, for services that have one.
     pub db: Option<Db>,
+    /// The service's own checks (transports).
     pub extra: Vec<ExtraCheck>,
 }
 

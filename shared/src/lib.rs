@@ -4,6 +4,9 @@
 //!
 //! No one service's business logic lives here.
 
+// Every public item says what it is for; the lint keeps it so.
+#![warn(missing_docs)]
+
 pub mod bus;
 pub mod cli;
 pub mod clock;

@@ -67,6 +67,7 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Reads `LLM_*` (timeouts, retries, breaker); problems are recorded in `env`.
     pub fn from_env(env: &mut Env) -> Self {
         Self {
             timeout: env.secs("LLM_TIMEOUT_SECS", 30, 1, 600),
@@ -80,15 +81,18 @@ impl Policy {
 }
 
 /// Where an OpenAI-compatible API is, and whether one is configured at all.
+/// An OpenAI-compatible endpoint: where, and with which key.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// Base URL including `/v1` (trailing slash removed).
     pub base_url: String,
+    /// The API key, if any.
     pub api_key: Option<SecretString>,
     /// A key or a base URL was given (a base URL without a key is valid: Ollama).
     pub configured: bool,
 }
 
+/// OpenAI's own API.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
 impl Endpoint {
@@ -203,6 +207,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// A breaker for `upstream` (its name in metrics) with `policy`'s thresholds.
     pub fn new(upstream: &'static str, policy: Policy) -> Self {
         metrics::describe_counter!(CALLS, "Calls to AI APIs by upstream and outcome");
         metrics::describe_counter!(RETRIES, "Retries of AI API calls");
@@ -223,6 +228,7 @@ impl Breaker {
         }
     }
 
+    /// The policy it was made with.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -339,9 +345,11 @@ impl Breaker {
 /// What one call achieved.
 #[derive(Debug)]
 pub struct Called<T> {
+    /// What the call returned.
     pub value: T,
     /// Attempts made (1 = no retry).
     pub attempts: u32,
+    /// How long it took, retries included.
     pub latency: Duration,
 }
 

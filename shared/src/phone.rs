@@ -12,8 +12,10 @@ pub struct Phone(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
     #[error("a phone number may only contain digits, spaces, '+', '-', '.', '(' and ')'")]
+    /// A character a phone number cannot have.
     BadCharacter,
     #[error("a phone number needs 8 to 15 digits including the country code")]
+    /// Too few or too many digits.
     BadLength,
 }
 

@@ -19,6 +19,7 @@ pub use crate::tasks::Tasks;
 /// What a service is, for the shared skeleton.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
+    /// Which service.
     pub name: ServiceName,
     /// Uses the database (runs migrations at startup, has `migrate`).
     pub uses_db: bool,
@@ -30,18 +31,26 @@ pub struct Spec {
 
 /// Everything a running service gets.
 pub struct Context<C> {
+    /// The common variables.
     pub common: CommonConfig,
+    /// The service's own variables.
     pub config: C,
+    /// The bus.
     pub bus: Bus,
+    /// The database (migrated), for services that use one.
     pub db: Option<Db>,
+    /// The metrics recorder.
     pub metrics: PrometheusHandle,
+    /// Cancelled on SIGTERM or Ctrl-C.
     pub shutdown: CancellationToken,
 }
 
 /// What the service hands back to the skeleton: extra internal routes and readiness checks,
 /// and its main future (which must return when `shutdown` is cancelled).
 pub struct Running {
+    /// Routes added to the internal listener.
     pub routes: Option<axum::Router>,
+    /// Readiness checks beside Redis and the database.
     pub checks: Vec<ExtraCheck>,
     /// The service's work; the service stops when they end ([`Tasks::join`]).
     pub tasks: Tasks,

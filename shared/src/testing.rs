@@ -35,12 +35,14 @@ pub fn free_port() -> u16 {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new directory, its name tagged.
     pub fn new(tag: &str) -> Self {
         let p = std::env::temp_dir().join(format!("sb-{tag}-{}", crate::ids::new_id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         Self(p)
     }
 
+    /// Its path.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -60,6 +62,7 @@ pub async fn cleanup_prefix(url: &str, prefix: &str) {
 /// A private `redis-server` on a spare port with AOF (`appendfsync always`), for tests that
 /// kill or stop Redis. Never the shared one.
 pub struct RedisServer {
+    /// Its port on 127.0.0.1.
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
@@ -67,10 +70,12 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts it.
     pub fn start() -> Self {
         Self::start_with(&[])
     }
 
+    /// Starts it with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let mut s = Self {
             port: free_port(),
@@ -82,6 +87,7 @@ impl RedisServer {
         s
     }
 
+    /// Its `redis://` URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -170,13 +176,16 @@ pub fn pg_server_url() -> String {
 /// A database of its own for one test: a SQLite file in a temp dir, or a fresh PostgreSQL
 /// database (dropped on `cleanup`).
 pub struct TestDb {
+    /// Its URL, for `DATABASE_URL`.
     pub url: String,
+    /// A pool on it (migrated).
     pub db: Db,
     pg_name: Option<String>,
     _dir: Option<TempDir>,
 }
 
 impl TestDb {
+    /// The backend `SB_TEST_DB` names (SQLite by default).
     pub async fn new() -> Self {
         if test_backend_is_postgres() {
             Self::postgres().await
@@ -185,6 +194,7 @@ impl TestDb {
         }
     }
 
+    /// A SQLite file.
     pub fn sqlite() -> Self {
         let dir = TempDir::new("db");
         let url = format!("sqlite://{}/test.db", dir.path().display());
@@ -197,6 +207,7 @@ impl TestDb {
         }
     }
 
+    /// A fresh PostgreSQL database on `SB_TEST_PG_URL`.
     pub async fn postgres() -> Self {
         use sqlx::Connection;
         let server = pg_server_url();
@@ -237,8 +248,11 @@ impl TestDb {
 
 /// A service process under test; killed on drop.
 pub struct ServiceProcess {
+    /// The process.
     pub child: Child,
+    /// Its internal listener (`http://…`).
     pub http: String,
+    /// Its log file.
     pub log: PathBuf,
 }
 
@@ -314,11 +328,13 @@ impl ServiceProcess {
         .expect("terminate task")
     }
 
+    /// SIGKILL, at once.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
+    /// What it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -334,13 +350,18 @@ impl Drop for ServiceProcess {
 /// Environment for running one service binary in a test: its own prefix, port, data dir and
 /// database URL.
 pub struct ServiceEnv {
+    /// The variables it starts with (tests add to them).
     pub env: HashMap<String, String>,
+    /// Its internal listener's address.
     pub http_addr: String,
+    /// Its `STREAM_PREFIX`.
     pub prefix: String,
+    /// Its working directory (data, logs).
     pub dir: TempDir,
 }
 
 impl ServiceEnv {
+    /// An environment for `service` on `redis` (and `database`).
     pub fn new(
         service: crate::config::ServiceName,
         redis_url: &str,
@@ -370,6 +391,7 @@ impl ServiceEnv {
         }
     }
 
+    /// Starts `bin` in it (not waiting for readiness).
     pub fn spawn(&self, bin: &str) -> ServiceProcess {
         ServiceProcess::spawn(bin, &self.env, &self.http_addr, self.dir.path())
     }

@@ -18,7 +18,9 @@ use crate::db::Db;
 pub struct Usd(pub i64);
 
 impl Usd {
+    /// Picodollars in a dollar.
     pub const PICO_PER_USD: i64 = 1_000_000_000_000;
+    /// Picodollars in a microdollar (what is shown).
     pub const PICO_PER_MICRO: i64 = 1_000_000;
 
     /// From a decimal dollar amount (configuration); rounded to the nearest micro-dollar first so
@@ -27,6 +29,7 @@ impl Usd {
         Self((usd * 1e6).round() as i64 * Self::PICO_PER_MICRO)
     }
 
+    /// The amount in picodollars.
     pub fn pico(self) -> i64 {
         self.0
     }
@@ -80,6 +83,7 @@ impl Days {
         }
     }
 
+    /// Days in UTC.
     pub fn utc() -> Self {
         Self {
             tz: TimeZone::UTC,
@@ -87,6 +91,7 @@ impl Days {
         }
     }
 
+    /// The zone's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -160,10 +165,15 @@ pub async fn unlink_contact(
 /// Sums over a set of usage records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// What it cost.
     pub cost: Usd,
+    /// Tokens of prompts.
     pub prompt_tokens: i64,
+    /// Tokens of answers.
     pub completion_tokens: i64,
+    /// Audio transcribed.
     pub audio_ms: i64,
+    /// Paid calls.
     pub records: i64,
 }
 

@@ -20,11 +20,15 @@ pub struct DeadLetter {
     pub source_id: String,
     /// `undecodable`, `max_deliveries` or `permanent`.
     pub kind: String,
+    /// Why it was dead-lettered (the error chain).
     pub reason: String,
+    /// Deliveries tried.
     pub deliveries: u64,
+    /// When (unix ms).
     pub at_ms: i64,
     /// Payload kind, when the envelope decodes.
     pub event: Option<String>,
+    /// The envelope's id, when it decodes.
     pub event_id: Option<String>,
 }
 

@@ -34,15 +34,20 @@ return n
 /// id) and the brain's contact id.
 #[derive(Debug, Clone, Default)]
 pub struct Person {
+    /// Identity values: `+15550001111`, a visitor id, a WhatsApp id.
     pub identities: Vec<String>,
+    /// The brain's contact id (usage and transcription jobs carry it).
     pub contact_id: String,
 }
 
 /// What was erased.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Erased {
+    /// Web chat histories deleted.
     pub histories: u64,
+    /// Media items deleted.
     pub media: u64,
+    /// Dead letters deleted.
     pub dead_letters: u64,
 }
 

@@ -19,6 +19,7 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Every stream.
     pub const ALL: [Stream; 5] = [
         Stream::Inbound,
         Stream::Outbound,
@@ -27,6 +28,7 @@ impl Stream {
         Stream::Usage,
     ];
 
+    /// The stream's name in keys, metrics and the CLI.
     pub fn name(self) -> &'static str {
         match self {
             Stream::Inbound => "inbound",
@@ -78,6 +80,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Keys under `prefix` (`STREAM_PREFIX`).
     pub fn new(prefix: &str) -> Self {
         Self {
             tag: format!("{{{prefix}}}"),

@@ -13,10 +13,13 @@ use super::{Bus, Result};
 /// Depth, pending and lag of one stream and its group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamStats {
+    /// Entries in the stream.
     pub length: u64,
+    /// Entries read and not yet acknowledged.
     pub pending: u64,
     /// Entries not yet delivered to the group (`None` when Redis cannot tell).
     pub lag: Option<u64>,
+    /// Dead letters.
     pub dlq_length: u64,
 }
 

@@ -2,22 +2,39 @@
 
 use super::keys::Stream;
 
+/// Entries handed to a handler, by stream.
 pub const CONSUMED: &str = "bus_consumed_total";
+/// Entries acknowledged.
 pub const ACKED: &str = "bus_acked_total";
+/// Handler failures.
 pub const FAILED: &str = "bus_failed_total";
+/// Entries moved to the dead letters, by kind.
 pub const DEAD_LETTERED: &str = "bus_dead_lettered_total";
+/// Entries taken over from an idle consumer.
 pub const RECLAIMED: &str = "bus_reclaimed_total";
+/// Handler panics (caught; the entry is retried).
 pub const PANICS: &str = "bus_handler_panics_total";
+/// Retries because a dependency was busy (not counted as deliveries).
 pub const BUSY: &str = "bus_busy_retries_total";
+/// Consumers found stuck (the process exits).
 pub const STUCK: &str = "bus_consumer_stuck_total";
+/// Events published, by stream.
 pub const PUBLISHED: &str = "bus_published_total";
+/// Handler time.
 pub const HANDLE_SECONDS: &str = "bus_handle_seconds";
+/// Entries pending (read, not acknowledged).
 pub const PENDING: &str = "bus_pending";
+/// Entries in each stream.
 pub const STREAM_LENGTH: &str = "bus_stream_length";
+/// Entries not yet read by the group.
 pub const CONSUMER_LAG: &str = "bus_consumer_lag";
+/// Dead letters of each stream.
 pub const DLQ_LENGTH: &str = "bus_dlq_length";
+/// 1 while Redis answers.
 pub const REDIS_UP: &str = "bus_redis_up";
+/// Redis's used memory.
 pub const REDIS_USED_MEMORY: &str = "bus_redis_used_memory_bytes";
+/// Redis's `maxmemory` (0: unlimited).
 pub const REDIS_MAXMEMORY: &str = "bus_redis_maxmemory_bytes";
 
 /// Reasons an entry is dead-lettered (label values of `bus_dead_lettered_total`).

@@ -58,16 +58,25 @@ use crate::config::{BusConfig, CommonConfig};
 /// Errors of the bus itself.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// Redis failed or could not be reached.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(
         "unknown stream {0:?} (expected one of inbound, outbound, transcribe, transcripts, usage)"
     )]
+    /// A stream name that is not one of ours.
     UnknownStream(String),
     #[error("the {stream} consumer is stuck: it held entries and finished none for {idle_secs} s")]
-    Stuck { stream: Stream, idle_secs: u64 },
+    /// A consumer held entries and finished none for too long.
+    Stuck {
+        /// Its stream.
+        stream: Stream,
+        /// How long it made no progress.
+        idle_secs: u64,
+    },
 }
 
+/// The bus's results.
 pub type Result<T, E = BusError> = std::result::Result<T, E>;
 
 /// Everything needed to publish to and consume from the streams of one deployment.
@@ -91,6 +100,7 @@ impl Bus {
         )
     }
 
+    /// A bus on `url` with these settings; `service` names the consumers and producers.
     pub fn with_parts(
         url: &crate::config::Dsn,
         prefix: &str,
@@ -108,14 +118,17 @@ impl Bus {
         })
     }
 
+    /// The key names.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
+    /// The bus settings.
     pub fn config(&self) -> &BusConfig {
         &self.cfg
     }
 
+    /// The service this process is.
     pub fn service(&self) -> &'static str {
         self.service
     }
@@ -125,6 +138,7 @@ impl Bus {
         self.conn.clone()
     }
 
+    /// The Redis client (for dedicated connections such as subscriptions).
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
@@ -185,6 +199,7 @@ impl Bus {
         }
     }
 
+    /// A publisher on this bus.
     pub fn publisher(&self) -> Publisher {
         Publisher::new(self.conn.clone(), self.keys.clone(), self.service)
     }
@@ -203,6 +218,7 @@ impl Bus {
             .await?)
     }
 
+    /// The dead letters.
     pub fn dlq(&self) -> Dlq {
         Dlq::new(self.conn.clone(), self.keys.clone())
     }

@@ -13,13 +13,16 @@ pub(crate) const ORDER_TTL_SECS: u64 = 7 * 24 * 3600;
 /// One event to publish.
 #[derive(Debug, Clone)]
 pub struct Publish {
+    /// Where to.
     pub stream: Stream,
+    /// What.
     pub envelope: Envelope,
     /// Entries with the same order key are handled one at a time, in order (the contact).
     pub order_key: Option<String>,
 }
 
 impl Publish {
+    /// An event without order.
     pub fn new(stream: Stream, envelope: Envelope) -> Self {
         Self {
             stream,
@@ -28,6 +31,7 @@ impl Publish {
         }
     }
 
+    /// An event handled in order with every other of `order_key` (the contact).
     pub fn ordered(stream: Stream, envelope: Envelope, order_key: impl Into<String>) -> Self {
         Self {
             stream,

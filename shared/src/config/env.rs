@@ -15,6 +15,7 @@ pub struct Problem {
 /// Every problem found while loading a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
+    /// Every problem found.
     pub problems: Vec<Problem>,
 }
 

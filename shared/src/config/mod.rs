@@ -29,6 +29,7 @@ pub fn load_dotenv() {
 pub struct Dsn(SecretString);
 
 impl Dsn {
+    /// A DSN from its URL.
     pub fn new(url: impl Into<String>) -> Self {
         Self(SecretString::from(url.into()))
     }
@@ -81,20 +82,27 @@ pub fn redact_url_password(url: &str) -> String {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// One JSON object per line (production).
     Json,
+    /// For people at a terminal.
     Pretty,
 }
 
 /// Which service a process is; fixes its listener variable and default port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceName {
+    /// WhatsApp sessions and the web chat.
     Gateway,
+    /// Answers.
     Brain,
+    /// Voice notes to text.
     Transcriber,
+    /// Usage, cost, alerts, the budget.
     Ledger,
 }
 
 impl ServiceName {
+    /// The service's name in logs, metrics and consumer names.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Gateway => "gateway",
@@ -172,6 +180,7 @@ impl Default for BusConfig {
 }
 
 impl BusConfig {
+    /// Reads the common variables; problems are recorded in `env`.
     pub fn from_env(env: &mut Env, service: ServiceName) -> Self {
         let d = Self::default();
         let concurrency = match service {
@@ -198,6 +207,7 @@ impl BusConfig {
 /// Variables every service reads.
 #[derive(Debug, Clone)]
 pub struct CommonConfig {
+    /// Which service this is.
     pub service: ServiceName,
     /// `REDIS_URL`.
     pub redis_url: Dsn,
@@ -217,6 +227,7 @@ pub struct CommonConfig {
     pub http_addr: SocketAddr,
     /// `STARTUP_TIMEOUT_SECS`: how long to wait for the database at startup.
     pub startup_timeout: Duration,
+    /// The bus's settings.
     pub bus: BusConfig,
 }
 

@@ -35,7 +35,9 @@ use upkeep::*;
 pub struct Delivery {
     /// Stream entry id (changes if the event is replayed from the DLQ; not a business key).
     pub entry_id: String,
+    /// The stream it came from.
     pub stream: Stream,
+    /// The event.
     pub envelope: Envelope,
     /// 1 on the first delivery.
     pub deliveries: u32,
@@ -145,6 +147,7 @@ impl HandleError {
 /// Handles one entry. Returns the events to publish; they are published atomically with the
 /// acknowledgement of the entry. Must be idempotent (delivery is at-least-once).
 pub trait Handler: Send + Sync + 'static {
+    /// Handles one delivery (see the trait's docs).
     fn handle(
         &self,
         delivery: Delivery,
