@@ -78,29 +78,9 @@ impl Brain {
             return Ok(stop);
         }
         let eff = self.effective_for_answers().await?;
-        let image_bytes = match ib.kind() {
-            inbound::Kind::Image => {
-                let media = ib.media.as_ref();
-                if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
-                    return Ok(Decision::notice(
-                        &msgs.image_too_large,
-                        Outcome::ImageTooLarge,
-                    ));
-                }
-                let bytes = match media {
-                    Some(m) => self
-                        .bus
-                        .read_media(m)
-                        .await
-                        .map_err(|e| HandleError::retry("media store", e))?,
-                    None => None,
-                };
-                let Some(bytes) = bytes else {
-                    return Ok(Decision::notice(&msgs.llm_down, Outcome::ImageMissing));
-                };
-                Some(bytes)
-            }
-            _ => None,
+        let image_bytes = match self.photo(ib).await? {
+            Ok(bytes) => bytes,
+            Err(refused) => return Ok(refused),
         };
         let memory = known.memory;
         let question = if text.is_empty() && image_bytes.is_some() {
@@ -128,37 +108,8 @@ impl Brain {
         {
             Ok(a) if !a.text.is_empty() => {
                 metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
-                let mut reply = a.text.clone();
-                let disclose = !contact.disclosed && !self.cfg.ai_disclosure.is_empty();
-                if disclose {
-                    reply = format!("{}\n\n{reply}", self.cfg.ai_disclosure);
-                }
-                // A voice note's answer may start with what was understood.
-                if ib.kind() == inbound::Kind::Voice && eff.echo_transcript {
-                    reply = format!("🎤 \"{question}\"\n\n{reply}");
-                }
-                let user_turn = if ib.kind() == inbound::Kind::Image {
-                    format!("[photo] {question}")
-                } else {
-                    question
-                };
-                Ok(Decision {
-                    replies: vec![(outbound::Kind::Reply, reply)],
-                    turns: vec![
-                        Turn {
-                            role: "user",
-                            content: user_turn,
-                        },
-                        Turn {
-                            role: "assistant",
-                            content: a.text.clone(),
-                        },
-                    ],
-                    extra: vec![self.usage(contact, ib, &a, op)],
-                    disclosed: disclose,
-                    outcome: Outcome::Answered,
-                    voice_deadline_ms: None,
-                })
+                let usage = self.usage(contact, ib, &a, op);
+                Ok(self.answered(ib, contact, &eff, question, a.text, usage))
             }
             Ok(a) => {
                 tracing::warn!("the model returned an empty answer");
@@ -175,6 +126,76 @@ impl Brain {
                 tracing::warn!(error = %e, "no answer from the model; sending the fallback");
                 Ok(Decision::notice(&msgs.llm_down, outcome))
             }
+        }
+    }
+
+    /// A photo's bytes (`Ok(None)` for other messages), or the notice that refuses it.
+    async fn photo(&self, ib: &Inbound) -> Result<Result<Option<Vec<u8>>, Decision>, HandleError> {
+        if ib.kind() != inbound::Kind::Image {
+            return Ok(Ok(None));
+        }
+        let msgs = &self.cfg.messages;
+        let media = ib.media.as_ref();
+        if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
+            return Ok(Err(Decision::notice(
+                &msgs.image_too_large,
+                Outcome::ImageTooLarge,
+            )));
+        }
+        let bytes = match media {
+            Some(m) => self
+                .bus
+                .read_media(m)
+                .await
+                .map_err(|e| HandleError::retry("media store", e))?,
+            None => None,
+        };
+        Ok(bytes
+            .map(Some)
+            .ok_or_else(|| Decision::notice(&msgs.llm_down, Outcome::ImageMissing)))
+    }
+
+    /// The model answered `text` to `question`: the reply (with the AI disclosure the first
+    /// time, and what was understood of a voice note), the memory turns and the usage.
+    fn answered(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        eff: &Config,
+        question: String,
+        text: String,
+        usage: Publish,
+    ) -> Decision {
+        let mut reply = text.clone();
+        let disclose = !contact.disclosed && !self.cfg.ai_disclosure.is_empty();
+        if disclose {
+            reply = format!("{}\n\n{reply}", self.cfg.ai_disclosure);
+        }
+        // A voice note's answer may start with what was understood.
+        if ib.kind() == inbound::Kind::Voice && eff.echo_transcript {
+            reply = format!("🎤 \"{question}\"\n\n{reply}");
+        }
+        let user_turn = if ib.kind() == inbound::Kind::Image {
+            format!("[photo] {question}")
+        } else {
+            question
+        };
+        Decision {
+            replies: vec![(outbound::Kind::Reply, reply)],
+            turns: vec![
+                Turn {
+                    role: "user",
+                    content: user_turn,
+                },
+                Turn {
+                    role: "assistant",
+                    content: text,
+                },
+            ],
+            extra: vec![usage],
+            disclosed: disclose,
+            outcome: Outcome::Answered,
+            voice_deadline_ms: None,
         }
     }
 }
