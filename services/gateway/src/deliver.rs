@@ -5,17 +5,18 @@
 //! a crash or a failure on a later part never sends a part twice. Transient failures are
 //! retried in place by the bus; permanent ones are dead-lettered with their reason.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use redis::aio::ConnectionManager;
 use shared::bus::{Delivery, HandleError, Handler, Keys, Publish};
-use shared::proto::{Payload, outbound};
+use shared::proto::{Outbound, Payload, outbound};
 
 use crate::config::DEDUP_WINDOW;
 use crate::format::{markdown_to_whatsapp, split_message};
 use crate::metrics as m;
 use crate::receipts::Receipts;
-use crate::transport::{OutgoingText, SendError, Transports};
+use crate::transport::{OutgoingText, SendError, Transport, Transports};
 use crate::typing::Typing;
 
 /// The outbound consumer's handler (see the module docs).
@@ -46,6 +47,92 @@ impl Deliverer {
 
     fn sent_key(&self, part_id: &str) -> String {
         self.keys.key(&format!("gw:sent:{part_id}"))
+    }
+}
+
+impl Deliverer {
+    /// Sends one part unless it was sent before, and records it as sent.
+    async fn send_part(
+        &self,
+        transport: &Arc<dyn Transport>,
+        o: &Outbound,
+        chat_id: &str,
+        id: String,
+        part: String,
+        deliveries: u32,
+    ) -> Result<(), HandleError> {
+        let kind = transport.kind();
+        let mut conn = self.conn.clone();
+        let key = self.sent_key(&id);
+        let sent: bool = !transport.sends_once()
+            && redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| HandleError::retry("cannot check the sent record", e))?;
+        if sent {
+            metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str()).increment(1);
+            tracing::info!(part = %id, "part already sent; not sending it again");
+            return Ok(());
+        }
+        // The sent record (and the receipt mapping), written after the transport took
+        // the part — also when it had sent it already: a crash may have come between its
+        // send and this record. A transport that sends once writes it with its send.
+        let record = |tmid: &str| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(tmid)
+                .arg("PX")
+                .arg(DEDUP_WINDOW.as_millis() as u64)
+                .ignore();
+            self.receipts.sent_commands(&mut pipe, kind, tmid, &id);
+            pipe
+        };
+        let msg = OutgoingText {
+            id: id.clone(),
+            chat_id: chat_id.to_owned(),
+            text: part,
+            kind: o.kind(),
+            in_reply_to: o.in_reply_to.clone(),
+            record: if transport.sends_once() {
+                record(&id).cmd_iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let started = Instant::now();
+        let result = transport.send_text(&msg).await;
+        metrics::histogram!(m::SEND_LATENCY, "transport" => kind.as_str())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(s) => {
+                if !s.recorded {
+                    record_sent(&mut conn, &record(&s.transport_message_id)).await?;
+                }
+                if s.already {
+                    metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str())
+                        .increment(1);
+                    tracing::info!(part = %id, "part already sent; not sending it again");
+                } else {
+                    metrics::counter!(m::OUTBOUND_SENT, "transport" => kind.as_str()).increment(1);
+                }
+            }
+            Err(SendError::Transient(e)) => {
+                metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "transient")
+                    .increment(1);
+                tracing::warn!(error = %e, deliveries = deliveries, "send failed; will retry");
+                return Err(HandleError::Retry(e));
+            }
+            Err(SendError::Permanent(e)) => {
+                metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "permanent")
+                    .increment(1);
+                tracing::warn!(error = %e, "send failed for good; dead-lettering");
+                return Err(HandleError::Permanent(e));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -83,79 +170,10 @@ impl Handler for Deliverer {
         }
         let parts = split_message(&text, transport.max_text_chars());
         let n = parts.len();
-        let mut conn = self.conn.clone();
         for (i, part) in parts.into_iter().enumerate() {
             let id = part_id(&o.message_id, i, n);
-            let key = self.sent_key(&id);
-            let sent: bool = !transport.sends_once()
-                && redis::cmd("EXISTS")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| HandleError::retry("cannot check the sent record", e))?;
-            if sent {
-                metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str()).increment(1);
-                tracing::info!(part = i + 1, "part already sent; not sending it again");
-                continue;
-            }
-            // The sent record (and the receipt mapping), written after the transport took
-            // the part — also when it had sent it already: a crash may have come between its
-            // send and this record. A transport that sends once writes it with its send.
-            let record = |tmid: &str| {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                pipe.cmd("SET")
-                    .arg(&key)
-                    .arg(tmid)
-                    .arg("PX")
-                    .arg(DEDUP_WINDOW.as_millis() as u64)
-                    .ignore();
-                self.receipts.sent_commands(&mut pipe, kind, tmid, &id);
-                pipe
-            };
-            let msg = OutgoingText {
-                id: id.clone(),
-                chat_id: chat_id.clone(),
-                text: part,
-                kind: o.kind(),
-                in_reply_to: o.in_reply_to.clone(),
-                record: if transport.sends_once() {
-                    record(&id).cmd_iter().cloned().collect()
-                } else {
-                    Vec::new()
-                },
-            };
-            let started = Instant::now();
-            let result = transport.send_text(&msg).await;
-            metrics::histogram!(m::SEND_LATENCY, "transport" => kind.as_str())
-                .record(started.elapsed().as_secs_f64());
-            match result {
-                Ok(s) => {
-                    if !s.recorded {
-                        record_sent(&mut conn, &record(&s.transport_message_id)).await?;
-                    }
-                    if s.already {
-                        metrics::counter!(m::OUTBOUND_SKIPPED, "transport" => kind.as_str())
-                            .increment(1);
-                        tracing::info!(part = i + 1, "part already sent; not sending it again");
-                    } else {
-                        metrics::counter!(m::OUTBOUND_SENT, "transport" => kind.as_str())
-                            .increment(1);
-                    }
-                }
-                Err(SendError::Transient(e)) => {
-                    metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "transient")
-                        .increment(1);
-                    tracing::warn!(error = %e, deliveries = d.deliveries, "send failed; will retry");
-                    return Err(HandleError::Retry(e));
-                }
-                Err(SendError::Permanent(e)) => {
-                    metrics::counter!(m::OUTBOUND_FAILED, "transport" => kind.as_str(), "failure" => "permanent")
-                        .increment(1);
-                    tracing::warn!(error = %e, "send failed for good; dead-lettering");
-                    return Err(HandleError::Permanent(e));
-                }
-            }
+            self.send_part(&transport, o, &chat_id, id, part, d.deliveries)
+                .await?;
         }
         if o.kind() != outbound::Kind::Alert {
             self.typing.stop(kind, &chat_id);
