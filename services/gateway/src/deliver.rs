@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use shared::bus::{Delivery, HandleError, Handler, Keys, Publish};
 use shared::proto::{Outbound, Payload, outbound};
 
-use crate::config::DEDUP_WINDOW;
+use crate::config::{DEDUP_WINDOW, TransportKind};
 use crate::format::{markdown_to_whatsapp, split_message};
 use crate::metrics as m;
 use crate::receipts::Receipts;
@@ -51,6 +51,20 @@ impl Deliverer {
 }
 
 impl Deliverer {
+    /// The sent record of part `id` (and its receipt mapping) in one transaction.
+    fn record(&self, key: &str, kind: TransportKind, tmid: &str, id: &str) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(tmid)
+            .arg("PX")
+            .arg(DEDUP_WINDOW.as_millis() as u64)
+            .ignore();
+        self.receipts.sent_commands(&mut pipe, kind, tmid, id);
+        pipe
+    }
+
     /// Sends one part unless it was sent before, and records it as sent.
     async fn send_part(
         &self,
@@ -78,18 +92,7 @@ impl Deliverer {
         // The sent record (and the receipt mapping), written after the transport took
         // the part — also when it had sent it already: a crash may have come between its
         // send and this record. A transport that sends once writes it with its send.
-        let record = |tmid: &str| {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            pipe.cmd("SET")
-                .arg(&key)
-                .arg(tmid)
-                .arg("PX")
-                .arg(DEDUP_WINDOW.as_millis() as u64)
-                .ignore();
-            self.receipts.sent_commands(&mut pipe, kind, tmid, &id);
-            pipe
-        };
+        let record = |tmid: &str| self.record(&key, kind, tmid, &id);
         let msg = OutgoingText {
             id: id.clone(),
             chat_id: chat_id.to_owned(),
