@@ -213,29 +213,9 @@ impl Ingest {
                 });
             }
             Admission::Limited { scope, notify } => {
-                metrics::counter!(m::RATE_LIMITED, "scope" => scope.as_str()).increment(1);
-                tracing::info!(
-                    scope = scope.as_str(),
-                    sender = %Redacted(&sender),
-                    notify,
-                    "message refused by a rate limit"
-                );
-                if notify {
-                    let text = match scope {
-                        Scope::Contact => &inner.rate_notice,
-                        Scope::Global => &inner.busy_notice,
-                    };
-                    self.notice(&msg, &message_id, text, &extra).await?;
-                } else {
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
-                    extra(&mut pipe, false);
-                    pipe.query_async::<()>(&mut inner.conn.clone()).await?;
-                }
-                return Ok(Outcome::Limited {
-                    message_id,
-                    notified: notify,
-                });
+                return self
+                    .limited(&msg, message_id, &sender, scope, notify, &extra)
+                    .await;
             }
             Admission::Accepted => {}
         }
@@ -258,6 +238,41 @@ impl Ingest {
         );
         inner.typing.start(msg.transport, &msg.chat_id);
         Ok(Outcome::Published { message_id })
+    }
+
+    /// A message over a rate limit: its sender told once a window, `extra` written anyway.
+    async fn limited(
+        &self,
+        msg: &Incoming,
+        message_id: String,
+        sender: &str,
+        scope: Scope,
+        notify: bool,
+        extra: &impl Fn(&mut redis::Pipeline, bool),
+    ) -> Result<Outcome, IngestError> {
+        metrics::counter!(m::RATE_LIMITED, "scope" => scope.as_str()).increment(1);
+        tracing::info!(
+            scope = scope.as_str(),
+            sender = %Redacted(sender),
+            notify,
+            "message refused by a rate limit"
+        );
+        if notify {
+            let text = match scope {
+                Scope::Contact => &self.inner.rate_notice,
+                Scope::Global => &self.inner.busy_notice,
+            };
+            self.notice(msg, &message_id, text, extra).await?;
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            extra(&mut pipe, false);
+            pipe.query_async::<()>(&mut self.inner.conn.clone()).await?;
+        }
+        Ok(Outcome::Limited {
+            message_id,
+            notified: notify,
+        })
     }
 
     async fn publish(
