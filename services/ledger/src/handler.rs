@@ -320,8 +320,16 @@ impl Handler for Ledger {
             .await
             .map_err(|e| HandleError::retry("budget mark", e))?;
 
+        Ok(self.raise(&stored.alerts).await)
+    }
+}
+
+impl Ledger {
+    /// Raises the alerts a record crossed: logged, posted to the webhook, and the messages to
+    /// the admins to publish.
+    async fn raise(&self, alerts: &[store::Alert]) -> Vec<Publish> {
         let mut out = Vec::new();
-        for a in &stored.alerts {
+        for a in alerts {
             let text = self.alert_text(a);
             tracing::warn!(
                 kind = a.kind.as_str(),
@@ -334,6 +342,6 @@ impl Handler for Ledger {
             self.post_webhook(a, &text).await;
             out.extend(self.admin_messages(a, &text).await);
         }
-        Ok(out)
+        out
     }
 }
