@@ -268,6 +268,22 @@ async fn apply(
     .execute(&mut *tx)
     .await?;
     let day_total = add_day_spend(tx, &r.day, r.cost).await?;
+    let alerts = raise_alerts(tx, r, t, day_total).await?;
+    Ok(Stored {
+        inserted,
+        day_total,
+        alerts,
+    })
+}
+
+/// The alerts `r` makes due (today's spend, the budget's warning and cap, the contact's
+/// spend), each raised once: those not raised before are recorded and returned.
+async fn raise_alerts(
+    tx: &mut sqlx::AnyConnection,
+    r: &Record,
+    t: Thresholds,
+    day_total: Usd,
+) -> Result<Vec<Alert>, sqlx::Error> {
     let mut alerts = Vec::new();
     let mut candidates = Vec::new();
     if day_total >= t.cost_alert && t.cost_alert.pico() > 0 {
@@ -314,13 +330,8 @@ async fn apply(
             });
         }
     }
-
     alerts.sort_by(|a, b| (a.kind.as_str(), &a.subject).cmp(&(b.kind.as_str(), &b.subject)));
-    Ok(Stored {
-        inserted,
-        day_total,
-        alerts,
-    })
+    Ok(alerts)
 }
 
 /// The alerts a record raised, as stored.
