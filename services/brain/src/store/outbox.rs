@@ -137,35 +137,7 @@ pub async fn apply(
     }
     if let Some(contact_id) = o.contact_id.as_deref() {
         if !o.turns.is_empty() {
-            // All turns in one statement, in order (ids ascend with the rows).
-            let rows: Vec<String> = (0..o.turns.len())
-                .map(|i| {
-                    let b = 5 * i;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
-                 VALUES {}",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for t in &o.turns {
-                q = q
-                    .bind(contact_id)
-                    .bind(t.role)
-                    .bind(&t.content)
-                    .bind(&o.inbound_id)
-                    .bind(now_ms);
-            }
-            q.execute(&mut *conn).await?;
+            insert_turns(conn, contact_id, o).await?;
         }
         if let Some((inbound, deadline)) = &o.voice_pending {
             sqlx::query(
@@ -195,6 +167,44 @@ pub async fn apply(
         }
     }
     Ok(None)
+}
+
+/// The commit's memory turns, in one statement.
+async fn insert_turns(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: &str,
+    o: &Commit,
+) -> Result<(), sqlx::Error> {
+    // All turns in one statement, in order (ids ascend with the rows).
+    let rows: Vec<String> = (0..o.turns.len())
+        .map(|i| {
+            let b = 5 * i;
+            format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
+         VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for t in &o.turns {
+        q = q
+            .bind(contact_id)
+            .bind(t.role)
+            .bind(&t.content)
+            .bind(&o.inbound_id)
+            .bind(o.now_ms);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// A voice note waiting for its transcript: the encoded inbound event and its deadline.
