@@ -15,7 +15,7 @@ use shared::proto::{
     Envelope, Payload, Transcript, TranscriptionJob, UsageRecord, transcript, usage_record,
 };
 
-use crate::audio::{AudioError, to_wav};
+use crate::audio::{AudioError, Wav, to_wav};
 use crate::config::{Config, WHISPER_MAX_BYTES};
 use crate::gate::Gate;
 use crate::metrics as m;
@@ -93,6 +93,13 @@ impl Transcriber {
                     .into(),
             ));
         }
+        let wav = self.convert(job, deadline_ms).await?;
+        self.recognise(job, wav, deadline).await
+    }
+
+    /// The voice note from the media store, converted to WAV (at most as many at once as
+    /// there are cores, earliest deadline first).
+    async fn convert(&self, job: &TranscriptionJob, deadline_ms: i64) -> Result<Wav, JobError> {
         let media = job
             .media
             .as_ref()
@@ -128,6 +135,16 @@ impl Transcriber {
                 reason: "the converted audio is over Whisper's 25 MB upload limit".into(),
             });
         }
+        Ok(wav)
+    }
+
+    /// Whisper's transcript of `wav`.
+    async fn recognise(
+        &self,
+        job: &TranscriptionJob,
+        wav: Wav,
+        deadline: Instant,
+    ) -> Result<Done, JobError> {
         let audio = bytes::Bytes::from(wav.bytes);
         let language = if job.language.is_empty() {
             self.cfg.language.clone()
