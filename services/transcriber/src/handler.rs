@@ -187,6 +187,41 @@ impl Transcriber {
         })
     }
 
+    /// The transcript of a job done, and its usage record.
+    fn transcribed(&self, job: &TranscriptionJob, done: Done) -> Vec<Publish> {
+        let usage = UsageRecord {
+            usage_id: blake3::hash(format!("transcription|{}", job.message_id).as_bytes()).to_hex()
+                [..26]
+                .to_owned(),
+            contact_id: job.contact_id.clone(),
+            requested_model: self.cfg.model.clone(),
+            response_model: self.cfg.model.clone(),
+            operation: usage_record::Operation::Transcription as i32,
+            audio_seconds: done.seconds,
+            latency_ms: done.latency.as_millis() as u64,
+            message_id: job.message_id.clone(),
+            at_ms: shared::ids::now_ms(),
+            ..Default::default()
+        };
+        vec![
+            self.transcript(
+                job,
+                Transcript {
+                    message_id: job.message_id.clone(),
+                    outcome: transcript::Outcome::Ok as i32,
+                    text: done.text,
+                    language: done.language,
+                    audio_seconds: done.seconds,
+                    error: String::new(),
+                },
+            ),
+            Publish::new(
+                Stream::Usage,
+                Envelope::new("transcriber", Payload::Usage(usage)),
+            ),
+        ]
+    }
+
     fn transcript(&self, job: &TranscriptionJob, t: Transcript) -> Publish {
         let env = Envelope::new("transcriber", Payload::Transcript(t));
         if job.contact_id.is_empty() {
@@ -244,37 +279,7 @@ impl Handler for Transcriber {
                     latency_ms = done.latency.as_millis() as u64,
                     "voice note transcribed"
                 );
-                let usage = UsageRecord {
-                    usage_id: blake3::hash(format!("transcription|{}", job.message_id).as_bytes())
-                        .to_hex()[..26]
-                        .to_owned(),
-                    contact_id: job.contact_id.clone(),
-                    requested_model: self.cfg.model.clone(),
-                    response_model: self.cfg.model.clone(),
-                    operation: usage_record::Operation::Transcription as i32,
-                    audio_seconds: done.seconds,
-                    latency_ms: done.latency.as_millis() as u64,
-                    message_id: job.message_id.clone(),
-                    at_ms: shared::ids::now_ms(),
-                    ..Default::default()
-                };
-                Ok(vec![
-                    self.transcript(
-                        job,
-                        Transcript {
-                            message_id: job.message_id.clone(),
-                            outcome: transcript::Outcome::Ok as i32,
-                            text: done.text,
-                            language: done.language,
-                            audio_seconds: done.seconds,
-                            error: String::new(),
-                        },
-                    ),
-                    Publish::new(
-                        Stream::Usage,
-                        Envelope::new("transcriber", Payload::Usage(usage)),
-                    ),
-                ])
+                Ok(self.transcribed(job, done))
             }
             Err(JobError::TooLong { seconds, reason }) => {
                 metrics::counter!(m::JOBS, "outcome" => "too_long").increment(1);
