@@ -128,7 +128,7 @@ pub async fn to_wav(
         .map_err(|e| AudioError::Io(format!("write input: {e}")))?;
     let cap_seconds = max_seconds.ceil() as u64 + 1;
     let cap_bytes = cap_seconds * u64::from(BYTES_PER_SECOND) + 4096;
-    let mut child = tokio::process::Command::new(ffmpeg)
+    let child = tokio::process::Command::new(ffmpeg)
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
         .args(["-threads", "1", "-protocol_whitelist", "file", "-f", format])
         .arg("-i")
@@ -155,6 +155,35 @@ pub async fn to_wav(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| AudioError::Io(format!("{ffmpeg}: {e}")))?;
+    finish(child, timeout).await?;
+    let len = tokio::fs::metadata(&dst)
+        .await
+        .map_err(|e| AudioError::Io(format!("read output: {e}")))?
+        .len();
+    let approx_seconds = len.saturating_sub(44) as f64 / f64::from(BYTES_PER_SECOND);
+    if approx_seconds > max_seconds + 0.5 {
+        return Err(AudioError::TooLong {
+            seconds: approx_seconds,
+        });
+    }
+    let bytes = tokio::fs::read(&dst)
+        .await
+        .map_err(|e| AudioError::Io(format!("read output: {e}")))?;
+    let seconds = wav_seconds(&bytes)
+        .ok_or_else(|| AudioError::Corrupt("no audio in the file".to_owned()))?;
+    if seconds > max_seconds {
+        return Err(AudioError::TooLong { seconds });
+    }
+    Ok(Wav {
+        bytes,
+        seconds,
+        took: started.elapsed(),
+    })
+}
+
+/// Waits for ffmpeg (at most `timeout`); its failure is the audio's fault, with the end of
+/// what it said.
+async fn finish(mut child: tokio::process::Child, timeout: Duration) -> Result<(), AudioError> {
     let mut stderr = child.stderr.take().expect("stderr piped");
     let run = async {
         let mut err = String::new();
@@ -182,29 +211,7 @@ pub async fn to_wav(
             tail
         }));
     }
-    let len = tokio::fs::metadata(&dst)
-        .await
-        .map_err(|e| AudioError::Io(format!("read output: {e}")))?
-        .len();
-    let approx_seconds = len.saturating_sub(44) as f64 / f64::from(BYTES_PER_SECOND);
-    if approx_seconds > max_seconds + 0.5 {
-        return Err(AudioError::TooLong {
-            seconds: approx_seconds,
-        });
-    }
-    let bytes = tokio::fs::read(&dst)
-        .await
-        .map_err(|e| AudioError::Io(format!("read output: {e}")))?;
-    let seconds = wav_seconds(&bytes)
-        .ok_or_else(|| AudioError::Corrupt("no audio in the file".to_owned()))?;
-    if seconds > max_seconds {
-        return Err(AudioError::TooLong { seconds });
-    }
-    Ok(Wav {
-        bytes,
-        seconds,
-        took: started.elapsed(),
-    })
+    Ok(())
 }
 
 /// Duration of a PCM WAV from its `data` chunk and format.
