@@ -187,6 +187,37 @@ async fn run_dlq(common: &CommonConfig, action: DlqAction) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The service's database: reachable within `STARTUP_TIMEOUT_SECS`, then migrated.
+async fn open_db(common: &CommonConfig) -> anyhow::Result<Db> {
+    let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
+    db.wait_ready(common.startup_timeout)
+        .await
+        .with_context(|| format!("database {} not reachable", common.database_url))?;
+    db.migrate().await.context("failed to apply migrations")?;
+    tracing::debug!(database = %common.database_url, "database: migrated");
+    Ok(db)
+}
+
+/// Publishers create the consuming groups from id 0, so nothing published before a consumer
+/// first starts is skipped. Done in the background: Redis may be down right now.
+fn ensure_groups_in_background(
+    bus: &Bus,
+    publishes: &'static [Stream],
+    shutdown: &CancellationToken,
+) {
+    let bus = bus.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if bus
+            .ensure_groups_retrying(publishes, &shutdown)
+            .await
+            .is_ok()
+        {
+            metrics::gauge!(crate::bus::metrics::REDIS_UP).set(1.0);
+        }
+    });
+}
+
 async fn run_service<C, S>(
     spec: Spec,
     common: CommonConfig,
@@ -206,13 +237,7 @@ where
     tracing::debug!(redis = %common.redis_url, "redis: client ready");
 
     let db = if spec.uses_db {
-        let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
-        db.wait_ready(common.startup_timeout)
-            .await
-            .with_context(|| format!("database {} not reachable", common.database_url))?;
-        db.migrate().await.context("failed to apply migrations")?;
-        tracing::debug!(database = %common.database_url, "database: migrated");
-        Some(db)
+        Some(open_db(&common).await?)
     } else {
         None
     };
@@ -222,22 +247,7 @@ where
         .with_context(|| format!("cannot listen on {}", common.http_addr))?;
     let http_addr = listener.local_addr()?;
 
-    // Publishers create the consuming groups from id 0, so nothing published before a
-    // consumer first starts is skipped. Done in the background: Redis may be down right now.
-    {
-        let bus = bus.clone();
-        let shutdown = shutdown.clone();
-        let publishes = spec.publishes;
-        tokio::spawn(async move {
-            if bus
-                .ensure_groups_retrying(publishes, &shutdown)
-                .await
-                .is_ok()
-            {
-                metrics::gauge!(crate::bus::metrics::REDIS_UP).set(1.0);
-            }
-        });
-    }
+    ensure_groups_in_background(&bus, spec.publishes, &shutdown);
 
     let ctx = Context {
         common,
