@@ -46,29 +46,7 @@ pub(super) async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
 
     let mut busy = 0u32;
     loop {
-        let span = tracing::info_span!(
-            "bus.handle",
-            stream,
-            kind = delivery.envelope.payload.as_ref().map_or("", |p| p.kind()),
-            event_id = %delivery.envelope.event_id,
-            deliveries = delivery.deliveries,
-        );
-        crate::telemetry::set_parent_from(&span, &delivery.envelope.trace_context);
-        let started = Instant::now();
-        // A panicking handler is a failed attempt like any other: its entry is retried, then
-        // dead-lettered, and never wedges its contact.
-        let call = std::panic::AssertUnwindSafe(inner.handler.handle(delivery.clone()))
-            .catch_unwind()
-            .instrument(span.clone());
-        let outcome = tokio::select! {
-            r = call => Some(r.unwrap_or_else(|panic| {
-                metrics::counter!(m::PANICS, "stream" => stream).increment(1);
-                Err(HandleError::Retry(format!("handler panicked: {}", panic_message(&*panic)).into()))
-            })),
-            () = inner.hard_stop.cancelled() => None,
-        };
-        metrics::histogram!(m::HANDLE_SECONDS, "stream" => stream)
-            .record(started.elapsed().as_secs_f64());
+        let (outcome, span) = attempt(inner, &delivery).await;
         match outcome {
             None => {
                 release(inner, &id).await;
@@ -104,36 +82,85 @@ pub(super) async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
                 }
             }
             Some(Err(HandleError::Retry(reason))) => {
-                inner.progressed();
-                metrics::counter!(m::FAILED, "stream" => stream).increment(1);
-                tracing::warn!(parent: &span, stream, error = %reason, deliveries = delivery.deliveries, "handler failed; will retry");
-                if delivery.deliveries >= max {
-                    dead_letter(
-                        inner,
-                        &entry_of(&delivery),
-                        delivery.deliveries,
-                        "max_deliveries",
-                        &format!("exceeded MAX_DELIVERIES={max}; last error: {reason}"),
-                    )
-                    .await;
+                if !retry_later(inner, &mut delivery, &reason, &span).await {
                     break;
-                }
-                let wait = retry_delay(inner.bus.config(), delivery.deliveries);
-                delivery.deliveries += 1;
-                // Record the attempt in Redis (delivery count, last error) so a consumer that
-                // takes the entry over knows its history.
-                record_retry(inner, &id, delivery.deliveries, &reason.to_string()).await;
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {},
-                    () = inner.stopping.cancelled() => {
-                        release(inner, &id).await;
-                        break;
-                    }
                 }
             }
         }
     }
     finish(inner, &id, slot);
+}
+
+/// One call of the handler, panics caught as failures; `None` when the hard stop came first.
+async fn attempt<H: Handler>(
+    inner: &Arc<Inner<H>>,
+    delivery: &Delivery,
+) -> (Option<Result<Vec<Publish>, HandleError>>, tracing::Span) {
+    let stream = inner.stream.name();
+    let span = tracing::info_span!(
+        "bus.handle",
+        stream,
+        kind = delivery.envelope.payload.as_ref().map_or("", |p| p.kind()),
+        event_id = %delivery.envelope.event_id,
+        deliveries = delivery.deliveries,
+    );
+    crate::telemetry::set_parent_from(&span, &delivery.envelope.trace_context);
+    let started = Instant::now();
+    // A panicking handler is a failed attempt like any other: its entry is retried, then
+    // dead-lettered, and never wedges its contact.
+    let call = std::panic::AssertUnwindSafe(inner.handler.handle(delivery.clone()))
+        .catch_unwind()
+        .instrument(span.clone());
+    let outcome = tokio::select! {
+        r = call => Some(r.unwrap_or_else(|panic| {
+            metrics::counter!(m::PANICS, "stream" => stream).increment(1);
+            Err(HandleError::Retry(format!("handler panicked: {}", panic_message(&*panic)).into()))
+        })),
+        () = inner.hard_stop.cancelled() => None,
+    };
+    metrics::histogram!(m::HANDLE_SECONDS, "stream" => stream)
+        .record(started.elapsed().as_secs_f64());
+    (outcome, span)
+}
+
+/// A failed attempt: dead-lettered past `MAX_DELIVERIES`, else recorded and tried again after
+/// a backoff. `false` when the entry is done with here (dead-lettered, or released because
+/// the consumer is stopping).
+async fn retry_later<H>(
+    inner: &Inner<H>,
+    delivery: &mut Delivery,
+    reason: &Reason,
+    span: &tracing::Span,
+) -> bool {
+    let stream = inner.stream.name();
+    let max = inner.bus.config().max_deliveries;
+    let id = delivery.entry_id.clone();
+    inner.progressed();
+    metrics::counter!(m::FAILED, "stream" => stream).increment(1);
+    tracing::warn!(parent: span, stream, error = %reason, deliveries = delivery.deliveries, "handler failed; will retry");
+    if delivery.deliveries >= max {
+        dead_letter(
+            inner,
+            &entry_of(delivery),
+            delivery.deliveries,
+            "max_deliveries",
+            &format!("exceeded MAX_DELIVERIES={max}; last error: {reason}"),
+        )
+        .await;
+        return false;
+    }
+    let wait = retry_delay(inner.bus.config(), delivery.deliveries);
+    delivery.deliveries += 1;
+    // Record the attempt in Redis (delivery count, last error) so a consumer that takes the
+    // entry over knows its history.
+    record_retry(inner, &id, delivery.deliveries, &reason.to_string()).await;
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = inner.stopping.cancelled() => {
+            release(inner, &id).await;
+            false
+        }
+    }
 }
 
 pub(super) fn finish<H>(inner: &Inner<H>, id: &str, slot: Option<OwnedSemaphorePermit>) {
