@@ -240,33 +240,7 @@ impl Web {
     }
 
     pub(super) async fn on_message(&self, m: WaMessage) {
-        let mut identities = Vec::new();
-        let phone = m.phone.clone().or_else(|| phone_of_wa_id(&m.from));
-        if let Some(p) = phone
-            .as_deref()
-            .and_then(|p| shared::phone::Phone::parse(p).ok())
-        {
-            identities.push(Identity {
-                kind: identity::Kind::Phone as i32,
-                value: p.as_str().to_owned(),
-            });
-        }
-        if m.from.ends_with("@c.us") {
-            identities.push(Identity {
-                kind: identity::Kind::WaId as i32,
-                value: m.from.clone(),
-            });
-        }
-        if let Some(lid) = m
-            .lid
-            .clone()
-            .or_else(|| m.from.ends_with("@lid").then(|| m.from.clone()))
-        {
-            identities.push(Identity {
-                kind: identity::Kind::Lid as i32,
-                value: lid,
-            });
-        }
+        let identities = identities_of(&m);
         let mut kind = match m.kind.as_str() {
             "text" => inbound::Kind::Text,
             "voice" => inbound::Kind::Voice,
@@ -287,25 +261,12 @@ impl Web {
                 Err((e, _)) => tracing::warn!(error = %e, "cannot download a media message"),
             }
         }
-        let media = match (&m.media, kind) {
-            (Some(media), inbound::Kind::Voice | inbound::Kind::Image) => {
-                match base64::engine::general_purpose::STANDARD.decode(&media.data) {
-                    Ok(bytes) => match crate::media::sniff(&bytes, &media.mime) {
-                        Ok(s) => Some(MediaBytes {
-                            bytes,
-                            mime: s.mime,
-                        }),
-                        Err(e) => {
-                            tracing::info!(error = %e, "unreadable media: treated as another kind");
-                            kind = inbound::Kind::Other;
-                            None
-                        }
-                    },
-                    Err(_) => {
-                        kind = inbound::Kind::Other;
-                        None
-                    }
-                }
+        let media = match &m.media {
+            Some(media) if matches!(kind, inbound::Kind::Voice | inbound::Kind::Image) => {
+                decode_media(media).or_else(|| {
+                    kind = inbound::Kind::Other;
+                    None
+                })
             }
             _ => None,
         };
@@ -336,6 +297,57 @@ impl Web {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Who sent a WhatsApp message: the phone number (when the sidecar knows it), the WhatsApp id
+/// and the LID.
+fn identities_of(m: &WaMessage) -> Vec<Identity> {
+    let mut identities = Vec::new();
+    let phone = m.phone.clone().or_else(|| phone_of_wa_id(&m.from));
+    if let Some(p) = phone
+        .as_deref()
+        .and_then(|p| shared::phone::Phone::parse(p).ok())
+    {
+        identities.push(Identity {
+            kind: identity::Kind::Phone as i32,
+            value: p.as_str().to_owned(),
+        });
+    }
+    if m.from.ends_with("@c.us") {
+        identities.push(Identity {
+            kind: identity::Kind::WaId as i32,
+            value: m.from.clone(),
+        });
+    }
+    if let Some(lid) = m
+        .lid
+        .clone()
+        .or_else(|| m.from.ends_with("@lid").then(|| m.from.clone()))
+    {
+        identities.push(Identity {
+            kind: identity::Kind::Lid as i32,
+            value: lid,
+        });
+    }
+    identities
+}
+
+/// A media message's bytes and their real type; `None` (the message becomes "other") when
+/// they do not decode or are not audio or an image.
+fn decode_media(media: &WaMedia) -> Option<MediaBytes> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&media.data)
+        .ok()?;
+    match crate::media::sniff(&bytes, &media.mime) {
+        Ok(s) => Some(MediaBytes {
+            bytes,
+            mime: s.mime,
+        }),
+        Err(e) => {
+            tracing::info!(error = %e, "unreadable media: treated as another kind");
+            None
         }
     }
 }
