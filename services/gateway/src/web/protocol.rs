@@ -90,27 +90,7 @@ impl Web {
             }
         };
         match event {
-            Event::Qr { qr } => {
-                let fresh = {
-                    let mut s = self.inner.session.lock().expect("session lock");
-                    let fresh = s.qr.as_deref() != Some(qr.as_str());
-                    s.qr = Some(qr.clone());
-                    fresh
-                };
-                self.set_state(SessionState::WaitingForQr);
-                if fresh {
-                    tracing::info!(
-                        "WhatsApp Web waits for a QR scan: open the gateway's internal /qr or scan the code printed below"
-                    );
-                    if let Ok(code) = qrcode::QrCode::new(qr.as_bytes()) {
-                        let text = code
-                            .render::<qrcode::render::unicode::Dense1x2>()
-                            .quiet_zone(true)
-                            .build();
-                        eprintln!("\n{text}\n");
-                    }
-                }
-            }
+            Event::Qr { qr } => self.on_qr(&qr),
             Event::PairingCode { code } => {
                 tracing::info!("WhatsApp Web pairing code ready: see the gateway's internal /qr");
                 eprintln!("\nWhatsApp pairing code: {code}\n");
@@ -137,22 +117,7 @@ impl Web {
                 self.set_state(SessionState::Connected);
             }
             Event::State { state } => self.on_state(&state),
-            Event::Heartbeat { state, page_alive } => {
-                {
-                    let mut s = self.inner.session.lock().expect("session lock");
-                    s.last_heartbeat = Instant::now();
-                }
-                if let Some(state) = state {
-                    // A page that no longer answers the probe is not connected, whatever the
-                    // library's last state says.
-                    let healthy = page_alive != Some(false);
-                    self.on_state(if healthy {
-                        &state
-                    } else {
-                        "PAGE_NOT_RESPONDING"
-                    });
-                }
-            }
+            Event::Heartbeat { state, page_alive } => self.on_heartbeat(state, page_alive),
             // Taken one at a time, in arrival order: a contact's messages are published in the
             // order WhatsApp delivered them.
             Event::Message(m) => {
@@ -167,38 +132,8 @@ impl Web {
                 };
                 metrics::counter!(IGNORED, "reason" => reason).increment(1);
             }
-            Event::MessageAck { id, ack } => {
-                let status = match ack {
-                    -1 => Some(ReceiptStatus::Failed),
-                    2 => Some(ReceiptStatus::Delivered),
-                    3 | 4 => Some(ReceiptStatus::Read),
-                    _ => None,
-                };
-                if let Some(status) = status {
-                    let receipts = self.inner.receipts.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = receipts.receipt(TransportKind::Web, &id, status).await {
-                            tracing::warn!(error = %e, "cannot record a delivery receipt");
-                        }
-                    });
-                }
-            }
-            Event::Disconnected { reason } => {
-                let logged_out = reason.eq_ignore_ascii_case("LOGOUT")
-                    || reason.eq_ignore_ascii_case("UNPAIRED");
-                {
-                    let mut s = self.inner.session.lock().expect("session lock");
-                    s.ready = false;
-                    s.logged_out |= logged_out;
-                }
-                if logged_out {
-                    self.set_state(SessionState::WaitingForQr);
-                    let this = self.clone();
-                    tokio::spawn(async move { this.alert_logged_out().await });
-                } else {
-                    self.set_state(SessionState::Disconnected);
-                }
-            }
+            Event::MessageAck { id, ack } => self.on_ack(id, ack),
+            Event::Disconnected { reason } => self.on_disconnected(&reason),
             Event::Result { r#ref, id, media } => self.answer(r#ref, Ok(Answer { id, media })),
             Event::Error {
                 r#ref,
@@ -210,6 +145,83 @@ impl Web {
                 }
                 self.answer(r#ref, Err((error, retryable)));
             }
+        }
+    }
+
+    /// A QR code to scan: kept for `/qr`, printed once.
+    fn on_qr(&self, qr: &str) {
+        let fresh = {
+            let mut s = self.inner.session.lock().expect("session lock");
+            let fresh = s.qr.as_deref() != Some(qr);
+            s.qr = Some(qr.to_owned());
+            fresh
+        };
+        self.set_state(SessionState::WaitingForQr);
+        if fresh {
+            tracing::info!(
+                "WhatsApp Web waits for a QR scan: open the gateway's internal /qr or scan the code printed below"
+            );
+            if let Ok(code) = qrcode::QrCode::new(qr.as_bytes()) {
+                let text = code
+                    .render::<qrcode::render::unicode::Dense1x2>()
+                    .quiet_zone(true)
+                    .build();
+                eprintln!("\n{text}\n");
+            }
+        }
+    }
+
+    /// The sidecar is alive; its session state, unless its page stopped answering.
+    fn on_heartbeat(&self, state: Option<String>, page_alive: Option<bool>) {
+        {
+            let mut s = self.inner.session.lock().expect("session lock");
+            s.last_heartbeat = Instant::now();
+        }
+        if let Some(state) = state {
+            // A page that no longer answers the probe is not connected, whatever the
+            // library's last state says.
+            let healthy = page_alive != Some(false);
+            self.on_state(if healthy {
+                &state
+            } else {
+                "PAGE_NOT_RESPONDING"
+            });
+        }
+    }
+
+    /// WhatsApp's acknowledgement of a message we sent: its receipt.
+    fn on_ack(&self, id: String, ack: i32) {
+        let status = match ack {
+            -1 => Some(ReceiptStatus::Failed),
+            2 => Some(ReceiptStatus::Delivered),
+            3 | 4 => Some(ReceiptStatus::Read),
+            _ => None,
+        };
+        if let Some(status) = status {
+            let receipts = self.inner.receipts.clone();
+            tokio::spawn(async move {
+                if let Err(e) = receipts.receipt(TransportKind::Web, &id, status).await {
+                    tracing::warn!(error = %e, "cannot record a delivery receipt");
+                }
+            });
+        }
+    }
+
+    /// The session dropped; logged out means a new QR scan (and the admins are told).
+    fn on_disconnected(&self, reason: &str) {
+        let logged_out =
+            reason.eq_ignore_ascii_case("LOGOUT") || reason.eq_ignore_ascii_case("UNPAIRED");
+        {
+            let mut s = self.inner.session.lock().expect("session lock");
+            s.ready = false;
+            s.logged_out |= logged_out;
+        }
+        if logged_out {
+            self.set_state(SessionState::WaitingForQr);
+            let this = self.clone();
+            tokio::spawn(async move { this.alert_logged_out().await });
+        } else {
+            self.set_state(SessionState::Disconnected);
         }
     }
 
