@@ -85,27 +85,7 @@ impl Web {
     ) -> std::io::Result<&'static str> {
         let cfg = &self.inner.cfg;
         std::fs::create_dir_all(&cfg.session_dir)?;
-        let session_dir = std::fs::canonicalize(&cfg.session_dir)?;
-        let mut cmd = tokio::process::Command::new(&cfg.node);
-        // Node, a browser and their packages run with a cleared environment: none of the
-        // gateway's secrets (Redis password, tokens), only what they need and their own `WA_*`.
-        cmd.env_clear().envs(
-            std::env::vars()
-                .filter(|(k, _)| SIDECAR_ENV.contains(&k.as_str()) || k.starts_with("WA_")),
-        );
-        cmd.arg("index.mjs")
-            .current_dir(&cfg.sidecar_dir)
-            .env("WA_SESSION_DIR", &session_dir)
-            .env("CHROMIUM_PATH", &cfg.chromium)
-            .env("PUPPETEER_SKIP_DOWNLOAD", "true")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(n) = &cfg.pairing_number {
-            cmd.env("WA_PAIRING_NUMBER", n);
-        }
-        let mut child = cmd.spawn()?;
+        let mut child = self.sidecar_command()?.spawn()?;
         let pid = child.id();
         let mut stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -156,20 +136,8 @@ impl Web {
                     }
                 },
                 _ = tick.tick() => {
-                    self.command(serde_json::json!({"type": "heartbeat", "ref": "hb"}));
-                    if let Some(pid) = pid {
-                        record_memory(pid);
-                    }
-                    let (silent, stuck) = {
-                        let s = self.inner.session.lock().expect("session lock");
-                        (
-                            s.last_heartbeat.elapsed() > hb * 3,
-                            s.unhealthy_since.is_some_and(|t| t.elapsed() > cfg.stuck),
-                        )
-                    };
-                    if silent || stuck {
-                        tracing::warn!(silent, stuck, "the WhatsApp Web session looks stuck; restarting it");
-                        break if silent { "zombie" } else { "stuck" };
+                    if let Some(reason) = self.check_health(pid) {
+                        break reason;
                     }
                 }
             }
@@ -180,6 +148,59 @@ impl Web {
         writer.abort();
         logger.abort();
         Ok(reason)
+    }
+
+    /// The sidecar's command: Node, a browser and their packages run with a cleared
+    /// environment — none of the gateway's secrets (Redis password, tokens), only what they
+    /// need and their own `WA_*`.
+    fn sidecar_command(&self) -> std::io::Result<tokio::process::Command> {
+        let cfg = &self.inner.cfg;
+        let session_dir = std::fs::canonicalize(&cfg.session_dir)?;
+        let mut cmd = tokio::process::Command::new(&cfg.node);
+        cmd.env_clear().envs(
+            std::env::vars()
+                .filter(|(k, _)| SIDECAR_ENV.contains(&k.as_str()) || k.starts_with("WA_")),
+        );
+        cmd.arg("index.mjs")
+            .current_dir(&cfg.sidecar_dir)
+            .env("WA_SESSION_DIR", &session_dir)
+            .env("CHROMIUM_PATH", &cfg.chromium)
+            .env("PUPPETEER_SKIP_DOWNLOAD", "true")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(n) = &cfg.pairing_number {
+            cmd.env("WA_PAIRING_NUMBER", n);
+        }
+        Ok(cmd)
+    }
+
+    /// Every heartbeat period: ask for a heartbeat, measure memory, and say why to restart
+    /// when the sidecar went silent or the session stayed unhealthy too long.
+    fn check_health(&self, pid: Option<u32>) -> Option<&'static str> {
+        let cfg = &self.inner.cfg;
+        let hb = cfg.heartbeat;
+        self.command(serde_json::json!({"type": "heartbeat", "ref": "hb"}));
+        if let Some(pid) = pid {
+            record_memory(pid);
+        }
+        let (silent, stuck) = {
+            let s = self.inner.session.lock().expect("session lock");
+            (
+                s.last_heartbeat.elapsed() > hb * 3,
+                s.unhealthy_since.is_some_and(|t| t.elapsed() > cfg.stuck),
+            )
+        };
+        if silent || stuck {
+            tracing::warn!(
+                silent,
+                stuck,
+                "the WhatsApp Web session looks stuck; restarting it"
+            );
+            return Some(if silent { "zombie" } else { "stuck" });
+        }
+        None
     }
 
     /// The session is gone: tell the operator by webhook and the admins by message (delivered
