@@ -12,7 +12,7 @@ use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn, ServiceName};
 use shared::fake_whisper::{Answer, FakeWhisper};
 use shared::proto::{Envelope, MediaRef, Payload, TranscriptionJob};
-use shared::testing::ServiceEnv;
+use shared::testing::{ServiceEnv, ServiceProcess};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -26,6 +26,68 @@ struct Row {
     jobs: usize,
     secs: f64,
     ffmpeg_ms: f64,
+}
+
+/// `replicas` transcribers on `prefix`, ready.
+async fn start_replicas(
+    bin: &str,
+    redis: &str,
+    prefix: &str,
+    whisper: &FakeWhisper,
+    replicas: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<ServiceProcess>, Vec<ServiceEnv>)> {
+    let mut procs = Vec::new();
+    let mut envs = Vec::new();
+    for _ in 0..replicas {
+        let mut senv = ServiceEnv::new(ServiceName::Transcriber, redis, None);
+        senv.use_prefix(prefix);
+        for (k, v) in [
+            ("WHISPER_BASE_URL", whisper.base_url.as_str()),
+            ("WHISPER_API_KEY", "bench"),
+            ("RUST_LOG", "warn"),
+            ("BUS_BLOCK_MS", "100"),
+        ] {
+            senv.env.insert(k.into(), v.into());
+        }
+        senv.env
+            .insert("BUS_CONCURRENCY".into(), concurrency.to_string());
+        let p = senv.spawn(bin);
+        anyhow::ensure!(
+            p.wait_status("/readyz", 200, Duration::from_secs(30)).await,
+            "transcriber did not start:\n{}",
+            p.log_text()
+        );
+        procs.push(p);
+        envs.push(senv);
+    }
+    Ok((procs, envs))
+}
+
+/// `jobs` transcription jobs of the voice note stored at `key`.
+fn jobs_of(key: &str, size: u64, jobs: usize) -> Vec<Publish> {
+    (0..jobs)
+        .map(|i| {
+            Publish::new(
+                Stream::Transcribe,
+                Envelope::new(
+                    "bench",
+                    Payload::TranscriptionJob(TranscriptionJob {
+                        message_id: format!("bench-{i}"),
+                        media: Some(MediaRef {
+                            key: key.to_owned(),
+                            mime_type: "audio/ogg".into(),
+                            size_bytes: size,
+                            sha256: String::new(),
+                        }),
+                        contact_id: format!("c{i}"),
+                        deadline_at_ms: shared::ids::now_ms() + 600_000,
+                        language: String::new(),
+                    }),
+                ),
+            )
+        })
+        .collect()
 }
 
 async fn run(
@@ -46,53 +108,10 @@ async fn run(
         .arg(audio)
         .query_async(&mut c)
         .await?;
-    let mut procs = Vec::new();
-    let mut envs = Vec::new();
-    for _ in 0..replicas {
-        let mut senv = ServiceEnv::new(ServiceName::Transcriber, redis, None);
-        senv.use_prefix(&prefix);
-        for (k, v) in [
-            ("WHISPER_BASE_URL", whisper.base_url.as_str()),
-            ("WHISPER_API_KEY", "bench"),
-            ("RUST_LOG", "warn"),
-            ("BUS_BLOCK_MS", "100"),
-        ] {
-            senv.env.insert(k.into(), v.into());
-        }
-        senv.env
-            .insert("BUS_CONCURRENCY".into(), concurrency.to_string());
-        let p = senv.spawn(bin);
-        anyhow::ensure!(
-            p.wait_status("/readyz", 200, Duration::from_secs(30)).await,
-            "transcriber did not start:\n{}",
-            p.log_text()
-        );
-        procs.push(p);
-        envs.push(senv);
-    }
+    let (procs, _envs) =
+        start_replicas(bin, redis, &prefix, whisper, replicas, concurrency).await?;
     let started = Instant::now();
-    let events: Vec<Publish> = (0..jobs)
-        .map(|i| {
-            Publish::new(
-                Stream::Transcribe,
-                Envelope::new(
-                    "bench",
-                    Payload::TranscriptionJob(TranscriptionJob {
-                        message_id: format!("bench-{i}"),
-                        media: Some(MediaRef {
-                            key: key.clone(),
-                            mime_type: "audio/ogg".into(),
-                            size_bytes: audio.len() as u64,
-                            sha256: String::new(),
-                        }),
-                        contact_id: format!("c{i}"),
-                        deadline_at_ms: shared::ids::now_ms() + 600_000,
-                        language: String::new(),
-                    }),
-                ),
-            )
-        })
-        .collect();
+    let events = jobs_of(&key, audio.len() as u64, jobs);
     bus.publisher().publish_batch(&events).await?;
     let transcripts = bus.keys().stream(Stream::Transcripts);
     loop {
