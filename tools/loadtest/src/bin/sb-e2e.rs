@@ -98,14 +98,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         "everysec"
     };
     let voice = name == "transcriber-kill";
-    let whisper = shared::fake_whisper::FakeWhisper::start(
-        Vec::new(),
-        Some(shared::fake_whisper::Answer::Slow(
-            Duration::from_millis(200),
-            "what time do you open",
-        )),
-    )
-    .await;
+    let whisper = slow_whisper().await;
     let mut env = env.to_vec();
     env.push(("WHISPER_BASE_URL", whisper.base_url.as_str()));
     let mut stack = Stack::start_with_fsync(backend, &model.base_url, &env, fsync).await?;
@@ -115,22 +108,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     if name == "poison" {
         poison_every_stream(&stack).await?;
     }
-    let customers = 50.min(messages);
-    let spec = Spec {
-        base: stack.public_url.clone(),
-        customers,
-        mode: Mode::Closed,
-        duration: Duration::from_secs(3600),
-        warmup: Duration::ZERO,
-        drain: Duration::from_secs(40),
-        model_delay: Duration::ZERO,
-        per_customer: Some(messages.div_ceil(customers) as u64),
-        progress: Arc::default(),
-        voice: voice.then(|| load::Voice {
-            note: Arc::new(shared::testing::voice_note(2)),
-            every: 3,
-        }),
-    };
+    let spec = spec_of(&stack, messages, voice);
     let progress = spec.progress.clone();
     let started = Instant::now();
     let load = tokio::spawn(load::run(spec));
@@ -139,28 +117,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     while progress.load(Ordering::Relaxed) < at && !load.is_finished() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut recovery_bound = None;
-    // What the killed service's stream had pending, by consumer, just before the kill.
-    let mut held: Vec<(String, String)> = Vec::new();
-    match name {
-        "brain-kill" | "gateway-kill" | "ledger-kill" | "transcriber-kill" => {
-            let svc = name.trim_end_matches("-kill");
-            held = pending_messages(&stack, svc).await?;
-            let killed = Instant::now();
-            eprintln!("kill {svc} at {}", jiff::Timestamp::now());
-            stack.kill9(svc);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            stack.restart(svc).await?;
-            // Everything the dead process held is answered within RECLAIM_IDLE_SECS + 2 s of
-            // the kill, plus what the restart took (a message waits from its POST or the kill,
-            // whichever is later).
-            recovery_bound = Some((killed, killed.elapsed() + Duration::from_secs(3 + 2)));
-        }
-        "redis-restart" => stack.restart_redis_gracefully(),
-        "redis-kill" => stack.kill_redis(),
-        "model-faults" | "poison" => {}
-        other => anyhow::bail!("no scenario {other}"),
-    }
+    let (recovery_bound, held) = fault(name, &mut stack).await?;
     let r = load.await??;
     // With a healthy model an apology is a lost answer; with a failing one it is the answer.
     let mut ok =
@@ -168,55 +125,9 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     let mut slowest_id = String::new();
     if let Some((killed, bound)) = recovery_bound {
         let svc = name.trim_end_matches("-kill");
-        // Recovery: every message whose entry the dead consumer held is answered within the
-        // bound of the kill.
-        let dead = dead_consumer(&stack, svc).await?;
-        let held: Vec<&str> = held
-            .iter()
-            .filter(|(c, _)| Some(c) == dead.as_ref())
-            .map(|(_, m)| m.as_str())
-            .collect();
-        let (held_wait, held_slowest) = r
-            .samples
-            .iter()
-            .filter(|(id, _, _)| held.contains(&id.as_str()))
-            .map(|(id, sent, took)| {
-                (
-                    (*sent + *took).saturating_duration_since(killed),
-                    id.as_str(),
-                )
-            })
-            .max()
-            .unwrap_or_default();
-        println!(
-            "the dead consumer held {} customer messages; the last answered {} ms after the kill (message {held_slowest}), bound {} ms",
-            held.len(),
-            held_wait.as_millis(),
-            bound.as_millis()
-        );
-        if held_wait > bound {
+        if let Some(slowest) = judge_recovery(&stack, svc, &held, killed, bound, &r, voice).await? {
             ok = false;
-            slowest_id = held_slowest.to_owned();
-        }
-        let (waited, slowest) = r.longest_wait_since(killed);
-        let before = r
-            .samples
-            .iter()
-            .filter(|(_, sent, took)| *sent + *took < killed)
-            .map(|(_, _, took)| *took)
-            .max()
-            .unwrap_or_default();
-        println!(
-            "longest wait counted from the kill (or a later POST): {} ms (message {slowest}); slowest answer before the kill {} ms",
-            waited.as_millis(),
-            before.as_millis()
-        );
-        // Every other message too — except where voice notes queue behind ffmpeg on the two
-        // cores (seconds even without a fault): there the wait from the kill measures the
-        // queue, not the recovery.
-        if !voice && waited > bound {
-            ok = false;
-            slowest_id = slowest.to_owned();
+            slowest_id = slowest;
         }
     }
     if name == "poison" {
@@ -240,25 +151,149 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         started.elapsed().as_secs_f64()
     );
     if !ok {
-        for (svc, log) in stack.logs() {
-            for l in log.lines().filter(|l| {
-                l.contains("reclaimed")
-                    || l.contains("consumer started")
-                    || l.contains(slowest_id.as_str())
-            }) {
-                eprintln!("{svc}: {}", &l[..l.len().min(300)]);
-            }
-        }
-        for (svc, log) in stack.logs() {
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            eprintln!("--- {svc} (last lines)");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
+        show_logs(&stack, &slowest_id);
     }
     stack.stop().await;
     Ok(ok)
+}
+
+/// A speech service that takes 200 ms for every voice note.
+async fn slow_whisper() -> shared::fake_whisper::FakeWhisper {
+    let slow =
+        shared::fake_whisper::Answer::Slow(Duration::from_millis(200), "what time do you open");
+    shared::fake_whisper::FakeWhisper::start(Vec::new(), Some(slow)).await
+}
+
+/// The load of a scenario: 50 customers (or fewer) in a closed loop sending `messages` in
+/// all, every third a voice note where voice is tested.
+fn spec_of(stack: &Stack, messages: usize, voice: bool) -> Spec {
+    let customers = 50.min(messages);
+    Spec {
+        base: stack.public_url.clone(),
+        customers,
+        mode: Mode::Closed,
+        duration: Duration::from_secs(3600),
+        warmup: Duration::ZERO,
+        drain: Duration::from_secs(40),
+        model_delay: Duration::ZERO,
+        per_customer: Some(messages.div_ceil(customers) as u64),
+        progress: Arc::default(),
+        voice: voice.then(|| load::Voice {
+            note: Arc::new(shared::testing::voice_note(2)),
+            every: 3,
+        }),
+    }
+}
+
+/// Injects scenario `name`'s fault. For a killed service: when it was killed, the bound its
+/// held messages must be answered within, and what its stream had pending by consumer just
+/// before the kill.
+async fn fault(name: &str, stack: &mut Stack) -> anyhow::Result<(Recovery, Vec<(String, String)>)> {
+    let mut recovery_bound = None;
+    // What the killed service's stream had pending, by consumer, just before the kill.
+    let mut held: Vec<(String, String)> = Vec::new();
+    match name {
+        "brain-kill" | "gateway-kill" | "ledger-kill" | "transcriber-kill" => {
+            let svc = name.trim_end_matches("-kill");
+            held = pending_messages(stack, svc).await?;
+            let killed = Instant::now();
+            eprintln!("kill {svc} at {}", jiff::Timestamp::now());
+            stack.kill9(svc);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stack.restart(svc).await?;
+            // Everything the dead process held is answered within RECLAIM_IDLE_SECS + 2 s of
+            // the kill, plus what the restart took (a message waits from its POST or the kill,
+            // whichever is later).
+            recovery_bound = Some((killed, killed.elapsed() + Duration::from_secs(3 + 2)));
+        }
+        "redis-restart" => stack.restart_redis_gracefully(),
+        "redis-kill" => stack.kill_redis(),
+        "model-faults" | "poison" => {}
+        other => anyhow::bail!("no scenario {other}"),
+    }
+    Ok((recovery_bound, held))
+}
+
+/// When a service was killed, and the bound its held messages are answered within.
+type Recovery = Option<(Instant, Duration)>;
+
+/// Whether the dead consumer's messages, and every other, were answered within `bound` of
+/// the kill; the slowest message's id when not.
+async fn judge_recovery(
+    stack: &Stack,
+    svc: &str,
+    held: &[(String, String)],
+    killed: Instant,
+    bound: Duration,
+    r: &load::Report,
+    voice: bool,
+) -> anyhow::Result<Option<String>> {
+    // Recovery: every message whose entry the dead consumer held is answered within the
+    // bound of the kill.
+    let dead = dead_consumer(stack, svc).await?;
+    let held: Vec<&str> = held
+        .iter()
+        .filter(|(c, _)| Some(c) == dead.as_ref())
+        .map(|(_, m)| m.as_str())
+        .collect();
+    let (held_wait, held_slowest) = r
+        .samples
+        .iter()
+        .filter(|(id, _, _)| held.contains(&id.as_str()))
+        .map(|(id, sent, took)| {
+            (
+                (*sent + *took).saturating_duration_since(killed),
+                id.as_str(),
+            )
+        })
+        .max()
+        .unwrap_or_default();
+    println!(
+        "the dead consumer held {} customer messages; the last answered {} ms after the kill (message {held_slowest}), bound {} ms",
+        held.len(),
+        held_wait.as_millis(),
+        bound.as_millis()
+    );
+    let mut failed = (held_wait > bound).then(|| held_slowest.to_owned());
+    let (waited, slowest) = r.longest_wait_since(killed);
+    let before = r
+        .samples
+        .iter()
+        .filter(|(_, sent, took)| *sent + *took < killed)
+        .map(|(_, _, took)| *took)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "longest wait counted from the kill (or a later POST): {} ms (message {slowest}); slowest answer before the kill {} ms",
+        waited.as_millis(),
+        before.as_millis()
+    );
+    // Every other message too — except where voice notes queue behind ffmpeg on the two
+    // cores (seconds even without a fault): there the wait from the kill measures the
+    // queue, not the recovery.
+    if !voice && waited > bound {
+        failed = Some(slowest.to_owned());
+    }
+    Ok(failed)
+}
+
+/// A failed scenario's evidence: the reclaim and start lines, the slowest message's, and the
+/// end of every log.
+fn show_logs(stack: &Stack, slowest_id: &str) {
+    for (svc, log) in stack.logs() {
+        for l in log.lines().filter(|l| {
+            l.contains("reclaimed") || l.contains("consumer started") || l.contains(slowest_id)
+        }) {
+            eprintln!("{svc}: {}", &l[..l.len().min(300)]);
+        }
+    }
+    for (svc, log) in stack.logs() {
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        eprintln!("--- {svc} (last lines)");
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
 }
 
 /// The stream a service consumes whose entries stand for a customer's message, if any (the
