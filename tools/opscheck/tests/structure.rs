@@ -1,5 +1,5 @@
-//! The shape of the code, kept as issue 13 left it: no source file over 600 lines, and no two
-//! top-level modules of a crate that import each other.
+//! The shape of the code, kept as issue 13 left it: no source file over 600 lines, no function
+//! over 80 lines, and no two top-level modules of a crate that import each other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -113,4 +113,83 @@ fn no_two_top_level_modules_of_a_crate_import_each_other() {
         }
     }
     assert!(cycles.is_empty(), "import cycles: {cycles:?}");
+}
+
+/// The length in lines of every function body in `text` (before its `#[cfg(test)]` module),
+/// by name. Braces inside strings, characters and comments are not counted.
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("#[cfg(test)]"))
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].trim_start();
+        let decl = ["pub(super) ", "pub(crate) ", "pub ", ""]
+            .iter()
+            .flat_map(|v| ["async fn ", "const fn ", "fn "].map(move |f| format!("{v}{f}")))
+            .find(|p| t.starts_with(p.as_str()));
+        let Some(decl) = decl else {
+            i += 1;
+            continue;
+        };
+        let name: String = t[decl.len()..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let (mut depth, mut opened, mut in_str) = (0i32, false, false);
+        let mut j = i;
+        'lines: while j < lines.len() {
+            let b = lines[j].as_bytes();
+            let mut k = 0;
+            while k < b.len() {
+                match b[k] {
+                    b'\\' if in_str => k += 1,
+                    b'"' => in_str = !in_str,
+                    b'/' if !in_str && b.get(k + 1) == Some(&b'/') => break,
+                    b'\'' if !in_str && b.get(k + 2) == Some(&b'\'') => k += 2,
+                    b';' if !in_str && !opened && depth == 0 => break 'lines,
+                    b'{' if !in_str => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    b'}' if !in_str => depth -= 1,
+                    _ => {}
+                }
+                k += 1;
+            }
+            if opened && depth == 0 {
+                break;
+            }
+            j += 1;
+        }
+        if opened {
+            out.push((name, j - i + 1));
+        }
+        i = j + 1;
+    }
+    out
+}
+
+#[test]
+fn function_lengths_are_measured_without_strings_and_comments() {
+    let text = "fn a() {\n    let s = \"{{\";\n    // }\n}\n\nfn b();\n\npub async fn c(\n    x: u8,\n) -> u8 {\n    x\n}\n";
+    assert_eq!(
+        function_lengths(text),
+        [("a".to_owned(), 4), ("c".to_owned(), 5)]
+    );
+}
+
+#[test]
+fn no_function_is_over_80_lines() {
+    let mut long = Vec::new();
+    for p in sources() {
+        for (name, n) in function_lengths(&std::fs::read_to_string(&p).unwrap()) {
+            if n > 80 {
+                long.push(format!("{}: {name} ({n} lines)", p.display()));
+            }
+        }
+    }
+    assert!(long.is_empty(), "split these: {long:?}");
 }
