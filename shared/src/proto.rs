@@ -24,6 +24,16 @@ impl inbound::Kind {
     }
 }
 
+/// Whether `identities` are a web chat visitor's: web chat identities only, no phone number
+/// behind them. The gateway gives visitors a budget of their own; the brain serves them under
+/// any access mode.
+pub fn is_visitor(identities: &[Identity]) -> bool {
+    !identities.is_empty()
+        && identities
+            .iter()
+            .all(|i| i.kind == identity::Kind::Webchat as i32)
+}
+
 impl identity::Kind {
     /// `phone`, `wa_id`, `lid`, `cloud_wa_id`, `webchat` or `other`: how contacts' identities
     /// are stored.

@@ -189,11 +189,7 @@ impl Ingest {
         tracing::Span::current().record("message_id", message_id.as_str());
         let sender = sender_key(&msg.identities, &msg.chat_id);
         // Web chat visitors (no phone identity) spend a global budget of their own.
-        let visitor = !msg.identities.is_empty()
-            && msg
-                .identities
-                .iter()
-                .all(|i| i.kind == identity::Kind::Webchat as i32);
+        let visitor = shared::proto::is_visitor(&msg.identities);
         let admission = inner
             .admitter
             .admit(

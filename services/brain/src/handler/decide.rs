@@ -35,7 +35,7 @@ impl Brain {
         let allowed = contact.role == Role::Admin
             || contact.allowed
             || self.cfg.access == AccessMode::Open
-            || is_visitor(ib);
+            || shared::proto::is_visitor(&ib.identities);
         if !allowed {
             let today = self.today();
             metrics::counter!(m::REFUSALS).increment(1);

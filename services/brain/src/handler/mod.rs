@@ -14,8 +14,8 @@ use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
 use shared::db::{Db, retry_busy};
 use shared::llm::CallError;
 use shared::proto::{
-    Envelope, Inbound, Outbound, Payload, Transcript, UsageRecord, chat_order_key, identity,
-    inbound, outbound, transcript, usage_record,
+    Envelope, Inbound, Outbound, Payload, Transcript, UsageRecord, chat_order_key, inbound,
+    outbound, transcript, usage_record,
 };
 use shared::redact::Redacted;
 use tokio::time::Instant;
@@ -62,15 +62,6 @@ fn published(existing: Option<Vec<u8>>, events: Vec<Publish>) -> Result<Vec<Publ
         Some(bytes) => stored_events(&bytes),
         None => Ok(events),
     }
-}
-
-/// A web chat visitor: only web chat identities (no phone number behind it).
-fn is_visitor(ib: &Inbound) -> bool {
-    !ib.identities.is_empty()
-        && ib
-            .identities
-            .iter()
-            .all(|i| i.kind == identity::Kind::Webchat as i32)
 }
 
 impl commands::Context for Brain {
