@@ -205,19 +205,19 @@ impl MediaStore {
     /// Stores the bytes (or refreshes the TTL of identical bytes) and returns their reference.
     pub async fn put(&self, bytes: &[u8], mime: &str) -> redis::RedisResult<MediaRef> {
         let sha = hex::encode(Sha256::digest(bytes));
-        let prefix = self.keys.key("media:");
-        let key = format!("{prefix}{sha}");
+        let store = self.keys.media();
+        let key = format!("{}{sha}", store.items);
         let (evicted, total): (u64, u64) = self
             .script
             .key(&key)
-            .key(self.keys.key("media:index"))
-            .key(self.keys.key("media:sizes"))
-            .key(self.keys.key("media:total"))
+            .key(&store.index)
+            .key(&store.sizes)
+            .key(&store.total)
             .arg(&sha)
             .arg(bytes)
             .arg(self.ttl.as_millis() as u64)
             .arg(self.cap)
-            .arg(&prefix)
+            .arg(&store.items)
             .invoke_async(&mut self.conn.clone())
             .await?;
         metrics::gauge!(STORE_BYTES).set(total as f64);

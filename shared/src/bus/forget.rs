@@ -90,6 +90,7 @@ impl Bus {
         let names = person.names();
         let mut erased = Erased::default();
         let script = redis::Script::new(ERASE_MEDIA);
+        let store = keys.media();
         for name in &names {
             let deleted: u64 = redis::cmd("DEL")
                 .arg(keys.webchat_history(name))
@@ -98,10 +99,10 @@ impl Bus {
             erased.histories += deleted;
             let media: u64 = script
                 .key(keys.media_of(name))
-                .key(keys.key("media:index"))
-                .key(keys.key("media:sizes"))
-                .key(keys.key("media:total"))
-                .arg(keys.key("media:"))
+                .key(&store.index)
+                .key(&store.sizes)
+                .key(&store.total)
+                .arg(&store.items)
                 .invoke_async(&mut conn)
                 .await?;
             erased.media += media;

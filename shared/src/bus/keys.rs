@@ -67,6 +67,27 @@ impl FromStr for Stream {
     }
 }
 
+/// The media store's keys ([`Keys::media`]).
+#[derive(Debug, Clone)]
+pub struct MediaKeys {
+    /// The prefix of an item's key: `items` + its SHA-256 in hex.
+    pub items: String,
+    /// Sorted set: item hash by expiry time.
+    pub index: String,
+    /// Hash: item hash → bytes.
+    pub sizes: String,
+    /// Bytes stored in all.
+    pub total: String,
+}
+
+impl MediaKeys {
+    /// The SHA-256 of the item at `key`, when `key` is one of this store's items.
+    pub fn item_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.items)
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
 /// Key names under one prefix; the prefix is the hash tag.
 ///
 /// A key named after a person (a phone number, a visitor) carries a keyed hash of it
@@ -137,6 +158,17 @@ impl Keys {
     /// `{prefix}:wc:h:<hash>`: the web chat's history of one conversation.
     pub fn webchat_history(&self, contact: &str) -> String {
         self.key(&format!("wc:h:{}", self.hash(contact)))
+    }
+
+    /// The gateway's media store: the items (`{prefix}:media:<sha256>`), their index by expiry,
+    /// their sizes and the total — the layout the store, the readers and `!forget` share.
+    pub fn media(&self) -> MediaKeys {
+        MediaKeys {
+            items: self.key("media:"),
+            index: self.key("media:index"),
+            sizes: self.key("media:sizes"),
+            total: self.key("media:total"),
+        }
     }
 
     /// `{prefix}:media:of:<hash>`: the media items one sender sent (a set of SHA-256s), so

@@ -49,7 +49,7 @@ use redis::aio::ConnectionManager;
 pub use consumer::{Consumer, Delivery, HandleError, Handler, Reason};
 pub use dlq::{DeadLetter, Dlq};
 pub use forget::{Erased, Person};
-pub use keys::{Keys, Stream};
+pub use keys::{Keys, MediaKeys, Stream};
 pub use maintenance::{StreamStats, trim_acknowledged, trim_dead_letters};
 pub use publish::{Publish, Publisher};
 
@@ -207,9 +207,7 @@ impl Bus {
     /// The bytes of a media item the gateway stored (`None`: expired or evicted). Only keys
     /// of this deployment's media store are read, whatever an event says.
     pub async fn read_media(&self, media: &crate::proto::MediaRef) -> Result<Option<Vec<u8>>> {
-        let prefix = self.keys.key("media:");
-        let item = media.key.strip_prefix(&prefix).unwrap_or("");
-        if item.is_empty() || !item.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if self.keys.media().item_of(&media.key).is_none() {
             return Ok(None);
         }
         Ok(redis::cmd("GET")
