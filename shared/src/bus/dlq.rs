@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use prost::Message;
 use redis::Value;
 use redis::aio::ConnectionManager;
-use redis::streams::StreamRangeReply;
+use redis::streams::{StreamId, StreamRangeReply};
 
 use super::keys::{Keys, Stream};
 use super::publish::add_publish_raw;
@@ -51,18 +51,31 @@ impl Dlq {
         Self { conn, keys }
     }
 
-    /// The oldest `limit` dead letters of `stream`.
-    pub async fn list(&self, stream: Stream, limit: usize) -> super::Result<Vec<DeadLetter>> {
+    /// Up to `count` raw dead letters of `stream`, oldest first, after the entry `after`
+    /// (`None`: from the start).
+    pub(crate) async fn page(
+        &self,
+        stream: Stream,
+        after: Option<&str>,
+        count: usize,
+    ) -> super::Result<Vec<StreamId>> {
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let reply: StreamRangeReply = redis::cmd("XRANGE")
             .arg(self.keys.dlq(stream))
-            .arg("-")
+            .arg(start)
             .arg("+")
             .arg("COUNT")
-            .arg(limit)
+            .arg(count)
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(reply
-            .ids
+        Ok(reply.ids)
+    }
+
+    /// The oldest `limit` dead letters of `stream`.
+    pub async fn list(&self, stream: Stream, limit: usize) -> super::Result<Vec<DeadLetter>> {
+        Ok(self
+            .page(stream, None, limit)
+            .await?
             .into_iter()
             .map(|e| {
                 let envelope = match e.map.get("e") {
@@ -100,21 +113,13 @@ impl Dlq {
     pub async fn replay(&self, stream: Stream, only: &[String]) -> super::Result<u64> {
         let mut conn = self.conn.clone();
         let mut replayed = 0;
-        let mut cursor = "-".to_owned();
+        let mut last: Option<String> = None;
         loop {
-            let reply: StreamRangeReply = redis::cmd("XRANGE")
-                .arg(self.keys.dlq(stream))
-                .arg(&cursor)
-                .arg("+")
-                .arg("COUNT")
-                .arg(100)
-                .query_async(&mut conn)
-                .await?;
-            if reply.ids.is_empty() {
+            let page = self.page(stream, last.as_deref(), 100).await?;
+            let Some(end) = page.last().map(|e| e.id.clone()) else {
                 break;
-            }
-            let last = reply.ids.last().map(|e| e.id.clone()).unwrap_or_default();
-            for e in reply.ids {
+            };
+            for e in page {
                 if !only.is_empty() && !only.contains(&e.id) {
                     continue;
                 }
@@ -145,7 +150,7 @@ impl Dlq {
                 pipe.query_async::<()>(&mut conn).await?;
                 replayed += 1;
             }
-            cursor = format!("({last}");
+            last = Some(end);
         }
         Ok(replayed)
     }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use prost::Message;
 use redis::Value;
-use redis::streams::StreamRangeReply;
 
 use super::keys::Stream;
 use super::{Bus, Result};
@@ -107,23 +106,15 @@ impl Bus {
                 .await?;
             erased.media += media;
         }
+        let dlq = self.dlq();
         for stream in Stream::ALL {
-            let dlq = keys.dlq(stream);
-            let mut cursor = "-".to_owned();
+            let mut last: Option<String> = None;
             loop {
-                let page: StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&dlq)
-                    .arg(&cursor)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut conn)
-                    .await?;
-                let Some(last) = page.ids.last().map(|e| e.id.clone()) else {
+                let page = dlq.page(stream, last.as_deref(), 500).await?;
+                let Some(end) = page.last().map(|e| e.id.clone()) else {
                     break;
                 };
                 let doomed: Vec<&str> = page
-                    .ids
                     .iter()
                     .filter(|e| match e.map.get("e") {
                         Some(Value::BulkString(b)) => Envelope::decode(b.as_slice())
@@ -134,13 +125,13 @@ impl Bus {
                     .collect();
                 if !doomed.is_empty() {
                     let n: u64 = redis::cmd("XDEL")
-                        .arg(&dlq)
+                        .arg(keys.dlq(stream))
                         .arg(&doomed)
                         .query_async(&mut conn)
                         .await?;
                     erased.dead_letters += n;
                 }
-                cursor = format!("({last}");
+                last = Some(end);
             }
         }
         Ok(erased)
