@@ -97,7 +97,6 @@ impl Webchat {
                 local: cfg.webchat_is_local(),
                 visitors: Visitors {
                     conn: bus.connection(),
-                    secret_key: bus.keys().key("wc:secret"),
                     keys_prefix: bus.keys().clone(),
                     secret: cfg.webchat_secret.clone(),
                     server_token: cfg.webchat_token.clone(),

@@ -200,8 +200,6 @@ pub fn user_hash(secret: &str, user_id: &str) -> String {
 /// Visitor mode's keys and the limit on creating visitors.
 pub(super) struct Visitors {
     pub(super) conn: redis::aio::ConnectionManager,
-    /// Where the generated server key is kept when `WEBCHAT_SECRET` is unset.
-    pub(super) secret_key: String,
     pub(super) keys_prefix: shared::bus::Keys,
     pub(super) secret: Option<SecretString>,
     pub(super) server_token: Option<SecretString>,
@@ -221,9 +219,12 @@ impl Visitors {
                 let secret = match &self.secret {
                     Some(s) => s.clone(),
                     None => SecretString::from(
-                        shared::redis_conn::shared_secret(&mut self.conn.clone(), &self.secret_key)
-                            .await
-                            .map_err(|e| redis_down(&e))?,
+                        shared::redis_conn::shared_secret(
+                            &mut self.conn.clone(),
+                            &self.keys_prefix.key("wc:secret"),
+                        )
+                        .await
+                        .map_err(|e| redis_down(&e))?,
                     ),
                 };
                 Ok(Keys::new(
