@@ -42,16 +42,12 @@ pub struct FakeChat {
 
 impl FakeChat {
     /// Starts the server (echoing `You said: …` when the script is empty).
-    pub async fn start() -> Self {
+    pub fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(complete))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let addr = crate::testing::serve_on_own_thread(app);
         Self {
             inner,
             base_url: format!("http://{addr}/v1"),

@@ -60,7 +60,7 @@ pub struct FakeWhisper {
 
 impl FakeWhisper {
     /// Starts the server: `script` in order, then `otherwise` (or an error).
-    pub async fn start(script: Vec<Answer>, otherwise: Option<Answer>) -> Self {
+    pub fn start(script: Vec<Answer>, otherwise: Option<Answer>) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
             script: script.into(),
             otherwise,
@@ -69,9 +69,7 @@ impl FakeWhisper {
         let app = axum::Router::new()
             .route("/v1/audio/transcriptions", post(transcribe))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = crate::testing::serve_on_own_thread(app);
         Self {
             inner,
             base_url: format!("http://{addr}/v1"),

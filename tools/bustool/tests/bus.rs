@@ -12,7 +12,7 @@ use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
 use shared::config::{BusConfig, Dsn};
 use shared::proto::{Envelope, Inbound, Payload};
 use shared::testing::{
-    RedisServer, ServiceProcess, TempDir, cleanup_prefix, free_port, redis_url, unique_prefix,
+    KeyPrefix, RedisServer, ServiceProcess, TempDir, free_port, redis_url, unique_prefix,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_bus-worker");
@@ -22,6 +22,7 @@ struct Harness {
     prefix: String,
     bus: Bus,
     dir: TempDir,
+    _keys: KeyPrefix,
 }
 
 impl Harness {
@@ -33,6 +34,7 @@ impl Harness {
         let prefix = unique_prefix();
         let bus = Bus::with_parts(&Dsn::new(url.clone()), &prefix, fast_config(), "test").unwrap();
         Self {
+            _keys: KeyPrefix::of(&url, &prefix),
             url,
             prefix,
             bus,
@@ -133,10 +135,6 @@ impl Harness {
             .await;
             assert!(ok, "worker did not start:\n{}", w.log_text());
         }
-    }
-
-    async fn cleanup(self) {
-        cleanup_prefix(&self.url, &self.prefix).await;
     }
 }
 
@@ -244,7 +242,6 @@ async fn every_event_is_handled_and_acked_exactly_once_across_two_processes() {
     assert_eq!(by_worker.len(), 2, "{by_worker:?}");
     // Each chat's messages were handled in the order they were published.
     assert_handled_in_order(&h, &ids, 40).await;
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +277,6 @@ async fn a_consumer_killed_mid_handle_is_taken_over_within_the_reclaim_timeout()
         })
         .await
     );
-    h.cleanup().await;
 }
 
 /// The stall a SIGKILL used to cause: the survivor read a contact's later messages, then took
@@ -345,7 +341,6 @@ async fn a_contact_whose_first_messages_died_with_their_consumer_is_answered_in_
         })
         .await
     );
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +362,6 @@ async fn a_panicking_handler_is_retried_and_its_contact_keeps_its_order() {
     assert_handled_in_order(&h, &ids, 3).await;
     assert!(w.log_text().contains("handler panicked"));
     assert_eq!(h.dlq_len(Stream::Inbound).await, 0);
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,7 +404,6 @@ async fn a_consumer_that_finishes_nothing_is_reported_stuck_and_exits_non_zero()
     assert!(!status.success(), "exit {status:?}");
     let log = w.log_text();
     assert!(log.contains("consumer stuck"), "{log}");
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +434,6 @@ async fn slow_work_longer_than_the_reclaim_timeout_is_not_stolen() {
         "slow entry was stolen and handled twice"
     );
     assert_eq!(h.outbound_len().await, 1);
-    h.cleanup().await;
 }
 
 struct AlwaysFails(AtomicUsize);
@@ -513,7 +505,6 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_max_deliveries_with_
         .await
         .unwrap();
     assert_eq!(h.handled().await.get(&ids[0]), Some(&1));
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,7 +554,6 @@ async fn garbage_entries_are_dead_lettered_at_once_and_the_consumer_keeps_going(
     assert_eq!(raw.ids[0].get::<Vec<u8>>("e").unwrap(), b"\xff\x00garbage");
     assert_eq!(raw.ids[1].get::<String>("x").unwrap(), "no envelope");
     assert_eq!(pending(&h, Stream::Inbound).await, 0);
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,7 +582,6 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
     }
     assert_eq!(pending(&h, Stream::Inbound).await, 0);
     assert_eq!(h.outbound_len().await, 5);
-    h.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,7 +876,6 @@ async fn trimming_with_a_backlog_keeps_every_unacknowledged_entry() {
     assert_eq!(trimmed, 3000);
     let handled = h.handled().await;
     assert!(ids.iter().all(|id| handled.get(id) == Some(&1)));
-    h.cleanup().await;
 }
 
 #[tokio::test]

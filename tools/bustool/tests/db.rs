@@ -40,7 +40,6 @@ async fn migrations_apply_twice_and_concurrently_without_error() {
     for d in others {
         d.close().await;
     }
-    t.cleanup().await;
 }
 
 #[tokio::test]
@@ -99,7 +98,6 @@ async fn the_design_tables_round_trip_on_this_backend() {
         .await
         .unwrap();
     assert_eq!(left, 0);
-    t.cleanup().await;
 }
 
 /// Two writers of one database (as brain and ledger are, from two processes: two pools with
@@ -160,7 +158,6 @@ async fn concurrent_read_then_write_transactions_from_two_writers_all_commit() {
         assert_eq!(distinct, 400);
     }
     other.close().await;
-    t.cleanup().await;
 }
 
 /// A writer that holds the lock longer than the busy timeout makes the other's write fail with
@@ -171,7 +168,7 @@ async fn a_write_lock_held_past_the_busy_timeout_is_reported_as_busy() {
     if t.db.backend() != shared::db::Backend::Sqlite {
         // PostgreSQL has row locks and no busy timeout; its lock and serialisation codes are
         // classified by the same function (unit-tested there).
-        t.cleanup().await;
+        drop(t);
         return;
     }
     t.db.migrate().await.unwrap();
@@ -199,5 +196,4 @@ async fn a_write_lock_held_past_the_busy_timeout_is_reported_as_busy() {
     holder.rollback().await.unwrap();
     other.begin_write().await.unwrap().commit().await.unwrap();
     other.close().await;
-    t.cleanup().await;
 }

@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn};
 use shared::proto::{Envelope, Inbound, Payload};
-use shared::testing::{ServiceProcess, TempDir, cleanup_prefix, redis_url, unique_prefix};
+use shared::testing::{KeyPrefix, ServiceProcess, TempDir, redis_url};
 
 // The parts of opentelemetry-proto's ExportTraceServiceRequest this test reads.
 #[derive(Clone, PartialEq, Message)]
@@ -63,12 +63,11 @@ async fn consumer_spans_continue_the_publishers_trace() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let otlp = format!("http://{}", shared::testing::serve_on_own_thread(app));
 
-    let prefix = unique_prefix();
     let url = redis_url();
+    let keys = KeyPrefix::new(&url);
+    let prefix = keys.prefix.clone();
     let dir = TempDir::new("trace");
     let env: HashMap<String, String> = HashMap::from([
         ("REDIS_URL".into(), url.clone()),
@@ -178,5 +177,4 @@ async fn consumer_spans_continue_the_publishers_trace() {
         carried.contains(&hex(&handle.span_id)),
         "answer's parent is the handle span"
     );
-    cleanup_prefix(&url, &prefix).await;
 }

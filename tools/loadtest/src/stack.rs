@@ -179,7 +179,6 @@ impl Stack {
         for (_, p) in self.procs {
             let _ = p.terminate_async(Duration::from_secs(20)).await;
         }
-        self.db.cleanup().await;
     }
 }
 

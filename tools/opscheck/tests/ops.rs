@@ -513,8 +513,9 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
     // The four services, idle: every metric is registered at zero at start.
     let db = shared::testing::TestDb::sqlite();
     let redis = shared::testing::redis_url();
-    let mut procs = Vec::new();
+    // Dropped in reverse: the processes stop, then their environments (keys, directories) go.
     let mut envs = Vec::new();
+    let mut procs = Vec::new();
     for name in SERVICES {
         let service = match name {
             "gateway" => shared::config::ServiceName::Gateway,
@@ -574,13 +575,6 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
     }
     let missing: Vec<&String> = wanted.iter().filter(|m| !served.contains(*m)).collect();
     assert!(missing.is_empty(), "queried but not served: {missing:?}");
-    for p in procs {
-        shared::testing::stop_cleanly(p).await;
-    }
-    for e in &envs {
-        shared::testing::cleanup_prefix(&redis, &e.prefix).await;
-    }
-    db.cleanup().await;
 }
 
 async fn reqwest_get(url: &str) -> String {

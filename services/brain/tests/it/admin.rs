@@ -6,7 +6,7 @@ use std::time::Duration;
 use shared::config::Dsn;
 use shared::db::Db;
 
-use crate::rig::{ADMIN, Rig, metric, stop};
+use crate::rig::{ADMIN, Rig, metric};
 
 const USER: &str = "+15552340001";
 
@@ -17,7 +17,7 @@ fn db(rig: &Rig) -> Db {
 #[tokio::test]
 async fn config_set_changes_the_model_and_prompt_until_unset() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let c = rig.text(ADMIN, "!config set model gpt-4o-mini").await;
     assert!(
         rig.reply(&c)
@@ -54,8 +54,6 @@ async fn config_set_changes_the_model_and_prompt_until_unset() {
     // Users cannot touch settings.
     let x = rig.text(USER, "!config set model evil").await;
     assert!(rig.reply(&x).await.contains("for administrators"));
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 async fn role_of(db: &Db, phone: &str) -> String {
@@ -80,7 +78,7 @@ async fn a_number_removed_from_admin_numbers_loses_the_role_at_the_next_start() 
     assert!(rig.reply(&c).await.contains("is now admin"));
     let d = db(&rig);
     assert_eq!(role_of(&d, SECOND).await, "admin");
-    stop(p).await;
+    drop(p);
     rig.set_env("ADMIN_NUMBERS", ADMIN);
     let p = rig.spawn().await;
     // Revoked as the brain starts, before it reads any message.
@@ -98,15 +96,14 @@ async fn a_number_removed_from_admin_numbers_loses_the_role_at_the_next_start() 
     // The revoked number is refused admin commands.
     let x = rig.text(SECOND, "!usage").await;
     assert!(rig.reply(&x).await.contains("for administrators"));
-    stop(p).await;
+    drop(p);
     d.close().await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn usage_stats_and_forget() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let m = rig.text(USER, "What does shipping cost?").await;
     rig.reply(&m).await;
     let contact = rig.usage().await[0].contact_id.clone();
@@ -174,8 +171,6 @@ async fn usage_stats_and_forget() {
             .starts_with("You're chatting with an AI assistant.")
     );
     d.close().await;
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -236,14 +231,12 @@ async fn the_cleanup_deletes_memory_older_than_the_retention() {
         .collect();
     assert_eq!(contents, ["recent question", "recent answer", "and now?"]);
     d.close().await;
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_message_that_keeps_failing_gets_an_apology_and_a_dead_letter() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("MAX_DELIVERIES", "2")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     // The database breaks under the running brain: every attempt fails.
     let d = db(&rig);
     sqlx::query("DROP TABLE outbox")
@@ -269,8 +262,6 @@ async fn a_message_that_keeps_failing_gets_an_apology_and_a_dead_letter() {
     assert!(dead[0].reason.contains("database"), "{}", dead[0].reason);
     assert!(rig.fake.requests().is_empty());
     d.close().await;
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 /// What the gateway keeps in Redis about `phone` (its web chat history, a media item it sent)
@@ -342,7 +333,7 @@ async fn seed_redis(rig: &Rig, phone: &str, sha: &str) {
 async fn forget_erases_what_redis_holds_about_the_contact() {
     use shared::bus::Stream;
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let (user, other) = (USER, "+15559990000");
     let m = rig.text(user, "hello").await;
     rig.reply(&m).await;
@@ -390,6 +381,4 @@ async fn forget_erases_what_redis_holds_about_the_contact() {
         1,
         "only the other contact's dead letter is left"
     );
-    stop(p).await;
-    rig.cleanup().await;
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use shared::fake_chat::{Reply, last_user_text};
 use shared::proto::{inbound, outbound};
 
-use crate::rig::{ADMIN, Rig, metric, stop};
+use crate::rig::{ADMIN, Rig, metric};
 
 const USER: &str = "+15551230001";
 const OTHER: &str = "+15551230002";
@@ -28,7 +28,7 @@ fn roles_and_texts(req: &serde_json::Value) -> Vec<(String, String)> {
 #[tokio::test]
 async fn memory_spans_turns_is_per_contact_and_reset_clears_it() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let a1 = rig.text(USER, "My name is Ana.").await;
     let first = rig.reply(&a1).await;
     assert!(first.starts_with(DISCLOSURE), "{first}");
@@ -95,8 +95,6 @@ async fn memory_spans_turns_is_per_contact_and_reset_clears_it() {
     assert_eq!(usage[0].prompt_tokens, 100);
     assert_eq!(usage[0].completion_tokens, 20);
     assert_eq!(usage[0].response_model, "gpt-4o-2024-08-06");
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -146,14 +144,12 @@ async fn a_redelivered_message_republishes_its_reply_without_asking_the_model_ag
     );
     assert_eq!(rig.usage().await[0].usage_id, rig.usage().await[1].usage_id);
     assert_eq!(metric(&p, "brain_replies_republished_total").await, 1.0);
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn stop_silences_a_contact_until_start() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let s = rig.text(USER, "STOP").await;
     assert!(rig.reply(&s).await.contains("START"));
     let ignored = rig.text(USER, "hello?").await;
@@ -163,8 +159,6 @@ async fn stop_silences_a_contact_until_start() {
     let back = rig.text(USER, "hello again").await;
     assert!(rig.reply(&back).await.contains("You said: hello again"));
     assert_eq!(rig.fake.requests().len(), 1);
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -215,8 +209,6 @@ async fn whitelist_refuses_once_a_day_and_admins_manage_it() {
     let u = rig.text(ADMIN, "!nonsense").await;
     assert!(rig.reply(&u).await.contains("!reset"));
     assert_eq!(metric(&p, "brain_refusals_total").await, 4.0);
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -236,8 +228,6 @@ async fn a_web_chat_visitor_is_served_under_the_whitelist_but_is_never_an_admin(
     let r = rig.text(USER, "hi").await;
     assert!(rig.reply(&r).await.contains("only available"));
     assert_eq!(metric(&p, "brain_refusals_total").await, 1.0);
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -258,8 +248,6 @@ async fn rate_limited_then_successful_model_call() {
         metric(&p, "llm_retries_total{upstream=\"chat\"}").await,
         2.0
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -294,8 +282,6 @@ async fn a_failing_model_opens_the_circuit_customers_get_the_fallback_and_it_rec
         metric(&p, "llm_circuit_state{upstream=\"chat\"}").await,
         0.0
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -303,7 +289,7 @@ async fn a_slow_model_is_cut_off_by_the_deadline_with_the_fallback() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("TEXT_DEADLINE_SECS", "1")]).await;
     rig.fake
         .script([Reply::Slow(Duration::from_secs(5), "too late".into())]);
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let started = std::time::Instant::now();
     let id = rig.text(USER, "quick?").await;
     let t = rig.reply(&id).await;
@@ -313,8 +299,6 @@ async fn a_slow_model_is_cut_off_by_the_deadline_with_the_fallback() {
         "{:?}",
         started.elapsed()
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -347,7 +331,7 @@ async fn budget_guard_and_unconfigured_llm_and_guards_make_no_paid_call() {
             .contains("text, voice notes and photos")
     );
     assert!(rig.fake.requests().is_empty());
-    stop(p).await;
+    drop(p);
 
     // No LLM configured: a clear notice, the service still healthy.
     let mut rig2 = Rig::new(&[
@@ -356,19 +340,16 @@ async fn budget_guard_and_unconfigured_llm_and_guards_make_no_paid_call() {
         ("OPENAI_API_KEY", ""),
     ])
     .await;
-    let p2 = rig2.spawn().await;
+    let _p2 = rig2.spawn().await;
     let id = rig2.text(USER, "hello").await;
     assert!(rig2.reply(&id).await.contains("not configured yet"));
     assert!(rig2.fake.requests().is_empty());
-    stop(p2).await;
-    rig2.cleanup().await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_contact_over_its_daily_tokens_gets_the_budget_notice() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("CONTACT_DAILY_TOKENS", "200")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     // The fake charges 120 tokens per answer; the ledger would aggregate them per day.
     let first = rig.text(USER, "one").await;
     rig.reply(&first).await;
@@ -390,14 +371,12 @@ async fn a_contact_over_its_daily_tokens_gets_the_budget_notice() {
     let other = rig.text(OTHER, "me too").await;
     assert!(rig.reply(&other).await.contains("You said"));
     db.close().await;
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_photo_goes_to_the_vision_model_as_an_image_part() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("VISION_MODEL", "gpt-4o-mini")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let png: &[u8] = b"\x89PNG\r\n\x1a\nnot-really-but-bytes";
     let key = format!("{{{}}}:media:7e57", rig.prefix);
     let mut c = rig.bus.connection();
@@ -446,8 +425,6 @@ async fn a_photo_goes_to_the_vision_model_as_an_image_part() {
         usage[0].operation(),
         shared::proto::usage_record::Operation::Vision
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -457,8 +434,8 @@ async fn one_contacts_messages_are_answered_in_order_across_two_brains() {
     rig.fake.script(
         (0..4).map(|i| Reply::Slow(Duration::from_millis(300 - i * 60), format!("answer {i}"))),
     );
-    let a = rig.spawn().await;
-    let b = rig.spawn().await;
+    let _a = rig.spawn().await;
+    let _b = rig.spawn().await;
     let mut ids = Vec::new();
     for i in 0..8 {
         ids.push(rig.text(USER, &format!("m{i}")).await);
@@ -471,9 +448,6 @@ async fn one_contacts_messages_are_answered_in_order_across_two_brains() {
     assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>());
     let asked: Vec<String> = rig.fake.requests().iter().map(last_user_text).collect();
     assert_eq!(asked, (0..8).map(|i| format!("m{i}")).collect::<Vec<_>>());
-    stop(a).await;
-    stop(b).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -497,14 +471,12 @@ async fn an_attempt_that_times_out_is_retried() {
         .await,
         20.0
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_photo_over_the_size_limit_gets_a_clear_message() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("MAX_IMAGE_MB", "1")]).await;
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     let id = shared::ids::new_id();
     let media = shared::proto::MediaRef {
         key: format!("{{{}}}:media:big", rig.prefix),
@@ -516,6 +488,4 @@ async fn a_photo_over_the_size_limit_gets_a_clear_message() {
         .await;
     assert!(rig.reply(&id).await.contains("too large"));
     assert!(rig.fake.requests().is_empty());
-    stop(p).await;
-    rig.cleanup().await;
 }

@@ -24,7 +24,6 @@ async fn starts_from_env_serves_health_and_metrics_and_stops_on_sigterm() {
         ],
     )
     .await;
-    db.cleanup().await;
 }
 
 #[tokio::test]
@@ -44,7 +43,6 @@ async fn migrate_subcommand_applies_migrations_twice() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
     }
-    db.cleanup().await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn, ServiceName};
 use shared::fake_chat::FakeChat;
 use shared::proto::{Envelope, Identity, Inbound, Outbound, Payload, Transport, identity, inbound};
-use shared::testing::{ServiceEnv, ServiceProcess, TestDb};
+use shared::testing::{KeyPrefix, ServiceEnv, ServiceProcess, TestDb};
 
 use crate::BIN;
 
@@ -21,12 +21,13 @@ pub struct Rig {
     pub fake: FakeChat,
     env: Vec<(String, String)>,
     dirs: Vec<ServiceEnv>,
+    _keys: KeyPrefix,
 }
 
 impl Rig {
     pub async fn new(extra: &[(&str, &str)]) -> Self {
         let db = TestDb::new().await;
-        let fake = FakeChat::start().await;
+        let fake = FakeChat::start();
         let prefix = shared::testing::unique_prefix();
         let redis = shared::testing::redis_url();
         let bus =
@@ -44,6 +45,7 @@ impl Rig {
             env.push(((*k).into(), (*v).into()));
         }
         Self {
+            _keys: KeyPrefix::of(&redis, &prefix),
             db,
             prefix,
             redis,
@@ -245,17 +247,8 @@ impl Rig {
             })
             .collect()
     }
-
-    pub async fn cleanup(self) {
-        shared::testing::cleanup_prefix(&self.redis, &self.prefix).await;
-        self.db.cleanup().await;
-    }
 }
 
 pub async fn metric(p: &ServiceProcess, name: &str) -> f64 {
     shared::testing::scrape_metric(&p.http, name).await
-}
-
-pub async fn stop(p: ServiceProcess) {
-    shared::testing::stop_cleanly(p).await;
 }

@@ -4,7 +4,7 @@
 use shared::fake_whisper::{Answer, FakeWhisper};
 use shared::proto::{MediaRef, inbound, outbound, usage_record};
 
-use crate::rig::{Rig, stop};
+use crate::rig::Rig;
 
 const USER: &str = "+15551239999";
 
@@ -37,11 +37,10 @@ async fn a_voice_note_is_acknowledged_transcribed_and_answered() {
             Answer::Status(400),
         ],
         None,
-    )
-    .await;
+    );
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("ECHO_TRANSCRIPT", "true")]).await;
-    let brain = rig.spawn().await;
-    let transcriber = rig.spawn_transcriber(&whisper.base_url).await;
+    let _brain = rig.spawn().await;
+    let _transcriber = rig.spawn_transcriber(&whisper.base_url).await;
     let audio = shared::testing::voice_note(2);
 
     let id = send_voice(&rig, &audio).await;
@@ -79,7 +78,4 @@ async fn a_voice_note_is_acknowledged_transcribed_and_answered() {
         1,
         "no model call for a failed transcription"
     );
-    stop(transcriber).await;
-    stop(brain).await;
-    rig.cleanup().await;
 }

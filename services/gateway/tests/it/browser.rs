@@ -37,7 +37,7 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     let desktop_shot = work.path().join("chat-desktop.png");
 
     // The real brain answers, its model played by the fake OpenAI server (in Markdown).
-    let fake = shared::fake_chat::FakeChat::start().await;
+    let fake = shared::fake_chat::FakeChat::start();
     fake.script([
         Reply::Text("**Yes!** We ship to Canada in 3–5 days.".into()),
         Reply::Text("That photo shows item *#42*: in stock.".into()),
@@ -58,7 +58,7 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
         benv.env.insert(k.into(), v.into());
     }
     let brain_bin = shared::testing::workspace_bin("brain");
-    let brain = benv.spawn_ready(brain_bin.to_str().unwrap()).await;
+    let _brain = benv.spawn_ready(brain_bin.to_str().unwrap()).await;
 
     let out = tokio::process::Command::new("node")
         .arg(dir.join("chat.mjs"))
@@ -128,7 +128,4 @@ async fn chat_page_in_headless_chromium_sends_text_and_photo_and_shows_replies()
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 2);
     assert!(reqs[1].to_string().contains("data:image/png;base64,"));
-    shared::testing::stop_cleanly(brain).await;
-    db.cleanup().await;
-    gw.stop().await;
 }

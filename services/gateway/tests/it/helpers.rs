@@ -177,16 +177,6 @@ impl Gw {
             .await
             .unwrap()
     }
-
-    pub async fn stop(self) {
-        let (status, p) = self.proc.terminate_async(Duration::from_secs(20)).await;
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "gateway did not stop cleanly: {status:?}\n{}",
-            p.log_text()
-        );
-        shared::testing::cleanup_prefix(&self.redis, &self.senv.prefix).await;
-    }
 }
 
 /// Decodes every envelope of a stream.

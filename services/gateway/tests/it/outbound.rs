@@ -57,7 +57,6 @@ async fn outbound_is_delivered_in_order_per_chat_across_two_gateways() {
     );
     assert_eq!(sent, 75.0, "each message sent exactly once");
     b.proc.terminate_async(Duration::from_secs(20)).await;
-    a.stop().await;
 }
 
 #[tokio::test]
@@ -86,7 +85,6 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason() {
         ),
         1.0
     );
-    gw.stop().await;
 }
 
 /// WhatsApp's side of a send: accepts, or fails as scripted.
@@ -145,7 +143,7 @@ impl Transport for Phone {
 struct Rig {
     bus: Bus,
     deliverer: Arc<gateway::deliver::Deliverer>,
-    prefix: String,
+    _keys: shared::testing::KeyPrefix,
 }
 
 fn rig(phone: Arc<Phone>) -> Rig {
@@ -170,7 +168,7 @@ fn rig(phone: Arc<Phone>) -> Rig {
             transports, receipts, typing, &bus,
         )),
         bus,
-        prefix,
+        _keys: shared::testing::KeyPrefix::of(&url, &prefix),
     }
 }
 
@@ -212,7 +210,6 @@ async fn a_transient_failure_is_retried_in_place_then_succeeds() {
         stats.pending, 0,
         "acknowledged after the transport accepted it"
     );
-    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &rig.prefix).await;
 }
 
 #[tokio::test]
@@ -240,7 +237,6 @@ async fn a_redelivered_message_never_sends_a_part_twice() {
         ["M2", "M2.2", "M2.3"],
         "sent again after a redelivery"
     );
-    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &rig.prefix).await;
 }
 
 #[tokio::test]
@@ -273,7 +269,6 @@ async fn a_permanent_transport_failure_goes_to_the_dead_letters_at_once() {
         "{}",
         dead[0].reason
     );
-    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &rig.prefix).await;
 }
 
 #[tokio::test]
@@ -313,5 +308,4 @@ async fn delivery_receipts_are_recorded_once_per_status() {
     let mut got = receipts.receipts_of("M4").await.unwrap();
     got.sort();
     assert_eq!(got, ["delivered", "read"]);
-    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &rig.prefix).await;
 }

@@ -223,8 +223,6 @@ async fn a_visitor_reads_and_writes_only_its_own_conversation() {
     let (status, list) = call(&replica, Method::GET, &a, "messages", Some(&ta)).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list.as_array().unwrap().len(), 2);
-    replica.stop().await;
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -259,7 +257,7 @@ async fn a_user_the_business_vouches_for_is_one_visitor_on_every_device() {
     let (status, anon) = create(&gw, None, &[]).await;
     assert_eq!(status, 201);
     assert_ne!(anon["visitor"], v1["visitor"]);
-    gw.stop().await;
+    drop(gw);
 
     // Without WEBCHAT_IDENTITY_SECRET a user id is refused with the reason.
     let gw = visitor_gw(&[]).await;
@@ -271,7 +269,6 @@ async fn a_user_the_business_vouches_for_is_one_visitor_on_every_device() {
             .unwrap()
             .contains("WEBCHAT_IDENTITY_SECRET")
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -300,7 +297,7 @@ async fn visitor_creation_is_limited_per_client_address() {
     );
     let (status, _) = create(&gw, None, &from("203.0.113.6")).await;
     assert_eq!(status, 201, "another address has its own allowance");
-    gw.stop().await;
+    drop(gw);
 
     // Without a trusted header, a client cannot dodge the limit by sending one.
     let gw = visitor_gw(&[("WEBCHAT_VISITORS_PER_HOUR", "2")]).await;
@@ -309,7 +306,6 @@ async fn visitor_creation_is_limited_per_client_address() {
         statuses.push(create(&gw, None, &from(addr)).await.0);
     }
     assert_eq!(statuses, [201, 201, 429]);
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -339,6 +335,4 @@ async fn visitors_spend_their_own_global_budget_not_whatsapp_customers() {
         status.push(body["status"].as_str().unwrap().to_owned());
     }
     assert_eq!(status, ["accepted", "accepted", "accepted", "rate_limited"]);
-    phones.stop().await;
-    visitors.stop().await;
 }

@@ -316,7 +316,6 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
             .iter()
             .any(|c| c["chat"] == "15550002222@c.us")
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -336,9 +335,7 @@ async fn crashes_and_zombies_are_restarted_and_a_logout_alerts() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hook_url = format!("http://{}/hook", shared::testing::serve_on_own_thread(app));
 
     let fake = Fake::new(true);
     let gw = fake
@@ -396,7 +393,6 @@ async fn crashes_and_zombies_are_restarted_and_a_logout_alerts() {
     })
     .await;
     assert_eq!(alert.identities[0].value, "+15550000001");
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -431,7 +427,6 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
         metric(&m, "gateway_web_restarts_total{reason=\"stuck\"}"),
         2.0
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -456,5 +451,4 @@ async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them(
         .collect();
     let want: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     assert_eq!(ids, want);
-    gw.stop().await;
 }

@@ -197,7 +197,6 @@ async fn text_round_trip_listing_sse_resume_typing_and_receipts() {
         metric(&text, "gateway_outbound_sent_total{transport=\"webchat\"}"),
         3.0
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -256,7 +255,6 @@ async fn the_listing_pages_back_from_the_newest_with_limit_and_before() {
         assert_eq!(status, want, "{query}: {body}");
         assert!(body["error"].is_string(), "{query}: {body}");
     }
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -356,7 +354,6 @@ async fn voice_and_image_uploads_are_stored_by_content_hash() {
     assert_eq!(kinds, ["voice", "image", "image"]);
     assert_eq!(list[0]["text"], "");
     assert_eq!(list[1]["text"], "What is this?");
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -389,7 +386,6 @@ async fn media_store_evicts_the_oldest_items_to_stay_under_its_cap() {
     let text = gw.metrics().await;
     assert_eq!(metric(&text, "gateway_media_evicted_total"), 1.0);
     assert!(metric(&text, "gateway_media_store_bytes") < 1024.0 * 1024.0);
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -503,7 +499,6 @@ async fn bad_input_gets_a_json_4xx_and_publishes_nothing() {
         gw.listing(ok).await.is_empty(),
         "bad input reached the history"
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -541,7 +536,6 @@ async fn redis_unreachable_is_503_and_service_resumes_when_it_returns() {
     assert_eq!(status, 202);
     let texts: Vec<String> = gw.inbound().await.into_iter().map(|i| i.text).collect();
     assert_eq!(texts, ["first", "back"]);
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -555,7 +549,6 @@ async fn on_loopback_an_alert_to_a_phone_number_reaches_its_web_chat() {
     assert_eq!(list[0]["kind"], "alert");
     assert_eq!(list[0]["direction"], "out");
     assert_eq!(list[0]["in_reply_to"], serde_json::Value::Null);
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -585,7 +578,6 @@ async fn duplicates_are_dropped_on_the_transport_message_id() {
         ),
         1.0
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -634,7 +626,6 @@ async fn chat_page_is_served_and_unknown_routes_are_json_404() {
         ready["checks"]["transport:webchat"]["state"], "connected",
         "{ready}"
     );
-    gw.stop().await;
 }
 
 #[tokio::test]
@@ -671,7 +662,7 @@ async fn a_widget_on_an_allowed_origin_may_call_the_api_and_others_may_not() {
         r.headers()["access-control-allow-origin"],
         "https://shop.example"
     );
-    gw.stop().await;
+    drop(gw);
     // Without the setting: same origin only.
     let gw = Gw::start(&[]).await;
     let r = gw
@@ -682,5 +673,4 @@ async fn a_widget_on_an_allowed_origin_may_call_the_api_and_others_may_not() {
         .await
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
-    gw.stop().await;
 }

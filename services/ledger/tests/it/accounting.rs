@@ -12,7 +12,7 @@ use shared::clock::ManualClock;
 use shared::config::{CommonConfig, Env, ServiceName};
 use shared::proto::usage_record::Operation;
 use shared::proto::{Envelope, Outbound, Payload, UsageRecord, identity, outbound};
-use shared::testing::{TestDb, cleanup_prefix, redis_url, unique_prefix};
+use shared::testing::{KeyPrefix, TestDb, redis_url, unique_prefix};
 use shared::usage::{self, Usd, is_over_budget};
 
 /// 2026-11-25 12:00 UTC.
@@ -26,9 +26,10 @@ struct T {
     clock: ManualClock,
     ledger: Arc<Ledger>,
     hooks: Arc<Mutex<Vec<serde_json::Value>>>,
+    _keys: KeyPrefix,
 }
 
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let sink = got.clone();
     let app = axum::Router::new().route(
@@ -41,9 +42,7 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
             }
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let url = format!("http://{}/hook", shared::testing::serve_on_own_thread(app));
     (url, got)
 }
 
@@ -52,7 +51,7 @@ impl T {
         let db = TestDb::new().await;
         db.db.migrate().await.unwrap();
         let prefix = unique_prefix();
-        let (hook, hooks) = webhook_receiver().await;
+        let (hook, hooks) = webhook_receiver();
         let mut pairs: Vec<(String, String)> = vec![
             ("STREAM_PREFIX".into(), prefix.clone()),
             ("REDIS_URL".into(), redis_url()),
@@ -68,6 +67,7 @@ impl T {
         let clock = ManualClock::at(NOON);
         let ledger = Ledger::new(db.db.clone(), bus.clone(), cfg, Arc::new(clock.clone()));
         Self {
+            _keys: KeyPrefix::of(&redis_url(), &prefix),
             db,
             bus,
             prefix,
@@ -111,11 +111,6 @@ impl T {
                 }
             })
             .collect()
-    }
-
-    async fn done(self) {
-        cleanup_prefix(&redis_url(), &self.prefix).await;
-        self.db.cleanup().await;
     }
 }
 
@@ -204,7 +199,6 @@ async fn every_default_model_is_priced_from_the_table_and_stored_once() {
     assert_eq!(day.cost, Usd::from_dollars(0.0132));
     assert_eq!(day.records, 3);
     assert_eq!(day.prompt_tokens, 11_000);
-    t.done().await;
 }
 
 #[tokio::test]
@@ -272,7 +266,6 @@ async fn sums_stay_exact_over_100000_small_records() {
     assert_eq!(top.len(), 7);
     let sum: i64 = top.iter().map(|(_, t)| t.cost.pico()).sum();
     assert_eq!(sum, Usd::from_dollars(0.015).pico());
-    t.done().await;
 }
 
 #[tokio::test]
@@ -287,7 +280,6 @@ async fn unknown_models_are_stored_at_zero_cost_never_dropped() {
     .await
     .unwrap();
     assert_eq!((model.as_str(), cost), ("llama3:70b", 0));
-    t.done().await;
 }
 
 #[tokio::test]
@@ -313,7 +305,6 @@ async fn days_roll_over_at_midnight_in_the_ledger_time_zone() {
     // $0.50 on each day: the $0.75 alert is not reached on either.
     assert!(t.alerts().await.is_empty());
     assert!(t.hooks.lock().unwrap().is_empty());
-    t.done().await;
 }
 
 #[tokio::test]
@@ -362,7 +353,6 @@ async fn a_crossing_alerts_once_a_day_by_log_webhook_and_whatsapp_to_every_admin
     .await;
     assert_eq!(t.alerts().await.len(), 4);
     assert_eq!(t.hooks.lock().unwrap().len(), 2);
-    t.done().await;
 }
 
 #[tokio::test]
@@ -381,7 +371,6 @@ async fn a_redelivered_record_resends_its_alert_with_the_same_message_ids() {
         .await
         .unwrap();
     assert_eq!(n, 1);
-    t.done().await;
 }
 
 #[tokio::test]
@@ -424,7 +413,6 @@ async fn the_budget_mark_is_set_at_the_budget_warned_at_80_percent_and_clears_th
     t.clock.set(NOON + DAY_MS);
     assert!(!t.ledger.reconcile_budget().await.unwrap());
     assert!(!is_over_budget(&t.bus, "2026-11-26").await.unwrap());
-    t.done().await;
 }
 
 #[tokio::test]
@@ -447,7 +435,6 @@ async fn raising_the_budget_clears_todays_mark() {
     );
     assert!(!raised.reconcile_budget().await.unwrap());
     assert!(!is_over_budget(&low.bus, "2026-11-25").await.unwrap());
-    low.done().await;
 }
 
 #[tokio::test]
@@ -470,7 +457,6 @@ async fn one_contact_spending_too_much_raises_a_per_contact_alert() {
     let contact = hooks[0]["switchboard"]["contact"].as_str().unwrap();
     assert_ne!(contact, "heavy", "contacts appear only as hashes");
     assert_eq!(contact, shared::redact::hash_id("heavy"));
-    t.done().await;
 }
 
 #[tokio::test]
@@ -486,7 +472,6 @@ async fn records_that_are_not_usage_are_dead_lettered() {
     let dead = t.bus.dlq().list(Stream::Usage, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].kind, "permanent");
-    t.done().await;
 }
 
 #[tokio::test]
@@ -534,5 +519,4 @@ async fn upgrading_to_day_totals_keeps_the_spend_already_recorded() {
         ledger::store::day_total(&t.db, "2026-11-23").await.unwrap(),
         Usd(0)
     );
-    t.cleanup().await;
 }

@@ -25,14 +25,14 @@ async fn starts_from_env_serves_health_and_metrics_and_stops_on_sigterm() {
         ],
     )
     .await;
-    db.cleanup().await;
 }
 
 #[tokio::test]
 async fn dlq_subcommands_list_and_replay_dead_letters() {
     use redis::AsyncCommands;
-    let prefix = shared::testing::unique_prefix();
     let url = shared::testing::redis_url();
+    let keys = shared::testing::KeyPrefix::new(&url);
+    let prefix = keys.prefix.clone();
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -94,7 +94,6 @@ async fn dlq_subcommands_list_and_replay_dead_letters() {
 
     let out = run(&["dlq", "list", "nonsense"]);
     assert!(!out.status.success());
-    shared::testing::cleanup_prefix(&url, &prefix).await;
 }
 
 /// A ledger process with `env` added, ready, that has been sent one chat record of `model`
@@ -154,7 +153,7 @@ async fn running_ledger_sent(
 
 #[tokio::test]
 async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
-    let (db, senv, p) = running_ledger_sent(&[], "u-unknown", "mystery-model", 10).await;
+    let (_db, _senv, p) = running_ledger_sent(&[], "u-unknown", "mystery-model", 10).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = reqwest::get(format!("{}/metrics", p.http))
@@ -182,8 +181,6 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
     );
     let (status, p) = p.terminate_async(std::time::Duration::from_secs(20)).await;
     assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
-    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &senv.prefix).await;
-    db.cleanup().await;
 }
 
 #[tokio::test]
@@ -197,7 +194,7 @@ async fn a_failing_alert_webhook_is_logged_without_its_url() {
         ),
         ("COST_ALERT_USD", "0.000001".to_owned()),
     ];
-    let (db, senv, p) = running_ledger_sent(&env, "u-costly", "gpt-4o", 1000).await;
+    let (_db, _senv, p) = running_ledger_sent(&env, "u-costly", "gpt-4o", 1000).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !p.log_text().contains("alert webhook failed") {
         assert!(
@@ -212,6 +209,4 @@ async fn a_failing_alert_webhook_is_logged_without_its_url() {
     assert!(!log.contains(&format!("127.0.0.1:{port}")), "{log}");
     let (status, p) = p.terminate_async(std::time::Duration::from_secs(20)).await;
     assert!(status.is_some_and(|s| s.success()), "{}", p.log_text());
-    shared::testing::cleanup_prefix(&shared::testing::redis_url(), &senv.prefix).await;
-    db.cleanup().await;
 }

@@ -10,7 +10,7 @@ use shared::proto::{
     Envelope, MediaRef, Payload, Transcript, TranscriptionJob, UsageRecord, transcript,
     usage_record,
 };
-use shared::testing::{ServiceEnv, ServiceProcess, voice_note};
+use shared::testing::{KeyPrefix, ServiceEnv, ServiceProcess, voice_note};
 
 use crate::BIN;
 use shared::fake_whisper::{Answer, FakeWhisper};
@@ -23,6 +23,7 @@ struct Rig {
     whisper: FakeWhisper,
     env: Vec<(String, String)>,
     dirs: Vec<ServiceEnv>,
+    _keys: KeyPrefix,
 }
 
 impl Rig {
@@ -41,6 +42,7 @@ impl Rig {
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
         Self {
+            _keys: KeyPrefix::of(&redis, &prefix),
             prefix,
             redis,
             bus,
@@ -140,25 +142,17 @@ impl Rig {
     async fn dead_letters(&self) -> Vec<shared::bus::DeadLetter> {
         self.bus.dlq().list(Stream::Transcribe, 100).await.unwrap()
     }
-
-    async fn cleanup(self) {
-        shared::testing::cleanup_prefix(&self.redis, &self.prefix).await;
-    }
 }
 
 async fn metric(p: &ServiceProcess, name: &str) -> f64 {
     shared::testing::scrape_metric(&p.http, name).await
 }
 
-async fn stop(p: ServiceProcess) {
-    shared::testing::stop_cleanly(p).await;
-}
-
 const T: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_voice_note_becomes_a_transcript_and_a_usage_record() {
-    let whisper = FakeWhisper::start(vec![Answer::Ok("Do you deliver on Sundays?")], None).await;
+    let whisper = FakeWhisper::start(vec![Answer::Ok("Do you deliver on Sundays?")], None);
     let tmp = tempfile::tempdir().unwrap();
     let tmp_path = tmp.path().display().to_string();
     let mut rig = Rig::new(
@@ -208,13 +202,11 @@ async fn a_voice_note_becomes_a_transcript_and_a_usage_record() {
         leftovers.is_empty(),
         "temp files left in {tmp_path}: {leftovers:?}"
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn corrupt_audio_and_missing_media_fail_clearly_and_are_dead_lettered() {
-    let whisper = FakeWhisper::start(Vec::new(), None).await;
+    let whisper = FakeWhisper::start(Vec::new(), None);
     let mut rig = Rig::new(whisper, &[]);
     let p = rig.spawn().await;
     let mut garbage = b"OggS".to_vec();
@@ -244,15 +236,13 @@ async fn corrupt_audio_and_missing_media_fail_clearly_and_are_dead_lettered() {
     assert_eq!(dead.len(), 2);
     assert!(rig.whisper.seen().is_empty(), "nothing reached Whisper");
     assert!(rig.usage().await.is_empty());
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_voice_note_over_the_limit_gets_too_long_without_calling_whisper() {
-    let whisper = FakeWhisper::start(Vec::new(), None).await;
+    let whisper = FakeWhisper::start(Vec::new(), None);
     let mut rig = Rig::new(whisper, &[("MAX_AUDIO_SECONDS", "2")]);
-    let p = rig.spawn().await;
+    let _p = rig.spawn().await;
     rig.job("long", &voice_note(3)).await;
     let t = rig.wait_transcripts(1, T).await;
     assert_eq!(t.len(), 1);
@@ -263,8 +253,6 @@ async fn a_voice_note_over_the_limit_gets_too_long_without_calling_whisper() {
         rig.dead_letters().await.is_empty(),
         "too long is an answer, not an incident"
     );
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 /// `seconds` of silence in `codec` (an ffmpeg encoder) and `format`, made by encoding one
@@ -317,7 +305,7 @@ fn peak_rss_mb(p: &ServiceProcess) -> f64 {
 
 #[tokio::test]
 async fn three_hours_of_compressed_silence_are_refused_at_the_limit_with_bounded_memory() {
-    let whisper = FakeWhisper::start(Vec::new(), None).await;
+    let whisper = FakeWhisper::start(Vec::new(), None);
     // The default limit (600 s).
     let mut rig = Rig::new(whisper, &[]);
     let p = rig.spawn().await;
@@ -346,13 +334,11 @@ async fn three_hours_of_compressed_silence_are_refused_at_the_limit_with_bounded
     // Before the limit, the whole three hours were converted: ~350 MB of WAV in memory.
     let peak = peak_rss_mb(&p);
     assert!(peak < 100.0, "peak RSS {peak:.0} MB");
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn playlists_and_other_non_audio_never_reach_ffmpeg_and_are_refused() {
-    let whisper = FakeWhisper::start(Vec::new(), None).await;
+    let whisper = FakeWhisper::start(Vec::new(), None);
     let mut rig = Rig::new(whisper, &[]);
     let p = rig.spawn().await;
     let secret = tempfile::NamedTempFile::new().unwrap();
@@ -387,13 +373,11 @@ async fn playlists_and_other_non_audio_never_reach_ffmpeg_and_are_refused() {
         );
     }
     assert!(rig.whisper.seen().is_empty());
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn conversion_files_a_killed_transcriber_left_are_swept_at_start() {
-    let whisper = FakeWhisper::start(Vec::new(), None).await;
+    let whisper = FakeWhisper::start(Vec::new(), None);
     let tmp = tempfile::tempdir().unwrap();
     let stale = tmp.path().join("sb-transcriber-stale");
     let fresh = tmp.path().join("sb-transcriber-fresh");
@@ -412,8 +396,6 @@ async fn conversion_files_a_killed_transcriber_left_are_swept_at_start() {
     assert!(!stale.exists(), "{}", p.log_text());
     assert!(fresh.exists(), "a live replica's conversion is left alone");
     assert!(other.exists(), "only our own files are touched");
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -425,8 +407,7 @@ async fn whisper_errors_are_retried_honouring_retry_after_then_succeed() {
             Answer::Ok("third time lucky"),
         ],
         None,
-    )
-    .await;
+    );
     let mut rig = Rig::new(whisper, &[]);
     let p = rig.spawn().await;
     rig.job("r1", &voice_note(1)).await;
@@ -444,13 +425,11 @@ async fn whisper_errors_are_retried_honouring_retry_after_then_succeed() {
         2.0
     );
     assert_eq!(rig.usage().await.len(), 1);
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
 async fn whisper_down_opens_the_circuit_and_every_customer_is_told() {
-    let whisper = FakeWhisper::start(Vec::new(), Some(Answer::Status(503))).await;
+    let whisper = FakeWhisper::start(Vec::new(), Some(Answer::Status(503)));
     let mut rig = Rig::new(
         whisper,
         &[
@@ -475,8 +454,6 @@ async fn whisper_down_opens_the_circuit_and_every_customer_is_told() {
         1.0
     );
     assert_eq!(rig.dead_letters().await.len(), 3);
-    stop(p).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -484,8 +461,7 @@ async fn two_replicas_share_a_burst_and_each_job_is_done_once() {
     let whisper = FakeWhisper::start(
         Vec::new(),
         Some(Answer::Slow(Duration::from_millis(150), "ok")),
-    )
-    .await;
+    );
     let mut rig = Rig::new(whisper, &[("BUS_CONCURRENCY", "4")]);
     let a = rig.spawn().await;
     let b = rig.spawn().await;
@@ -509,9 +485,6 @@ async fn two_replicas_share_a_burst_and_each_job_is_done_once() {
         na > 0.0 && nb > 0.0,
         "one replica did everything: {na} / {nb}"
     );
-    stop(a).await;
-    stop(b).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -520,8 +493,7 @@ async fn a_job_of_a_killed_replica_is_finished_by_another_within_the_reclaim_tim
     let whisper = FakeWhisper::start(
         vec![Answer::Slow(Duration::from_secs(60), "never")],
         Some(Answer::Ok("recovered")),
-    )
-    .await;
+    );
     let mut rig = Rig::new(whisper, &[("RECLAIM_IDLE_SECS", "2")]);
     let mut a = rig.spawn().await;
     let b = rig.spawn().await;
@@ -550,8 +522,6 @@ async fn a_job_of_a_killed_replica_is_finished_by_another_within_the_reclaim_tim
         took <= Duration::from_secs(4) + Duration::from_millis(500),
         "took {took:?}"
     );
-    stop(survivor).await;
-    rig.cleanup().await;
 }
 
 #[tokio::test]
@@ -559,11 +529,10 @@ async fn a_slow_whisper_answer_is_not_stolen_by_the_other_replica() {
     let whisper = FakeWhisper::start(
         vec![Answer::Slow(Duration::from_secs(4), "slow but sure")],
         None,
-    )
-    .await;
+    );
     let mut rig = Rig::new(whisper, &[("RECLAIM_IDLE_SECS", "1")]);
-    let a = rig.spawn().await;
-    let b = rig.spawn().await;
+    let _a = rig.spawn().await;
+    let _b = rig.spawn().await;
     rig.job("s1", &voice_note(1)).await;
     let t = rig.wait_transcripts(1, T).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -574,7 +543,4 @@ async fn a_slow_whisper_answer_is_not_stolen_by_the_other_replica() {
         1,
         "the job was stolen and sent twice"
     );
-    stop(a).await;
-    stop(b).await;
-    rig.cleanup().await;
 }

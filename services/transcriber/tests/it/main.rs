@@ -55,7 +55,6 @@ async fn losing_redis_makes_it_unready_without_crashing_and_it_recovers() {
         "{}",
         p.log_text()
     );
-    shared::testing::stop_cleanly(p).await;
 }
 
 #[tokio::test]
@@ -71,5 +70,4 @@ async fn stopping_while_redis_was_never_reachable_is_a_clean_exit() {
         p.log_text()
     );
     assert!(p.wait_status("/readyz", 503, Duration::from_secs(5)).await);
-    shared::testing::stop_cleanly(p).await;
 }

@@ -169,8 +169,7 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_millis(delay),
             "benchmark transcript",
         )),
-    )
-    .await;
+    );
     let audio = shared::testing::voice_note(30);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(

@@ -98,7 +98,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         "everysec"
     };
     let voice = name == "transcriber-kill";
-    let whisper = slow_whisper().await;
+    let whisper = slow_whisper();
     let mut env = env.to_vec();
     env.push(("WHISPER_BASE_URL", whisper.base_url.as_str()));
     let mut stack = Stack::start_with_fsync(backend, &model.base_url, &env, fsync).await?;
@@ -158,10 +158,10 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
 }
 
 /// A speech service that takes 200 ms for every voice note.
-async fn slow_whisper() -> shared::fake_whisper::FakeWhisper {
+fn slow_whisper() -> shared::fake_whisper::FakeWhisper {
     let slow =
         shared::fake_whisper::Answer::Slow(Duration::from_millis(200), "what time do you open");
-    shared::fake_whisper::FakeWhisper::start(Vec::new(), Some(slow)).await
+    shared::fake_whisper::FakeWhisper::start(Vec::new(), Some(slow))
 }
 
 /// The load of a scenario: 50 customers (or fewer) in a closed loop sending `messages` in

@@ -1,0 +1,176 @@
+//! Test helpers (feature `test-utils`): unique key prefixes, private Redis servers, per-test
+//! databases on SQLite or PostgreSQL, and service processes.
+//!
+//! Tests never flush or delete keys they did not create: every test uses its own
+//! `STREAM_PREFIX`, and cleanup deletes only keys under that prefix's hash tag.
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod db;
+mod process;
+mod redis;
+
+pub use self::redis::{KeyPrefix, RedisServer, cleanup_prefix};
+pub use db::{TestDb, pg_server_url, test_backend_is_postgres};
+pub use process::{
+    ServiceEnv, ServiceProcess, assert_service_lifecycle, assert_service_lifecycle_with,
+};
+
+/// A unique stream prefix for one test.
+pub fn unique_prefix() -> String {
+    format!("t-{}", crate::ids::new_id().to_lowercase())
+}
+
+/// The shared Redis of the machine (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh temporary directory (removed on drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new directory, its name tagged.
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("sb-{tag}-{}", crate::ids::new_id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the future `f` makes to completion on a thread and runtime of its own, and waits for
+/// it: how a `Drop` does async work without blocking (or needing) the test's runtime.
+pub fn run_on_own_thread<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f());
+    })
+    .join();
+}
+
+/// Serves `app` on a loopback port from a thread and runtime of its own (so a test blocked in
+/// a `Drop` — stopping a service that still talks to this server — cannot starve it); the
+/// server lives as long as the test process. Returns its address.
+pub fn serve_on_own_thread(app: axum::Router) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app).await.expect("serve");
+            });
+    });
+    addr
+}
+
+/// `GET url` as JSON, whatever the status (`/readyz` answers 503 with a JSON body).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// Every envelope of a stream, oldest first.
+pub async fn read_envelopes(
+    bus: &crate::bus::Bus,
+    stream: crate::bus::Stream,
+) -> Vec<crate::proto::Envelope> {
+    use prost::Message;
+    let mut c = bus.connection();
+    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = ::redis::cmd("XRANGE")
+        .arg(bus.keys().stream(stream))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, f)| crate::proto::Envelope::decode(f["e"].as_slice()).expect("an envelope"))
+        .collect()
+}
+
+/// The value of one metric line (exact name with labels) on a service's `/metrics`; 0 when absent.
+pub async fn scrape_metric(http: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    metric_in(&text, name)
+}
+
+/// The value of one metric line in a `/metrics` text; 0 when absent.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// A workspace binary built beside the running test binary (`target/<profile>/<name>`), as
+/// `cargo nextest run --workspace` (scripts/test) builds every binary of the workspace.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = std::env::current_exe()
+        .expect("the test binary's path")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A real voice note as WhatsApp sends them: `seconds` of a tone, Opus in Ogg, made by ffmpeg.
+pub fn voice_note(seconds: u32) -> Vec<u8> {
+    let dir = TempDir::new("voice-note");
+    let out = dir.path().join("note.ogg");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=300:duration={seconds}"))
+        .args(["-c:a", "libopus", "-b:a", "16k", "-y"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg is installed (scripts/test installs it)");
+    assert!(status.success(), "ffmpeg could not make the voice note");
+    std::fs::read(out).expect("the voice note")
+}
