@@ -2,14 +2,14 @@
 //! (`POST …/messages`: JSON text, or a multipart photo or voice note with a caption).
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::http::json_error;
 use shared::proto::inbound;
 
-use super::{ChatMessage, Reject, Webchat, history, now_rfc3339, unavailable};
+use super::{ChatMessage, Conversation, Reject, Webchat, history, now_rfc3339, unavailable};
 use crate::config::TransportKind;
 use crate::ingest::{Incoming, IngestError, MediaBytes, Outcome};
 use crate::media::{MediaError, sniff};
@@ -41,14 +41,9 @@ pub(super) struct ListQuery {
 /// 1,000), older than the message `before` when paging back.
 pub(super) async fn list_messages(
     State(wc): State<Webchat>,
-    Path(contact): Path<String>,
+    Conversation(contact): Conversation,
     Query(q): Query<ListQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    let contact = match wc.authorize(&headers, &contact).await {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => history::MAX_PAGE,
         Some(Ok(n)) if (1..=history::MAX_PAGE).contains(&n) => n,
@@ -155,14 +150,10 @@ async fn read_posted(
 
 pub(super) async fn post_message(
     State(wc): State<Webchat>,
-    Path(contact): Path<String>,
+    Conversation(contact): Conversation,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let contact = match wc.authorize(&headers, &contact).await {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
     let posted = match read_posted(&wc, &headers, request).await {
         Ok(p) => p,
         Err(r) => return r,

@@ -44,6 +44,26 @@ const PAGE: &str = include_str!("page.html");
 #[derive(Debug)]
 pub struct Reject(StatusCode, String);
 
+/// The conversation `{contact}` of a `/chat/api/{contact}/…` call, extracted only once the
+/// caller may act on it ([`Webchat::authorize`]): normalised phone digits in demo mode, else
+/// the visitor id.
+pub(super) struct Conversation(pub String);
+
+impl axum::extract::FromRequestParts<Webchat> for Conversation {
+    type Rejection = Reject;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        wc: &Webchat,
+    ) -> Result<Self, Reject> {
+        let axum::extract::Path(contact) =
+            axum::extract::Path::<String>::from_request_parts(parts, wc)
+                .await
+                .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        wc.authorize(&parts.headers, &contact).await.map(Self)
+    }
+}
+
 impl Reject {
     fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         Self(status, reason.into())

@@ -4,14 +4,14 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::http::json_error;
 
-use super::{ChatMessage, Note, Reject, Webchat, history, unavailable};
+use super::{ChatMessage, Conversation, Note, Reject, Webchat, history, unavailable};
 use crate::config::TransportKind;
 use crate::transport::ReceiptStatus;
 
@@ -87,14 +87,10 @@ fn valid_entry_id(id: &str) -> bool {
 
 pub(super) async fn events(
     State(wc): State<Webchat>,
-    Path(contact): Path<String>,
+    Conversation(contact): Conversation,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let contact = match wc.authorize(&headers, &contact).await {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
