@@ -8,7 +8,7 @@ pub mod v1 {
 pub use v1::envelope::Payload;
 pub use v1::{
     Envelope, Identity, Inbound, MediaRef, Outbound, Transcript, TranscriptionJob, Transport,
-    UsageRecord,
+    UsageRecord, WebhookDelivery,
 };
 pub use v1::{identity, inbound, outbound, transcript, usage_record};
 
@@ -81,6 +81,7 @@ impl Payload {
             Payload::TranscriptionJob(_) => "transcription_job",
             Payload::Transcript(_) => "transcript",
             Payload::Usage(_) => "usage",
+            Payload::Webhook(_) => "webhook",
         }
     }
 }

@@ -9,9 +9,9 @@ use shared::config::{CommonConfig, Env};
 /// A transport the gateway can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
-    /// WhatsApp Web in Chromium (its own issue).
+    /// WhatsApp Web in Chromium.
     Web,
-    /// The official WhatsApp Business Cloud API (its own issue).
+    /// The official WhatsApp Business Cloud API.
     Cloud,
     /// The gateway's web chat page and JSON API.
     Webchat,
@@ -94,6 +94,13 @@ pub struct Config {
     pub history_ttl: Duration,
     /// The `web` transport (WhatsApp Web in Chromium through the sidecar).
     pub web: WebConfig,
+    /// The `cloud` transport (the official Cloud API), when `TRANSPORTS` names it.
+    pub cloud: Option<CloudConfig>,
+    /// `ALERT_WEBHOOK_URL`: transport alerts (a logged-out session, a message WhatsApp
+    /// refused) are POSTed here too.
+    pub alert_webhook: Option<String>,
+    /// `ADMIN_NUMBERS`: admins told about transport alerts.
+    pub admins: Vec<shared::phone::Phone>,
     /// `WEBCHAT_ALLOWED_ORIGINS`: origins whose pages may call the web chat API (a widget on
     /// the business's website), comma-separated, or `*`; unset = same origin only.
     pub webchat_origins: Vec<String>,
@@ -119,10 +126,81 @@ pub struct WebConfig {
     pub stuck: Duration,
     /// `WA_REPLY_DELAY_MS` (default `800-2000`): typing shown this long (jittered) before a send.
     pub reply_delay_ms: (u64, u64),
-    /// `ALERT_WEBHOOK_URL`: session alerts are POSTed here too.
-    pub alert_webhook: Option<String>,
-    /// `ADMIN_NUMBERS`: admins told when the session is logged out.
-    pub admins: Vec<shared::phone::Phone>,
+}
+
+/// Settings of the `cloud` transport (all four credentials are required when it runs).
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// `WA_CLOUD_PHONE_NUMBER_ID`: the business phone number's id (not the number).
+    pub phone_number_id: String,
+    /// `WA_CLOUD_ACCESS_TOKEN`: a system user's access token with `whatsapp_business_messaging`.
+    pub access_token: SecretString,
+    /// `WA_CLOUD_APP_SECRET`: the Meta app's secret; webhook bodies are signed with it.
+    pub app_secret: SecretString,
+    /// `WA_CLOUD_VERIFY_TOKEN`: the token Meta's webhook setup echoes back.
+    pub verify_token: SecretString,
+    /// `WA_CLOUD_GRAPH_URL` (default [`GRAPH_URL`]): the Graph API, version included.
+    pub graph_url: String,
+    /// `WA_CLOUD_CHECK_SECS` (default 300): how often the access token is checked.
+    pub check_every: Duration,
+}
+
+/// The Graph API the `cloud` transport calls by default (its current version).
+pub const GRAPH_URL: &str = "https://graph.facebook.com/v26.0";
+
+impl CloudConfig {
+    /// Read whether or not `cloud` runs (so `vars` lists them); problems and a configuration
+    /// only when it does.
+    fn load(env: &mut Env, enabled: bool) -> Option<Self> {
+        let phone_number_id = env.opt_string("WA_CLOUD_PHONE_NUMBER_ID");
+        let access_token = env.secret("WA_CLOUD_ACCESS_TOKEN");
+        let app_secret = env.secret("WA_CLOUD_APP_SECRET");
+        let verify_token = env.secret("WA_CLOUD_VERIFY_TOKEN");
+        let graph_url = env
+            .http_url("WA_CLOUD_GRAPH_URL")
+            .unwrap_or_else(|| GRAPH_URL.to_owned());
+        let check_every = env.secs("WA_CLOUD_CHECK_SECS", 300, 5, 86_400);
+        if !enabled {
+            return None;
+        }
+        match &phone_number_id {
+            None => env.problem(
+                "WA_CLOUD_PHONE_NUMBER_ID",
+                "is required with TRANSPORTS=cloud: the business phone number's id",
+            ),
+            Some(id) if !id.bytes().all(|b| b.is_ascii_digit()) => env.problem(
+                "WA_CLOUD_PHONE_NUMBER_ID",
+                "expected the phone number's id (digits, from the app's WhatsApp > API Setup \
+                 page), not the number",
+            ),
+            Some(_) => {}
+        }
+        for (name, value, what) in [
+            (
+                "WA_CLOUD_ACCESS_TOKEN",
+                &access_token,
+                "a system user's access token",
+            ),
+            ("WA_CLOUD_APP_SECRET", &app_secret, "the Meta app's secret"),
+            (
+                "WA_CLOUD_VERIFY_TOKEN",
+                &verify_token,
+                "a token of your choice, also entered in the app's webhook setup",
+            ),
+        ] {
+            if value.is_none() {
+                env.problem(name, format!("is required with TRANSPORTS=cloud: {what}"));
+            }
+        }
+        Some(Self {
+            phone_number_id: phone_number_id?,
+            access_token: access_token?,
+            app_secret: app_secret?,
+            verify_token: verify_token?,
+            graph_url,
+            check_every,
+        })
+    }
 }
 
 impl WebConfig {
@@ -163,7 +241,6 @@ impl WebConfig {
                 }
             },
         };
-        let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         Self {
             sidecar_dir,
             node: env.string("WA_NODE", "node"),
@@ -173,8 +250,6 @@ impl WebConfig {
             heartbeat: env.secs("WA_HEARTBEAT_SECS", 15, 1, 600),
             stuck: env.secs("WA_STUCK_SECS", 120, 5, 3600),
             reply_delay_ms,
-            alert_webhook: env.http_url("ALERT_WEBHOOK_URL"),
-            admins,
         }
     }
 }
@@ -242,16 +317,11 @@ impl Config {
         let rate_per_contact = env.int_in("RATE_LIMIT_PER_CONTACT", 10u32, 0, 100_000);
         let rate_global = env.int_in("RATE_LIMIT_GLOBAL", 100u32, 0, 10_000_000);
         let rate_visitors = env.int_in("RATE_LIMIT_VISITORS", 100u32, 0, 10_000_000);
-        let rate_notice = env.string(
-            "RATE_LIMIT_NOTICE",
-            "You're sending messages faster than I can answer. Please wait a minute, then send \
-             your question again.",
-        );
-        let busy_notice = env.string(
-            "BUSY_NOTICE",
-            "We're receiving a lot of messages right now. Please try again in a minute.",
-        );
+        let (rate_notice, busy_notice) = load_notices(env);
         let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
+        let cloud = CloudConfig::load(env, transports.contains(&TransportKind::Cloud));
+        let alert_webhook = env.http_url("ALERT_WEBHOOK_URL");
+        let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         let webchat_origins = load_origins(env);
         let history_ttl =
             Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
@@ -279,6 +349,9 @@ impl Config {
             busy_notice,
             history_ttl,
             web,
+            cloud,
+            alert_webhook,
+            admins,
             webchat_origins,
         }
     }
@@ -289,7 +362,7 @@ impl Config {
     }
 }
 
-/// `TRANSPORTS`: known, each once, at least one, and built in.
+/// `TRANSPORTS`: known, each once, at least one.
 fn load_transports(env: &mut Env) -> Vec<TransportKind> {
     let mut transports = Vec::new();
     for part in env
@@ -305,17 +378,6 @@ fn load_transports(env: &mut Env) -> Vec<TransportKind> {
                 "TRANSPORTS",
                 format!("unknown transport {part:?}: expected web, cloud or webchat"),
             ),
-        }
-    }
-    for t in &transports {
-        if matches!(t, TransportKind::Cloud) {
-            env.problem(
-                "TRANSPORTS",
-                format!(
-                    "transport {:?} is not available in this build yet; use webchat",
-                    t.as_str()
-                ),
-            );
         }
     }
     if transports.is_empty() {
@@ -340,6 +402,20 @@ fn check_lengths<const N: usize>(
             );
         }
     }
+}
+
+/// `RATE_LIMIT_NOTICE` and `BUSY_NOTICE`: what a sender over a limit is told.
+fn load_notices(env: &mut Env) -> (String, String) {
+    let rate = env.string(
+        "RATE_LIMIT_NOTICE",
+        "You're sending messages faster than I can answer. Please wait a minute, then send \
+         your question again.",
+    );
+    let busy = env.string(
+        "BUSY_NOTICE",
+        "We're receiving a lot of messages right now. Please try again in a minute.",
+    );
+    (rate, busy)
 }
 
 /// `TRUSTED_PROXY_HEADER`: a header name, if set.

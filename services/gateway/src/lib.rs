@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 pub mod admit;
+pub mod alert;
+pub mod cloud;
 pub mod config;
 pub mod deliver;
 pub mod format;
@@ -47,8 +49,8 @@ use crate::transport::{SessionState, Transport, Transports};
 pub const SPEC: Spec = Spec {
     name: ServiceName::Gateway,
     uses_db: false,
-    consumes: &[Stream::Outbound],
-    publishes: &[Stream::Inbound, Stream::Outbound],
+    consumes: &[Stream::Outbound, Stream::Webhooks],
+    publishes: &[Stream::Inbound, Stream::Outbound, Stream::Webhooks],
 };
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
@@ -66,6 +68,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         public,
         webchat_history,
         web_transport,
+        cloud,
     } = build_transports(&cfg, &bus, &ingest, &shutdown)?;
     let public = public.fallback(|| async {
         json_error(
@@ -78,7 +81,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
 
     let deliverer = Arc::new(deliver::Deliverer::new(
         transports.clone(),
-        receipts,
+        receipts.clone(),
         typing,
         &bus,
     ));
@@ -103,6 +106,9 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         });
     }
     spawn_transports(&mut tasks, web_transport, webchat_history, &bus);
+    if let (Some(c), Some(cloud_cfg)) = (cloud, &cfg.cloud) {
+        spawn_cloud(&mut tasks, c, cloud_cfg, &cfg, &bus, ingest, receipts);
+    }
     spawn_public(&mut tasks, &cfg, &bus, public_listener, public);
     tasks.every("session state", Duration::from_secs(5), move || {
         for t in transports.all() {
@@ -141,6 +147,38 @@ fn spawn_transports(
     }
 }
 
+/// The Cloud API's own work: the webhooks consumer and the access-token check.
+fn spawn_cloud(
+    tasks: &mut Tasks,
+    c: cloud::Cloud,
+    cloud_cfg: &config::CloudConfig,
+    cfg: &Config,
+    bus: &shared::bus::Bus,
+    ingest: ingest::Ingest,
+    receipts: receipts::Receipts,
+) {
+    let shutdown = tasks.shutdown().clone();
+    let handler = cloud::inbound::Webhooks::new(
+        c.clone(),
+        ingest,
+        receipts,
+        cloud_cfg.phone_number_id.clone(),
+        cfg.max_media_bytes,
+    );
+    let consumer = bus.consumer(Stream::Webhooks, Arc::new(handler));
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn("webhooks consumer", async move {
+            Ok(consumer.run(shutdown).await?)
+        });
+    }
+    let every = cloud_cfg.check_every;
+    tasks.spawn("Cloud API token check", async move {
+        c.watch_token(every, shutdown).await;
+        Ok(())
+    });
+}
+
 /// The public listener, once Redis is known to hold the media store.
 fn spawn_public(
     tasks: &mut Tasks,
@@ -168,6 +206,7 @@ struct Built {
     public: Router,
     webchat_history: Option<webchat::History>,
     web_transport: Option<web::Web>,
+    cloud: Option<cloud::Cloud>,
 }
 
 fn build_transports(
@@ -180,6 +219,7 @@ fn build_transports(
     let mut public = Router::new();
     let mut webchat_history = None;
     let mut web_transport: Option<web::Web> = None;
+    let mut cloud_transport = None;
     for kind in &cfg.transports {
         match kind {
             TransportKind::Webchat => {
@@ -190,12 +230,24 @@ fn build_transports(
             }
             TransportKind::Web => {
                 web::register_metrics();
-                let w = web::Web::new(cfg.web.clone(), ingest.clone(), bus);
+                let w = web::Web::new(
+                    cfg.web.clone(),
+                    ingest.clone(),
+                    alert::Alerts::new(cfg, bus),
+                    bus,
+                );
                 web_transport = Some(w.clone());
                 list.push(Arc::new(w));
             }
             TransportKind::Cloud => {
-                anyhow::bail!("transport {} is not available in this build", kind.as_str())
+                let cloud_cfg = cfg
+                    .cloud
+                    .as_ref()
+                    .context("the cloud transport has no configuration")?;
+                let c = cloud::Cloud::new(cloud_cfg, alert::Alerts::new(cfg, bus));
+                public = public.merge(cloud::webhook::routes(cloud_cfg, bus));
+                cloud_transport = Some(c.clone());
+                list.push(Arc::new(c));
             }
         }
     }
@@ -204,6 +256,7 @@ fn build_transports(
         public,
         webchat_history,
         web_transport,
+        cloud: cloud_transport,
     })
 }
 

@@ -28,6 +28,23 @@ pub const RECEIPT_LATENCY: &str = "gateway_receipt_latency_seconds";
 /// 1 for each transport's current session state.
 pub const SESSION_STATE: &str = "gateway_session_state";
 
+/// Cloud API webhook requests, by result (`accepted`, `bad_signature`, `unavailable`).
+pub const CLOUD_WEBHOOKS: &str = "gateway_cloud_webhooks_total";
+/// Seconds from a Cloud API webhook request's arrival to its answer (kept on the stream).
+pub const CLOUD_WEBHOOK_LATENCY: &str = "gateway_cloud_webhook_seconds";
+/// Cloud API sends by outcome (`sent`, `throttled`, `transient`, `window_closed`, `refused`,
+/// `unauthorized`).
+pub const CLOUD_SENDS: &str = "gateway_cloud_sends_total";
+/// Cloud API outcomes of a send.
+pub const CLOUD_SEND_OUTCOMES: [&str; 6] = [
+    "sent",
+    "throttled",
+    "transient",
+    "window_closed",
+    "refused",
+    "unauthorized",
+];
+
 const KINDS: [&str; 4] = ["text", "voice", "image", "other"];
 
 /// Describes every metric and registers it at zero for the transports run.
@@ -72,6 +89,9 @@ pub fn register(transports: &[TransportKind]) {
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
     }
+    if transports.contains(&TransportKind::Cloud) {
+        register_cloud();
+    }
     for t in transports {
         let t = t.as_str();
         for kind in KINDS {
@@ -96,6 +116,25 @@ pub fn register(transports: &[TransportKind]) {
         for s in SessionState::ALL {
             metrics::gauge!(SESSION_STATE, "transport" => t, "state" => s.as_str()).set(0.0);
         }
+    }
+}
+
+fn register_cloud() {
+    metrics::describe_counter!(
+        CLOUD_WEBHOOKS,
+        "Cloud API webhook requests, by result (accepted, bad_signature, unavailable)"
+    );
+    metrics::describe_histogram!(
+        CLOUD_WEBHOOK_LATENCY,
+        "Seconds to answer a Cloud API webhook request (verified and kept on the stream)"
+    );
+    metrics::describe_counter!(CLOUD_SENDS, "Cloud API sends, by outcome");
+    for r in ["accepted", "bad_signature", "unavailable"] {
+        metrics::counter!(CLOUD_WEBHOOKS, "result" => r).absolute(0);
+    }
+    let _ = metrics::histogram!(CLOUD_WEBHOOK_LATENCY);
+    for o in CLOUD_SEND_OUTCOMES {
+        metrics::counter!(CLOUD_SENDS, "outcome" => o).absolute(0);
     }
 }
 

@@ -75,6 +75,7 @@ impl Person {
             Some(Payload::Outbound(o)) => about(&o.chat_id, &o.identities),
             Some(Payload::TranscriptionJob(j)) => contact(&j.contact_id),
             Some(Payload::Usage(u)) => contact(&u.contact_id),
+            Some(Payload::Webhook(w)) => about("", &w.identities),
             Some(Payload::Transcript(_)) | None => false,
         }
     }

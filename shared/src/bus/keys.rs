@@ -16,16 +16,19 @@ pub enum Stream {
     Transcripts,
     /// Usage records → ledger.
     Usage,
+    /// Verified webhook requests of a transport (the Cloud API's), gateway → gateway.
+    Webhooks,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 5] = [
+    pub const ALL: [Stream; 6] = [
         Stream::Inbound,
         Stream::Outbound,
         Stream::Transcribe,
         Stream::Transcripts,
         Stream::Usage,
+        Stream::Webhooks,
     ];
 
     /// The stream's name in keys, metrics and the CLI.
@@ -36,6 +39,7 @@ impl Stream {
             Stream::Transcribe => "transcribe",
             Stream::Transcripts => "transcripts",
             Stream::Usage => "usage",
+            Stream::Webhooks => "webhooks",
         }
     }
 
@@ -43,7 +47,7 @@ impl Stream {
     pub fn group(self) -> &'static str {
         match self {
             Stream::Inbound | Stream::Transcripts => "brain",
-            Stream::Outbound => "gateway",
+            Stream::Outbound | Stream::Webhooks => "gateway",
             Stream::Transcribe => "transcriber",
             Stream::Usage => "ledger",
         }

@@ -105,6 +105,42 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }
 
+/// A local receiver of JSON webhooks (`ALERT_WEBHOOK_URL`): every body POSTed to its URL is
+/// kept, in order.
+#[derive(Clone)]
+pub struct WebhookSink {
+    /// Its URL.
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookSink {
+    /// Starts it (on a thread of its own).
+    pub fn start() -> Self {
+        let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().expect("sink lock").push(v);
+                    "ok"
+                }
+            }),
+        );
+        Self {
+            url: format!("http://{}/hook", serve_on_own_thread(app)),
+            got,
+        }
+    }
+
+    /// The bodies received so far.
+    pub fn got(&self) -> Vec<serde_json::Value> {
+        self.got.lock().expect("sink lock").clone()
+    }
+}
+
 /// Every envelope of a stream, oldest first.
 pub async fn read_envelopes(
     bus: &crate::bus::Bus,

@@ -531,12 +531,18 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
             format!("127.0.0.1:{}", shared::testing::free_port()),
         );
         if name == "gateway" {
-            // Both transports, so the web transport's metrics are served too (its sidecar is
-            // the tests' scripted fake: WhatsApp cannot be reached from here).
+            // Every transport, so their metrics are served too (the web sidecar is the tests'
+            // scripted fake: WhatsApp cannot be reached from here).
             let fake = senv.dir.path().join("fake-wa");
             std::fs::create_dir_all(&fake).unwrap();
             for (k, v) in [
-                ("TRANSPORTS", "web,webchat".to_owned()),
+                ("TRANSPORTS", "web,cloud,webchat".to_owned()),
+                // The Graph API is unreachable here: the transport is simply not ready.
+                ("WA_CLOUD_PHONE_NUMBER_ID", "1".to_owned()),
+                ("WA_CLOUD_ACCESS_TOKEN", "EAAx".to_owned()),
+                ("WA_CLOUD_APP_SECRET", "secret".to_owned()),
+                ("WA_CLOUD_VERIFY_TOKEN", "verify".to_owned()),
+                ("WA_CLOUD_GRAPH_URL", "http://127.0.0.1:1/v26.0".to_owned()),
                 (
                     "WA_SIDECAR_DIR",
                     root()

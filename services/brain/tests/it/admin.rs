@@ -287,6 +287,18 @@ async fn seed_redis(rig: &Rig, phone: &str, sha: &str) {
             ..Default::default()
         }),
     );
+    // A Cloud API webhook that could not be read, naming them by their WhatsApp id.
+    let webhook = Envelope::new(
+        "test",
+        Payload::Webhook(shared::proto::WebhookDelivery {
+            body: format!("{{\"from\": \"{digits}\"}}").into_bytes(),
+            identities: vec![Identity {
+                kind: identity::Kind::CloudWaId as i32,
+                value: digits.into(),
+            }],
+            ..Default::default()
+        }),
+    );
     let _: () = redis::pipe()
         .cmd("XADD")
         .arg(keys.webchat_history(digits))
@@ -324,6 +336,14 @@ async fn seed_redis(rig: &Rig, phone: &str, sha: &str) {
         .arg("dlq_reason")
         .arg("test")
         .ignore()
+        .cmd("XADD")
+        .arg(keys.dlq(Stream::Webhooks))
+        .arg("*")
+        .arg("e")
+        .arg(webhook.encode_to_vec())
+        .arg("dlq_reason")
+        .arg("test")
+        .ignore()
         .query_async(&mut c)
         .await
         .unwrap();
@@ -343,7 +363,7 @@ async fn forget_erases_what_redis_holds_about_the_contact() {
     let f = rig.text(ADMIN, "!forget +1 555 234 0001").await;
     let text = rig.reply(&f).await;
     assert!(
-        text.contains("its web chat history, 1 media item and 1 dead letter"),
+        text.contains("its web chat history, 1 media item and 2 dead letters"),
         "{text}"
     );
     let keys = rig.bus.keys();
@@ -380,5 +400,11 @@ async fn forget_erases_what_redis_holds_about_the_contact() {
         dead.len(),
         1,
         "only the other contact's dead letter is left"
+    );
+    let webhooks = rig.bus.dlq().list(Stream::Webhooks, 10).await.unwrap();
+    assert_eq!(
+        webhooks.len(),
+        1,
+        "only the other contact's webhook is left"
     );
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
-use shared::bus::{Publish, Publisher};
 use shared::proto::{Identity, identity, inbound, outbound};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
@@ -86,12 +85,11 @@ struct Inner {
     cfg: WebConfig,
     ingest: Ingest,
     receipts: crate::receipts::Receipts,
-    publisher: Publisher,
+    alerts: crate::alert::Alerts,
     session: Mutex<Session>,
     commands: Mutex<Option<mpsc::UnboundedSender<String>>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     next_ref: AtomicU64,
-    http: reqwest::Client,
     messages: mpsc::UnboundedSender<WaMessage>,
     queue: Mutex<Option<mpsc::UnboundedReceiver<WaMessage>>>,
 }
@@ -112,14 +110,19 @@ fn phone_of_wa_id(id: &str) -> Option<String> {
 
 impl Web {
     /// The transport; the sidecar starts with [`Web::run`].
-    pub fn new(cfg: WebConfig, ingest: Ingest, bus: &shared::bus::Bus) -> Self {
+    pub fn new(
+        cfg: WebConfig,
+        ingest: Ingest,
+        alerts: crate::alert::Alerts,
+        bus: &shared::bus::Bus,
+    ) -> Self {
         let (messages, queue) = mpsc::unbounded_channel();
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 ingest,
                 receipts: crate::receipts::Receipts::new(bus),
-                publisher: bus.publisher(),
+                alerts,
                 session: Mutex::new(Session {
                     state: SessionState::Disconnected,
                     qr: None,
@@ -132,7 +135,6 @@ impl Web {
                 commands: Mutex::new(None),
                 pending: Mutex::new(HashMap::new()),
                 next_ref: AtomicU64::new(1),
-                http: reqwest::Client::new(),
                 messages,
                 queue: Mutex::new(Some(queue)),
             }),

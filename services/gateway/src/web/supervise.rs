@@ -206,36 +206,17 @@ impl Web {
     /// The session is gone: tell the operator by webhook and the admins by message (delivered
     /// through any transport that can reach them).
     pub(super) async fn alert_logged_out(&self) {
-        let text = "WhatsApp Web was logged out: customers get no answers until someone scans the new QR code on the gateway's internal /qr.";
         tracing::error!("WhatsApp Web session logged out: a new QR scan is needed");
-        if let Some(url) = &self.inner.cfg.alert_webhook {
-            let body = serde_json::json!({"text": text, "switchboard": {"kind": "session_logged_out", "transport": "web"}});
-            if let Err(e) = self
-                .inner
-                .http
-                .post(url)
-                .json(&body)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-            {
-                tracing::warn!(error = %e, "cannot send the session alert to ALERT_WEBHOOK_URL");
-            }
-        }
-        let stamp = shared::ids::now_ms() / 60_000;
-        for admin in &self.inner.cfg.admins {
-            let id = blake3::hash(format!("logout|{stamp}|{admin}").as_bytes()).to_hex()[..26]
-                .to_owned();
-
-            if let Err(e) = self
-                .inner
-                .publisher
-                .publish(Publish::admin_alert("gateway", id, text, admin.as_str()))
-                .await
-            {
-                tracing::warn!(error = %e, "cannot queue the session alert for an admin");
-            }
-        }
+        let minute = (shared::ids::now_ms() / 60_000).to_string();
+        self.inner
+            .alerts
+            .raise(crate::alert::Alert {
+                kind: "session_logged_out",
+                transport: TransportKind::Web,
+                text: "WhatsApp Web was logged out: customers get no answers until someone scans the new QR code on the gateway's internal /qr.",
+                once_key: &minute,
+            })
+            .await;
     }
 }
 

@@ -2,6 +2,8 @@
 //! in-process.
 
 mod browser;
+mod cloud;
+mod fake_graph;
 mod helpers;
 mod limits;
 mod outbound;

@@ -321,21 +321,8 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
 #[tokio::test]
 async fn crashes_and_zombies_are_restarted_and_a_logout_alerts() {
     // A local webhook receiver for the session alert.
-    let hooks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-    let app = {
-        let hooks = hooks.clone();
-        axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-                let hooks = hooks.clone();
-                async move {
-                    hooks.lock().unwrap().push(v);
-                    "ok"
-                }
-            }),
-        )
-    };
-    let hook_url = format!("http://{}/hook", shared::testing::serve_on_own_thread(app));
+    let hooks = shared::testing::WebhookSink::start();
+    let hook_url = hooks.url.clone();
 
     let fake = Fake::new(true);
     let gw = fake
@@ -375,11 +362,8 @@ async fn crashes_and_zombies_are_restarted_and_a_logout_alerts() {
     // Logged out from the phone: not ready ("needs QR"), the operator and admins are told.
     fake.inject(r#"{"v":1,"type":"disconnected","reason":"LOGOUT"}"#);
     wait_state(&gw, "waiting_for_qr").await;
-    wait_for(async || (!hooks.lock().unwrap().is_empty()).then_some(())).await;
-    assert_eq!(
-        hooks.lock().unwrap()[0]["switchboard"]["kind"],
-        "session_logged_out"
-    );
+    wait_for(async || (!hooks.got().is_empty()).then_some(())).await;
+    assert_eq!(hooks.got()[0]["switchboard"]["kind"], "session_logged_out");
     let alert = wait_for(async || {
         crate::helpers::read_stream(&gw.bus, shared::bus::Stream::Outbound)
             .await

@@ -1,9 +1,8 @@
 //! Pricing, storage, daily totals, alerts and the budget mark, against real Redis and the
 //! database under test, through the real consumer.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::Json;
 use ledger::{Config, Ledger};
 use prost::Message;
 use redis::AsyncCommands;
@@ -25,25 +24,8 @@ struct T {
     prefix: String,
     clock: ManualClock,
     ledger: Arc<Ledger>,
-    hooks: Arc<Mutex<Vec<serde_json::Value>>>,
+    hooks: shared::testing::WebhookSink,
     _keys: KeyPrefix,
-}
-
-fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |Json(v): Json<serde_json::Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let url = format!("http://{}/hook", shared::testing::serve_on_own_thread(app));
-    (url, got)
 }
 
 impl T {
@@ -51,7 +33,8 @@ impl T {
         let db = TestDb::new().await;
         db.db.migrate().await.unwrap();
         let prefix = unique_prefix();
-        let (hook, hooks) = webhook_receiver();
+        let hooks = shared::testing::WebhookSink::start();
+        let hook = hooks.url.clone();
         let mut pairs: Vec<(String, String)> = vec![
             ("STREAM_PREFIX".into(), prefix.clone()),
             ("REDIS_URL".into(), redis_url()),
@@ -304,7 +287,7 @@ async fn days_roll_over_at_midnight_in_the_ledger_time_zone() {
     assert_eq!(days, vec![("2026-11-25".into(),), ("2026-11-26".into(),)]);
     // $0.50 on each day: the $0.75 alert is not reached on either.
     assert!(t.alerts().await.is_empty());
-    assert!(t.hooks.lock().unwrap().is_empty());
+    assert!(t.hooks.got().is_empty());
 }
 
 #[tokio::test]
@@ -335,7 +318,7 @@ async fn a_crossing_alerts_once_a_day_by_log_webhook_and_whatsapp_to_every_admin
         );
     }
     {
-        let hooks = t.hooks.lock().unwrap();
+        let hooks = t.hooks.got();
         assert_eq!(hooks.len(), 1);
         let h = &hooks[0];
         assert!(h["text"].as_str().unwrap().contains("Cost alert"), "{h}");
@@ -352,7 +335,7 @@ async fn a_crossing_alerts_once_a_day_by_log_webhook_and_whatsapp_to_every_admin
     ])
     .await;
     assert_eq!(t.alerts().await.len(), 4);
-    assert_eq!(t.hooks.lock().unwrap().len(), 2);
+    assert_eq!(t.hooks.got().len(), 2);
 }
 
 #[tokio::test]
@@ -394,7 +377,7 @@ async fn the_budget_mark_is_set_at_the_budget_warned_at_80_percent_and_clears_th
         .await
         .unwrap();
     assert_eq!(kinds, ["budget_reached", "budget_warning"]);
-    let hooks = t.hooks.lock().unwrap().clone();
+    let hooks = t.hooks.got();
     assert!(
         hooks
             .iter()
@@ -445,14 +428,14 @@ async fn one_contact_spending_too_much_raises_a_per_contact_alert() {
         half_dollar("b", "light", NOON + 1),
     ])
     .await;
-    assert!(t.hooks.lock().unwrap().is_empty());
+    assert!(t.hooks.got().is_empty());
     t.send(&[half_dollar("c", "heavy", NOON + 2)]).await;
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT kind, subject FROM alerts_sent")
         .fetch_all(t.db.db.pool())
         .await
         .unwrap();
     assert_eq!(rows, vec![("contact_cost".to_owned(), "heavy".to_owned())]);
-    let hooks = t.hooks.lock().unwrap().clone();
+    let hooks = t.hooks.got();
     assert_eq!(hooks.len(), 1);
     let contact = hooks[0]["switchboard"]["contact"].as_str().unwrap();
     assert_ne!(contact, "heavy", "contacts appear only as hashes");

@@ -1,0 +1,80 @@
+//! Alerts about a transport — a logged-out WhatsApp Web session, a reply the Cloud API would
+//! not deliver — for the people who can act: POSTed to `ALERT_WEBHOOK_URL` and sent to each
+//! admin (`ADMIN_NUMBERS`) as a message through any transport that reaches them.
+
+use std::time::Duration;
+
+use shared::bus::{Publish, Publisher};
+
+use crate::config::{Config, TransportKind};
+
+/// Where transport alerts go (see the module docs).
+#[derive(Clone)]
+pub struct Alerts {
+    webhook: Option<String>,
+    admins: Vec<shared::phone::Phone>,
+    http: reqwest::Client,
+    publisher: Publisher,
+}
+
+/// One alert.
+pub struct Alert<'a> {
+    /// What happened, as `switchboard.kind` in the webhook body (`session_logged_out`, …).
+    pub kind: &'a str,
+    /// The transport it is about.
+    pub transport: TransportKind,
+    /// The text people read.
+    pub text: &'a str,
+    /// Alerts with the same key reach each admin once (a repeat is not sent again).
+    pub once_key: &'a str,
+}
+
+impl Alerts {
+    /// Alerts configured by `cfg`, admin messages published on `bus`.
+    pub fn new(cfg: &Config, bus: &shared::bus::Bus) -> Self {
+        Self {
+            webhook: cfg.alert_webhook.clone(),
+            admins: cfg.admins.clone(),
+            http: reqwest::Client::new(),
+            publisher: bus.publisher(),
+        }
+    }
+
+    /// Sends `alert`; failures are logged, never returned (an alert is best effort).
+    pub async fn raise(&self, alert: Alert<'_>) {
+        if let Some(url) = &self.webhook {
+            let body = serde_json::json!({
+                "text": alert.text,
+                "switchboard": {"kind": alert.kind, "transport": alert.transport.as_str()},
+            });
+            let sent = self
+                .http
+                .post(url)
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status);
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, kind = alert.kind, "cannot send an alert to ALERT_WEBHOOK_URL");
+            }
+        }
+        for admin in &self.admins {
+            let id = blake3::hash(format!("{}|{}|{admin}", alert.kind, alert.once_key).as_bytes())
+                .to_hex()[..26]
+                .to_owned();
+            if let Err(e) = self
+                .publisher
+                .publish(Publish::admin_alert(
+                    "gateway",
+                    id,
+                    alert.text,
+                    admin.as_str(),
+                ))
+                .await
+            {
+                tracing::warn!(error = %e, kind = alert.kind, "cannot queue an alert for an admin");
+            }
+        }
+    }
+}
