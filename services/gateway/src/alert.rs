@@ -27,6 +27,8 @@ pub struct Alert<'a> {
     pub text: &'a str,
     /// Alerts with the same key reach each admin once (a repeat is not sent again).
     pub once_key: &'a str,
+    /// Whether the admins are messaged too (not when the alert is about reaching them).
+    pub to_admins: bool,
 }
 
 impl Alerts {
@@ -38,6 +40,11 @@ impl Alerts {
             http: reqwest::Client::new(),
             publisher: bus.publisher(),
         }
+    }
+
+    /// Whether the WhatsApp chat `digits` (a phone number's digits) is an admin's.
+    pub fn is_admin(&self, digits: &str) -> bool {
+        self.admins.iter().any(|a| a.digits() == digits)
     }
 
     /// Sends `alert`; failures are logged, never returned (an alert is best effort).
@@ -59,7 +66,12 @@ impl Alerts {
                 tracing::warn!(error = %e, kind = alert.kind, "cannot send an alert to ALERT_WEBHOOK_URL");
             }
         }
-        for admin in &self.admins {
+        let admins = if alert.to_admins {
+            self.admins.as_slice()
+        } else {
+            &[]
+        };
+        for admin in admins {
             let id = blake3::hash(format!("{}|{}|{admin}", alert.kind, alert.once_key).as_bytes())
                 .to_hex()[..26]
                 .to_owned();

@@ -146,7 +146,8 @@ impl Cloud {
     }
 
     /// WhatsApp refused a reply to `chat`: the customer last wrote over 24 hours ago. Tells
-    /// the business (once an hour per chat).
+    /// the business (admins once an hour per chat) — by webhook only when `chat` is an admin's
+    /// own: a message to them would be refused the same way, and tell of itself again.
     pub async fn window_closed(&self, chat: &str) {
         metrics::counter!(m::CLOUD_SENDS, "outcome" => "window_closed").increment(1);
         let tail: String = chat
@@ -169,6 +170,7 @@ impl Cloud {
                 transport: TransportKind::Cloud,
                 text: &text,
                 once_key: &once[..32],
+                to_admins: !self.inner.alerts.is_admin(chat),
             })
             .await;
     }

@@ -215,6 +215,7 @@ impl Web {
                 transport: TransportKind::Web,
                 text: "WhatsApp Web was logged out: customers get no answers until someone scans the new QR code on the gateway's internal /qr.",
                 once_key: &minute,
+                to_admins: true,
             })
             .await;
     }

@@ -522,6 +522,30 @@ async fn a_reply_outside_the_24_hour_window_is_dead_lettered_and_the_business_to
         metrics.contains("gateway_cloud_sends_total{outcome=\"window_closed\"} 2"),
         "{metrics}"
     );
+    // When the refused message was for an admin (their own window is closed), only the
+    // webhook is told: a message to them would be refused again, and alert again, forever.
+    let admin_alerts = || async {
+        crate::helpers::read_stream(&gw.bus, Stream::Outbound)
+            .await
+            .into_iter()
+            .filter(|e| {
+                matches!(&e.payload, Some(shared::proto::Payload::Outbound(o)) if o.kind() == outbound::Kind::Alert)
+            })
+            .count()
+    };
+    let before = admin_alerts().await;
+    graph.script_sends([(400, graph_error(131_047, "Re-engagement message"))]);
+    let mut to_admin = reply("r-admin", "Daily cost: $1.20");
+    to_admin.chat_id = "15550000001".into();
+    gw.publish_outbound(to_admin).await;
+    wait_for("the third alert", || (hooks.got().len() >= 3).then_some(())).await;
+    assert_eq!(gw.dead_letters(2).await.len(), 2, "r-late and r-admin");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        admin_alerts().await,
+        before,
+        "no message to the admin about the admin"
+    );
 }
 
 #[tokio::test]
