@@ -28,7 +28,8 @@ pub const RECEIPT_LATENCY: &str = "gateway_receipt_latency_seconds";
 /// 1 for each transport's current session state.
 pub const SESSION_STATE: &str = "gateway_session_state";
 
-/// Cloud API webhook requests, by result (`accepted`, `bad_signature`, `unavailable`).
+/// Cloud API webhook requests, by result (`accepted`, `bad_signature`, `bad_request`,
+/// `unavailable`).
 pub const CLOUD_WEBHOOKS: &str = "gateway_cloud_webhooks_total";
 /// Seconds from a Cloud API webhook request's arrival to its answer (kept on the stream).
 pub const CLOUD_WEBHOOK_LATENCY: &str = "gateway_cloud_webhook_seconds";
@@ -122,14 +123,14 @@ pub fn register(transports: &[TransportKind]) {
 fn register_cloud() {
     metrics::describe_counter!(
         CLOUD_WEBHOOKS,
-        "Cloud API webhook requests, by result (accepted, bad_signature, unavailable)"
+        "Cloud API webhook requests, by result (accepted, bad_signature, bad_request, unavailable)"
     );
     metrics::describe_histogram!(
         CLOUD_WEBHOOK_LATENCY,
         "Seconds to answer a Cloud API webhook request (verified and kept on the stream)"
     );
     metrics::describe_counter!(CLOUD_SENDS, "Cloud API sends, by outcome");
-    for r in ["accepted", "bad_signature", "unavailable"] {
+    for r in ["accepted", "bad_signature", "bad_request", "unavailable"] {
         metrics::counter!(CLOUD_WEBHOOKS, "result" => r).absolute(0);
     }
     let _ = metrics::histogram!(CLOUD_WEBHOOK_LATENCY);

@@ -103,8 +103,22 @@ pub fn signature_valid(secret: &[u8], body: &[u8], signature: Option<&str>) -> b
 }
 
 /// A delivery: signature checked, then kept on the webhooks stream, then `200`.
-async fn deliver(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn deliver(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let started = Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            metrics::counter!(m::CLOUD_WEBHOOKS, "result" => "bad_request").increment(1);
+            return json_error(
+                e.status(),
+                format!("unreadable webhook body: {}", e.body_text()),
+            );
+        }
+    };
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());

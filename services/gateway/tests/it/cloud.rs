@@ -162,6 +162,12 @@ async fn only_deliveries_signed_with_the_app_secret_are_taken_even_when_fuzzed()
     .unwrap();
     let good = sign(&body);
     assert_eq!(gw.post_webhook(&body, None).await, 401, "unsigned");
+    let huge = vec![b'{'; 2 * 1024 * 1024];
+    assert_eq!(
+        gw.post_webhook(&huge, Some(&sign(&huge))).await,
+        413,
+        "over 1 MB"
+    );
     assert_eq!(
         gw.post_webhook(&body, Some("sha256=00")).await,
         401,
