@@ -382,14 +382,18 @@ async fn stats(brain: &impl Context, now: i64) -> Result<Decision, HandleError> 
     let (messages, contacts, errors) = store::activity(db, since, &Outcome::errors())
         .await
         .or_retry()?;
+    let from_knowledge = store::count_outcomes(db, since, &[Outcome::Knowledge.as_str()])
+        .await
+        .or_retry()?;
     let latency = shared::usage::average_latency_ms(db, &today, &today)
         .await
         .or_retry()?;
     Ok(reply(format!(
-        "Today ({today}): {} messages from {} contacts, {} errors, average AI latency {}.",
+        "Today ({today}): {} messages from {} contacts, {} errors, {} answered from the knowledge base (AI calls saved), average AI latency {}.",
         thousands(messages),
         thousands(contacts),
         thousands(errors),
+        thousands(from_knowledge),
         latency.map_or_else(|| "—".to_owned(), |ms| format!("{ms} ms"))
     )))
 }

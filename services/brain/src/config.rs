@@ -25,6 +25,8 @@ pub struct Config {
     pub pre_prompt: String,
     /// `MEMORY_TTL_DAYS` (default 7).
     pub memory_ttl: Duration,
+    /// `KNOWLEDGE_DIR` (default `knowledge`): the business's Markdown files (absent is fine).
+    pub knowledge_dir: std::path::PathBuf,
     /// Turns of memory sent with each request.
     pub memory_turns: usize,
     /// `AI_DISCLOSURE`: first line of the first reply to a new contact (empty: off).
@@ -105,6 +107,7 @@ impl Config {
         Self {
             pre_prompt: env.string("PRE_PROMPT", DEFAULT_PROMPT),
             memory_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
+            knowledge_dir: env.string("KNOWLEDGE_DIR", "knowledge").into(),
             memory_turns: 10,
             ai_disclosure: env
                 .string_allow_empty("AI_DISCLOSURE", "You're chatting with an AI assistant."),

@@ -9,12 +9,14 @@ pub mod commands;
 pub mod config;
 pub mod decision;
 pub mod handler;
+pub mod knowledge;
 pub mod messages;
 pub mod metrics;
 pub mod outcome;
 pub mod settings;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -51,7 +53,8 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         .map(|p| p.as_str().to_owned())
         .collect();
     let ttl = ctx.config.memory_ttl;
-    let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone());
+    let knowledge = Arc::new(knowledge::Knowledge::load(&ctx.config.knowledge_dir));
+    let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone(), knowledge.clone());
     let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
     let transcripts = ctx.bus.consumer(Stream::Transcripts, brain);
     let mut tasks = Tasks::new(ctx.shutdown);
@@ -68,6 +71,13 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
                 tracing::info!(revoked, "admin role revoked: the number left ADMIN_NUMBERS");
             }
             Ok(consumer.run(shutdown).await?)
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn("knowledge base watch", async move {
+            knowledge.watch(shutdown).await;
+            Ok(())
         });
     }
     tasks.spawn("transcript consumer", async move {

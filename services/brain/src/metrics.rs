@@ -16,6 +16,8 @@ pub const REPUBLISHED: &str = "brain_replies_republished_total";
 pub const CLEANED: &str = "brain_memory_rows_deleted_total";
 /// Tokens by model and direction.
 pub const TOKENS: &str = "brain_tokens_total";
+/// Questions answered from the knowledge base's FAQ instead of the model.
+pub const CALLS_SAVED: &str = "brain_llm_calls_saved_total";
 
 /// Describes every metric and registers it at zero.
 pub fn register() {
@@ -41,7 +43,11 @@ pub fn register() {
         metrics::counter!(COMMANDS, "command" => c).absolute(0);
     }
     let _ = metrics::histogram!(LLM_SECONDS);
-    for name in [REFUSALS, OPT_OUTS, REPUBLISHED, CLEANED] {
+    metrics::describe_counter!(
+        CALLS_SAVED,
+        "Questions answered from the knowledge base's FAQ with no model call"
+    );
+    for name in [REFUSALS, OPT_OUTS, REPUBLISHED, CLEANED, CALLS_SAVED] {
         metrics::counter!(name).absolute(0);
     }
 }

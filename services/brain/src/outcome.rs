@@ -25,6 +25,8 @@ pub enum Outcome {
     ImageMissing,
     /// A photo over the model's size limit.
     ImageTooLarge,
+    /// An FAQ entry of the knowledge base answered it, with no model call.
+    Knowledge,
     /// The model call failed.
     LlmFailed,
     /// No model is configured.
@@ -55,7 +57,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome (for metrics registered at zero, and for tests).
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::Answered,
         Self::AnsweredVoice,
         Self::Apology,
@@ -66,6 +68,7 @@ impl Outcome {
         Self::EmptyAnswer,
         Self::ImageMissing,
         Self::ImageTooLarge,
+        Self::Knowledge,
         Self::LlmFailed,
         Self::NotConfigured,
         Self::OptedIn,
@@ -94,6 +97,7 @@ impl Outcome {
             Self::EmptyAnswer => "empty_answer",
             Self::ImageMissing => "image_missing",
             Self::ImageTooLarge => "image_too_large",
+            Self::Knowledge => "knowledge",
             Self::LlmFailed => "llm_failed",
             Self::NotConfigured => "not_configured",
             Self::OptedIn => "opted_in",

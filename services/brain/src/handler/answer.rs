@@ -74,10 +74,15 @@ impl Brain {
         known: Known,
     ) -> Result<Decision, HandleError> {
         let msgs = &self.cfg.messages;
+        let eff = self.effective_for_answers().await?;
+        if ib.kind() != inbound::Kind::Image
+            && let Some(d) = self.knowledge_answer(ib, contact, &eff, text)
+        {
+            return Ok(d);
+        }
         if let Some(stop) = self.guards(&known).await? {
             return Ok(stop);
         }
-        let eff = self.effective_for_answers().await?;
         let image_bytes = match self.photo(ib).await? {
             Ok(bytes) => bytes,
             Err(refused) => return Ok(refused),
@@ -103,13 +108,22 @@ impl Brain {
         let started = std::time::Instant::now();
         match self
             .chat
-            .ask(&eff, &eff.pre_prompt, &memory, &question, image, deadline)
+            .ask(
+                &eff,
+                &self.knowledge.prompt(&eff.pre_prompt, &question),
+                &memory,
+                &question,
+                image,
+                deadline,
+            )
             .await
         {
             Ok(a) if !a.text.is_empty() => {
                 metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
                 let usage = self.usage(contact, ib, &a, op);
-                Ok(self.answered(ib, contact, &eff, question, a.text, usage))
+                let mut d = self.answered(ib, contact, &eff, question, a.text);
+                d.extra.push(usage);
+                Ok(d)
             }
             Ok(a) => {
                 tracing::warn!("the model returned an empty answer");
@@ -155,8 +169,37 @@ impl Brain {
             .ok_or_else(|| Decision::notice(&msgs.llm_down, Outcome::ImageMissing)))
     }
 
-    /// The model answered `text` to `question`: the reply (with the AI disclosure the first
-    /// time, and what was understood of a voice note), the memory turns and the usage.
+    /// The knowledge base's answer to `question`, when one of its FAQ entries matches it
+    /// confidently: no model call.
+    fn knowledge_answer(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        eff: &Config,
+        question: &str,
+    ) -> Option<Decision> {
+        let index = self.knowledge.current();
+        let hit = index
+            .faq(question)
+            .filter(|h| h.confidence >= crate::knowledge::DIRECT)?;
+        metrics::counter!(m::CALLS_SAVED).increment(1);
+        tracing::info!(
+            confidence = hit.confidence,
+            "answered from the knowledge base"
+        );
+        let mut d = self.answered(
+            ib,
+            contact,
+            eff,
+            question.to_owned(),
+            hit.entry.answer.clone(),
+        );
+        d.outcome = Outcome::Knowledge;
+        Some(d)
+    }
+
+    /// `text` answers `question`: the reply (with the AI disclosure the first time, and what
+    /// was understood of a voice note) and the memory turns.
     fn answered(
         &self,
         ib: &Inbound,
@@ -164,7 +207,6 @@ impl Brain {
         eff: &Config,
         question: String,
         text: String,
-        usage: Publish,
     ) -> Decision {
         let mut reply = text.clone();
         let disclose = !contact.disclosed && !self.cfg.ai_disclosure.is_empty();
@@ -192,7 +234,7 @@ impl Brain {
                     content: text,
                 },
             ],
-            extra: vec![usage],
+            extra: Vec::new(),
             disclosed: disclose,
             outcome: Outcome::Answered,
             voice_deadline_ms: None,

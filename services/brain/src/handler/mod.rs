@@ -34,6 +34,7 @@ pub struct Brain {
     pub(crate) db: Db,
     pub(crate) bus: Bus,
     pub(crate) chat: Chat,
+    pub(crate) knowledge: Arc<crate::knowledge::Knowledge>,
     commits: store::Committer,
     settings_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Config>)>>,
 }
@@ -87,8 +88,13 @@ impl commands::Context for Brain {
 }
 
 impl Brain {
-    /// A brain on `db` and `bus`.
-    pub fn new(cfg: Config, db: Db, bus: Bus) -> Arc<Self> {
+    /// A brain on `db` and `bus`, answering from `knowledge`.
+    pub fn new(
+        cfg: Config,
+        db: Db,
+        bus: Bus,
+        knowledge: Arc<crate::knowledge::Knowledge>,
+    ) -> Arc<Self> {
         let chat = Chat::new(&cfg);
         let commits = store::committer(db.clone());
         Arc::new(Self {
@@ -96,6 +102,7 @@ impl Brain {
             db,
             bus,
             chat,
+            knowledge,
             commits,
             settings_cache: std::sync::Mutex::new(None),
         })

@@ -57,15 +57,20 @@ pub async fn activity(
     .bind(since_ms)
     .fetch_one(db.pool())
     .await?;
-    let placeholders: Vec<String> = (0..errors.len()).map(|i| format!("${}", i + 2)).collect();
+    let errors = count_outcomes(db, since_ms, errors).await?;
+    Ok((row.try_get("n")?, row.try_get("c")?, errors))
+}
+
+/// Messages since `since_ms` that ended in one of `outcomes`.
+pub async fn count_outcomes(db: &Db, since_ms: i64, outcomes: &[&str]) -> Result<i64, sqlx::Error> {
+    let placeholders: Vec<String> = (0..outcomes.len()).map(|i| format!("${}", i + 2)).collect();
     let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT CAST(COUNT(*) AS BIGINT) AS e FROM outbox WHERE created_at_ms >= $1 AND outcome IN ({})",
         placeholders.join(", ")
     )))
     .bind(since_ms);
-    for e in errors {
-        q = q.bind(*e);
+    for o in outcomes {
+        q = q.bind(*o);
     }
-    let err = q.fetch_one(db.pool()).await?;
-    Ok((row.try_get("n")?, row.try_get("c")?, err.try_get("e")?))
+    q.fetch_one(db.pool()).await?.try_get("e")
 }

@@ -1,0 +1,346 @@
+//! The knowledge base as read from its Markdown files: sections (chunks for the model's
+//! context) and FAQ entries (a `##` heading ending in `?`, its answer, and the other ways
+//! customers ask it on `Also:` / `También:` lines, separated by `|`), with BM25 over both.
+
+use std::collections::HashSet;
+
+use bm25::{Document, SearchEngine, SearchEngineBuilder};
+
+use super::words::Words;
+
+/// A section of a file: what the model may be shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// `File title › Section`.
+    pub title: String,
+    /// The section's text.
+    pub text: String,
+}
+
+/// A question the business answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The `##` heading.
+    pub question: String,
+    /// Its answer, as written.
+    pub answer: String,
+    /// The heading and its `Also:` phrasings.
+    pub phrasings: Vec<String>,
+}
+
+/// A question that matches an entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit<'a> {
+    /// The entry.
+    pub entry: &'a Entry,
+    /// How sure: 0 to 1.
+    pub confidence: f32,
+}
+
+type Engine = SearchEngine<usize, u32, Words>;
+
+/// Searchable knowledge (see the module docs).
+pub struct Index {
+    chunks: Vec<Chunk>,
+    chunk_engine: Option<Engine>,
+    entries: Vec<Entry>,
+    /// Every phrasing of every entry: its entry, its content words (stems) and its score
+    /// against itself (the most a question can score against it).
+    phrasings: Vec<(usize, Vec<Vec<String>>, f32)>,
+    phrasing_engine: Option<Engine>,
+    /// Each entry's stems (phrasings and answer).
+    entry_stems: Vec<HashSet<String>>,
+    /// How telling each stem is among the entries (inverse entry frequency).
+    weight: std::collections::HashMap<String, f32>,
+    words: Words,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("chunks", &self.chunks.len())
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+const ALSO: [&str; 2] = ["also:", "también:"];
+
+/// Sections and entries of one Markdown file named `name`.
+fn parse(name: &str, text: &str, chunks: &mut Vec<Chunk>, entries: &mut Vec<Entry>) {
+    let mut title = name.trim_end_matches(".md").replace(['-', '_'], " ");
+    let mut heading: Option<String> = None;
+    let mut body: Vec<&str> = Vec::new();
+    let mut also: Vec<String> = Vec::new();
+    let mut flush =
+        |title: &str, heading: Option<String>, body: &mut Vec<&str>, also: &mut Vec<String>| {
+            let text = body.join("\n").trim().to_owned();
+            body.clear();
+            let phrasings: Vec<String> = std::mem::take(also);
+            if text.is_empty() && heading.is_none() {
+                return;
+            }
+            let section = heading.clone().unwrap_or_default();
+            chunks.push(Chunk {
+                title: if section.is_empty() {
+                    title.to_owned()
+                } else {
+                    format!("{title} › {section}")
+                },
+                text: if section.is_empty() {
+                    text.clone()
+                } else {
+                    format!("{section}\n{text}")
+                },
+            });
+            if let Some(q) = heading.filter(|h| h.ends_with('?') && !text.is_empty()) {
+                let mut all = vec![q.clone()];
+                all.extend(phrasings);
+                entries.push(Entry {
+                    question: q,
+                    answer: text,
+                    phrasings: all,
+                });
+            }
+        };
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(t) = trimmed.strip_prefix("# ") {
+            flush(&title, heading.take(), &mut body, &mut also);
+            title = t.trim().to_owned();
+        } else if let Some(h) = trimmed.strip_prefix("## ") {
+            flush(&title, heading.take(), &mut body, &mut also);
+            heading = Some(h.trim().to_owned());
+        } else if let Some(rest) = ALSO.iter().find_map(|p| {
+            trimmed
+                .get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| &trimmed[p.len()..])
+        }) {
+            also.extend(
+                rest.split('|')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        } else {
+            body.push(line);
+        }
+    }
+    flush(&title, heading.take(), &mut body, &mut also);
+}
+
+fn engine(texts: &[String]) -> Option<Engine> {
+    if texts.is_empty() {
+        return None;
+    }
+    let docs = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Document::new(i, t.clone()));
+    Some(
+        SearchEngineBuilder::<usize, u32, Words>::with_tokenizer_and_documents(Words::new(), docs)
+            .build(),
+    )
+}
+
+impl Index {
+    /// An index of `files` (name, Markdown text).
+    pub fn build(files: &[(String, String)]) -> Self {
+        let mut chunks = Vec::new();
+        let mut entries = Vec::new();
+        for (name, text) in files {
+            parse(name, text, &mut chunks, &mut entries);
+        }
+        let chunk_texts: Vec<String> = chunks
+            .iter()
+            .map(|c| format!("{}\n{}", c.title, c.text))
+            .collect();
+        let words = Words::new();
+        let mut phrasing_texts = Vec::new();
+        let mut phrasings = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            for p in &e.phrasings {
+                phrasing_texts.push(p.clone());
+                phrasings.push((i, words.words(p), 0.0));
+            }
+        }
+        let phrasing_engine = engine(&phrasing_texts);
+        if let Some(engine) = &phrasing_engine {
+            for (n, text) in phrasing_texts.iter().enumerate() {
+                phrasings[n].2 = engine
+                    .search(text, None)
+                    .into_iter()
+                    .find(|r| r.document.id == n)
+                    .map_or(0.0, |r| r.score);
+            }
+        }
+        let entry_stems: Vec<HashSet<String>> = entries
+            .iter()
+            .map(|e| {
+                e.phrasings
+                    .iter()
+                    .chain(std::iter::once(&e.answer))
+                    .flat_map(|t| words.words(t))
+                    .flatten()
+                    .collect()
+            })
+            .collect();
+        let mut df: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for stems in &entry_stems {
+            for s in stems {
+                *df.entry(s.clone()).or_default() += 1;
+            }
+        }
+        let n = entry_stems.len().max(1) as f32;
+        let weight = df
+            .into_iter()
+            .map(|(s, d)| (s, (1.0 + n / d as f32).ln()))
+            .collect();
+        Self {
+            chunk_engine: engine(&chunk_texts),
+            chunks,
+            entries,
+            phrasings,
+            phrasing_engine,
+            entry_stems,
+            weight,
+            words,
+        }
+    }
+
+    /// Nothing to search.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Sections and entries indexed.
+    pub fn size(&self) -> (usize, usize) {
+        (self.chunks.len(), self.entries.len())
+    }
+
+    /// The `k` sections most relevant to `query` (none that shares no word with it).
+    pub fn relevant(&self, query: &str, k: usize) -> Vec<&Chunk> {
+        let Some(engine) = &self.chunk_engine else {
+            return Vec::new();
+        };
+        engine
+            .search(query, k)
+            .into_iter()
+            .filter(|r| r.score > 0.0)
+            .map(|r| &self.chunks[r.document.id])
+            .collect()
+    }
+
+    /// The FAQ entry `query` asks, with how sure the match is (see [`Index::confidence`]).
+    pub fn faq(&self, query: &str) -> Option<Hit<'_>> {
+        let q = self.words.words(query);
+        if q.is_empty() || self.entries.is_empty() {
+            return None;
+        }
+        // How closely the question reads like each entry's phrasings.
+        let mut like = vec![0.0f32; self.entries.len()];
+        if let Some(engine) = &self.phrasing_engine {
+            for r in engine.search(query, 50) {
+                let (entry, _, own) = &self.phrasings[r.document.id];
+                if *own > 0.0 {
+                    like[*entry] = like[*entry].max((r.score / own).min(1.0));
+                }
+            }
+        }
+        let mut scored: Vec<(usize, f32)> = (0..self.entries.len())
+            .map(|i| (i, self.confidence(&q, i, like[i])))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (best, confidence) = scored[0];
+        // A question two entries answer about equally well is not answered by either.
+        let runner_up = scored.get(1).map_or(0.0, |s| s.1);
+        let confidence = if runner_up > 0.8 * confidence {
+            confidence / 2.0
+        } else {
+            confidence
+        };
+        Some(Hit {
+            entry: &self.entries[best],
+            confidence,
+        })
+    }
+
+    /// How sure it is that question words `q` ask entry `i`, whose phrasings the question
+    /// reads like `like` (0 to 1, BM25 against the best phrasing's own score): the share of
+    /// the question's weight the entry's words cover (a word no entry uses weighs half: it
+    /// tells nothing either way), lifted by how closely it reads like a phrasing. The weights
+    /// were chosen on `examples/shop/eval.json` (written before any tuning).
+    fn confidence(&self, q: &[Vec<String>], i: usize, like: f32) -> f32 {
+        let stems = &self.entry_stems[i];
+        let (mut covered, mut total) = (0.0f32, 0.0f32);
+        for word in q {
+            let w = word
+                .iter()
+                .filter_map(|s| self.weight.get(s))
+                .copied()
+                .fold(None, |m: Option<f32>, x| Some(m.map_or(x, |m| m.max(x))))
+                .unwrap_or(0.5);
+            total += w;
+            if word.iter().any(|s| stems.contains(s)) {
+                covered += w;
+            }
+        }
+        let share = if total > 0.0 { covered / total } else { 0.0 };
+        share * (0.4 + 0.6 * like)
+    }
+
+    /// Every entry (for `!stats` and tests).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The content words of `text`, with their stems (the evaluation checks which are shared).
+    pub fn words_of(&self, text: &str) -> Vec<Vec<String>> {
+        self.words.words(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shop() -> Index {
+        Index::build(&[(
+            "faq.md".into(),
+            "# FAQ\n\n## When are you open?\nAlso: opening hours | horario\n\nMon–Fri 9–18.\n\n## Do you deliver?\nWe ship in the UK.\n\n## Notes\nNot a question.\n"
+                .into(),
+        )])
+    }
+
+    #[test]
+    fn questions_become_entries_with_their_phrasings_and_sections_become_chunks() {
+        let i = shop();
+        assert_eq!(i.size(), (3, 2));
+        let e = &i.entries()[0];
+        assert_eq!(e.question, "When are you open?");
+        assert_eq!(e.answer, "Mon–Fri 9–18.");
+        assert_eq!(
+            e.phrasings,
+            ["When are you open?", "opening hours", "horario"]
+        );
+        assert!(!e.answer.contains("Also"));
+    }
+
+    #[test]
+    fn an_asked_question_matches_its_entry_and_an_unrelated_one_nothing() {
+        let i = shop();
+        let hit = i.faq("what are your opening hours").unwrap();
+        assert_eq!(hit.entry.question, "When are you open?");
+        assert!(hit.confidence > 0.9, "{hit:?}");
+        assert!(
+            i.faq("do you sell socks")
+                .is_none_or(|h| h.confidence < 0.3)
+        );
+        assert_eq!(
+            i.relevant("ship to the UK", 1)[0].title,
+            "FAQ › Do you deliver?"
+        );
+        assert!(i.relevant("zebra", 3).is_empty());
+    }
+}

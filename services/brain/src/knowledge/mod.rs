@@ -1,0 +1,127 @@
+//! The business's knowledge base: Markdown files in `KNOWLEDGE_DIR` (opening hours, prices,
+//! delivery, returns, an FAQ as `## question?` + answer). Indexed at startup and again within
+//! 2 s of any change ([`Knowledge::watch`]). The sections most relevant to a question go into
+//! the model's context; a question that matches an FAQ entry confidently is answered with it,
+//! with no model call.
+
+mod index;
+mod words;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+pub use index::{Chunk, Entry, Hit, Index};
+use tokio_util::sync::CancellationToken;
+
+/// Confidence at which an FAQ entry answers a question by itself.
+pub const DIRECT: f32 = 0.8;
+/// Sections put into the model's context.
+const CONTEXT_SECTIONS: usize = 3;
+/// How often the folder is looked at for changes.
+const POLL: Duration = Duration::from_secs(1);
+
+/// What the folder held when it was read: each file's name, length and change time.
+type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// The knowledge base (see the module docs); cheap to share.
+pub struct Knowledge {
+    dir: PathBuf,
+    index: RwLock<Arc<Index>>,
+}
+
+fn signature(dir: &Path) -> Signature {
+    let mut sig: Signature = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "md"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            m.is_file().then(|| (e.path(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    sig.sort();
+    sig
+}
+
+fn read(dir: &Path, sig: &Signature) -> Index {
+    let files: Vec<(String, String)> = sig
+        .iter()
+        .filter_map(|(path, _, _)| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            match std::fs::read_to_string(path) {
+                Ok(text) => Some((name, text)),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read a knowledge file");
+                    None
+                }
+            }
+        })
+        .collect();
+    let index = Index::build(&files);
+    let (sections, entries) = index.size();
+    tracing::info!(
+        dir = %dir.display(),
+        files = files.len(),
+        sections,
+        faq_entries = entries,
+        "knowledge base indexed"
+    );
+    index
+}
+
+impl Knowledge {
+    /// Reads `dir` (absent or empty is fine: no knowledge).
+    pub fn load(dir: &Path) -> Self {
+        let index = read(dir, &signature(dir));
+        Self {
+            dir: dir.to_owned(),
+            index: RwLock::new(Arc::new(index)),
+        }
+    }
+
+    /// The index now.
+    pub fn current(&self) -> Arc<Index> {
+        self.index.read().expect("index lock").clone()
+    }
+
+    /// Re-reads the folder whenever a file is added, changed or removed, until `shutdown`.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut seen = signature(&self.dir);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(POLL) => {}
+            }
+            let now = signature(&self.dir);
+            if now != seen {
+                let dir = self.dir.clone();
+                let sig = now.clone();
+                if let Ok(index) = tokio::task::spawn_blocking(move || read(&dir, &sig)).await {
+                    *self.index.write().expect("index lock") = Arc::new(index);
+                }
+                seen = now;
+            }
+        }
+    }
+
+    /// The system prompt for `question`: `base`, then the most relevant sections with the
+    /// instruction to answer from them (just `base` when none is relevant).
+    pub fn prompt(&self, base: &str, question: &str) -> String {
+        let index = self.current();
+        let sections = index.relevant(question, CONTEXT_SECTIONS);
+        if sections.is_empty() {
+            return base.to_owned();
+        }
+        let mut p = format!(
+            "{base}\n\nAnswer from the business information below when it covers the question. \
+             When it does not, say that you don't know and offer to pass the question to a person; \
+             never invent prices, dates, stock or policies.\n\n--- Business information ---"
+        );
+        for s in sections {
+            p.push_str(&format!("\n\n## {}\n{}", s.title, s.text));
+        }
+        p
+    }
+}
