@@ -67,7 +67,34 @@ pub struct Config {
     pub concurrency: usize,
     /// Customer-facing texts.
     pub messages: Messages,
+    /// `HANDOFF_PHRASES`: what a customer writes to ask for a person (`|`-separated, any
+    /// language; default English and Spanish).
+    pub handoff_phrases: Vec<String>,
+    /// `HANDOFF_TIMEOUT_MIN` (default 60): back to the bot when no person replied by then.
+    pub handoff_timeout: Duration,
+    /// `ALERT_WEBHOOK_URL`: handoffs are POSTed here too (the reason and a reference only).
+    pub alert_webhook: Option<secrecy::SecretString>,
 }
+
+/// `HANDOFF_TIMEOUT_MIN`: minutes (fractions allowed) from 0.01 to a week.
+fn handoff_timeout(env: &mut Env) -> Duration {
+    let raw = env.string("HANDOFF_TIMEOUT_MIN", "60");
+    match raw.trim().parse::<f64>() {
+        Ok(m) if (0.01..=7.0 * 24.0 * 60.0).contains(&m) => Duration::from_secs_f64(m * 60.0),
+        _ => {
+            env.problem(
+                "HANDOFF_TIMEOUT_MIN",
+                "expected minutes from 0.01 to 10080 (a week), like 60",
+            );
+            Duration::from_secs(3600)
+        }
+    }
+}
+
+/// What customers write to ask for a person, by default.
+pub const HANDOFF_PHRASES: &str = "human|a person|real person|someone real|talk to someone|speak to someone|\
+     agent|representative|operator|customer service|humano|una persona|persona real|hablar con alguien|\
+     agente|representante|operador|atención al cliente";
 
 const DEFAULT_PROMPT: &str = "You are the customer-service assistant of a small business, \
 answering its customers on WhatsApp. Be polite, warm and concise: a few short sentences, no \
@@ -129,6 +156,14 @@ impl Config {
             days: Days::from_env(env),
             concurrency: env.int_in("BRAIN_CONCURRENCY", 512usize, 1, 10_000),
             messages: Messages::from_env(env),
+            handoff_phrases: env
+                .string("HANDOFF_PHRASES", HANDOFF_PHRASES)
+                .split('|')
+                .map(|p| p.trim().to_lowercase())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            handoff_timeout: handoff_timeout(env),
+            alert_webhook: env.secret_http_url("ALERT_WEBHOOK_URL"),
         }
     }
 }

@@ -21,6 +21,10 @@ pub struct Decision {
     pub outcome: Outcome,
     /// A transcription job was published: the inbound waits for its transcript until then (ms).
     pub voice_deadline_ms: Option<i64>,
+    /// The conversation is handed to a person.
+    pub handoff: Option<crate::store::NewHandoff>,
+    /// How many answers in a row did not know, after this one (when it changed).
+    pub streak: Option<i64>,
 }
 
 impl Decision {

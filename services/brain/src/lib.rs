@@ -34,6 +34,9 @@ pub const SPEC: Spec = Spec {
     publishes: &[Stream::Outbound, Stream::Transcribe, Stream::Usage],
 };
 
+/// How often handoffs nobody answered are looked for.
+const HANDOFF_CHECK: Duration = Duration::from_secs(15);
+
 /// How often the memory cleanup runs (it deletes what is older than `MEMORY_TTL_DAYS`).
 const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 
@@ -41,11 +44,14 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
 pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     metrics::register();
     let db = ctx.db.context("the brain needs its database")?;
-    if !ctx.config.endpoint.configured {
+    if ctx.config.endpoint.configured {
+        tracing::info!("mode: AI answers, with the knowledge base and handoff to a person");
+    } else {
         tracing::warn!(
-            "no LLM configured (OPENAI_API_KEY / OPENAI_BASE_URL): customers get the 'not configured' notice"
+            "mode: no LLM configured (OPENAI_API_KEY / OPENAI_BASE_URL): answering from the knowledge base's FAQ; any other question is handed to a person"
         );
     }
+    let llm_check = llm_check(ctx.config.endpoint.configured);
     let admins: Vec<String> = ctx
         .config
         .admins
@@ -53,8 +59,11 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         .map(|p| p.as_str().to_owned())
         .collect();
     let ttl = ctx.config.memory_ttl;
+    let handoff_timeout = ctx.config.handoff_timeout;
     let knowledge = Arc::new(knowledge::Knowledge::load(&ctx.config.knowledge_dir));
     let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone(), knowledge.clone());
+    let expiring = brain.clone();
+    let handoff_check = HANDOFF_CHECK.min(handoff_timeout / 2);
     let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
     let transcripts = ctx.bus.consumer(Stream::Transcripts, brain);
     let mut tasks = Tasks::new(ctx.shutdown);
@@ -83,6 +92,14 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     tasks.spawn("transcript consumer", async move {
         Ok(transcripts.run(shutdown).await?)
     });
+    tasks.every("handoff timeouts", handoff_check, move || {
+        let brain = expiring.clone();
+        async move {
+            if let Err(e) = brain.expire_handoffs().await {
+                tracing::warn!(error = %e, "cannot check the handoffs' timeouts");
+            }
+        }
+    });
     tasks.every("memory cleanup", CLEANUP_EVERY, move || {
         let db = db.clone();
         async move {
@@ -100,7 +117,24 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     });
     Ok(Running {
         routes: None,
-        checks: Vec::new(),
+        checks: vec![llm_check],
         tasks,
+    })
+}
+
+/// `/readyz` says whether a model is configured, for information: never a reason for 503 (with
+/// none the brain still serves the knowledge base and hands off).
+fn llm_check(configured: bool) -> shared::http::ExtraCheck {
+    Arc::new(move || {
+        Box::pin(async move {
+            vec![(
+                "llm".to_owned(),
+                shared::http::CheckStatus {
+                    ok: true,
+                    state: Some(if configured { "configured" } else { "none" }.to_owned()),
+                    error: None,
+                },
+            )]
+        })
     })
 }

@@ -12,6 +12,10 @@ pub struct Messages {
     pub llm_down: String,
     /// `MSG_NOT_CONFIGURED`: no LLM configured.
     pub not_configured: String,
+    /// `MSG_HANDOFF`: the conversation goes to a person.
+    pub handoff: String,
+    /// `MSG_HANDOFF_TIMEOUT`: nobody answered in time; the bot is back.
+    pub handoff_timeout: String,
     /// `BUDGET_MESSAGE`: the daily budget is used up.
     pub budget: String,
     /// `MSG_TOKEN_BUDGET`: this contact's daily tokens are used up.
@@ -59,6 +63,16 @@ impl Messages {
                 "Thanks for your message! Our assistant is not configured yet; a person will get back to you.",
             ),
             budget: s(env, "BUDGET_MESSAGE", "We'll get back to you shortly."),
+            handoff: s(
+                env,
+                "MSG_HANDOFF",
+                "Thanks — I've passed your message to our team: a person will reply here soon.",
+            ),
+            handoff_timeout: s(
+                env,
+                "MSG_HANDOFF_TIMEOUT",
+                "Sorry, nobody from our team could answer yet. I'm here again in the meantime: tell me how I can help, or write \"person\" to ask for someone later.",
+            ),
             token_budget: s(
                 env,
                 "MSG_TOKEN_BUDGET",

@@ -16,6 +16,10 @@ pub const REPUBLISHED: &str = "brain_replies_republished_total";
 pub const CLEANED: &str = "brain_memory_rows_deleted_total";
 /// Tokens by model and direction.
 pub const TOKENS: &str = "brain_tokens_total";
+/// Conversations handed to a person, by reason.
+pub const HANDOFFS: &str = "brain_handoffs_total";
+/// Handoffs nobody answered in time (back to the bot).
+pub const HANDOFF_TIMEOUTS: &str = "brain_handoff_timeouts_total";
 /// Questions answered from the knowledge base's FAQ instead of the model.
 pub const CALLS_SAVED: &str = "brain_llm_calls_saved_total";
 
@@ -47,7 +51,28 @@ pub fn register() {
         CALLS_SAVED,
         "Questions answered from the knowledge base's FAQ with no model call"
     );
-    for name in [REFUSALS, OPT_OUTS, REPUBLISHED, CLEANED, CALLS_SAVED] {
+    metrics::describe_counter!(HANDOFFS, "Conversations handed to a person, by reason");
+    metrics::describe_counter!(
+        HANDOFF_TIMEOUTS,
+        "Handoffs nobody answered within HANDOFF_TIMEOUT_MIN (back to the bot)"
+    );
+    for reason in [
+        "asked",
+        "cannot_answer",
+        "repeated_failure",
+        "budget",
+        "no_llm",
+    ] {
+        metrics::counter!(HANDOFFS, "reason" => reason).absolute(0);
+    }
+    for name in [
+        REFUSALS,
+        OPT_OUTS,
+        REPUBLISHED,
+        CLEANED,
+        CALLS_SAVED,
+        HANDOFF_TIMEOUTS,
+    ] {
         metrics::counter!(name).absolute(0);
     }
 }

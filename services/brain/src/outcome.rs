@@ -21,6 +21,10 @@ pub enum Outcome {
     Deadline,
     /// The model answered with nothing.
     EmptyAnswer,
+    /// The conversation was handed to a person with this message.
+    HandedOff,
+    /// Handed off already: the bot stays silent (a person answers).
+    WhileHandedOff,
     /// A photo whose bytes are gone from the media store.
     ImageMissing,
     /// A photo over the model's size limit.
@@ -57,7 +61,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome (for metrics registered at zero, and for tests).
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 26] = [
         Self::Answered,
         Self::AnsweredVoice,
         Self::Apology,
@@ -66,6 +70,8 @@ impl Outcome {
         Self::Command,
         Self::Deadline,
         Self::EmptyAnswer,
+        Self::HandedOff,
+        Self::WhileHandedOff,
         Self::ImageMissing,
         Self::ImageTooLarge,
         Self::Knowledge,
@@ -95,6 +101,8 @@ impl Outcome {
             Self::Command => "command",
             Self::Deadline => "deadline",
             Self::EmptyAnswer => "empty_answer",
+            Self::HandedOff => "handed_off",
+            Self::WhileHandedOff => "while_handed_off",
             Self::ImageMissing => "image_missing",
             Self::ImageTooLarge => "image_too_large",
             Self::Knowledge => "knowledge",

@@ -3,7 +3,13 @@
 //! `!forget`, `!usage`, `!stats`, `!config`. Roles come from the database only: nothing typed
 //! here raises the sender's role unless they already are an admin.
 
-use shared::bus::{Bus, HandleError};
+mod admin;
+mod handoff;
+
+use admin::{deny, forget, set_config, set_role, show_config, stats, unset_config, usage};
+pub use handoff::Target;
+pub(crate) use handoff::send_to;
+use shared::bus::{Bus, HandleError, Publish, Stream};
 use shared::db::Db;
 use shared::phone::Phone;
 use shared::redact::hash_id;
@@ -20,7 +26,9 @@ const HELP_USER: &str = "Commands:\n!help — this list\n!reset — forget our c
 const HELP_ADMIN: &str = "\n\nAdmin commands:\n!allow <number> — let a number use the assistant\n\
 !deny <number> — stop a number from using it\n!role <number> admin|user — set a role\n\
 !forget <number> — erase a contact's memory and identities\n!usage [today|7d|30d] — spend and tokens\n\
-!stats — today's activity\n!config, !config set <key> <value>, !config unset <key> — settings";
+!stats — today's activity\n!config, !config set <key> <value>, !config unset <key> — settings\n\
+!handoffs — conversations waiting for a person\n!reply <number or H-ref> <text> — answer one as the business\n\
+!resume <number or H-ref> — the assistant answers it again";
 
 /// What commands need from the brain (so this module does not depend on the handler).
 pub trait Context: Sync {
@@ -60,6 +68,12 @@ pub enum Command {
     },
     /// `!stats`: today's activity.
     Stats,
+    /// `!handoffs`: conversations waiting for a person.
+    Handoffs,
+    /// `!reply <contact> <text>`: sent to the contact as the business.
+    Reply(Target, String),
+    /// `!resume <contact>`: the assistant answers it again.
+    Resume(Target),
     /// `!config`: the settings and where each comes from.
     ConfigShow,
     /// `!config set <key> <value>`.
@@ -95,6 +109,9 @@ const NAMES: &[(&str, bool)] = &[
     ("forget", true),
     ("usage", true),
     ("stats", true),
+    ("handoffs", true),
+    ("reply", true),
+    ("resume", true),
     ("config", true),
 ];
 
@@ -135,6 +152,15 @@ impl Command {
                 Some(_) => invalid("Usage: !usage [today|7d|30d]"),
             },
             "stats" => Self::Stats,
+            "handoffs" => Self::Handoffs,
+            "reply" => match Target::parse(&args) {
+                Some((t, n)) if n < args.len() => Self::Reply(t, args[n..].join(" ")),
+                _ => invalid("Usage: !reply <number or H-reference> <text>"),
+            },
+            "resume" => match Target::parse(&args) {
+                Some((t, n)) if n == args.len() => Self::Resume(t),
+                _ => invalid("Usage: !resume <number or H-reference>"),
+            },
             _ => match args.first().map(|a| a.to_ascii_lowercase()).as_deref() {
                 None => Self::ConfigShow,
                 Some("set") if args.len() > 2 => Self::ConfigSet {
@@ -199,6 +225,9 @@ impl Command {
             Self::Forget(_) => "forget",
             Self::Usage { .. } => "usage",
             Self::Stats => "stats",
+            Self::Handoffs => "handoffs",
+            Self::Reply(..) => "reply",
+            Self::Resume(_) => "resume",
             Self::ConfigShow | Self::ConfigSet { .. } | Self::ConfigUnset { .. } => "config",
             Self::Invalid { name, .. } => name,
             Self::Unknown => return None,
@@ -248,6 +277,11 @@ impl Command {
             Self::Forget(number) => forget(brain, &number).await,
             Self::Usage { label, days } => usage(brain, label, days, now).await,
             Self::Stats => stats(brain, now).await,
+            Self::Handoffs => handoff::list(brain, now).await,
+            Self::Reply(target, text) => {
+                handoff::reply_as_business(brain, &target, &text, now).await
+            }
+            Self::Resume(target) => handoff::resume(brain, &target, now).await,
             Self::ConfigShow => show_config(brain).await,
             Self::ConfigSet { key, value } => set_config(brain, contact, &key, &value, now).await,
             Self::ConfigUnset { key } => unset_config(brain, &key).await,
@@ -277,206 +311,6 @@ async fn target(db: &Db, number: &Phone, now: i64) -> Result<Contact, HandleErro
     store::resolve(db, &[("phone".to_owned(), number.as_str().to_owned())], now)
         .await
         .or_retry()
-}
-
-async fn deny(db: &Db, admin: &Contact, number: &Phone, now: i64) -> Result<Decision, HandleError> {
-    let target = target(db, number, now).await?;
-    if target.id == admin.id {
-        return Ok(reply("You cannot deny yourself."));
-    }
-    store::set_allowed(db, &target.id, false, now)
-        .await
-        .or_retry()?;
-    store::set_role(db, &target.id, Role::User, now)
-        .await
-        .or_retry()?;
-    Ok(reply(format!("{number} may no longer use the assistant.")))
-}
-
-async fn set_role(
-    db: &Db,
-    admin: &Contact,
-    number: &Phone,
-    role: Role,
-    now: i64,
-) -> Result<Decision, HandleError> {
-    let target = target(db, number, now).await?;
-    if target.id == admin.id && role == Role::User {
-        return Ok(reply("You cannot remove your own admin role."));
-    }
-    store::set_role(db, &target.id, role, now)
-        .await
-        .or_retry()?;
-    if role == Role::Admin {
-        store::set_allowed(db, &target.id, true, now)
-            .await
-            .or_retry()?;
-    }
-    Ok(reply(format!("{number} is now {}.", role.as_str())))
-}
-
-/// `!forget`: the contact's rows, and what Redis holds about them.
-async fn forget(brain: &impl Context, number: &Phone) -> Result<Decision, HandleError> {
-    let db = brain.db();
-    let Some(target) = store::contact_by_phone(db, number.as_str())
-        .await
-        .or_retry()?
-    else {
-        return Ok(reply(format!("I have nothing stored for {number}.")));
-    };
-    // Redis first: its keys are found through the identities the database holds.
-    let person = shared::bus::Person {
-        identities: store::identity_values(db, &target.id).await.or_retry()?,
-        contact_id: target.id.clone(),
-    };
-    let erased = brain
-        .bus()
-        .forget(&person)
-        .await
-        .map_err(|e| HandleError::retry("forget in Redis", e))?;
-    store::forget(db, &target.id).await.or_retry()?;
-    Ok(reply(format!(
-        "Forgotten: {number}'s conversation and identities are erased, with {} web chat history, {} media item{} and {} dead letter{} (spend stays in the totals, unlinked).",
-        if erased.histories > 0 { "its" } else { "no" },
-        erased.media,
-        if erased.media == 1 { "" } else { "s" },
-        erased.dead_letters,
-        if erased.dead_letters == 1 { "" } else { "s" },
-    )))
-}
-
-async fn usage(
-    brain: &impl Context,
-    label: &str,
-    days: i64,
-    now: i64,
-) -> Result<Decision, HandleError> {
-    let (db, cfg) = (brain.db(), brain.config());
-    let to = cfg.days.day_of(now);
-    let from = cfg.days.days_back(now, days - 1);
-    let total = shared::usage::totals(db, &from, &to).await.or_retry()?;
-    let top = shared::usage::top_contacts(db, &from, &to, 5)
-        .await
-        .or_retry()?;
-    let mut text = format!(
-        "Usage, {label} ({from} – {to}, {}):\n{}",
-        cfg.days.name(),
-        totals_line(&total)
-    );
-    if !top.is_empty() {
-        text.push_str("\n\nTop contacts:");
-        for (i, (c, t)) in top.iter().enumerate() {
-            let who = c
-                .as_deref()
-                .map_or_else(|| "(forgotten)".to_owned(), hash_id);
-            text.push_str(&format!("\n{}. {who}: {}", i + 1, t.cost));
-        }
-    }
-    Ok(reply(text))
-}
-
-async fn stats(brain: &impl Context, now: i64) -> Result<Decision, HandleError> {
-    let (db, cfg) = (brain.db(), brain.config());
-    let today = cfg.days.day_of(now);
-    let since = cfg.days.next_day_start_ms(now - 86_400_000);
-    let (messages, contacts, errors) = store::activity(db, since, &Outcome::errors())
-        .await
-        .or_retry()?;
-    let from_knowledge = store::count_outcomes(db, since, &[Outcome::Knowledge.as_str()])
-        .await
-        .or_retry()?;
-    let latency = shared::usage::average_latency_ms(db, &today, &today)
-        .await
-        .or_retry()?;
-    Ok(reply(format!(
-        "Today ({today}): {} messages from {} contacts, {} errors, {} answered from the knowledge base (AI calls saved), average AI latency {}.",
-        thousands(messages),
-        thousands(contacts),
-        thousands(errors),
-        thousands(from_knowledge),
-        latency.map_or_else(|| "—".to_owned(), |ms| format!("{ms} ms"))
-    )))
-}
-
-fn thousands(n: i64) -> String {
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
-
-fn totals_line(t: &Totals) -> String {
-    let mut line = format!(
-        "{} — {} prompt + {} completion tokens, {} call{}",
-        t.cost,
-        thousands(t.prompt_tokens),
-        thousands(t.completion_tokens),
-        thousands(t.records),
-        if t.records == 1 { "" } else { "s" }
-    );
-    if t.audio_ms > 0 {
-        line.push_str(&format!(", {:.1} audio min", t.audio_ms as f64 / 60_000.0));
-    }
-    line
-}
-
-/// `!config`: the settings with where each comes from.
-async fn show_config(brain: &impl Context) -> Result<Decision, HandleError> {
-    let stored = store::settings(brain.db()).await.or_retry()?;
-    let eff = settings::apply(brain.config(), &stored);
-    let mut text = "Settings:".to_owned();
-    for (key, what) in settings::KEYS {
-        let from = if stored.iter().any(|(k, _)| k == key) {
-            "set here"
-        } else {
-            "environment"
-        };
-        text.push_str(&format!(
-            "\n{key} = {} ({from}) — {what}",
-            settings::current(&eff, key)
-        ));
-    }
-    text.push_str("\n\n!config set <key> <value> changes one; !config unset <key> goes back to the environment.");
-    Ok(reply(text))
-}
-
-async fn set_config(
-    brain: &impl Context,
-    admin: &Contact,
-    key: &str,
-    value: &str,
-    now: i64,
-) -> Result<Decision, HandleError> {
-    match settings::validate(key, value) {
-        Ok(v) => {
-            let before = settings::current(&brain.effective().await?, key);
-            store::set_setting(brain.db(), key, &v, &admin.id, now)
-                .await
-                .or_retry()?;
-            brain.settings_changed();
-            let after = settings::current(&brain.effective().await?, key);
-            tracing::info!(key, "setting changed by an admin");
-            Ok(reply(format!("Done: {key} is now {after} (was {before}).")))
-        }
-        Err(e) => Ok(reply(format!("Not changed: {e}."))),
-    }
-}
-
-async fn unset_config(brain: &impl Context, key: &str) -> Result<Decision, HandleError> {
-    if store::unset_setting(brain.db(), key).await.or_retry()? {
-        brain.settings_changed();
-        let now_value = settings::current(&brain.effective().await?, key);
-        Ok(reply(format!(
-            "Done: {key} is back to the environment's value ({now_value})."
-        )))
-    } else {
-        Ok(reply(format!("{key} was not set here.")))
-    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl Brain {
             return Ok(d);
         }
         if let Some(stop) = self.guards(&known).await? {
-            return Ok(stop);
+            return Ok(self.stopped(ib, contact, text, &known.memory, stop));
         }
         let image_bytes = match self.photo(ib).await? {
             Ok(bytes) => bytes,
@@ -110,7 +110,10 @@ impl Brain {
             .chat
             .ask(
                 &eff,
-                &self.knowledge.prompt(&eff.pre_prompt, &question),
+                &format!(
+                    "{}\n\n{MARK_RULES}",
+                    self.knowledge.prompt(&eff.pre_prompt, &question)
+                ),
                 &memory,
                 &question,
                 image,
@@ -121,7 +124,7 @@ impl Brain {
             Ok(a) if !a.text.is_empty() => {
                 metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
                 let usage = self.usage(contact, ib, &a, op);
-                let mut d = self.answered(ib, contact, &eff, question, a.text);
+                let mut d = self.marked(ib, contact, &eff, question, &a.text, &memory);
                 d.extra.push(usage);
                 Ok(d)
             }
@@ -167,6 +170,57 @@ impl Brain {
         Ok(bytes
             .map(Some)
             .ok_or_else(|| Decision::notice(&msgs.llm_down, Outcome::ImageMissing)))
+    }
+
+    /// A guard stopped the paid call: with no model, or none left today, a person takes over.
+    fn stopped(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        text: &str,
+        memory: &[Turn],
+        stop: Decision,
+    ) -> Decision {
+        let asked = if text.is_empty() { "[photo]" } else { text };
+        match stop.outcome {
+            Outcome::NotConfigured => self.hand_off(ib, contact, Reason::NoLlm, asked, memory),
+            Outcome::Budget => self.hand_off(ib, contact, Reason::Budget, asked, memory),
+            _ => stop,
+        }
+    }
+
+    /// The model's answer, its marks read and stripped: `[[HANDOFF]]` hands the conversation
+    /// to a person; `[[UNSURE]]` is answered, and a second one in a row hands it off.
+    fn marked(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        eff: &Config,
+        question: String,
+        answer: &str,
+        memory: &[Turn],
+    ) -> Decision {
+        let handoff = answer.contains(MARK_HANDOFF);
+        let unsure = answer.contains(MARK_UNSURE);
+        let text = answer
+            .replace(MARK_HANDOFF, "")
+            .replace(MARK_UNSURE, "")
+            .trim()
+            .to_owned();
+        // Nothing but a mark says the model had nothing to say: a person, then.
+        if handoff || text.is_empty() {
+            return self.hand_off(ib, contact, Reason::CannotAnswer, &question, memory);
+        }
+        if unsure {
+            let streak = contact.unanswered_streak + 1;
+            if streak >= 2 {
+                return self.hand_off(ib, contact, Reason::RepeatedFailure, &question, memory);
+            }
+            let mut d = self.answered(ib, contact, eff, question, text);
+            d.streak = Some(streak);
+            return d;
+        }
+        self.answered(ib, contact, eff, question, text)
     }
 
     /// The knowledge base's answer to `question`, when one of its FAQ entries matches it
@@ -238,6 +292,9 @@ impl Brain {
             disclosed: disclose,
             outcome: Outcome::Answered,
             voice_deadline_ms: None,
+            handoff: None,
+            // An answer that knew ends a run of ones that did not.
+            streak: (contact.unanswered_streak != 0).then_some(0),
         }
     }
 }

@@ -50,6 +50,13 @@ impl Brain {
         if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
             return Command::parse(text).run(self, contact).await;
         }
+        // Handed to a person: the bot keeps quiet, and remembers what was said.
+        if contact.handoff.is_some() {
+            return Ok(handoff::while_handed_off(ib, text));
+        }
+        if ib.kind() == inbound::Kind::Text && self.asks_for_person(text) {
+            return Ok(self.hand_off(ib, contact, Reason::Asked, text, &known.memory));
+        }
         match ib.kind() {
             inbound::Kind::Text => {}
             inbound::Kind::Image => {}

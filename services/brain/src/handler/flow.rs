@@ -63,6 +63,8 @@ impl Brain {
                     .voice_deadline_ms
                     .map(|dl| (prost::Message::encode_to_vec(ib), dl)),
                 voice_done: None,
+                handoff: decision.handoff.clone(),
+                streak: decision.streak,
                 now_ms: now,
             })
             .await?;
@@ -137,6 +139,8 @@ impl Brain {
                 disclosed: decision.disclosed,
                 voice_pending: None,
                 voice_done: Some(t.message_id.clone()),
+                handoff: decision.handoff.clone(),
+                streak: decision.streak,
                 now_ms: now,
             })
             .await?;

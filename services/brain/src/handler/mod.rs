@@ -7,6 +7,9 @@
 mod answer;
 mod decide;
 mod flow;
+mod handoff;
+
+pub(crate) use handoff::{MARK_HANDOFF, MARK_RULES, MARK_UNSURE, Reason};
 
 use std::sync::Arc;
 

@@ -73,7 +73,7 @@ pub(super) async fn known_contact(
         .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 1, 2 * i + 2))
         .collect();
     let sql = format!(
-        "SELECT c.id, c.role, c.allowed, c.opted_out, c.last_refusal_day, c.disclosed_at_ms \
+        "SELECT {CONTACT_COLUMNS_C} \
          FROM contact_identities i JOIN contacts c ON c.id = i.contact_id WHERE {}",
         wanted.join(" OR ")
     );

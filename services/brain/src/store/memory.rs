@@ -100,7 +100,7 @@ pub async fn snapshot(
         Vec::new()
     } else {
         let sql = format!(
-            "SELECT c.id, c.role, c.allowed, c.opted_out, c.last_refusal_day, c.disclosed_at_ms, \
+            "SELECT {CONTACT_COLUMNS_C}, \
              (SELECT o.events FROM outbox o WHERE o.inbound_message_id = $1) AS answered, \
              (SELECT CAST(COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0) AS BIGINT) \
               FROM usage_daily u WHERE u.day = $2 AND u.contact_id = c.id) AS tokens_today \

@@ -2,6 +2,7 @@
 //! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
 
 mod contacts;
+mod handoff;
 mod memory;
 mod outbox;
 mod settings;
@@ -15,6 +16,7 @@ use shared::proto::Envelope;
 use sqlx::Row;
 
 pub use contacts::*;
+pub use handoff::*;
 pub use memory::*;
 pub use outbox::*;
 pub use settings::*;
@@ -62,6 +64,25 @@ pub struct Contact {
     pub last_refusal_day: Option<String>,
     /// Was told it talks to an AI.
     pub disclosed: bool,
+    /// Handed off to a person: the bot is silent for it.
+    pub handoff: Option<Handoff>,
+    /// The model's answers in a row that did not know.
+    pub unanswered_streak: i64,
+}
+
+/// A conversation handed to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The short reference admins use (`H-3F9A2C`).
+    pub reference: String,
+    /// Why (`asked`, `cannot_answer`, `repeated_failure`, `budget`, `no_llm`).
+    pub reason: String,
+    /// Since when (unix ms).
+    pub since_ms: i64,
+    /// Back to the bot at this time unless a person replies (unix ms; none once one did).
+    pub deadline_ms: Option<i64>,
+    /// The transport the customer wrote from (its proto number) and the chat there.
+    pub chat: (i32, String),
 }
 
 /// One turn of memory.
@@ -82,11 +103,38 @@ pub(super) fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Err
         opted_out: row.try_get::<i64, _>("opted_out")? != 0,
         last_refusal_day: row.try_get("last_refusal_day")?,
         disclosed: row.try_get::<Option<i64>, _>("disclosed_at_ms")?.is_some(),
+        handoff: match row.try_get::<Option<i64>, _>("handoff_at_ms")? {
+            Some(since_ms) => Some(Handoff {
+                reference: row
+                    .try_get::<Option<String>, _>("handoff_ref")?
+                    .unwrap_or_default(),
+                reason: row
+                    .try_get::<Option<String>, _>("handoff_reason")?
+                    .unwrap_or_default(),
+                since_ms,
+                deadline_ms: row.try_get("handoff_deadline_ms")?,
+                chat: (
+                    row.try_get::<Option<i64>, _>("handoff_transport")?
+                        .unwrap_or_default() as i32,
+                    row.try_get::<Option<String>, _>("handoff_chat")?
+                        .unwrap_or_default(),
+                ),
+            }),
+            None => None,
+        },
+        unanswered_streak: row.try_get("unanswered_streak")?,
     })
 }
 
-pub(super) const CONTACT_COLUMNS: &str =
-    "id, role, allowed, opted_out, last_refusal_day, disclosed_at_ms";
+/// A contact's columns, as [`contact_from`] reads them.
+pub(super) const CONTACT_COLUMNS: &str = "id, role, allowed, opted_out, last_refusal_day, disclosed_at_ms, \
+     handoff_ref, handoff_reason, handoff_at_ms, handoff_deadline_ms, unanswered_streak, \
+     handoff_transport, handoff_chat";
+
+/// [`CONTACT_COLUMNS`] of the table aliased `c`.
+pub(super) const CONTACT_COLUMNS_C: &str = "c.id, c.role, c.allowed, c.opted_out, c.last_refusal_day, c.disclosed_at_ms, \
+     c.handoff_ref, c.handoff_reason, c.handoff_at_ms, c.handoff_deadline_ms, c.unanswered_streak, \
+     c.handoff_transport, c.handoff_chat";
 
 /// The contact with id `id`.
 pub async fn contact(db: &Db, id: &str) -> Result<Option<Contact>, sqlx::Error> {

@@ -88,6 +88,10 @@ pub struct Commit {
     pub voice_pending: Option<(Vec<u8>, i64)>,
     /// The transcript of this voice note (by its inbound message id) was answered.
     pub voice_done: Option<String>,
+    /// The conversation is handed to a person with this message.
+    pub handoff: Option<super::NewHandoff>,
+    /// How many answers in a row did not know, after this one (when it changed).
+    pub streak: Option<i64>,
     /// When (unix ms).
     pub now_ms: i64,
 }
@@ -157,6 +161,12 @@ pub async fn apply(
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
+        }
+        if let Some(h) = &o.handoff {
+            super::start_handoff(conn, contact_id, h, now_ms).await?;
+        }
+        if let Some(n) = o.streak {
+            super::set_streak(conn, contact_id, n).await?;
         }
         if o.disclosed {
             sqlx::query("UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL")

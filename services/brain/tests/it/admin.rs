@@ -34,7 +34,11 @@ async fn config_set_changes_the_model_and_prompt_until_unset() {
     rig.reply(&m).await;
     let req = rig.fake.requests().pop().unwrap();
     assert_eq!(req["model"], "gpt-4o-mini");
-    assert_eq!(req["messages"][0]["content"], "You sell bicycles in Porto.");
+    let system = req["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.starts_with("You sell bicycles in Porto.\n\n"),
+        "the prompt set, then the rules of the handoff marks: {system}"
+    );
     let show = rig.text(ADMIN, "!config").await;
     let shown = rig.reply(&show).await;
     assert!(shown.contains("model = gpt-4o-mini (set here)"), "{shown}");

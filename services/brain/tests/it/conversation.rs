@@ -321,10 +321,12 @@ async fn budget_guard_and_unconfigured_llm_and_guards_make_no_paid_call() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let long = rig.text(USER, &"x".repeat(51)).await;
+    // That contact now waits for a person; another one meets the other guards.
+    let long = rig.text(OTHER, &"x".repeat(51)).await;
     assert!(rig.reply(&long).await.contains("too long"));
     let other = shared::ids::new_id();
-    rig.send(USER, &other, inbound::Kind::Other, "", None).await;
+    rig.send(OTHER, &other, inbound::Kind::Other, "", None)
+        .await;
     assert!(
         rig.reply(&other)
             .await

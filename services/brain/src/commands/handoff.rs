@@ -1,0 +1,181 @@
+//! The handoff commands: `!reply <contact> <text>` (sent as the business), `!resume
+//! <contact>` (back to the bot), `!handoffs` (who waits for a person). `<contact>` is a phone
+//! number or the reference shown in the alert (`H-3F9A2C`; web chat visitors have no number).
+
+use shared::proto::{Envelope, Identity, Outbound, Payload, Transport, chat_order_key, outbound};
+
+use super::*;
+
+/// Whom an admin means: a handoff's reference or a phone number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `H-3F9A2C`.
+    Reference(String),
+    /// A phone number.
+    Number(Phone),
+}
+
+impl Target {
+    /// The target at the start of `args` and the words after it (a number may be written
+    /// with spaces: `+1 555 000 1111`).
+    pub fn parse(args: &[&str]) -> Option<(Self, usize)> {
+        let first = args.first()?;
+        if first.len() > 2 && first[..2].eq_ignore_ascii_case("h-") {
+            return Some((Self::Reference(first.to_ascii_uppercase()), 1));
+        }
+        let n = args
+            .iter()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_digit() || "+-().".contains(c)))
+            .count();
+        let phone = Phone::parse(&args[..n].join(" ")).ok().filter(|_| n > 0)?;
+        Some((Self::Number(phone), n))
+    }
+
+    async fn contact(&self, db: &Db) -> Result<Option<Contact>, HandleError> {
+        match self {
+            Self::Reference(r) => store::contact_by_handoff(db, r).await.or_retry(),
+            Self::Number(p) => store::contact_by_phone(db, p.as_str()).await.or_retry(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reference(r) => f.write_str(r),
+            Self::Number(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// Publishes `text` to `contact` where it last wrote from (its handoff's chat), or wherever
+/// its identities reach when it has no handoff.
+pub(crate) async fn send_to(
+    db: &Db,
+    bus: &Bus,
+    contact: &Contact,
+    id: String,
+    kind: outbound::Kind,
+    text: &str,
+) -> anyhow::Result<()> {
+    let identities = store::identities_of(db, &contact.id)
+        .await?
+        .into_iter()
+        .filter_map(|(kind, value)| {
+            let k = shared::proto::identity::Kind::from_str_name(&format!(
+                "KIND_{}",
+                kind.to_ascii_uppercase()
+            ))?;
+            Some(Identity {
+                kind: k as i32,
+                value,
+            })
+        })
+        .collect();
+    let (transport, chat) = contact.handoff.as_ref().map_or_else(
+        || (Transport::Unspecified, String::new()),
+        |h| {
+            (
+                Transport::try_from(h.chat.0).unwrap_or(Transport::Unspecified),
+                h.chat.1.clone(),
+            )
+        },
+    );
+    let key = if chat.is_empty() {
+        format!("contact:{}", contact.id)
+    } else {
+        chat_order_key(transport, &chat)
+    };
+    let o = Outbound {
+        message_id: id,
+        transport: transport as i32,
+        chat_id: chat,
+        kind: kind as i32,
+        text: text.to_owned(),
+        in_reply_to: String::new(),
+        identities,
+    };
+    bus.publisher()
+        .publish(Publish::ordered(
+            Stream::Outbound,
+            Envelope::new("brain", Payload::Outbound(o)),
+            key,
+        ))
+        .await?;
+    Ok(())
+}
+
+/// `!reply`: `text` to the contact, as the business; remembered as the business's turn, and
+/// the handoff no longer times out.
+pub(super) async fn reply_as_business(
+    brain: &impl Context,
+    target: &Target,
+    text: &str,
+    now: i64,
+) -> Result<Decision, HandleError> {
+    let db = brain.db();
+    let Some(c) = target.contact(db).await? else {
+        return Ok(reply(format!("No conversation found for {target}.")));
+    };
+    let id =
+        blake3::hash(format!("reply|{}|{now}|{text}", c.id).as_bytes()).to_hex()[..26].to_owned();
+    send_to(db, brain.bus(), &c, id.clone(), outbound::Kind::Reply, text)
+        .await
+        .map_err(|e| HandleError::retry("publishing the reply", e))?;
+    let turn = store::Turn {
+        role: "assistant",
+        content: text.to_owned(),
+    };
+    store::add_turn(db, &c.id, &turn, &id, now)
+        .await
+        .or_retry()?;
+    store::handoff_answered(db, &c.id).await.or_retry()?;
+    Ok(reply(format!("Sent to {target}.")))
+}
+
+/// `!resume`: the bot answers the contact again.
+pub(super) async fn resume(
+    brain: &impl Context,
+    target: &Target,
+    now: i64,
+) -> Result<Decision, HandleError> {
+    let db = brain.db();
+    let Some(c) = target.contact(db).await? else {
+        return Ok(reply(format!("No conversation found for {target}.")));
+    };
+    if store::end_handoff(db, &c.id, now).await.or_retry()? {
+        Ok(reply(format!("The assistant answers {target} again.")))
+    } else {
+        Ok(reply(format!("{target} was not waiting for a person.")))
+    }
+}
+
+/// `!handoffs`: every conversation waiting for a person, oldest first.
+pub(super) async fn list(brain: &impl Context, now: i64) -> Result<Decision, HandleError> {
+    let db = brain.db();
+    let waiting = store::handoffs(db).await.or_retry()?;
+    if waiting.is_empty() {
+        return Ok(reply("No conversation is waiting for a person."));
+    }
+    let mut text = format!("Waiting for a person ({}):", waiting.len());
+    for c in &waiting {
+        let Some(h) = &c.handoff else { continue };
+        let who = store::identities_of(db, &c.id)
+            .await
+            .or_retry()?
+            .into_iter()
+            .find(|(k, _)| k == "phone")
+            .map_or_else(|| "web chat visitor".to_owned(), |(_, v)| v);
+        let minutes = (now - h.since_ms).max(0) / 60_000;
+        let answered = if h.deadline_ms.is_none() {
+            ", answered"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "\n{} — {who}, {} min ago ({}{answered})",
+            h.reference, minutes, h.reason
+        ));
+    }
+    Ok(reply(text))
+}

@@ -1,0 +1,241 @@
+//! Handing conversations to a person: every trigger, the silence while a person has it, the
+//! admins' commands, the timeout, and the mode without a model.
+
+use std::time::{Duration, Instant};
+
+use shared::fake_chat::Reply;
+use shared::proto::{Outbound, outbound};
+
+use crate::rig::{ADMIN, Rig, metric};
+
+const CUSTOMER: &str = "+15551250001";
+const NOTICE: &str =
+    "Thanks — I've passed your message to our team: a person will reply here soon.";
+
+/// Outbound alerts to the admin, once there are `n`.
+async fn admin_alerts(rig: &Rig, n: usize) -> Vec<Outbound> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a: Vec<Outbound> = rig
+            .outbound()
+            .await
+            .into_iter()
+            .filter(|o| o.kind() == outbound::Kind::Alert)
+            .collect();
+        if a.len() >= n || Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Outbound messages to the customer that answer nothing (a person's, a timeout's).
+async fn unprompted(rig: &Rig, n: usize) -> Vec<Outbound> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a: Vec<Outbound> = rig
+            .outbound()
+            .await
+            .into_iter()
+            .filter(|o| o.in_reply_to.is_empty() && o.kind() != outbound::Kind::Alert)
+            .collect();
+        if a.len() >= n || Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn asking_for_a_person_hands_off_silences_the_bot_until_resume_and_a_person_replies() {
+    let hooks = shared::testing::WebhookSink::start();
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("ALERT_WEBHOOK_URL", &hooks.url)]).await;
+    let p = rig.spawn().await;
+    let first = rig.text(CUSTOMER, "My order 1234 never arrived").await;
+    rig.reply(&first).await;
+    let ask = rig.text(CUSTOMER, "Can I talk to a HUMAN please?").await;
+    assert_eq!(rig.reply(&ask).await, NOTICE);
+    // The admin hears of it with the contact, the last messages and a way to answer.
+    let alert = admin_alerts(&rig, 1).await.remove(0);
+    assert_eq!(alert.identities[0].value, ADMIN);
+    let text = &alert.text;
+    assert!(text.contains(CUSTOMER), "{text}");
+    assert!(text.contains("asked for a person"), "{text}");
+    assert!(text.contains("My order 1234 never arrived"), "{text}");
+    let reference = text
+        .split_whitespace()
+        .find(|w| w.starts_with("H-"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    // The webhook hears the reason and the reference, never the text or the number.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hooks.got().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hook = hooks.got().remove(0);
+    assert_eq!(hook["switchboard"]["kind"], "handoff");
+    assert_eq!(hook["switchboard"]["reason"], "asked");
+    assert_eq!(hook["switchboard"]["reference"], reference.as_str());
+    let raw = hook.to_string();
+    assert!(
+        !raw.contains("5551250001") && !raw.contains("1234"),
+        "{raw}"
+    );
+    assert_eq!(
+        metric(&p, "brain_handoffs_total{reason=\"asked\"}").await,
+        1.0
+    );
+
+    // While a person has it, the bot says nothing.
+    let calls = rig.fake.requests().len();
+    let quiet = rig.text(CUSTOMER, "hello? anyone?").await;
+    rig.assert_silent(&quiet).await;
+    assert_eq!(rig.fake.requests().len(), calls, "no model call");
+    let list = rig.text(ADMIN, "!handoffs").await;
+    let listed = rig.reply(&list).await;
+    assert!(
+        listed.contains(&reference) && listed.contains(CUSTOMER),
+        "{listed}"
+    );
+
+    // The admin answers as the business, by reference.
+    let r = rig
+        .text(
+            ADMIN,
+            &format!(
+                "!reply {} It ships tomorrow, sorry!",
+                reference.to_lowercase()
+            ),
+        )
+        .await;
+    assert!(rig.reply(&r).await.starts_with("Sent to"));
+    let sent = unprompted(&rig, 1).await;
+    assert_eq!(sent[0].text, "It ships tomorrow, sorry!");
+    assert_eq!(sent[0].kind(), outbound::Kind::Reply);
+    assert!(sent[0].identities.iter().any(|i| i.value == CUSTOMER));
+
+    // Back to the bot: it answers, and its memory holds what the person said.
+    let back = rig.text(ADMIN, &format!("!resume {CUSTOMER}")).await;
+    assert!(rig.reply(&back).await.contains("answers"));
+    let again = rig.text(CUSTOMER, "thanks, when exactly?").await;
+    rig.reply(&again).await;
+    let req = rig.fake.requests().pop().unwrap();
+    let memory = req["messages"].to_string();
+    assert!(memory.contains("It ships tomorrow, sorry!"), "{memory}");
+    assert!(memory.contains("hello? anyone?"), "{memory}");
+    let none = rig.text(ADMIN, "!handoffs").await;
+    assert!(rig.reply(&none).await.starts_with("No conversation"));
+}
+
+#[tokio::test]
+async fn the_model_hands_off_when_it_cannot_help_or_did_not_know_twice_in_a_row() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+    let _p = rig.spawn().await;
+    rig.fake
+        .script([Reply::Text("I'm sorry about that. [[HANDOFF]]".into())]);
+    let m = rig
+        .text(CUSTOMER, "The box was damaged and I want compensation")
+        .await;
+    assert_eq!(rig.reply(&m).await, NOTICE);
+    assert!(
+        admin_alerts(&rig, 1).await[0]
+            .text
+            .contains("could not help")
+    );
+
+    let other = "+15551250002";
+    rig.fake.script([
+        Reply::Text("I don't know our warranty terms. [[UNSURE]]".into()),
+        // A model failure never counts as not knowing.
+        Reply::Status(500),
+        Reply::Status(500),
+        Reply::Status(500),
+        Reply::Status(500),
+        Reply::Text("I don't have that information. [[UNSURE]]".into()),
+    ]);
+    let a = rig.text(other, "what is the warranty?").await;
+    let first = rig.reply(&a).await;
+    assert!(
+        first.ends_with("I don't know our warranty terms."),
+        "{first}"
+    );
+    assert!(
+        !first.contains("[["),
+        "marks never reach the customer: {first}"
+    );
+    let b = rig.text(other, "and the warranty on boots?").await;
+    let failed = rig.reply(&b).await;
+    assert!(failed.contains("technical difficulties"), "{failed}");
+    let c = rig.text(other, "and on sandals?").await;
+    assert_eq!(
+        rig.reply(&c).await,
+        NOTICE,
+        "the second not-knowing in a row"
+    );
+    let alerts = admin_alerts(&rig, 2).await;
+    assert!(
+        alerts[1].text.contains("twice in a row"),
+        "{}",
+        alerts[1].text
+    );
+}
+
+#[tokio::test]
+async fn nobody_answering_in_time_gives_the_conversation_back_with_an_apology() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("HANDOFF_TIMEOUT_MIN", "0.02")]).await;
+    let p = rig.spawn().await;
+    let ask = rig.text(CUSTOMER, "hablar con alguien, por favor").await;
+    assert_eq!(rig.reply(&ask).await, NOTICE);
+    let apology = unprompted(&rig, 1).await;
+    assert_eq!(apology.len(), 1, "no timeout notice");
+    assert!(
+        apology[0].text.contains("nobody from our team"),
+        "{}",
+        apology[0].text
+    );
+    assert_eq!(apology[0].kind(), outbound::Kind::Notice);
+    assert_eq!(metric(&p, "brain_handoff_timeouts_total").await, 1.0);
+    let m = rig.text(CUSTOMER, "ok, what time do you open?").await;
+    assert!(
+        rig.reply(&m).await.contains("You said"),
+        "the bot answers again"
+    );
+}
+
+#[tokio::test]
+async fn without_a_model_the_knowledge_base_answers_and_the_rest_goes_to_a_person() {
+    let kb = shared::testing::TempDir::new("kb");
+    std::fs::write(
+        kb.path().join("faq.md"),
+        "## When are you open?\nAlso: opening hours\n\nMon–Fri 9–18.\n",
+    )
+    .unwrap();
+    let dir = kb.path().display().to_string();
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("OPENAI_BASE_URL", ""),
+        ("OPENAI_API_KEY", ""),
+        ("KNOWLEDGE_DIR", &dir),
+    ])
+    .await;
+    let p = rig.spawn().await;
+    let ready = shared::testing::get_json(&format!("{}/readyz", p.http)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["checks"]["llm"]["state"], "none", "{ready}");
+    assert!(p.log_text().contains("mode: no LLM configured"));
+    let faq = rig.text(CUSTOMER, "what are your opening hours?").await;
+    assert!(rig.reply(&faq).await.ends_with("Mon–Fri 9–18."));
+    let other = rig.text(CUSTOMER, "do you repair zippers?").await;
+    assert!(
+        rig.reply(&other)
+            .await
+            .contains("a person will get back to you")
+    );
+    assert!(
+        admin_alerts(&rig, 1).await[0]
+            .text
+            .contains("no AI configured")
+    );
+    assert!(rig.fake.requests().is_empty());
+}
