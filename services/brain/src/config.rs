@@ -72,6 +72,8 @@ pub struct Config {
     pub handoff_phrases: Vec<String>,
     /// `HANDOFF_TIMEOUT_MIN` (default 60): back to the bot when no person replied by then.
     pub handoff_timeout: Duration,
+    /// `BUSINESS_HOURS` in `BUSINESS_TIMEZONE`: when a person can answer (unset: always).
+    pub hours: crate::hours::Hours,
     /// `ALERT_WEBHOOK_URL`: handoffs are POSTed here too (the reason and a reference only).
     pub alert_webhook: Option<secrecy::SecretString>,
 }
@@ -163,6 +165,7 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .collect(),
             handoff_timeout: handoff_timeout(env),
+            hours: crate::hours::Hours::from_env(env),
             alert_webhook: env.secret_http_url("ALERT_WEBHOOK_URL"),
         }
     }

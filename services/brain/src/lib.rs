@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod decision;
 pub mod handler;
+pub mod hours;
 pub mod knowledge;
 pub mod messages;
 pub mod metrics;

@@ -14,6 +14,8 @@ pub struct Messages {
     pub not_configured: String,
     /// `MSG_HANDOFF`: the conversation goes to a person.
     pub handoff: String,
+    /// `MSG_CLOSED`: a person is asked for outside `BUSINESS_HOURS` (`{when}`: the next opening).
+    pub closed: String,
     /// `MSG_HANDOFF_TIMEOUT`: nobody answered in time; the bot is back.
     pub handoff_timeout: String,
     /// `BUDGET_MESSAGE`: the daily budget is used up.
@@ -46,7 +48,11 @@ impl Messages {
     /// Each text from its variable, or its default.
     pub fn from_env(env: &mut Env) -> Self {
         let s = |env: &Env, name: &str, default: &str| env.string(name, default);
+        let (handoff, closed, handoff_timeout) = handoff_texts(env);
         Self {
+            handoff,
+            closed,
+            handoff_timeout,
             not_allowed: s(
                 env,
                 "MSG_NOT_ALLOWED",
@@ -63,16 +69,6 @@ impl Messages {
                 "Thanks for your message! Our assistant is not configured yet; a person will get back to you.",
             ),
             budget: s(env, "BUDGET_MESSAGE", "We'll get back to you shortly."),
-            handoff: s(
-                env,
-                "MSG_HANDOFF",
-                "Thanks — I've passed your message to our team: a person will reply here soon.",
-            ),
-            handoff_timeout: s(
-                env,
-                "MSG_HANDOFF_TIMEOUT",
-                "Sorry, nobody from our team could answer yet. I'm here again in the meantime: tell me how I can help, or write \"person\" to ask for someone later.",
-            ),
             token_budget: s(
                 env,
                 "MSG_TOKEN_BUDGET",
@@ -122,4 +118,26 @@ impl Messages {
             ),
         }
     }
+}
+
+/// `MSG_HANDOFF`, `MSG_CLOSED`, `MSG_HANDOFF_TIMEOUT`.
+fn handoff_texts(env: &Env) -> (String, String, String) {
+    let s = |env: &Env, name: &str, default: &str| env.string(name, default);
+    (
+        s(
+            env,
+            "MSG_HANDOFF",
+            "Thanks — I've passed your message to our team: a person will reply here soon.",
+        ),
+        s(
+            env,
+            "MSG_CLOSED",
+            "Thanks — we're closed right now. A person will reply when we open ({when}); until then I'll help with what I can.",
+        ),
+        s(
+            env,
+            "MSG_HANDOFF_TIMEOUT",
+            "Sorry, nobody from our team could answer yet. I'm here again in the meantime: tell me how I can help, or write \"person\" to ask for someone later.",
+        ),
+    )
 }

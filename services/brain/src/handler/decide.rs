@@ -51,7 +51,8 @@ impl Brain {
             return Command::parse(text).run(self, contact).await;
         }
         // Handed to a person: the bot keeps quiet, and remembers what was said.
-        if contact.handoff.is_some() {
+        // Outside business hours the bot keeps helping while the customer waits for a person.
+        if contact.handoff.is_some() && self.cfg.hours.is_open(now) {
             return Ok(handoff::while_handed_off(ib, text));
         }
         if ib.kind() == inbound::Kind::Text && self.asks_for_person(text) {

@@ -98,34 +98,40 @@ impl Brain {
         memory: &[Turn],
     ) -> Decision {
         let reference = reference_of(&contact.id);
+        let now = shared::ids::now_ms();
+        let hours = &self.cfg.hours;
+        let closed = (!hours.is_open(now)).then(|| {
+            self.cfg
+                .messages
+                .closed
+                .replace("{when}", &hours.describe(hours.next_open(now)))
+        });
+        // Asked again while closed: they are waiting already; the same answer, no new alert.
+        if contact.handoff.is_some() {
+            let mut d = Decision::notice(
+                closed.as_deref().unwrap_or(&self.cfg.messages.handoff),
+                Outcome::HandedOff,
+            );
+            d.turns.push(Turn {
+                role: "user",
+                content: question.to_owned(),
+            });
+            return d;
+        }
         metrics::counter!(m::HANDOFFS, "reason" => reason.as_str()).increment(1);
         tracing::info!(
             reference,
             reason = reason.as_str(),
             "handed off to a person"
         );
-        let who = ib
-            .identities
-            .iter()
-            .find(|i| i.kind() == shared::proto::identity::Kind::Phone)
-            .map_or_else(|| "a web chat visitor".to_owned(), |i| i.value.clone());
-        let mut last = String::new();
-        for t in memory.iter().rev().take(4).rev() {
-            let who = if t.role == "user" { "›" } else { "‹" };
-            last.push_str(&format!("\n{who} {}", one_line(&t.content, 200)));
-        }
-        last.push_str(&format!("\n› {}", one_line(question, 200)));
-        let text = format!(
-            "🙋 {reference}: a customer needs a person ({}).\nContact: {who}\nSummary: {}\nLast messages:{last}\n\nAnswer: !reply {reference} <text> · back to the bot: !resume {reference}",
-            reason.describe(),
-            one_line(question, 100),
-        );
+        let text = alert_text(ib, &reference, reason, question, memory);
         // The operator's words where they fit the reason (BUDGET_MESSAGE, MSG_NOT_CONFIGURED).
         let msgs = &self.cfg.messages;
-        let notice = match reason {
-            Reason::Budget => &msgs.budget,
-            Reason::NoLlm => &msgs.not_configured,
-            _ => &msgs.handoff,
+        let notice = match (&closed, reason) {
+            (Some(c), _) => c,
+            (None, Reason::Budget) => &msgs.budget,
+            (None, Reason::NoLlm) => &msgs.not_configured,
+            (None, _) => &msgs.handoff,
         };
         let mut d = Decision::notice(notice, Outcome::HandedOff);
         d.turns.push(Turn {
@@ -142,7 +148,8 @@ impl Brain {
         d.handoff = Some(store::NewHandoff {
             reference: reference.clone(),
             reason: reason.as_str(),
-            deadline_ms: shared::ids::now_ms() + self.cfg.handoff_timeout.as_millis() as i64,
+            // Counted in opening minutes: the clock does not run while nobody can answer.
+            deadline_ms: hours.add_open(now, self.cfg.handoff_timeout),
             chat: (ib.transport, ib.chat_id.clone()),
         });
         self.notify_webhook(&reference, reason);
@@ -198,6 +205,33 @@ impl Brain {
         }
         Ok(n)
     }
+}
+
+/// What each admin is sent: the contact, a one-line summary, the last messages, and how to
+/// answer.
+fn alert_text(
+    ib: &Inbound,
+    reference: &str,
+    reason: Reason,
+    question: &str,
+    memory: &[Turn],
+) -> String {
+    let who = ib
+        .identities
+        .iter()
+        .find(|i| i.kind() == shared::proto::identity::Kind::Phone)
+        .map_or_else(|| "a web chat visitor".to_owned(), |i| i.value.clone());
+    let mut last = String::new();
+    for t in memory.iter().rev().take(4).rev() {
+        let who = if t.role == "user" { "›" } else { "‹" };
+        last.push_str(&format!("\n{who} {}", one_line(&t.content, 200)));
+    }
+    last.push_str(&format!("\n› {}", one_line(question, 200)));
+    format!(
+        "🙋 {reference}: a customer needs a person ({}).\nContact: {who}\nSummary: {}\nLast messages:{last}\n\nAnswer: !reply {reference} <text> · back to the bot: !resume {reference}",
+        reason.describe(),
+        one_line(question, 100),
+    )
 }
 
 /// A message while a person has the conversation: no answer, remembered.

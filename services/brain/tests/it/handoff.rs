@@ -239,3 +239,56 @@ async fn without_a_model_the_knowledge_base_answers_and_the_rest_goes_to_a_perso
     );
     assert!(rig.fake.requests().is_empty());
 }
+
+#[tokio::test]
+async fn outside_business_hours_the_customer_hears_when_we_open_and_the_bot_keeps_helping() {
+    // Open one hour a week, three days from today: closed now.
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    const NAMES: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let today = (shared::ids::now_ms() / 86_400_000 + 3) % 7; // 1970-01-01 was a Thursday
+    let open = ((today + 3) % 7) as usize;
+    let spec = format!("{} 09:00-10:00", DAYS[open]);
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("BUSINESS_HOURS", &spec),
+        ("BUSINESS_TIMEZONE", "UTC"),
+    ])
+    .await;
+    let _p = rig.spawn().await;
+    let ask = rig.text(CUSTOMER, "I need to speak to someone").await;
+    let closed = rig.reply(&ask).await;
+    assert!(closed.contains("we're closed"), "{closed}");
+    assert!(
+        closed.contains(&format!("{} 09:00", NAMES[open])),
+        "{closed}"
+    );
+    assert_eq!(
+        admin_alerts(&rig, 1).await.len(),
+        1,
+        "the admins know already"
+    );
+    // Meanwhile the bot answers what it can.
+    let q = rig.text(CUSTOMER, "do you sell socks?").await;
+    assert!(rig.reply(&q).await.contains("You said"));
+    // Asking again: the same answer, no second alert.
+    let again = rig.text(CUSTOMER, "a person please").await;
+    assert!(rig.reply(&again).await.contains("we're closed"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alerts = rig
+        .outbound()
+        .await
+        .into_iter()
+        .filter(|o| o.kind() == outbound::Kind::Alert)
+        .count();
+    assert_eq!(alerts, 1);
+    let list = rig.text(ADMIN, "!handoffs").await;
+    assert!(rig.reply(&list).await.contains(CUSTOMER));
+}
