@@ -569,6 +569,10 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
         })
         .await
     );
+    // Read is not started: give the five handlers (1.5 s each) time to begin, so all are in
+    // flight when SIGTERM comes (entries still queued are released, not drained — CI caught
+    // the test sending it before the last had started).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let status = w.terminate_async(Duration::from_secs(20)).await;
     assert!(
         status.0.is_some_and(|s| s.success()),
