@@ -72,6 +72,9 @@ pub struct Config {
     pub handoff_phrases: Vec<String>,
     /// `HANDOFF_TIMEOUT_MIN` (default 60): back to the bot when no person replied by then.
     pub handoff_timeout: Duration,
+    /// `OWNER_PAUSE_MIN` (default 30): the bot is quiet this long for a customer the owner
+    /// answered from the business's phone.
+    pub owner_pause: Duration,
     /// `BUSINESS_HOURS` in `BUSINESS_TIMEZONE`: when a person can answer (unset: always).
     pub hours: crate::hours::Hours,
     /// `ALERT_WEBHOOK_URL`: handoffs are POSTed here too (the reason and a reference only).
@@ -166,6 +169,9 @@ impl Config {
                 .collect(),
             handoff_timeout: handoff_timeout(env),
             hours: crate::hours::Hours::from_env(env),
+            owner_pause: Duration::from_secs(
+                60 * env.int_in("OWNER_PAUSE_MIN", 30u64, 1, 7 * 24 * 60),
+            ),
             alert_webhook: env.secret_http_url("ALERT_WEBHOOK_URL"),
         }
     }

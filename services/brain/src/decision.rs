@@ -25,6 +25,8 @@ pub struct Decision {
     pub handoff: Option<crate::store::NewHandoff>,
     /// How many answers in a row did not know, after this one (when it changed).
     pub streak: Option<i64>,
+    /// The bot is quiet for the contact until then (unix ms): the owner answered.
+    pub pause_until_ms: Option<i64>,
 }
 
 impl Decision {

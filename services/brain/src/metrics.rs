@@ -20,6 +20,8 @@ pub const TOKENS: &str = "brain_tokens_total";
 pub const HANDOFFS: &str = "brain_handoffs_total";
 /// Handoffs nobody answered in time (back to the bot).
 pub const HANDOFF_TIMEOUTS: &str = "brain_handoff_timeouts_total";
+/// Customers the owner answered from the business's phone (the bot paused for them).
+pub const OWNER_PAUSES: &str = "brain_owner_pauses_total";
 /// Questions answered from the knowledge base's FAQ instead of the model.
 pub const CALLS_SAVED: &str = "brain_llm_calls_saved_total";
 
@@ -65,7 +67,12 @@ pub fn register() {
     ] {
         metrics::counter!(HANDOFFS, "reason" => reason).absolute(0);
     }
+    metrics::describe_counter!(
+        OWNER_PAUSES,
+        "Customers the owner answered from the business's phone (the bot paused for them)"
+    );
     for name in [
+        OWNER_PAUSES,
         REFUSALS,
         OPT_OUTS,
         REPUBLISHED,

@@ -39,6 +39,8 @@ pub enum Outcome {
     OptedIn,
     /// STOP, or a message from a contact who opted out.
     OptedOut,
+    /// The owner wrote to the customer from the business's phone: remembered, the bot paused.
+    OwnerAnswered,
     /// Not on the whitelist: told once a day.
     Refused,
     /// Not on the whitelist, told already today.
@@ -61,7 +63,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome (for metrics registered at zero, and for tests).
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 27] = [
         Self::Answered,
         Self::AnsweredVoice,
         Self::Apology,
@@ -79,6 +81,7 @@ impl Outcome {
         Self::NotConfigured,
         Self::OptedIn,
         Self::OptedOut,
+        Self::OwnerAnswered,
         Self::Refused,
         Self::RefusedSilently,
         Self::TokenBudget,
@@ -110,6 +113,7 @@ impl Outcome {
             Self::NotConfigured => "not_configured",
             Self::OptedIn => "opted_in",
             Self::OptedOut => "opted_out",
+            Self::OwnerAnswered => "owner_answered",
             Self::Refused => "refused",
             Self::RefusedSilently => "refused_silently",
             Self::TokenBudget => "token_budget",

@@ -302,6 +302,7 @@ impl Ingest {
             media,
             sent_at_ms,
             display_name: msg.display_name.clone(),
+            from_business: false,
         };
         let media_sha = inbound.media.as_ref().map(|m| m.sha256.clone());
         let env = Envelope::new("gateway", Payload::Inbound(inbound));
@@ -327,6 +328,38 @@ impl Ingest {
                 extra(pipe, true);
             })
             .await?;
+        Ok(())
+    }
+
+    /// The business wrote `text` to a customer itself (the owner answering from the phone):
+    /// published for the brain in order with that customer's messages (never limited), so it
+    /// remembers the business's turn and pauses.
+    pub async fn business_said(&self, msg: &Incoming) -> Result<(), IngestError> {
+        let sender = sender_key(&msg.identities, &msg.chat_id);
+        let inbound = Inbound {
+            message_id: shared::ids::new_id(),
+            transport: to_proto(msg.transport) as i32,
+            transport_message_id: msg.transport_message_id.clone(),
+            identities: msg.identities.clone(),
+            chat_id: msg.chat_id.clone(),
+            kind: inbound::Kind::Text as i32,
+            text: msg.text.clone(),
+            media: None,
+            sent_at_ms: if msg.sent_at_ms > 0 {
+                msg.sent_at_ms
+            } else {
+                shared::ids::now_ms()
+            },
+            display_name: String::new(),
+            from_business: true,
+        };
+        let env = Envelope::new("gateway", Payload::Inbound(inbound));
+        self.inner
+            .publisher
+            .publish(Publish::ordered(Stream::Inbound, env, sender))
+            .await?;
+        metrics::counter!(m::OWNER_MESSAGES, "transport" => msg.transport.as_str()).increment(1);
+        tracing::info!("the business answered a customer itself");
         Ok(())
     }
 

@@ -25,6 +25,8 @@ pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
 pub const SEND_LATENCY: &str = "gateway_send_latency_seconds";
 /// From the send to the delivered receipt.
 pub const RECEIPT_LATENCY: &str = "gateway_receipt_latency_seconds";
+/// Messages the business wrote to customers itself (from its phone), by transport.
+pub const OWNER_MESSAGES: &str = "gateway_owner_messages_total";
 /// 1 for each transport's current session state.
 pub const SESSION_STATE: &str = "gateway_session_state";
 
@@ -52,6 +54,10 @@ const KINDS: [&str; 4] = ["text", "voice", "image", "other"];
 pub fn register(transports: &[TransportKind]) {
     metrics::describe_counter!(INBOUND, "Inbound messages published, by transport and kind");
     metrics::describe_counter!(DUPLICATES, "Inbound messages dropped as duplicates");
+    metrics::describe_counter!(
+        OWNER_MESSAGES,
+        "Messages the business wrote to customers itself (the bot pauses for them)"
+    );
     metrics::describe_counter!(
         RATE_LIMITED,
         "Inbound messages refused by a rate limit, by scope"
@@ -99,6 +105,7 @@ pub fn register(transports: &[TransportKind]) {
             metrics::counter!(INBOUND, "transport" => t, "kind" => kind).absolute(0);
         }
         metrics::counter!(DUPLICATES, "transport" => t).absolute(0);
+        metrics::counter!(OWNER_MESSAGES, "transport" => t).absolute(0);
         metrics::counter!(OUTBOUND_SENT, "transport" => t).absolute(0);
         for failure in ["transient", "permanent"] {
             metrics::counter!(OUTBOUND_FAILED, "transport" => t, "failure" => failure).absolute(0);

@@ -106,6 +106,18 @@ impl Receipts {
         Ok(true)
     }
 
+    /// Whether a transport's message `transport_message_id` is one the gateway sent.
+    pub async fn is_sent(
+        &self,
+        transport: TransportKind,
+        transport_message_id: &str,
+    ) -> redis::RedisResult<bool> {
+        redis::cmd("EXISTS")
+            .arg(self.receipt_key(transport, transport_message_id))
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+
     /// Statuses recorded for one of our outbound message ids (`delivered`, `read`, `failed`).
     pub async fn receipts_of(&self, id: &str) -> redis::RedisResult<Vec<String>> {
         let mut c = self.conn.clone();

@@ -39,6 +39,34 @@ export function createBridge({ client, write, log = () => {} }) {
   client.on("change_state", (state) => out({ type: "state", state }));
   client.on("disconnected", (reason) => out({ type: "disconnected", reason: String(reason) }));
   client.on("message_ack", (msg, ack) => out({ type: "message_ack", id: msg.id._serialized, ack }));
+  // What this bridge is sending or sent (by chat and text, then by id): never the owner's.
+  const sending = new Set();
+  const sentIds = new Set();
+  const sentId = (id) => {
+    sentIds.add(id);
+    if (sentIds.size > 1000) sentIds.delete(sentIds.values().next().value);
+  };
+  // A message the business wrote from its own phone to a customer.
+  client.on("message_create", (msg) => {
+    try {
+      if (!msg.fromMe) return;
+      const to = msg.to ?? "";
+      if (to.endsWith("@g.us") || to === "status@broadcast" || msg.broadcast) return;
+      const id = msg.id._serialized;
+      if (sentIds.has(id) || sending.has(`${to}\u0000${msg.body ?? ""}`)) return;
+      out({
+        type: "owner_message",
+        id,
+        to,
+        phone: phoneOf(to),
+        lid: to.endsWith("@lid") ? to : null,
+        body: msg.body ?? "",
+        timestamp: msg.timestamp ?? null,
+      });
+    } catch (e) {
+      log(`owner message not passed on: ${e.message}`);
+    }
+  });
   client.on("message", async (msg) => {
     try {
       if (msg.fromMe) return out({ type: "ignored", reason: "from_me" });
@@ -102,8 +130,17 @@ export function createBridge({ client, write, log = () => {} }) {
     try {
       switch (cmd.type) {
         case "send": {
-          const sent = await client.sendMessage(cmd.chat, cmd.text);
-          return out({ type: "result", ref, ok: true, id: sent?.id?._serialized ?? null });
+          const key = `${cmd.chat}\u0000${cmd.text}`;
+          sending.add(key);
+          try {
+            const sent = await client.sendMessage(cmd.chat, cmd.text);
+            const id = sent?.id?._serialized ?? null;
+            if (id) sentId(id);
+            return out({ type: "result", ref, ok: true, id });
+          } finally {
+            // The library may report the new message a moment after the send returns.
+            setTimeout(() => sending.delete(key), 5000).unref();
+          }
         }
         case "typing": {
           const chat = await client.getChatById(cmd.chat);

@@ -295,6 +295,7 @@ impl Brain {
             handoff: None,
             // An answer that knew ends a run of ones that did not.
             streak: (contact.unanswered_streak != 0).then_some(0),
+            pause_until_ms: None,
         }
     }
 }

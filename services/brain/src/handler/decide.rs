@@ -13,6 +13,13 @@ impl Brain {
         let now = shared::ids::now_ms();
         let text = ib.text.trim();
         let msgs = &self.cfg.messages;
+        // The owner wrote to this customer from the business's phone: their turn, and quiet.
+        if ib.from_business {
+            return Ok(handoff::owner_said(
+                text,
+                now + self.cfg.owner_pause.as_millis() as i64,
+            ));
+        }
         // Opt-out first: an opted-out contact hears nothing but the START confirmation.
         if contact.opted_out {
             if text.eq_ignore_ascii_case("start") {
@@ -37,22 +44,16 @@ impl Brain {
             || self.cfg.access == AccessMode::Open
             || shared::proto::is_visitor(&ib.identities);
         if !allowed {
-            let today = self.today();
-            metrics::counter!(m::REFUSALS).increment(1);
-            if contact.last_refusal_day.as_deref() == Some(today.as_str()) {
-                return Ok(Decision::silent(Outcome::RefusedSilently));
-            }
-            store::set_refusal_day(&self.db, &contact.id, &today, now)
-                .await
-                .or_retry()?;
-            return Ok(Decision::notice(&msgs.not_allowed, Outcome::Refused));
+            return self.refuse(contact, now).await;
         }
         if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
             return Command::parse(text).run(self, contact).await;
         }
         // Handed to a person: the bot keeps quiet, and remembers what was said.
-        // Outside business hours the bot keeps helping while the customer waits for a person.
-        if contact.handoff.is_some() && self.cfg.hours.is_open(now) {
+        // Outside business hours the bot keeps helping while the customer waits for a person;
+        // while the owner is answering, it keeps quiet.
+        let paused = contact.paused_until_ms.is_some_and(|until| until > now);
+        if paused || (contact.handoff.is_some() && self.cfg.hours.is_open(now)) {
             return Ok(handoff::while_handed_off(ib, text));
         }
         if ib.kind() == inbound::Kind::Text && self.asks_for_person(text) {
@@ -75,6 +76,22 @@ impl Brain {
         };
         self.answer(ib, contact, text, Instant::now() + budget, known)
             .await
+    }
+
+    /// Not on the whitelist: told once a day, silent otherwise.
+    async fn refuse(&self, contact: &Contact, now: i64) -> Result<Decision, HandleError> {
+        let today = self.today();
+        metrics::counter!(m::REFUSALS).increment(1);
+        if contact.last_refusal_day.as_deref() == Some(today.as_str()) {
+            return Ok(Decision::silent(Outcome::RefusedSilently));
+        }
+        store::set_refusal_day(&self.db, &contact.id, &today, now)
+            .await
+            .or_retry()?;
+        Ok(Decision::notice(
+            &self.cfg.messages.not_allowed,
+            Outcome::Refused,
+        ))
     }
 
     /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.

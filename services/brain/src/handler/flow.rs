@@ -65,6 +65,7 @@ impl Brain {
                 voice_done: None,
                 handoff: decision.handoff.clone(),
                 streak: decision.streak,
+                pause_until_ms: decision.pause_until_ms,
                 now_ms: now,
             })
             .await?;
@@ -141,6 +142,7 @@ impl Brain {
                 voice_done: Some(t.message_id.clone()),
                 handoff: decision.handoff.clone(),
                 streak: decision.streak,
+                pause_until_ms: decision.pause_until_ms,
                 now_ms: now,
             })
             .await?;

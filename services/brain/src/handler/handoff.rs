@@ -234,6 +234,19 @@ fn alert_text(
     )
 }
 
+/// The owner's own message to the customer: remembered as the business's turn, and the bot
+/// quiet for that customer until `until_ms`.
+pub(super) fn owner_said(text: &str, until_ms: i64) -> Decision {
+    metrics::counter!(m::OWNER_PAUSES).increment(1);
+    let mut d = Decision::silent(Outcome::OwnerAnswered);
+    d.turns.push(Turn {
+        role: "assistant",
+        content: text.to_owned(),
+    });
+    d.pause_until_ms = Some(until_ms);
+    d
+}
+
 /// A message while a person has the conversation: no answer, remembered.
 pub(super) fn while_handed_off(ib: &Inbound, text: &str) -> Decision {
     let content = match ib.kind() {

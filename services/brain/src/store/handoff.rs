@@ -41,6 +41,20 @@ pub(super) async fn start_handoff(
     Ok(())
 }
 
+/// Pauses the bot for the contact until `until_ms`, inside the commit's transaction.
+pub(super) async fn pause(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: &str,
+    until_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE contacts SET paused_until_ms = $1 WHERE id = $2")
+        .bind(until_ms)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Sets how many answers in a row did not know, inside the commit's transaction.
 pub(super) async fn set_streak(
     conn: &mut sqlx::AnyConnection,
@@ -55,12 +69,12 @@ pub(super) async fn set_streak(
     Ok(())
 }
 
-/// Ends the contact's handoff; whether one was running.
+/// Ends the contact's handoff and the owner's pause; whether either was running.
 pub async fn end_handoff(db: &Db, contact_id: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "UPDATE contacts SET handoff_ref = NULL, handoff_reason = NULL, handoff_at_ms = NULL, \
-         handoff_deadline_ms = NULL, unanswered_streak = 0, updated_at_ms = $1 \
-         WHERE id = $2 AND handoff_at_ms IS NOT NULL",
+         handoff_deadline_ms = NULL, unanswered_streak = 0, paused_until_ms = NULL, updated_at_ms = $1 \
+         WHERE id = $2 AND (handoff_at_ms IS NOT NULL OR paused_until_ms > $1)",
     )
     .bind(now_ms)
     .bind(contact_id)

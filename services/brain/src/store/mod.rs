@@ -68,6 +68,8 @@ pub struct Contact {
     pub handoff: Option<Handoff>,
     /// The model's answers in a row that did not know.
     pub unanswered_streak: i64,
+    /// The owner answered from the business's phone: the bot is quiet until then (unix ms).
+    pub paused_until_ms: Option<i64>,
 }
 
 /// A conversation handed to a person.
@@ -123,18 +125,19 @@ pub(super) fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Err
             None => None,
         },
         unanswered_streak: row.try_get("unanswered_streak")?,
+        paused_until_ms: row.try_get("paused_until_ms")?,
     })
 }
 
 /// A contact's columns, as [`contact_from`] reads them.
 pub(super) const CONTACT_COLUMNS: &str = "id, role, allowed, opted_out, last_refusal_day, disclosed_at_ms, \
      handoff_ref, handoff_reason, handoff_at_ms, handoff_deadline_ms, unanswered_streak, \
-     handoff_transport, handoff_chat";
+     handoff_transport, handoff_chat, paused_until_ms";
 
 /// [`CONTACT_COLUMNS`] of the table aliased `c`.
 pub(super) const CONTACT_COLUMNS_C: &str = "c.id, c.role, c.allowed, c.opted_out, c.last_refusal_day, c.disclosed_at_ms, \
      c.handoff_ref, c.handoff_reason, c.handoff_at_ms, c.handoff_deadline_ms, c.unanswered_streak, \
-     c.handoff_transport, c.handoff_chat";
+     c.handoff_transport, c.handoff_chat, c.paused_until_ms";
 
 /// The contact with id `id`.
 pub async fn contact(db: &Db, id: &str) -> Result<Option<Contact>, sqlx::Error> {

@@ -92,6 +92,8 @@ pub struct Commit {
     pub handoff: Option<super::NewHandoff>,
     /// How many answers in a row did not know, after this one (when it changed).
     pub streak: Option<i64>,
+    /// The bot is quiet for the contact until then (unix ms): the owner answered.
+    pub pause_until_ms: Option<i64>,
     /// When (unix ms).
     pub now_ms: i64,
 }
@@ -164,6 +166,9 @@ pub async fn apply(
         }
         if let Some(h) = &o.handoff {
             super::start_handoff(conn, contact_id, h, now_ms).await?;
+        }
+        if let Some(until) = o.pause_until_ms {
+            super::pause(conn, contact_id, until).await?;
         }
         if let Some(n) = o.streak {
             super::set_streak(conn, contact_id, n).await?;

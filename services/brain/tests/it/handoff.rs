@@ -292,3 +292,29 @@ async fn outside_business_hours_the_customer_hears_when_we_open_and_the_bot_keep
     let list = rig.text(ADMIN, "!handoffs").await;
     assert!(rig.reply(&list).await.contains(CUSTOMER));
 }
+
+#[tokio::test]
+async fn the_owner_answering_from_the_phone_pauses_the_bot_and_is_remembered() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+    let p = rig.spawn().await;
+    let first = rig.text(CUSTOMER, "is the blue jacket in stock?").await;
+    rig.reply(&first).await;
+    let owner = rig
+        .owner_wrote(CUSTOMER, "Hi! Marta here — yes, I kept one aside for you.")
+        .await;
+    rig.assert_silent(&owner).await;
+    assert_eq!(metric(&p, "brain_owner_pauses_total").await, 1.0);
+    // The bot does not talk over the owner.
+    let calls = rig.fake.requests().len();
+    let during = rig.text(CUSTOMER, "great, can I pick it up at 5?").await;
+    rig.assert_silent(&during).await;
+    assert_eq!(rig.fake.requests().len(), calls);
+    // !resume ends the pause; the bot knows what the owner said.
+    let back = rig.text(ADMIN, &format!("!resume {CUSTOMER}")).await;
+    assert!(rig.reply(&back).await.contains("answers"));
+    let after = rig.text(CUSTOMER, "thanks!").await;
+    rig.reply(&after).await;
+    let memory = rig.fake.requests().pop().unwrap()["messages"].to_string();
+    assert!(memory.contains("I kept one aside for you"), "{memory}");
+    assert!(memory.contains("pick it up at 5"), "{memory}");
+}

@@ -112,6 +112,37 @@ impl Rig {
             .await;
     }
 
+    /// Publishes what the business wrote to `phone` from its own phone (the gateway passes the
+    /// owner's messages on this way); returns its id.
+    pub async fn owner_wrote(&self, phone: &str, text: &str) -> String {
+        let id = shared::ids::new_id();
+        let ib = Inbound {
+            message_id: id.clone(),
+            transport: Transport::Web as i32,
+            transport_message_id: id.clone(),
+            identities: vec![Identity {
+                kind: identity::Kind::Phone as i32,
+                value: phone.to_owned(),
+            }],
+            chat_id: format!("{}@c.us", phone.trim_start_matches('+')),
+            kind: inbound::Kind::Text as i32,
+            text: text.to_owned(),
+            sent_at_ms: shared::ids::now_ms(),
+            from_business: true,
+            ..Default::default()
+        };
+        self.bus
+            .publisher()
+            .publish(Publish::ordered(
+                Stream::Inbound,
+                Envelope::new("test", Payload::Inbound(ib)),
+                phone.to_owned(),
+            ))
+            .await
+            .unwrap();
+        id
+    }
+
     async fn send_as(
         &self,
         who: Identity,
@@ -133,6 +164,7 @@ impl Rig {
             media,
             sent_at_ms: shared::ids::now_ms(),
             display_name: String::new(),
+            from_business: false,
         };
         self.bus
             .publisher()

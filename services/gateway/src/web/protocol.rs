@@ -22,6 +22,9 @@ pub(super) enum Event {
         state: String,
     },
     Message(WaMessage),
+    /// The business wrote to a customer from its own phone (a message the sidecar did not
+    /// send).
+    OwnerMessage(WaOwnerMessage),
     Ignored {
         reason: String,
     },
@@ -61,6 +64,35 @@ pub(super) struct WaMessage {
     timestamp: Option<i64>,
     name: Option<String>,
     media: Option<WaMedia>,
+}
+
+/// The owner's message from the phone, as the sidecar reports it.
+#[derive(Debug, Deserialize)]
+pub(super) struct WaOwnerMessage {
+    id: String,
+    to: String,
+    phone: Option<String>,
+    lid: Option<String>,
+    #[serde(default)]
+    body: String,
+    timestamp: Option<i64>,
+}
+
+impl From<WaOwnerMessage> for WaMessage {
+    /// Read like a customer's message in the customer's chat (its identities are theirs).
+    fn from(o: WaOwnerMessage) -> Self {
+        Self {
+            id: o.id,
+            from: o.to,
+            phone: o.phone,
+            lid: o.lid,
+            kind: "text".to_owned(),
+            body: o.body,
+            timestamp: o.timestamp,
+            name: None,
+            media: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +154,10 @@ impl Web {
             // order WhatsApp delivered them.
             Event::Message(m) => {
                 let _ = self.inner.messages.send(m);
+            }
+            Event::OwnerMessage(o) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.on_owner_message(o.into()).await });
             }
             Event::Ignored { reason } => {
                 let reason = match reason.as_str() {
@@ -312,6 +348,42 @@ impl Web {
         }
     }
 }
+
+impl Web {
+    /// A message the business wrote from its phone: unless the gateway sent it itself (its
+    /// sent record, written once the send returns, is looked for after a moment), the brain
+    /// is told so it pauses for that customer.
+    async fn on_owner_message(&self, m: WaMessage) {
+        tokio::time::sleep(OWNER_CHECK_DELAY).await;
+        match self.inner.receipts.is_sent(TransportKind::Web, &m.id).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether a message of ours was the owner's");
+                return;
+            }
+        }
+        let incoming = Incoming {
+            transport: TransportKind::Web,
+            transport_message_id: m.id.clone(),
+            message_id: None,
+            chat_id: m.from.clone(),
+            identities: identities_of(&m),
+            kind: inbound::Kind::Text,
+            text: m.body.clone(),
+            media: None,
+            sent_at_ms: m.timestamp.map_or(0, |t| t * 1000),
+            display_name: String::new(),
+        };
+        if let Err(e) = self.inner.ingest.business_said(&incoming).await {
+            tracing::warn!(error = %e, "cannot pass on the owner's message");
+        }
+    }
+}
+
+/// How long after the owner's message its sent record is looked for (a send of ours records
+/// it as soon as the send returns).
+const OWNER_CHECK_DELAY: Duration = Duration::from_secs(2);
 
 /// Who sent a WhatsApp message: the phone number (when the sidecar knows it), the WhatsApp id
 /// and the LID.

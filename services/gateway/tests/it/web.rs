@@ -436,3 +436,48 @@ async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them(
     let want: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     assert_eq!(ids, want);
 }
+
+#[tokio::test]
+async fn the_owners_messages_from_the_phone_reach_the_brain_and_the_bots_own_never_do() {
+    let fake = Fake::new(true);
+    let gw = fake.gateway(&[]).await;
+    wait_state(&gw, "connected").await;
+    // The bot sends a reply: the fake answers it as `wamid.1`.
+    gw.publish_outbound(shared::proto::Outbound {
+        message_id: "r-1".into(),
+        transport: Transport::Web as i32,
+        chat_id: "15550001111@c.us".into(),
+        kind: shared::proto::outbound::Kind::Reply as i32,
+        text: "Our shop opens at 9".into(),
+        in_reply_to: "m-1".into(),
+        identities: Vec::new(),
+    })
+    .await;
+    wait_for(async || {
+        fake.commands()
+            .iter()
+            .any(|c| c["type"] == "send")
+            .then_some(())
+    })
+    .await;
+    // The library reports both that send and a message the owner typed on the phone.
+    fake.inject(r#"{"v":1,"type":"owner_message","id":"wamid.1","to":"15550001111@c.us","phone":"+15550001111","lid":null,"body":"Our shop opens at 9","timestamp":1764000100}"#);
+    fake.inject(r#"{"v":1,"type":"owner_message","id":"true_15550001111@c.us_OWN","to":"15550001111@c.us","phone":"+15550001111","lid":null,"body":"Marta here, I'll bring it tomorrow","timestamp":1764000200}"#);
+    let inbound = wait_for(async || {
+        let i = gw.inbound().await;
+        (!i.is_empty()).then_some(i)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let inbound_later = gw.inbound().await;
+    assert_eq!(
+        inbound_later.len(),
+        1,
+        "the bot's own send was passed on: {inbound_later:?}"
+    );
+    let owner = &inbound[0];
+    assert!(owner.from_business);
+    assert_eq!(owner.text, "Marta here, I'll bring it tomorrow");
+    assert_eq!(owner.chat_id, "15550001111@c.us");
+    assert!(owner.identities.iter().any(|i| i.value == "+15550001111"));
+}

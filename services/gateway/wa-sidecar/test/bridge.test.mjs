@@ -149,3 +149,30 @@ test("download_media fetches a recent message's media again", async () => {
   await handle({ v: 1, type: "download_media", ref: "d2", id: "unknown" });
   assert.equal(events[2].type, "error");
 });
+
+test("the owner's messages from the phone are passed on; the bridge's own sends never are", async () => {
+  const { client, events, handle, settle } = rig();
+  const own = (over) => ({
+    id: { _serialized: "true_15550001111@c.us_OWN1" },
+    to: "15550001111@c.us",
+    body: "Hi Ana, it's Marta from the shop",
+    timestamp: 1764000100,
+    fromMe: true,
+    ...over,
+  });
+  client.emit("message_create", own());
+  // The bridge's send: reported by the library while the send is in flight, and after.
+  const sending = handle({ type: "send", ref: "r1", chat: "15550001111@c.us", text: "bot reply" });
+  client.emit("message_create", own({ id: { _serialized: "x1" }, body: "bot reply" }));
+  await sending;
+  client.emit("message_create", own({ id: { _serialized: "true_15550001111@c.us_ABC" }, body: "bot reply" }));
+  // Customers' messages and groups are not the owner's.
+  client.emit("message_create", own({ fromMe: false }));
+  client.emit("message_create", own({ to: "123-456@g.us" }));
+  await settle();
+  const owner = events.filter((e) => e.type === "owner_message");
+  assert.equal(owner.length, 1, JSON.stringify(events));
+  assert.equal(owner[0].id, "true_15550001111@c.us_OWN1");
+  assert.equal(owner[0].phone, "+15550001111");
+  assert.equal(owner[0].body, "Hi Ana, it's Marta from the shop");
+});
