@@ -72,6 +72,8 @@ pub struct Config {
     pub handoff_phrases: Vec<String>,
     /// `HANDOFF_TIMEOUT_MIN` (default 60): back to the bot when no person replied by then.
     pub handoff_timeout: Duration,
+    /// `CONVERSATION_IDLE_MIN` (default 1440, a day): the silence that ends a conversation.
+    pub conversation_idle: Duration,
     /// `OWNER_PAUSE_MIN` (default 30): the bot is quiet this long for a customer the owner
     /// answered from the business's phone.
     pub owner_pause: Duration,
@@ -81,17 +83,17 @@ pub struct Config {
     pub alert_webhook: Option<secrecy::SecretString>,
 }
 
-/// `HANDOFF_TIMEOUT_MIN`: minutes (fractions allowed) from 0.01 to a week.
-fn handoff_timeout(env: &mut Env) -> Duration {
-    let raw = env.string("HANDOFF_TIMEOUT_MIN", "60");
+/// Minutes (fractions allowed) from 0.01 to a week.
+fn minutes(env: &mut Env, name: &str, default: f64) -> Duration {
+    let raw = env.string(name, &default.to_string());
     match raw.trim().parse::<f64>() {
         Ok(m) if (0.01..=7.0 * 24.0 * 60.0).contains(&m) => Duration::from_secs_f64(m * 60.0),
         _ => {
             env.problem(
-                "HANDOFF_TIMEOUT_MIN",
-                "expected minutes from 0.01 to 10080 (a week), like 60",
+                name,
+                format!("expected minutes from 0.01 to 10080 (a week), like {default}"),
             );
-            Duration::from_secs(3600)
+            Duration::from_secs_f64(default * 60.0)
         }
     }
 }
@@ -167,7 +169,8 @@ impl Config {
                 .map(|p| p.trim().to_lowercase())
                 .filter(|p| !p.is_empty())
                 .collect(),
-            handoff_timeout: handoff_timeout(env),
+            handoff_timeout: minutes(env, "HANDOFF_TIMEOUT_MIN", 60.0),
+            conversation_idle: minutes(env, "CONVERSATION_IDLE_MIN", 1440.0),
             hours: crate::hours::Hours::from_env(env),
             owner_pause: Duration::from_secs(
                 60 * env.int_in("OWNER_PAUSE_MIN", 30u64, 1, 7 * 24 * 60),

@@ -61,9 +61,11 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         .collect();
     let ttl = ctx.config.memory_ttl;
     let handoff_timeout = ctx.config.handoff_timeout;
+    let ctx_idle = ctx.config.conversation_idle;
     let knowledge = Arc::new(knowledge::Knowledge::load(&ctx.config.knowledge_dir));
     let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone(), knowledge.clone());
     let expiring = brain.clone();
+    let idle = ctx_idle;
     let handoff_check = HANDOFF_CHECK.min(handoff_timeout / 2);
     let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
     let transcripts = ctx.bus.consumer(Stream::Transcripts, brain);
@@ -93,14 +95,51 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     tasks.spawn("transcript consumer", async move {
         Ok(transcripts.run(shutdown).await?)
     });
+    upkeep(&mut tasks, expiring, db, ttl, handoff_check, idle);
+    Ok(Running {
+        routes: None,
+        checks: vec![llm_check],
+        tasks,
+    })
+}
+
+/// The brain's periodic work: handoffs nobody answered, conversations gone silent, old memory.
+fn upkeep(
+    tasks: &mut Tasks,
+    brain: Arc<handler::Brain>,
+    db: shared::db::Db,
+    ttl: Duration,
+    handoff_check: Duration,
+    idle: Duration,
+) {
     tasks.every("handoff timeouts", handoff_check, move || {
-        let brain = expiring.clone();
+        let brain = brain.clone();
         async move {
             if let Err(e) = brain.expire_handoffs().await {
                 tracing::warn!(error = %e, "cannot check the handoffs' timeouts");
             }
         }
     });
+    let sweep_db = db.clone();
+    tasks.every(
+        "conversation outcomes",
+        HANDOFF_CHECK.min(idle / 2),
+        move || {
+            let db = sweep_db.clone();
+            async move {
+                let now = shared::ids::now_ms();
+                match store::close_idle(&db, now, idle.as_millis() as i64).await {
+                    Ok(ended) => {
+                        for outcome in ended {
+                            ::metrics::counter!(metrics::CONVERSATIONS, "outcome" => outcome)
+                                .increment(1);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot close idle conversations"),
+                }
+            }
+        },
+    );
     tasks.every("memory cleanup", CLEANUP_EVERY, move || {
         let db = db.clone();
         async move {
@@ -116,11 +155,6 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
             }
         }
     });
-    Ok(Running {
-        routes: None,
-        checks: vec![llm_check],
-        tasks,
-    })
 }
 
 /// `/readyz` says whether a model is configured, for information: never a reason for 503 (with

@@ -20,6 +20,20 @@ pub const TOKENS: &str = "brain_tokens_total";
 pub const HANDOFFS: &str = "brain_handoffs_total";
 /// Handoffs nobody answered in time (back to the bot).
 pub const HANDOFF_TIMEOUTS: &str = "brain_handoff_timeouts_total";
+/// Conversations ended (24 h of silence), by how they ended.
+pub const CONVERSATIONS: &str = "brain_conversations_total";
+/// How a conversation can end.
+pub const CONVERSATION_OUTCOMES: [&str; 9] = [
+    "knowledge",
+    "model",
+    "handoff_asked",
+    "handoff_cannot_answer",
+    "handoff_repeated_failure",
+    "handoff_budget",
+    "handoff_no_llm",
+    "handoff_owner",
+    "abandoned",
+];
 /// Customers the owner answered from the business's phone (the bot paused for them).
 pub const OWNER_PAUSES: &str = "brain_owner_pauses_total";
 /// Questions answered from the knowledge base's FAQ instead of the model.
@@ -66,6 +80,13 @@ pub fn register() {
         "no_llm",
     ] {
         metrics::counter!(HANDOFFS, "reason" => reason).absolute(0);
+    }
+    metrics::describe_counter!(
+        CONVERSATIONS,
+        "Conversations ended after CONVERSATION_IDLE_MIN of silence, by outcome"
+    );
+    for o in CONVERSATION_OUTCOMES {
+        metrics::counter!(CONVERSATIONS, "outcome" => o).absolute(0);
     }
     metrics::describe_counter!(
         OWNER_PAUSES,

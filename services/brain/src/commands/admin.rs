@@ -117,14 +117,31 @@ pub(super) async fn stats(brain: &impl Context, now: i64) -> Result<Decision, Ha
     let latency = shared::usage::average_latency_ms(db, &today, &today)
         .await
         .or_retry()?;
-    Ok(reply(format!(
-        "Today ({today}): {} messages from {} contacts, {} errors, {} answered from the knowledge base (AI calls saved), average AI latency {}.",
-        thousands(messages),
-        thousands(contacts),
-        thousands(errors),
-        thousands(from_knowledge),
-        latency.map_or_else(|| "—".to_owned(), |ms| format!("{ms} ms"))
-    )))
+    let ended = store::ended_since(db, since).await.or_retry()?;
+    let conversations = if ended.is_empty() {
+        String::new()
+    } else {
+        let total: i64 = ended.iter().map(|(_, n)| n).sum();
+        let parts: Vec<String> = ended
+            .iter()
+            .map(|(o, n)| format!("{} {}", thousands(*n), o.replace('_', " ")))
+            .collect();
+        format!(
+            "\nConversations ended: {} ({}).",
+            thousands(total),
+            parts.join(", ")
+        )
+    };
+    Ok(reply(
+        format!(
+            "Today ({today}): {} messages from {} contacts, {} errors, {} answered from the knowledge base (AI calls saved), average AI latency {}.",
+            thousands(messages),
+            thousands(contacts),
+            thousands(errors),
+            thousands(from_knowledge),
+            latency.map_or_else(|| "—".to_owned(), |ms| format!("{ms} ms"))
+        ) + &conversations,
+    ))
 }
 
 fn thousands(n: i64) -> String {

@@ -51,6 +51,7 @@ impl Brain {
             .increment(1);
         let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
+        let conversation = self.conversation_mark(&decision);
         let stored = self
             .commit(store::Commit {
                 contact_id: Some(contact.id.clone()),
@@ -66,6 +67,7 @@ impl Brain {
                 handoff: decision.handoff.clone(),
                 streak: decision.streak,
                 pause_until_ms: decision.pause_until_ms,
+                conversation,
                 now_ms: now,
             })
             .await?;
@@ -130,6 +132,7 @@ impl Brain {
             .increment(1);
         let events = self.events(&ib, &decision, ":voice");
         let encoded = store::encode_events(&events);
+        let conversation = self.conversation_mark(&decision);
         let stored = self
             .commit(store::Commit {
                 contact_id: Some(contact.id.clone()),
@@ -143,9 +146,41 @@ impl Brain {
                 handoff: decision.handoff.clone(),
                 streak: decision.streak,
                 pause_until_ms: decision.pause_until_ms,
+                conversation,
                 now_ms: now,
             })
             .await?;
         published(stored, events)
+    }
+}
+
+impl Brain {
+    /// How a decision counts toward the customer's conversation (commands, opt-outs, refusals
+    /// and a voice note waiting for its transcript do not).
+    fn conversation_mark(&self, d: &Decision) -> Option<(store::Mark, i64)> {
+        let (answered_by, unanswered) = match d.outcome {
+            Outcome::Answered | Outcome::AnsweredVoice => (Some("model"), false),
+            Outcome::Knowledge => (Some("knowledge"), false),
+            Outcome::HandedOff | Outcome::OwnerAnswered => (None, false),
+            Outcome::Command
+            | Outcome::OptedIn
+            | Outcome::OptedOut
+            | Outcome::Refused
+            | Outcome::RefusedSilently
+            | Outcome::Transcribing => return None,
+            _ => (None, true),
+        };
+        let handoff = match d.outcome {
+            Outcome::OwnerAnswered => Some("owner"),
+            _ => d.handoff.as_ref().map(|h| h.reason),
+        };
+        Some((
+            store::Mark {
+                answered_by,
+                handoff,
+                unanswered,
+            },
+            self.cfg.conversation_idle.as_millis() as i64,
+        ))
     }
 }

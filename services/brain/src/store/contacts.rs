@@ -227,6 +227,11 @@ pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
     ] {
         sqlx::query(sql).bind(contact_id).execute(&mut *tx).await?;
     }
+    // Conversation outcomes stay in the counts, unlinked.
+    sqlx::query("UPDATE conversations SET contact_id = '' WHERE contact_id = $1")
+        .bind(contact_id)
+        .execute(&mut *tx)
+        .await?;
     // The ledger's tables keep the spend, unlinked from the contact.
     shared::usage::unlink_contact(&mut tx, contact_id).await?;
     for sql in [

@@ -2,6 +2,7 @@
 //! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
 
 mod contacts;
+mod conversations;
 mod handoff;
 mod memory;
 mod outbox;
@@ -16,6 +17,7 @@ use shared::proto::Envelope;
 use sqlx::Row;
 
 pub use contacts::*;
+pub use conversations::*;
 pub use handoff::*;
 pub use memory::*;
 pub use outbox::*;

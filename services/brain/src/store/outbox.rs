@@ -94,6 +94,9 @@ pub struct Commit {
     pub streak: Option<i64>,
     /// The bot is quiet for the contact until then (unix ms): the owner answered.
     pub pause_until_ms: Option<i64>,
+    /// How the message counts toward its conversation, and the silence that starts a new one
+    /// (ms).
+    pub conversation: Option<(super::Mark, i64)>,
     /// When (unix ms).
     pub now_ms: i64,
 }
@@ -166,6 +169,9 @@ pub async fn apply(
         }
         if let Some(h) = &o.handoff {
             super::start_handoff(conn, contact_id, h, now_ms).await?;
+        }
+        if let Some((m, idle)) = &o.conversation {
+            super::mark(conn, contact_id, m, now_ms, *idle).await?;
         }
         if let Some(until) = o.pause_until_ms {
             super::pause(conn, contact_id, until).await?;

@@ -318,3 +318,61 @@ async fn the_owner_answering_from_the_phone_pauses_the_bot_and_is_remembered() {
     assert!(memory.contains("I kept one aside for you"), "{memory}");
     assert!(memory.contains("pick it up at 5"), "{memory}");
 }
+
+#[tokio::test]
+async fn conversations_end_after_the_silence_and_are_counted_by_how_they_ended() {
+    let kb = shared::testing::TempDir::new("kb");
+    std::fs::write(
+        kb.path().join("faq.md"),
+        "## When are you open?\nAlso: opening hours\n\nMon–Fri 9–18.\n",
+    )
+    .unwrap();
+    let dir = kb.path().display().to_string();
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("CONVERSATION_IDLE_MIN", "0.02"),
+        ("KNOWLEDGE_DIR", &dir),
+        ("LLM_RETRIES", "0"),
+    ])
+    .await;
+    let p = rig.spawn().await;
+    let model = rig.text("+15551260001", "do you sell socks?").await;
+    rig.reply(&model).await;
+    let kb_answer = rig
+        .text("+15551260002", "what are your opening hours?")
+        .await;
+    rig.reply(&kb_answer).await;
+    let person = rig.text("+15551260003", "I want a human").await;
+    rig.reply(&person).await;
+    rig.fake.script([Reply::Status(500)]);
+    let failed = rig.text("+15551260004", "hello?").await;
+    rig.reply(&failed).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metric_of = |o: &'static str| {
+        let http = p.http.clone();
+        async move {
+            shared::testing::scrape_metric(
+                &http,
+                &format!("brain_conversations_total{{outcome=\"{o}\"}}"),
+            )
+            .await
+        }
+    };
+    loop {
+        let got = [
+            metric_of("model").await,
+            metric_of("knowledge").await,
+            metric_of("handoff_asked").await,
+            metric_of("abandoned").await,
+        ];
+        if got == [1.0, 1.0, 1.0, 1.0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = rig.text(ADMIN, "!stats").await;
+    let stats = rig.reply(&s).await;
+    assert!(stats.contains("Conversations ended: 4"), "{stats}");
+    assert!(stats.contains("1 handoff asked"), "{stats}");
+}

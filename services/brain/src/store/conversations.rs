@@ -1,0 +1,114 @@
+//! Conversations: a customer's messages until `CONVERSATION_IDLE_MIN` of silence, and how each
+//! ended — answered by the knowledge base or the model, handed to a person (and why), or
+//! abandoned (the customer's last message unanswered). Marked in each message's commit,
+//! closed by a periodic sweep ([`close_idle`]).
+
+use super::*;
+
+/// How one message counts toward its conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// `knowledge` or `model` when it answered.
+    pub answered_by: Option<&'static str>,
+    /// Why it went to a person, when it did.
+    pub handoff: Option<&'static str>,
+    /// The message got no answer.
+    pub unanswered: bool,
+}
+
+/// Adds the message to the contact's open conversation (a new one after `idle_ms` of
+/// silence), inside the commit's transaction.
+pub(super) async fn mark(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: &str,
+    m: &Mark,
+    now_ms: i64,
+    idle_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let answered = m.answered_by.unwrap_or("");
+    let n = sqlx::query(
+        "UPDATE conversations SET last_at_ms = $1, \
+         answered_by = CASE WHEN $2 = 'model' THEN 'model' WHEN answered_by = '' THEN $2 ELSE answered_by END, \
+         handoff = COALESCE(handoff, $3), last_unanswered = $4 \
+         WHERE contact_id = $5 AND ended_at_ms IS NULL AND last_at_ms > $6",
+    )
+    .bind(now_ms)
+    .bind(answered)
+    .bind(m.handoff)
+    .bind(i64::from(m.unanswered))
+    .bind(contact_id)
+    .bind(now_ms - idle_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        sqlx::query(
+            "INSERT INTO conversations (contact_id, started_at_ms, last_at_ms, answered_by, handoff, last_unanswered) \
+             VALUES ($1, $2, $2, $3, $4, $5)",
+        )
+        .bind(contact_id)
+        .bind(now_ms)
+        .bind(answered)
+        .bind(m.handoff)
+        .bind(i64::from(m.unanswered))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// How a conversation ended: `handoff_<reason>`, `model`, `knowledge` or `abandoned`.
+pub fn outcome_of(answered_by: &str, handoff: Option<&str>, last_unanswered: bool) -> String {
+    match handoff {
+        Some(h) => format!("handoff_{h}"),
+        None if last_unanswered || answered_by.is_empty() => "abandoned".to_owned(),
+        None => answered_by.to_owned(),
+    }
+}
+
+/// Ends every conversation silent for `idle_ms`; the outcomes of those it ended.
+pub async fn close_idle(db: &Db, now_ms: i64, idle_ms: i64) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, answered_by, handoff, last_unanswered, last_at_ms FROM conversations \
+         WHERE ended_at_ms IS NULL AND last_at_ms <= $1",
+    )
+    .bind(now_ms - idle_ms)
+    .fetch_all(db.pool())
+    .await?;
+    let mut ended = Vec::new();
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        let answered_by: String = r.try_get("answered_by")?;
+        let handoff: Option<String> = r.try_get("handoff")?;
+        let unanswered = r.try_get::<i64, _>("last_unanswered")? != 0;
+        let last: i64 = r.try_get("last_at_ms")?;
+        let outcome = outcome_of(&answered_by, handoff.as_deref(), unanswered);
+        let n = sqlx::query(
+            "UPDATE conversations SET ended_at_ms = $1, outcome = $2 WHERE id = $3 AND ended_at_ms IS NULL",
+        )
+        .bind(last + idle_ms)
+        .bind(&outcome)
+        .bind(id)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        if n > 0 {
+            ended.push(outcome);
+        }
+    }
+    Ok(ended)
+}
+
+/// Conversations ended since `since_ms`, by outcome.
+pub async fn ended_since(db: &Db, since_ms: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT outcome, CAST(COUNT(*) AS BIGINT) AS n FROM conversations \
+         WHERE ended_at_ms >= $1 GROUP BY outcome ORDER BY outcome",
+    )
+    .bind(since_ms)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("outcome")?, r.try_get("n")?)))
+        .collect()
+}
