@@ -46,6 +46,18 @@ async fn unprompted(rig: &Rig, n: usize) -> Vec<Outbound> {
     }
 }
 
+/// A knowledge base of one FAQ entry (the folder, kept while it is used, and its path).
+fn opening_hours_faq() -> (shared::testing::TempDir, String) {
+    let kb = shared::testing::TempDir::new("kb");
+    std::fs::write(
+        kb.path().join("faq.md"),
+        "## When are you open?\nAlso: opening hours\n\nMon–Fri 9–18.\n",
+    )
+    .unwrap();
+    let dir = kb.path().display().to_string();
+    (kb, dir)
+}
+
 #[tokio::test]
 async fn asking_for_a_person_hands_off_silences_the_bot_until_resume_and_a_person_replies() {
     let hooks = shared::testing::WebhookSink::start();
@@ -205,13 +217,7 @@ async fn nobody_answering_in_time_gives_the_conversation_back_with_an_apology() 
 
 #[tokio::test]
 async fn without_a_model_the_knowledge_base_answers_and_the_rest_goes_to_a_person() {
-    let kb = shared::testing::TempDir::new("kb");
-    std::fs::write(
-        kb.path().join("faq.md"),
-        "## When are you open?\nAlso: opening hours\n\nMon–Fri 9–18.\n",
-    )
-    .unwrap();
-    let dir = kb.path().display().to_string();
+    let (kb, dir) = opening_hours_faq();
     let mut rig = Rig::new(&[
         ("ACCESS_MODE", "open"),
         ("OPENAI_BASE_URL", ""),
@@ -321,13 +327,7 @@ async fn the_owner_answering_from_the_phone_pauses_the_bot_and_is_remembered() {
 
 #[tokio::test]
 async fn conversations_end_after_the_silence_and_are_counted_by_how_they_ended() {
-    let kb = shared::testing::TempDir::new("kb");
-    std::fs::write(
-        kb.path().join("faq.md"),
-        "## When are you open?\nAlso: opening hours\n\nMon–Fri 9–18.\n",
-    )
-    .unwrap();
-    let dir = kb.path().display().to_string();
+    let (kb, dir) = opening_hours_faq();
     let mut rig = Rig::new(&[
         ("ACCESS_MODE", "open"),
         ("CONVERSATION_IDLE_MIN", "0.02"),
