@@ -217,7 +217,7 @@ async fn nobody_answering_in_time_gives_the_conversation_back_with_an_apology() 
 
 #[tokio::test]
 async fn without_a_model_the_knowledge_base_answers_and_the_rest_goes_to_a_person() {
-    let (kb, dir) = opening_hours_faq();
+    let (_kb, dir) = opening_hours_faq();
     let mut rig = Rig::new(&[
         ("ACCESS_MODE", "open"),
         ("OPENAI_BASE_URL", ""),
@@ -327,7 +327,7 @@ async fn the_owner_answering_from_the_phone_pauses_the_bot_and_is_remembered() {
 
 #[tokio::test]
 async fn conversations_end_after_the_silence_and_are_counted_by_how_they_ended() {
-    let (kb, dir) = opening_hours_faq();
+    let (_kb, dir) = opening_hours_faq();
     let mut rig = Rig::new(&[
         ("ACCESS_MODE", "open"),
         ("CONVERSATION_IDLE_MIN", "0.02"),
