@@ -72,6 +72,9 @@ pub struct Config {
     pub handoff_phrases: Vec<String>,
     /// `HANDOFF_TIMEOUT_MIN` (default 60): back to the bot when no person replied by then.
     pub handoff_timeout: Duration,
+    /// `BURST_WINDOW_MS` (default 0, off): wait this long after a contact's text for more and
+    /// answer the burst once.
+    pub burst_window: Duration,
     /// `CONVERSATION_IDLE_MIN` (default 1440, a day): the silence that ends a conversation.
     pub conversation_idle: Duration,
     /// `OWNER_PAUSE_MIN` (default 30): the bot is quiet this long for a customer the owner
@@ -171,6 +174,7 @@ impl Config {
                 .collect(),
             handoff_timeout: minutes(env, "HANDOFF_TIMEOUT_MIN", 60.0),
             conversation_idle: minutes(env, "CONVERSATION_IDLE_MIN", 1440.0),
+            burst_window: env.millis("BURST_WINDOW_MS", 0, 0, 60_000),
             hours: crate::hours::Hours::from_env(env),
             owner_pause: Duration::from_secs(
                 60 * env.int_in("OWNER_PAUSE_MIN", 30u64, 1, 7 * 24 * 60),

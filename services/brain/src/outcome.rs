@@ -15,6 +15,8 @@ pub enum Outcome {
     Budget,
     /// The model is failing: its circuit breaker is open.
     CircuitOpen,
+    /// Part of a burst: remembered, answered with the burst's last message.
+    Burst,
     /// A `!command` was answered.
     Command,
     /// The model did not answer in time.
@@ -63,11 +65,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome (for metrics registered at zero, and for tests).
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::Answered,
         Self::AnsweredVoice,
         Self::Apology,
         Self::Budget,
+        Self::Burst,
         Self::CircuitOpen,
         Self::Command,
         Self::Deadline,
@@ -100,6 +103,7 @@ impl Outcome {
             Self::AnsweredVoice => "answered_voice",
             Self::Apology => "apology",
             Self::Budget => "budget",
+            Self::Burst => "burst",
             Self::CircuitOpen => "circuit_open",
             Self::Command => "command",
             Self::Deadline => "deadline",

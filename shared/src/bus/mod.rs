@@ -226,6 +226,19 @@ impl Bus {
         Consumer::new(self.clone(), stream, consumer_name(self.service), handler)
     }
 
+    /// Whether entries published after the one being handled wait behind it in its order
+    /// (`order_token` of its [`Delivery`]): the contact wrote again.
+    pub async fn later_in_order(&self, stream: Stream, order_token: Option<&str>) -> Result<bool> {
+        let Some(token) = order_token else {
+            return Ok(false);
+        };
+        let n: u64 = redis::cmd("LLEN")
+            .arg(self.keys().order(stream, token))
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(n > 1)
+    }
+
     /// Depth, pending and lag of a stream for metrics and `dlq list`.
     pub async fn stats(&self, stream: Stream) -> Result<StreamStats> {
         maintenance::stats(&mut self.conn.clone(), &self.keys, stream).await

@@ -64,8 +64,48 @@ impl Brain {
         Publish::new(Stream::Usage, Envelope::new("brain", Payload::Usage(u)))
     }
 
-    /// Asks the model (the guards that protect the owner's money first).
+    /// Answers `text`. With `BURST_WINDOW_MS`, the customer's unanswered messages just before
+    /// it (the burst, remembered as they came) join it as one question; only `text` is
+    /// remembered again.
     pub(super) async fn answer(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        text: &str,
+        deadline: Instant,
+        mut known: Known,
+    ) -> Result<Decision, HandleError> {
+        let burst_from = if self.cfg.burst_window.is_zero() {
+            known.memory.len()
+        } else {
+            known
+                .memory
+                .iter()
+                .rposition(|t| t.role != "user")
+                .map_or(0, |i| i + 1)
+        };
+        if burst_from == known.memory.len() {
+            return self
+                .answer_question(ib, contact, text, deadline, known)
+                .await;
+        }
+        let mut lines: Vec<String> = known
+            .memory
+            .drain(burst_from..)
+            .map(|t| t.content)
+            .collect();
+        lines.push(text.to_owned());
+        let mut d = self
+            .answer_question(ib, contact, &lines.join("\n"), deadline, known)
+            .await?;
+        if let Some(turn) = d.turns.iter_mut().find(|t| t.role == "user") {
+            turn.content = text.to_owned();
+        }
+        Ok(d)
+    }
+
+    /// Asks the model (the guards that protect the owner's money first).
+    async fn answer_question(
         &self,
         ib: &Inbound,
         contact: &Contact,

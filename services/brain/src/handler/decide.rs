@@ -9,6 +9,7 @@ impl Brain {
         ib: &Inbound,
         contact: &Contact,
         known: Known,
+        absorbed: bool,
     ) -> Result<Decision, HandleError> {
         let now = shared::ids::now_ms();
         let text = ib.text.trim();
@@ -55,6 +56,10 @@ impl Brain {
         let paused = contact.paused_until_ms.is_some_and(|until| until > now);
         if paused || (contact.handoff.is_some() && self.cfg.hours.is_open(now)) {
             return Ok(handoff::while_handed_off(ib, text));
+        }
+        // More follows within the burst window: the last message answers them all.
+        if absorbed {
+            return Ok(handoff::in_burst(ib));
         }
         if ib.kind() == inbound::Kind::Text && self.asks_for_person(text) {
             return Ok(self.hand_off(ib, contact, Reason::Asked, text, &known.memory));

@@ -3,18 +3,30 @@
 use super::*;
 
 impl Brain {
-    pub(super) async fn handle_inbound(&self, ib: &Inbound) -> Result<Vec<Publish>, HandleError> {
-        if ib.message_id.is_empty() {
-            return Err(HandleError::Permanent(
-                "inbound message without an id".into(),
-            ));
+    /// With `BURST_WINDOW_MS`, a customer's text waits the window; when they wrote again
+    /// meanwhile it is part of a burst (`true`): remembered, and answered with the last one.
+    pub(super) async fn in_burst(&self, ib: &Inbound, d: &Delivery) -> Result<bool, HandleError> {
+        let window = self.cfg.burst_window;
+        if window.is_zero()
+            || ib.from_business
+            || ib.kind() != inbound::Kind::Text
+            || ib.text.trim_start().starts_with('!')
+        {
+            return Ok(false);
         }
-        let identities = sender_identities(ib);
-        if identities.is_empty() {
-            return Err(HandleError::Permanent(
-                "inbound message without a sender identity".into(),
-            ));
-        }
+        tokio::time::sleep(window).await;
+        self.bus
+            .later_in_order(d.stream, d.order_token.as_deref())
+            .await
+            .map_err(|e| HandleError::retry("the contact's order", e))
+    }
+
+    pub(super) async fn handle_inbound(
+        &self,
+        ib: &Inbound,
+        absorbed: bool,
+    ) -> Result<Vec<Publish>, HandleError> {
+        let identities = checked_sender(ib)?;
         let today = self.today();
         let text = ib.text.trim();
         let may_answer = match ib.kind() {
@@ -46,7 +58,7 @@ impl Brain {
             }
         };
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
-        let decision = self.decide(ib, &contact, known).await?;
+        let decision = self.decide(ib, &contact, known, absorbed).await?;
         metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(ib, &decision, "");
@@ -183,4 +195,21 @@ impl Brain {
             self.cfg.conversation_idle.as_millis() as i64,
         ))
     }
+}
+
+/// The sender's identities of a well-formed inbound message (an id, a sender): anything else
+/// can never be answered and is dead-lettered.
+fn checked_sender(ib: &Inbound) -> Result<Vec<(String, String)>, HandleError> {
+    if ib.message_id.is_empty() {
+        return Err(HandleError::Permanent(
+            "inbound message without an id".into(),
+        ));
+    }
+    let identities = sender_identities(ib);
+    if identities.is_empty() {
+        return Err(HandleError::Permanent(
+            "inbound message without a sender identity".into(),
+        ));
+    }
+    Ok(identities)
 }

@@ -247,6 +247,16 @@ pub(super) fn owner_said(text: &str, until_ms: i64) -> Decision {
     d
 }
 
+/// A text followed by another within the burst window: remembered, no answer of its own.
+pub(super) fn in_burst(ib: &Inbound) -> Decision {
+    let mut d = Decision::silent(Outcome::Burst);
+    d.turns.push(Turn {
+        role: "user",
+        content: ib.text.trim().to_owned(),
+    });
+    d
+}
+
 /// A message while a person has the conversation: no answer, remembered.
 pub(super) fn while_handed_off(ib: &Inbound, text: &str) -> Decision {
     let content = match ib.kind() {

@@ -176,7 +176,8 @@ impl Handler for Brain {
         match &d.envelope.payload {
             Some(Payload::Inbound(ib)) => {
                 tracing::Span::current().record("message_id", ib.message_id.as_str());
-                match self.handle_inbound(ib).await {
+                let absorbed = self.in_burst(ib, &d).await?;
+                match self.handle_inbound(ib, absorbed).await {
                     // The last delivery failed too: the customer gets an apology, not silence,
                     // and the message goes to the dead letters with its reason.
                     Err(HandleError::Retry(reason))

@@ -376,3 +376,38 @@ async fn conversations_end_after_the_silence_and_are_counted_by_how_they_ended()
     assert!(stats.contains("Conversations ended: 4"), "{stats}");
     assert!(stats.contains("1 handoff asked"), "{stats}");
 }
+
+#[tokio::test]
+async fn a_burst_of_texts_is_answered_once_with_one_model_call() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("BURST_WINDOW_MS", "700")]).await;
+    let _p = rig.spawn().await;
+    let a = rig.text(CUSTOMER, "hi").await;
+    let b = rig.text(CUSTOMER, "I ordered shoes").await;
+    let c = rig.text(CUSTOMER, "they haven't come").await;
+    let reply = rig.reply(&c).await;
+    assert!(reply.contains("they haven't come"), "{reply}");
+    rig.assert_silent(&a).await;
+    assert!(rig.replies_to_now(&b).await.is_empty());
+    let reqs = rig.fake.requests();
+    assert_eq!(reqs.len(), 1, "one model call for the burst");
+    let asked = shared::fake_chat::last_user_text(&reqs[0]);
+    assert_eq!(asked, "hi\nI ordered shoes\nthey haven't come");
+    // Each message is remembered once, the reply after them.
+    let next = rig.text(CUSTOMER, "order 1234").await;
+    rig.reply(&next).await;
+    let req = &rig.fake.requests()[1];
+    let users: Vec<&str> = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        users,
+        ["hi", "I ordered shoes", "they haven't come", "order 1234"]
+    );
+    // Another customer's message is not held by this one's burst.
+    let other = rig.text("+15551270002", "hello").await;
+    rig.reply(&other).await;
+}
