@@ -10,7 +10,9 @@
 //! SIGKILLed and restarted),
 //! `redis-restart` (SIGTERM), `redis-kill` (SIGKILL with `appendfsync always`), `model-faults`
 //! (30% of model calls fail, 5% hang: an apology then counts as the answer), `poison` (an
-//! undecodable entry in every stream: each dead-lettered, the rest answered). Default: all,
+//! undecodable entry in every stream: each dead-lettered, the rest answered), `burst-brain-kill`
+//! (the brain killed with message bursts on, `BURST_WINDOW_MS=300`: messages held in their
+//! window when it dies are answered after the restart). Default: all,
 //! 1,000 messages each from 50 customers (`--messages 100` is the short version `scripts/test`
 //! runs).
 
@@ -22,8 +24,9 @@ use loadtest::load::{self, Mode, Spec};
 use loadtest::model::{Behaviour, FakeModel};
 use loadtest::stack::{Backend, Stack};
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "brain-kill",
+    "burst-brain-kill",
     "transcriber-kill",
     "gateway-kill",
     "ledger-kill",
@@ -91,7 +94,13 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     .await?;
     // A short reclaim timeout, so a killed consumer's entries are taken over quickly; a short
     // model timeout, so hanging calls fail within the run.
-    let env = [("RECLAIM_IDLE_SECS", "3"), ("LLM_TIMEOUT_SECS", "2")];
+    let mut env = vec![("RECLAIM_IDLE_SECS", "3"), ("LLM_TIMEOUT_SECS", "2")];
+    // Held states: each message waits its burst window before it is answered.
+    let bursts = name.starts_with("burst-");
+    if bursts {
+        env.push(("BURST_WINDOW_MS", "300"));
+    }
+    let name = name.strip_prefix("burst-").unwrap_or(name);
     let fsync = if name == "redis-kill" {
         "always"
     } else {
@@ -99,7 +108,6 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     };
     let voice = name == "transcriber-kill";
     let whisper = slow_whisper();
-    let mut env = env.to_vec();
     env.push(("WHISPER_BASE_URL", whisper.base_url.as_str()));
     let mut stack = Stack::start_with_fsync(backend, &model.base_url, &env, fsync).await?;
     if voice {
@@ -138,8 +146,9 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         }
     }
     println!(
-        "{} {name} ({backend:?}): fault after {at} accepted; accepted {}, replies {}, notices {} ({} answered by notices only), lost {}, duplicated {}, refused {}; slowest answer {:.0} ms ({:.1} s)",
+        "{} {}{name} ({backend:?}): fault after {at} accepted; accepted {}, replies {}, notices {} ({} answered by notices only), lost {}, duplicated {}, refused {}; slowest answer {:.0} ms ({:.1} s)",
         if ok { "PASS" } else { "FAIL" },
+        if bursts { "burst-" } else { "" },
         r.accepted,
         r.replies,
         r.notices,
