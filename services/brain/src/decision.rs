@@ -27,6 +27,8 @@ pub struct Decision {
     pub streak: Option<i64>,
     /// The bot is quiet for the contact until then (unix ms): the owner answered.
     pub pause_until_ms: Option<i64>,
+    /// The customer's other messages the replies answer (a burst's earlier ones).
+    pub also_answers: Vec<String>,
 }
 
 impl Decision {

@@ -99,6 +99,7 @@ impl Deliverer {
             text: part,
             kind: o.kind(),
             in_reply_to: o.in_reply_to.clone(),
+            also_answers: o.also_answers.clone(),
             record: if transport.sends_once() {
                 record(&id).cmd_iter().cloned().collect()
             } else {

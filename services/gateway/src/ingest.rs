@@ -383,6 +383,7 @@ impl Ingest {
                 text: text.to_owned(),
                 in_reply_to: in_reply_to.to_owned(),
                 identities: msg.identities.clone(),
+                also_answers: Vec::new(),
             }),
         );
         // One transaction: nobody can deliver the notice before the limited message's own

@@ -50,6 +50,8 @@ pub struct OutgoingText {
     pub kind: proto::outbound::Kind,
     /// The customer message it answers (empty for alerts).
     pub in_reply_to: String,
+    /// The customer's other messages it answers too (a burst's earlier ones).
+    pub also_answers: Vec<String>,
     /// The deliverer's record of this part being sent, for a transport that
     /// [`Transport::sends_once`]: its send is a Redis write, and it writes these commands in
     /// the same transaction (one round trip instead of two) and says so in [`Sent::recorded`].

@@ -94,6 +94,7 @@ pub(crate) async fn send_to(
         text: text.to_owned(),
         in_reply_to: String::new(),
         identities,
+        also_answers: Vec::new(),
     };
     bus.publisher()
         .publish(Publish::ordered(

@@ -26,6 +26,7 @@ impl Brain {
                             text: text.clone(),
                             in_reply_to: ib.message_id.clone(),
                             identities: ib.identities.clone(),
+                            also_answers: d.also_answers.clone(),
                         }),
                     ),
                     order.clone(),
@@ -94,6 +95,9 @@ impl Brain {
             .drain(burst_from..)
             .map(|t| t.content)
             .collect();
+        let earlier = store::last_turn_ids(&self.db, &contact.id, lines.len())
+            .await
+            .or_retry()?;
         lines.push(text.to_owned());
         let mut d = self
             .answer_question(ib, contact, &lines.join("\n"), deadline, known)
@@ -101,6 +105,7 @@ impl Brain {
         if let Some(turn) = d.turns.iter_mut().find(|t| t.role == "user") {
             turn.content = text.to_owned();
         }
+        d.also_answers = earlier;
         Ok(d)
     }
 
@@ -336,6 +341,7 @@ impl Brain {
             // An answer that knew ends a run of ones that did not.
             streak: (contact.unanswered_streak != 0).then_some(0),
             pause_until_ms: None,
+            also_answers: Vec::new(),
         }
     }
 }

@@ -3,6 +3,23 @@
 use super::*;
 
 /// The last `limit` turns of a contact's memory, oldest first.
+/// The inbound message ids of the contact's last `n` memory turns, oldest first.
+pub async fn last_turn_ids(
+    db: &Db,
+    contact_id: &str,
+    n: usize,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut ids: Vec<String> = sqlx::query_scalar(
+        "SELECT inbound_message_id FROM conversation_messages WHERE contact_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(contact_id)
+    .bind(n as i64)
+    .fetch_all(db.pool())
+    .await?;
+    ids.reverse();
+    Ok(ids)
+}
+
 pub(super) async fn memory_on(
     conn: &mut sqlx::AnyConnection,
     contact_id: &str,

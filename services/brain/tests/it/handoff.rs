@@ -386,6 +386,12 @@ async fn a_burst_of_texts_is_answered_once_with_one_model_call() {
     let c = rig.text(CUSTOMER, "they haven't come").await;
     let reply = rig.reply(&c).await;
     assert!(reply.contains("they haven't come"), "{reply}");
+    let out = rig.replies_to_now(&c).await.remove(0);
+    assert_eq!(
+        out.also_answers,
+        [a.clone(), b.clone()],
+        "it answers the burst"
+    );
     rig.assert_silent(&a).await;
     assert!(rig.replies_to_now(&b).await.is_empty());
     let reqs = rig.fake.requests();

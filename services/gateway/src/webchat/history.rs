@@ -26,6 +26,10 @@ pub struct ChatMessage {
     pub text: String,
     /// The message an answer answers.
     pub in_reply_to: Option<String>,
+    /// The customer's other messages it answers too (the earlier ones of a burst); absent when
+    /// none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
     /// RFC 3339.
     pub at: String,
 }

@@ -172,6 +172,7 @@ pub(super) async fn post_message(
         text: posted.text.clone(),
         in_reply_to: None,
         at: now_rfc3339(),
+        answers: Vec::new(),
     };
     let incoming = Incoming {
         transport: TransportKind::Webchat,

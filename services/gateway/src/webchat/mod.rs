@@ -293,6 +293,7 @@ impl Transport for Webchat {
             kind: kind.to_owned(),
             text: msg.text.clone(),
             in_reply_to: (!msg.in_reply_to.is_empty()).then(|| msg.in_reply_to.clone()),
+            answers: msg.also_answers.clone(),
             at: now_rfc3339(),
         };
         let appended = self

@@ -382,6 +382,7 @@ fn reply(id: &str, text: &str) -> Outbound {
         text: text.into(),
         in_reply_to: "m-in-1".into(),
         identities: Vec::new(),
+        also_answers: Vec::new(),
     }
 }
 

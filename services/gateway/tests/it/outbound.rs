@@ -26,6 +26,7 @@ fn out(chat: &str, id: &str, text: &str) -> Outbound {
         text: text.to_owned(),
         in_reply_to: String::new(),
         identities: Vec::new(),
+        also_answers: Vec::new(),
     }
 }
 

@@ -178,6 +178,7 @@ async fn a_visitor_reads_and_writes_only_its_own_conversation() {
         text: "Hello, visitor".into(),
         in_reply_to: ib[0].message_id.clone(),
         identities: ib[0].identities.clone(),
+        also_answers: Vec::new(),
     })
     .await;
     let mut seen = Vec::new();

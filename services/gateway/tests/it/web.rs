@@ -249,6 +249,7 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
         text: "**Yes**, we are open.".into(),
         in_reply_to: a.message_id.clone(),
         identities: Vec::new(),
+        also_answers: Vec::new(),
     })
     .await;
     let sends = wait_for(async || {
@@ -451,6 +452,7 @@ async fn the_owners_messages_from_the_phone_reach_the_brain_and_the_bots_own_nev
         text: "Our shop opens at 9".into(),
         in_reply_to: "m-1".into(),
         identities: Vec::new(),
+        also_answers: Vec::new(),
     })
     .await;
     wait_for(async || {

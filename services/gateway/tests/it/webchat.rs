@@ -17,6 +17,7 @@ fn reply(chat: &str, id: &str, text: &str, in_reply_to: &str) -> Outbound {
         text: text.to_owned(),
         in_reply_to: in_reply_to.to_owned(),
         identities: Vec::new(),
+        also_answers: Vec::new(),
     }
 }
 
@@ -673,4 +674,40 @@ async fn a_widget_on_an_allowed_origin_may_call_the_api_and_others_may_not() {
         .await
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn a_reply_to_a_burst_lists_the_earlier_messages_it_answers() {
+    let gw = Gw::start(&[]).await;
+    let contact = "15551280001";
+    let mut ids = Vec::new();
+    for t in ["hi", "I ordered shoes", "they haven't come"] {
+        let (status, body) = gw.send_text(contact, t).await;
+        assert_eq!(status, 202);
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    gw.publish_outbound(shared::proto::Outbound {
+        message_id: "burst-reply".into(),
+        transport: shared::proto::Transport::Webchat as i32,
+        chat_id: contact.into(),
+        kind: shared::proto::outbound::Kind::Reply as i32,
+        text: "Sorry about that! Let me check.".into(),
+        in_reply_to: ids[2].clone(),
+        identities: Vec::new(),
+        also_answers: ids[..2].to_vec(),
+    })
+    .await;
+    let listing = gw
+        .wait_listing(contact, std::time::Duration::from_secs(10), |l| {
+            l.len() == 4
+        })
+        .await;
+    let reply = listing.last().unwrap();
+    assert_eq!(reply["in_reply_to"], ids[2].as_str());
+    assert_eq!(reply["answers"], serde_json::json!([ids[0], ids[1]]));
+    assert!(
+        listing[0].get("answers").is_none(),
+        "absent when empty: {}",
+        listing[0]
+    );
 }

@@ -92,15 +92,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         hang: if faulty { 0.05 } else { 0.0 },
     })
     .await?;
-    // A short reclaim timeout, so a killed consumer's entries are taken over quickly; a short
-    // model timeout, so hanging calls fail within the run.
-    let mut env = vec![("RECLAIM_IDLE_SECS", "3"), ("LLM_TIMEOUT_SECS", "2")];
-    // Held states: each message waits its burst window before it is answered.
-    let bursts = name.starts_with("burst-");
-    if bursts {
-        env.push(("BURST_WINDOW_MS", "300"));
-    }
-    let name = name.strip_prefix("burst-").unwrap_or(name);
+    let (mut env, bursts, name) = env_of(name);
     let fsync = if name == "redis-kill" {
         "always"
     } else {
@@ -164,6 +156,19 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     }
     stack.stop().await;
     Ok(ok)
+}
+
+/// A scenario's settings beyond the defaults, whether bursts are on, and its fault's name.
+fn env_of(name: &str) -> (Vec<(&'static str, &str)>, bool, &str) {
+    // A short reclaim timeout, so a killed consumer's entries are taken over quickly; a short
+    // model timeout, so hanging calls fail within the run.
+    let mut env = vec![("RECLAIM_IDLE_SECS", "3"), ("LLM_TIMEOUT_SECS", "2")];
+    // Held states: each message waits its burst window before it is answered.
+    let bursts = name.starts_with("burst-");
+    if bursts {
+        env.push(("BURST_WINDOW_MS", "300"));
+    }
+    (env, bursts, name.strip_prefix("burst-").unwrap_or(name))
 }
 
 /// A speech service that takes 200 ms for every voice note.
