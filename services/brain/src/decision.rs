@@ -29,6 +29,8 @@ pub struct Decision {
     pub pause_until_ms: Option<i64>,
     /// The customer's other messages the replies answer (a burst's earlier ones).
     pub also_answers: Vec<String>,
+    /// A photo joining a burst: its encoded media reference, for the burst's answer.
+    pub burst_media: Option<Vec<u8>>,
 }
 
 impl Decision {

@@ -99,8 +99,27 @@ impl Brain {
             .await
             .or_retry()?;
         lines.push(text.to_owned());
+        // A photo of the burst goes with its answer (the last message's own photo wins).
+        let kept = store::take_burst_media(&self.db, &contact.id)
+            .await
+            .or_retry()?
+            .and_then(|b| <shared::proto::MediaRef as prost::Message>::decode(b.as_slice()).ok());
+        let with_photo = match kept {
+            Some(media) if ib.kind() != inbound::Kind::Image => Some(Inbound {
+                kind: inbound::Kind::Image as i32,
+                media: Some(media),
+                ..ib.clone()
+            }),
+            _ => None,
+        };
         let mut d = self
-            .answer_question(ib, contact, &lines.join("\n"), deadline, known)
+            .answer_question(
+                with_photo.as_ref().unwrap_or(ib),
+                contact,
+                &lines.join("\n"),
+                deadline,
+                known,
+            )
             .await?;
         if let Some(turn) = d.turns.iter_mut().find(|t| t.role == "user") {
             turn.content = text.to_owned();
@@ -342,6 +361,7 @@ impl Brain {
             streak: (contact.unanswered_streak != 0).then_some(0),
             pause_until_ms: None,
             also_answers: Vec::new(),
+            burst_media: None,
         }
     }
 }

@@ -3,13 +3,13 @@
 use super::*;
 
 impl Brain {
-    /// With `BURST_WINDOW_MS`, a customer's text waits the window; when they wrote again
-    /// meanwhile it is part of a burst (`true`): remembered, and answered with the last one.
+    /// With `BURST_WINDOW_MS`, a customer's text or photo waits the window; when they wrote
+    /// again meanwhile it is part of a burst (`true`): remembered, and answered with the last.
     pub(super) async fn in_burst(&self, ib: &Inbound, d: &Delivery) -> Result<bool, HandleError> {
         let window = self.cfg.burst_window;
         if window.is_zero()
             || ib.from_business
-            || ib.kind() != inbound::Kind::Text
+            || !matches!(ib.kind(), inbound::Kind::Text | inbound::Kind::Image)
             || ib.text.trim_start().starts_with('!')
         {
             return Ok(false);
@@ -80,6 +80,7 @@ impl Brain {
                 streak: decision.streak,
                 pause_until_ms: decision.pause_until_ms,
                 conversation,
+                burst_media: decision.burst_media.clone(),
                 now_ms: now,
             })
             .await?;
@@ -159,6 +160,7 @@ impl Brain {
                 streak: decision.streak,
                 pause_until_ms: decision.pause_until_ms,
                 conversation,
+                burst_media: decision.burst_media.clone(),
                 now_ms: now,
             })
             .await?;

@@ -247,13 +247,22 @@ pub(super) fn owner_said(text: &str, until_ms: i64) -> Decision {
     d
 }
 
-/// A text followed by another within the burst window: remembered, no answer of its own.
+/// A text or photo followed by more within the burst window: remembered, no answer of its own
+/// (a photo's media kept for the burst's answer).
 pub(super) fn in_burst(ib: &Inbound) -> Decision {
     let mut d = Decision::silent(Outcome::Burst);
+    let photo = ib.kind() == inbound::Kind::Image;
     d.turns.push(Turn {
         role: "user",
-        content: ib.text.trim().to_owned(),
+        content: if photo {
+            format!("[photo] {}", ib.text.trim()).trim().to_owned()
+        } else {
+            ib.text.trim().to_owned()
+        },
     });
+    if photo {
+        d.burst_media = ib.media.as_ref().map(prost::Message::encode_to_vec);
+    }
     d
 }
 

@@ -224,6 +224,7 @@ pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
         "DELETE FROM conversation_messages WHERE contact_id = $1",
         "DELETE FROM outbox WHERE contact_id = $1",
         "DELETE FROM voice_pending WHERE contact_id = $1",
+        "DELETE FROM burst_media WHERE contact_id = $1",
     ] {
         sqlx::query(sql).bind(contact_id).execute(&mut *tx).await?;
     }

@@ -3,6 +3,23 @@
 use super::*;
 
 /// The last `limit` turns of a contact's memory, oldest first.
+/// The photo of the contact's burst, if one was kept (the newest), and none kept after.
+pub async fn take_burst_media(db: &Db, contact_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let media: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT media FROM burst_media WHERE contact_id = $1 ORDER BY created_at_ms DESC LIMIT 1",
+    )
+    .bind(contact_id)
+    .fetch_optional(db.pool())
+    .await?;
+    if media.is_some() {
+        sqlx::query("DELETE FROM burst_media WHERE contact_id = $1")
+            .bind(contact_id)
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(media)
+}
+
 /// The inbound message ids of the contact's last `n` memory turns, oldest first.
 pub async fn last_turn_ids(
     db: &Db,
@@ -182,7 +199,7 @@ pub async fn cleanup(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
         .execute(db.pool())
         .await?
         .rows_affected();
-    for table in ["outbox", "voice_pending"] {
+    for table in ["outbox", "voice_pending", "burst_media"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE created_at_ms < $1"
         )))

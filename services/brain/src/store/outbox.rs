@@ -94,6 +94,8 @@ pub struct Commit {
     pub streak: Option<i64>,
     /// The bot is quiet for the contact until then (unix ms): the owner answered.
     pub pause_until_ms: Option<i64>,
+    /// A photo joining a burst: its encoded media reference, kept for the burst's answer.
+    pub burst_media: Option<Vec<u8>>,
     /// How the message counts toward its conversation, and the silence that starts a new one
     /// (ms).
     pub conversation: Option<(super::Mark, i64)>,
@@ -170,6 +172,9 @@ pub async fn apply(
         if let Some(h) = &o.handoff {
             super::start_handoff(conn, contact_id, h, now_ms).await?;
         }
+        if let Some(media) = &o.burst_media {
+            keep_burst_media(conn, contact_id, &o.inbound_id, media, now_ms).await?;
+        }
         if let Some((m, idle)) = &o.conversation {
             super::mark(conn, contact_id, m, now_ms, *idle).await?;
         }
@@ -188,6 +193,27 @@ pub async fn apply(
         }
     }
     Ok(None)
+}
+
+/// Keeps a burst's photo (its encoded media reference) for the burst's answer.
+async fn keep_burst_media(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: &str,
+    inbound_id: &str,
+    media: &[u8],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO burst_media (inbound_message_id, contact_id, media, created_at_ms) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (inbound_message_id) DO NOTHING",
+    )
+    .bind(inbound_id)
+    .bind(contact_id)
+    .bind(media)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The commit's memory turns, in one statement.

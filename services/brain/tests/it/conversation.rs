@@ -380,21 +380,8 @@ async fn a_photo_goes_to_the_vision_model_as_an_image_part() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("VISION_MODEL", "gpt-4o-mini")]).await;
     let _p = rig.spawn().await;
     let png: &[u8] = b"\x89PNG\r\n\x1a\nnot-really-but-bytes";
-    let key = format!("{{{}}}:media:7e57", rig.prefix);
-    let mut c = rig.bus.connection();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(png)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let media = rig.store_png("7e57", png).await;
     let id = shared::ids::new_id();
-    let media = shared::proto::MediaRef {
-        key,
-        mime_type: "image/png".into(),
-        size_bytes: png.len() as u64,
-        sha256: String::new(),
-    };
     rig.send(
         USER,
         &id,

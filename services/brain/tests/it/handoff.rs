@@ -417,3 +417,41 @@ async fn a_burst_of_texts_is_answered_once_with_one_model_call() {
     let other = rig.text("+15551270002", "hello").await;
     rig.reply(&other).await;
 }
+
+#[tokio::test]
+async fn a_photo_joins_the_burst_and_goes_with_its_answer() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("BURST_WINDOW_MS", "700")]).await;
+    let _p = rig.spawn().await;
+    let media = rig
+        .store_png("b0057", b"\x89PNG\r\n\x1a\nburst-photo")
+        .await;
+    let photo = shared::ids::new_id();
+    rig.send(
+        CUSTOMER,
+        &photo,
+        shared::proto::inbound::Kind::Image,
+        "",
+        Some(media),
+    )
+    .await;
+    let text = rig.text(CUSTOMER, "is this one in stock in size 38?").await;
+    let out = rig.replies_to(&text).await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].also_answers, std::slice::from_ref(&photo));
+    rig.assert_silent(&photo).await;
+    let reqs = rig.fake.requests();
+    assert_eq!(reqs.len(), 1, "one call for the photo and the text");
+    let parts = reqs[0]["messages"].as_array().unwrap().last().unwrap()["content"].clone();
+    let parts = parts.as_array().expect("text and image parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["image_url"]["url"].as_str().is_some())
+    );
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["text"].as_str().is_some_and(|t| t.contains("size 38"))),
+        "{parts:?}"
+    );
+}

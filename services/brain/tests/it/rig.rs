@@ -112,6 +112,23 @@ impl Rig {
             .await;
     }
 
+    /// Stores `png` in the media store under `name`, as the gateway would; its reference.
+    pub async fn store_png(&self, name: &str, png: &[u8]) -> shared::proto::MediaRef {
+        let key = format!("{{{}}}:media:{name}", self.prefix);
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(png)
+            .query_async(&mut self.bus.connection())
+            .await
+            .unwrap();
+        shared::proto::MediaRef {
+            key,
+            mime_type: "image/png".into(),
+            size_bytes: png.len() as u64,
+            sha256: String::new(),
+        }
+    }
+
     /// Publishes what the business wrote to `phone` from its own phone (the gateway passes the
     /// owner's messages on this way); returns its id.
     pub async fn owner_wrote(&self, phone: &str, text: &str) -> String {
