@@ -179,15 +179,24 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
         let url = gw.api(contact, "events");
         async move { http.get(url).send().await.unwrap() }
     };
-    let a1 = open("15551110010").await;
-    let a2 = open("15551110010").await;
-    assert_eq!((a1.status().as_u16(), a2.status().as_u16()), (200, 200));
-    let a3 = open("15551110010").await;
-    assert_eq!(a3.status(), 429, "a third stream of one conversation");
-    let b1 = open("15551110011").await;
-    assert_eq!(b1.status(), 200);
-    let b2 = open("15551110011").await;
-    assert_eq!(b2.status(), 503, "over the total");
+    // A response that is not the expected status fails with its body (for the log).
+    let expect = |r: reqwest::Response, status: u16, what: &'static str| async move {
+        if r.status() == status {
+            return r;
+        }
+        let got = r.status();
+        panic!("{what}: expected {status}, got {got}: {:?}", r.text().await);
+    };
+    let a1 = expect(open("15551110010").await, 200, "first stream").await;
+    let _a2 = expect(open("15551110010").await, 200, "second stream").await;
+    expect(
+        open("15551110010").await,
+        429,
+        "a third stream of one conversation",
+    )
+    .await;
+    let _b1 = expect(open("15551110011").await, 200, "another conversation's").await;
+    let b2 = expect(open("15551110011").await, 503, "over the total").await;
     let body: serde_json::Value = b2.json().await.unwrap();
     assert!(
         body["error"]
