@@ -24,6 +24,17 @@ impl inbound::Kind {
     }
 }
 
+/// The order key of a contact's inbound messages: its phone number, else its first identity,
+/// else its chat (the gateway publishes with it; the brain answers them in that order).
+pub fn sender_order_key(identities: &[Identity], chat_id: &str) -> String {
+    identities
+        .iter()
+        .find(|i| i.kind == identity::Kind::Phone as i32)
+        .or_else(|| identities.first())
+        .map(|i| i.value.clone())
+        .unwrap_or_else(|| format!("chat:{chat_id}"))
+}
+
 /// Whether `identities` are a web chat visitor's: web chat identities only, no phone number
 /// behind them. The gateway gives visitors a budget of their own; the brain serves them under
 /// any access mode.

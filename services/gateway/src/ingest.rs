@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use shared::bus::{Keys, Publish, Publisher, Stream};
-use shared::proto::{self, Envelope, Identity, Inbound, Outbound, Payload, identity, inbound};
+use shared::proto::{self, Envelope, Identity, Inbound, Outbound, Payload, inbound};
 use shared::redact::Redacted;
 
 use crate::admit::{Admission, Admitter, Scope};
@@ -122,15 +122,7 @@ struct Inner {
     typing: Typing,
 }
 
-/// The order key of a contact's inbound messages (the brain answers them in order).
-fn sender_key(identities: &[Identity], chat_id: &str) -> String {
-    identities
-        .iter()
-        .find(|i| i.kind == identity::Kind::Phone as i32)
-        .or_else(|| identities.first())
-        .map(|i| i.value.clone())
-        .unwrap_or_else(|| format!("chat:{chat_id}"))
-}
+use shared::proto::sender_order_key as sender_key;
 
 pub use shared::proto::chat_order_key;
 

@@ -239,6 +239,17 @@ impl Bus {
         Ok(n > 1)
     }
 
+    /// How many entries with `order_key` wait to be handled (published, not acknowledged).
+    pub async fn waiting_in_order(&self, stream: Stream, order_key: &str) -> Result<u64> {
+        let mut conn = self.connection();
+        self.keys().ready(&mut conn).await?;
+        let token = self.keys().hash(order_key);
+        Ok(redis::cmd("LLEN")
+            .arg(self.keys().order(stream, &token))
+            .query_async(&mut conn)
+            .await?)
+    }
+
     /// Depth, pending and lag of a stream for metrics and `dlq list`.
     pub async fn stats(&self, stream: Stream) -> Result<StreamStats> {
         maintenance::stats(&mut self.conn.clone(), &self.keys, stream).await

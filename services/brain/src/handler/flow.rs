@@ -15,10 +15,48 @@ impl Brain {
             return Ok(false);
         }
         tokio::time::sleep(window).await;
-        self.bus
+        let later = self
+            .bus
             .later_in_order(d.stream, d.order_token.as_deref())
             .await
-            .map_err(|e| HandleError::retry("the contact's order", e))
+            .map_err(|e| HandleError::retry("the contact's order", e))?;
+        if !later {
+            self.voice_of_burst(ib).await?;
+        }
+        Ok(later)
+    }
+
+    /// With bursts on, whether the voice note's sender has messages waiting to be answered
+    /// (the voice note then joins their burst).
+    async fn in_voice_burst(&self, ib: &Inbound) -> Result<bool, HandleError> {
+        if self.cfg.burst_window.is_zero() {
+            return Ok(false);
+        }
+        let key = shared::proto::sender_order_key(&ib.identities, &ib.chat_id);
+        let waiting = self
+            .bus
+            .waiting_in_order(Stream::Inbound, &key)
+            .await
+            .map_err(|e| HandleError::retry("the contact's order", e))?;
+        Ok(waiting > 0)
+    }
+
+    /// The burst's last message waits for the contact's voice notes still being transcribed:
+    /// their transcripts join the burst (remembered, not answered on their own) first.
+    async fn voice_of_burst(&self, ib: &Inbound) -> Result<(), HandleError> {
+        let Some((kind, value)) = sender_identities(ib).into_iter().next() else {
+            return Ok(());
+        };
+        let until = std::time::Instant::now() + self.cfg.voice_deadline;
+        while std::time::Instant::now() < until
+            && store::voice_waiting(&self.db, &kind, &value)
+                .await
+                .or_retry()?
+                > 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     pub(super) async fn handle_inbound(
@@ -121,6 +159,10 @@ impl Brain {
         let msgs = &self.cfg.messages;
         let text = t.text.trim();
         let mut decision = match t.outcome() {
+            // The contact wrote again meanwhile: the transcript joins their burst.
+            transcript::Outcome::Ok if !text.is_empty() && self.in_voice_burst(&ib).await? => {
+                handoff::voice_in_burst(text)
+            }
             transcript::Outcome::Ok if !text.is_empty() => {
                 let remaining = (deadline_ms - now).max(0) as u64;
                 let deadline = Instant::now() + std::time::Duration::from_millis(remaining);

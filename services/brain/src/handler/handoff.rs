@@ -266,6 +266,16 @@ pub(super) fn in_burst(ib: &Inbound) -> Decision {
     d
 }
 
+/// A voice note's transcript joining a burst: remembered, answered with the burst's last.
+pub(super) fn voice_in_burst(text: &str) -> Decision {
+    let mut d = Decision::silent(Outcome::Burst);
+    d.turns.push(Turn {
+        role: "user",
+        content: format!("[voice] {text}"),
+    });
+    d
+}
+
 /// A message while a person has the conversation: no answer, remembered.
 pub(super) fn while_handed_off(ib: &Inbound, text: &str) -> Decision {
     let content = match ib.kind() {

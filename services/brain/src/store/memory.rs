@@ -3,6 +3,19 @@
 use super::*;
 
 /// The last `limit` turns of a contact's memory, oldest first.
+/// Voice notes of the sender with identity (`kind`, `value`) still waiting for their
+/// transcript.
+pub async fn voice_waiting(db: &Db, kind: &str, value: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM voice_pending v \
+         JOIN contact_identities i ON i.contact_id = v.contact_id WHERE i.kind = $1 AND i.value = $2",
+    )
+    .bind(kind)
+    .bind(value)
+    .fetch_one(db.pool())
+    .await
+}
+
 /// The photo of the contact's burst, if one was kept (the newest), and none kept after.
 pub async fn take_burst_media(db: &Db, contact_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
     let media: Option<Vec<u8>> = sqlx::query_scalar(
@@ -34,7 +47,11 @@ pub async fn last_turn_ids(
     .fetch_all(db.pool())
     .await?;
     ids.reverse();
-    Ok(ids)
+    // A voice note's turns are written under its transcript's key (`voice:<id>`).
+    Ok(ids
+        .into_iter()
+        .map(|id| id.strip_prefix("voice:").map(str::to_owned).unwrap_or(id))
+        .collect())
 }
 
 pub(super) async fn memory_on(

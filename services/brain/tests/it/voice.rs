@@ -79,3 +79,31 @@ async fn a_voice_note_is_acknowledged_transcribed_and_answered() {
         "no model call for a failed transcription"
     );
 }
+
+#[tokio::test]
+async fn a_voice_note_joins_the_burst_it_was_sent_in() {
+    let whisper = FakeWhisper::start(vec![Answer::Ok("the blue ones in size 38")], None);
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("BURST_WINDOW_MS", "700")]).await;
+    let _brain = rig.spawn().await;
+    let _transcriber = rig.spawn_transcriber(&whisper.base_url).await;
+    let audio = shared::testing::voice_note(1);
+    let hi = rig.text(USER, "hi").await;
+    let voice = send_voice(&rig, &audio).await;
+    let thanks = rig.text(USER, "thanks!").await;
+    let out = rig.replies_to(&thanks).await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].also_answers, [hi.clone(), voice.clone()]);
+    let reqs = rig.fake.requests();
+    assert_eq!(reqs.len(), 1, "one model call for the burst");
+    assert_eq!(
+        shared::fake_chat::last_user_text(&reqs[0]),
+        "hi\n[voice] the blue ones in size 38\nthanks!"
+    );
+    // The voice note got its progress notice, never an answer of its own.
+    let to_voice = rig.replies_to_now(&voice).await;
+    assert!(
+        to_voice.iter().all(|o| o.kind() == outbound::Kind::Notice),
+        "{to_voice:?}"
+    );
+    assert!(rig.replies_to_now(&hi).await.is_empty());
+}
