@@ -52,7 +52,9 @@ impl CheckStatus {
     }
 }
 
-/// A service-specific readiness check returning named statuses.
+/// A service-specific readiness check returning named statuses. A status named `info:<name>`
+/// is information, not a dependency: `/readyz` shows its state at the top level as
+/// `"<name>": "<state>"` and it never makes the service unready.
 pub type ExtraCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<(String, CheckStatus)>> + Send>> + Send + Sync>;
 
@@ -70,6 +72,8 @@ pub struct Readiness {
 #[derive(Serialize)]
 struct ReadyBody {
     status: &'static str,
+    #[serde(flatten)]
+    info: BTreeMap<String, String>,
     checks: BTreeMap<String, CheckStatus>,
 }
 
@@ -129,7 +133,18 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let (ready, checks) = s.readiness.check().await;
+    let (ready, mut checks) = s.readiness.check().await;
+    let info_keys: Vec<String> = checks
+        .keys()
+        .filter(|k| k.starts_with("info:"))
+        .cloned()
+        .collect();
+    let mut info = BTreeMap::new();
+    for k in info_keys {
+        if let Some(c) = checks.remove(&k) {
+            info.insert(k["info:".len()..].to_owned(), c.state.unwrap_or_default());
+        }
+    }
     let code = if ready {
         StatusCode::OK
     } else {
@@ -139,6 +154,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         code,
         Json(ReadyBody {
             status: if ready { "ready" } else { "not_ready" },
+            info,
             checks,
         }),
     )

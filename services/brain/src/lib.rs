@@ -163,7 +163,7 @@ fn llm_check(configured: bool) -> shared::http::ExtraCheck {
     Arc::new(move || {
         Box::pin(async move {
             vec![(
-                "llm".to_owned(),
+                "info:llm".to_owned(),
                 shared::http::CheckStatus {
                     ok: true,
                     state: Some(if configured { "configured" } else { "none" }.to_owned()),
