@@ -316,6 +316,22 @@ async fn budget_guard_and_unconfigured_llm_and_guards_make_no_paid_call() {
         .unwrap();
     let id = rig.text(USER, "price of X?").await;
     assert_eq!(rig.reply(&id).await, "We'll get back to you shortly.");
+    // The spent budget hands the conversation to a person, who is told.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let told = rig.outbound().await.into_iter().any(|o| {
+            o.kind() == outbound::Kind::Alert && o.text.contains("today's AI budget is spent")
+        });
+        if told {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no handoff alert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(&p, "brain_handoffs_total{reason=\"budget\"}").await,
+        1.0
+    );
     let _: () = redis::cmd("DEL")
         .arg(shared::usage::over_budget_key(rig.bus.keys(), &day))
         .query_async(&mut c)
