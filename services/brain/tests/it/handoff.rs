@@ -12,15 +12,15 @@ const CUSTOMER: &str = "+15551250001";
 const NOTICE: &str =
     "Thanks — I've passed your message to our team: a person will reply here soon.";
 
-/// Outbound alerts to the admin, once there are `n`.
-async fn admin_alerts(rig: &Rig, n: usize) -> Vec<Outbound> {
+/// Outbound messages that `keep` picks, once there are `n` (or after 10 s).
+async fn outbound_until(rig: &Rig, n: usize, keep: impl Fn(&Outbound) -> bool) -> Vec<Outbound> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let a: Vec<Outbound> = rig
             .outbound()
             .await
             .into_iter()
-            .filter(|o| o.kind() == outbound::Kind::Alert)
+            .filter(|o| keep(o))
             .collect();
         if a.len() >= n || Instant::now() > deadline {
             return a;
@@ -29,21 +29,17 @@ async fn admin_alerts(rig: &Rig, n: usize) -> Vec<Outbound> {
     }
 }
 
+/// Outbound alerts to the admin, once there are `n`.
+async fn admin_alerts(rig: &Rig, n: usize) -> Vec<Outbound> {
+    outbound_until(rig, n, |o| o.kind() == outbound::Kind::Alert).await
+}
+
 /// Outbound messages to the customer that answer nothing (a person's, a timeout's).
 async fn unprompted(rig: &Rig, n: usize) -> Vec<Outbound> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let a: Vec<Outbound> = rig
-            .outbound()
-            .await
-            .into_iter()
-            .filter(|o| o.in_reply_to.is_empty() && o.kind() != outbound::Kind::Alert)
-            .collect();
-        if a.len() >= n || Instant::now() > deadline {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    outbound_until(rig, n, |o| {
+        o.in_reply_to.is_empty() && o.kind() != outbound::Kind::Alert
+    })
+    .await
 }
 
 /// A knowledge base of one FAQ entry (the folder, kept while it is used, and its path).
