@@ -27,6 +27,7 @@ pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 pub mod usage;
+pub mod webhook;
 
 /// The crate version, for `build_info` and the envelope's `producer`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

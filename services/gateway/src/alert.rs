@@ -2,8 +2,6 @@
 //! not deliver — for the people who can act: POSTed to `ALERT_WEBHOOK_URL` and sent to each
 //! admin (`ADMIN_NUMBERS`) as a message through any transport that reaches them.
 
-use std::time::Duration;
-
 use shared::bus::{Publish, Publisher};
 
 use crate::config::{Config, TransportKind};
@@ -11,7 +9,7 @@ use crate::config::{Config, TransportKind};
 /// Where transport alerts go (see the module docs).
 #[derive(Clone)]
 pub struct Alerts {
-    webhook: Option<String>,
+    webhook: Option<secrecy::SecretString>,
     admins: Vec<shared::phone::Phone>,
     http: reqwest::Client,
     publisher: Publisher,
@@ -54,15 +52,7 @@ impl Alerts {
                 "text": alert.text,
                 "switchboard": {"kind": alert.kind, "transport": alert.transport.as_str()},
             });
-            let sent = self
-                .http
-                .post(url)
-                .json(&body)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status);
-            if let Err(e) = sent {
+            if let Err(e) = shared::webhook::post_alert(&self.http, url, &body).await {
                 tracing::warn!(error = %e, kind = alert.kind, "cannot send an alert to ALERT_WEBHOOK_URL");
             }
         }

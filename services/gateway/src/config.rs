@@ -98,7 +98,7 @@ pub struct Config {
     pub cloud: Option<CloudConfig>,
     /// `ALERT_WEBHOOK_URL`: transport alerts (a logged-out session, a message WhatsApp
     /// refused) are POSTed here too.
-    pub alert_webhook: Option<String>,
+    pub alert_webhook: Option<SecretString>,
     /// `ADMIN_NUMBERS`: admins told about transport alerts.
     pub admins: Vec<shared::phone::Phone>,
     /// `WEBCHAT_ALLOWED_ORIGINS`: origins whose pages may call the web chat API (a widget on
@@ -320,7 +320,7 @@ impl Config {
         let (rate_notice, busy_notice) = load_notices(env);
         let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
         let cloud = CloudConfig::load(env, transports.contains(&TransportKind::Cloud));
-        let alert_webhook = env.http_url("ALERT_WEBHOOK_URL");
+        let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         let webchat_origins = load_origins(env);
         let history_ttl =

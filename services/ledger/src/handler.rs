@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use shared::bus::{Bus, Delivery, HandleError, Handler, Publish};
 use shared::clock::SharedClock;
 use shared::db::Db;
@@ -189,28 +188,9 @@ impl Ledger {
                 "contact": (!a.subject.is_empty()).then(|| Redacted(&a.subject).to_string()),
             }
         });
-        let send = || async {
-            self.http
-                .post(secrecy::ExposeSecret::expose_secret(url))
-                .json(&body)
-                .send()
-                .await?
-                .error_for_status()
-                .map(|_| ())
-        };
-        let res = send
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_times(3)
-                    .with_jitter(),
-            )
-            .sleep(tokio::time::sleep)
-            .await;
-        if let Err(e) = res {
+        if let Err(e) = shared::webhook::post_alert(&self.http, url, &body).await {
             metrics::counter!(m::WEBHOOK_FAILURES).increment(1);
-            // Without the URL: it is a credential.
-            tracing::error!(error = %e.without_url(), kind = a.kind.as_str(), "alert webhook failed");
+            tracing::error!(error = %e, kind = a.kind.as_str(), "alert webhook failed");
         }
     }
 

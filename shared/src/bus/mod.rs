@@ -232,22 +232,21 @@ impl Bus {
         let Some(token) = order_token else {
             return Ok(false);
         };
-        let n: u64 = redis::cmd("LLEN")
+        Ok(self.order_len(stream, token).await? > 1)
+    }
+
+    /// Entries of order `token` not yet acknowledged (its order list's length).
+    async fn order_len(&self, stream: Stream, token: &str) -> Result<u64> {
+        Ok(redis::cmd("LLEN")
             .arg(self.keys().order(stream, token))
             .query_async(&mut self.connection())
-            .await?;
-        Ok(n > 1)
+            .await?)
     }
 
     /// How many entries with `order_key` wait to be handled (published, not acknowledged).
     pub async fn waiting_in_order(&self, stream: Stream, order_key: &str) -> Result<u64> {
-        let mut conn = self.connection();
-        self.keys().ready(&mut conn).await?;
-        let token = self.keys().hash(order_key);
-        Ok(redis::cmd("LLEN")
-            .arg(self.keys().order(stream, &token))
-            .query_async(&mut conn)
-            .await?)
+        self.keys().ready(&mut self.connection()).await?;
+        self.order_len(stream, &self.keys().hash(order_key)).await
     }
 
     /// Depth, pending and lag of a stream for metrics and `dlq list`.

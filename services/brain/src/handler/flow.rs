@@ -137,7 +137,7 @@ impl Brain {
         &self,
         t: &Transcript,
     ) -> Result<Vec<Publish>, HandleError> {
-        let key = format!("voice:{}", t.message_id);
+        let key = format!("{}{}", store::VOICE_KEY, t.message_id);
         if let Some(stored) = store::outbox(&self.db, &key).await.or_retry()? {
             metrics::counter!(m::REPUBLISHED).increment(1);
             return stored_events(&stored);

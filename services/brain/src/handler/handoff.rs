@@ -58,33 +58,11 @@ pub(crate) fn reference_of(contact_id: &str) -> String {
     format!("H-{}", h[..6].to_ascii_uppercase())
 }
 
-/// Folds case and accents, and pads with spaces, so phrases match whole words.
-fn folded(text: &str) -> String {
-    let mut s = String::from(" ");
-    for c in text.to_lowercase().chars() {
-        s.push(match c {
-            'á' | 'à' | 'ä' | 'â' => 'a',
-            'é' | 'è' | 'ë' | 'ê' => 'e',
-            'í' | 'ì' | 'ï' | 'î' => 'i',
-            'ó' | 'ò' | 'ö' | 'ô' => 'o',
-            'ú' | 'ù' | 'ü' | 'û' => 'u',
-            'ñ' => 'n',
-            c if c.is_alphanumeric() => c,
-            _ => ' ',
-        });
-    }
-    s.push(' ');
-    s
-}
-
 impl Brain {
     /// Whether `text` asks for a person (`HANDOFF_PHRASES`).
     pub(super) fn asks_for_person(&self, text: &str) -> bool {
-        let t = folded(text);
-        self.cfg
-            .handoff_phrases
-            .iter()
-            .any(|p| t.contains(&folded(p)))
+        let t = crate::knowledge::framed(text);
+        self.handoff_phrases.iter().any(|p| t.contains(p.as_str()))
     }
 
     /// Hands the conversation to a person (see the module docs): the customer's notice, the
@@ -158,23 +136,15 @@ impl Brain {
 
     /// Tells `ALERT_WEBHOOK_URL` of a handoff: the reference and the reason, no text, no number.
     fn notify_webhook(&self, reference: &str, reason: Reason) {
-        use secrecy::ExposeSecret;
-        let Some(url) = &self.cfg.alert_webhook else {
+        let Some(url) = self.cfg.alert_webhook.clone() else {
             return;
         };
-        let url = url.expose_secret().to_owned();
         let body = serde_json::json!({
             "text": format!("Conversation {reference} was handed to a person: {}.", reason.describe()),
             "switchboard": {"kind": "handoff", "reference": reference, "reason": reason.as_str()},
         });
         tokio::spawn(async move {
-            let sent = reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .timeout(std::time::Duration::from_secs(10))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status);
+            let sent = shared::webhook::post_alert(&reqwest::Client::new(), &url, &body).await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, "cannot send the handoff to ALERT_WEBHOOK_URL");
             }
@@ -308,12 +278,14 @@ mod tests {
 
     #[test]
     fn phrases_match_whole_words_in_any_case_and_accent() {
+        use crate::knowledge::framed;
         assert_eq!(
-            folded("¿Puedo hablar con ALGUIEN?"),
-            "  puedo hablar con alguien  "
+            framed("¿Puedo hablar con ALGUIEN?"),
+            " puedo hablar con alguien "
         );
-        assert!(folded("I want a HUMAN please").contains(&folded("human")));
-        assert!(!folded("humanitarian aid").contains(&folded("human")));
+        assert!(framed("Atención al CLIENTE").contains(&framed("atencion al cliente")));
+        assert!(framed("I want a HUMAN please").contains(&framed("human")));
+        assert!(!framed("humanitarian aid").contains(&framed("human")));
         assert!(reference_of("c1").starts_with("H-"));
         assert_eq!(reference_of("c1"), reference_of("c1"));
         assert_eq!(one_line("a\n b   c", 10), "a b c");

@@ -38,6 +38,8 @@ pub struct Brain {
     pub(crate) bus: Bus,
     pub(crate) chat: Chat,
     pub(crate) knowledge: Arc<crate::knowledge::Knowledge>,
+    /// `HANDOFF_PHRASES`, framed for whole-word matching ([`crate::knowledge::framed`]).
+    handoff_phrases: Vec<String>,
     commits: store::Committer,
     settings_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Config>)>>,
 }
@@ -100,7 +102,13 @@ impl Brain {
     ) -> Arc<Self> {
         let chat = Chat::new(&cfg);
         let commits = store::committer(db.clone());
+        let handoff_phrases = cfg
+            .handoff_phrases
+            .iter()
+            .map(|p| crate::knowledge::framed(p))
+            .collect();
         Arc::new(Self {
+            handoff_phrases,
             cfg,
             db,
             bus,

@@ -28,16 +28,28 @@ impl Default for Words {
     }
 }
 
+/// Splitting, lowercasing and accent folding only (stop words and stems are ours).
+fn plain_tokenizer() -> bm25::DefaultTokenizer {
+    bm25::DefaultTokenizer::builder()
+        .language_mode(bm25::Language::English)
+        .normalization(true)
+        .stemming(false)
+        .stopwords(false)
+        .build()
+}
+
+/// `text`'s words lowercased and accent-folded, joined and framed by single spaces, so a phrase
+/// framed the same way matches whole words only (`" hablar con alguien "`).
+pub fn framed(text: &str) -> String {
+    static PLAIN: std::sync::LazyLock<bm25::DefaultTokenizer> =
+        std::sync::LazyLock::new(plain_tokenizer);
+    format!(" {} ", PLAIN.tokenize(text).join(" "))
+}
+
 impl Words {
     /// The tokenizer, its stop-word lists built.
     pub fn new() -> Self {
-        // Splitting, lowercasing and accent folding only; stop words and stems are ours.
-        let base = bm25::DefaultTokenizer::builder()
-            .language_mode(bm25::Language::English)
-            .normalization(true)
-            .stemming(false)
-            .stopwords(false)
-            .build();
+        let base = plain_tokenizer();
         let mut stop = HashSet::new();
         for lang in [stop_words::LANGUAGE::English, stop_words::LANGUAGE::Spanish] {
             for w in stop_words::get(lang) {

@@ -33,6 +33,10 @@ pub async fn take_burst_media(db: &Db, contact_id: &str) -> Result<Option<Vec<u8
     Ok(media)
 }
 
+/// What a voice note's answer is committed under: this, then its message id (its memory
+/// turns and outbox row are keyed so).
+pub const VOICE_KEY: &str = "voice:";
+
 /// The inbound message ids of the contact's last `n` memory turns, oldest first.
 pub async fn last_turn_ids(
     db: &Db,
@@ -47,10 +51,10 @@ pub async fn last_turn_ids(
     .fetch_all(db.pool())
     .await?;
     ids.reverse();
-    // A voice note's turns are written under its transcript's key (`voice:<id>`).
+    // A voice note's turns are written under its transcript's key.
     Ok(ids
         .into_iter()
-        .map(|id| id.strip_prefix("voice:").map(str::to_owned).unwrap_or(id))
+        .map(|id| id.strip_prefix(VOICE_KEY).map(str::to_owned).unwrap_or(id))
         .collect())
 }
 
