@@ -34,6 +34,12 @@ pub enum Command {
     /// Check the configuration (environment and `.env`) and exit: 0 when valid, 2 listing every
     /// problem otherwise.
     CheckConfig,
+    /// Print a one-time sign-in link to the owner's console, valid 10 minutes (gateway only).
+    ConsoleLink {
+        /// Who the audit log names for this session (default: `operator`).
+        #[arg(long, default_value = "operator")]
+        name: String,
+    },
     /// List or replay dead letters.
     Dlq {
         /// What to do with them.

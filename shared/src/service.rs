@@ -69,6 +69,29 @@ pub fn load_config<C>(
     Ok((common, config))
 }
 
+/// `console-link`: a one-time sign-in link to the console, printed on stdout.
+async fn run_console_link(spec: Spec, common: &CommonConfig, name: String) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        spec.name == ServiceName::Gateway,
+        "console-link is the gateway's: run `gateway console-link`"
+    );
+    let mut env = Env::from_process();
+    let public_url = crate::console::public_url(&mut env);
+    let bus = Bus::new(common)?;
+    let console = crate::console::Console::new(&bus, crate::console::LINK_TTL);
+    let admin = crate::console::Admin {
+        name,
+        contact_id: None,
+    };
+    let token = console
+        .issue_link(&admin)
+        .await
+        .context("cannot reach Redis to keep the link")?;
+    println!("{}", crate::console::link(&public_url, &token));
+    eprintln!("valid once, for 10 minutes");
+    Ok(())
+}
+
 /// Runs a service binary. `load` reads the service's own variables; `start` builds the
 /// service and returns its routes, checks and main future.
 pub fn main<C, S>(spec: Spec, load: impl FnOnce(&mut Env, &CommonConfig) -> C, start: S) -> ExitCode
@@ -132,6 +155,7 @@ where
         match cli.command {
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
             Some(Command::Migrate) => run_migrate(spec, &common).await,
+            Some(Command::ConsoleLink { name }) => run_console_link(spec, &common, name).await,
             Some(Command::Healthcheck { .. } | Command::Vars | Command::CheckConfig) => {
                 unreachable!("handled before config")
             }

@@ -230,6 +230,25 @@ pub async fn top_contacts(
         .collect()
 }
 
+/// Spend per day over `from..=to` (pico-dollars), by day; days without spend are absent.
+pub async fn spend_by_day(
+    db: &Db,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT day, CAST(cost_pico_usd AS BIGINT) AS cost FROM usage_day_totals \
+         WHERE day >= $1 AND day <= $2 ORDER BY day",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("day")?, r.try_get("cost")?)))
+        .collect()
+}
+
 /// Average latency (ms) of the paid calls over `from..=to`, if any.
 pub async fn average_latency_ms(db: &Db, from: &str, to: &str) -> Result<Option<i64>, sqlx::Error> {
     let row = sqlx::query(
@@ -258,6 +277,38 @@ pub async fn is_over_budget(bus: &crate::bus::Bus, day: &str) -> redis::RedisRes
         .arg(over_budget_key(bus.keys(), day))
         .query_async(&mut bus.connection())
         .await
+}
+
+/// The ledger's limits as it keeps them in Redis (`{prefix}:budget:limits`) at start, for the
+/// console: `COST_ALERT_USD` and `DAILY_BUDGET_USD` in pico-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// The daily cost alert.
+    pub alert_pico: Option<i64>,
+    /// The hard daily budget (none: no cap).
+    pub budget_pico: Option<i64>,
+}
+
+fn limits_key(keys: &crate::bus::Keys) -> String {
+    keys.key("budget:limits")
+}
+
+/// Keeps the ledger's limits for the console.
+pub async fn keep_limits(bus: &crate::bus::Bus, limits: Limits) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(limits_key(bus.keys()))
+        .arg(serde_json::to_string(&limits).expect("limits serialize"))
+        .query_async(&mut bus.connection())
+        .await
+}
+
+/// The ledger's limits, as it last kept them (none before a ledger started).
+pub async fn limits(bus: &crate::bus::Bus) -> redis::RedisResult<Option<Limits>> {
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(limits_key(bus.keys()))
+        .query_async(&mut bus.connection())
+        .await?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
 #[cfg(test)]

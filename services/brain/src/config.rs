@@ -27,6 +27,8 @@ pub struct Config {
     pub memory_ttl: Duration,
     /// `KNOWLEDGE_DIR` (default `knowledge`): the business's Markdown files (absent is fine).
     pub knowledge_dir: std::path::PathBuf,
+    /// `PUBLIC_URL` (default `http://<PUBLIC_ADDR>`): where `!console` sign-in links point.
+    pub public_url: String,
     /// Turns of memory sent with each request.
     pub memory_turns: usize,
     /// `AI_DISCLOSURE`: first line of the first reply to a new contact (empty: off).
@@ -145,6 +147,7 @@ impl Config {
             pre_prompt: env.string("PRE_PROMPT", DEFAULT_PROMPT),
             memory_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
             knowledge_dir: env.string("KNOWLEDGE_DIR", "knowledge").into(),
+            public_url: shared::console::public_url(env),
             memory_turns: 10,
             ai_disclosure: env
                 .string_allow_empty("AI_DISCLOSURE", "You're chatting with an AI assistant."),

@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod decision;
 pub mod handler;
 pub mod hours;
@@ -65,6 +66,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let knowledge = Arc::new(knowledge::Knowledge::load(&ctx.config.knowledge_dir));
     let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone(), knowledge.clone());
     let expiring = brain.clone();
+    let console = console::Api::new(brain.clone()).routes();
     let idle = ctx_idle;
     let handoff_check = HANDOFF_CHECK.min(handoff_timeout / 2);
     let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
@@ -97,7 +99,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     });
     upkeep(&mut tasks, expiring, db, ttl, handoff_check, idle);
     Ok(Running {
-        routes: None,
+        routes: Some(console),
         checks: vec![llm_check],
         tasks,
     })

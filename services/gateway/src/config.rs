@@ -44,6 +44,8 @@ pub struct Config {
     pub transports: Vec<TransportKind>,
     /// `PUBLIC_ADDR` (default `127.0.0.1:8080`): the public listener (web chat, webhooks).
     pub public_addr: SocketAddr,
+    /// The owner's console at `/console`.
+    pub console: ConsoleConfig,
     /// `WEBCHAT_DEMO` (default false): conversations are phone numbers and nothing is checked
     /// — for trying the bot on this machine only (refused unless `PUBLIC_ADDR` is loopback).
     /// Otherwise the web chat serves visitors, each with its own token.
@@ -272,6 +274,36 @@ fn find_sidecar() -> Option<std::path::PathBuf> {
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest a typing indicator is shown for one message.
 pub const TYPING_CAP: Duration = Duration::from_secs(25);
+/// The owner's console (`/console` on the public listener).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// `PUBLIC_URL` (default `http://<PUBLIC_ADDR>`): where the owner reaches the console;
+    /// cookies are `Secure` when it is `https://`.
+    pub public_url: String,
+    /// `BRAIN_URL` (default `http://127.0.0.1:9182`): the brain's internal listener, which
+    /// serves the console API the gateway passes signed-in admins through to.
+    pub brain_url: String,
+    /// `CONSOLE_SESSION_HOURS` (default 12): how long a sign-in lasts.
+    pub session_ttl: std::time::Duration,
+}
+
+impl ConsoleConfig {
+    fn load(env: &mut Env) -> Self {
+        Self {
+            public_url: shared::console::public_url(env),
+            brain_url: env
+                .http_url("BRAIN_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:9182".to_owned()),
+            session_ttl: shared::console::session_ttl(env),
+        }
+    }
+
+    /// Cookies carry `Secure` (the console is served over HTTPS).
+    pub fn secure(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
 /// WhatsApp's limit on one text message.
 pub const MAX_TEXT_CHARS: usize = 4096;
 
@@ -282,6 +314,7 @@ impl Config {
     pub fn load(env: &mut Env, _common: &CommonConfig) -> Self {
         let transports = load_transports(env);
         let public_addr = env.addr("PUBLIC_ADDR", "127.0.0.1:8080");
+        let console = ConsoleConfig::load(env);
         let webchat = transports.contains(&TransportKind::Webchat);
         let webchat_demo = env.flag("WEBCHAT_DEMO", false);
         if webchat && webchat_demo && !public_addr.ip().is_loopback() {
@@ -328,6 +361,7 @@ impl Config {
         Self {
             transports,
             public_addr,
+            console,
             webchat_demo,
             webchat_token,
             webchat_secret,

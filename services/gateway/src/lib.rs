@@ -8,7 +8,7 @@
 //!   sent-records against double sends, retries and dead letters.
 //! - [`transport`]: the trait and the set of configured transports; [`webchat`] is one.
 //! - Two listeners: the internal `GATEWAY_HTTP_ADDR` (health, readiness, metrics, `/qr`) and the
-//!   public `PUBLIC_ADDR` (web chat and webhooks only).
+//!   public `PUBLIC_ADDR` (web chat, webhooks and the owner's [`console`]).
 
 // Every public item says what it is for; the lint keeps it so.
 #![warn(missing_docs)]
@@ -17,6 +17,7 @@ pub mod admit;
 pub mod alert;
 pub mod cloud;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod format;
 pub mod ingest;
@@ -70,10 +71,11 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         web_transport,
         cloud,
     } = build_transports(&cfg, &bus, &ingest, &shutdown)?;
-    let public = public.fallback(|| async {
+    let console = console::ConsoleRoutes::new(&cfg.console, &bus, transports.clone());
+    let public = public.merge(console.routes()).fallback(|| async {
         json_error(
             StatusCode::NOT_FOUND,
-            "no such route (the web chat is at /chat)",
+            "no such route (the web chat is at /chat, the owner's console at /console)",
         )
     });
 

@@ -145,6 +145,24 @@ pub trait Transport: Send + Sync + 'static {
     fn pairing(&self) -> Option<Pairing> {
         None
     }
+
+    /// Unlinks the account (the console's "log out"); a new QR follows. Only transports that
+    /// link an account (WhatsApp Web) can.
+    async fn logout(&self) -> Result<(), String> {
+        Err(format!(
+            "the {} transport has no linked device to log out",
+            self.kind().as_str()
+        ))
+    }
+
+    /// Restarts the session (the console's "relink"): a fresh QR while unlinked, a reconnect
+    /// while linked.
+    async fn relink(&self) -> Result<(), String> {
+        Err(format!(
+            "the {} transport has no session to relink",
+            self.kind().as_str()
+        ))
+    }
 }
 
 /// A transport's pending link, for the internal `/qr`.

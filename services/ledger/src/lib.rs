@@ -41,11 +41,20 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         ctx.config.daily_budget.map(|b| b.as_f64()),
         ctx.config.cost_alert.as_f64(),
     );
+    let limits = shared::usage::Limits {
+        alert_pico: Some(ctx.config.cost_alert.pico()),
+        budget_pico: ctx.config.daily_budget.map(|b| b.pico()),
+    };
+    let limits_bus = ctx.bus.clone();
     let ledger = Ledger::new(db, ctx.bus.clone(), ctx.config, Arc::new(SystemClock));
     let consumer = ctx.bus.consumer(Stream::Usage, ledger.clone());
     let mut tasks = Tasks::new(ctx.shutdown);
     let shutdown = tasks.shutdown().clone();
     tasks.spawn("usage consumer", async move {
+        // The limits for the owner's console, before the first record.
+        if let Err(e) = shared::usage::keep_limits(&limits_bus, limits).await {
+            tracing::warn!(error = %e, "cannot keep the budget limits for the console");
+        }
         Ok(consumer.run(shutdown).await?)
     });
     tasks.every("budget reconcile", Duration::from_secs(60), move || {

@@ -107,6 +107,18 @@ impl Dlq {
             .await?)
     }
 
+    /// Deletes the dead letters `ids` of `stream` for good; returns how many were there.
+    pub async fn discard(&self, stream: Stream, ids: &[String]) -> super::Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(redis::cmd("XDEL")
+            .arg(self.keys.dlq(stream))
+            .arg(ids)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
     /// Moves dead letters back to the tail of their stream (all of them, or the ids given),
     /// each atomically: republished with its original fields (and its contact's order) and
     /// deleted from the dead-letter stream. Returns how many were replayed.

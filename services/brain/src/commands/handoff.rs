@@ -118,9 +118,22 @@ pub(super) async fn reply_as_business(
     let Some(c) = target.contact(db).await? else {
         return Ok(reply(format!("No conversation found for {target}.")));
     };
+    send_as_business(db, brain.bus(), &c, text, now).await?;
+    Ok(reply(format!("Sent to {target}.")))
+}
+
+/// Sends `text` to the contact as the business (`!reply`, the console): remembered as the
+/// business's turn, logged as a person's, and its handoff no longer times out.
+pub(crate) async fn send_as_business(
+    db: &Db,
+    bus: &Bus,
+    c: &Contact,
+    text: &str,
+    now: i64,
+) -> Result<(), HandleError> {
     let id =
         blake3::hash(format!("reply|{}|{now}|{text}", c.id).as_bytes()).to_hex()[..26].to_owned();
-    send_to(db, brain.bus(), &c, id.clone(), outbound::Kind::Reply, text)
+    send_to(db, bus, c, id.clone(), outbound::Kind::Reply, text)
         .await
         .map_err(|e| HandleError::retry("publishing the reply", e))?;
     let turn = store::Turn {
@@ -130,8 +143,19 @@ pub(super) async fn reply_as_business(
     store::add_turn(db, &c.id, &turn, &id, now)
         .await
         .or_retry()?;
+    let entry = store::LogEntry {
+        inbound: false,
+        kind: "text",
+        content: text.to_owned(),
+        author: store::Author::Person,
+        media: None,
+        message_id: id,
+    };
+    store::log_message(db, &c.id, &entry, now)
+        .await
+        .or_retry()?;
     store::handoff_answered(db, &c.id).await.or_retry()?;
-    Ok(reply(format!("Sent to {target}.")))
+    Ok(())
 }
 
 /// `!resume`: the bot answers the contact again.

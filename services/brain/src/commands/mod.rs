@@ -8,7 +8,7 @@ mod handoff;
 
 use admin::{deny, forget, set_config, set_role, show_config, stats, unset_config, usage};
 pub use handoff::Target;
-pub(crate) use handoff::send_to;
+pub(crate) use handoff::{send_as_business, send_to};
 use shared::bus::{Bus, HandleError, Publish, Stream};
 use shared::db::Db;
 use shared::phone::Phone;
@@ -28,7 +28,7 @@ const HELP_ADMIN: &str = "\n\nAdmin commands:\n!allow <number> — let a number 
 !forget <number> — erase a contact's memory and identities\n!usage [today|7d|30d] — spend and tokens\n\
 !stats — today's activity\n!config, !config set <key> <value>, !config unset <key> — settings\n\
 !handoffs — conversations waiting for a person\n!reply <number or H-ref> <text> — answer one as the business\n\
-!resume <number or H-ref> — the assistant answers it again";
+!resume <number or H-ref> — the assistant answers it again\n!console — a sign-in link to the owner's console";
 
 /// What commands need from the brain (so this module does not depend on the handler).
 pub trait Context: Sync {
@@ -42,6 +42,8 @@ pub trait Context: Sync {
     fn effective(&self) -> impl Future<Output = Result<Config, HandleError>> + Send;
     /// A setting changed: the next answer reads the settings again.
     fn settings_changed(&self);
+    /// The console's sign-in links.
+    fn console(&self) -> &shared::console::Console;
 }
 
 /// A `!` command, parsed.
@@ -70,6 +72,8 @@ pub enum Command {
     Stats,
     /// `!handoffs`: conversations waiting for a person.
     Handoffs,
+    /// `!console`: a one-time sign-in link to the owner's console.
+    Console,
     /// `!reply <contact> <text>`: sent to the contact as the business.
     Reply(Target, String),
     /// `!resume <contact>`: the assistant answers it again.
@@ -110,6 +114,7 @@ const NAMES: &[(&str, bool)] = &[
     ("usage", true),
     ("stats", true),
     ("handoffs", true),
+    ("console", true),
     ("reply", true),
     ("resume", true),
     ("config", true),
@@ -153,6 +158,7 @@ impl Command {
             },
             "stats" => Self::Stats,
             "handoffs" => Self::Handoffs,
+            "console" => Self::Console,
             "reply" => match Target::parse(&args) {
                 Some((t, n)) if n < args.len() => Self::Reply(t, args[n..].join(" ")),
                 _ => invalid("Usage: !reply <number or H-reference> <text>"),
@@ -226,6 +232,7 @@ impl Command {
             Self::Usage { .. } => "usage",
             Self::Stats => "stats",
             Self::Handoffs => "handoffs",
+            Self::Console => "console",
             Self::Reply(..) => "reply",
             Self::Resume(_) => "resume",
             Self::ConfigShow | Self::ConfigSet { .. } | Self::ConfigUnset { .. } => "config",
@@ -278,6 +285,7 @@ impl Command {
             Self::Usage { label, days } => usage(brain, label, days, now).await,
             Self::Stats => stats(brain, now).await,
             Self::Handoffs => handoff::list(brain, now).await,
+            Self::Console => console_link(brain, contact).await,
             Self::Reply(target, text) => {
                 handoff::reply_as_business(brain, &target, &text, now).await
             }
@@ -304,6 +312,29 @@ fn help(contact: &Contact) -> String {
     } else {
         HELP_USER.to_owned()
     }
+}
+
+/// `!console`: a one-time sign-in link, valid 10 minutes, for this admin.
+async fn console_link(brain: &impl Context, contact: &Contact) -> Result<Decision, HandleError> {
+    let name = store::identities_of(brain.db(), &contact.id)
+        .await
+        .or_retry()?
+        .into_iter()
+        .find(|(k, _)| k == "phone")
+        .map_or_else(|| format!("admin {}", hash_id(&contact.id)), |(_, v)| v);
+    let admin = shared::console::Admin {
+        name,
+        contact_id: Some(contact.id.clone()),
+    };
+    let token = brain
+        .console()
+        .issue_link(&admin)
+        .await
+        .map_err(|e| HandleError::retry("keeping the console link", e))?;
+    Ok(reply(format!(
+        "Your console sign-in link, valid once for 10 minutes — do not share it:\n{}",
+        shared::console::link(&brain.config().public_url, &token)
+    )))
 }
 
 /// The contact of a phone number (created when new).

@@ -102,8 +102,11 @@ impl Brain {
         let events = self.events(ib, &decision, "");
         let encoded = store::encode_events(&events);
         let conversation = self.conversation_mark(&decision);
+        let log = log_entries(ib, &decision, &events, None);
         let stored = self
             .commit(store::Commit {
+                log,
+                log_transcript: None,
                 contact_id: Some(contact.id.clone()),
                 inbound_id: ib.message_id.clone(),
                 turns: decision.turns,
@@ -119,6 +122,7 @@ impl Brain {
                 pause_until_ms: decision.pause_until_ms,
                 conversation,
                 burst_media: decision.burst_media.clone(),
+                day: self.today(),
                 now_ms: now,
             })
             .await?;
@@ -188,8 +192,11 @@ impl Brain {
         let events = self.events(&ib, &decision, ":voice");
         let encoded = store::encode_events(&events);
         let conversation = self.conversation_mark(&decision);
+        let log = log_entries(&ib, &decision, &events, Some(text));
         let stored = self
             .commit(store::Commit {
+                log,
+                log_transcript: Some((ib.message_id.clone(), text.to_owned())),
                 contact_id: Some(contact.id.clone()),
                 inbound_id: key,
                 turns: decision.turns,
@@ -203,6 +210,7 @@ impl Brain {
                 pause_until_ms: decision.pause_until_ms,
                 conversation,
                 burst_media: decision.burst_media.clone(),
+                day: self.today(),
                 now_ms: now,
             })
             .await?;
@@ -239,6 +247,66 @@ impl Brain {
             self.cfg.conversation_idle.as_millis() as i64,
         ))
     }
+}
+
+/// What the conversation log keeps of handling `ib`: the customer's message (or the owner's,
+/// written from the business's phone) and every reply, with who wrote it. A voice note is
+/// logged when it arrives and its transcript filled in when it comes back (`transcript`: this
+/// commit answers the transcript, whose message is logged already). Admin commands are not
+/// logged (a `!console` answer carries a sign-in link).
+fn log_entries(
+    ib: &Inbound,
+    d: &Decision,
+    events: &[Publish],
+    transcript: Option<&str>,
+) -> Vec<store::LogEntry> {
+    use store::{Author, LogEntry};
+    if d.outcome == Outcome::Command {
+        return Vec::new();
+    }
+    let mut log = Vec::new();
+    if transcript.is_none() {
+        let kind = match ib.kind() {
+            inbound::Kind::Text => "text",
+            inbound::Kind::Voice => "voice",
+            inbound::Kind::Image => "image",
+            _ => "other",
+        };
+        log.push(LogEntry {
+            inbound: !ib.from_business,
+            kind,
+            content: ib.text.clone(),
+            author: if ib.from_business {
+                Author::Person
+            } else {
+                Author::Customer
+            },
+            media: ib
+                .media
+                .as_ref()
+                .filter(|_| kind == "image")
+                .map(prost::Message::encode_to_vec),
+            message_id: ib.message_id.clone(),
+        });
+    }
+    let author = match d.outcome {
+        Outcome::Answered | Outcome::AnsweredVoice => Author::Model,
+        Outcome::Knowledge => Author::Knowledge,
+        _ => Author::Bot,
+    };
+    for p in events {
+        if let Some(Payload::Outbound(o)) = &p.envelope.payload {
+            log.push(LogEntry {
+                inbound: false,
+                kind: "text",
+                content: o.text.clone(),
+                author,
+                media: None,
+                message_id: o.message_id.clone(),
+            });
+        }
+    }
+    log
 }
 
 /// The sender's identities of a well-formed inbound message (an id, a sender): anything else

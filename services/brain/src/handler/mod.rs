@@ -41,6 +41,7 @@ pub struct Brain {
     /// `HANDOFF_PHRASES`, framed for whole-word matching ([`crate::knowledge::framed`]).
     handoff_phrases: Vec<String>,
     commits: store::Committer,
+    console: shared::console::Console,
     settings_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Config>)>>,
 }
 
@@ -90,6 +91,10 @@ impl commands::Context for Brain {
     fn settings_changed(&self) {
         Brain::settings_changed(self);
     }
+
+    fn console(&self) -> &shared::console::Console {
+        &self.console
+    }
 }
 
 impl Brain {
@@ -102,6 +107,7 @@ impl Brain {
     ) -> Arc<Self> {
         let chat = Chat::new(&cfg);
         let commits = store::committer(db.clone());
+        let console = shared::console::Console::new(&bus, shared::console::LINK_TTL);
         let handoff_phrases = cfg
             .handoff_phrases
             .iter()
@@ -115,6 +121,7 @@ impl Brain {
             chat,
             knowledge,
             commits,
+            console,
             settings_cache: std::sync::Mutex::new(None),
         })
     }

@@ -222,6 +222,7 @@ pub async fn forget(db: &Db, contact_id: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     for sql in [
         "DELETE FROM conversation_messages WHERE contact_id = $1",
+        "DELETE FROM conversation_log WHERE contact_id = $1",
         "DELETE FROM outbox WHERE contact_id = $1",
         "DELETE FROM voice_pending WHERE contact_id = $1",
         "DELETE FROM burst_media WHERE contact_id = $1",

@@ -112,3 +112,13 @@ pub async fn ended_since(db: &Db, since_ms: i64) -> Result<Vec<(String, i64)>, s
         .map(|r| Ok((r.try_get("outcome")?, r.try_get("n")?)))
         .collect()
 }
+
+/// Conversations started since `since_ms` (the console's cost per conversation).
+pub async fn conversations_started(db: &Db, since_ms: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM conversations WHERE started_at_ms >= $1",
+    )
+    .bind(since_ms)
+    .fetch_one(db.pool())
+    .await
+}

@@ -55,6 +55,12 @@ pub(super) async fn pause(
     Ok(())
 }
 
+/// Pauses the bot for the contact until `until_ms` (the console).
+pub async fn pause_contact(db: &Db, contact_id: &str, until_ms: i64) -> Result<(), sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    pause(&mut conn, contact_id, until_ms).await
+}
+
 /// Sets how many answers in a row did not know, inside the commit's transaction.
 pub(super) async fn set_streak(
     conn: &mut sqlx::AnyConnection,

@@ -220,7 +220,7 @@ pub async fn cleanup(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
         .execute(db.pool())
         .await?
         .rows_affected();
-    for table in ["outbox", "voice_pending", "burst_media"] {
+    for table in ["conversation_log", "outbox", "voice_pending", "burst_media"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE created_at_ms < $1"
         )))

@@ -1,9 +1,11 @@
 //! The brain's tables: contacts and their identities, conversation memory, the outbox.
 //! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
 
+mod console;
 mod contacts;
 mod conversations;
 mod handoff;
+mod log;
 mod memory;
 mod outbox;
 mod settings;
@@ -16,9 +18,11 @@ use shared::db::{Db, GroupCommit};
 use shared::proto::Envelope;
 use sqlx::Row;
 
+pub use console::*;
 pub use contacts::*;
 pub use conversations::*;
 pub use handoff::*;
+pub use log::*;
 pub use memory::*;
 pub use outbox::*;
 pub use settings::*;

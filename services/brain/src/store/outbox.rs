@@ -99,6 +99,12 @@ pub struct Commit {
     /// How the message counts toward its conversation, and the silence that starts a new one
     /// (ms).
     pub conversation: Option<(super::Mark, i64)>,
+    /// What the console's conversation log keeps of this exchange.
+    pub log: Vec<super::LogEntry>,
+    /// A voice note's transcript for its logged message: (its message id, the text).
+    pub log_transcript: Option<(String, String)>,
+    /// The business's day it happened on (`LEDGER_TIMEZONE`), for the daily message count.
+    pub day: String,
     /// When (unix ms).
     pub now_ms: i64,
 }
@@ -150,6 +156,7 @@ pub async fn apply(
         if !o.turns.is_empty() {
             insert_turns(conn, contact_id, o).await?;
         }
+        super::write_log(conn, contact_id, o).await?;
         if let Some((inbound, deadline)) = &o.voice_pending {
             sqlx::query(
                 "INSERT INTO voice_pending (message_id, contact_id, inbound, deadline_at_ms, created_at_ms) \

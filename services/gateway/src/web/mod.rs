@@ -255,6 +255,28 @@ impl Transport for Web {
         }
     }
 
+    async fn logout(&self) -> Result<(), String> {
+        self.request(
+            serde_json::json!({"type": "logout"}),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+        self.inner.session.lock().expect("session lock").logged_out = true;
+        tracing::info!("WhatsApp Web logged out from the console; restarting for a new QR");
+        self.command(serde_json::json!({"type": "shutdown"}));
+        Ok(())
+    }
+
+    async fn relink(&self) -> Result<(), String> {
+        if self.command(serde_json::json!({"type": "shutdown"})) {
+            tracing::info!("WhatsApp Web session restarted from the console");
+            Ok(())
+        } else {
+            Err("the WhatsApp Web session is restarting already".into())
+        }
+    }
+
     fn pairing(&self) -> Option<Pairing> {
         let s = self.inner.session.lock().expect("session lock");
         Some(Pairing {

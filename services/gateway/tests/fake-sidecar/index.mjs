@@ -7,9 +7,9 @@
 //   state           the library state reported by heartbeats (default CONNECTED)
 //   page_dead       exists: heartbeats report the page as not responding
 //   media.json      the media `download_media` answers with ({mime, data})
-//   commands.jsonl  every command received
+//   commands.jsonl  every command received (logout removes `linked`)
 //   env.json        the names of the variables it was started with
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
 const dir = process.env.WA_FAKE_DIR;
@@ -59,6 +59,10 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     if (existsSync(`${dir}/hang`)) return;
     const state = existsSync(`${dir}/state`) ? readFileSync(`${dir}/state`, "utf8").trim() : "CONNECTED";
     return out({ type: "heartbeat", ref: cmd.ref, state, page_alive: !existsSync(`${dir}/page_dead`) });
+  }
+  if (cmd.type === "logout") {
+    rmSync(`${dir}/linked`, { force: true });
+    return out({ type: "result", ref: cmd.ref, ok: true });
   }
   if (cmd.type === "shutdown") process.exit(0);
 });

@@ -3,6 +3,7 @@
 
 mod browser;
 mod cloud;
+mod console;
 mod fake_graph;
 mod helpers;
 mod limits;

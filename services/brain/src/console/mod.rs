@@ -1,0 +1,173 @@
+//! The console API: `/console/api/…` on the brain's internal listener, which the gateway
+//! passes signed-in admins through to. The brain checks the session itself on every call
+//! (cookie and CSRF token, against the same Redis as the gateway), so reaching this listener
+//! directly signs nobody in. Every action is written to the audit log.
+//!
+//! - [`conversations`]: the list, one conversation, reply as the business, hand back, pause.
+//! - [`costs`]: spend, tokens, calls, audio, the budget, a daily series, top contacts.
+//! - [`manage`]: settings, the whitelist, dead letters, the audit log.
+
+pub mod conversations;
+pub mod costs;
+pub mod manage;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use shared::console::{Console, Session};
+use shared::db::Db;
+
+use crate::handler::Brain;
+
+/// What the console's handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) brain: Arc<Brain>,
+    pub(crate) db: Db,
+    console: Console,
+}
+
+/// A console call that failed: its status and a reason for the page.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// 400 with `why`.
+    pub fn bad(why: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, why.into())
+    }
+
+    /// 404 with `why`.
+    pub fn not_found(why: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, why.into())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::warn!(error = %e, "console: database error");
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is not answering; try again".into(),
+        )
+    }
+}
+
+impl From<shared::bus::BusError> for ApiError {
+    fn from(e: shared::bus::BusError) -> Self {
+        tracing::warn!(error = %e, "console: Redis error");
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Redis is not answering; try again".into(),
+        )
+    }
+}
+
+impl From<shared::bus::HandleError> for ApiError {
+    fn from(e: shared::bus::HandleError) -> Self {
+        tracing::warn!(error = %e, "console: action failed");
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "that did not work this time; try again".into(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        shared::http::json_error(self.0, self.1)
+    }
+}
+
+/// A handler's result.
+pub type ApiResult<T> = Result<axum::Json<T>, ApiError>;
+
+impl Api {
+    /// The API over `brain`.
+    pub fn new(brain: Arc<Brain>) -> Self {
+        let db = brain.db.clone();
+        let console = Console::new(&brain.bus, shared::console::LINK_TTL);
+        Self { brain, db, console }
+    }
+
+    /// Records `action` by `session`'s admin in the audit log.
+    pub(crate) async fn audit(
+        &self,
+        session: &Session,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), ApiError> {
+        crate::store::audit(
+            &self.db,
+            &session.admin.name,
+            action,
+            target,
+            detail,
+            shared::ids::now_ms(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The routes, every one behind the session check.
+    pub fn routes(self) -> Router {
+        use conversations as c;
+        Router::new()
+            .route("/console/api/conversations", get(c::list))
+            .route("/console/api/conversations/{contact}", get(c::show))
+            .route(
+                "/console/api/conversations/{contact}/media/{row}",
+                get(c::media),
+            )
+            .route("/console/api/conversations/{contact}/reply", post(c::reply))
+            .route(
+                "/console/api/conversations/{contact}/resume",
+                post(c::resume),
+            )
+            .route("/console/api/conversations/{contact}/pause", post(c::pause))
+            .route("/console/api/costs", get(costs::costs))
+            .route(
+                "/console/api/settings",
+                get(manage::settings).put(manage::set_setting),
+            )
+            .route(
+                "/console/api/whitelist",
+                get(manage::whitelist).post(manage::change_contact),
+            )
+            .route("/console/api/deadletters", get(manage::dead_letters))
+            .route(
+                "/console/api/deadletters/{stream}/{action}",
+                post(manage::dead_letter_action),
+            )
+            .route(
+                "/console/api/audit",
+                get(manage::audit).post(manage::record),
+            )
+            .fallback(|| async {
+                shared::http::json_error(StatusCode::NOT_FOUND, "no such console route")
+            })
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authorize,
+            ))
+            .with_state(self)
+    }
+}
+
+/// Every console call needs a live session (and, to change anything, its CSRF token); the
+/// session goes to the handler as an extension.
+async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    match api.console.authorize(req.method(), req.headers()).await {
+        Ok((_, session)) => {
+            req.extensions_mut().insert(session);
+            next.run(req).await
+        }
+        Err(refused) => refused.into_response(),
+    }
+}

@@ -1,0 +1,99 @@
+//! What the owner's console reads and writes beyond conversations: its audit log and the
+//! whitelist as a list.
+
+use super::*;
+
+/// One console action.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Audited {
+    /// When (unix ms).
+    pub at_ms: i64,
+    /// Who (the admin's number, or `operator`).
+    pub admin: String,
+    /// What (`reply`, `settings.set`, `dlq.replay`, …).
+    pub action: String,
+    /// On what (a contact's number, a setting, a stream).
+    pub target: String,
+    /// More about it (never message text).
+    pub detail: String,
+}
+
+/// Records a console action.
+pub async fn audit(
+    db: &Db,
+    admin: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO console_audit (at_ms, admin, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(now_ms)
+    .bind(admin)
+    .bind(action)
+    .bind(target)
+    .bind(detail)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// The newest `limit` console actions, newest first.
+pub async fn audit_log(db: &Db, limit: i64) -> Result<Vec<Audited>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT at_ms, admin, action, target, detail FROM console_audit ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Audited {
+                at_ms: r.try_get("at_ms")?,
+                admin: r.try_get("admin")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect()
+}
+
+/// A contact on the whitelist page: allowed, an admin, or opted out.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Whitelisted {
+    /// The contact.
+    pub contact_id: String,
+    /// Its phone number.
+    pub phone: String,
+    /// `admin` or `user`.
+    pub role: String,
+    /// May use the assistant.
+    pub allowed: bool,
+    /// Wrote STOP.
+    pub opted_out: bool,
+}
+
+/// Contacts with a phone number that are allowed, admins or opted out, by number.
+pub async fn whitelist(db: &Db) -> Result<Vec<Whitelisted>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.id, i.value, c.role, c.allowed, c.opted_out FROM contacts c \
+         JOIN contact_identities i ON i.contact_id = c.id AND i.kind = 'phone' \
+         WHERE c.allowed = 1 OR c.role = 'admin' OR c.opted_out = 1 ORDER BY i.value",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Whitelisted {
+                contact_id: r.try_get("id")?,
+                phone: r.try_get("value")?,
+                role: r.try_get("role")?,
+                allowed: r.try_get::<i64, _>("allowed")? == 1,
+                opted_out: r.try_get::<i64, _>("opted_out")? == 1,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,69 @@
+//! Console API calls the brain answers (conversations, costs, settings, dead letters, audit),
+//! passed through with their cookie and CSRF token; the brain checks the session again.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ConsoleRoutes, forwarded};
+
+/// Largest body passed through (a knowledge file upload is the biggest).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// `ANY /console/api/…`: the brain's answer, status and all. `POST /console/api/audit` is the
+/// gateway's own way to record its actions and is never passed through from a browser.
+pub(super) async fn pass(State(c): State<ConsoleRoutes>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/console/api/audit" && parts.method != Method::GET {
+        return shared::http::json_error(StatusCode::NOT_FOUND, "no such console route");
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return shared::http::json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a console request is at most {} MB",
+                MAX_BODY / (1024 * 1024)
+            ),
+        );
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/console/api", |p| p.as_str());
+    let url = format!("{}{path_and_query}", c.inner.cfg.brain_url);
+    let sent = c
+        .inner
+        .http
+        .request(parts.method.clone(), url)
+        .headers(forwarded(&parts.headers))
+        .body(bytes)
+        .send()
+        .await;
+    let res = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: the brain did not answer");
+            return shared::http::json_error(
+                StatusCode::BAD_GATEWAY,
+                "the brain is not answering; is it running?",
+            );
+        }
+    };
+    let status = res.status();
+    let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+    match res.bytes().await {
+        Ok(b) => {
+            let mut out = Response::new(Body::from(b));
+            *out.status_mut() = status;
+            if let Some(ct) = content_type {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            out
+        }
+        Err(_) => {
+            shared::http::json_error(StatusCode::BAD_GATEWAY, "the brain's answer was cut off")
+                .into_response()
+        }
+    }
+}
