@@ -94,10 +94,7 @@ pub(super) async fn write_log(
 }
 
 /// Counts a customer's message on `day`.
-async fn count_received(
-    conn: &mut sqlx::AnyConnection,
-    day: &str,
-) -> Result<(), sqlx::Error> {
+async fn count_received(conn: &mut sqlx::AnyConnection, day: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO daily_messages (day, received) VALUES ($1, 1) \
          ON CONFLICT (day) DO UPDATE SET received = daily_messages.received + 1",

@@ -393,6 +393,143 @@ pub(crate) async fn until<R>(what: &str, mut f: impl AsyncFnMut() -> Option<R>) 
 }
 
 #[tokio::test]
+async fn whatsapp_web_shows_its_qr_until_linked_and_logs_out_and_relinks_from_the_console() {
+    let fake = crate::web::Fake::new(false);
+    let env = fake.env();
+    let mut extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    extra.push(("TRANSPORTS", "web,webchat"));
+    let s = Stack::start(&extra, false).await;
+    let me = s.session().await;
+    let web = |w: &serde_json::Value| {
+        w["transports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == "web")
+            .unwrap()
+            .clone()
+    };
+    let waiting = until("a QR to scan", async || {
+        let (_, w) = s.get(&me, "/console/api/whatsapp").await;
+        let t = web(&w);
+        (t["qr"] == true).then_some(t)
+    })
+    .await;
+    assert_eq!(waiting["state"], "waiting_for_qr");
+    let svg = s
+        .http
+        .get(s.url("/console/api/whatsapp/qr.svg"))
+        .header("cookie", &me.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    assert!(svg.text().await.unwrap().contains("<svg"));
+    // Scanned: connected, no QR.
+    fake.inject("LINK");
+    until("linked", async || {
+        let (_, w) = s.get(&me, "/console/api/whatsapp").await;
+        let t = web(&w);
+        (t["connected"] == true && t["qr"] == false).then_some(())
+    })
+    .await;
+    let (status, _) = s.get(&me, "/console/api/whatsapp/qr.svg").await;
+    assert_eq!(status, 404);
+    // Log out: unlinked, restarted, a new QR.
+    let starts = fake.starts();
+    let (status, _) = s
+        .post(
+            &me,
+            "/console/api/whatsapp/web/logout",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    until("a new QR after logging out", async || {
+        let (_, w) = s.get(&me, "/console/api/whatsapp").await;
+        (web(&w)["qr"] == true && fake.starts() > starts).then_some(())
+    })
+    .await;
+    assert!(!fake.path("linked").exists());
+    // Relink: the session restarts.
+    let starts = fake.starts();
+    let (status, _) = s
+        .post(
+            &me,
+            "/console/api/whatsapp/web/relink",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    until("a restart", async || (fake.starts() > starts).then_some(())).await;
+    // The web chat has no device to log out.
+    let (status, why) = s
+        .post(
+            &me,
+            "/console/api/whatsapp/webchat/logout",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!((status, why["error"].is_string()), (409, true));
+    let (_, audit) = s.get(&me, "/console/api/audit").await;
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|a| (a["action"].as_str().unwrap(), a["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("whatsapp.logout", "web"), ("whatsapp.relink", "web")]
+    );
+}
+
+#[tokio::test]
+async fn the_operator_gets_a_link_from_the_command_line() {
+    let s = Stack::start(&[("PUBLIC_URL", "https://shop.example")], false).await;
+    let out = tokio::process::Command::new(crate::helpers::BIN)
+        .arg("console-link")
+        .envs(&s.gw.senv.env)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = link
+        .strip_prefix("https://shop.example/console/login/")
+        .unwrap_or_else(|| panic!("{link}"));
+    // Behind https the cookie is Secure; the audit log names the operator.
+    let r = s
+        .http
+        .post(s.url(&format!("/console/login/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.contains("; Secure"), "{set}");
+    let session = Session {
+        cookie: set.split(';').next().unwrap().to_owned(),
+        csrf: String::new(),
+    };
+    let (_, me) = s.get(&session, "/console/api/session").await;
+    assert_eq!(me["admin"], "operator");
+    // Another service has no console.
+    let brain = tokio::process::Command::new(shared::testing::workspace_bin("brain"))
+        .arg("console-link")
+        .envs(&s.gw.senv.env)
+        .output()
+        .await
+        .unwrap();
+    assert!(!brain.status.success());
+}
+
+#[tokio::test]
 async fn console_actions_work_end_to_end_and_are_audited() {
     let s = Stack::start(&[], true).await;
     s.fake.script([Reply::Text("We open at 9.".into())]);

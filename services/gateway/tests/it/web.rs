@@ -10,12 +10,12 @@ use crate::helpers::{Gw, metric};
 
 const T: Duration = Duration::from_secs(15);
 
-struct Fake {
+pub(crate) struct Fake {
     dir: shared::testing::TempDir,
 }
 
 impl Fake {
-    fn new(linked: bool) -> Self {
+    pub(crate) fn new(linked: bool) -> Self {
         let dir = shared::testing::TempDir::new("fake-wa");
         if linked {
             std::fs::write(dir.path().join("linked"), "").unwrap();
@@ -23,11 +23,11 @@ impl Fake {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn inject(&self, line: &str) {
+    pub(crate) fn inject(&self, line: &str) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -37,7 +37,7 @@ impl Fake {
         writeln!(f, "{line}").unwrap();
     }
 
-    fn starts(&self) -> usize {
+    pub(crate) fn starts(&self) -> usize {
         std::fs::read_to_string(self.path("starts")).map_or(0, |s| s.lines().count())
     }
 
@@ -49,18 +49,24 @@ impl Fake {
             .collect()
     }
 
-    async fn gateway(&self, extra: &[(&str, &str)]) -> Gw {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         let sidecar = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-sidecar");
-        let session = self.path("session").display().to_string();
-        let fake_dir = self.dir.path().display().to_string();
-        let mut env = vec![
-            ("TRANSPORTS", "web"),
-            ("WA_SIDECAR_DIR", sidecar.to_str().unwrap()),
-            ("WA_SESSION_DIR", session.as_str()),
-            ("WA_FAKE_DIR", fake_dir.as_str()),
-            ("WA_HEARTBEAT_SECS", "1"),
-            ("WA_REPLY_DELAY_MS", "0"),
-        ];
+        vec![
+            ("WA_SIDECAR_DIR".into(), sidecar.display().to_string()),
+            (
+                "WA_SESSION_DIR".into(),
+                self.path("session").display().to_string(),
+            ),
+            ("WA_FAKE_DIR".into(), self.dir.path().display().to_string()),
+            ("WA_HEARTBEAT_SECS".into(), "1".into()),
+            ("WA_REPLY_DELAY_MS".into(), "0".into()),
+        ]
+    }
+
+    async fn gateway(&self, extra: &[(&str, &str)]) -> Gw {
+        let vars = self.env();
+        let mut env: Vec<(&str, &str)> = vec![("TRANSPORTS", "web")];
+        env.extend(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         env.extend_from_slice(extra);
         Gw::start(&env).await
     }
