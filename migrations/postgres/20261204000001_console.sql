@@ -12,6 +12,10 @@ CREATE TABLE IF NOT EXISTS conversation_log (
     -- An image's media reference (encoded MediaRef), shown while the media store keeps it.
     media BYTEA,
     message_id TEXT NOT NULL,
+    -- Where a customer's message came from (its transport's proto number and chat): a person's
+    -- reply from the console goes back there.
+    transport BIGINT,
+    chat_id TEXT,
     created_at_ms BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversation_log_contact ON conversation_log (contact_id, id);

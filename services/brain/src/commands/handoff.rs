@@ -48,8 +48,8 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Publishes `text` to `contact` where it last wrote from (its handoff's chat), or wherever
-/// its identities reach when it has no handoff.
+/// Publishes `text` to `contact` where it last wrote from (its handoff's chat, or the chat of
+/// its last logged message), or wherever its identities reach when neither is known.
 pub(crate) async fn send_to(
     db: &Db,
     bus: &Bus,
@@ -72,14 +72,14 @@ pub(crate) async fn send_to(
             })
         })
         .collect();
-    let (transport, chat) = contact.handoff.as_ref().map_or_else(
+    // Where it wrote from: its handoff's chat, else the chat of its last message.
+    let last = match &contact.handoff {
+        Some(h) => Some(h.chat.clone()),
+        None => store::last_chat(db, &contact.id).await?,
+    };
+    let (transport, chat) = last.map_or_else(
         || (Transport::Unspecified, String::new()),
-        |h| {
-            (
-                Transport::try_from(h.chat.0).unwrap_or(Transport::Unspecified),
-                h.chat.1.clone(),
-            )
-        },
+        |(t, c)| (Transport::try_from(t).unwrap_or(Transport::Unspecified), c),
     );
     let key = if chat.is_empty() {
         format!("contact:{}", contact.id)
@@ -150,6 +150,7 @@ pub(crate) async fn send_as_business(
         author: store::Author::Person,
         media: None,
         message_id: id,
+        chat: None,
     };
     store::log_message(db, &c.id, &entry, now)
         .await

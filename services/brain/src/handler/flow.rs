@@ -287,6 +287,7 @@ fn log_entries(
                 .filter(|_| kind == "image")
                 .map(prost::Message::encode_to_vec),
             message_id: ib.message_id.clone(),
+            chat: (!ib.from_business).then(|| (ib.transport, ib.chat_id.clone())),
         });
     }
     let author = match d.outcome {
@@ -303,6 +304,7 @@ fn log_entries(
                 author,
                 media: None,
                 message_id: o.message_id.clone(),
+                chat: None,
             });
         }
     }

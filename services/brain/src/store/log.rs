@@ -46,6 +46,8 @@ pub struct LogEntry {
     pub media: Option<Vec<u8>>,
     /// The message's id.
     pub message_id: String,
+    /// A customer's message: the transport (proto number) and chat it came from.
+    pub chat: Option<(i32, String)>,
 }
 
 /// Adds `entries` to the contact's log (inside the commit's transaction).
@@ -57,8 +59,8 @@ async fn insert_log(
 ) -> Result<(), sqlx::Error> {
     for e in entries {
         sqlx::query(
-            "INSERT INTO conversation_log (contact_id, direction, kind, content, author, media, message_id, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO conversation_log (contact_id, direction, kind, content, author, media, message_id, \
+             transport, chat_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(contact_id)
         .bind(if e.inbound { "in" } else { "out" })
@@ -67,6 +69,8 @@ async fn insert_log(
         .bind(e.author.as_str())
         .bind(e.media.as_deref())
         .bind(&e.message_id)
+        .bind(e.chat.as_ref().map(|c| i64::from(c.0)))
+        .bind(e.chat.as_ref().map(|c| c.1.as_str()))
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
@@ -140,6 +144,25 @@ async fn log_transcript(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The transport (proto number) and chat the contact last wrote from.
+pub async fn last_chat(db: &Db, contact_id: &str) -> Result<Option<(i32, String)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT transport, chat_id FROM conversation_log \
+         WHERE contact_id = $1 AND direction = 'in' AND chat_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(contact_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| {
+        Ok((
+            r.try_get::<Option<i64>, _>("transport")?
+                .unwrap_or_default() as i32,
+            r.try_get("chat_id")?,
+        ))
+    })
+    .transpose()
 }
 
 /// Adds one entry to the contact's log (a person's reply).

@@ -836,3 +836,87 @@ async fn poison(s: &Stack) {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_console_page_in_headless_chromium() {
+    if std::env::var("SB_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("SB_SKIP_BROWSER=1: browser test skipped");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and `npm ci` in {} (scripts/test does both)",
+        dir.display()
+    );
+    let fake = crate::web::Fake::new(false);
+    let env = fake.env();
+    let mut extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    extra.push(("TRANSPORTS", "web,webchat"));
+    let s = Stack::start(&extra, true).await;
+    s.fake
+        .script([Reply::Text("Yes, we deliver on Saturdays.".into())]);
+    s.gw.send_text(CUSTOMER, "do you deliver on saturday?")
+        .await;
+    s.gw.wait_listing(CUSTOMER, T, |l| l.len() >= 2).await;
+    poison(&s).await;
+    let reply = "Hello from the shop, Ana here.";
+    let shots = shared::testing::TempDir::new("console-shots");
+    let link = s.link().await;
+    let out = tokio::process::Command::new("node")
+        .arg(dir.join("console.mjs"))
+        .arg(&link)
+        .arg(CUSTOMER)
+        .arg(reply)
+        .arg(shots.path())
+        .current_dir(&dir)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .expect("browser test timed out")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The customer received the reply on the web chat.
+    let l =
+        s.gw.wait_listing(CUSTOMER, T, |l| l.iter().any(|m| m["text"] == reply))
+            .await;
+    assert!(l.iter().any(|m| m["text"] == reply), "{l:?}");
+    // What the page did is what the services hold.
+    let me = s.session().await;
+    let (_, settings) = s.get(&me, "/console/api/settings").await;
+    assert!(settings.to_string().contains("gpt-4o-mini"));
+    let (_, audit) = s.get(&me, "/console/api/audit").await;
+    for action in ["reply", "settings.set", "deadletters.replay"] {
+        assert!(
+            audit.to_string().contains(action),
+            "{action} not audited: {audit}"
+        );
+    }
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/console");
+    for page in [
+        "whatsapp",
+        "conversation",
+        "settings",
+        "deadletters",
+        "costs",
+        "audit",
+    ] {
+        let file = shots.path().join(format!("console-{page}.png"));
+        let png = std::fs::read(&file).expect("screenshot written");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "{page}: screenshot too small"
+        );
+        // SB_UPDATE_DOCS=1 refreshes the screenshots docs/console shows.
+        if std::env::var("SB_UPDATE_DOCS").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::copy(&file, docs.join(format!("{page}.png"))).unwrap();
+        }
+    }
+}

@@ -51,6 +51,7 @@ function shown(err) {
 }
 
 const when = (ms) => new Date(ms).toLocaleString();
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const usd = (x) => `$${(x || 0).toFixed(x >= 1 ? 2 : 4)}`;
 const AUTHORS = { customer: "Customer", knowledge: "Knowledge base", model: "AI model", person: "Person", bot: "Bot notice" };
 
@@ -216,8 +217,8 @@ async function costs() {
   fill("#costs",
     el("div", { class: "kpis" }, c.periods.map((p) => el("div", { class: "card kpi", "data-period": p.label },
       el("span", { class: "muted" }, p.label), el("b", {}, usd(p.spend_usd)),
-      el("div", {}, `${p.calls} calls · ${p.prompt_tokens + p.completion_tokens} tokens`),
-      el("div", {}, `${p.audio_minutes.toFixed(1)} audio min · ${p.conversations} conversations`),
+      el("div", {}, `${plural(p.calls, "call")} · ${plural(p.prompt_tokens + p.completion_tokens, "token")}`),
+      el("div", {}, `${p.audio_minutes.toFixed(1)} audio min · ${plural(p.conversations, "conversation")}`),
       el("div", { class: "muted" }, p.cost_per_conversation_usd === null ? "" : `${usd(p.cost_per_conversation_usd)} per conversation`)))),
     budget,
     el("div", { class: "card" }, el("h2", {}, "Last 30 days"), chart(c.daily),

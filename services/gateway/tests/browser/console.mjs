@@ -1,0 +1,82 @@
+// Drives the owner's console in Debian's headless Chromium the way an owner would: opens the
+// sign-in link and presses the button, sees the QR code while WhatsApp is unlinked, opens the
+// customer's conversation, replies as the business, changes a setting, replays a dead letter,
+// and looks at costs and the audit log — with a screenshot of each main page.
+// Usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>
+import { chromium } from "playwright-core";
+
+const [link, customer, replyText, shots] = process.argv.slice(2);
+if (!shots) {
+  console.error("usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>");
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+  ],
+});
+
+let code = 0;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  page.on("console", (m) => console.log("page:", m.text()));
+  page.on("dialog", (d) => d.accept());
+  const shot = (name) => page.screenshot({ path: `${shots}/console-${name}.png`, fullPage: true });
+
+  // Sign in: the link shows a button; pressing it opens the console.
+  await page.goto(link);
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/console\/$/);
+  await page.waitForSelector("#who:has-text('Signed in')");
+
+  // WhatsApp: the QR code while unlinked.
+  await page.click("nav a[data-view=whatsapp]");
+  await page.waitForSelector("#qr img");
+  await page.waitForFunction(() => document.querySelector("#qr img").naturalWidth > 0);
+  await shot("whatsapp");
+
+  // Conversations: open the customer's, see who answered, reply as the business.
+  await page.click("nav a[data-view=conversations]");
+  await page.click(`#conv-list a:has-text('${customer}')`);
+  await page.waitForSelector(".msg[data-author=model]");
+  await page.fill("#reply", replyText);
+  await page.click("#reply-form button[type=submit]");
+  await page.waitForSelector(`.msg[data-author=person]:has-text('${replyText}')`);
+  await shot("conversation");
+
+  // Settings: change the model.
+  await page.click("nav a[data-view=settings]");
+  await page.fill("#set-model", "gpt-4o-mini");
+  await page.click("[data-key=model] button.primary");
+  await page.waitForSelector("[data-key=model]:has-text('set here')");
+  await shot("settings");
+
+  // Dead letters: replay the inbound one (confirmed).
+  await page.click("nav a[data-view=deadletters]");
+  await page.waitForSelector("[data-stream=inbound] td button");
+  await shot("deadletters");
+  await page.click("[data-stream=inbound] td button:has-text('Replay')");
+
+  // Costs: the figures and the chart drawn on the page.
+  await page.click("nav a[data-view=costs]");
+  await page.waitForSelector("#costs [data-period=today]");
+  await page.waitForSelector("#costs svg polyline", { state: "attached" });
+  await shot("costs");
+
+  // Audit: what was done, by whom.
+  await page.click("nav a[data-view=audit]");
+  await page.waitForSelector("#audit td:has-text('deadletters.replay')");
+  await shot("audit");
+  console.log("ok");
+} catch (e) {
+  console.error(e);
+  code = 1;
+} finally {
+  await browser.close();
+}
+process.exit(code);
