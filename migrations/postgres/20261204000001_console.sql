@@ -38,3 +38,12 @@ CREATE TABLE IF NOT EXISTS daily_messages (
     day TEXT PRIMARY KEY,
     received BIGINT NOT NULL DEFAULT 0
 );
+
+-- Knowledge files written on the console: beside KNOWLEDGE_DIR's (a file of the same name here
+-- wins), so every brain replica indexes the same knowledge.
+CREATE TABLE IF NOT EXISTS knowledge_files (
+    name TEXT PRIMARY KEY,
+    content TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);

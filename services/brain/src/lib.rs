@@ -89,8 +89,9 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     }
     {
         let shutdown = shutdown.clone();
+        let watch_db = db.clone();
         tasks.spawn("knowledge base watch", async move {
-            knowledge.watch(shutdown).await;
+            knowledge.watch(Some(watch_db), shutdown).await;
             Ok(())
         });
     }

@@ -5,10 +5,12 @@
 //!
 //! - [`conversations`]: the list, one conversation, reply as the business, hand back, pause.
 //! - [`costs`]: spend, tokens, calls, audio, the budget, a daily series, top contacts.
+//! - [`knowledge`]: the knowledge base's files — view, edit, upload, delete; re-indexed at once.
 //! - [`manage`]: settings, the whitelist, dead letters, the audit log.
 
 pub mod conversations;
 pub mod costs;
+pub mod knowledge;
 pub mod manage;
 
 use std::sync::Arc;
@@ -139,6 +141,13 @@ impl Api {
             .route(
                 "/console/api/whitelist",
                 get(manage::whitelist).post(manage::change_contact),
+            )
+            .route("/console/api/knowledge", get(knowledge::list))
+            .route(
+                "/console/api/knowledge/{name}",
+                get(knowledge::show)
+                    .put(knowledge::put)
+                    .delete(knowledge::delete),
             )
             .route("/console/api/deadletters", get(manage::dead_letters))
             .route(

@@ -1,6 +1,8 @@
 //! The business's knowledge base: Markdown files in `KNOWLEDGE_DIR` (opening hours, prices,
-//! delivery, returns, an FAQ as `## question?` + answer). Indexed at startup and again within
-//! 2 s of any change ([`Knowledge::watch`]). The sections most relevant to a question go into
+//! delivery, returns, an FAQ as `## question?` + answer), and those written on the owner's
+//! console (kept in the database; one of the same name wins over the folder's). Indexed at
+//! startup and again within 2 s of any change ([`Knowledge::watch`]), at once on the replica
+//! the console wrote through. The sections most relevant to a question go into
 //! the model's context; a question that matches an FAQ entry confidently is answered with it,
 //! with no model call.
 
@@ -29,6 +31,8 @@ type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
 pub struct Knowledge {
     dir: PathBuf,
     index: RwLock<Arc<Index>>,
+    /// The console's files (name, text), as last read from the database.
+    stored: RwLock<Vec<(String, String)>>,
 }
 
 fn signature(dir: &Path) -> Signature {
@@ -46,8 +50,13 @@ fn signature(dir: &Path) -> Signature {
     sig
 }
 
-fn read(dir: &Path, sig: &Signature) -> Index {
-    let files: Vec<(String, String)> = sig
+/// The folder's files (name, text).
+pub fn folder_files(dir: &Path) -> Vec<(String, String)> {
+    read_files(&signature(dir))
+}
+
+fn read_files(sig: &Signature) -> Vec<(String, String)> {
+    sig
         .iter()
         .filter_map(|(path, _, _)| {
             let name = path.file_name()?.to_string_lossy().into_owned();
@@ -59,7 +68,14 @@ fn read(dir: &Path, sig: &Signature) -> Index {
                 }
             }
         })
-        .collect();
+        .collect()
+}
+
+fn read(dir: &Path, sig: &Signature, stored: &[(String, String)]) -> Index {
+    let mut files = read_files(sig);
+    files.retain(|(name, _)| !stored.iter().any(|(n, _)| n == name));
+    files.extend(stored.iter().cloned());
+    files.sort();
     let index = Index::build(&files);
     let (sections, entries) = index.size();
     tracing::info!(
@@ -75,10 +91,11 @@ fn read(dir: &Path, sig: &Signature) -> Index {
 impl Knowledge {
     /// Reads `dir` (absent or empty is fine: no knowledge).
     pub fn load(dir: &Path) -> Self {
-        let index = read(dir, &signature(dir));
+        let index = read(dir, &signature(dir), &[]);
         Self {
             dir: dir.to_owned(),
             index: RwLock::new(Arc::new(index)),
+            stored: RwLock::new(Vec::new()),
         }
     }
 
@@ -87,21 +104,56 @@ impl Knowledge {
         self.index.read().expect("index lock").clone()
     }
 
-    /// Re-reads the folder whenever a file is added, changed or removed, until `shutdown`.
-    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Indexes again with the console's files `stored` (read from the database).
+    pub fn set_stored(&self, stored: Vec<(String, String)>) {
+        let index = read(&self.dir, &signature(&self.dir), &stored);
+        *self.stored.write().expect("stored lock") = stored;
+        *self.index.write().expect("index lock") = Arc::new(index);
+    }
+
+    /// Re-reads the folder whenever a file is added, changed or removed — and, with `db`, the
+    /// console's files whenever one changes — until `shutdown`.
+    pub async fn watch(self: Arc<Self>, db: Option<shared::db::Db>, shutdown: CancellationToken) {
         let mut seen = signature(&self.dir);
+        let mut seen_db: Option<Vec<(String, i64)>> = None;
         loop {
+            if let Some(db) = &db {
+                match crate::store::knowledge_versions(db).await {
+                    Ok(v) if seen_db.as_ref() != Some(&v) => {
+                        match crate::store::knowledge_files(db).await {
+                            Ok(files) => {
+                                let this = self.clone();
+                                let _ = tokio::task::spawn_blocking(move || this.set_stored(files))
+                                    .await;
+                                seen_db = Some(v);
+                                seen = signature(&self.dir);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot read the console's knowledge files"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the console's knowledge files"),
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(POLL) => {}
             }
             let now = signature(&self.dir);
             if now != seen {
-                let dir = self.dir.clone();
+                let this = self.clone();
                 let sig = now.clone();
-                if let Ok(index) = tokio::task::spawn_blocking(move || read(&dir, &sig)).await {
-                    *self.index.write().expect("index lock") = Arc::new(index);
-                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    let stored = this.stored.read().expect("stored lock").clone();
+                    let index = read(&this.dir, &sig, &stored);
+                    *this.index.write().expect("index lock") = Arc::new(index);
+                })
+                .await;
                 seen = now;
             }
         }

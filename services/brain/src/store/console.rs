@@ -1,5 +1,5 @@
-//! What the owner's console reads and writes beyond conversations: its audit log and the
-//! whitelist as a list.
+//! What the owner's console reads and writes beyond conversations: its audit log, the
+//! whitelist as a list, and the knowledge files written on it.
 
 use super::*;
 
@@ -96,4 +96,57 @@ pub async fn whitelist(db: &Db) -> Result<Vec<Whitelisted>, sqlx::Error> {
             })
         })
         .collect()
+}
+
+/// The console's knowledge files, (name, text), by name.
+pub async fn knowledge_files(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, content FROM knowledge_files ORDER BY name")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("content")?)))
+        .collect()
+}
+
+/// The console's knowledge files as (name, when changed): a replica re-indexes when they
+/// change.
+pub async fn knowledge_versions(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, updated_at_ms FROM knowledge_files ORDER BY name")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("updated_at_ms")?)))
+        .collect()
+}
+
+/// Writes (or replaces) a knowledge file from the console.
+pub async fn put_knowledge(
+    db: &Db,
+    name: &str,
+    content: &str,
+    by: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO knowledge_files (name, content, updated_by, updated_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET content = excluded.content, updated_by = excluded.updated_by, \
+         updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(name)
+    .bind(content)
+    .bind(by)
+    .bind(now_ms)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Deletes the console's copy of a knowledge file; whether there was one.
+pub async fn delete_knowledge(db: &Db, name: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM knowledge_files WHERE name = $1")
+        .bind(name)
+        .execute(db.pool())
+        .await?
+        .rows_affected()
+        > 0)
 }

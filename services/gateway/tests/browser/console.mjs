@@ -1,6 +1,7 @@
 // Drives the owner's console in Debian's headless Chromium the way an owner would: opens the
 // sign-in link and presses the button, sees the QR code while WhatsApp is unlinked, opens the
-// customer's conversation, replies as the business, changes a setting, replays a dead letter,
+// customer's conversation, replies as the business and sees the customer's next message
+// arrive, changes a setting, uploads a knowledge file, replays a dead letter,
 // and looks at costs and the audit log — with a screenshot of each main page.
 // Usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>
 import { chromium } from "playwright-core";
@@ -26,7 +27,10 @@ try {
   const page = await context.newPage();
   page.on("console", (m) => console.log("page:", m.text()));
   page.on("dialog", (d) => d.accept());
-  const shot = (name) => page.screenshot({ path: `${shots}/console-${name}.png`, fullPage: true });
+  const shot = async (name) => {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: `${shots}/console-${name}.png`, fullPage: true });
+  };
 
   // Sign in: the link shows a button; pressing it opens the console.
   await page.goto(link);
@@ -47,6 +51,15 @@ try {
   await page.fill("#reply", replyText);
   await page.click("#reply-form button[type=submit]");
   await page.waitForSelector(`.msg[data-author=person]:has-text('${replyText}')`);
+  // Live: the customer writes again (on the web chat) and the open conversation shows it.
+  const base = new URL(link).origin;
+  const sent = await fetch(`${base}/chat/api/${encodeURIComponent(customer)}/messages`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ text: "Thanks, see you Saturday!" }),
+  });
+  if (!sent.ok) throw new Error(`the customer's message was refused: ${sent.status}`);
+  await page.waitForSelector(".msg[data-author=customer]:has-text('see you Saturday')", { timeout: 10000 });
   await shot("conversation");
 
   // Settings: change the model.
@@ -54,6 +67,13 @@ try {
   await page.fill("#set-model", "gpt-4o-mini");
   await page.click("[data-key=model] button.primary");
   await page.waitForSelector("[data-key=model]:has-text('set here')");
+  // Knowledge: upload a file; it is listed and indexed.
+  await page.setInputFiles("#kb-upload", { name: "delivery.md", mimeType: "text/markdown",
+    buffer: Buffer.from("## Do you deliver on Sundays?\nNo, Monday to Saturday only.\n") });
+  await page.waitForFunction(() => document.querySelector("#kb-name").value === "delivery.md");
+  await page.click("#kb-form button[type=submit]");
+  await page.waitForSelector("[data-file='delivery.md']");
+  await page.waitForSelector("#kb-size:has-text('1 FAQ entry')");
   await shot("settings");
 
   // Dead letters: replay the inbound one (confirmed).

@@ -198,6 +198,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/console/api/settings"),
     ("GET", "/console/api/whitelist"),
     ("POST", "/console/api/whitelist"),
+    ("GET", "/console/api/knowledge"),
+    ("GET", "/console/api/knowledge/faq.md"),
+    ("PUT", "/console/api/knowledge/faq.md"),
+    ("DELETE", "/console/api/knowledge/faq.md"),
     ("GET", "/console/api/deadletters"),
     ("POST", "/console/api/deadletters/inbound/replay"),
     ("POST", "/console/api/deadletters/inbound/discard"),
@@ -702,6 +706,37 @@ async fn console_actions_work_end_to_end_and_are_audited() {
         .await;
     assert_eq!(status, 400);
 
+    // Knowledge: a file written here is indexed at once — the next question it answers is
+    // answered from it, with no model call.
+    let calls = s.fake.requests().len();
+    let faq = "## Do you sell gift cards?\nAlso: gift vouchers\n\nYes: gift cards from $10, in the shop.\n";
+    let (status, put) = s
+        .send(&me, reqwest::Method::PUT, "/console/api/knowledge/gifts.md", serde_json::json!({"content": faq}))
+        .await;
+    assert_eq!((status, put["faq_entries"].as_u64()), (200, Some(1)), "{put}");
+    let (status, _) = s
+        .send(&me, reqwest::Method::PUT, "/console/api/knowledge/..%2Fetc.md", serde_json::json!({"content": "x"}))
+        .await;
+    assert_eq!(status, 400);
+    let (_, list) = s.get(&me, "/console/api/knowledge").await;
+    assert_eq!(list["files"][0]["name"], "gifts.md");
+    assert_eq!(list["files"][0]["source"], "console");
+    let (_, file) = s.get(&me, "/console/api/knowledge/gifts.md").await;
+    assert_eq!(file["content"], faq);
+    s.gw.send_text(CUSTOMER, "Do you sell gift cards?").await;
+    s.gw.wait_listing(CUSTOMER, T, |l| l.iter().any(|m| m["text"].as_str().is_some_and(|t| t.contains("from $10")))).await;
+    assert_eq!(s.fake.requests().len(), calls, "answered from the knowledge base");
+    let (_, shown) = s.get(&me, &format!("/console/api/conversations/{id}")).await;
+    assert_eq!(shown["messages"].as_array().unwrap().last().unwrap()["author"], "knowledge");
+    let (status, _) = s
+        .send(&me, reqwest::Method::DELETE, "/console/api/knowledge/gifts.md", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .send(&me, reqwest::Method::DELETE, "/console/api/knowledge/gifts.md", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 404);
+
     // Dead letters: a poison inbound event is listed, replayed (dead again), then discarded.
     poison(&s).await;
     let dead = until("a dead letter", async || {
@@ -767,10 +802,10 @@ async fn console_actions_work_end_to_end_and_are_audited() {
     assert!(costs["budget_used"].as_f64().unwrap() > 0.0);
     assert_eq!(costs["daily"].as_array().unwrap().len(), 30);
     assert_eq!(
-        costs["daily"][29]["messages"], 2,
-        "two customer messages today"
+        costs["daily"][29]["messages"], 3,
+        "three customer messages today"
     );
-    assert_eq!(costs["periods"][0]["calls"], 1);
+    assert_eq!(costs["periods"][0]["calls"], 1, "one model call: the FAQ answer is free");
     assert_eq!(costs["top_contacts"][0]["phone"], CUSTOMER);
 
     // The browser may not write the audit log; everything above is in it, with who.
@@ -798,6 +833,8 @@ async fn console_actions_work_end_to_end_and_are_audited() {
             "resume",
             "settings.set",
             "whitelist.allow",
+            "knowledge.write",
+            "knowledge.delete",
             "deadletters.replay",
             "deadletters.discard"
         ]
@@ -892,7 +929,7 @@ async fn the_console_page_in_headless_chromium() {
     let (_, settings) = s.get(&me, "/console/api/settings").await;
     assert!(settings.to_string().contains("gpt-4o-mini"));
     let (_, audit) = s.get(&me, "/console/api/audit").await;
-    for action in ["reply", "settings.set", "deadletters.replay"] {
+    for action in ["reply", "settings.set", "knowledge.write", "deadletters.replay"] {
         assert!(
             audit.to_string().contains(action),
             "{action} not audited: {audit}"

@@ -236,7 +236,7 @@ async function settings() {
     const value = s.value === null ? "" : String(s.value === true ? "on" : s.value === false ? "off" : s.value);
     const input = s.key === "pre-prompt"
       ? el("textarea", { id: `set-${s.key}`, rows: 6 }, value)
-      : el("input", { id: `set-${s.key}`, value });
+      : el("input", { id: `set-${s.key}`, value, placeholder: s.value === null ? "(the model API's default)" : null });
     return el("div", { class: "card", "data-key": s.key },
       el("b", {}, s.key), " ", el("span", { class: "muted" }, `${s.meaning}${s.set_here ? " — set here" : " — from the environment"}`),
       input,
@@ -244,10 +244,38 @@ async function settings() {
         el("button", { class: "primary", onclick: () => setting(s.key, input.value) }, "Save"),
         s.set_here ? el("button", { onclick: () => setting(s.key, null) }, "Back to the environment's value") : null));
   }));
+  await knowledge();
   const wl = await api("GET", "/console/api/whitelist");
   fill("#whitelist", el("table", {}, el("tr", {}, el("th", {}, "Number"), el("th", {}, "Role"), el("th", {}, "Access")),
     wl.map((c) => el("tr", {}, el("td", {}, c.phone), el("td", {}, c.role),
       el("td", {}, c.opted_out ? "opted out (STOP)" : c.allowed ? "allowed" : "not allowed")))));
+}
+
+async function knowledge() {
+  const kb = await api("GET", "/console/api/knowledge");
+  $("#kb-size").textContent = `${plural(kb.sections, "section")} indexed, ${plural(kb.faq_entries, "FAQ entry")} answered without the model.`;
+  fill("#kb-files", el("table", {}, el("tr", {}, el("th", {}, "File"), el("th", {}, "From"), el("th", {}, "Size"), el("th", {}, "")),
+    kb.files.map((f) => el("tr", { "data-file": f.name }, el("td", {}, f.name),
+      el("td", {}, f.source === "console" ? (f.replaces_folder_file ? "console (replaces the folder's)" : "console") : "KNOWLEDGE_DIR"),
+      el("td", {}, `${f.bytes} B`),
+      el("td", {}, el("button", { onclick: () => openFile(f.name) }, "Edit"), " ",
+        f.source === "console" ? el("button", { class: "danger", onclick: () => deleteFile(f.name) }, "Delete") : null)))));
+}
+
+async function openFile(name) {
+  try {
+    const f = await api("GET", `/console/api/knowledge/${encodeURIComponent(name)}`);
+    $("#kb-name").value = f.name;
+    $("#kb-content").value = f.content;
+  } catch (e) { shown(e); }
+}
+
+async function deleteFile(name) {
+  if (!confirm(`Delete ${name} written on the console?`)) return;
+  try {
+    await api("DELETE", `/console/api/knowledge/${encodeURIComponent(name)}`);
+    await knowledge();
+  } catch (e) { shown(e); }
 }
 
 async function setting(key, value) {
@@ -321,6 +349,19 @@ async function start() {
       await api("POST", "/console/api/whitelist", { number: $("#wl-number").value, action: $("#wl-action").value });
       $("#wl-number").value = "";
       await settings();
+    } catch (err) { shown(err); }
+  });
+  $("#kb-upload").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    $("#kb-name").value = file.name.replace(/\.txt$/, ".md");
+    $("#kb-content").value = await file.text();
+  });
+  $("#kb-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("PUT", `/console/api/knowledge/${encodeURIComponent($("#kb-name").value.trim())}`, { content: $("#kb-content").value });
+      await knowledge();
     } catch (err) { shown(err); }
   });
   window.addEventListener("hashchange", route);
