@@ -113,8 +113,13 @@ pub async fn put(
     let by = session.admin.name.clone();
     store::put_knowledge(&api.db, &name, &body.content, &by, shared::ids::now_ms()).await?;
     let (sections, faq_entries) = reindex(&api).await?;
-    api.audit(&session, "knowledge.write", &name, &format!("{} bytes", body.content.len()))
-        .await?;
+    api.audit(
+        &session,
+        "knowledge.write",
+        &name,
+        &format!("{} bytes", body.content.len()),
+    )
+    .await?;
     Ok(Json(
         serde_json::json!({"name": name, "sections": sections, "faq_entries": faq_entries}),
     ))

@@ -169,14 +169,26 @@ impl Api {
     }
 }
 
-/// Every console call needs a live session (and, to change anything, its CSRF token); the
-/// session goes to the handler as an extension.
+/// Every console call needs a live session (and, to change anything, its CSRF token) of an
+/// admin who still is one; the session goes to the handler as an extension.
 async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Response {
-    match api.console.authorize(req.method(), req.headers()).await {
-        Ok((_, session)) => {
-            req.extensions_mut().insert(session);
-            next.run(req).await
+    let (sid, session) = match api.console.authorize(req.method(), req.headers()).await {
+        Ok(s) => s,
+        Err(refused) => return refused.into_response(),
+    };
+    // An admin signed in from WhatsApp stays one: a session whose admin lost the role ends,
+    // here and on the gateway.
+    if let Some(id) = &session.admin.contact_id {
+        match crate::store::contact(&api.db, id).await {
+            Ok(Some(c)) if c.role == crate::store::Role::Admin => {}
+            Ok(_) => {
+                let _ = api.console.close(&sid).await;
+                tracing::info!("console: a session ended: its admin is no longer one");
+                return shared::console::Refused::NoSession.into_response();
+            }
+            Err(e) => return ApiError::from(e).into_response(),
         }
-        Err(refused) => refused.into_response(),
     }
+    req.extensions_mut().insert(session);
+    next.run(req).await
 }

@@ -133,11 +133,15 @@ impl Knowledge {
                                 seen_db = Some(v);
                                 seen = signature(&self.dir);
                             }
-                            Err(e) => tracing::warn!(error = %e, "cannot read the console's knowledge files"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read the console's knowledge files")
+                            }
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot read the console's knowledge files"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the console's knowledge files")
+                    }
                 }
             }
             tokio::select! {

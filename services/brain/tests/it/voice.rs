@@ -78,6 +78,32 @@ async fn a_voice_note_is_acknowledged_transcribed_and_answered() {
         1,
         "no model call for a failed transcription"
     );
+
+    // The console's log: each voice note once, in order, with its transcript filled in when it
+    // came back (empty when it could not be transcribed), then the bot's notice and answers.
+    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&rig.db.url)).unwrap();
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT direction, kind, author, content FROM conversation_log ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let shape: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|(d, k, a, _)| (d.as_str(), k.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("in", "voice", "customer"),
+            ("out", "text", "bot"),
+            ("out", "text", "model"),
+            ("in", "voice", "customer"),
+            ("out", "text", "bot"),
+            ("out", "text", "bot"),
+        ]
+    );
+    assert_eq!(rows[0].3, "When do you open tomorrow?");
+    assert_eq!(rows[3].3, "");
 }
 
 #[tokio::test]

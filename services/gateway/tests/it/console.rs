@@ -82,6 +82,11 @@ impl Stack {
 
     /// The admin asks for a link on the web chat and gets it back.
     pub async fn link(&self) -> String {
+        self.link_for(ADMIN).await
+    }
+
+    /// The admin `number` asks for a link on the web chat and gets it back.
+    pub async fn link_for(&self, number: &str) -> String {
         let links = |l: &[serde_json::Value]| -> Vec<String> {
             l.iter()
                 .filter_map(|m| m["text"].as_str())
@@ -90,12 +95,12 @@ impl Stack {
                 .map(str::to_owned)
                 .collect()
         };
-        let before = links(&self.gw.listing(ADMIN).await).len();
-        let (status, _) = self.gw.send_text(ADMIN, "!console").await;
+        let before = links(&self.gw.listing(number).await).len();
+        let (status, _) = self.gw.send_text(number, "!console").await;
         assert_eq!(status, 202);
         let l = self
             .gw
-            .wait_listing(ADMIN, T, |l| links(l).len() > before)
+            .wait_listing(number, T, |l| links(l).len() > before)
             .await;
         let link = links(&l).pop().expect("the admin got a sign-in link");
         assert!(link.starts_with(&self.gw.public), "{link}");
@@ -343,6 +348,44 @@ async fn a_link_signs_in_once_csrf_is_required_and_sign_out_ends_the_session_eve
     assert_eq!(status, 401);
     let (status, _) = s.get(&session, "/console/api/conversations").await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn an_admin_who_loses_the_role_loses_the_console() {
+    let s = Stack::start(&[], false).await;
+    let me = s.session().await;
+    let other = "+15550005555";
+    let (status, _) = s
+        .post(
+            &me,
+            "/console/api/whitelist",
+            serde_json::json!({"number": other, "action": "admin"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let link = s.link_for(other).await;
+    let cookie = s.sign_in_with(&link).await;
+    let theirs = Session {
+        cookie,
+        csrf: String::new(),
+    };
+    let (status, me_too) = s.get(&theirs, "/console/api/session").await;
+    assert_eq!((status, me_too["admin"].as_str()), (200, Some(other)));
+    let (status, _) = s
+        .post(
+            &me,
+            "/console/api/whitelist",
+            serde_json::json!({"number": other, "action": "user"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s.get(&theirs, "/console/api/conversations").await;
+    assert_eq!(status, 401);
+    // Ended everywhere: the gateway's own routes refuse it too.
+    let (status, _) = s.get(&theirs, "/console/api/session").await;
+    assert_eq!(status, 401);
+    let (status, _) = s.get(&me, "/console/api/conversations").await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -711,11 +754,25 @@ async fn console_actions_work_end_to_end_and_are_audited() {
     let calls = s.fake.requests().len();
     let faq = "## Do you sell gift cards?\nAlso: gift vouchers\n\nYes: gift cards from $10, in the shop.\n";
     let (status, put) = s
-        .send(&me, reqwest::Method::PUT, "/console/api/knowledge/gifts.md", serde_json::json!({"content": faq}))
+        .send(
+            &me,
+            reqwest::Method::PUT,
+            "/console/api/knowledge/gifts.md",
+            serde_json::json!({"content": faq}),
+        )
         .await;
-    assert_eq!((status, put["faq_entries"].as_u64()), (200, Some(1)), "{put}");
+    assert_eq!(
+        (status, put["faq_entries"].as_u64()),
+        (200, Some(1)),
+        "{put}"
+    );
     let (status, _) = s
-        .send(&me, reqwest::Method::PUT, "/console/api/knowledge/..%2Fetc.md", serde_json::json!({"content": "x"}))
+        .send(
+            &me,
+            reqwest::Method::PUT,
+            "/console/api/knowledge/..%2Fetc.md",
+            serde_json::json!({"content": "x"}),
+        )
         .await;
     assert_eq!(status, 400);
     let (_, list) = s.get(&me, "/console/api/knowledge").await;
@@ -724,16 +781,39 @@ async fn console_actions_work_end_to_end_and_are_audited() {
     let (_, file) = s.get(&me, "/console/api/knowledge/gifts.md").await;
     assert_eq!(file["content"], faq);
     s.gw.send_text(CUSTOMER, "Do you sell gift cards?").await;
-    s.gw.wait_listing(CUSTOMER, T, |l| l.iter().any(|m| m["text"].as_str().is_some_and(|t| t.contains("from $10")))).await;
-    assert_eq!(s.fake.requests().len(), calls, "answered from the knowledge base");
-    let (_, shown) = s.get(&me, &format!("/console/api/conversations/{id}")).await;
-    assert_eq!(shown["messages"].as_array().unwrap().last().unwrap()["author"], "knowledge");
+    s.gw.wait_listing(CUSTOMER, T, |l| {
+        l.iter()
+            .any(|m| m["text"].as_str().is_some_and(|t| t.contains("from $10")))
+    })
+    .await;
+    assert_eq!(
+        s.fake.requests().len(),
+        calls,
+        "answered from the knowledge base"
+    );
+    let (_, shown) = s
+        .get(&me, &format!("/console/api/conversations/{id}"))
+        .await;
+    assert_eq!(
+        shown["messages"].as_array().unwrap().last().unwrap()["author"],
+        "knowledge"
+    );
     let (status, _) = s
-        .send(&me, reqwest::Method::DELETE, "/console/api/knowledge/gifts.md", serde_json::json!({}))
+        .send(
+            &me,
+            reqwest::Method::DELETE,
+            "/console/api/knowledge/gifts.md",
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = s
-        .send(&me, reqwest::Method::DELETE, "/console/api/knowledge/gifts.md", serde_json::json!({}))
+        .send(
+            &me,
+            reqwest::Method::DELETE,
+            "/console/api/knowledge/gifts.md",
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(status, 404);
 
@@ -805,7 +885,10 @@ async fn console_actions_work_end_to_end_and_are_audited() {
         costs["daily"][29]["messages"], 3,
         "three customer messages today"
     );
-    assert_eq!(costs["periods"][0]["calls"], 1, "one model call: the FAQ answer is free");
+    assert_eq!(
+        costs["periods"][0]["calls"], 1,
+        "one model call: the FAQ answer is free"
+    );
     assert_eq!(costs["top_contacts"][0]["phone"], CUSTOMER);
 
     // The browser may not write the audit log; everything above is in it, with who.
@@ -850,6 +933,51 @@ async fn console_actions_work_end_to_end_and_are_audited() {
         !audit.to_string().contains("Ana here"),
         "no message text in the audit log"
     );
+
+    // A photo: logged with its caption, the image served while the media store keeps it.
+    let form = crate::helpers::file_form(crate::helpers::PNG.to_vec(), "image/png")
+        .text("caption", "this one?");
+    assert_eq!(s.gw.send_form(CUSTOMER, form).await.status(), 202);
+    let photo = until("the photo logged", async || {
+        let (_, c) = s
+            .get(&me, &format!("/console/api/conversations/{id}"))
+            .await;
+        c["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["kind"] == "image")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (photo["content"].as_str(), photo["has_media"].as_bool()),
+        (Some("this one?"), Some(true))
+    );
+    let image = s
+        .http
+        .get(s.url(&format!(
+            "/console/api/conversations/{id}/media/{}",
+            photo["id"]
+        )))
+        .header("cookie", &me.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert_eq!(image.bytes().await.unwrap().as_ref(), crate::helpers::PNG);
+
+    // !forget erases the conversation log with the rest.
+    let (status, _) = s.gw.send_text(ADMIN, &format!("!forget {CUSTOMER}")).await;
+    assert_eq!(status, 202);
+    until("the conversation forgotten", async || {
+        let (status, _) = s
+            .get(&me, &format!("/console/api/conversations/{id}"))
+            .await;
+        (status == 404).then_some(())
+    })
+    .await;
+    let (_, list) = s.get(&me, "/console/api/conversations").await;
+    assert!(!list.to_string().contains(CUSTOMER), "{list}");
 }
 
 /// An inbound event the brain can never handle (no message id): dead-lettered at once.
@@ -929,7 +1057,12 @@ async fn the_console_page_in_headless_chromium() {
     let (_, settings) = s.get(&me, "/console/api/settings").await;
     assert!(settings.to_string().contains("gpt-4o-mini"));
     let (_, audit) = s.get(&me, "/console/api/audit").await;
-    for action in ["reply", "settings.set", "knowledge.write", "deadletters.replay"] {
+    for action in [
+        "reply",
+        "settings.set",
+        "knowledge.write",
+        "deadletters.replay",
+    ] {
         assert!(
             audit.to_string().contains(action),
             "{action} not audited: {audit}"
