@@ -214,6 +214,13 @@ async fn the_cleanup_deletes_memory_older_than_the_retention() {
             .execute(d.pool())
             .await
             .unwrap();
+        // The console's log is kept as long.
+        sqlx::query("INSERT INTO conversation_log (contact_id, direction, kind, content, author, message_id, created_at_ms) VALUES ('c-old', 'in', 'text', $1, 'customer', 'x', $2)")
+            .bind(content)
+            .bind(now - age * day)
+            .execute(d.pool())
+            .await
+            .unwrap();
     }
     let p = rig.spawn().await; // the cleanup runs at start, then hourly
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -234,6 +241,13 @@ async fn the_cleanup_deletes_memory_older_than_the_retention() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(contents, ["recent question", "recent answer", "and now?"]);
+    let logged: Vec<String> = sqlx::query_scalar(
+        "SELECT content FROM conversation_log WHERE contact_id = 'c-old' AND message_id = 'x' ORDER BY id",
+    )
+    .fetch_all(d.pool())
+    .await
+    .unwrap();
+    assert_eq!(logged, ["recent question", "recent answer"]);
     d.close().await;
 }
 

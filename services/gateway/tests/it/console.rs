@@ -1090,3 +1090,75 @@ async fn the_console_page_in_headless_chromium() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_conversation_waiting_for_a_person_is_answered_and_handed_back_from_the_console() {
+    let s = Stack::start(&[], false).await;
+    let me = s.session().await;
+    s.gw.send_text(CUSTOMER, "I want to talk to a human please")
+        .await;
+    let waiting = until("the handoff in the list", async || {
+        let (_, list) = s.get(&me, "/console/api/conversations").await;
+        let c = list
+            .as_array()?
+            .iter()
+            .find(|c| c["phone"] == CUSTOMER)?
+            .clone();
+        c["handoff"].is_string().then_some(c)
+    })
+    .await;
+    let id = waiting["contact_id"].as_str().unwrap().to_owned();
+    let (_, shown) = s
+        .get(&me, &format!("/console/api/conversations/{id}"))
+        .await;
+    assert_eq!(shown["handoff"]["reason"], "asked");
+    assert_eq!(shown["handoff"]["reference"], waiting["handoff"]);
+    assert_eq!(
+        s.fake.requests().len(),
+        0,
+        "no model call for a person's question"
+    );
+    // The person answers; the customer's next message stays with the person (no bot answer).
+    let (status, _) = s
+        .post(
+            &me,
+            &format!("/console/api/conversations/{id}/reply"),
+            serde_json::json!({"text": "Hi, I'm here."}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    s.gw.wait_listing(CUSTOMER, T, |l| {
+        l.iter().any(|m| m["text"] == "Hi, I'm here.")
+    })
+    .await;
+    s.gw.send_text(CUSTOMER, "great, about my order").await;
+    until("the message logged", async || {
+        let (_, c) = s
+            .get(&me, &format!("/console/api/conversations/{id}"))
+            .await;
+        (c["messages"].as_array()?.last()?["content"] == "great, about my order").then_some(())
+    })
+    .await;
+    assert_eq!(s.fake.requests().len(), 0);
+    // Handed back: the bot answers again.
+    let (status, _) = s
+        .post(
+            &me,
+            &format!("/console/api/conversations/{id}/resume"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, shown) = s
+        .get(&me, &format!("/console/api/conversations/{id}"))
+        .await;
+    assert!(shown["handoff"].is_null());
+    s.gw.send_text(CUSTOMER, "one more thing").await;
+    until("the bot's answer", async || {
+        let (_, c) = s
+            .get(&me, &format!("/console/api/conversations/{id}"))
+            .await;
+        (c["messages"].as_array()?.last()?["author"] == "model").then_some(())
+    })
+    .await;
+}
