@@ -76,3 +76,82 @@ cargo_tool() {
   log "cargo install $2"
   cargo install --locked "$2"
 }
+
+# Reads a dotenv file (default .env) into the environment the way the services read it (dotenvy)
+# — never by running it as shell. One variable per line: NAME=value, `export NAME=value`;
+# values unquoted (no spaces or quotes; ` #` starts a comment), 'single-quoted' (literal) or
+# "double-quoted" (\" \\ \n \$ escapes); $NAME and ${NAME} are replaced outside single quotes.
+# Variables already set win. A line it cannot read stops with the file and line.
+dotenv_load() {
+  local file=${1:-.env} n=0 line name rest value out c i
+  [ -f "$file" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    n=$((n + 1))
+    line=${line#"${line%%[![:space:]]*}"}
+    case "$line" in ''|'#'*) continue ;; esac
+    [[ $line == export[[:space:]]* ]] && { line=${line#export}; line=${line#"${line%%[![:space:]]*}"}; }
+    if [[ $line != *=* ]]; then echo "$file line $n: expected NAME=value" >&2; return 1; fi
+    name=${line%%=*}; name=${name%"${name##*[![:space:]]}"}
+    if ! [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+      echo "$file line $n: not a variable name: $name" >&2; return 1
+    fi
+    rest=${line#*=}; rest=${rest#"${rest%%[![:space:]]*}"}
+    out=""
+    case "$rest" in
+      \'*)
+        rest=${rest:1}
+        if [[ $rest != *\'* ]]; then echo "$file line $n: cannot read $name: no closing '" >&2; return 1; fi
+        out=${rest%%\'*}; rest=${rest#*\'}
+        ;;
+      \"*)
+        i=1; local closed=0
+        while [ "$i" -lt "${#rest}" ]; do
+          c=${rest:i:1}
+          if [ "$c" = '\' ]; then
+            i=$((i + 1)); c=${rest:i:1}
+            case "$c" in n) out+=$'\n' ;; '"'|'\') out+=$c ;; '$') out+='\$' ;; *) out+="\\$c" ;; esac
+          elif [ "$c" = '"' ]; then closed=1; i=$((i + 1)); break
+          else out+=$c; fi
+          i=$((i + 1))
+        done
+        if [ "$closed" = 0 ]; then echo "$file line $n: cannot read $name: no closing \" (one line per variable)" >&2; return 1; fi
+        rest=${rest:i}
+        out=$(_dotenv_expand "$out")
+        out=${out//\\\$/\$}
+        ;;
+      *)
+        out=${rest%%[[:space:]]#*}; out=${out%"${out##*[![:space:]]}"}
+        if [[ $out == *[\'\"[:space:]]* ]]; then
+          echo "$file line $n: cannot read $name: quote a value with spaces, quotes or # in it, like $name=\"You're welcome\"" >&2
+          return 1
+        fi
+        out=$(_dotenv_expand "$out")
+        rest=""
+        ;;
+    esac
+    rest=${rest#"${rest%%[![:space:]]*}"}
+    case "$rest" in ''|'#'*) ;; *) echo "$file line $n: cannot read $name: text after the closing quote" >&2; return 1 ;; esac
+    [ -n "${!name+x}" ] && continue
+    export "$name=$out"
+  done < "$file"
+}
+
+# $NAME and ${NAME} in $1 replaced from the environment (unset: empty), a `$` before anything
+# else dropped (as dotenvy does); \$ stays for the caller.
+_dotenv_expand() {
+  local s=$1 out="" var
+  while [[ $s == *\$* ]]; do
+    local before=${s%%\$*}
+    s=${s#*\$}
+    if [[ $before == *\\ ]]; then
+      out+="$before\$"; continue
+    fi
+    out+=$before
+    if [[ $s =~ ^\{([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]] || [[ $s =~ ^([A-Za-z_][A-Za-z0-9_]*)(.*)$ ]]; then
+      var=${BASH_REMATCH[1]}
+      out+=${!var-}
+      s=${BASH_REMATCH[2]}
+    fi
+  done
+  printf '%s' "$out$s"
+}

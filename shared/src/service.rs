@@ -69,6 +69,20 @@ pub fn load_config<C>(
     Ok((common, config))
 }
 
+/// `healthcheck`: probes the service's own `/healthz`.
+fn healthcheck(spec: Spec, url: Option<String>) -> ExitCode {
+    let ok = crate::cli::healthcheck(
+        spec.name.http_addr_var(),
+        spec.name.default_http_addr(),
+        url,
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `console-link`: a one-time sign-in link to the console, printed on stdout.
 async fn run_console_link(spec: Spec, common: &CommonConfig, name: String) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -99,19 +113,13 @@ where
     C: Send + 'static,
     S: FnOnce(Context<C>) -> anyhow::Result<Running> + Send + 'static,
 {
-    crate::config::load_dotenv();
+    if let Err(e) = crate::config::load_dotenv() {
+        eprintln!("{}: {e}", spec.name.as_str());
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { url }) = &cli.command {
-        let ok = crate::cli::healthcheck(
-            spec.name.http_addr_var(),
-            spec.name.default_http_addr(),
-            url.clone(),
-        );
-        return if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return healthcheck(spec, url.clone());
     }
     if let Some(Command::Vars) = &cli.command {
         // Read with nothing set: every variable is asked for (defaults apply).

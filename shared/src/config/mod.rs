@@ -17,10 +17,56 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use env::{ConfigError, Env, Problem};
 
-/// Reads `.env` from the working directory when present (development); real environment
-/// variables win over it.
-pub fn load_dotenv() {
-    let _ = dotenvy::dotenv();
+/// Reads `.env` from the working directory when present; real environment variables win over
+/// it. A file that does not parse stops startup naming the file and line (it used to be cut
+/// off there without a word, dropping every variable after the bad line).
+pub fn load_dotenv() -> Result<(), String> {
+    load_dotenv_from(std::path::Path::new(".env"))
+}
+
+/// [`load_dotenv`] from `path`: every line is checked before anything is set, so a file that
+/// does not parse changes nothing and its first bad line is named (`.env line 12: …`).
+/// Variables already in the environment win.
+pub fn load_dotenv_from(path: &std::path::Path) -> Result<(), String> {
+    let iter = match dotenvy::from_path_iter(path) {
+        Ok(iter) => iter,
+        Err(e) if e.not_found() => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    for item in iter {
+        if let Err(e) = item {
+            return Err(dotenv_problem(path, &e));
+        }
+    }
+    dotenvy::from_path(path).map_err(|e| dotenv_problem(path, &e))
+}
+
+/// `<file> line <n>: <what>` for a parse error (dotenvy names the line's text, not its number).
+fn dotenv_problem(path: &std::path::Path, e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(text, _) => {
+            // dotenvy names the text it could not read (the value, or the line), not where.
+            let first = text.lines().next().unwrap_or("").trim();
+            let all = std::fs::read_to_string(path).unwrap_or_default();
+            let found = all
+                .lines()
+                .enumerate()
+                .find(|(_, l)| !l.trim_start().starts_with('#') && l.contains(first));
+            let (n, name) = found.map_or((String::new(), String::new()), |(i, l)| {
+                let name = l.split('=').next().unwrap_or("").trim();
+                (
+                    format!(" line {}", i + 1),
+                    name.trim_start_matches("export ").to_owned(),
+                )
+            });
+            format!(
+                "{}{n}: cannot read {name}: quote a value with spaces, quotes or # in it, \
+                 like {name}=\"You're welcome\"",
+                path.display()
+            )
+        }
+        other => format!("{}: {other}", path.display()),
+    }
 }
 
 /// A connection URL that may carry a password: `Debug`/`Display` show it with the password
@@ -291,6 +337,32 @@ impl CommonConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dotenv_that_does_not_parse_is_named_with_its_line_and_sets_nothing() {
+        let dir = std::env::temp_dir().join(format!("sb-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".env");
+        std::fs::write(
+            &file,
+            "# comment\nSB_DOTENV_TEST_A=1\n\nSB_DOTENV_TEST_B=You're here\nSB_DOTENV_TEST_C=3\n",
+        )
+        .unwrap();
+        let e = load_dotenv_from(&file).unwrap_err();
+        assert!(
+            e.contains(".env line 4: cannot read SB_DOTENV_TEST_B"),
+            "{e}"
+        );
+        assert!(
+            std::env::var("SB_DOTENV_TEST_A").is_err(),
+            "nothing set from a bad file"
+        );
+        std::fs::write(&file, "SB_DOTENV_TEST_D=\"You're here\" # fine\n").unwrap();
+        load_dotenv_from(&file).unwrap();
+        assert_eq!(std::env::var("SB_DOTENV_TEST_D").unwrap(), "You're here");
+        assert!(load_dotenv_from(&dir.join("absent")).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn every_problem_is_reported_at_once() {

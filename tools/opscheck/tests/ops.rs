@@ -265,6 +265,127 @@ fn env_example() -> (BTreeSet<String>, String) {
 }
 
 #[test]
+fn env_example_as_a_dotenv_file_is_read_whole_by_every_service() {
+    // Every uncommented NAME=value line is a variable dotenvy reads, with its value unquoted.
+    let text = std::fs::read_to_string(root().join(".env.example")).unwrap();
+    let set: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .filter(|k| !k.is_empty())
+        .collect();
+    let read: Vec<(String, String)> = dotenvy::from_path_iter(root().join(".env.example"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!(".env.example does not parse as the services read it: {e}"));
+    assert_eq!(
+        read.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>(),
+        set
+    );
+    assert!(read.contains(&(
+        "BUDGET_MESSAGE".into(),
+        "We'll get back to you shortly.".into()
+    )));
+    // `cp .env.example .env` then any service: configuration valid, nothing cut off. A broken
+    // line stops it with the file and line.
+    let dir = shared::testing::TempDir::new("dotenv");
+    std::fs::copy(root().join(".env.example"), dir.path().join(".env")).unwrap();
+    for s in SERVICES {
+        let out = std::process::Command::new(bin(s))
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{s} check-config with .env.example as .env: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let broken = text.replace(
+        "BUDGET_MESSAGE=\"We'll get back to you shortly.\"",
+        "BUDGET_MESSAGE=We'll get back to you shortly.",
+    );
+    std::fs::write(dir.path().join(".env"), &broken).unwrap();
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("BUDGET_MESSAGE="))
+        .unwrap()
+        + 1;
+    let out = std::process::Command::new(bin("brain"))
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(".env line {line}: cannot read BUDGET_MESSAGE")),
+        "{err}"
+    );
+}
+
+/// What `scripts/lib.sh`'s `dotenv_load` sets from `file` (starting from an environment with
+/// only PATH and HOME), or its error.
+fn scripts_read(file: &std::path::Path) -> Result<BTreeSet<(String, String)>, String> {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#". scripts/lib.sh && dotenv_load "$1" && env -0"#)
+        .arg("bash")
+        .arg(file)
+        .current_dir(root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", std::env::var("HOME").unwrap())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8(out.stdout)
+        .unwrap()
+        .split('\0')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| !matches!(*k, "PATH" | "HOME" | "PWD" | "SHLVL" | "_" | "OLDPWD"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+#[test]
+fn the_scripts_read_a_dotenv_file_as_the_services_do_without_running_it() {
+    let dir = shared::testing::TempDir::new("dotenv-scripts");
+    let sample = dir.path().join("sample.env");
+    std::fs::write(
+        &sample,
+        "# comment\nA=plain # a comment\nexport B='single $HOME # kept'\n\
+         C=\"double \\\"q\\\" and $HOME and ${HOME}x\"\nD=\"You're here\" # fine\nE=\n  F = spaced\n\
+         G=a#b\nH=\"cost \\$5\"\nI='$(touch pwned)'\nJ=\"`touch pwned` $(touch pwned)\"\n",
+    )
+    .unwrap();
+    for file in [root().join(".env.example"), sample.clone()] {
+        let services: BTreeSet<(String, String)> = dotenvy::from_path_iter(&file)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let scripts = scripts_read(&file).unwrap();
+        assert_eq!(scripts, services, "{}", file.display());
+    }
+    assert!(!root().join("pwned").exists() && !dir.path().join("pwned").exists());
+    // A line neither can read: both refuse; the scripts name the line.
+    std::fs::write(&sample, "A=1\nB=You're here\n").unwrap();
+    assert!(
+        dotenvy::from_path_iter(&sample)
+            .unwrap()
+            .any(|i| i.is_err())
+    );
+    let err = scripts_read(&sample).unwrap_err();
+    assert!(err.contains("line 2: cannot read B"), "{err}");
+}
+
+#[test]
 fn env_example_documents_every_variable_and_only_real_ones() {
     let (entries, text) = env_example();
     let mut read = BTreeSet::new();
