@@ -83,6 +83,19 @@ fn healthcheck(spec: Spec, url: Option<String>) -> ExitCode {
     }
 }
 
+/// `qr`: the QR code (or pairing code) the running gateway waits to be scanned with.
+fn qr(spec: Spec) -> ExitCode {
+    if spec.name != ServiceName::Gateway {
+        eprintln!("qr is the gateway's: run `gateway qr`");
+        return ExitCode::from(2);
+    }
+    if crate::cli::qr(spec.name.http_addr_var(), spec.name.default_http_addr()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `console-link`: a one-time sign-in link to the console, printed on stdout.
 async fn run_console_link(spec: Spec, common: &CommonConfig, name: String) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -120,6 +133,9 @@ where
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { url }) = &cli.command {
         return healthcheck(spec, url.clone());
+    }
+    if let Some(Command::Qr) = &cli.command {
+        return qr(spec);
     }
     if let Some(Command::Vars) = &cli.command {
         // Read with nothing set: every variable is asked for (defaults apply).
@@ -164,7 +180,9 @@ where
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
             Some(Command::Migrate) => run_migrate(spec, &common).await,
             Some(Command::ConsoleLink { name }) => run_console_link(spec, &common, name).await,
-            Some(Command::Healthcheck { .. } | Command::Vars | Command::CheckConfig) => {
+            Some(
+                Command::Healthcheck { .. } | Command::Qr | Command::Vars | Command::CheckConfig,
+            ) => {
                 unreachable!("handled before config")
             }
             None => run_service(spec, common, config, start).await,

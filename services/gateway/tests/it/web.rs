@@ -72,6 +72,22 @@ impl Fake {
     }
 }
 
+/// `gateway qr` run beside `gw` (same environment): success, and what it printed.
+async fn gateway_qr(gw: &Gw) -> (bool, String) {
+    let out = tokio::process::Command::new(crate::helpers::BIN)
+        .arg("qr")
+        .envs(&gw.senv.env)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 async fn ready(gw: &Gw) -> serde_json::Value {
     shared::testing::get_json(&format!("{}/readyz", gw.proc.http)).await
 }
@@ -120,6 +136,13 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     let j = shared::testing::get_json(&format!("{}/qr?format=json", gw.proc.http)).await;
     assert_eq!(j["qr"], "2@fake-qr-code");
     assert_eq!(j["state"], "waiting_for_qr");
+    // `gateway qr` draws it in the terminal; exit 1 once there is none (after linking, below).
+    let (ok, drawn) = gateway_qr(&gw).await;
+    assert!(ok, "{drawn}");
+    assert!(
+        drawn.contains('█') && drawn.contains("Linked devices"),
+        "{drawn}"
+    );
     // The sidecar (Node, a browser, third-party packages) gets a cleared environment: none of
     // the gateway's secrets, only what it needs.
     let env: Vec<String> =
@@ -142,6 +165,8 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     fake.inject("LINK");
     wait_state(&gw, "connected").await;
     assert_eq!(ready(&gw).await["status"], "ready");
+    let (ok, said) = gateway_qr(&gw).await;
+    assert!(!ok && said.contains("no code to scan"), "{said}");
 
     // Inbound: a phone-number sender, a LID sender with its number, a voice note, a group.
     let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":1764000000,"name":"Ana","media":null});
