@@ -40,12 +40,33 @@ pub struct FakeChat {
     pub base_url: String,
 }
 
+/// `GET /v1/models` as OpenAI answers it: the list with a key, 401 without one.
+async fn models(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let keyed = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
+    if !keyed {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": {"message": "You didn't provide an API key.", "type": "invalid_request_error"}})),
+        )
+            .into_response();
+    }
+    axum::Json(serde_json::json!({"object": "list", "data": [
+        {"id": "gpt-4o", "object": "model", "created": 1_715_367_049, "owned_by": "system"}
+    ]}))
+    .into_response()
+}
+
 impl FakeChat {
     /// Starts the server (echoing `You said: …` when the script is empty).
     pub fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(inner.clone());
         let addr = crate::testing::serve_on_own_thread(app);
         Self {
