@@ -773,6 +773,47 @@ async fn backup_then_change_then_restore_gives_back_the_backed_up_data() {
 /// Compose's interpolation for values without the operator's .env: `${NAME:-default}` →
 /// default, `${NAME:?message}` → `required`'s value for NAME (compose refuses to run without
 /// it), anywhere in the string.
+#[test]
+fn compose_rotates_logs_reaps_chromium_and_stops_early_without_its_secrets() {
+    let c = compose();
+    let text = std::fs::read_to_string(root().join("compose.yaml")).unwrap();
+    for (name, _) in c["services"].as_hash().unwrap() {
+        let name = name.as_str().unwrap();
+        let s = service(&c, name);
+        let logging = s
+            .get("logging")
+            .unwrap_or_else(|| panic!("{name} has no log rotation"));
+        assert_eq!(logging["driver"].as_str(), Some("json-file"), "{name}");
+        assert!(logging["options"]["max-size"].as_str().is_some(), "{name}");
+        assert!(logging["options"]["max-file"].as_str().is_some(), "{name}");
+        let image = s.get("image").and_then(Yaml::as_str).unwrap_or("");
+        assert!(
+            !image.contains("jaegertracing/all-in-one"),
+            "Jaeger v1 is end of life"
+        );
+    }
+    assert_eq!(service(&c, "gateway")["init"].as_bool(), Some(true));
+    for secret in ["REDIS_PASSWORD", "LOG_HASH_KEY", "GRAFANA_ADMIN_PASSWORD"] {
+        assert!(
+            text.contains(&format!("${{{secret}:?")),
+            "compose must stop early without {secret}"
+        );
+        assert!(
+            !text.contains(&format!("${{{secret}:-")),
+            "{secret} must not default to anything"
+        );
+    }
+    for name in SERVICES {
+        let env = service(&c, name)["environment"].clone();
+        assert!(
+            env["LOG_HASH_KEY"]
+                .as_str()
+                .is_some_and(|v| v.contains("${LOG_HASH_KEY:?")),
+            "{name} gets the one LOG_HASH_KEY"
+        );
+    }
+}
+
 fn interpolate(v: &str, required: &[(&str, &str)]) -> String {
     let mut out = String::new();
     let mut rest = v;
@@ -806,7 +847,10 @@ fn each_service_accepts_the_compose_configuration_with_the_required_secrets() {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let required = [("REDIS_PASSWORD", "0123456789abcdef")];
+    let required = [
+        ("REDIS_PASSWORD", "0123456789abcdef"),
+        ("LOG_HASH_KEY", "0123456789abcdef0123456789abcdef"),
+    ];
     for name in SERVICES {
         let s = service(&c, name);
         let mut env: Vec<(String, String)> = defaults.clone();
