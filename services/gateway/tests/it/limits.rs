@@ -220,12 +220,14 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
     }
 
     // An upload that never finishes holds the only upload place; the next is told to retry.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    // The slow upload and the first quick one race for the place: when the quick one wins
+    // (the slow one is refused), the slow one starts again.
     let boundary = "sbtestboundary";
-    let slow = {
+    let start_slow = || {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
         // A connection of its own: a pooled one the server has just closed would fail the
         // streamed body before it reached the handler.
         let http = reqwest::Client::builder()
@@ -233,7 +235,7 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
             .build()
             .unwrap();
         let url = gw.api("15551110012", "messages");
-        tokio::spawn(async move {
+        let slow = tokio::spawn(async move {
             http.post(url)
                 .header(
                     "content-type",
@@ -242,13 +244,9 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
                 .body(reqwest::Body::wrap_stream(body))
                 .send()
                 .await
-        })
+        });
+        (tx, slow)
     };
-    tx.send(Ok(bytes::Bytes::from(format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
-    ))))
-    .await
-    .unwrap();
     let upload = || {
         let form = crate::helpers::file_form(crate::helpers::PNG.to_vec(), "image/png");
         gw.http
@@ -257,24 +255,38 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
             .send()
     };
     let deadline = std::time::Instant::now() + T;
-    loop {
-        let r = upload().await.unwrap();
-        if r.status() == 503 {
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert!(
-                body["error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("WEBCHAT_MAX_UPLOADS")
-            );
-            break;
+    let (tx, slow) = 'held: loop {
+        let (tx, slow) = start_slow();
+        tx.send(Ok(bytes::Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+        ))))
+        .await
+        .unwrap();
+        loop {
+            let r = upload().await.unwrap();
+            if r.status() == 503 {
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert!(
+                    body["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("WEBCHAT_MAX_UPLOADS")
+                );
+                break 'held (tx, slow);
+            }
+            if slow.is_finished() {
+                let ended = slow.await.unwrap().unwrap();
+                assert_eq!(ended.status(), 503, "the unfinished upload ended");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", r.status());
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if slow.is_finished() {
-            panic!("the unfinished upload ended: {:?}", slow.await);
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", r.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow upload never held the place"
+        );
+    };
     // The slow client gives up: its place is free again.
     drop(tx);
     let _ = slow.await;
