@@ -414,7 +414,18 @@ async fn replies_are_sent_as_meta_expects_throttling_is_retried_and_statuses_rec
             })
         );
     }
-    let metrics = gw.metrics().await;
+    // The fake records the second send before the gateway has read its answer: the count
+    // follows a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = gw.metrics().await;
+        if m.contains("gateway_cloud_sends_total{outcome=\"sent\"} 1")
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         metrics.contains("gateway_cloud_sends_total{outcome=\"throttled\"} 1"),
         "{metrics}"
