@@ -312,6 +312,18 @@ struct QrQuery {
     format: Option<String>,
 }
 
+/// `code` drawn as a 256-px SVG QR code response (none when it cannot be encoded); `/qr` and
+/// the console share it.
+pub(crate) fn qr_svg(code: &str) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let qr = qrcode::QrCode::new(code.as_bytes()).ok()?;
+    let svg = qr
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(256, 256)
+        .build();
+    Some(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
 /// `/qr` (internal listener only): the QR code to link WhatsApp as an SVG image (or the
 /// pairing code), `?format=json` for the session state and the raw values.
 fn qr(transports: &Transports, q: &QrQuery) -> axum::response::Response {
@@ -337,14 +349,8 @@ fn qr(transports: &Transports, q: &QrQuery) -> axum::response::Response {
         }))
         .into_response();
     }
-    match code.and_then(|c| qrcode::QrCode::new(c.as_bytes()).ok()) {
-        Some(qr) => {
-            let svg = qr
-                .render::<qrcode::render::svg::Color<'_>>()
-                .min_dimensions(256, 256)
-                .build();
-            ([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
-        }
+    match code.as_deref().and_then(qr_svg) {
+        Some(svg) => svg,
         None => json_error(
             StatusCode::NOT_FOUND,
             format!(

@@ -186,12 +186,10 @@ pub(super) async fn list(brain: &impl Context, now: i64) -> Result<Decision, Han
     let mut text = format!("Waiting for a person ({}):", waiting.len());
     for c in &waiting {
         let Some(h) = &c.handoff else { continue };
-        let who = store::identities_of(db, &c.id)
+        let who = store::phone_of(db, &c.id)
             .await
             .or_retry()?
-            .into_iter()
-            .find(|(k, _)| k == "phone")
-            .map_or_else(|| "web chat visitor".to_owned(), |(_, v)| v);
+            .unwrap_or_else(|| "web chat visitor".to_owned());
         let minutes = (now - h.since_ms).max(0) / 60_000;
         let answered = if h.deadline_ms.is_none() {
             ", answered"

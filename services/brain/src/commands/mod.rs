@@ -316,12 +316,10 @@ fn help(contact: &Contact) -> String {
 
 /// `!console`: a one-time sign-in link, valid 10 minutes, for this admin.
 async fn console_link(brain: &impl Context, contact: &Contact) -> Result<Decision, HandleError> {
-    let name = store::identities_of(brain.db(), &contact.id)
+    let name = store::phone_of(brain.db(), &contact.id)
         .await
         .or_retry()?
-        .into_iter()
-        .find(|(k, _)| k == "phone")
-        .map_or_else(|| format!("admin {}", hash_id(&contact.id)), |(_, v)| v);
+        .unwrap_or_else(|| format!("admin {}", hash_id(&contact.id)));
     let admin = shared::console::Admin {
         name,
         contact_id: Some(contact.id.clone()),

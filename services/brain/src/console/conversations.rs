@@ -56,14 +56,6 @@ async fn contact(api: &Api, id: &str) -> Result<Contact, ApiError> {
         .ok_or_else(|| ApiError::not_found("no such contact (forgotten, or never wrote)"))
 }
 
-async fn phone_of(api: &Api, id: &str) -> Result<Option<String>, ApiError> {
-    Ok(store::identities_of(&api.db, id)
-        .await?
-        .into_iter()
-        .find(|(k, _)| k == "phone")
-        .map(|(_, v)| v))
-}
-
 /// `GET /console/api/conversations/{contact}`: its newest 200 messages (or those after
 /// `after`), oldest first.
 pub async fn show(
@@ -75,7 +67,7 @@ pub async fn show(
     let messages = store::log_of(&api.db, &c.id, q.after, 200).await?;
     let now = shared::ids::now_ms();
     Ok(Json(Shown {
-        phone: phone_of(&api, &c.id).await?,
+        phone: store::phone_of(&api.db, &c.id).await?,
         role: c.role.as_str(),
         allowed: c.allowed,
         opted_out: c.opted_out,
@@ -143,7 +135,9 @@ pub async fn reply(
     let c = contact(&api, &id).await?;
     let now = shared::ids::now_ms();
     crate::commands::send_as_business(&api.db, &api.brain.bus, &c, text, now).await?;
-    let who = phone_of(&api, &c.id).await?.unwrap_or_else(|| c.id.clone());
+    let who = store::phone_of(&api.db, &c.id)
+        .await?
+        .unwrap_or_else(|| c.id.clone());
     api.audit(
         &session,
         "reply",
@@ -163,7 +157,9 @@ pub async fn resume(
 ) -> ApiResult<serde_json::Value> {
     let c = contact(&api, &id).await?;
     let ended = store::end_handoff(&api.db, &c.id, shared::ids::now_ms()).await?;
-    let who = phone_of(&api, &c.id).await?.unwrap_or_else(|| c.id.clone());
+    let who = store::phone_of(&api.db, &c.id)
+        .await?
+        .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "resume", &who, "").await?;
     Ok(Json(serde_json::json!({"resumed": ended})))
 }
@@ -189,7 +185,9 @@ pub async fn pause(
     let c = contact(&api, &id).await?;
     let until = shared::ids::now_ms() + i64::from(body.minutes) * 60_000;
     store::pause_contact(&api.db, &c.id, until).await?;
-    let who = phone_of(&api, &c.id).await?.unwrap_or_else(|| c.id.clone());
+    let who = store::phone_of(&api.db, &c.id)
+        .await?
+        .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "pause", &who, &format!("{} min", body.minutes))
         .await?;
     Ok(Json(serde_json::json!({"paused_until_ms": until})))

@@ -102,11 +102,7 @@ pub async fn costs(State(api): State<Api>) -> ApiResult<Costs> {
     let mut top_contacts = Vec::new();
     for (contact_id, t) in usage::top_contacts(&api.db, &from, &today, 10).await? {
         let phone = match &contact_id {
-            Some(id) => crate::store::identities_of(&api.db, id)
-                .await?
-                .into_iter()
-                .find(|(k, _)| k == "phone")
-                .map(|(_, v)| v),
+            Some(id) => crate::store::phone_of(&api.db, id).await?,
             None => None,
         };
         top_contacts.push(Top {

@@ -145,6 +145,15 @@ pub async fn identities_of(
         .collect()
 }
 
+/// The contact's phone number, when it has one (web chat visitors have none).
+pub async fn phone_of(db: &Db, contact_id: &str) -> Result<Option<String>, sqlx::Error> {
+    Ok(identities_of(db, contact_id)
+        .await?
+        .into_iter()
+        .find(|(k, _)| k == "phone")
+        .map(|(_, v)| v))
+}
+
 /// Adds one turn to a contact's memory (what a person said for the business).
 pub async fn add_turn(
     db: &Db,

@@ -4,7 +4,7 @@
 
 use axum::Extension;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use shared::console::Session;
 
@@ -42,14 +42,8 @@ pub(super) async fn qr(State(c): State<ConsoleRoutes>) -> Response {
         .all()
         .iter()
         .find_map(|t| t.pairing().and_then(|p| p.qr));
-    match code.and_then(|c| qrcode::QrCode::new(c.as_bytes()).ok()) {
-        Some(qr) => {
-            let svg = qr
-                .render::<qrcode::render::svg::Color<'_>>()
-                .min_dimensions(256, 256)
-                .build();
-            ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
-        }
+    match code.as_deref().and_then(crate::qr_svg) {
+        Some(svg) => svg,
         None => {
             shared::http::json_error(StatusCode::NOT_FOUND, "no QR code is waiting to be scanned")
         }
