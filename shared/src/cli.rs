@@ -95,7 +95,7 @@ pub fn healthcheck(addr_var: &str, default_addr: &str, url: Option<String>) -> b
         return false;
     };
     rt.block_on(async {
-        let Ok(client) = reqwest::Client::builder()
+        let Ok(client) = crate::http_client::builder()
             .timeout(Duration::from_secs(3))
             .build()
         else {
@@ -127,7 +127,7 @@ pub fn qr(addr_var: &str, default_addr: &str) -> bool {
         return false;
     };
     let answer = rt.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
         let r = client.get(&url).send().await?;

@@ -6,21 +6,45 @@
 //! timestamps as unix milliseconds) and run on both backends by the same tests.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, SqlStr};
 
 use crate::config::Dsn;
 
 /// The future an [`ApplyFn`] returns.
 pub use futures_util::future::BoxFuture;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+/// The migration files, embedded (listed by build.rs).
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::SQLITE));
+static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::POSTGRES));
+
+/// A migrator of embedded migrations, each as sqlx's `migrate!` made it: same description,
+/// checksum and `-- no-transaction` opt-out, so databases it migrated carry on.
+fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    SqlStr::from_static(sql),
+                    sql.starts_with("-- no-transaction"),
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Which database engine `DATABASE_URL` names.
 /// Which database a URL names.
@@ -461,5 +485,35 @@ mod tests {
             "sqlite://:memory:?mode=memory"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn embedded_migrations_are_what_sqlx_reads_from_the_folders() {
+        // Same versions, descriptions, checksums and transaction opt-outs as sqlx's own reading
+        // of the files (what `migrate!` embedded before): databases it migrated carry on.
+        for (dir, embedded) in [
+            ("sqlite", &*SQLITE_MIGRATIONS),
+            ("postgres", &*POSTGRES_MIGRATIONS),
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../migrations")
+                .join(dir);
+            let read = Migrator::new(path).await.expect("sqlx reads the folder");
+            let shape = |m: &Migrator| -> Vec<_> {
+                m.iter()
+                    .map(|x| {
+                        (
+                            x.version,
+                            x.description.to_string(),
+                            x.checksum.to_vec(),
+                            x.no_tx,
+                            x.migration_type,
+                        )
+                    })
+                    .collect()
+            };
+            assert!(read.iter().count() >= 5, "{dir}: too few migrations read");
+            assert_eq!(shape(embedded), shape(&read), "{dir}");
+        }
     }
 }

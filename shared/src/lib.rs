@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 pub mod db;
 pub mod http;
+pub mod http_client;
 pub mod ids;
 pub mod liveness;
 #[cfg(feature = "llm")]

@@ -122,7 +122,7 @@ impl Endpoint {
 /// An async-openai client for `endpoint` without the crate's own retries, with `timeout` per
 /// HTTP request, recording `Retry-After` for [`call`].
 pub fn client(endpoint: &Endpoint, timeout: Duration) -> Client<OpenAIConfig> {
-    let http = reqwest::Client::builder()
+    let http = crate::http_client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .build()

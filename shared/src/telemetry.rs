@@ -40,6 +40,8 @@ impl Drop for TelemetryGuard {
 pub fn init(cfg: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
     use anyhow::Context as _;
     use secrecy::ExposeSecret;
+    // Before the OTLP exporter builds its HTTP client.
+    crate::http_client::install_crypto_provider();
 
     let key = crate::redact::load_or_create_key(
         cfg.log_hash_key.as_ref().map(|k| k.expose_secret()),

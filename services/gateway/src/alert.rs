@@ -35,7 +35,7 @@ impl Alerts {
         Self {
             webhook: cfg.alert_webhook.clone(),
             admins: cfg.admins.clone(),
-            http: reqwest::Client::new(),
+            http: shared::http_client::client(),
             publisher: bus.publisher(),
         }
     }

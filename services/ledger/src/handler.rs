@@ -33,7 +33,7 @@ const MARK_FRESH: Duration = Duration::from_secs(1);
 impl Ledger {
     /// A ledger on `db` and `bus`, telling the time by `clock` (tests set it).
     pub fn new(db: Db, bus: Bus, cfg: Config, clock: SharedClock) -> Arc<Self> {
-        let http = reqwest::Client::builder()
+        let http = shared::http_client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("HTTP client");

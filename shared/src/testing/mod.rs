@@ -97,7 +97,9 @@ pub fn serve_on_own_thread(app: axum::Router) -> std::net::SocketAddr {
 
 /// `GET url` as JSON, whatever the status (`/readyz` answers 503 with a JSON body).
 pub async fn get_json(url: &str) -> serde_json::Value {
-    reqwest::get(url)
+    crate::http_client::client()
+        .get(url)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()
@@ -163,7 +165,9 @@ pub async fn read_envelopes(
 
 /// The value of one metric line (exact name with labels) on a service's `/metrics`; 0 when absent.
 pub async fn scrape_metric(http: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{http}/metrics"))
+    let text = crate::http_client::client()
+        .get(format!("{http}/metrics"))
+        .send()
         .await
         .expect("GET /metrics")
         .text()

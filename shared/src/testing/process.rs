@@ -49,7 +49,7 @@ impl ServiceProcess {
 
     /// Waits until `path` answers `status`.
     pub async fn wait_status(&self, path: &str, status: u16, timeout: Duration) -> bool {
-        let client = reqwest::Client::new();
+        let client = crate::http_client::client();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(r) = client.get(format!("{}{path}", self.http)).send().await
@@ -245,7 +245,7 @@ pub async fn assert_service_lifecycle_with(
         "`healthcheck` failed against a healthy service"
     );
     let ready = get_json(&format!("{}/readyz", p.http)).await;
-    let client = reqwest::Client::new();
+    let client = crate::http_client::client();
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["redis"]["ok"], true);
     if database_url.is_some() {

@@ -705,7 +705,14 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
 }
 
 async fn reqwest_get(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+    shared::http_client::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

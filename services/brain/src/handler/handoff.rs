@@ -144,7 +144,8 @@ impl Brain {
             "switchboard": {"kind": "handoff", "reference": reference, "reason": reason.as_str()},
         });
         tokio::spawn(async move {
-            let sent = shared::webhook::post_alert(&reqwest::Client::new(), &url, &body).await;
+            let sent =
+                shared::webhook::post_alert(&shared::http_client::client(), &url, &body).await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, "cannot send the handoff to ALERT_WEBHOOK_URL");
             }

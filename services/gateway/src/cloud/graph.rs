@@ -119,7 +119,7 @@ impl Graph {
     /// A client as `cfg` says.
     pub fn new(cfg: &CloudConfig) -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: shared::http_client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(30))
                 .build()

@@ -65,7 +65,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 impl ConsoleRoutes {
     /// The console over `transports`, with sessions on `bus`'s Redis.
     pub fn new(cfg: &ConsoleConfig, bus: &shared::bus::Bus, transports: Transports) -> Self {
-        let http = reqwest::Client::builder()
+        let http = shared::http_client::builder()
             .timeout(std::time::Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())
             .build()

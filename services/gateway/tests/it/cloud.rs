@@ -165,7 +165,7 @@ async fn only_deliveries_signed_with_the_app_secret_are_taken_even_when_fuzzed()
     let huge = vec![b'{'; 2 * 1024 * 1024];
     // Over 1 MB: refused at once (413), the connection closed under the client while it may
     // still be sending — on a connection of its own, so no later request reuses it.
-    let status = reqwest::Client::new()
+    let status = shared::http_client::client()
         .post(gw.webhook_url())
         .header("x-hub-signature-256", sign(&huge))
         .body(huge.clone())

@@ -69,7 +69,7 @@ impl Stack {
             _ledger: ledger,
             _benv: benv,
             _db: db,
-            http: reqwest::Client::builder()
+            http: shared::http_client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),

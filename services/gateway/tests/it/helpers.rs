@@ -59,7 +59,7 @@ impl Gw {
             senv,
             redis: redis.to_owned(),
             bus,
-            http: reqwest::Client::new(),
+            http: shared::http_client::client(),
         }
     }
 

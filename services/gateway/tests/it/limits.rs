@@ -230,7 +230,7 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
         });
         // A connection of its own: a pooled one the server has just closed would fail the
         // streamed body before it reached the handler.
-        let http = reqwest::Client::builder()
+        let http = shared::http_client::builder()
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
@@ -317,7 +317,7 @@ async fn a_slow_client_is_cut_off_and_connections_are_capped() {
     let idle1 = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let idle2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let http = reqwest::Client::new();
+    let http = shared::http_client::client();
     let third = tokio::spawn({
         let url = format!("{}/chat", gw.public);
         async move { http.get(url).send().await.map(|r| r.status().as_u16()) }

@@ -156,7 +156,9 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
     let (_db, _senv, p) = running_ledger_sent(&[], "u-unknown", "mystery-model", 10).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let text = reqwest::get(format!("{}/metrics", p.http))
+        let text = shared::http_client::client()
+            .get(format!("{}/metrics", p.http))
+            .send()
             .await
             .unwrap()
             .text()

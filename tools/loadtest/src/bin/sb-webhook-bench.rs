@@ -234,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let rig = start().await?;
-    let http = reqwest::Client::builder()
+    let http = shared::http_client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     println!(

@@ -162,7 +162,7 @@ struct Tally {
 
 /// Runs the load and reports.
 pub async fn run(spec: Spec) -> anyhow::Result<Report> {
-    let client = reqwest::Client::builder()
+    let client = shared::http_client::builder()
         .pool_max_idle_per_host(spec.customers * 2)
         .build()?;
     let run_id: u32 = rand::random::<u32>() % 1_000_000;
