@@ -1,6 +1,8 @@
 //! Supervision of the sidecar: started with a cleared environment, restarted with capped
 //! backoff when it exits, stops answering heartbeats or stays stuck; its memory measured.
 
+use std::path::Path;
+
 use super::*;
 
 /// What the sidecar inherits besides its own `WA_*` settings: the system's basics, and a
@@ -85,8 +87,11 @@ impl Web {
     ) -> std::io::Result<&'static str> {
         let cfg = &self.inner.cfg;
         std::fs::create_dir_all(&cfg.session_dir)?;
+        clear_profile_locks(&cfg.session_dir);
         let mut child = self.sidecar_command()?.spawn()?;
         let pid = child.id();
+        // Whatever happens below, this life ends with its whole process group.
+        let _group = pid.map(ProcessGroup);
         let mut stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
@@ -169,6 +174,8 @@ impl Web {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A group of its own: Chromium and its helpers are ended with it (ProcessGroup).
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(n) = &cfg.pairing_number {
             cmd.env("WA_PAIRING_NUMBER", n);
@@ -218,6 +225,58 @@ impl Web {
                 to_admins: true,
             })
             .await;
+    }
+}
+
+/// The sidecar's process group (its pid is the group's id): dropped, every process left in it
+/// is killed — Chromium and its helpers when the sidecar crashed or was killed without closing
+/// them, which would otherwise live on, holding memory and the profile's lock.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let Some(pid) = i32::try_from(self.0)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return;
+        };
+        match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+            Ok(()) => tracing::info!(
+                pgid = self.0,
+                "ended what was left of the sidecar's process group"
+            ),
+            // ESRCH: nothing was left.
+            Err(e) if e == rustix::io::Errno::SRCH => {}
+            Err(e) => {
+                tracing::warn!(pgid = self.0, error = %e, "cannot end the sidecar's process group")
+            }
+        }
+    }
+}
+
+/// Chromium's profile locks (`SingletonLock`, `SingletonSocket`, `SingletonCookie`) in the
+/// session folder and the profiles inside it. Left by a browser that was killed — a container
+/// restart changes the host name they name — they make the next Chromium refuse the profile as
+/// "in use by another computer". Only called when no sidecar of ours runs.
+fn clear_profile_locks(session_dir: &Path) {
+    let mut dirs = vec![session_dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(session_dir) {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    for dir in dirs {
+        for name in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
+            let path = dir.join(name);
+            // symlink_metadata: the lock is a symlink to a target that does not exist.
+            if path.symlink_metadata().is_ok() && std::fs::remove_file(&path).is_ok() {
+                tracing::info!(lock = name, "cleared a stale Chromium profile lock");
+            }
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //   media.json      the media `download_media` answers with ({mime, data})
 //   commands.jsonl  every command received (logout removes `linked`)
 //   env.json        the names of the variables it was started with
+//   spawn_child     exists: it starts a long `sleep` (Chromium's stand-in), pid appended to child_pids
+import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
@@ -16,6 +18,10 @@ const dir = process.env.WA_FAKE_DIR;
 const out = (o) => process.stdout.write(`${JSON.stringify({ v: 1, ...o })}\n`);
 appendFileSync(`${dir}/starts`, "start\n");
 writeFileSync(`${dir}/env.json`, JSON.stringify(Object.keys(process.env).sort()));
+if (existsSync(`${dir}/spawn_child`)) {
+  const browser = spawn("sleep", ["600"], { stdio: "ignore" });
+  appendFileSync(`${dir}/child_pids`, `${browser.pid}\n`);
+}
 if (existsSync(`${dir}/linked`)) {
   out({ type: "authenticated" });
   out({ type: "ready", me: "15550009999@c.us" });

@@ -445,6 +445,60 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
     );
 }
 
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+#[tokio::test]
+async fn a_crashed_sidecar_leaves_no_browser_behind_and_a_stale_profile_lock_is_cleared() {
+    let fake = Fake::new(true);
+    // A lock left by a browser killed on another host (a container restart): Chromium would
+    // refuse the profile while it is there.
+    let profile = fake.path("session/session");
+    std::fs::create_dir_all(&profile).unwrap();
+    std::os::unix::fs::symlink("old-container-4242", profile.join("SingletonLock")).unwrap();
+    std::os::unix::fs::symlink("/tmp/gone", profile.join("SingletonSocket")).unwrap();
+    std::fs::write(fake.path("spawn_child"), "").unwrap();
+    let gw = fake.gateway(&[]).await;
+    wait_state(&gw, "connected").await;
+    assert!(profile.join("SingletonLock").symlink_metadata().is_err());
+    assert!(profile.join("SingletonSocket").symlink_metadata().is_err());
+    let pids = |fake: &Fake| -> Vec<u32> {
+        std::fs::read_to_string(fake.path("child_pids"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    let first = wait_for(async || pids(&fake).first().copied()).await;
+    assert!(running(first));
+
+    // The sidecar crashes without closing its browser: the browser is ended with it.
+    fake.inject("CRASH");
+    wait_for(async || (pids(&fake).len() == 2).then_some(())).await;
+    wait_for(async || (!running(first)).then_some(())).await;
+    // And when it hangs and is killed as a zombie, the same.
+    let second = pids(&fake)[1];
+    assert!(running(second));
+    std::fs::write(fake.path("hang"), "").unwrap();
+    wait_for(async || (fake.starts() == 3).then_some(())).await;
+    wait_for(async || (!running(second)).then_some(())).await;
+    std::fs::remove_file(fake.path("hang")).unwrap();
+    wait_state(&gw, "connected").await;
+
+    // On the gateway's own shutdown, the live one goes too.
+    let third = wait_for(async || pids(&fake).get(2).copied()).await;
+    drop(gw);
+    wait_for(async || (!running(third)).then_some(())).await;
+}
+
 #[tokio::test]
 async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them() {
     let fake = Fake::new(true);
