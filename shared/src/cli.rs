@@ -29,6 +29,13 @@ pub enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Write a consistent copy of the SQLite database to a new file (SQLite's `VACUUM INTO`,
+    /// safe while the services write) and exit; how `scripts/backup --compose` copies it out
+    /// of the container. PostgreSQL is backed up with `pg_dump` instead.
+    BackupDb {
+        /// The file to write (must not exist).
+        to: std::path::PathBuf,
+    },
     /// Print the name of every environment variable this service reads, one per line.
     Vars,
     /// Check the configuration (environment and `.env`) and exit: 0 when valid, 2 listing every

@@ -2,6 +2,7 @@
 //! problem listed), telemetry, subcommands, dependencies, migrations, then the service itself
 //! beside its internal HTTP listener, until SIGTERM/SIGINT.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -179,6 +180,7 @@ where
         match cli.command {
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
             Some(Command::Migrate) => run_migrate(spec, &common).await,
+            Some(Command::BackupDb { to }) => run_backup_db(spec, &common, &to).await,
             Some(Command::ConsoleLink { name }) => run_console_link(spec, &common, name).await,
             Some(
                 Command::Healthcheck { .. } | Command::Qr | Command::Vars | Command::CheckConfig,
@@ -210,6 +212,28 @@ async fn run_migrate(spec: Spec, common: &CommonConfig) -> anyhow::Result<()> {
         .with_context(|| format!("database {} not reachable", common.database_url))?;
     db.migrate().await.context("failed to apply migrations")?;
     println!("migrations applied to {}", common.database_url);
+    Ok(())
+}
+
+async fn run_backup_db(spec: Spec, common: &CommonConfig, to: &Path) -> anyhow::Result<()> {
+    if !spec.uses_db {
+        anyhow::bail!("{} has no database", spec.name.as_str());
+    }
+    let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
+    if db.backend() != crate::db::Backend::Sqlite {
+        anyhow::bail!("DATABASE_URL is PostgreSQL: back it up with pg_dump");
+    }
+    if to.exists() {
+        anyhow::bail!("{} exists already", to.display());
+    }
+    let target = to.to_str().context("the backup path is not UTF-8")?;
+    sqlx::query("VACUUM INTO $1")
+        .bind(target)
+        .execute(db.pool())
+        .await
+        .context("VACUUM INTO failed")?;
+    db.close().await;
+    println!("{}", to.display());
     Ok(())
 }
 

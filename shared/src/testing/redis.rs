@@ -106,6 +106,11 @@ impl RedisServer {
         panic!("private redis-server did not start on port {}", self.port);
     }
 
+    /// Its data directory (`--dir`: the AOF, snapshots).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The server's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
