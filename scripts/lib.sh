@@ -77,6 +77,28 @@ cargo_tool() {
   cargo install --locked "$2"
 }
 
+# pip_tool COMMAND PACKAGE...: installs the first PACKAGE that pip can install as a wheel (no
+# build step, which for some downloads from GitHub) unless COMMAND is already on PATH.
+pip_tool() {
+  local cmd=$1 pkg
+  shift
+  command -v "$cmd" >/dev/null && return 0
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  for pkg in "$@"; do
+    log "pip install $pkg ($cmd)"
+    if python3 -m pip install --quiet --disable-pip-version-check --only-binary :all: "$pkg" >/dev/null 2>&1 \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --only-binary :all: "$pkg" >/dev/null 2>&1; then
+      hash -r
+      command -v "$cmd" >/dev/null && return 0
+      # pip's scripts directory may not be on PATH (pip install --user).
+      PATH="$(python3 -m site --user-base)/bin:$PATH"
+      command -v "$cmd" >/dev/null && return 0
+    fi
+  done
+  log "cannot install $cmd (tried: $*)"
+  return 1
+}
+
 # Reads a dotenv file (default .env) into the environment the way the services read it (dotenvy)
 # — never by running it as shell. One variable per line: NAME=value, `export NAME=value`;
 # values unquoted (no spaces or quotes; ` #` starts a comment), 'single-quoted' (literal) or
