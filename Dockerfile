@@ -69,7 +69,7 @@ FROM runtime AS gateway
 USER root
 # WhatsApp Web: Debian's Chromium, and the sidecar with its Node.js (from the sidecar stage).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends chromium fonts-liberation \
+ && apt-get install -y --no-install-recommends chromium fonts-liberation libstdc++6 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=sidecar /usr/local/bin/node /usr/local/bin/node
 COPY --from=sidecar /sidecar /usr/local/share/switchboard/wa-sidecar
