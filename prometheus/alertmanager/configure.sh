@@ -19,6 +19,8 @@ out=${1:?usage: configure.sh OUTDIR [PROGRAM ARGS...]}
 shift
 umask 077
 mkdir -p "$out"
+# Secrets of an earlier start that .env no longer sets.
+rm -f "$out/webhook_url" "$out/smtp_password"
 
 # One line of the file, printed as it is (dash's echo would read its backslashes).
 line() { printf '%s\n' "$*"; }
