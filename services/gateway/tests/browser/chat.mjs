@@ -4,7 +4,7 @@
 // still be there), and takes screenshots at phone and desktop widths.
 // Usage: node chat.mjs <base-url> <photo.png> <phone.png> <desktop.png>
 // Prints `visitor=<id>` (the visitor the page created) for the test to check the API.
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, photo, phoneShot, desktopShot] = process.argv.slice(2);
 if (!desktopShot) {
@@ -12,14 +12,7 @@ if (!desktopShot) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage",
-  ],
-});
+const browser = await launch();
 
 // Nothing may stick out sideways: the page is no wider than the screen and the message
 // bar's last button is fully on it.

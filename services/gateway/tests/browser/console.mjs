@@ -4,7 +4,7 @@
 // arrive, changes a setting, uploads a knowledge file, replays a dead letter,
 // and looks at costs and the audit log — with a screenshot of each main page.
 // Usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [link, customer, replyText, shots] = process.argv.slice(2);
 if (!shots) {
@@ -12,14 +12,7 @@ if (!shots) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage",
-  ],
-});
+const browser = await launch();
 
 let code = 0;
 try {
