@@ -11,29 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opscheck::{program, read_yaml, root};
 use shared::testing::{TempDir, WebhookSink, free_port};
 use yaml_rust2::YamlLoader;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 fn script() -> PathBuf {
     root().join("prometheus/alertmanager/configure.sh")
-}
-
-/// The first of `names` that runs (Debian names the server prometheus-alertmanager).
-fn program(names: &[&str]) -> String {
-    names
-        .iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .unwrap_or_else(|| {
-            panic!("none of {names:?} (Debian's prometheus-alertmanager; scripts/test installs it)")
-        })
-        .to_string()
 }
 
 /// A local SMTP server that accepts every message and keeps its envelope and text.
@@ -115,17 +98,32 @@ impl Drop for Alertmanager {
     }
 }
 
+/// `configure.sh <dir>` with nothing of this process's environment but PATH.
+fn configure(dir: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg(script())
+        .arg(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    cmd
+}
+
+/// `amtool check-config` accepts the configuration.
+fn assert_amtool_accepts(config: &Path) {
+    let check = Command::new(program(&["amtool"]))
+        .args(["check-config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "amtool check-config: {check:?}");
+}
+
 fn start_alertmanager(dir: &Path, env: &[(&str, &str)]) -> Alertmanager {
     let port = free_port();
-    let child = Command::new("sh")
-        .arg(script())
-        .arg(dir.join("config"))
+    let child = configure(&dir.join("config"))
         .arg(program(&["prometheus-alertmanager", "alertmanager"]))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=")
         .arg(format!("--storage.path={}", dir.join("data").display()))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -180,12 +178,7 @@ async fn an_alert_reaches_the_owners_webhook_and_mailbox() {
         !text.contains(&hook.url),
         "the webhook URL is a secret: kept in its own file, not in the configuration"
     );
-    let amtool = program(&["amtool"]);
-    let check = Command::new(amtool)
-        .args(["check-config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "amtool check-config: {check:?}");
+    assert_amtool_accepts(&config);
 
     // What Prometheus sends when a rule of prometheus/alerts.yml fires.
     let alert = serde_json::json!([{
@@ -229,12 +222,8 @@ async fn an_alert_reaches_the_owners_webhook_and_mailbox() {
 #[test]
 fn bad_alert_settings_stop_alertmanager_naming_every_problem() {
     let dir = TempDir::new("alertmanager-bad");
-    let out = Command::new("sh")
-        .arg(script())
-        .arg(dir.path())
+    let out = configure(dir.path())
         .arg("false")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
         .env("ALERT_WEBHOOK_URL", "hooks.slack.com/services/x")
         .env("ALERT_EMAIL_TO", "owner@shop.example")
         .env("ALERT_SMTP_HOST", "smtp.example")
@@ -254,29 +243,18 @@ fn bad_alert_settings_stop_alertmanager_naming_every_problem() {
 #[test]
 fn without_a_destination_alerts_stay_on_alertmanagers_page_and_it_says_so() {
     let dir = TempDir::new("alertmanager-none");
-    let out = Command::new("sh")
-        .arg(script())
-        .arg(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
-        .output()
-        .unwrap();
+    let out = configure(dir.path()).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("only shown on its page"));
     let config = dir.path().join("alertmanager.yml");
-    let check = Command::new(program(&["amtool"]))
-        .args(["check-config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "amtool check-config: {check:?}");
+    assert_amtool_accepts(&config);
     let y = YamlLoader::load_from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
     assert!(y[0]["receivers"][0]["slack_configs"].is_badvalue());
 }
 
 #[test]
 fn compose_runs_alertmanager_and_prometheus_sends_it_the_rules_alerts() {
-    let text = std::fs::read_to_string(root().join("compose.yaml")).unwrap();
-    let compose = YamlLoader::load_from_str(&text).unwrap().remove(0);
+    let compose = read_yaml("compose.yaml");
     let am = &compose["services"]["alertmanager"];
     let entrypoint: Vec<&str> = am["entrypoint"]
         .as_vec()
@@ -302,8 +280,7 @@ fn compose_runs_alertmanager_and_prometheus_sends_it_the_rules_alerts() {
     ] {
         assert!(environment.contains(var), "alertmanager does not get {var}");
     }
-    let prometheus = std::fs::read_to_string(root().join("prometheus/prometheus.yml")).unwrap();
-    let p = YamlLoader::load_from_str(&prometheus).unwrap().remove(0);
+    let p = read_yaml("prometheus/prometheus.yml");
     let targets = format!("{:?}", p["alerting"]["alertmanagers"]);
     assert!(targets.contains("alertmanager:9093"), "{targets}");
 }

@@ -9,15 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use opscheck::root;
 use shared::config::ServiceName;
 use shared::testing::{RedisServer, ServiceEnv, TempDir, TestDb};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// The documented cron line with the given marker (`--compose` or not), from DEPLOYMENT.md.
 fn documented_cron_line(compose: bool) -> String {

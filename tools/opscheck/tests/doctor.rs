@@ -3,18 +3,11 @@
 //! model that refuses the key — each named, exit 1. Its `--compose` path is the same checks
 //! through `docker compose exec` and cannot run here (no Docker engine).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use opscheck::root;
 use shared::config::ServiceName;
 use shared::testing::{RedisServer, ServiceEnv, ServiceProcess, TestDb};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn doctor(env: &[(String, String)]) -> (bool, String) {
     let out = Command::new(root().join("scripts/doctor"))

@@ -7,15 +7,8 @@
 //! `.env.example` keeps to the syntax the three readers share; the scripts' reader is checked
 //! against dotenvy in ops.rs.
 
+use opscheck::root;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// `$NAME` and `${NAME}` replaced by earlier values (compose: unquoted and double-quoted).
 fn interpolate(value: &str, vars: &HashMap<String, String>) -> Result<String, String> {

@@ -5,18 +5,11 @@
 //! really read.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use opscheck::{SERVICES, root, vars_of};
 use shared::bus::Stream;
 use yaml_rust2::{Yaml, YamlLoader};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// `kubectl kustomize <dir>`: the resources it renders.
 fn render(dir: &str) -> (String, Vec<Yaml>) {
@@ -60,22 +53,9 @@ fn validate(dir: &str, text: &str) {
     }
 }
 
-/// The variables the four services read (their `vars` subcommand).
+/// The variables the four services read.
 fn service_vars() -> BTreeSet<String> {
-    ["gateway", "brain", "transcriber", "ledger"]
-        .iter()
-        .flat_map(|s| {
-            let out = Command::new(shared::testing::workspace_bin(s))
-                .arg("vars")
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    SERVICES.iter().flat_map(|s| vars_of(s)).collect()
 }
 
 fn check(dir: &str) -> Vec<Yaml> {

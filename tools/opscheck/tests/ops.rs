@@ -10,33 +10,14 @@ use std::time::Duration;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-const SERVICES: [&str; 4] = ["gateway", "brain", "transcriber", "ledger"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use opscheck::{SERVICES, program, read_yaml, root, vars_of};
 
 fn bin(name: &str) -> PathBuf {
     shared::testing::workspace_bin(name)
 }
 
-/// The variables a service reads (its `vars` subcommand).
-fn vars_of(service: &str) -> BTreeSet<String> {
-    let out = Command::new(bin(service)).arg("vars").output().unwrap();
-    assert!(out.status.success(), "{service} vars failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 fn compose() -> Yaml {
-    let text = std::fs::read_to_string(root().join("compose.yaml")).unwrap();
-    YamlLoader::load_from_str(&text).unwrap().remove(0)
+    read_yaml("compose.yaml")
 }
 
 /// A service's mapping with `<<: *anchor` merged in (YAML 1.1 merge keys).
@@ -481,10 +462,8 @@ fn dockerfile_is_pinned_non_root_and_copies_what_exists() {
 
 #[test]
 fn prometheus_config_and_rules_pass_promtool_and_scrape_every_service() {
-    let promtool = ["/usr/bin/promtool", "promtool"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+    // Debian's prometheus package.
+    let promtool = program(&["/usr/bin/promtool", "promtool"]);
     let dir = shared::testing::TempDir::new("promtool");
     let config = std::fs::read_to_string(root().join("prometheus/prometheus.yml")).unwrap();
     // The config names the rules by their path in the container; check the same file here.
@@ -502,7 +481,7 @@ fn prometheus_config_and_rules_pass_promtool_and_scrape_every_service() {
             root().join("prometheus/alerts.yml").to_str().unwrap(),
         ],
     ] {
-        let out = Command::new(promtool).args(&args).output().unwrap();
+        let out = Command::new(&promtool).args(&args).output().unwrap();
         assert!(
             out.status.success(),
             "promtool {args:?}:\n{}{}",

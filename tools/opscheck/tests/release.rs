@@ -1,24 +1,11 @@
 //! Releases and images, checked without Docker or GitHub: the workflows with actionlint, the
 //! Dockerfile with hadolint, the image names compose runs, and the bases on supported releases.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
-const SERVICES: [&str; 4] = ["gateway", "brain", "transcriber", "ledger"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn yaml(path: &str) -> Yaml {
-    let text = std::fs::read_to_string(root().join(path)).unwrap();
-    YamlLoader::load_from_str(&text).unwrap().remove(0)
-}
+use opscheck::{SERVICES, read_yaml as yaml, root};
 
 /// Runs a linter that scripts/test installs; its output on failure.
 fn lint(program: &str, args: &[&str]) {

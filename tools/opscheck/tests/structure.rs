@@ -1,16 +1,9 @@
 //! The shape of the code, kept as issue 13 left it: no source file over 600 lines, no function
 //! over 80 lines, and no two top-level modules of a crate that import each other.
 
+use opscheck::root;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("the workspace root")
-        .to_path_buf()
-}
 
 /// Every `.rs` file under a crate's `src/` (tests and benches are not the product).
 fn sources() -> Vec<PathBuf> {
