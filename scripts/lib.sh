@@ -77,6 +77,27 @@ cargo_tool() {
   cargo install --locked "$2"
 }
 
+# sqlite_file URL: the file a sqlite: DATABASE_URL names (sqlite://data/x.db, sqlite:///abs/x.db?mode=rwc).
+sqlite_file() {
+  local db=${1#sqlite:}
+  db=${db#//}
+  printf '%s' "${db%%\?*}"
+}
+
+# sqlite_check FILE: a backup's SQLite copy opens and passes SQLite's own check, or this stops.
+sqlite_check() {
+  command -v sqlite3 >/dev/null || apt_install sqlite3
+  local check
+  check=$(sqlite3 "$1" "PRAGMA integrity_check;")
+  [ "$check" = "ok" ] || { log "the backup fails its integrity check: $check"; exit 1; }
+}
+
+# compose_postgres URL: the DATABASE_URL names compose's own PostgreSQL (profile "postgres").
+compose_postgres() {
+  case "$1" in postgres://*@postgres[:/]* | postgresql://*@postgres[:/]*) return 0 ;; esac
+  return 1
+}
+
 # pip_tool COMMAND PACKAGE...: installs the first PACKAGE that pip can install as a wheel (no
 # build step, which for some downloads from GitHub) unless COMMAND is already on PATH.
 pip_tool() {
