@@ -2,7 +2,8 @@
 //! ledger as processes on the database of SB_TEST_DB, a Redis with its AOF) is backed up by the
 //! documented cron line — run as cron runs it, with cron's bare PATH and nothing else in the
 //! environment, configured by `.env` alone — then changed, stopped and restored with
-//! `scripts/restore --redis-dir`: the database and Redis are as they were at the backup.
+//! `scripts/restore --redis-dir`: the database and Redis are as they were at the backup, the
+//! backup readable by its owner only, the replaced SQLite file kept.
 //! The compose path (`--compose`, through `docker compose exec`) cannot run here (no Docker
 //! engine): its commands are recorded by a stand-in `docker` and checked against compose.yaml.
 
@@ -132,6 +133,15 @@ async fn the_documented_cron_line_backs_up_the_running_stack_and_restore_brings_
     };
     assert!(folder.join(dump).exists(), "{log}");
     assert!(folder.join("redis.rdb").exists(), "{log}");
+    // Every conversation is in there: its owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&site.path().join("backups")), 0o700);
+    assert_eq!(mode(&folder), 0o700);
+    for f in std::fs::read_dir(&folder).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
 
     // What the compose path asks the brain for: a consistent copy of the live SQLite database.
     let copy = site.path().join("copy.db");
@@ -179,6 +189,18 @@ async fn the_documented_cron_line_backs_up_the_running_stack_and_restore_brings_
     let again = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&db.url)).unwrap();
     assert_eq!(contacts(&again).await, ["kept"]);
     again.close().await;
+    if let Some(file) = db.url.strip_prefix("sqlite://") {
+        let file = Path::new(file);
+        let name = format!(
+            "{}.before-restore-",
+            file.file_name().unwrap().to_string_lossy()
+        );
+        let kept = std::fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with(&name));
+        assert!(kept, "the replaced database is kept");
+    }
     drop(envs);
 }
 

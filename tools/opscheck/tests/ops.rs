@@ -1,10 +1,10 @@
 //! The deployment files checked without Docker (none runs on the development machines):
 //! compose.yaml against what each service reads, the Dockerfile statically, prometheus/ with
 //! promtool, the dashboard and alert queries against live `/metrics` scrapes, `.env.example`
-//! against the services' variables, and a backup → change → restore round trip.
+//! against the services' variables (backups: backups.rs).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -690,68 +690,6 @@ async fn reqwest_get(url: &str) -> String {
         .text()
         .await
         .unwrap()
-}
-
-#[tokio::test]
-async fn backup_then_change_then_restore_gives_back_the_backed_up_data() {
-    let dir = shared::testing::TempDir::new("backup");
-    let db_path = dir.path().join("sb.db");
-    let url = format!("sqlite://{}", db_path.display());
-    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&url)).unwrap();
-    db.migrate().await.unwrap();
-    let exec = |sql: &'static str| {
-        let db = db.clone();
-        async move { sqlx::query(sql).execute(db.pool()).await.unwrap() }
-    };
-    exec("INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) VALUES ('kept', 'admin', 1, 0, 1, 1)").await;
-    let run = |script: &str, args: &[&str]| {
-        let out = Command::new(root().join("scripts").join(script))
-            .args(args)
-            .env("DATABASE_URL", &url)
-            .env("REDIS_URL", shared::testing::redis_url())
-            .env("BACKUP_DIR", dir.path().join("backups"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    // Backed up while the database is open and in use (WAL mode).
-    let folder = run("backup", &[]).trim().to_owned();
-    assert!(Path::new(&folder).join("switchboard.db").exists());
-    assert!(Path::new(&folder).join("redis.rdb").exists());
-    // Every conversation is in there: its owner's only.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir.path().join("backups")), 0o700);
-    assert_eq!(mode(Path::new(&folder)), 0o700);
-    for f in std::fs::read_dir(&folder).unwrap() {
-        let f = f.unwrap().path();
-        assert_eq!(mode(&f), 0o600, "{}", f.display());
-    }
-    exec("DELETE FROM contacts WHERE id = 'kept'").await;
-    exec("INSERT INTO contacts (id, role, allowed, opted_out, created_at_ms, updated_at_ms) VALUES ('later', 'user', 0, 0, 2, 2)").await;
-    db.close().await;
-    run("restore", &[&folder]);
-    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&url)).unwrap();
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM contacts ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
-    assert_eq!(ids, ["kept"]);
-    db.close().await;
-    let kept = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("sb.db.before-restore-")
-        });
-    assert!(kept, "the replaced database is kept");
 }
 
 /// Compose's interpolation for values without the operator's .env: `${NAME:-default}` →
