@@ -202,11 +202,17 @@ where
     code
 }
 
-async fn run_migrate(spec: Spec, common: &CommonConfig) -> anyhow::Result<()> {
+/// The database a subcommand works on; refused, saying what it would have done, for a service
+/// without one.
+fn subcommand_db(spec: Spec, common: &CommonConfig, to: &str) -> anyhow::Result<Db> {
     if !spec.uses_db {
-        anyhow::bail!("{} has no database to migrate", spec.name.as_str());
+        anyhow::bail!("{} has no database {to}", spec.name.as_str());
     }
-    let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
+    Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")
+}
+
+async fn run_migrate(spec: Spec, common: &CommonConfig) -> anyhow::Result<()> {
+    let db = subcommand_db(spec, common, "to migrate")?;
     db.wait_ready(common.startup_timeout)
         .await
         .with_context(|| format!("database {} not reachable", common.database_url))?;
@@ -216,10 +222,7 @@ async fn run_migrate(spec: Spec, common: &CommonConfig) -> anyhow::Result<()> {
 }
 
 async fn run_backup_db(spec: Spec, common: &CommonConfig, to: &Path) -> anyhow::Result<()> {
-    if !spec.uses_db {
-        anyhow::bail!("{} has no database", spec.name.as_str());
-    }
-    let db = Db::connect_lazy(&common.database_url).context("invalid DATABASE_URL")?;
+    let db = subcommand_db(spec, common, "to back up")?;
     if db.backend() != crate::db::Backend::Sqlite {
         anyhow::bail!("DATABASE_URL is PostgreSQL: back it up with pg_dump");
     }
