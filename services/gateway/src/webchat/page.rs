@@ -38,9 +38,9 @@ static PAGES: LazyLock<[String; 2]> = LazyLock::new(|| {
 /// list: `WEBCHAT_FRAME_ANCESTORS`).
 pub(super) fn policy(frame_ancestors: &str) -> HeaderValue {
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-         media-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
-         object-src 'none'; frame-ancestors {frame_ancestors}"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; \
+         frame-ancestors {frame_ancestors}"
     );
     HeaderValue::from_str(&csp).expect("WEBCHAT_FRAME_ANCESTORS is validated at startup")
 }
