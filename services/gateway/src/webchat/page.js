@@ -117,7 +117,7 @@ async function stream() {
       if (!res.ok) {
         const err = await res.json().catch(() => ({}));
         if (!demo && (res.status === 401 || res.status === 404)) {
-          // The server's key changed: start a new conversation.
+          // The token expired, or the server's key changed: start a new conversation.
           if (await visitor(true)) continue;
         }
         $("status").textContent = "Cannot open the chat: " + (err.error || res.status);

@@ -12,8 +12,9 @@
 //! visitor's (404); an expired token is a 401 that says so (the page then starts a new
 //! visitor). `POST /chat/api/visitors/{visitor}/token` with a valid token answers a fresh one:
 //! the page renews its token halfway through its life. Tokens issued before expiry existed
-//! (`<id>.<HMAC of the id>`) stay valid until `WEBCHAT_VISITOR_TOKEN_DAYS` after the first
-//! start of a version that knows expiry (kept in Redis with SET NX, so replicas agree).
+//! (`<id>.<HMAC of the id>`) stay valid until `WEBCHAT_VISITOR_TOKEN_DAYS` after a version that
+//! knows expiry first checked a token (that time is kept in Redis with SET NX, so replicas
+//! agree).
 //! `WEBCHAT_TOKEN`, when set, is a server-to-server key that may act on any issued visitor;
 //! it does not expire.
 
@@ -315,8 +316,8 @@ pub(super) struct Visitors {
 impl Visitors {
     /// The server's visitor keys: `WEBCHAT_SECRET`, or the key kept in Redis — created by
     /// the first replica that asks, read by the others. Tokens without an expiry stay valid
-    /// `WEBCHAT_VISITOR_TOKEN_DAYS` after the first use of a version that knows expiry (kept in
-    /// Redis, the first replica's time wins).
+    /// `WEBCHAT_VISITOR_TOKEN_DAYS` after a version that knows expiry first needed its keys
+    /// (no token could be checked before; the time is kept in Redis, the first replica's wins).
     pub(super) async fn keys(&self) -> Result<&Keys, Reject> {
         self.keys
             .get_or_try_init(|| async {
