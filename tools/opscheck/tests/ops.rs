@@ -295,18 +295,44 @@ fn env_example_as_a_dotenv_file_is_read_whole_by_every_service() {
         .position(|l| l.starts_with("BUDGET_MESSAGE="))
         .unwrap()
         + 1;
-    let out = std::process::Command::new(bin("brain"))
-        .arg("check-config")
-        .current_dir(dir.path())
-        .env_clear()
-        .output()
-        .unwrap();
+    // `check-config` in that folder with nothing else set.
+    let check_config = |s: &str| {
+        std::process::Command::new(bin(s))
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let out = check_config("brain");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!(".env line {line}: cannot read BUDGET_MESSAGE")),
         "{err}"
     );
+    // A setting changed by adding a line at the end, the first one left in place: compose
+    // would take the new value, the services the old one. Every service refuses it.
+    let (name, first) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let (k, _) = l.split_once('=')?;
+            (!l.starts_with('#')).then(|| (k.trim().to_owned(), i + 1))
+        })
+        .unwrap();
+    let twice = format!("{text}\n{name}=changed\n");
+    std::fs::write(dir.path().join(".env"), &twice).unwrap();
+    let last = twice.lines().count();
+    for s in SERVICES {
+        let out = check_config(s);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{s}: {err}");
+        assert!(
+            err.contains(&format!(".env lines {first} and {last} both set {name}")),
+            "{s}: {err}"
+        );
+    }
 }
 
 /// What `scripts/lib.sh`'s `dotenv_load` sets from `file` (starting from an environment with
@@ -710,7 +736,6 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
                         .display()
                         .to_string(),
                 ),
-                ("FAKE_DIR", fake.display().to_string()),
                 ("WA_SESSION_DIR", fake.join("session").display().to_string()),
             ] {
                 senv.env.insert(k.into(), v);
