@@ -1,7 +1,10 @@
 //! The console API: `/console/api/…` on the brain's internal listener, which the gateway
-//! passes signed-in admins through to. The brain checks the session itself on every call
-//! (cookie and CSRF token, against the same Redis as the gateway), so reaching this listener
-//! directly signs nobody in. Every action is written to the audit log.
+//! passes signed-in admins through to. The brain checks each call itself — the session's
+//! cookie and CSRF token (against the same Redis as the gateway) and, in the database, that
+//! its admin still is one (no role is cached) — so reaching this listener directly signs
+//! nobody in. Every action is written to the audit log before it is done, and refused when it
+//! cannot be. The routes are [`shared::console::BRAIN_API`]'s, the list the gateway passes
+//! through by.
 //!
 //! - [`conversations`]: the list, one conversation, reply as the business, hand back, pause.
 //! - [`costs`]: spend, tokens, calls, audio, the budget, a daily series, top contacts.
