@@ -102,11 +102,16 @@ impl ApiRoute {
 }
 
 /// Whether the gateway passes a browser's `method` `path` through to the brain: only a
-/// route of [`BRAIN_API`] a browser may call, with its method.
+/// route of [`BRAIN_API`] a browser may call, with its method (`HEAD` goes where `GET` does).
 pub fn passes_through(method: &Method, path: &str) -> bool {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     BRAIN_API
         .iter()
-        .any(|r| r.from_browser && r.method == method.as_str() && r.matches_path(path))
+        .any(|r| r.from_browser && r.method == method && r.matches_path(path))
 }
 
 /// Who is signed in.
@@ -372,6 +377,8 @@ mod tests {
             (&get, "/console/api/session", false),
             (&get, "/console/api/metrics", false),
             (&get, "/metrics", false),
+            (&Method::HEAD, "/console/api/costs", true),
+            (&Method::DELETE, "/console/api/costs", false),
         ] {
             assert_eq!(passes_through(m, p), want, "{m} {p}");
         }
