@@ -41,7 +41,7 @@ impl Fake {
         std::fs::read_to_string(self.path("starts")).map_or(0, |s| s.lines().count())
     }
 
-    fn commands(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn commands(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("commands.jsonl"))
             .unwrap_or_default()
             .lines()
