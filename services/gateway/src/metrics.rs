@@ -96,6 +96,13 @@ pub fn register(transports: &[TransportKind]) {
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
     }
+    metrics::describe_counter!(
+        shared::http::PUBLIC_REFUSED,
+        "Connections and requests the public listener refused at its edge, by reason"
+    );
+    for reason in shared::http::REFUSED_REASONS {
+        metrics::counter!(shared::http::PUBLIC_REFUSED, "reason" => reason).absolute(0);
+    }
     if transports.contains(&TransportKind::Cloud) {
         register_cloud();
     }

@@ -123,7 +123,7 @@ impl Webchat {
                     identity: cfg.webchat_identity_secret.clone(),
                     keys: tokio::sync::OnceCell::new(),
                     per_hour: cfg.visitors_per_hour,
-                    proxy_header: cfg.trusted_proxy_header.clone(),
+                    client: crate::edge::ClientAddress::new(cfg),
                 },
                 max_media: cfg.max_media_bytes,
                 origins: cfg.webchat_origins.clone(),
