@@ -341,23 +341,14 @@ impl Config {
             ],
         );
         let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
-        let trusted_proxy_header = load_proxy_header(env);
-        let trusted_proxies = load_trusted_proxies(env);
+        let (trusted_proxy_header, trusted_proxies) = load_proxies(env);
         if webchat && webchat_demo {
-            check_demo_is_local(
-                env,
-                public_addr,
-                &console.public_url,
-                trusted_proxy_header.as_ref(),
-            );
+            check_demo_is_local(env, public_addr, &console.public_url, &trusted_proxy_header);
         }
         let http_rate_per_address = env.int_in("HTTP_RATE_LIMIT_PER_ADDRESS", 600u32, 0, 1_000_000);
         let (media_ttl, max_media_bytes, media_cap_bytes) = load_media(env);
-        let max_connections = env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
-        let max_connections_per_address =
-            env.int_in("PUBLIC_MAX_CONNECTIONS_PER_ADDRESS", 256usize, 1, 1_000_000);
-        let header_timeout = env.secs("PUBLIC_HEADER_TIMEOUT_SECS", 10, 1, 600);
-        let body_timeout = env.secs("PUBLIC_BODY_TIMEOUT_SECS", 10, 1, 600);
+        let (max_connections, max_connections_per_address, header_timeout, body_timeout) =
+            load_public_limits(env);
         let max_streams = env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000);
         let max_streams_per_contact =
             env.int_in("WEBCHAT_MAX_STREAMS_PER_CONTACT", 8usize, 1, 1000);
@@ -427,7 +418,7 @@ fn check_demo_is_local(
     env: &mut Env,
     public_addr: SocketAddr,
     public_url: &str,
-    proxy_header: Option<&axum::http::HeaderName>,
+    proxy_header: &Option<axum::http::HeaderName>,
 ) {
     const WHY: &str = "demo mode (WEBCHAT_DEMO=true: conversations are phone numbers, admins' \
                        included, nothing checked) is for this machine only";
@@ -464,8 +455,21 @@ fn check_demo_is_local(
     }
 }
 
-/// `TRUSTED_PROXIES`: comma-separated networks (CIDRs or addresses).
-fn load_trusted_proxies(env: &mut Env) -> Vec<crate::edge::Cidr> {
+/// The public listener's connection limits: `PUBLIC_MAX_CONNECTIONS`,
+/// `PUBLIC_MAX_CONNECTIONS_PER_ADDRESS`, `PUBLIC_HEADER_TIMEOUT_SECS`, `PUBLIC_BODY_TIMEOUT_SECS`.
+fn load_public_limits(env: &mut Env) -> (usize, usize, Duration, Duration) {
+    (
+        env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000),
+        env.int_in("PUBLIC_MAX_CONNECTIONS_PER_ADDRESS", 256usize, 1, 1_000_000),
+        env.secs("PUBLIC_HEADER_TIMEOUT_SECS", 10, 1, 600),
+        env.secs("PUBLIC_BODY_TIMEOUT_SECS", 10, 1, 600),
+    )
+}
+
+/// `TRUSTED_PROXY_HEADER`, and `TRUSTED_PROXIES`: comma-separated networks (CIDRs or
+/// addresses).
+fn load_proxies(env: &mut Env) -> (Option<axum::http::HeaderName>, Vec<crate::edge::Cidr>) {
+    let header = load_proxy_header(env);
     let raw = env.string("TRUSTED_PROXIES", "127.0.0.1/32,::1/128");
     let mut nets = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -480,7 +484,7 @@ fn load_trusted_proxies(env: &mut Env) -> Vec<crate::edge::Cidr> {
             ),
         }
     }
-    nets
+    (header, nets)
 }
 
 /// `TRANSPORTS`: known, each once, at least one.
