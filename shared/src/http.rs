@@ -186,7 +186,7 @@ pub async fn serve(
 pub struct PublicLimits {
     /// Connections served at once; the next waits in the kernel's backlog.
     pub max_connections: usize,
-    /// Connections one client address ([`address_key`]: IPv4 whole, IPv6 by /64) may hold
+    /// Connections one client address ([`crate::net::address_key`]: IPv4 whole, IPv6 by /64) may hold
     /// at once, whatever the address (loopback included); one more is closed at once.
     pub max_per_address: usize,
     /// A request's headers must arrive within this (slow clients are cut off).
@@ -208,19 +208,6 @@ pub const REFUSED_REASONS: [&str; 4] = [
     "throttled",
     "demo_not_local",
 ];
-
-/// What limits key on for a client address: an IPv4 address whole (an IPv4-mapped IPv6
-/// address is the IPv4 one), an IPv6 address by its /64 (one subscriber's network: a host
-/// gets a whole /64 and picks any address in it at will).
-pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
-    use std::net::IpAddr;
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
-            v6.to_bits() & !((1u128 << 64) - 1),
-        )),
-    }
-}
 
 /// The connections each client address holds; a slot gives its place back when dropped.
 #[derive(Clone, Default)]
@@ -342,7 +329,8 @@ pub async fn serve_public(
             },
         };
         let (stream, peer) = stream;
-        let Some(address_slot) = per_address.take(address_key(peer.ip()), limits.max_per_address)
+        let Some(address_slot) =
+            per_address.take(crate::net::address_key(peer.ip()), limits.max_per_address)
         else {
             // Closed now: a queue would let one address hold the listener all the same.
             metrics::counter!(PUBLIC_REFUSED, "reason" => "address_connections").increment(1);

@@ -66,7 +66,7 @@ pub struct Config {
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
     /// `TRUSTED_PROXIES` (default `127.0.0.1/32,::1/128`): the networks whose connections'
     /// `TRUSTED_PROXY_HEADER` is believed; from anywhere else the header is ignored.
-    pub trusted_proxies: Vec<crate::edge::Cidr>,
+    pub trusted_proxies: Vec<shared::net::Cidr>,
     /// `HTTP_RATE_LIMIT_PER_ADDRESS` (default 600; 0 = off): requests a minute one client
     /// address may make on the public listener (Cloud API webhooks exempt).
     pub http_rate_per_address: u32,
@@ -444,7 +444,7 @@ fn check_demo_is_local(
         let host = u.host_str()?.to_owned();
         Some(u.port().map_or(host.clone(), |p| format!("{host}:{p}")))
     });
-    if !url_host.is_some_and(|h| crate::edge::is_loopback_host(&h)) {
+    if !url_host.is_some_and(|h| shared::net::is_loopback_host(&h)) {
         env.problem(
             "WEBCHAT_DEMO",
             format!(
@@ -468,12 +468,12 @@ fn load_public_limits(env: &mut Env) -> (usize, usize, Duration, Duration) {
 
 /// `TRUSTED_PROXY_HEADER`, and `TRUSTED_PROXIES`: comma-separated networks (CIDRs or
 /// addresses).
-fn load_proxies(env: &mut Env) -> (Option<axum::http::HeaderName>, Vec<crate::edge::Cidr>) {
+fn load_proxies(env: &mut Env) -> (Option<axum::http::HeaderName>, Vec<shared::net::Cidr>) {
     let header = load_proxy_header(env);
     let raw = env.string("TRUSTED_PROXIES", "127.0.0.1/32,::1/128");
     let mut nets = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match crate::edge::Cidr::parse(part) {
+        match shared::net::Cidr::parse(part) {
             Some(c) => nets.push(c),
             None => env.problem(
                 "TRUSTED_PROXIES",

@@ -3,7 +3,7 @@
 //!
 //! - [`ClientAddress`]: the one client address every per-client limit keys on. The TCP peer,
 //!   unless the peer is a trusted proxy (`TRUSTED_PROXIES`), whose `TRUSTED_PROXY_HEADER`
-//!   names the client; keyed by [`shared::http::address_key`] (IPv4 whole, IPv6 by /64).
+//!   names the client; keyed by [`shared::net::address_key`] (IPv4 whole, IPv6 by /64).
 //! - [`Throttle`]: `HTTP_RATE_LIMIT_PER_ADDRESS` requests a minute per client address, an
 //!   in-process GCRA (each replica counts its own), checked before any handler (so before any
 //!   Redis write). Cloud API webhooks are exempt: Meta posts them from a few addresses at any
@@ -29,61 +29,12 @@ use shared::http::{PUBLIC_REFUSED, json_error};
 
 use crate::config::{Config, TransportKind};
 
-/// A network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is the one address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `a.b.c.d/n`, `x::y/n` or a bare address; `None` when it is neither (or the
-    /// address has bits set past the prefix, which is usually a typo).
-    pub fn parse(s: &str) -> Option<Self> {
-        let s = s.trim();
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
-            None => (s.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return None;
-        }
-        let c = Self { net: addr, prefix };
-        (c.masked(addr) == addr).then_some(c)
-    }
-
-    fn masked(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4((v4.to_bits() & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6((v6.to_bits() & mask).into())
-            }
-        }
-    }
-
-    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as its IPv4 one).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.net.is_ipv4() && self.masked(ip) == self.masked(self.net)
-    }
-}
-
 /// Where requests come from: the TCP peer, or — from a trusted proxy — the address its header
 /// names.
 #[derive(Debug, Clone)]
 pub struct ClientAddress {
     header: Option<HeaderName>,
-    trusted: Arc<[Cidr]>,
+    trusted: Arc<[shared::net::Cidr]>,
 }
 
 impl ClientAddress {
@@ -109,7 +60,7 @@ impl ClientAddress {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').map(str::trim).find(|p| !p.is_empty()))
             .and_then(parse_address);
-        Some(shared::http::address_key(named.unwrap_or(peer)))
+        Some(shared::net::address_key(named.unwrap_or(peer)))
     }
 
     /// [`ClientAddress::key`] of a request served by [`shared::http::serve_public`].
@@ -269,8 +220,10 @@ fn local_only<B>(request: &axum::http::Request<B>) -> Result<(), String> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
     let authority = request.uri().authority().map(|a| a.as_str());
-    let local =
-        host.or(authority).is_some_and(is_loopback_host) && authority.is_none_or(is_loopback_host);
+    let local = host
+        .or(authority)
+        .is_some_and(shared::net::is_loopback_host)
+        && authority.is_none_or(shared::net::is_loopback_host);
     if local {
         Ok(())
     } else {
@@ -280,31 +233,6 @@ fn local_only<B>(request: &axum::http::Request<B>) -> Result<(), String> {
                 .to_owned(),
         )
     }
-}
-
-/// Whether a `Host` (with or without a port) is this machine: `localhost`, 127.0.0.0/8 or
-/// `[::1]`.
-pub fn is_loopback_host(host: &str) -> bool {
-    let valid_port = |p: &str| p.parse::<u16>().is_ok();
-    if let Some(rest) = host.strip_prefix('[') {
-        let Some((ip, after)) = rest.split_once(']') else {
-            return false;
-        };
-        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(valid_port);
-        return port_ok
-            && ip
-                .parse::<std::net::Ipv6Addr>()
-                .is_ok_and(|i| i.is_loopback());
-    }
-    let name = match host.split_once(':') {
-        Some((name, port)) if valid_port(port) => name,
-        Some(_) => return false,
-        None => host,
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|i| i.is_loopback())
 }
 
 #[cfg(test)]
@@ -325,41 +253,15 @@ mod tests {
     fn client(trusted: &[&str]) -> ClientAddress {
         ClientAddress {
             header: Some(HeaderName::from_static("x-forwarded-for")),
-            trusted: trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect(),
+            trusted: trusted
+                .iter()
+                .map(|c| shared::net::Cidr::parse(c).unwrap())
+                .collect(),
         }
     }
 
     fn peer(s: &str) -> Option<SocketAddr> {
         Some(SocketAddr::new(s.parse().unwrap(), 4711))
-    }
-
-    #[test]
-    fn cidrs_parse_and_contain() {
-        let net = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
-        assert!(
-            Cidr::parse("::1/128")
-                .unwrap()
-                .contains("::1".parse().unwrap())
-        );
-        assert!(!Cidr::parse("::1").unwrap().contains("::2".parse().unwrap()));
-        assert!(
-            Cidr::parse("0.0.0.0/0")
-                .unwrap()
-                .contains("8.8.8.8".parse().unwrap())
-        );
-        for bad in [
-            "10.1.0.1/16",
-            "10.0.0.0/33",
-            "fd00::/129",
-            "proxy",
-            "10.0.0.0/x",
-            "",
-        ] {
-            assert_eq!(Cidr::parse(bad), None, "{bad}");
-        }
     }
 
     #[test]
@@ -428,34 +330,6 @@ mod tests {
         assert_eq!(t.state.lock().unwrap().tat.len(), 1);
         for _ in 0..60 {
             assert_eq!(t.check(a, later), Ok(()));
-        }
-    }
-
-    #[test]
-    fn loopback_hosts_with_or_without_a_port() {
-        for h in [
-            "localhost",
-            "LOCALHOST:8080",
-            "127.0.0.1",
-            "127.0.0.1:8080",
-            "127.8.9.10:1",
-            "[::1]",
-            "[::1]:8080",
-        ] {
-            assert!(is_loopback_host(h), "{h}");
-        }
-        for h in [
-            "bot.example.com",
-            "localhost.example.com",
-            "10.0.0.1:8080",
-            "[::2]:8080",
-            "::1",
-            "[::1]x",
-            "127.0.0.1:99999",
-            "localhost:",
-            "",
-        ] {
-            assert!(!is_loopback_host(h), "{h}");
         }
     }
 }
