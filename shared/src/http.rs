@@ -191,8 +191,9 @@ pub struct PublicLimits {
     pub max_per_address: usize,
     /// A request's headers must arrive within this (slow clients are cut off).
     pub header_timeout: Duration,
-    /// A request's body must arrive whole within this once its handler starts reading it
-    /// (`408`, connection closed). Responses (server-sent events) are never timed.
+    /// A request's body must arrive within this once its handler starts reading it, plus a
+    /// second per [`BODY_MIN_RATE`] bytes received (`408`, connection closed). Responses
+    /// (server-sent events) are never timed.
     pub body_timeout: Duration,
 }
 
@@ -246,14 +247,35 @@ impl Drop for AddressSlot {
     }
 }
 
-/// A request body that must arrive whole within a time, counted from the handler's first
-/// read (a handler that never reads it is not timed: the connection closes after its
-/// response). When the time is up it fails, and `timed_out` tells the server to answer `408`.
+/// Above [`PublicLimits::body_timeout`], each this many bytes of a request body received earn
+/// it one more second: an upload over a slow link (a phone's 3G, ~48 KB/s) completes, while a
+/// client trickling a few bytes is cut off at the timeout (Apache's `mod_reqtimeout` MinRate
+/// idea). Holding a connection this way costs a client this much bandwidth per connection.
+pub const BODY_MIN_RATE: u64 = 32 * 1024;
+
+/// A request body that must arrive within a time, counted from the handler's first read and
+/// extended as bytes arrive ([`BODY_MIN_RATE`]); a handler that never reads it is not timed
+/// (the connection closes after its response). When the time is up the body fails, and
+/// `timed_out` tells the server to answer `408`.
 struct TimedBody {
     inner: hyper::body::Incoming,
     limit: Duration,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the handler first read it, and the time it has then.
+    deadline: Option<(tokio::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
+    received: u64,
     timed_out: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            deadline: None,
+            received: 0,
+            timed_out: Arc::default(),
+        }
+    }
 }
 
 impl hyper::body::Body for TimedBody {
@@ -270,10 +292,19 @@ impl hyper::body::Body for TimedBody {
             return Poll::Ready(None);
         }
         let limit = this.limit;
-        let deadline = this
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let (started, deadline) = this.deadline.get_or_insert_with(|| {
+            let now = tokio::time::Instant::now();
+            (now, Box::pin(tokio::time::sleep_until(now + limit)))
+        });
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(f)) = &frame
+                && let Some(data) = f.data_ref()
+            {
+                this.received += data.len() as u64;
+                let earned =
+                    Duration::from_millis(this.received.saturating_mul(1000) / BODY_MIN_RATE);
+                deadline.as_mut().reset(*started + limit + earned);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if deadline.as_mut().poll(cx).is_ready() {
@@ -374,15 +405,11 @@ fn timed_service(
     tower::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
         let router = router.clone();
         async move {
-            let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (mut parts, body) = request.into_parts();
             parts.extensions.insert(axum::extract::ConnectInfo(peer));
-            let body = axum::body::Body::new(TimedBody {
-                inner: body,
-                limit: body_timeout,
-                deadline: None,
-                timed_out: timed_out.clone(),
-            });
+            let body = TimedBody::new(body, body_timeout);
+            let timed_out = body.timed_out.clone();
+            let body = axum::body::Body::new(body);
             let request = axum::http::Request::from_parts(parts, body);
             let response = tower::ServiceExt::oneshot(router, request).await?;
             if timed_out.load(std::sync::atomic::Ordering::Relaxed) {

@@ -138,6 +138,53 @@ async fn a_slowloris_from_one_address_neither_holds_the_listener_nor_delays_anot
     }
 }
 
+/// A multipart upload of `size` bytes of garbage audio (refused with 422 once read whole),
+/// written in `chunks` parts `every` apart; the raw response.
+async fn paced_upload(gw: &Gw, size: usize, chunks: usize, every: Duration) -> String {
+    let boundary = "edge-boundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.ogg\"\r\n\
+         Content-Type: audio/ogg\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let mut body = head.into_bytes();
+    body.extend(std::iter::repeat_n(0x55u8, size));
+    body.extend(tail.into_bytes());
+    let mut s = connect_from(gw, "127.0.0.1").await;
+    let request = format!(
+        "POST /chat/api/{CONTACT}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    for (i, part) in body.chunks(body.len().div_ceil(chunks)).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(every).await;
+        }
+        if s.write_all(part).await.is_err() {
+            break; // answered (and closed) already
+        }
+    }
+    read_all(&mut s, T).await.expect("answered")
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_upload_completes_and_a_trickle_is_cut() {
+    let gw = Gw::start(&[("PUBLIC_BODY_TIMEOUT_SECS", "1")]).await;
+    // 96 KB over 2 s (48 KB/s, a phone's 3G): twice the timeout, but every 32 KB earns a
+    // second, so the body is read whole and judged (garbage audio: 422).
+    let started = Instant::now();
+    let steady = paced_upload(&gw, 96 * 1024, 9, Duration::from_millis(250)).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(steady.starts_with("HTTP/1.1 422"), "{steady}");
+    // 2 KB in 10 parts 300 ms apart: a trickle earns nothing and is cut near the timeout.
+    let started = Instant::now();
+    let trickle = paced_upload(&gw, 2048, 10, Duration::from_millis(300)).await;
+    assert!(trickle.starts_with("HTTP/1.1 408"), "{trickle}");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
 /// A client making its requests from the local address `from`.
 fn client_from(from: &str) -> reqwest::Client {
     shared::http_client::builder()
