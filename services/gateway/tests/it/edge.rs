@@ -138,6 +138,41 @@ async fn a_slowloris_from_one_address_neither_holds_the_listener_nor_delays_anot
     }
 }
 
+#[tokio::test]
+async fn bodyless_visitor_posts_from_three_addresses_free_a_three_slot_listener_after_the_timeout()
+{
+    // The finding: three `POST /chat/api/visitors` that never send their body held a 3-slot
+    // listener 20 s past the header timeout. From three addresses, so only the body timeout
+    // can free them.
+    let gw = Gw::start(&[
+        ("WEBCHAT_DEMO", "false"),
+        ("PUBLIC_MAX_CONNECTIONS", "3"),
+        ("PUBLIC_HEADER_TIMEOUT_SECS", "30"),
+        ("PUBLIC_BODY_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let mut s = connect_from(&gw, from).await;
+        s.write_all(
+            b"POST /chat/api/visitors HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        held.push(s);
+    }
+    let started = Instant::now();
+    let page = get_page_from(&gw, "127.0.0.1").await.expect("served");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    for mut s in held {
+        let answer = read_all(&mut s, T).await.expect("cut off");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+}
+
 /// A multipart upload of `size` bytes of garbage audio (refused with 422 once read whole),
 /// written in `chunks` parts `every` apart; the raw response.
 async fn paced_upload(gw: &Gw, size: usize, chunks: usize, every: Duration) -> String {
