@@ -186,14 +186,148 @@ pub async fn serve(
 pub struct PublicLimits {
     /// Connections served at once; the next waits in the kernel's backlog.
     pub max_connections: usize,
-    /// A request's headers must arrive within this (slow clients are cut off). Bodies and
-    /// responses (server-sent events) are not timed here.
-    pub header_timeout: std::time::Duration,
+    /// Connections one client address ([`crate::net::address_key`]: IPv4 whole, IPv6 by /64) may hold
+    /// at once, whatever the address (loopback included); one more is closed at once.
+    pub max_per_address: usize,
+    /// A request's headers must arrive within this (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this once its handler starts reading it, plus a
+    /// second per [`BODY_MIN_RATE`] bytes received (`408`, connection closed). Responses
+    /// (server-sent events) are never timed.
+    pub body_timeout: Duration,
+}
+
+/// Counter of connections and requests the public listener refused at its edge, by reason
+/// ([`REFUSED_REASONS`]); the service registers it at zero.
+pub const PUBLIC_REFUSED: &str = "http_public_refused_total";
+/// The reasons [`PUBLIC_REFUSED`] counts: a connection over [`PublicLimits::max_per_address`],
+/// a body slower than [`PublicLimits::body_timeout`], and the service's own (`throttled`,
+/// `demo_not_local`).
+pub const REFUSED_REASONS: [&str; 4] = [
+    "address_connections",
+    "body_timeout",
+    "throttled",
+    "demo_not_local",
+];
+
+/// The connections each client address holds; a slot gives its place back when dropped.
+#[derive(Clone, Default)]
+struct AddressSlots(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+struct AddressSlot {
+    slots: AddressSlots,
+    key: std::net::IpAddr,
+}
+
+impl AddressSlots {
+    /// A place for one more connection of `key`, unless it already holds `max`.
+    fn take(&self, key: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut held = self.0.lock().expect("never poisoned");
+        let n = held.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.0.lock().expect("never poisoned");
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Above [`PublicLimits::body_timeout`], each this many bytes of a request body received earn
+/// it one more second: an upload over a slow link (a phone's 3G, ~48 KB/s) completes, while a
+/// client trickling a few bytes is cut off at the timeout (Apache's `mod_reqtimeout` MinRate
+/// idea). Holding a connection this way costs a client this much bandwidth per connection.
+pub const BODY_MIN_RATE: u64 = 32 * 1024;
+
+/// A request body that must arrive within a time, counted from the handler's first read and
+/// extended as bytes arrive ([`BODY_MIN_RATE`]); a handler that never reads it is not timed
+/// (the connection closes after its response). When the time is up the body fails, and
+/// `timed_out` tells the server to answer `408`.
+struct TimedBody {
+    inner: hyper::body::Incoming,
+    limit: Duration,
+    /// When the handler first read it, and the time it has then.
+    deadline: Option<(tokio::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
+    received: u64,
+    timed_out: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            deadline: None,
+            received: 0,
+            timed_out: Arc::default(),
+        }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        let limit = this.limit;
+        let (started, deadline) = this.deadline.get_or_insert_with(|| {
+            let now = tokio::time::Instant::now();
+            (now, Box::pin(tokio::time::sleep_until(now + limit)))
+        });
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(f)) = &frame
+                && let Some(data) = f.data_ref()
+            {
+                this.received += data.len() as u64;
+                let earned =
+                    Duration::from_millis(this.received.saturating_mul(1000) / BODY_MIN_RATE);
+                deadline.as_mut().reset(*started + limit + earned);
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Poll::Ready(Some(Err("the request body did not arrive in time".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Serves `router` on a listener open to the internet until `shutdown`: at most
-/// `max_connections` at once, each request's headers within `header_timeout`; on shutdown,
-/// open connections finish their requests.
+/// `max_connections` at once and `max_per_address` per client address (more are closed at
+/// once, never queued), each request's headers within `header_timeout` and its body within
+/// `body_timeout`; on shutdown, open connections finish their requests.
 pub async fn serve_public(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -201,7 +335,8 @@ pub async fn serve_public(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = AddressSlots::default();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -219,32 +354,79 @@ pub async fn serve_public(
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not spin.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let (stream, peer) = stream;
+        let Some(address_slot) =
+            per_address.take(crate::net::address_key(peer.ip()), limits.max_per_address)
+        else {
+            // Closed now: a queue would let one address hold the listener all the same.
+            metrics::counter!(PUBLIC_REFUSED, "reason" => "address_connections").increment(1);
+            tracing::debug!(
+                "connection refused: its address holds PUBLIC_MAX_CONNECTIONS_PER_ADDRESS"
+            );
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        // Handlers read the client's address as axum's `ConnectInfo`.
-        let service = tower::ServiceExt::map_request(
+        let service = hyper_util::service::TowerToHyperService::new(timed_service(
             router.clone(),
-            move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                r
-            },
-        );
-        let service = hyper_util::service::TowerToHyperService::new(service);
+            peer,
+            limits.body_timeout,
+        ));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(address_slot);
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// `router` for one connection from `peer`: handlers read the address as axum's
+/// `ConnectInfo`, and a request body slower than `body_timeout` is answered `408`.
+fn timed_service(
+    router: Router,
+    peer: std::net::SocketAddr,
+    body_timeout: Duration,
+) -> impl tower::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    tower::service_fn(move |request: axum::http::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        async move {
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(axum::extract::ConnectInfo(peer));
+            let body = TimedBody::new(body, body_timeout);
+            let timed_out = body.timed_out.clone();
+            let body = axum::body::Body::new(body);
+            let request = axum::http::Request::from_parts(parts, body);
+            let response = tower::ServiceExt::oneshot(router, request).await?;
+            if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+                metrics::counter!(PUBLIC_REFUSED, "reason" => "body_timeout").increment(1);
+                let mut r = json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time (PUBLIC_BODY_TIMEOUT_SECS)",
+                );
+                r.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                return Ok(r);
+            }
+            Ok(response)
+        }
+    })
 }
 
 /// A JSON error body `{"error": "..."}` with a status, for every HTTP API.

@@ -21,6 +21,7 @@ pub mod liveness;
 #[cfg(feature = "llm")]
 pub mod llm;
 pub mod metrics;
+pub mod net;
 pub mod phone;
 pub mod proto;
 pub mod redact;

@@ -71,6 +71,12 @@ pub struct Config {
     /// `TRUSTED_PROXY_HEADER`: the header a reverse proxy puts the client's address in (like
     /// `X-Forwarded-For`; its last entry is used); unset = the connection's address.
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
+    /// `TRUSTED_PROXIES` (default `127.0.0.1/32,::1/128`): the networks whose connections'
+    /// `TRUSTED_PROXY_HEADER` is believed; from anywhere else the header is ignored.
+    pub trusted_proxies: Vec<shared::net::Cidr>,
+    /// `HTTP_RATE_LIMIT_PER_ADDRESS` (default 600; 0 = off): requests a minute one client
+    /// address may make on the public listener (Cloud API webhooks exempt).
+    pub http_rate_per_address: u32,
     /// `MEDIA_TTL_HOURS` (default 24): how long stored media lives.
     pub media_ttl: Duration,
     /// `MAX_MEDIA_MB` (default 16): the largest single media item (and web chat body).
@@ -80,8 +86,14 @@ pub struct Config {
     pub media_cap_bytes: u64,
     /// `PUBLIC_MAX_CONNECTIONS` (default 4096): connections the public listener serves at once.
     pub max_connections: usize,
+    /// `PUBLIC_MAX_CONNECTIONS_PER_ADDRESS` (default 256): connections one client address
+    /// (the TCP peer; IPv6 by /64) may hold at once; more are closed at once.
+    pub max_connections_per_address: usize,
     /// `PUBLIC_HEADER_TIMEOUT_SECS` (default 10): a request's headers must arrive within this.
     pub header_timeout: Duration,
+    /// `PUBLIC_BODY_TIMEOUT_SECS` (default 10): a request's body must arrive whole within
+    /// this (`408`); event streams' responses are not timed.
+    pub body_timeout: Duration,
     /// `WEBCHAT_MAX_STREAMS` (default 2000): open web chat event streams, all conversations.
     pub max_streams: usize,
     /// `WEBCHAT_MAX_STREAMS_PER_CONTACT` (default 8): open event streams of one conversation.
@@ -324,16 +336,6 @@ impl Config {
         let console = ConsoleConfig::load(env);
         let webchat = transports.contains(&TransportKind::Webchat);
         let webchat_demo = env.flag("WEBCHAT_DEMO", false);
-        if webchat && webchat_demo && !public_addr.ip().is_loopback() {
-            env.problem(
-                "WEBCHAT_DEMO",
-                format!(
-                    "demo mode (conversations are phone numbers, nothing checked) is for this \
-                     machine only, but PUBLIC_ADDR ({public_addr}) is not loopback: unset \
-                     WEBCHAT_DEMO to serve visitors"
-                ),
-            );
-        }
         let webchat_token = env.secret("WEBCHAT_TOKEN");
         let webchat_secret = env.secret("WEBCHAT_SECRET");
         let webchat_identity_secret = env.secret("WEBCHAT_IDENTITY_SECRET");
@@ -348,10 +350,14 @@ impl Config {
         let visitor_token_days = env.int_in("WEBCHAT_VISITOR_TOKEN_DAYS", 30u32, 1, 365);
         let webchat_frame_ancestors = frame_ancestors(env);
         let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
-        let trusted_proxy_header = load_proxy_header(env);
+        let (trusted_proxy_header, trusted_proxies) = load_proxies(env);
+        if webchat && webchat_demo {
+            check_demo_is_local(env, public_addr, &console.public_url, &trusted_proxy_header);
+        }
+        let http_rate_per_address = env.int_in("HTTP_RATE_LIMIT_PER_ADDRESS", 600u32, 0, 1_000_000);
         let (media_ttl, max_media_bytes, media_cap_bytes) = load_media(env);
-        let max_connections = env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
-        let header_timeout = env.secs("PUBLIC_HEADER_TIMEOUT_SECS", 10, 1, 600);
+        let (max_connections, max_connections_per_address, header_timeout, body_timeout) =
+            load_public_limits(env);
         let max_streams = env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000);
         let max_streams_per_contact =
             env.int_in("WEBCHAT_MAX_STREAMS_PER_CONTACT", 8usize, 1, 1000);
@@ -379,11 +385,15 @@ impl Config {
             webchat_frame_ancestors,
             visitors_per_hour,
             trusted_proxy_header,
+            trusted_proxies,
+            http_rate_per_address,
             media_ttl,
             max_media_bytes,
             media_cap_bytes,
             max_connections,
+            max_connections_per_address,
             header_timeout,
+            body_timeout,
             max_streams,
             max_streams_per_contact,
             max_uploads,
@@ -405,6 +415,87 @@ impl Config {
     pub fn webchat_is_local(&self) -> bool {
         self.webchat_demo && self.public_addr.ip().is_loopback()
     }
+
+    /// The public listener answers only requests made on this machine (demo mode's web chat
+    /// runs: a conversation is a phone number, admins' included).
+    pub fn demo_gate(&self) -> bool {
+        self.webchat_is_local() && self.transports.contains(&TransportKind::Webchat)
+    }
+}
+
+/// Demo mode (conversations are phone numbers, admins' included, nothing checked) is for
+/// this machine only: refused when it could be reached through a proxy or from elsewhere.
+fn check_demo_is_local(
+    env: &mut Env,
+    public_addr: SocketAddr,
+    public_url: &str,
+    proxy_header: &Option<axum::http::HeaderName>,
+) {
+    const WHY: &str = "demo mode (WEBCHAT_DEMO=true: conversations are phone numbers, admins' \
+                       included, nothing checked) is for this machine only";
+    if !public_addr.ip().is_loopback() {
+        env.problem(
+            "WEBCHAT_DEMO",
+            format!(
+                "{WHY}, but PUBLIC_ADDR ({public_addr}) is not loopback: unset WEBCHAT_DEMO to \
+                 serve visitors"
+            ),
+        );
+    }
+    if proxy_header.is_some() {
+        env.problem(
+            "WEBCHAT_DEMO",
+            format!(
+                "{WHY}, but TRUSTED_PROXY_HEADER is set (a proxy would pass the internet in): \
+                 unset WEBCHAT_DEMO to serve visitors, or unset TRUSTED_PROXY_HEADER"
+            ),
+        );
+    }
+    let url_host = reqwest::Url::parse(public_url).ok().and_then(|u| {
+        let host = u.host_str()?.to_owned();
+        Some(u.port().map_or(host.clone(), |p| format!("{host}:{p}")))
+    });
+    if !url_host.is_some_and(|h| shared::net::is_loopback_host(&h)) {
+        env.problem(
+            "WEBCHAT_DEMO",
+            format!(
+                "{WHY}, but PUBLIC_URL ({public_url}) is not this machine: unset WEBCHAT_DEMO \
+                 to serve visitors, or unset PUBLIC_URL"
+            ),
+        );
+    }
+}
+
+/// The public listener's connection limits: `PUBLIC_MAX_CONNECTIONS`,
+/// `PUBLIC_MAX_CONNECTIONS_PER_ADDRESS`, `PUBLIC_HEADER_TIMEOUT_SECS`, `PUBLIC_BODY_TIMEOUT_SECS`.
+fn load_public_limits(env: &mut Env) -> (usize, usize, Duration, Duration) {
+    (
+        env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000),
+        env.int_in("PUBLIC_MAX_CONNECTIONS_PER_ADDRESS", 256usize, 1, 1_000_000),
+        env.secs("PUBLIC_HEADER_TIMEOUT_SECS", 10, 1, 600),
+        env.secs("PUBLIC_BODY_TIMEOUT_SECS", 10, 1, 600),
+    )
+}
+
+/// `TRUSTED_PROXY_HEADER`, and `TRUSTED_PROXIES`: comma-separated networks (CIDRs or
+/// addresses).
+fn load_proxies(env: &mut Env) -> (Option<axum::http::HeaderName>, Vec<shared::net::Cidr>) {
+    let header = load_proxy_header(env);
+    let raw = env.string("TRUSTED_PROXIES", "127.0.0.1/32,::1/128");
+    let mut nets = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match shared::net::Cidr::parse(part) {
+            Some(c) => nets.push(c),
+            None => env.problem(
+                "TRUSTED_PROXIES",
+                format!(
+                    "{part:?} is not a network like 10.0.0.0/8, 127.0.0.1/32 or ::1/128 (no \
+                     bits set past the prefix)"
+                ),
+            ),
+        }
+    }
+    (header, nets)
 }
 
 /// `TRANSPORTS`: known, each once, at least one.

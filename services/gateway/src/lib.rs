@@ -8,7 +8,8 @@
 //!   sent-records against double sends, retries and dead letters.
 //! - [`transport`]: the trait and the set of configured transports; [`webchat`] is one.
 //! - Two listeners: the internal `GATEWAY_HTTP_ADDR` (health, readiness, metrics, `/qr`) and the
-//!   public `PUBLIC_ADDR` (web chat, webhooks and the owner's [`console`]).
+//!   public `PUBLIC_ADDR` (web chat, webhooks and the owner's [`console`]), behind its [`edge`]
+//!   (client addresses, throttle, demo mode's local-only rule).
 
 // Every public item says what it is for; the lint keeps it so.
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod cloud;
 pub mod config;
 pub mod console;
 pub mod deliver;
+pub mod edge;
 pub mod format;
 pub mod ingest;
 pub mod media;
@@ -78,6 +80,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
             "no such route (the web chat is at /chat, the owner's console at /console)",
         )
     });
+    let public = edge::Edge::new(&cfg).wrap(public);
 
     let public_listener = bind_public(cfg.public_addr)?;
 
@@ -191,7 +194,9 @@ fn spawn_public(
 ) {
     let limits = shared::http::PublicLimits {
         max_connections: cfg.max_connections,
+        max_per_address: cfg.max_connections_per_address,
         header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
     };
     let (room_bus, media_cap) = (bus.clone(), cfg.media_cap_bytes);
     let shutdown = tasks.shutdown().clone();

@@ -99,6 +99,7 @@ pub fn register(transports: &[TransportKind]) {
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
     }
+    register_edge();
     if transports.contains(&TransportKind::Cloud) {
         register_cloud();
     }
@@ -127,6 +128,17 @@ pub fn register(transports: &[TransportKind]) {
         for s in SessionState::ALL {
             metrics::gauge!(SESSION_STATE, "transport" => t, "state" => s.as_str()).set(0.0);
         }
+    }
+}
+
+/// What the public listener refused at its edge ([`crate::edge`], `serve_public`).
+fn register_edge() {
+    metrics::describe_counter!(
+        shared::http::PUBLIC_REFUSED,
+        "Connections and requests the public listener refused at its edge, by reason"
+    );
+    for reason in shared::http::REFUSED_REASONS {
+        metrics::counter!(shared::http::PUBLIC_REFUSED, "reason" => reason).absolute(0);
     }
 }
 

@@ -88,6 +88,12 @@ impl Stack {
             ("ACCESS_MODE".into(), "open".into()),
             ("RATE_LIMIT_PER_CONTACT".into(), "100000".into()),
             ("RATE_LIMIT_GLOBAL".into(), "10000000".into()),
+            // Every simulated customer comes from 127.0.0.1.
+            ("HTTP_RATE_LIMIT_PER_ADDRESS".into(), "0".into()),
+            (
+                "PUBLIC_MAX_CONNECTIONS_PER_ADDRESS".into(),
+                "1000000".into(),
+            ),
             ("CONTACT_DAILY_TOKENS".into(), "1000000000".into()),
         ]);
         for (k, v) in extra {

@@ -127,7 +127,7 @@ impl Webchat {
                     keys: tokio::sync::OnceCell::new(),
                     per_hour: cfg.visitors_per_hour,
                     token_days: cfg.visitor_token_days,
-                    proxy_header: cfg.trusted_proxy_header.clone(),
+                    client: crate::edge::ClientAddress::new(cfg),
                 },
                 max_media: cfg.max_media_bytes,
                 origins: cfg.webchat_origins.clone(),

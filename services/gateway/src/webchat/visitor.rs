@@ -310,7 +310,8 @@ pub(super) struct Visitors {
     pub(super) per_hour: u32,
     /// `WEBCHAT_VISITOR_TOKEN_DAYS`.
     pub(super) token_days: u32,
-    pub(super) proxy_header: Option<axum::http::HeaderName>,
+    /// The client address the per-address limit keys on.
+    pub(super) client: crate::edge::ClientAddress,
 }
 
 impl Visitors {
@@ -352,16 +353,11 @@ impl Visitors {
             .await
     }
 
-    /// The address a request came from: the trusted proxy's header (its last entry, the one
-    /// the proxy added), else the connection's peer.
+    /// The address a request came from ([`crate::edge::ClientAddress`]).
     fn client(&self, headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> String {
-        if let Some(name) = &self.proxy_header
-            && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
-            && let Some(last) = v.rsplit(',').map(str::trim).find(|p| !p.is_empty())
-        {
-            return last.to_owned();
-        }
-        peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+        self.client
+            .key(headers, peer)
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
     }
 
     /// Counts an anonymous visitor created from `client`; `Err(seconds)` when over the limit.

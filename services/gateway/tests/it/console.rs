@@ -506,7 +506,15 @@ async fn whatsapp_web_shows_its_qr_until_linked_and_logs_out_and_relinks_from_th
 
 #[tokio::test]
 async fn the_operator_gets_a_link_from_the_command_line() {
-    let s = Stack::start(&[("PUBLIC_URL", "https://shop.example")], false).await;
+    // Behind a proxy: demo mode is refused with a PUBLIC_URL off this machine.
+    let s = Stack::start(
+        &[
+            ("PUBLIC_URL", "https://shop.example"),
+            ("WEBCHAT_DEMO", "false"),
+        ],
+        false,
+    )
+    .await;
     let out = tokio::process::Command::new(crate::helpers::BIN)
         .arg("console-link")
         .envs(&s.gw.senv.env)

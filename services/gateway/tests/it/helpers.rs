@@ -36,6 +36,9 @@ impl Gw {
         senv.env.insert("WEBCHAT_DEMO".into(), "true".into());
         senv.env.insert("BUS_RETRY_BASE_MS".into(), "50".into());
         senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
+        // Tests make requests faster than any client would (polling); edge tests set it.
+        senv.env
+            .insert("HTTP_RATE_LIMIT_PER_ADDRESS".into(), "0".into());
         for (k, v) in extra {
             senv.env.insert((*k).to_owned(), (*v).to_owned());
         }

@@ -5,6 +5,7 @@ mod browser;
 mod cloud;
 mod console;
 mod console_authority;
+mod edge;
 mod fake_graph;
 mod helpers;
 mod limits;
@@ -51,14 +52,10 @@ async fn a_media_store_larger_than_redis_can_hold_stops_startup_with_the_reason(
     };
     // 256 MB of media in a 100 MB Redis: refused, with what to do.
     let (_dir, mut p) = start("256");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", p.log_text());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let status = p
+        .exited(std::time::Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("{}", p.log_text()));
     assert!(!status.success());
     let log = p.log_text();
     assert!(

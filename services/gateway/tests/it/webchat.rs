@@ -487,7 +487,7 @@ async fn bad_input_gets_a_json_4xx_and_publishes_nothing() {
         let addr = gw.public.trim_start_matches("http://").to_owned();
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let req = format!(
-            "POST /chat/api/{ok}/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nConnection: close\r\n\r\n"
+            "POST /chat/api/{ok}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nConnection: close\r\n\r\n"
         );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut resp = String::new();

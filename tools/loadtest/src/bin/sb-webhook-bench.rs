@@ -112,6 +112,8 @@ async fn start() -> anyhow::Result<Rig> {
         ("WA_CLOUD_GRAPH_URL", format!("http://{graph}/v26.0")),
         ("RATE_LIMIT_PER_CONTACT", "100000".to_owned()),
         ("RATE_LIMIT_GLOBAL", "10000000".to_owned()),
+        // Meta's side runs on 127.0.0.1 too (the webhook route is exempt from the throttle).
+        ("PUBLIC_MAX_CONNECTIONS_PER_ADDRESS", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ]
     .into_iter()
