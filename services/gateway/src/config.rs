@@ -68,6 +68,13 @@ pub struct Config {
     pub media_ttl: Duration,
     /// `MAX_MEDIA_MB` (default 16): the largest single media item (and web chat body).
     pub max_media_bytes: u64,
+    /// `REDIS_HIGH_WATER_PERCENT` (default 80; 0 = off, and off while Redis has no
+    /// `maxmemory`): past this share of Redis's `maxmemory` the web chat refuses new visitors
+    /// and messages, so WhatsApp keeps the rest.
+    pub redis_high_water_percent: u8,
+    /// `MAX_INPUT_CHARS` (default 4096, the brain's limit): the longest text kept of a message;
+    /// a longer web chat post is refused, a longer WhatsApp message cut to it.
+    pub max_input_chars: usize,
     /// `MEDIA_CAP_MB` (default 256): total bytes of stored media; the oldest items are evicted
     /// to stay under it.
     pub media_cap_bytes: u64,
@@ -270,8 +277,14 @@ fn find_sidecar() -> Option<std::path::PathBuf> {
     .find(|d| d.join("index.mjs").exists())
 }
 
-/// Dedup window for transport message ids.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the gateway's dedup and delivery records live (`gw:seen`, `gw:sent`, `gw:tmid`,
+/// `gw:receipt`): as long as the same thing can arrive again, not longer — they are most of
+/// what each message leaves in Redis. The Cloud API's messages and statuses older than its
+/// replay window (24 h by their timestamp) are ignored, so a redelivery after that can never
+/// be taken twice nor matched; WhatsApp Web re-emits messages around a reconnect (minutes); a
+/// web chat client retries within seconds; the bus redelivers an entry within minutes
+/// (`RECLAIM_IDLE_SECS` × `MAX_DELIVERIES` plus its backoff). One hour more covers clocks.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(25 * 3600);
 /// Longest a typing indicator is shown for one message.
 pub const TYPING_CAP: Duration = Duration::from_secs(25);
 /// The owner's console (`/console` on the public listener).
@@ -370,6 +383,8 @@ impl Config {
             trusted_proxy_header,
             media_ttl,
             max_media_bytes,
+            max_input_chars: shared::config::max_input_chars(env),
+            redis_high_water_percent: env.int_in("REDIS_HIGH_WATER_PERCENT", 80u8, 0, 100),
             media_cap_bytes,
             max_connections,
             header_timeout,

@@ -1,8 +1,11 @@
 //! Outbound: the consumer of the outbound stream. Messages of one chat are delivered in order
 //! (they are published with the chat as order key); each is converted to WhatsApp formatting,
 //! split to the transport's length limit and sent part by part. A part is recorded as sent
-//! (`{prefix}:gw:sent:<id>`, 7 days) the moment the transport accepts it, so a redelivery after
-//! a crash or a failure on a later part never sends a part twice. Transient failures are
+//! (`{prefix}:gw:sent:<id>`, [`DEDUP_WINDOW`]) the moment the transport accepts it, so a
+//! redelivery after a crash or a failure on a later part never sends a part twice. The bus
+//! redelivers within minutes; a dead letter replayed more than a day after it failed may repeat
+//! a part sent before the failure (the Cloud API refuses a reply that late anyway: its 24-hour
+//! window). Transient failures are
 //! retried in place by the bus; permanent ones are dead-lettered with their reason.
 
 use std::sync::Arc;

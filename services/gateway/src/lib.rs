@@ -20,6 +20,7 @@ pub mod config;
 pub mod console;
 pub mod deliver;
 pub mod format;
+pub mod high_water;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
@@ -70,6 +71,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         webchat_history,
         web_transport,
         cloud,
+        high_water: webchat_high_water,
     } = build_transports(&cfg, &bus, &ingest, &shutdown)?;
     let console = console::ConsoleRoutes::new(&cfg.console, &bus, transports.clone());
     let public = public.merge(console.routes()).fallback(|| async {
@@ -112,6 +114,13 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         spawn_cloud(&mut tasks, c, cloud_cfg, &cfg, &bus, ingest, receipts);
     }
     spawn_public(&mut tasks, &cfg, &bus, public_listener, public);
+    if let Some(hw) = webchat_high_water.filter(|_| cfg.redis_high_water_percent > 0) {
+        let (conn, percent) = (bus.connection(), cfg.redis_high_water_percent);
+        tasks.every("Redis high water", high_water::CHECK_EVERY, move || {
+            let (hw, mut conn) = (hw.clone(), conn.clone());
+            async move { hw.check(&mut conn, percent).await }
+        });
+    }
     tasks.every("session state", Duration::from_secs(5), move || {
         for t in transports.all() {
             metrics::session_state(t.kind(), t.state());
@@ -209,6 +218,8 @@ struct Built {
     webchat_history: Option<webchat::History>,
     web_transport: Option<web::Web>,
     cloud: Option<cloud::Cloud>,
+    /// The web chat's view of Redis's high-water mark, kept up to date by a task.
+    high_water: Option<high_water::HighWater>,
 }
 
 fn build_transports(
@@ -222,12 +233,14 @@ fn build_transports(
     let mut webchat_history = None;
     let mut web_transport: Option<web::Web> = None;
     let mut cloud_transport = None;
+    let mut high_water = None;
     for kind in &cfg.transports {
         match kind {
             TransportKind::Webchat => {
                 let wc = webchat::Webchat::new(bus, cfg, ingest.clone(), shutdown.clone());
                 public = public.merge(wc.routes());
                 webchat_history = Some(wc.history().clone());
+                high_water = Some(wc.high_water().clone());
                 list.push(Arc::new(wc));
             }
             TransportKind::Web => {
@@ -259,6 +272,7 @@ fn build_transports(
         webchat_history,
         web_transport,
         cloud: cloud_transport,
+        high_water,
     })
 }
 

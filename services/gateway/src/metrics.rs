@@ -92,6 +92,11 @@ pub fn register(transports: &[TransportKind]) {
         "Media items evicted to stay under MEDIA_CAP_MB"
     );
     metrics::counter!(crate::media::EVICTED).absolute(0);
+    metrics::describe_gauge!(
+        crate::high_water::GAUGE,
+        "1 while Redis is past REDIS_HIGH_WATER_PERCENT of maxmemory (the web chat refuses new visitors and messages)"
+    );
+    metrics::gauge!(crate::high_water::GAUGE).set(0.0);
     metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);

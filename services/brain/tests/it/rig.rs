@@ -160,6 +160,25 @@ impl Rig {
         id
     }
 
+    /// Publishes a text the gateway cut to `MAX_INPUT_CHARS` (it was longer); returns its id.
+    pub async fn cut_text(&self, phone: &str, text: &str) -> String {
+        let id = shared::ids::new_id();
+        let mut ib = self.inbound_of(
+            Identity {
+                kind: identity::Kind::Phone as i32,
+                value: phone.to_owned(),
+            },
+            phone.trim_start_matches('+'),
+            &id,
+            inbound::Kind::Text,
+            text,
+            None,
+        );
+        ib.text_cut = true;
+        self.publish_inbound(ib).await;
+        id
+    }
+
     async fn send_as(
         &self,
         who: Identity,
@@ -169,8 +188,20 @@ impl Rig {
         text: &str,
         media: Option<shared::proto::MediaRef>,
     ) {
-        let order = who.value.clone();
-        let ib = Inbound {
+        let ib = self.inbound_of(who, chat_id, id, kind, text, media);
+        self.publish_inbound(ib).await;
+    }
+
+    fn inbound_of(
+        &self,
+        who: Identity,
+        chat_id: &str,
+        id: &str,
+        kind: inbound::Kind,
+        text: &str,
+        media: Option<shared::proto::MediaRef>,
+    ) -> Inbound {
+        Inbound {
             message_id: id.to_owned(),
             transport: Transport::Webchat as i32,
             transport_message_id: id.to_owned(),
@@ -182,7 +213,12 @@ impl Rig {
             sent_at_ms: shared::ids::now_ms(),
             display_name: String::new(),
             from_business: false,
-        };
+            text_cut: false,
+        }
+    }
+
+    async fn publish_inbound(&self, ib: Inbound) {
+        let order = ib.identities[0].value.clone();
         self.bus
             .publisher()
             .publish(Publish::ordered(

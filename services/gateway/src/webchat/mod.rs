@@ -89,6 +89,8 @@ struct Inner {
     local: bool,
     visitors: Visitors,
     max_media: u64,
+    /// `MAX_INPUT_CHARS`: a longer text or caption is refused (413) before anything is stored.
+    max_input_chars: usize,
     /// Origins allowed to call the API from their pages (CORS).
     origins: Vec<String>,
     /// Ends open event streams (the public listener's graceful shutdown waits for them).
@@ -99,6 +101,8 @@ struct Inner {
     max_streams_per_contact: usize,
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Past Redis's high-water mark: new visitors and messages are refused.
+    high_water: crate::high_water::HighWater,
 }
 
 impl Webchat {
@@ -126,12 +130,14 @@ impl Webchat {
                     proxy_header: cfg.trusted_proxy_header.clone(),
                 },
                 max_media: cfg.max_media_bytes,
+                max_input_chars: cfg.max_input_chars,
                 origins: cfg.webchat_origins.clone(),
                 shutdown,
                 streams: std::sync::Mutex::default(),
                 max_streams: cfg.max_streams,
                 max_streams_per_contact: cfg.max_streams_per_contact,
                 uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
+                high_water: crate::high_water::HighWater::default(),
             }),
         }
     }
@@ -139,6 +145,11 @@ impl Webchat {
     /// The histories (the notification relay runs on them).
     pub fn history(&self) -> &History {
         &self.inner.history
+    }
+
+    /// Its view of Redis's high-water mark (a task keeps it up to date).
+    pub fn high_water(&self) -> &crate::high_water::HighWater {
+        &self.inner.high_water
     }
 
     /// The public routes.

@@ -295,6 +295,9 @@ struct NewVisitor {
 /// `POST /chat/api/visitors`: a new visitor (anonymous, limited per client address), or the
 /// visitor of a user the business vouches for.
 pub(super) async fn create_visitor(State(wc): State<Webchat>, request: Request) -> Response {
+    if wc.inner.high_water.is_over() {
+        return crate::high_water::HighWater::refusal();
+    }
     match new_visitor(&wc, request).await {
         Ok((visitor, token)) => (
             StatusCode::CREATED,
