@@ -12,9 +12,6 @@ use std::time::Duration;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// 1 while Redis is past `REDIS_HIGH_WATER_PERCENT` of its `maxmemory` (the web chat refuses
-/// new visitors and messages).
-pub const GAUGE: &str = "gateway_redis_high_water";
 /// How often Redis's memory is read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// What a refused web chat client is asked to wait, seconds.
@@ -59,7 +56,7 @@ impl HighWater {
                 tracing::info!("Redis is back under its high-water mark: the web chat is open");
             }
         }
-        metrics::gauge!(GAUGE).set(f64::from(u8::from(over)));
+        metrics::gauge!(crate::metrics::REDIS_HIGH_WATER).set(f64::from(u8::from(over)));
     }
 
     /// The web chat's refusal while Redis is past the mark, counted.

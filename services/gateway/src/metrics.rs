@@ -11,6 +11,9 @@ pub const DUPLICATES: &str = "gateway_duplicates_dropped_total";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 /// Requests refused (too large, bad request, busy, …), by reason.
 pub const REJECTED: &str = "gateway_inbound_rejected_total";
+/// 1 while Redis is past `REDIS_HIGH_WATER_PERCENT` of its `maxmemory` (the web chat refuses
+/// new visitors and messages).
+pub const REDIS_HIGH_WATER: &str = "gateway_redis_high_water";
 /// Message parts sent.
 pub const OUTBOUND_SENT: &str = "gateway_outbound_sent_total";
 /// Sends that failed, transient or permanent.
@@ -93,10 +96,10 @@ pub fn register(transports: &[TransportKind]) {
     );
     metrics::counter!(crate::media::EVICTED).absolute(0);
     metrics::describe_gauge!(
-        crate::high_water::GAUGE,
+        REDIS_HIGH_WATER,
         "1 while Redis is past REDIS_HIGH_WATER_PERCENT of maxmemory (the web chat refuses new visitors and messages)"
     );
-    metrics::gauge!(crate::high_water::GAUGE).set(0.0);
+    metrics::gauge!(REDIS_HIGH_WATER).set(0.0);
     metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);

@@ -91,7 +91,7 @@ impl Rig {
             kind: identity::Kind::Webchat as i32,
             value: visitor.to_owned(),
         };
-        self.send_as(who, visitor, &id, inbound::Kind::Text, text, None)
+        self.publish_inbound(self.inbound_of(who, visitor, &id, inbound::Kind::Text, text, None))
             .await;
         id
     }
@@ -108,8 +108,8 @@ impl Rig {
             kind: identity::Kind::Phone as i32,
             value: phone.to_owned(),
         };
-        self.send_as(who, phone.trim_start_matches('+'), id, kind, text, media)
-            .await;
+        let ib = self.inbound_of(who, phone.trim_start_matches('+'), id, kind, text, media);
+        self.publish_inbound(ib).await;
     }
 
     /// Stores `png` in the media store under `name`, as the gateway would; its reference.
@@ -177,19 +177,6 @@ impl Rig {
         ib.text_cut = true;
         self.publish_inbound(ib).await;
         id
-    }
-
-    async fn send_as(
-        &self,
-        who: Identity,
-        chat_id: &str,
-        id: &str,
-        kind: inbound::Kind,
-        text: &str,
-        media: Option<shared::proto::MediaRef>,
-    ) {
-        let ib = self.inbound_of(who, chat_id, id, kind, text, media);
-        self.publish_inbound(ib).await;
     }
 
     fn inbound_of(

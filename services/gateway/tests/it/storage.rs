@@ -356,7 +356,13 @@ async fn until(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> bo
 #[tokio::test]
 async fn what_each_message_leaves_in_redis_is_measured_and_expires_within_a_day() {
     const N: usize = 200;
-    let redis = shared::testing::RedisServer::start_with(&["--appendfsync", "everysec"]);
+    // As compose runs it.
+    let redis = shared::testing::RedisServer::start_with(&[
+        "--appendfsync",
+        "everysec",
+        "--stream-node-max-bytes",
+        "1024",
+    ]);
     let graph = FakeGraph::start();
     let gw = cloud::start_on(
         &redis.url(),
@@ -512,25 +518,7 @@ async fn an_attack_at_the_highest_rate_the_limits_allow_leaves_redis_room_and_wh
     )
     .await;
     // The real brain answers everyone (its model: the fake, in a word).
-    let fake = shared::fake_chat::FakeChat::start();
-    fake.otherwise(shared::fake_chat::Reply::Text("Thanks!".into()));
-    let db = shared::testing::TestDb::new().await;
-    let mut benv = shared::testing::ServiceEnv::new(
-        shared::config::ServiceName::Brain,
-        &redis.url(),
-        Some(&db.url),
-    );
-    benv.use_prefix(gw.prefix());
-    for (k, v) in [
-        ("OPENAI_BASE_URL", fake.base_url.as_str()),
-        ("OPENAI_API_KEY", "sk-test"),
-        ("ACCESS_MODE", "open"),
-        ("AI_DISCLOSURE", ""),
-    ] {
-        benv.env.insert(k.into(), v.into());
-    }
-    let brain_bin = shared::testing::workspace_bin("brain");
-    let _brain = benv.spawn_ready(brain_bin.to_str().unwrap()).await;
+    let (_brain, _fake, _db) = brain(&gw, &redis.url()).await;
 
     let address = |i: usize| format!("10.{}.{}.{}", i / 65_536, (i / 256) % 256, i % 256 + 1);
     let mut visitors = Vec::new();
