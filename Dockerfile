@@ -38,8 +38,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 switchboard \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /app switchboard \
- && mkdir -p /app/data \
- && chown switchboard:switchboard /app/data
+ && install -d -m 0700 -o switchboard -g switchboard /app/data
 WORKDIR /app
 ENV DATA_DIR=/app/data
 

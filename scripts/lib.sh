@@ -198,3 +198,27 @@ _dotenv_expand() {
   done
   printf '%s' "$out$s"
 }
+
+# run_mode ARG... : scripts/run's mode, from its arguments and the environment (.env already
+# read). Visitor mode (WEBCHAT_DEMO=false exported) unless `--demo` is given or WEBCHAT_DEMO is
+# set to true explicitly (then WEBCHAT_DEMO=true): demo mode is never implicit.
+run_mode() {
+  local demo=false
+  case "$(printf '%s' "${WEBCHAT_DEMO:-}" | tr '[:upper:]' '[:lower:]')" in
+    1|true|yes|on) demo=true ;;
+  esac
+  for arg in "$@"; do
+    case "$arg" in
+      --demo) demo=true ;;
+      -h|--help) sed -n '2,/^set -e/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; exit 0 ;;
+      *) log "unknown argument $arg (usage: scripts/run [--demo])"; return 2 ;;
+    esac
+  done
+  if [ "$demo" = true ]; then
+    case "${PUBLIC_ADDR:-127.0.0.1:8080}" in
+      127.*|localhost:*|'[::1]:'*) ;;
+      *) log "demo mode is for this machine only, but PUBLIC_ADDR ($PUBLIC_ADDR) is not loopback"; return 2 ;;
+    esac
+  fi
+  export WEBCHAT_DEMO=$demo
+}

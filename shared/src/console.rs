@@ -27,6 +27,93 @@ pub const LINK_TTL: Duration = Duration::from_secs(600);
 /// How long a session lasts by default (`CONSOLE_SESSION_HOURS`).
 pub const DEFAULT_SESSION_HOURS: u64 = 12;
 
+/// One route of the brain's console API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRoute {
+    /// Its method (`GET`, `POST`, `PUT`, `DELETE`).
+    pub method: &'static str,
+    /// Its path in axum's syntax: `{name}` stands for one path segment.
+    pub path: &'static str,
+    /// Whether the gateway passes a browser's call through (`false`: only the gateway itself
+    /// calls it — recording its own actions, checking an admin's role).
+    pub from_browser: bool,
+}
+
+const fn route(method: &'static str, path: &'static str) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        from_browser: true,
+    }
+}
+
+const fn gateway_only(method: &'static str, path: &'static str) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        from_browser: false,
+    }
+}
+
+/// The brain's console API, the one list both sides use: the brain builds its router from
+/// it (a route missing here does not exist there) and the gateway passes through only the
+/// calls it matches — anything else is answered 404 without reaching the brain.
+pub const BRAIN_API: &[ApiRoute] = &[
+    route("GET", "/console/api/conversations"),
+    route("GET", "/console/api/conversations/{contact}"),
+    route("GET", "/console/api/conversations/{contact}/media/{row}"),
+    route("POST", "/console/api/conversations/{contact}/reply"),
+    route("POST", "/console/api/conversations/{contact}/resume"),
+    route("POST", "/console/api/conversations/{contact}/pause"),
+    route("GET", "/console/api/costs"),
+    route("GET", "/console/api/settings"),
+    route("PUT", "/console/api/settings"),
+    route("GET", "/console/api/whitelist"),
+    route("POST", "/console/api/whitelist"),
+    route("GET", "/console/api/knowledge"),
+    route("GET", "/console/api/knowledge/{name}"),
+    route("PUT", "/console/api/knowledge/{name}"),
+    route("DELETE", "/console/api/knowledge/{name}"),
+    route("GET", "/console/api/deadletters"),
+    route("POST", "/console/api/deadletters/{stream}/{action}"),
+    route("GET", "/console/api/audit"),
+    gateway_only("POST", "/console/api/audit"),
+    gateway_only("GET", "/console/api/session"),
+];
+
+impl ApiRoute {
+    /// Whether the request path `path` (as sent, percent-encoding and all) is this route's.
+    pub fn matches_path(&self, path: &str) -> bool {
+        let mut want = self.path.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Whether the gateway passes a browser's `method` `path` through to the brain: only a
+/// route of [`BRAIN_API`] a browser may call, with its method (`HEAD` goes where `GET` does).
+pub fn passes_through(method: &Method, path: &str) -> bool {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    BRAIN_API
+        .iter()
+        .any(|r| r.from_browser && r.method == method && r.matches_path(path))
+}
+
 /// Who is signed in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admin {
@@ -272,6 +359,39 @@ mod tests {
             assert!(c.contains(part), "{c}");
         }
         assert!(!set_cookie("abc", Duration::from_secs(60), false).contains("Secure"));
+    }
+
+    #[test]
+    fn only_the_brains_browser_routes_pass_through() {
+        let get = Method::GET;
+        let post = Method::POST;
+        for (m, p, want) in [
+            (&get, "/console/api/conversations", true),
+            (&get, "/console/api/conversations/c1/media/3", true),
+            (&post, "/console/api/conversations/c1/reply", true),
+            (&post, "/console/api/conversations", false),
+            (&get, "/console/api/conversations//media/3", false),
+            (&get, "/console/api/conversations/c1/", false),
+            (&get, "/console/api/audit", true),
+            (&post, "/console/api/audit", false),
+            (&get, "/console/api/session", false),
+            (&get, "/console/api/metrics", false),
+            (&get, "/metrics", false),
+            (&Method::HEAD, "/console/api/costs", true),
+            (&Method::DELETE, "/console/api/costs", false),
+        ] {
+            assert_eq!(passes_through(m, p), want, "{m} {p}");
+        }
+        // Each route once, and every path under the API.
+        for (i, r) in BRAIN_API.iter().enumerate() {
+            assert!(r.path.starts_with("/console/api/"), "{r:?}");
+            assert!(
+                !BRAIN_API[..i]
+                    .iter()
+                    .any(|o| o.method == r.method && o.path == r.path),
+                "{r:?} twice"
+            );
+        }
     }
 
     #[test]

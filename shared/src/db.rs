@@ -73,6 +73,14 @@ pub enum DbError {
         /// Why.
         source: std::io::Error,
     },
+    /// The SQLite file cannot be created.
+    #[error("cannot create the SQLite database file {path}: {source}")]
+    CreateFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Runs `op` again while it fails with [`is_busy`] (short backoff, about 10 s in all), for
@@ -396,27 +404,37 @@ impl Db {
     }
 }
 
-/// Adds `mode=rwc` (create if missing) and creates the file's directory.
+/// Adds `mode=rwc` (create if missing) and creates the file's directory (0700) and, when it
+/// may create it, the file itself (0600, empty — SQLite's empty database) before SQLite does:
+/// SQLite would create it 0644, and its `-wal` and `-shm` files take the database file's mode.
 fn prepare_sqlite_url(raw: &str) -> Result<String, DbError> {
     let rest = raw
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:"
-        && !path.is_empty()
-        && let Some(dir) = Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    let mut url = format!("sqlite://{path}");
     let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
     if !params.iter().any(|p| p.starts_with("mode=")) {
         params.push("mode=rwc");
     }
+    let on_disk = path != ":memory:" && !path.is_empty();
+    if on_disk
+        && let Some(dir) = Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        crate::files::create_private_dir_all(dir).map_err(|source| DbError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    if on_disk && params.contains(&"mode=rwc") {
+        let file = Path::new(path);
+        crate::files::warn_if_open(file, "the database file");
+        crate::files::create_private_file(file).map_err(|source| DbError::CreateFile {
+            path: file.display().to_string(),
+            source,
+        })?;
+    }
+    let mut url = format!("sqlite://{path}");
     url.push('?');
     url.push_str(&params.join("&"));
     Ok(url)

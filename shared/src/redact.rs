@@ -52,7 +52,8 @@ impl fmt::Debug for Redacted<'_> {
 }
 
 /// The key material: `LOG_HASH_KEY` when set, else a random key generated once and kept in
-/// `<data_dir>/log_hash_key` (created atomically, so services starting together agree).
+/// `<data_dir>/log_hash_key` (created atomically, so services starting together agree; 0600,
+/// in a `DATA_DIR` created 0700).
 pub fn load_or_create_key(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Vec<u8>> {
     if let Some(k) = configured {
         return Ok(k.as_bytes().to_vec());
@@ -63,19 +64,20 @@ pub fn load_or_create_key(configured: Option<&str>, data_dir: &Path) -> std::io:
     {
         return Ok(existing);
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::files::create_private_dir_all(data_dir)?;
     let fresh: [u8; 32] = rand::random();
     let hex = hex::encode(fresh);
     let tmp = data_dir.join(format!(".log_hash_key.{}", crate::ids::new_id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Owner-only from its creation: never readable by others, even for a moment.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::files::FILE_MODE)
+            .open(&tmp)?;
         f.write_all(hex.as_bytes())?;
         f.sync_all()?;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
     }
     // hard_link fails if another process won the race; then its key is the key.
     let linked = std::fs::hard_link(&tmp, &path);

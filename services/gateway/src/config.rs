@@ -58,6 +58,13 @@ pub struct Config {
     /// `WEBCHAT_IDENTITY_SECRET`: the business signs its user ids with it (`user_hash`), to
     /// get the same visitor on every device.
     pub webchat_identity_secret: Option<SecretString>,
+    /// `WEBCHAT_VISITOR_TOKEN_DAYS` (default 30, 1–365): how long a visitor token is valid
+    /// (the page renews it before then); tokens issued before expiry existed stay valid this
+    /// long after the upgrade.
+    pub visitor_token_days: u32,
+    /// `WEBCHAT_FRAME_ANCESTORS` (default `'self'`): the sites that may embed the chat page in
+    /// a frame, as the page's CSP `frame-ancestors` source list.
+    pub webchat_frame_ancestors: String,
     /// `WEBCHAT_VISITORS_PER_HOUR` (default 20; 0 = off): anonymous visitors one client
     /// address may create per hour.
     pub visitors_per_hour: u32,
@@ -351,6 +358,8 @@ impl Config {
                 ("WEBCHAT_IDENTITY_SECRET", &webchat_identity_secret, 16),
             ],
         );
+        let visitor_token_days = env.int_in("WEBCHAT_VISITOR_TOKEN_DAYS", 30u32, 1, 365);
+        let webchat_frame_ancestors = frame_ancestors(env);
         let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
         let trusted_proxy_header = load_proxy_header(env);
         let (media_ttl, max_media_bytes, media_cap_bytes) = load_media(env);
@@ -379,6 +388,8 @@ impl Config {
             webchat_token,
             webchat_secret,
             webchat_identity_secret,
+            visitor_token_days,
+            webchat_frame_ancestors,
             visitors_per_hour,
             trusted_proxy_header,
             media_ttl,
@@ -482,6 +493,65 @@ fn load_proxy_header(env: &mut Env) -> Option<axum::http::HeaderName> {
     }
 }
 
+/// `WEBCHAT_FRAME_ANCESTORS`: `'self'`, `'none'` (alone), or origins like
+/// `https://shop.example`, `https://*.shop.example`, `http://localhost:3000` (no path),
+/// separated by spaces or commas; returned space-separated for the CSP.
+fn frame_ancestors(env: &mut Env) -> String {
+    const VAR: &str = "WEBCHAT_FRAME_ANCESTORS";
+    let raw = env.string(VAR, "'self'");
+    let sources: Vec<&str> = raw
+        .split([' ', ',', '\t'])
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut bad: Vec<&str> = sources
+        .iter()
+        .copied()
+        .filter(|s| !frame_source(s))
+        .collect();
+    if sources.len() > 1 && sources.contains(&"'none'") {
+        bad.push("'none' (it stands alone)");
+    }
+    if sources.is_empty() || !bad.is_empty() {
+        env.problem(
+            VAR,
+            format!(
+                "expected 'self', 'none' or origins like https://shop.example (separated by \
+                 spaces or commas); cannot use {}",
+                if bad.is_empty() {
+                    "an empty list".to_owned()
+                } else {
+                    bad.join(", ")
+                }
+            ),
+        );
+        return "'none'".to_owned();
+    }
+    sources.join(" ")
+}
+
+/// One `frame-ancestors` source: `'self'`, `'none'`, or `http(s)://host[:port]` (the host
+/// may start with `*.`).
+fn frame_source(s: &str) -> bool {
+    if matches!(s, "'self'" | "'none'") {
+        return true;
+    }
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    host.split('.').all(label_ok)
+        && (port.is_empty() || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())))
+}
+
 /// `WEBCHAT_ALLOWED_ORIGINS`: origins like `https://shop.example`, or `*`.
 fn load_origins(env: &mut Env) -> Vec<String> {
     let origins: Vec<String> = env
@@ -513,4 +583,44 @@ fn load_media(env: &mut Env) -> (Duration, u64, u64) {
         );
     }
     (media_ttl, max_media_bytes, media_cap_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ancestors(value: &str) -> (String, Vec<String>) {
+        let mut env = Env::from_pairs([("WEBCHAT_FRAME_ANCESTORS", value)]);
+        let got = frame_ancestors(&mut env);
+        let problems = env.problems().iter().map(|p| p.message.clone()).collect();
+        (got, problems)
+    }
+
+    #[test]
+    fn frame_ancestors_are_a_checked_csp_source_list() {
+        assert_eq!(
+            ancestors("'self', https://shop.example  https://*.shop.example:8443"),
+            (
+                "'self' https://shop.example https://*.shop.example:8443".to_owned(),
+                vec![]
+            )
+        );
+        assert_eq!(ancestors("'none'").0, "'none'");
+        // Blank is the default, as for every variable.
+        assert_eq!(ancestors(" ").0, "'self'");
+        for bad in [
+            "*",
+            "shop.example",
+            "https://shop.example/path",
+            "'self'; script-src *",
+            "'unsafe-inline'",
+            "'none' 'self'",
+            "https://-x.example",
+            "javascript:alert(1)",
+        ] {
+            let (got, problems) = ancestors(bad);
+            assert_eq!(got, "'none'", "{bad:?}");
+            assert_eq!(problems.len(), 1, "{bad:?}");
+        }
+    }
 }

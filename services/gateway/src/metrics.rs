@@ -36,6 +36,9 @@ pub const SESSION_STATE: &str = "gateway_session_state";
 /// Cloud API webhook requests, by result (`accepted`, `bad_signature`, `bad_request`,
 /// `unavailable`).
 pub const CLOUD_WEBHOOKS: &str = "gateway_cloud_webhooks_total";
+/// Cloud API messages and statuses ignored as older than the replay window, by kind
+/// (`message`, `status`): replayed deliveries, or deliveries Meta retried for over a day.
+pub const CLOUD_STALE: &str = "gateway_cloud_stale_total";
 /// Seconds from a Cloud API webhook request's arrival to its answer (kept on the stream).
 pub const CLOUD_WEBHOOK_LATENCY: &str = "gateway_cloud_webhook_seconds";
 /// Cloud API sends by outcome (`sent`, `throttled`, `transient`, `window_closed`, `refused`,
@@ -145,6 +148,13 @@ fn register_cloud() {
         "Seconds to answer a Cloud API webhook request (verified and kept on the stream)"
     );
     metrics::describe_counter!(CLOUD_SENDS, "Cloud API sends, by outcome");
+    metrics::describe_counter!(
+        CLOUD_STALE,
+        "Cloud API messages and statuses ignored as older than the 24-hour replay window, by kind"
+    );
+    for k in ["message", "status"] {
+        metrics::counter!(CLOUD_STALE, "kind" => k).absolute(0);
+    }
     for r in ["accepted", "bad_signature", "bad_request", "unavailable"] {
         metrics::counter!(CLOUD_WEBHOOKS, "result" => r).absolute(0);
     }

@@ -25,20 +25,56 @@ pub fn load_dotenv() -> Result<(), String> {
 }
 
 /// [`load_dotenv`] from `path`: every line is checked before anything is set, so a file that
-/// does not parse changes nothing and its first bad line is named (`.env line 12: …`).
-/// Variables already in the environment win.
+/// does not parse changes nothing and its first bad line is named (`.env line 12: …`), and
+/// so does a variable set twice (dotenvy would keep the first, compose the last: which one
+/// applies would depend on who reads the file). Variables already in the environment win.
 pub fn load_dotenv_from(path: &std::path::Path) -> Result<(), String> {
     let iter = match dotenvy::from_path_iter(path) {
         Ok(iter) => iter,
         Err(e) if e.not_found() => return Ok(()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
+    let mut seen = std::collections::HashSet::new();
+    let mut twice = Vec::new();
     for item in iter {
-        if let Err(e) = item {
-            return Err(dotenv_problem(path, &e));
+        let (name, _) = item.map_err(|e| dotenv_problem(path, &e))?;
+        if !seen.insert(name.clone()) && !twice.contains(&name) {
+            twice.push(name);
         }
     }
+    if !twice.is_empty() {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let problems: Vec<String> = twice
+            .iter()
+            .map(|name| {
+                let mut lines = lines_setting(&text, name);
+                let last = lines.pop().unwrap_or_default();
+                let all = if lines.len() == 1 { "both" } else { "all" };
+                format!(
+                    "{} lines {} and {last} {all} set {name}: keep one (compose would use the \
+                     last, the services the first)",
+                    path.display(),
+                    lines.join(", "),
+                )
+            })
+            .collect();
+        return Err(problems.join("\n"));
+    }
     dotenvy::from_path(path).map_err(|e| dotenv_problem(path, &e))
+}
+
+/// The numbers of the lines of a `.env` text that set `name` (`NAME=` or `export NAME=`).
+fn lines_setting(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("export ").map_or(l, str::trim_start);
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|(i, _)| (i + 1).to_string())
+        .collect()
 }
 
 /// `<file> line <n>: <what>` for a parse error (dotenvy names the line's text, not its number).
@@ -103,12 +139,53 @@ impl fmt::Display for Dsn {
     }
 }
 
-/// `scheme://user:secret@host` → `scheme://user:***@host`.
+/// A connection URL with its secrets masked: the password in its user info
+/// (`scheme://user:secret@host` → `scheme://user:***@host`) and the value of every query
+/// parameter whose name suggests a secret (`?password=…`, `sslpassword`, `token`, `api_key`…:
+/// see [`secret_param`]), which libpq-style URLs accept as well.
 pub fn redact_url_password(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_user_info(base);
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) if secret_param(name) => format!("{name}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// Whether a URL query parameter's name suggests a secret value (case-insensitive; `%`-encoded
+/// names are not decoded, so none hides behind an encoding by accident of spelling).
+fn secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// `scheme://user:secret@host/path` → `scheme://user:***@host/path` (no query).
+fn redact_user_info(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
+    let (authority, tail) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
@@ -372,6 +449,37 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_set_twice_in_dotenv_is_refused_naming_both_lines() {
+        let dir = std::env::temp_dir().join(format!("sb-dotenv-twice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".env");
+        std::fs::write(
+            &file,
+            "# SB_TWICE_A=commented out\nSB_TWICE_A=first\nSB_TWICE_B=1\n\nexport SB_TWICE_A=last\n\
+             SB_TWICE_AB=other\nSB_TWICE_C=1\nSB_TWICE_C=2\nSB_TWICE_C=3\n",
+        )
+        .unwrap();
+        let e = load_dotenv_from(&file).unwrap_err();
+        assert!(
+            e.contains(".env lines 2 and 5 both set SB_TWICE_A: keep one"),
+            "{e}"
+        );
+        assert!(
+            e.contains(".env lines 7, 8 and 9 all set SB_TWICE_C"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("SB_TWICE_B") && !e.contains("SB_TWICE_AB"),
+            "{e}"
+        );
+        assert!(
+            std::env::var("SB_TWICE_B").is_err(),
+            "nothing set from a refused file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let mut env = Env::from_pairs([
             ("REDIS_URL", "http://nope"),
@@ -445,6 +553,48 @@ mod tests {
             redact_url_password("postgres://u:p@h/db?sslmode=require"),
             "postgres://u:***@h/db?sslmode=require"
         );
+    }
+
+    #[test]
+    fn secrets_in_url_query_parameters_are_masked_too() {
+        assert_eq!(
+            redact_url_password("postgres://db:5432/sb?user=sb&password=hunter2&sslmode=require"),
+            "postgres://db:5432/sb?user=sb&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password(
+                "postgresql://u:p@h/db?sslmode=verify-full&sslpassword=k3y&PWD=x&application_name=sb"
+            ),
+            "postgresql://u:***@h/db?sslmode=verify-full&sslpassword=***&PWD=***&application_name=sb"
+        );
+        for name in [
+            "pass",
+            "passwd",
+            "secret",
+            "auth_token",
+            "api_key",
+            "apikey",
+            "credentials",
+        ] {
+            assert_eq!(
+                redact_url_password(&format!("rediss://h:6380/0?{name}=s3cret")),
+                format!("rediss://h:6380/0?{name}=***"),
+                "{name}"
+            );
+        }
+        // A password in the user info and in the query; a value holding '@' or '?'.
+        let masked = redact_url_password("postgres://u:one@h/db?password=tw@o?x&user=u");
+        assert!(
+            !masked.contains("one") && !masked.contains("tw@o"),
+            "{masked}"
+        );
+        assert_eq!(masked, "postgres://u:***@h/db?password=***&user=u");
+        assert_eq!(
+            redact_url_password("sqlite://data/x.db?mode=rwc"),
+            "sqlite://data/x.db?mode=rwc"
+        );
+        let dsn = Dsn::new("postgres://db/sb?user=sb&password=hunter2");
+        assert!(!format!("{dsn} {dsn:?}").contains("hunter2"));
     }
 
     #[test]

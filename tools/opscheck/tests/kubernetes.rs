@@ -2,7 +2,7 @@
 //! every resource validated against Kubernetes's schemas (kubernetes-validate, strict), and
 //! what the schemas cannot know checked here: one gateway holding its session volume, the
 //! autoscalers watching the streams and groups the services really use, settings the services
-//! really read.
+//! really read, every internal port kept by a NetworkPolicy to the namespace and Prometheus.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -146,7 +146,129 @@ fn check(dir: &str) -> Vec<Yaml> {
         let k = k.as_str().unwrap();
         assert!(vars.contains(k), "{k} is read by no service");
     }
+    check_network_policy(&docs);
     docs
+}
+
+/// Whether a NetworkPolicy's `podSelector` (`matchLabels`, `matchExpressions` with `In`)
+/// selects a pod labelled `labels`.
+fn selects(selector: &Yaml, labels: &Yaml) -> bool {
+    let label = |k: &Yaml| labels[k.as_str().unwrap()].as_str();
+    let by_labels = selector["matchLabels"]
+        .as_hash()
+        .is_none_or(|m| m.iter().all(|(k, v)| label(k) == v.as_str()));
+    let by_expressions = selector["matchExpressions"].as_vec().is_none_or(|es| {
+        es.iter().all(|e| {
+            assert_eq!(e["operator"].as_str(), Some("In"), "only In is modelled");
+            let values = e["values"].as_vec().unwrap();
+            label(&e["key"]).is_some_and(|l| values.iter().any(|v| v.as_str() == Some(l)))
+        })
+    });
+    by_labels && by_expressions
+}
+
+/// The ingress rules of the policies selecting a pod labelled `labels` that open its container
+/// port `port` (by name or number); `None` when no policy isolates the pod (everything open).
+fn rules_opening<'a>(docs: &'a [Yaml], labels: &Yaml, port: &Yaml) -> Option<Vec<&'a Yaml>> {
+    let policies: Vec<&Yaml> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("NetworkPolicy"))
+        .filter(|p| selects(&p["spec"]["podSelector"], labels))
+        .filter(|p| {
+            p["spec"]["policyTypes"]
+                .as_vec()
+                .is_some_and(|t| t.iter().any(|t| t.as_str() == Some("Ingress")))
+        })
+        .collect();
+    if policies.is_empty() {
+        return None;
+    }
+    let opens = |rule: &Yaml| {
+        rule["ports"].as_vec().is_none_or(|ports| {
+            ports.iter().any(|p| {
+                p["port"].is_badvalue()
+                    || p["port"].as_str() == port["name"].as_str()
+                    || p["port"].as_i64() == port["containerPort"].as_i64()
+            })
+        })
+    };
+    Some(
+        policies
+            .iter()
+            .flat_map(|p| p["spec"]["ingress"].as_vec().into_iter().flatten())
+            .filter(|r| opens(r))
+            .collect(),
+    )
+}
+
+/// Every service's internal listener (health, metrics, the gateway's `/qr`, the brain's
+/// console API) is reached only from the namespace's pods and Prometheus; the gateway's public
+/// port stays open (the Ingress).
+fn check_network_policy(docs: &[Yaml]) {
+    for (kind, name) in [
+        ("StatefulSet", "gateway"),
+        ("Deployment", "brain"),
+        ("Deployment", "transcriber"),
+        ("Deployment", "ledger"),
+    ] {
+        let pod = &find(docs, kind, name)["spec"]["template"];
+        let labels = &pod["metadata"]["labels"];
+        let scraped = pod["metadata"]["annotations"]["prometheus.io/port"]
+            .as_str()
+            .unwrap();
+        let ports = pod["spec"]["containers"][0]["ports"].as_vec().unwrap();
+        let internal = ports
+            .iter()
+            .find(|p| {
+                p["containerPort"]
+                    .as_i64()
+                    .map(|n| n.to_string())
+                    .as_deref()
+                    == Some(scraped)
+            })
+            .unwrap_or_else(|| panic!("{name}: no container port {scraped}"));
+        let rules = rules_opening(docs, labels, internal)
+            .unwrap_or_else(|| panic!("{name}: no NetworkPolicy isolates its pods"));
+        assert!(
+            !rules.is_empty(),
+            "{name}: the internal port is closed to Prometheus too"
+        );
+        let mut prometheus = false;
+        let mut namespace = false;
+        for rule in &rules {
+            let from = rule["from"]
+                .as_vec()
+                .unwrap_or_else(|| panic!("{name}: the internal port is open to every source"));
+            for peer in from {
+                assert!(peer["ipBlock"].is_badvalue(), "{name}: {peer:?}");
+                if peer["namespaceSelector"].is_badvalue() {
+                    namespace |= peer["podSelector"].as_hash().is_some();
+                } else {
+                    let ns = &peer["namespaceSelector"]["matchLabels"];
+                    let pods = &peer["podSelector"]["matchLabels"];
+                    assert!(
+                        ns["kubernetes.io/metadata.name"].as_str().is_some()
+                            && pods["app.kubernetes.io/name"].as_str() == Some("prometheus"),
+                        "{name}: the internal port is open to another namespace: {peer:?}"
+                    );
+                    prometheus = true;
+                }
+            }
+        }
+        assert!(prometheus, "{name}: Prometheus cannot scrape it");
+        assert!(namespace, "{name}: the namespace's pods cannot reach it");
+        if name == "gateway" {
+            let public = ports
+                .iter()
+                .find(|p| p["name"].as_str() == Some("public"))
+                .unwrap();
+            let rules = rules_opening(docs, labels, public).unwrap();
+            assert!(
+                rules.iter().any(|r| r["from"].is_badvalue()),
+                "the public port (web chat, webhooks) must stay open to the Ingress"
+            );
+        }
+    }
 }
 
 #[test]

@@ -295,18 +295,44 @@ fn env_example_as_a_dotenv_file_is_read_whole_by_every_service() {
         .position(|l| l.starts_with("BUDGET_MESSAGE="))
         .unwrap()
         + 1;
-    let out = std::process::Command::new(bin("brain"))
-        .arg("check-config")
-        .current_dir(dir.path())
-        .env_clear()
-        .output()
-        .unwrap();
+    // `check-config` in that folder with nothing else set.
+    let check_config = |s: &str| {
+        std::process::Command::new(bin(s))
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let out = check_config("brain");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!(".env line {line}: cannot read BUDGET_MESSAGE")),
         "{err}"
     );
+    // A setting changed by adding a line at the end, the first one left in place: compose
+    // would take the new value, the services the old one. Every service refuses it.
+    let (name, first) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let (k, _) = l.split_once('=')?;
+            (!l.starts_with('#')).then(|| (k.trim().to_owned(), i + 1))
+        })
+        .unwrap();
+    let twice = format!("{text}\n{name}=changed\n");
+    std::fs::write(dir.path().join(".env"), &twice).unwrap();
+    let last = twice.lines().count();
+    for s in SERVICES {
+        let out = check_config(s);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{s}: {err}");
+        assert!(
+            err.contains(&format!(".env lines {first} and {last} both set {name}")),
+            "{s}: {err}"
+        );
+    }
 }
 
 /// What `scripts/lib.sh`'s `dotenv_load` sets from `file` (starting from an environment with
@@ -364,6 +390,68 @@ fn the_scripts_read_a_dotenv_file_as_the_services_do_without_running_it() {
     );
     let err = scripts_read(&sample).unwrap_err();
     assert!(err.contains("line 2: cannot read B"), "{err}");
+}
+
+/// `scripts/run`'s mode: `run_mode` (scripts/lib.sh) with `args`, from an environment of only
+/// PATH, HOME and `env`: its exit code and the `WEBCHAT_DEMO` it exports (`None`: unset).
+fn run_mode(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Option<String>) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#". scripts/lib.sh && run_mode "$@" && printf '%s' "${WEBCHAT_DEMO-unset}""#)
+        .arg("bash")
+        .args(args)
+        .current_dir(root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", std::env::var("HOME").unwrap())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let demo = String::from_utf8(out.stdout).unwrap();
+    (
+        out.status.code(),
+        (out.status.success() && demo != "unset").then_some(demo),
+    )
+}
+
+#[test]
+fn scripts_run_is_in_visitor_mode_unless_demo_is_asked_for() {
+    let visitor = (Some(0), Some("false".to_owned()));
+    let demo = (Some(0), Some("true".to_owned()));
+    // A loopback PUBLIC_ADDR (the default, and where a reverse proxy is put in front) no longer
+    // means demo mode.
+    assert_eq!(run_mode(&[], &[]), visitor);
+    assert_eq!(run_mode(&[], &[("PUBLIC_ADDR", "127.0.0.1:8080")]), visitor);
+    assert_eq!(run_mode(&[], &[("WEBCHAT_DEMO", "false")]), visitor);
+    // Asked for: --demo, or WEBCHAT_DEMO=true (from .env or the environment).
+    assert_eq!(run_mode(&["--demo"], &[]), demo);
+    assert_eq!(run_mode(&[], &[("WEBCHAT_DEMO", "TRUE")]), demo);
+    assert_eq!(
+        run_mode(&["--demo"], &[("PUBLIC_ADDR", "[::1]:8080")]),
+        demo
+    );
+    // Demo mode off loopback, and unknown arguments, stop the script.
+    assert_eq!(
+        run_mode(&["--demo"], &[("PUBLIC_ADDR", "0.0.0.0:8080")]).0,
+        Some(2)
+    );
+    assert_eq!(run_mode(&["--dmeo"], &[]).0, Some(2));
+    // scripts/run takes its mode from run_mode only, and prints a console link.
+    let script = std::fs::read_to_string(root().join("scripts/run")).unwrap();
+    let code: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with("echo"))
+        .collect();
+    assert!(
+        code.contains(&r#"run_mode "$@""#),
+        "scripts/run does not call run_mode"
+    );
+    assert!(
+        !code.iter().any(|l| l.contains("WEBCHAT_DEMO=")),
+        "scripts/run sets WEBCHAT_DEMO itself"
+    );
+    assert!(script.contains("target/release/gateway console-link"));
 }
 
 #[test]
@@ -648,7 +736,6 @@ async fn dashboard_and_alert_queries_name_metrics_the_services_serve() {
                         .display()
                         .to_string(),
                 ),
-                ("FAKE_DIR", fake.display().to_string()),
                 ("WA_SESSION_DIR", fake.join("session").display().to_string()),
             ] {
                 senv.env.insert(k.into(), v);

@@ -133,8 +133,6 @@ pub async fn reply(
         )));
     }
     let c = contact(&api, &id).await?;
-    let now = shared::ids::now_ms();
-    crate::commands::send_as_business(&api.db, &api.brain.bus, &c, text, now).await?;
     let who = store::phone_of(&api.db, &c.id)
         .await?
         .unwrap_or_else(|| c.id.clone());
@@ -145,6 +143,8 @@ pub async fn reply(
         &format!("{} characters", text.chars().count()),
     )
     .await?;
+    let now = shared::ids::now_ms();
+    crate::commands::send_as_business(&api.db, &api.brain.bus, &c, text, now).await?;
     Ok(Json(serde_json::json!({"sent": true})))
 }
 
@@ -156,11 +156,11 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> ApiResult<serde_json::Value> {
     let c = contact(&api, &id).await?;
-    let ended = store::end_handoff(&api.db, &c.id, shared::ids::now_ms()).await?;
     let who = store::phone_of(&api.db, &c.id)
         .await?
         .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "resume", &who, "").await?;
+    let ended = store::end_handoff(&api.db, &c.id, shared::ids::now_ms()).await?;
     Ok(Json(serde_json::json!({"resumed": ended})))
 }
 
@@ -184,11 +184,11 @@ pub async fn pause(
     }
     let c = contact(&api, &id).await?;
     let until = shared::ids::now_ms() + i64::from(body.minutes) * 60_000;
-    store::pause_contact(&api.db, &c.id, until).await?;
     let who = store::phone_of(&api.db, &c.id)
         .await?
         .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "pause", &who, &format!("{} min", body.minutes))
         .await?;
+    store::pause_contact(&api.db, &c.id, until).await?;
     Ok(Json(serde_json::json!({"paused_until_ms": until})))
 }

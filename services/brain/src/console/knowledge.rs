@@ -110,9 +110,6 @@ pub async fn put(
     if body.content.len() > MAX_FILE_BYTES {
         return Err(ApiError::bad("a knowledge file is at most 1 MB"));
     }
-    let by = session.admin.name.clone();
-    store::put_knowledge(&api.db, &name, &body.content, &by, shared::ids::now_ms()).await?;
-    let (sections, faq_entries) = reindex(&api).await?;
     api.audit(
         &session,
         "knowledge.write",
@@ -120,6 +117,9 @@ pub async fn put(
         &format!("{} bytes", body.content.len()),
     )
     .await?;
+    let by = session.admin.name.clone();
+    store::put_knowledge(&api.db, &name, &body.content, &by, shared::ids::now_ms()).await?;
+    let (sections, faq_entries) = reindex(&api).await?;
     Ok(Json(
         serde_json::json!({"name": name, "sections": sections, "faq_entries": faq_entries}),
     ))
@@ -133,13 +133,23 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<serde_json::Value> {
     let name = checked(&name)?.to_owned();
-    if !store::delete_knowledge(&api.db, &name).await? {
-        return Err(ApiError::not_found(
+    let none = || {
+        ApiError::not_found(
             "no file of that name was written on the console (files in KNOWLEDGE_DIR are changed there)",
-        ));
+        )
+    };
+    if !store::knowledge_files(&api.db)
+        .await?
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
+        return Err(none());
+    }
+    api.audit(&session, "knowledge.delete", &name, "").await?;
+    if !store::delete_knowledge(&api.db, &name).await? {
+        return Err(none());
     }
     let (sections, faq_entries) = reindex(&api).await?;
-    api.audit(&session, "knowledge.delete", &name, "").await?;
     Ok(Json(
         serde_json::json!({"name": name, "sections": sections, "faq_entries": faq_entries}),
     ))

@@ -70,12 +70,12 @@ pub async fn set_setting(
                 .contact_id
                 .clone()
                 .unwrap_or_else(|| session.admin.name.clone());
-            store::set_setting(&api.db, &key, &v, &by, now).await?;
             api.audit(&session, "settings.set", &key, "").await?;
+            store::set_setting(&api.db, &key, &v, &by, now).await?;
         }
         None => {
-            store::unset_setting(&api.db, &key).await?;
             api.audit(&session, "settings.unset", &key, "").await?;
+            store::unset_setting(&api.db, &key).await?;
         }
     }
     api.brain.settings_changed();
@@ -120,6 +120,13 @@ pub async fn change_contact(
             "you cannot take your own admin role or access",
         ));
     }
+    api.audit(
+        &session,
+        &format!("whitelist.{action}"),
+        number.as_str(),
+        "",
+    )
+    .await?;
     match action.as_str() {
         "allow" => store::set_allowed(&api.db, &c.id, true, now).await?,
         "deny" => {
@@ -132,13 +139,6 @@ pub async fn change_contact(
         }
         _ => store::set_role(&api.db, &c.id, Role::User, now).await?,
     }
-    api.audit(
-        &session,
-        &format!("whitelist.{action}"),
-        number.as_str(),
-        "",
-    )
-    .await?;
     Ok(Json(
         serde_json::json!({"number": number.as_str(), "action": action}),
     ))
@@ -176,35 +176,31 @@ pub async fn dead_letter_action(
     let s: Stream = stream
         .parse()
         .map_err(|_| ApiError::not_found(format!("no stream named {stream:?}")))?;
-    let dlq = api.brain.bus.dlq();
-    let n = match action.as_str() {
-        "replay" => dlq.replay(s, &body.ids).await?,
-        "discard" => {
-            let ids = if body.ids.is_empty() {
-                dlq.list(s, 100_000)
-                    .await?
-                    .into_iter()
-                    .map(|d| d.id)
-                    .collect()
-            } else {
-                body.ids.clone()
-            };
-            dlq.discard(s, &ids).await?
-        }
-        _ => return Err(ApiError::not_found("the action is replay or discard")),
-    };
+    if !matches!(action.as_str(), "replay" | "discard") {
+        return Err(ApiError::not_found("the action is replay or discard"));
+    }
     let which = if body.ids.is_empty() {
         "all".to_owned()
     } else {
         format!("{} chosen", body.ids.len())
     };
-    api.audit(
-        &session,
-        &format!("deadletters.{action}"),
-        s.name(),
-        &format!("{n} ({which})"),
-    )
-    .await?;
+    api.audit(&session, &format!("deadletters.{action}"), s.name(), &which)
+        .await?;
+    let dlq = api.brain.bus.dlq();
+    let n = if action == "replay" {
+        dlq.replay(s, &body.ids).await?
+    } else {
+        let ids = if body.ids.is_empty() {
+            dlq.list(s, 100_000)
+                .await?
+                .into_iter()
+                .map(|d| d.id)
+                .collect()
+        } else {
+            body.ids.clone()
+        };
+        dlq.discard(s, &ids).await?
+    };
     Ok(Json(serde_json::json!({ action: n })))
 }
 

@@ -1,7 +1,10 @@
 //! The console API: `/console/api/…` on the brain's internal listener, which the gateway
-//! passes signed-in admins through to. The brain checks the session itself on every call
-//! (cookie and CSRF token, against the same Redis as the gateway), so reaching this listener
-//! directly signs nobody in. Every action is written to the audit log.
+//! passes signed-in admins through to. The brain checks each call itself — the session's
+//! cookie and CSRF token (against the same Redis as the gateway) and, in the database, that
+//! its admin still is one (no role is cached) — so reaching this listener directly signs
+//! nobody in. Every action is written to the audit log before it is done, and refused when it
+//! cannot be. The routes are [`shared::console::BRAIN_API`]'s, the list the gateway passes
+//! through by.
 //!
 //! - [`conversations`]: the list, one conversation, reply as the business, hand back, pause.
 //! - [`costs`]: spend, tokens, calls, audio, the budget, a daily series, top contacts.
@@ -15,12 +18,12 @@ pub mod manage;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::{Extension, Router};
 use shared::console::{Console, Session};
 use shared::db::Db;
 
@@ -97,7 +100,8 @@ impl Api {
         Self { brain, db, console }
     }
 
-    /// Records `action` by `session`'s admin in the audit log.
+    /// Records `action` by `session`'s admin in the audit log — before the action is done: an
+    /// action that cannot be recorded is refused (503) and not done.
     pub(crate) async fn audit(
         &self,
         session: &Session,
@@ -113,51 +117,27 @@ impl Api {
             detail,
             shared::ids::now_ms(),
         )
-        .await?;
-        Ok(())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "console: the audit log cannot be written; the action is refused");
+            Self::unaudited()
+        })
     }
 
-    /// The routes, every one behind the session check.
+    /// The refusal of an action the audit log could not record.
+    fn unaudited() -> ApiError {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written right now, so nothing was done; try again".into(),
+        )
+    }
+
+    /// The routes of [`shared::console::BRAIN_API`] — that list and no other — every one
+    /// behind the session check.
     pub fn routes(self) -> Router {
-        use conversations as c;
-        Router::new()
-            .route("/console/api/conversations", get(c::list))
-            .route("/console/api/conversations/{contact}", get(c::show))
-            .route(
-                "/console/api/conversations/{contact}/media/{row}",
-                get(c::media),
-            )
-            .route("/console/api/conversations/{contact}/reply", post(c::reply))
-            .route(
-                "/console/api/conversations/{contact}/resume",
-                post(c::resume),
-            )
-            .route("/console/api/conversations/{contact}/pause", post(c::pause))
-            .route("/console/api/costs", get(costs::costs))
-            .route(
-                "/console/api/settings",
-                get(manage::settings).put(manage::set_setting),
-            )
-            .route(
-                "/console/api/whitelist",
-                get(manage::whitelist).post(manage::change_contact),
-            )
-            .route("/console/api/knowledge", get(knowledge::list))
-            .route(
-                "/console/api/knowledge/{name}",
-                get(knowledge::show)
-                    .put(knowledge::put)
-                    .delete(knowledge::delete),
-            )
-            .route("/console/api/deadletters", get(manage::dead_letters))
-            .route(
-                "/console/api/deadletters/{stream}/{action}",
-                post(manage::dead_letter_action),
-            )
-            .route(
-                "/console/api/audit",
-                get(manage::audit).post(manage::record),
-            )
+        shared::console::BRAIN_API
+            .iter()
+            .fold(Router::new(), |router, r| router.route(r.path, handler(r)))
             .fallback(|| async {
                 shared::http::json_error(StatusCode::NOT_FOUND, "no such console route")
             })
@@ -167,6 +147,45 @@ impl Api {
             ))
             .with_state(self)
     }
+}
+
+/// The handler of one of [`shared::console::BRAIN_API`]'s routes.
+///
+/// # Panics
+/// When the list names a route this has no handler for (the brain's first test start says so).
+fn handler(r: &shared::console::ApiRoute) -> MethodRouter<Api> {
+    use conversations as c;
+    match (r.method, r.path) {
+        ("GET", "/console/api/conversations") => get(c::list),
+        ("GET", "/console/api/conversations/{contact}") => get(c::show),
+        ("GET", "/console/api/conversations/{contact}/media/{row}") => get(c::media),
+        ("POST", "/console/api/conversations/{contact}/reply") => post(c::reply),
+        ("POST", "/console/api/conversations/{contact}/resume") => post(c::resume),
+        ("POST", "/console/api/conversations/{contact}/pause") => post(c::pause),
+        ("GET", "/console/api/costs") => get(costs::costs),
+        ("GET", "/console/api/settings") => get(manage::settings),
+        ("PUT", "/console/api/settings") => put(manage::set_setting),
+        ("GET", "/console/api/whitelist") => get(manage::whitelist),
+        ("POST", "/console/api/whitelist") => post(manage::change_contact),
+        ("GET", "/console/api/knowledge") => get(knowledge::list),
+        ("GET", "/console/api/knowledge/{name}") => get(knowledge::show),
+        ("PUT", "/console/api/knowledge/{name}") => put(knowledge::put),
+        ("DELETE", "/console/api/knowledge/{name}") => delete(knowledge::delete),
+        ("GET", "/console/api/deadletters") => get(manage::dead_letters),
+        ("POST", "/console/api/deadletters/{stream}/{action}") => post(manage::dead_letter_action),
+        ("GET", "/console/api/audit") => get(manage::audit),
+        ("POST", "/console/api/audit") => post(manage::record),
+        ("GET", "/console/api/session") => get(session),
+        (method, path) => {
+            panic!("BRAIN_API names {method} {path}, which the brain has no handler for")
+        }
+    }
+}
+
+/// `GET /console/api/session`: who is signed in — the gateway asks before answering its own
+/// console routes, so a session whose admin lost the role ends there too (no role is cached).
+async fn session(Extension(session): Extension<Session>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"admin": session.admin.name}))
 }
 
 /// Every console call needs a live session (and, to change anything, its CSRF token) of an
@@ -191,4 +210,14 @@ async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Resp
     }
     req.extensions_mut().insert(session);
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_of_the_shared_list_has_its_handler() {
+        for r in shared::console::BRAIN_API {
+            let _ = super::handler(r);
+        }
+    }
 }

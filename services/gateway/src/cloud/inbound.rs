@@ -3,6 +3,15 @@
 //! message id) and its statuses to the receipts. A failure worth retrying (Redis, the Graph
 //! API throttled or down) retries the whole body with the bus's backoff — messages already
 //! taken are then duplicates — and a body that is not a notification is dead-lettered.
+//!
+//! A signature proves Meta wrote a body, not when: a captured body posted again is as well
+//! signed as the first time. Messages and statuses whose own `timestamp` is more than
+//! [`REPLAY_WINDOW`] older than the delivery's arrival are therefore ignored (counted in
+//! `gateway_cloud_stale_total`), never answered: by then the dedup records of the first delivery
+//! may be gone, and WhatsApp's 24-hour customer-service window, in which a reply can be sent, is
+//! closed anyway.
+
+use std::time::Duration;
 
 use shared::bus::{Delivery, HandleError, Handler, Publish, Reason};
 use shared::proto::{Identity, Payload, identity, inbound};
@@ -13,6 +22,36 @@ use crate::config::TransportKind;
 use crate::ingest::{Incoming, Ingest, IngestError, MediaBytes, Outcome};
 use crate::receipts::Receipts;
 use crate::transport::ReceiptStatus;
+
+/// How much older than its delivery a message or status may be and still be taken: WhatsApp's
+/// customer-service window (a reply to anything older cannot be sent as a plain message).
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether an item stamped `timestamp` (unix seconds, as Meta writes it) is older than
+/// [`REPLAY_WINDOW`] at `received_at_ms`. An item without a readable timestamp is stale: Meta
+/// stamps every message and status, and one that cannot be dated cannot be told from a replay.
+pub fn stale(timestamp: &str, received_at_ms: i64) -> bool {
+    let window_ms = i64::try_from(REPLAY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    match timestamp.trim().parse::<i64>() {
+        Ok(secs) => secs.saturating_mul(1000) < received_at_ms.saturating_sub(window_ms),
+        Err(_) => true,
+    }
+}
+
+/// Whether an item (`kind`: `message` or `status`) stamped `timestamp` is to be handled;
+/// a [`stale`] one is logged and counted instead.
+fn fresh(kind: &'static str, timestamp: &str, received_at_ms: i64) -> bool {
+    if !stale(timestamp, received_at_ms) {
+        return true;
+    }
+    metrics::counter!(crate::metrics::CLOUD_STALE, "kind" => kind).increment(1);
+    tracing::warn!(
+        kind,
+        timestamp,
+        "a Cloud API item older than the replay window: ignored (a replayed delivery?)"
+    );
+    false
+}
 
 /// The webhooks stream's handler (see the module docs).
 pub struct Webhooks {
@@ -210,12 +249,17 @@ impl Handler for Webhooks {
                 e,
             ))
         })?;
+        let received = w.received_at_ms;
         for value in n.changes_for(&self.phone_number_id) {
             for m in &value.messages {
-                self.message(value, m).await?;
+                if fresh("message", &m.timestamp, received) {
+                    self.message(value, m).await?;
+                }
             }
             for s in &value.statuses {
-                self.status(s).await?;
+                if fresh("status", &s.timestamp, received) {
+                    self.status(s).await?;
+                }
             }
         }
         Ok(Vec::new())
@@ -224,5 +268,25 @@ impl Handler for Webhooks {
     /// Media downloads may take a while.
     fn deadline(&self) -> std::time::Duration {
         std::time::Duration::from_secs(120)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_older_than_the_window_before_their_delivery_are_stale() {
+        let received = 1_750_000_000_000;
+        let secs = |s: i64| (received / 1000 + s).to_string();
+        assert!(!stale(&secs(0), received));
+        assert!(!stale(&secs(-24 * 3600), received), "at the edge");
+        assert!(stale(&secs(-24 * 3600 - 1), received));
+        assert!(stale(&secs(-30 * 86_400), received));
+        // Meta's clock a little ahead of ours is no replay.
+        assert!(!stale(&secs(120), received));
+        for bad in ["", "soon", "-", "1.5e9"] {
+            assert!(stale(bad, received), "{bad:?}");
+        }
     }
 }

@@ -137,6 +137,9 @@ pub struct Status {
     /// `sent`, `delivered`, `read`, `failed` (others ignored).
     #[serde(default)]
     pub status: String,
+    /// Unix seconds, as a string.
+    #[serde(default)]
+    pub timestamp: String,
     /// The customer's phone number's digits.
     #[serde(default)]
     pub recipient_id: String,

@@ -7,6 +7,14 @@
 //! Nothing here is reachable without a session except the sign-in link itself; state-changing
 //! calls need the session's CSRF token in `x-csrf-token`; the cookie is HttpOnly,
 //! SameSite=Strict and Secure behind HTTPS.
+//!
+//! Authority is checked on every request, never cached: roles live in the brain's database,
+//! so before answering one of its own routes the gateway asks the brain whether the session's
+//! admin still is one (`GET /console/api/session` there, which ends the session of an admin
+//! who lost the role); passed-through calls are checked by the brain itself. Only the brain's
+//! routes a browser may call ([`shared::console::BRAIN_API`]) are passed through, and a path
+//! with dot segments, encoded dots or slashes, backslashes or empty segments is refused (400)
+//! before anything else.
 
 mod proxy;
 mod whatsapp;
@@ -82,15 +90,23 @@ impl ConsoleRoutes {
 
     /// The public routes under `/console`.
     pub fn routes(self) -> Router {
-        let signed_in = Router::new()
+        // Answered here: the session's admin must still be one (the brain says).
+        let answered = Router::new()
             .route("/console", get(page))
             .route("/console/", get(page))
             .route("/console/app.js", get(script))
-            .route("/console/logout", post(logout))
             .route("/console/api/session", get(session))
             .route("/console/api/whatsapp", get(whatsapp::state))
             .route("/console/api/whatsapp/qr.svg", get(whatsapp::qr))
             .route("/console/api/whatsapp/{kind}/{action}", post(whatsapp::act))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                require_admin,
+            ));
+        // Signing out needs only the session; the brain checks passed-through calls itself.
+        let signed_in = Router::new()
+            .merge(answered)
+            .route("/console/logout", post(logout))
             .route("/console/api/{*rest}", any(proxy::pass))
             .route("/console/{*rest}", any(not_found))
             .layer(axum::middleware::from_fn_with_state(
@@ -100,8 +116,37 @@ impl ConsoleRoutes {
         Router::new()
             .route("/console/login/{token}", get(sign_in_page).post(sign_in))
             .merge(signed_in)
+            .layer(axum::middleware::from_fn(plain_path))
             .layer(axum::middleware::from_fn(security_headers))
             .with_state(self)
+    }
+
+    /// The brain's `url` for the console path `path_and_query` (already checked plain).
+    fn brain(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.inner.cfg.brain_url)
+    }
+}
+
+/// Whether a request path (as sent, percent-encoding and all) is plain: no `.` or `..`
+/// segment, no encoded dot, slash or backslash, no backslash, no empty segment. Anything else
+/// could mean another route once a client library or the brain normalizes it.
+fn is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let odd = ["%2e", "%2f", "%5c", "\\", "//"]
+        .iter()
+        .any(|bad| lower.contains(bad));
+    !odd && !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// Every console path is plain ([`is_plain`]) or refused (400) before anything else is done.
+async fn plain_path(req: Request, next: Next) -> Response {
+    if is_plain(req.uri().path()) {
+        next.run(req).await
+    } else {
+        shared::http::json_error(
+            StatusCode::BAD_REQUEST,
+            "a console path has no . or .. segments, encoded dots or slashes, backslashes or empty segments",
+        )
     }
 }
 
@@ -118,7 +163,14 @@ async fn require_session(State(c): State<ConsoleRoutes>, mut req: Request, next:
             req.extensions_mut().insert(session);
             next.run(req).await
         }
-        Err(shared::console::Refused::NoSession)
+        Err(refused) => refusal(&req, refused),
+    }
+}
+
+/// A refused request's answer: the page tells a browser without a session how to sign in.
+fn refusal(req: &Request, refused: shared::console::Refused) -> Response {
+    match refused {
+        shared::console::Refused::NoSession
             if matches!(req.uri().path(), "/console" | "/console/") =>
         {
             (
@@ -127,8 +179,43 @@ async fn require_session(State(c): State<ConsoleRoutes>, mut req: Request, next:
             )
                 .into_response()
         }
-        Err(refused) => refused.into_response(),
+        refused => refused.into_response(),
     }
+}
+
+/// The gateway's own routes answer an admin who still is one: the brain, which keeps the
+/// roles, is asked on every request (no role is cached, so a demotion applies at once) and
+/// ends the session of an admin who lost the role.
+async fn require_admin(State(c): State<ConsoleRoutes>, req: Request, next: Next) -> Response {
+    let asked = c
+        .inner
+        .http
+        .get(c.brain("/console/api/session"))
+        .headers(forwarded(req.headers()))
+        .send()
+        .await;
+    match asked.map(|r| r.status().as_u16()) {
+        Ok(200) => next.run(req).await,
+        Ok(401) => refusal(&req, shared::console::Refused::NoSession),
+        Ok(status) => {
+            tracing::warn!(
+                status,
+                "console: the brain did not confirm the admin's role"
+            );
+            cannot_check_role()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console: the brain did not answer a role check");
+            cannot_check_role()
+        }
+    }
+}
+
+fn cannot_check_role() -> Response {
+    shared::http::json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the console cannot check the admin's role right now (the brain is not answering)",
+    )
 }
 
 /// The session's id (the cookie's value), for sign-out.

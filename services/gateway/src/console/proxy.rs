@@ -1,9 +1,12 @@
 //! Console API calls the brain answers (conversations, costs, settings, dead letters, audit),
-//! passed through with their cookie and CSRF token; the brain checks the session again.
+//! passed through with their cookie and CSRF token; the brain checks the session — and that
+//! its admin still is one — again. Only the routes [`shared::console::BRAIN_API`] lists for
+//! browsers are passed through (the path already found plain); anything else is answered 404
+//! here and never reaches the brain.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ConsoleRoutes, forwarded};
@@ -15,8 +18,8 @@ const MAX_BODY: usize = 2 * 1024 * 1024;
 /// gateway's own way to record its actions and is never passed through from a browser.
 pub(super) async fn pass(State(c): State<ConsoleRoutes>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if parts.uri.path() == "/console/api/audit" && parts.method != Method::GET {
-        return shared::http::json_error(StatusCode::NOT_FOUND, "no such console route");
+    if !shared::console::passes_through(&parts.method, parts.uri.path()) {
+        return super::not_found().await;
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return shared::http::json_error(
@@ -31,7 +34,7 @@ pub(super) async fn pass(State(c): State<ConsoleRoutes>, req: Request) -> Respon
         .uri
         .path_and_query()
         .map_or("/console/api", |p| p.as_str());
-    let url = format!("{}{path_and_query}", c.inner.cfg.brain_url);
+    let url = c.brain(path_and_query);
     let sent = c
         .inner
         .http

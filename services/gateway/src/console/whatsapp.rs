@@ -1,6 +1,6 @@
 //! The console's WhatsApp part, answered by the gateway (it holds the sessions): each
 //! transport's state, the QR code or pairing code while unlinked, log out and relink — each
-//! recorded in the brain's audit log.
+//! recorded in the brain's audit log first: an action the log cannot record is not done.
 
 use axum::Extension;
 use axum::extract::{Path, Request, State};
@@ -69,31 +69,68 @@ pub(super) async fn act(
             format!("no {kind:?} transport here"),
         );
     };
-    let done = match action.as_str() {
-        "logout" => t.logout().await,
-        "relink" => t.relink().await,
-        _ => {
-            return shared::http::json_error(
-                StatusCode::NOT_FOUND,
-                "the action is logout or relink",
-            );
-        }
+    if !matches!(action.as_str(), "logout" | "relink") {
+        return shared::http::json_error(StatusCode::NOT_FOUND, "the action is logout or relink");
+    }
+    if t.pairing().is_none() {
+        return shared::http::json_error(
+            StatusCode::CONFLICT,
+            format!("the {kind} transport links no WhatsApp account to {action}"),
+        );
+    }
+    // The audit log is the brain's: recorded there first, with this request's own session
+    // (so the brain checks once more that its admin still is one).
+    let audit = format!("whatsapp.{action}");
+    if let Err(refused) = record(&c, req.headers(), &audit, &kind).await {
+        return refused;
+    }
+    let done = if action == "logout" {
+        t.logout().await
+    } else {
+        t.relink().await
     };
     if let Err(why) = done {
+        // Best effort: the log already says it was asked for; say it did not happen.
+        let _ = record(&c, req.headers(), &format!("{audit}.failed"), &kind).await;
         return shared::http::json_error(StatusCode::CONFLICT, why);
-    }
-    // The audit log is the brain's: recorded there with this request's own session.
-    let record = c
-        .inner
-        .http
-        .post(format!("{}/console/api/audit", c.inner.cfg.brain_url))
-        .headers(forwarded(req.headers()))
-        .json(&serde_json::json!({"action": format!("whatsapp.{action}"), "target": kind}))
-        .send()
-        .await;
-    if !record.is_ok_and(|r| r.status().is_success()) {
-        tracing::warn!(admin_action = %action, "console: could not record a WhatsApp action in the audit log");
     }
     tracing::info!(by = %shared::redact::Redacted(&session.admin.name), transport = %kind, %action, "console: WhatsApp action");
     axum::Json(serde_json::json!({ "done": action })).into_response()
+}
+
+/// Records a WhatsApp `action` on `target` in the brain's audit log with the session in
+/// `headers`; the answer to give when it could not be recorded.
+async fn record(
+    c: &ConsoleRoutes,
+    headers: &axum::http::HeaderMap,
+    action: &str,
+    target: &str,
+) -> Result<(), Response> {
+    let sent = c
+        .inner
+        .http
+        .post(c.brain("/console/api/audit"))
+        .headers(forwarded(headers))
+        .json(&serde_json::json!({"action": action, "target": target}))
+        .send()
+        .await;
+    match sent.map(|r| r.status().as_u16()) {
+        Ok(200..=299) => Ok(()),
+        Ok(401) => Err(shared::console::Refused::NoSession.into_response()),
+        Ok(status) => {
+            tracing::warn!(status, admin_action = %action, "console: the audit log refused a WhatsApp action; not done");
+            Err(unaudited())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, admin_action = %action, "console: the brain did not answer; a WhatsApp action was not done");
+            Err(unaudited())
+        }
+    }
+}
+
+fn unaudited() -> Response {
+    shared::http::json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the audit log cannot be written right now, so nothing was done; try again",
+    )
 }

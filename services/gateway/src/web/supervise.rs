@@ -5,8 +5,10 @@ use std::path::Path;
 
 use super::*;
 
-/// What the sidecar inherits besides its own `WA_*` settings: the system's basics, and a
-/// proxy and its certificates where WhatsApp is reached through one.
+/// All the sidecar inherits from the gateway's environment: the system's basics, and a proxy
+/// and its certificates where WhatsApp is reached through one. Its own settings
+/// (`WA_SESSION_DIR`, `WA_PAIRING_NUMBER`, `CHROMIUM_PATH`) are passed one by one: never a
+/// prefix, which would hand it the `cloud` transport's `WA_CLOUD_*` secrets.
 pub(super) const SIDECAR_ENV: &[&str] = &[
     "PATH",
     "HOME",
@@ -86,7 +88,8 @@ impl Web {
         shutdown: &CancellationToken,
     ) -> std::io::Result<&'static str> {
         let cfg = &self.inner.cfg;
-        std::fs::create_dir_all(&cfg.session_dir)?;
+        // The linked session is a key to the business's WhatsApp account: owner-only (0700).
+        shared::files::create_private_dir_all(&cfg.session_dir)?;
         clear_profile_locks(&cfg.session_dir);
         let mut child = self.sidecar_command()?.spawn()?;
         let pid = child.id();
@@ -156,16 +159,14 @@ impl Web {
     }
 
     /// The sidecar's command: Node, a browser and their packages run with a cleared
-    /// environment — none of the gateway's secrets (Redis password, tokens), only what they
-    /// need and their own `WA_*`.
+    /// environment — none of the gateway's secrets (Redis password, Cloud API tokens), only
+    /// what they need and their own settings.
     fn sidecar_command(&self) -> std::io::Result<tokio::process::Command> {
         let cfg = &self.inner.cfg;
         let session_dir = std::fs::canonicalize(&cfg.session_dir)?;
         let mut cmd = tokio::process::Command::new(&cfg.node);
-        cmd.env_clear().envs(
-            std::env::vars()
-                .filter(|(k, _)| SIDECAR_ENV.contains(&k.as_str()) || k.starts_with("WA_")),
-        );
+        cmd.env_clear()
+            .envs(std::env::vars().filter(|(k, _)| SIDECAR_ENV.contains(&k.as_str())));
         cmd.arg("index.mjs")
             .current_dir(&cfg.sidecar_dir)
             .env("WA_SESSION_DIR", &session_dir)

@@ -1,7 +1,10 @@
 //! The `webchat` transport: a chat page at `/chat` and its JSON API on the public listener.
 //!
-//! - `POST /chat/api/visitors` → `201 {"visitor", "token"}` (visitor mode; with
-//!   `{"user_id", "user_hash"}` the business's own user, the same visitor on every device).
+//! - `POST /chat/api/visitors` → `201 {"visitor", "token", "expires_at", "expires_in"}`
+//!   (visitor mode; with `{"user_id", "user_hash"}` the business's own user, the same visitor
+//!   on every device).
+//! - `POST /chat/api/visitors/{visitor}/token` (with its token) → `200`, the same with a fresh
+//!   token; an expired token is a `401` (`WEBCHAT_VISITOR_TOKEN_DAYS`).
 //! - `POST /chat/api/{contact}/messages`: JSON `{"text"}` or multipart (`file`, `caption`) →
 //!   `202 {"id"}`; bad input → 4xx `{"error"}`; Redis down → 503.
 //! - `GET /chat/api/{contact}/messages`: the conversation, oldest first.
@@ -15,15 +18,15 @@
 
 mod history;
 mod messages;
+mod page;
 mod streams;
 pub mod visitor;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use shared::bus::Reason;
 use shared::http::json_error;
@@ -37,8 +40,6 @@ use visitor::{Visitors, create_visitor};
 
 use crate::config::{Config, TransportKind};
 use crate::transport::{OutgoingText, SendError, Sent, SessionState, Transport};
-
-const PAGE: &str = include_str!("page.html");
 
 /// A refused request: a status and a reason, answered as `{"error": reason}`.
 #[derive(Debug)]
@@ -93,6 +94,8 @@ struct Inner {
     max_input_chars: usize,
     /// Origins allowed to call the API from their pages (CORS).
     origins: Vec<String>,
+    /// The page's Content-Security-Policy.
+    csp: axum::http::HeaderValue,
     /// Ends open event streams (the public listener's graceful shutdown waits for them).
     shutdown: tokio_util::sync::CancellationToken,
     /// Open event streams, and the caps.
@@ -127,11 +130,13 @@ impl Webchat {
                     identity: cfg.webchat_identity_secret.clone(),
                     keys: tokio::sync::OnceCell::new(),
                     per_hour: cfg.visitors_per_hour,
+                    token_days: cfg.visitor_token_days,
                     proxy_header: cfg.trusted_proxy_header.clone(),
                 },
                 max_media: cfg.max_media_bytes,
                 max_input_chars: cfg.max_input_chars,
                 origins: cfg.webchat_origins.clone(),
+                csp: page::policy(&cfg.webchat_frame_ancestors),
                 shutdown,
                 streams: std::sync::Mutex::default(),
                 max_streams: cfg.max_streams,
@@ -156,8 +161,10 @@ impl Webchat {
     pub fn routes(&self) -> Router {
         // Bodies are read with their own limit (a JSON 413), not axum's default 2 MB.
         Router::new()
-            .route("/chat", get(page))
-            .route("/chat/", get(page))
+            .route("/chat", get(page::page))
+            .route("/chat/", get(page::page))
+            .route("/chat/page.css", get(page::style))
+            .route("/chat/page.js", get(page::script))
             .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
             .route(
                 "/chat/api/{contact}/messages",
@@ -165,6 +172,10 @@ impl Webchat {
             )
             .route("/chat/api/{contact}/events", get(events))
             .route("/chat/api/visitors", axum::routing::post(create_visitor))
+            .route(
+                "/chat/api/visitors/{visitor}/token",
+                axum::routing::post(visitor::renew_token),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.max_media as usize + 256 * 1024,
             ))
@@ -213,11 +224,17 @@ impl Webchat {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
-            return match keys.check(bearer, contact) {
+            return match keys.check(bearer, contact, visitor::now()) {
                 Ok(()) => Ok(contact.to_owned()),
                 Err(visitor::Denied::Unauthenticated) => Err(Reject::new(
                     StatusCode::UNAUTHORIZED,
                     "missing or wrong token (Authorization: Bearer <token from POST /chat/api/visitors>)",
+                )),
+                Err(visitor::Denied::Expired) => Err(Reject::new(
+                    StatusCode::UNAUTHORIZED,
+                    "the token expired (WEBCHAT_VISITOR_TOKEN_DAYS): renew tokens before they \
+                     expire (POST /chat/api/visitors/{visitor}/token), or start a new chat \
+                     with POST /chat/api/visitors",
                 )),
                 Err(visitor::Denied::NotFound) => Err(Reject::new(
                     StatusCode::NOT_FOUND,
@@ -334,18 +351,6 @@ fn now_rfc3339() -> String {
         .round(jiff::Unit::Millisecond)
         .unwrap_or_else(|_| jiff::Timestamp::now())
         .to_string()
-}
-
-/// The chat page; it learns the mode from `<body data-mode>`.
-async fn page(State(wc): State<Webchat>) -> impl IntoResponse {
-    let mode = if wc.inner.local { "demo" } else { "visitor" };
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Html(PAGE.replacen("data-mode=\"visitor\"", &format!("data-mode=\"{mode}\""), 1)),
-    )
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {

@@ -6,10 +6,17 @@
 //! `Authorization: Bearer <token>`.
 //!
 //! Nothing about a visitor is stored: the id carries a MAC (so only issued ids are valid) and
-//! the token is `<id>.<HMAC of the id>`, both under the server key (`WEBCHAT_SECRET`, or one
-//! generated once and kept in Redis so replicas agree). The id in the token tells a wrong
-//! token (401) from another visitor's (404). `WEBCHAT_TOKEN`, when set, is a server-to-server
-//! key that may act on any issued visitor.
+//! the token is `<id>.<expiry>.<HMAC of both>` (expiry in Unix seconds, `WEBCHAT_VISITOR_TOKEN_DAYS`
+//! after it was issued), all under the server key (`WEBCHAT_SECRET`, or one generated once and
+//! kept in Redis so replicas agree). The id in the token tells a wrong token (401) from another
+//! visitor's (404); an expired token is a 401 that says so (the page then starts a new
+//! visitor). `POST /chat/api/visitors/{visitor}/token` with a valid token answers a fresh one:
+//! the page renews its token halfway through its life. Tokens issued before expiry existed
+//! (`<id>.<HMAC of the id>`) stay valid until `WEBCHAT_VISITOR_TOKEN_DAYS` after a version that
+//! knows expiry first checked a token (that time is kept in Redis with SET NX, so replicas
+//! agree).
+//! `WEBCHAT_TOKEN`, when set, is a server-to-server key that may act on any issued visitor;
+//! it does not expire.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -39,6 +46,39 @@ pub enum Denied {
     Unauthenticated,
     /// A valid token of another visitor, or a visitor that does not exist (404).
     NotFound,
+    /// A token this server issued, past its expiry (401).
+    Expired,
+}
+
+/// A visitor and its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The visitor id.
+    pub visitor: String,
+    /// Its token.
+    pub token: String,
+    /// When the token expires, in Unix seconds.
+    pub expires: i64,
+}
+
+impl Issued {
+    /// The JSON a client gets: `{"visitor", "token", "expires_at", "expires_in"}`.
+    fn json(&self, now: i64) -> serde_json::Value {
+        let at = jiff::Timestamp::from_second(self.expires)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        serde_json::json!({
+            "visitor": self.visitor,
+            "token": self.token,
+            "expires_at": at,
+            "expires_in": (self.expires - now).max(0),
+        })
+    }
+}
+
+/// Now, in Unix seconds.
+pub(super) fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 /// The server's keys for visitors.
@@ -50,6 +90,11 @@ pub struct Keys {
     server_token: Option<SecretString>,
     /// `WEBCHAT_IDENTITY_SECRET`: the business signs its user ids with it.
     identity: Option<SecretString>,
+    /// How long a new token is valid, in seconds.
+    lifetime: i64,
+    /// Until when tokens without an expiry (issued before it existed) are valid, in Unix
+    /// seconds; `None`: not at all.
+    legacy_until: Option<i64>,
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
@@ -76,7 +121,8 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Keys {
-    /// Keys from the server key, with the optional server token and identity secret.
+    /// Keys from the server key, with the optional server token and identity secret; tokens
+    /// valid for 30 days, none without an expiry ([`Keys::with_expiry`] changes both).
     pub fn new(
         secret: SecretString,
         server_token: Option<SecretString>,
@@ -86,7 +132,17 @@ impl Keys {
             secret,
             server_token,
             identity,
+            lifetime: 30 * 86_400,
+            legacy_until: None,
         }
+    }
+
+    /// New tokens valid for `lifetime` seconds; tokens without an expiry valid until
+    /// `legacy_until` (Unix seconds).
+    pub fn with_expiry(mut self, lifetime: i64, legacy_until: Option<i64>) -> Self {
+        self.lifetime = lifetime;
+        self.legacy_until = legacy_until;
+        self
     }
 
     fn key(&self) -> &[u8] {
@@ -110,8 +166,24 @@ impl Keys {
         same(self.seal(body).as_bytes(), id.as_bytes())
     }
 
-    /// The token of visitor `id`.
-    pub fn token(&self, id: &str) -> String {
+    /// The token of visitor `id` valid until `expires` (Unix seconds).
+    pub fn token_until(&self, id: &str, expires: i64) -> String {
+        let expires = expires.to_string();
+        let tag = mac(
+            self.key(),
+            &[b"visitor-token-v2", id.as_bytes(), expires.as_bytes()],
+        )
+        .finalize()
+        .into_bytes();
+        format!(
+            "{id}.{expires}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    /// The token of visitor `id` as issued before tokens expired (`<id>.<MAC>`): still
+    /// checked until [`Keys::with_expiry`]'s `legacy_until`.
+    pub fn legacy_token(&self, id: &str) -> String {
         let tag = mac(self.key(), &[b"visitor-token", id.as_bytes()])
             .finalize()
             .into_bytes();
@@ -121,12 +193,20 @@ impl Keys {
         )
     }
 
+    /// A fresh token for visitor `id`, valid for the configured lifetime from `now`.
+    pub fn issue(&self, id: String, now: i64) -> Issued {
+        let expires = now.saturating_add(self.lifetime);
+        Issued {
+            token: self.token_until(&id, expires),
+            visitor: id,
+            expires,
+        }
+    }
+
     /// A new anonymous visitor: its id and token.
-    pub fn new_visitor(&self) -> (String, String) {
+    pub fn new_visitor(&self, now: i64) -> Issued {
         let random: [u8; RANDOM_HEX / 2] = rand::random();
-        let id = self.seal(&format!("v{}", hex::encode(random)));
-        let token = self.token(&id);
-        (id, token)
+        self.issue(self.seal(&format!("v{}", hex::encode(random))), now)
     }
 
     /// A keyed hash of `value` (for Redis key names: no address or id in the clear, and none
@@ -146,7 +226,7 @@ impl Keys {
     /// The visitor of a user the business vouches for (`user_hash` = hex HMAC-SHA256 of
     /// `user_id` under `WEBCHAT_IDENTITY_SECRET`): the same visitor on every device. `None`
     /// when the hash is wrong (or verification is not configured).
-    pub fn user_visitor(&self, user_id: &str, user_hash: &str) -> Option<(String, String)> {
+    pub fn user_visitor(&self, user_id: &str, user_hash: &str, now: i64) -> Option<Issued> {
         let identity = self.identity.as_ref()?;
         let given = hex::decode(user_hash).ok()?;
         let mut m = HmacSha256::new_from_slice(identity.expose_secret().as_bytes())
@@ -156,13 +236,14 @@ impl Keys {
         let tag = mac(self.key(), &[b"user", user_id.as_bytes()])
             .finalize()
             .into_bytes();
-        let id = self.seal(&format!("u{}", &hex::encode(tag)[..RANDOM_HEX]));
-        let token = self.token(&id);
-        Some((id, token))
+        Some(self.issue(
+            self.seal(&format!("u{}", &hex::encode(tag)[..RANDOM_HEX])),
+            now,
+        ))
     }
 
-    /// Checks a bearer token against the visitor in the path.
-    pub fn check(&self, bearer: Option<&str>, visitor: &str) -> Result<(), Denied> {
+    /// Checks a bearer token against the visitor in the path, at `now` (Unix seconds).
+    pub fn check(&self, bearer: Option<&str>, visitor: &str, now: i64) -> Result<(), Denied> {
         let given = bearer.unwrap_or("");
         if given.is_empty() {
             return Err(Denied::Unauthenticated);
@@ -176,11 +257,31 @@ impl Keys {
                 Err(Denied::NotFound)
             };
         }
-        let Some((id, _)) = given.split_once('.') else {
+        let Some((id, rest)) = given.split_once('.') else {
             return Err(Denied::Unauthenticated);
         };
-        if !self.issued(id) || !same(self.token(id).as_bytes(), given.as_bytes()) {
+        if !self.issued(id) {
             return Err(Denied::Unauthenticated);
+        }
+        let expires = match rest.split_once('.') {
+            Some((expires, _)) => {
+                let Ok(expires) = expires.parse::<i64>() else {
+                    return Err(Denied::Unauthenticated);
+                };
+                if !same(self.token_until(id, expires).as_bytes(), given.as_bytes()) {
+                    return Err(Denied::Unauthenticated);
+                }
+                Some(expires)
+            }
+            None => {
+                if !same(self.legacy_token(id).as_bytes(), given.as_bytes()) {
+                    return Err(Denied::Unauthenticated);
+                }
+                self.legacy_until
+            }
+        };
+        if expires.is_none_or(|e| now >= e) {
+            return Err(Denied::Expired);
         }
         if id == visitor {
             Ok(())
@@ -207,15 +308,31 @@ pub(super) struct Visitors {
     /// Loaded on first use (the generated key needs Redis).
     pub(super) keys: tokio::sync::OnceCell<Keys>,
     pub(super) per_hour: u32,
+    /// `WEBCHAT_VISITOR_TOKEN_DAYS`.
+    pub(super) token_days: u32,
     pub(super) proxy_header: Option<axum::http::HeaderName>,
 }
 
 impl Visitors {
     /// The server's visitor keys: `WEBCHAT_SECRET`, or the key kept in Redis — created by
-    /// the first replica that asks, read by the others.
+    /// the first replica that asks, read by the others. Tokens without an expiry stay valid
+    /// `WEBCHAT_VISITOR_TOKEN_DAYS` after a version that knows expiry first needed its keys
+    /// (no token could be checked before; the time is kept in Redis, the first replica's wins).
     pub(super) async fn keys(&self) -> Result<&Keys, Reject> {
         self.keys
             .get_or_try_init(|| async {
+                let lifetime = 86_400 * i64::from(self.token_days);
+                let (since,): (i64,) = redis::pipe()
+                    .cmd("SET")
+                    .arg(self.keys_prefix.key("wc:tokens-expire-since"))
+                    .arg(now())
+                    .arg("NX")
+                    .ignore()
+                    .cmd("GET")
+                    .arg(self.keys_prefix.key("wc:tokens-expire-since"))
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(|e| redis_down(&e))?;
                 let secret = match &self.secret {
                     Some(s) => s.clone(),
                     None => SecretString::from(
@@ -227,11 +344,10 @@ impl Visitors {
                         .map_err(|e| redis_down(&e))?,
                     ),
                 };
-                Ok(Keys::new(
-                    secret,
-                    self.server_token.clone(),
-                    self.identity.clone(),
-                ))
+                Ok(
+                    Keys::new(secret, self.server_token.clone(), self.identity.clone())
+                        .with_expiry(lifetime, Some(since.saturating_add(lifetime))),
+                )
             })
             .await
     }
@@ -299,23 +415,51 @@ pub(super) async fn create_visitor(State(wc): State<Webchat>, request: Request) 
         return crate::high_water::HighWater::refusal();
     }
     match new_visitor(&wc, request).await {
-        Ok((visitor, token)) => (
+        Ok(issued) => (
             StatusCode::CREATED,
             [(header::CACHE_CONTROL, "no-store")],
-            Json(serde_json::json!({"visitor": visitor, "token": token})),
+            Json(issued.json(now())),
         )
             .into_response(),
         Err(r) => r.into_response(),
     }
 }
 
-async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String), Reject> {
+/// Visitors do not exist in demo mode.
+fn no_visitors_in_demo(wc: &Webchat) -> Result<(), Reject> {
     if wc.inner.local {
         return Err(Reject::new(
             StatusCode::NOT_FOUND,
             "visitors are off in demo mode (WEBCHAT_DEMO=true): a conversation is a phone number",
         ));
     }
+    Ok(())
+}
+
+/// `POST /chat/api/visitors/{visitor}/token` with the visitor's valid token (or
+/// `WEBCHAT_TOKEN`): a fresh token, `{"visitor", "token", "expires_at", "expires_in"}`.
+pub(super) async fn renew_token(
+    State(wc): State<Webchat>,
+    axum::extract::Path(visitor): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let renewed = async {
+        no_visitors_in_demo(&wc)?;
+        let visitor = wc.authorize(&headers, &visitor).await?;
+        Ok::<_, Reject>(wc.inner.visitors.keys().await?.issue(visitor, now()))
+    };
+    match renewed.await {
+        Ok(issued) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(issued.json(now())),
+        )
+            .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn new_visitor(wc: &Webchat, request: Request) -> Result<Issued, Reject> {
+    no_visitors_in_demo(wc)?;
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -339,7 +483,7 @@ async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String),
     match (asked.user_id, asked.user_hash) {
         (None, None) => {
             v.count_creation(keys, &v.client(&headers, peer)).await?;
-            Ok(keys.new_visitor())
+            Ok(keys.new_visitor(now()))
         }
         (Some(user_id), Some(user_hash)) => {
             if !keys.verifies_users() {
@@ -354,12 +498,13 @@ async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String),
                     "user_id must be 1 to 256 bytes",
                 ));
             }
-            keys.user_visitor(&user_id, &user_hash).ok_or_else(|| {
-                Reject::new(
-                    StatusCode::UNAUTHORIZED,
-                    "user_hash is not HMAC-SHA256(WEBCHAT_IDENTITY_SECRET, user_id) in hex",
-                )
-            })
+            keys.user_visitor(&user_id, &user_hash, now())
+                .ok_or_else(|| {
+                    Reject::new(
+                        StatusCode::UNAUTHORIZED,
+                        "user_hash is not HMAC-SHA256(WEBCHAT_IDENTITY_SECRET, user_id) in hex",
+                    )
+                })
         }
         _ => Err(Reject::new(
             StatusCode::BAD_REQUEST,
@@ -372,6 +517,9 @@ async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String),
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
     fn keys(identity: Option<&str>) -> Keys {
         Keys::new(
             SecretString::from("k".repeat(40)),
@@ -383,49 +531,114 @@ mod tests {
     #[test]
     fn a_visitor_token_opens_its_own_conversation_only() {
         let k = keys(None);
-        let (a, ta) = k.new_visitor();
-        let (b, tb) = k.new_visitor();
+        let Issued {
+            visitor: a,
+            token: ta,
+            ..
+        } = k.new_visitor(NOW);
+        let Issued {
+            visitor: b,
+            token: tb,
+            ..
+        } = k.new_visitor(NOW);
         assert_ne!(a, b);
         assert!(k.issued(&a) && k.issued(&b));
-        assert_eq!(k.check(Some(&ta), &a), Ok(()));
-        assert_eq!(k.check(Some(&tb), &a), Err(Denied::NotFound));
-        assert_eq!(k.check(None, &a), Err(Denied::Unauthenticated));
-        assert_eq!(k.check(Some("nope"), &a), Err(Denied::Unauthenticated));
+        assert_eq!(k.check(Some(&ta), &a, NOW), Ok(()));
+        assert_eq!(k.check(Some(&tb), &a, NOW), Err(Denied::NotFound));
+        assert_eq!(k.check(None, &a, NOW), Err(Denied::Unauthenticated));
+        assert_eq!(k.check(Some("nope"), &a, NOW), Err(Denied::Unauthenticated));
         // The right shape under another server key is a wrong token.
         let other = Keys::new(SecretString::from("x".repeat(40)), None, None);
         assert_eq!(
-            k.check(Some(&other.token(&a)), &a),
+            k.check(Some(&other.token_until(&a, NOW + DAY)), &a, NOW),
             Err(Denied::Unauthenticated)
         );
         // An id that was never issued: 404 even for the server token.
         let forged = format!("v{}", "0".repeat(ID_LEN - 1));
         assert!(!k.issued(&forged));
         assert_eq!(
-            k.check(Some("server-token-0123456789"), &forged),
+            k.check(Some("server-token-0123456789"), &forged, NOW),
             Err(Denied::NotFound)
         );
-        assert_eq!(k.check(Some("server-token-0123456789"), &a), Ok(()));
+        assert_eq!(k.check(Some("server-token-0123456789"), &a, NOW), Ok(()));
         assert_eq!(
-            k.check(Some("server-token-0123456789"), "15550001111"),
+            k.check(Some("server-token-0123456789"), "15550001111", NOW),
             Err(Denied::NotFound)
         );
+    }
+
+    #[test]
+    fn tokens_expire_and_their_expiry_is_under_the_mac() {
+        let k = keys(None).with_expiry(30 * DAY, Some(NOW + 30 * DAY));
+        let issued = k.new_visitor(NOW);
+        assert_eq!(issued.expires, NOW + 30 * DAY);
+        let v = &issued.visitor;
+        assert_eq!(k.check(Some(&issued.token), v, NOW + 30 * DAY - 1), Ok(()));
+        assert_eq!(
+            k.check(Some(&issued.token), v, NOW + 30 * DAY),
+            Err(Denied::Expired)
+        );
+        // A later expiry written into the token breaks its MAC; so does a non-canonical one.
+        let stretched = issued.token.replace(
+            &format!(".{}.", NOW + 30 * DAY),
+            &format!(".{}.", NOW + 90 * DAY),
+        );
+        assert_ne!(stretched, issued.token);
+        assert_eq!(
+            k.check(Some(&stretched), v, NOW),
+            Err(Denied::Unauthenticated)
+        );
+        let padded = issued.token.replace(
+            &format!(".{}.", NOW + 30 * DAY),
+            &format!(".0{}.", NOW + 30 * DAY),
+        );
+        assert_eq!(k.check(Some(&padded), v, NOW), Err(Denied::Unauthenticated));
+        // A renewed token runs from its own issue.
+        let renewed = k.issue(v.clone(), NOW + 20 * DAY);
+        assert_eq!(k.check(Some(&renewed.token), v, NOW + 45 * DAY), Ok(()));
+        // The server token never expires.
+        assert_eq!(
+            k.check(Some("server-token-0123456789"), v, NOW + 400 * DAY),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn tokens_from_before_expiry_work_until_the_deadline_only() {
+        let k = keys(None).with_expiry(30 * DAY, Some(NOW + 30 * DAY));
+        let v = k.new_visitor(NOW).visitor;
+        let old = k.legacy_token(&v);
+        assert_eq!(old.matches('.').count(), 1);
+        assert_eq!(k.check(Some(&old), &v, NOW + 29 * DAY), Ok(()));
+        assert_eq!(
+            k.check(Some(&old), &v, NOW + 30 * DAY),
+            Err(Denied::Expired)
+        );
+        let other = k.new_visitor(NOW).visitor;
+        assert_eq!(k.check(Some(&old), &other, NOW), Err(Denied::NotFound));
+        // Without a deadline they are refused.
+        assert_eq!(keys(None).check(Some(&old), &v, NOW), Err(Denied::Expired));
     }
 
     #[test]
     fn a_user_the_business_vouches_for_is_one_visitor_everywhere() {
         let k = keys(Some("identity-secret-123"));
         let hash = user_hash("identity-secret-123", "customer-42");
-        let (id1, t1) = k.user_visitor("customer-42", &hash).expect("right hash");
-        let (id2, t2) = k.user_visitor("customer-42", &hash.to_uppercase()).unwrap();
-        assert_eq!((&id1, &t1), (&id2, &t2));
-        assert!(id1.starts_with('u') && k.issued(&id1));
-        assert_eq!(k.check(Some(&t1), &id1), Ok(()));
-        assert!(k.user_visitor("customer-43", &hash).is_none());
-        assert!(k.user_visitor("customer-42", "zz").is_none());
+        let one = k
+            .user_visitor("customer-42", &hash, NOW)
+            .expect("right hash");
+        let two = k
+            .user_visitor("customer-42", &hash.to_uppercase(), NOW)
+            .unwrap();
+        assert_eq!(one, two);
+        assert!(one.visitor.starts_with('u') && k.issued(&one.visitor));
+        assert_eq!(k.check(Some(&one.token), &one.visitor, NOW), Ok(()));
+        assert!(k.user_visitor("customer-43", &hash, NOW).is_none());
+        assert!(k.user_visitor("customer-42", "zz", NOW).is_none());
         assert!(
-            k.user_visitor("customer-42", &user_hash("other", "customer-42"))
+            k.user_visitor("customer-42", &user_hash("other", "customer-42"), NOW)
                 .is_none()
         );
-        assert!(keys(None).user_visitor("customer-42", &hash).is_none());
+        assert!(keys(None).user_visitor("customer-42", &hash, NOW).is_none());
     }
 }

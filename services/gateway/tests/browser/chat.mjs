@@ -1,14 +1,22 @@
-// Opens the gateway's /chat page in Debian's headless Chromium as a website visitor would —
-// on a 360-px phone screen first — sends a text and a photo the way a person would (typing,
-// clicking, choosing a file), waits until the answers appear, reloads (the conversation must
-// still be there), and takes screenshots at phone and desktop widths.
-// Usage: node chat.mjs <base-url> <photo.png> <phone.png> <desktop.png>
+// Opens the gateway's /chat page in Debian's headless Chromium — on a 360-px phone screen
+// first — under the page's Content-Security-Policy (any violation fails the test), in one of
+// its two modes:
+// - visitor (as a website visitor would): sends a text and a photo the way a person would
+//   (typing, clicking, choosing a file), waits until the answers appear, reloads (the
+//   conversation must still be there), renews its token when due, and starts a new visitor
+//   cleanly when its token has expired (`expired` is such a token);
+// - demo=<number> (WEBCHAT_DEMO=true): chats as that phone number, sends a text, sees the
+//   answer, and finds the conversation again after a reload;
+// and takes screenshots at phone and desktop widths.
+// Usage: node chat.mjs <base-url> <photo.png> <phone.png> <desktop.png> visitor <expired-token>
+//        node chat.mjs <base-url> <photo.png> <phone.png> <desktop.png> demo=<number>
 // Prints `visitor=<id>` (the visitor the page created) for the test to check the API.
 import { launch } from "./launch.mjs";
 
-const [base, photo, phoneShot, desktopShot] = process.argv.slice(2);
-if (!desktopShot) {
-  console.error("usage: node chat.mjs <base-url> <photo.png> <phone.png> <desktop.png>");
+const [base, photo, phoneShot, desktopShot, mode, expired] = process.argv.slice(2);
+const demoNumber = mode && mode.startsWith("demo=") ? mode.slice(5) : null;
+if (!mode || (!demoNumber && (mode !== "visitor" || !expired))) {
+  console.error("usage: node chat.mjs <base-url> <photo.png> <phone.png> <desktop.png> visitor <expired-token> | demo=<number>");
   process.exit(2);
 }
 
@@ -33,17 +41,56 @@ try {
     viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2,
   });
   const page = await context.newPage();
-  page.on("console", (m) => console.log("page:", m.text()));
-  await page.goto(`${base}/chat`);
-  await page.waitForSelector("#status:has-text('Online')", { timeout: 10000 });
-  await fits(page, 360);
+  // Whatever the policy blocks is reported twice: as a securitypolicyviolation event (recorded
+  // by a script the browser injects before the page's own) and as a console error.
+  const problems = [];
+  await page.addInitScript(() => {
+    window.__violations = [];
+    document.addEventListener("securitypolicyviolation", (e) => {
+      window.__violations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"} (${e.sourceFile}:${e.lineNumber})`);
+    });
+  });
+  page.on("console", (m) => {
+    console.log("page:", m.text());
+    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  const checkPolicy = async () => {
+    const violations = await page.evaluate(() => window.__violations);
+    if (violations.length || problems.length) {
+      throw new Error(`the page broke its Content-Security-Policy: ${JSON.stringify([...violations, ...problems])}`);
+    }
+  };
+  const response = await page.goto(demoNumber ? `${base}/chat?contact=${demoNumber}` : `${base}/chat`);
+  const csp = response.headers()["content-security-policy"] || "";
+  if (!/script-src 'self'/.test(csp) || /unsafe-inline/.test(csp)) {
+    throw new Error(`the page is served without a strict policy: ${JSON.stringify(csp)}`);
+  }
+  if (demoNumber) await demo(page, demoNumber, checkPolicy);
+  else await visitor(page, checkPolicy);
+} catch (e) {
+  console.error("browser test failed:", e.message);
+  code = 1;
+} finally {
+  await browser.close();
+}
+process.exit(code);
 
+// Types a question and sends it as a person would; the page shows it, then the answer.
+async function askShipping(page) {
+  await fits(page, 360);
   await page.fill("#text", "Do you ship to Canada?");
   await page.click("#send");
   await page.waitForSelector(".msg.in:has-text('Do you ship to Canada?')", { timeout: 10000 });
   await page.waitForSelector(".msg.out.reply:has-text('We ship to Canada')", { timeout: 15000 });
   // The model's **bold** arrives as WhatsApp *bold* and is shown bold.
   await page.waitForSelector(".msg.out.reply b:has-text('Yes')", { timeout: 5000 });
+}
+
+// Visitor mode: a text, a photo, reloads, a renewal, an expired token.
+async function visitor(page, checkPolicy) {
+  await page.waitForSelector("#status:has-text('Online')", { timeout: 10000 });
+  await askShipping(page);
 
   await page.fill("#text", "Is this one in stock?");
   await page.setInputFiles("#photo", photo);
@@ -54,11 +101,26 @@ try {
   await page.screenshot({ path: phoneShot });
 
   // A reload keeps the visitor and shows the conversation again.
-  const visitor = await page.evaluate(() => localStorage.getItem("sb.visitor"));
+  const id = await page.evaluate(() => localStorage.getItem("sb.visitor"));
   await page.reload();
   await page.waitForSelector(".msg.out.reply:has-text('That photo')", { timeout: 10000 });
   const after = await page.evaluate(() => localStorage.getItem("sb.visitor"));
-  if (after !== visitor) throw new Error("the reload made a new visitor");
+  if (after !== id) throw new Error("the reload made a new visitor");
+
+  // A token due for renewal is renewed on the next visit: same visitor, a new token, the
+  // next renewal hours away.
+  const token = await page.evaluate(() => localStorage.getItem("sb.visitor_token"));
+  await page.evaluate(() => localStorage.setItem("sb.visitor_renew_at", "0"));
+  await page.reload();
+  await page.waitForSelector(".msg.out.reply:has-text('That photo')", { timeout: 10000 });
+  await page.waitForFunction((old) => localStorage.getItem("sb.visitor_token") !== old, token, { timeout: 10000 });
+  const renewed = await page.evaluate(() => ({
+    visitor: localStorage.getItem("sb.visitor"),
+    due: Number(localStorage.getItem("sb.visitor_renew_at")) - Date.now(),
+  }));
+  if (renewed.visitor !== id || !(renewed.due > 3600 * 1000)) {
+    throw new Error(`the renewal went wrong: ${JSON.stringify(renewed)}`);
+  }
 
   await page.setViewportSize({ width: 430, height: 800 });
   await fits(page, 430);
@@ -67,11 +129,36 @@ try {
   await page.screenshot({ path: desktopShot });
   const bubbles = await page.$$eval(".msg", (els) => els.map((e) => e.className + " | " + e.innerText.replace(/\n/g, " ")));
   console.log(JSON.stringify(bubbles));
-  console.log(`visitor=${visitor}`);
-} catch (e) {
-  console.error("browser test failed:", e.message);
-  code = 1;
-} finally {
-  await browser.close();
+  console.log(`visitor=${id}`);
+  await checkPolicy();
+
+  // An expired token: the page starts a new visitor, with an empty conversation.
+  await page.evaluate((t) => {
+    localStorage.setItem("sb.visitor_token", t);
+    localStorage.setItem("sb.visitor_renew_at", String(Date.now() + 3600 * 1000));
+  }, expired);
+  await page.reload();
+  await page.waitForFunction((old) => {
+    const v = localStorage.getItem("sb.visitor");
+    return v && v !== old && document.getElementById("status").textContent === "Online";
+  }, id, { timeout: 10000 });
+  if (await page.$$eval(".msg", (els) => els.length) !== 0) throw new Error("the new visitor sees the old conversation");
+  await checkPolicy();
 }
-process.exit(code);
+
+// Demo mode: the conversation is the phone number in the URL.
+async function demo(page, number, checkPolicy) {
+  await page.waitForSelector(`#status:has-text('Chatting as +${number}')`, { timeout: 10000 });
+  if (await page.inputValue("#contact") !== number) throw new Error("the number is not shown");
+  await askShipping(page);
+  await page.screenshot({ path: phoneShot });
+  await page.reload();
+  await page.waitForSelector(".msg.out.reply:has-text('We ship to Canada')", { timeout: 10000 });
+  if (await page.evaluate(() => localStorage.getItem("sb.visitor")) !== null) {
+    throw new Error("demo mode made a visitor");
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await fits(page, 1280);
+  await page.screenshot({ path: desktopShot });
+  await checkPolicy();
+}

@@ -1,5 +1,6 @@
 // A scripted stand-in for the WhatsApp Web sidecar (tests only): it speaks protocol v1 like
-// wa-sidecar/index.mjs, but its "WhatsApp" is a folder the test controls ($FAKE_DIR):
+// wa-sidecar/index.mjs, but its "WhatsApp" is a folder the test controls: the parent of its
+// $WA_SESSION_DIR (the gateway passes the sidecar nothing else of its own):
 //   starts          one line per start (restarts are counted)
 //   linked          exists: the session is linked (ready at once); else a QR is shown
 //   inject          lines appended here are written to stdout as they are (CRASH exits, LINK links)
@@ -12,9 +13,10 @@
 //   spawn_child     exists: it starts a long `sleep` (Chromium's stand-in), pid appended to child_pids
 import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { createInterface } from "node:readline";
 
-const dir = process.env.WA_FAKE_DIR;
+const dir = dirname(process.env.WA_SESSION_DIR);
 const out = (o) => process.stdout.write(`${JSON.stringify({ v: 1, ...o })}\n`);
 appendFileSync(`${dir}/starts`, "start\n");
 writeFileSync(`${dir}/env.json`, JSON.stringify(Object.keys(process.env).sort()));

@@ -95,9 +95,24 @@ pub(crate) fn notification(value: serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// Now in unix seconds, as Meta stamps messages and statuses.
+fn now_secs() -> i64 {
+    shared::ids::now_ms() / 1000
+}
+
+/// A message sent just now.
 fn message(id: &str, kind: &str, content: serde_json::Value) -> serde_json::Value {
-    let mut m =
-        serde_json::json!({"from": CUSTOMER, "id": id, "timestamp": "1749416383", "type": kind});
+    message_at(id, kind, content, now_secs())
+}
+
+/// A message sent at `timestamp` (unix seconds).
+fn message_at(
+    id: &str,
+    kind: &str,
+    content: serde_json::Value,
+    timestamp: i64,
+) -> serde_json::Value {
+    let mut m = serde_json::json!({"from": CUSTOMER, "id": id, "timestamp": timestamp.to_string(), "type": kind});
     m[kind] = content;
     notification(serde_json::json!({
         "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": CUSTOMER}],
@@ -105,8 +120,19 @@ fn message(id: &str, kind: &str, content: serde_json::Value) -> serde_json::Valu
     }))
 }
 
+/// A status of just now.
 pub(crate) fn status(wamid: &str, status: &str, errors: serde_json::Value) -> serde_json::Value {
-    let mut s = serde_json::json!({"id": wamid, "status": status, "timestamp": "1750263773", "recipient_id": CUSTOMER});
+    status_at(wamid, status, errors, now_secs())
+}
+
+/// A status stamped `timestamp` (unix seconds).
+fn status_at(
+    wamid: &str,
+    status: &str,
+    errors: serde_json::Value,
+    timestamp: i64,
+) -> serde_json::Value {
+    let mut s = serde_json::json!({"id": wamid, "status": status, "timestamp": timestamp.to_string(), "recipient_id": CUSTOMER});
     if !errors.is_null() {
         s["errors"] = errors;
     }
@@ -245,10 +271,12 @@ async fn text_voice_photo_and_other_messages_are_published_once_with_their_media
     graph.add_media("1013859600285441", "audio/ogg; codecs=opus", voice.clone());
     graph.add_media("1479537139650973", "image/png", PNG.to_vec());
     let gw = start(&graph, &[]).await;
-    let text = message(
+    let sent_at = now_secs() - 60;
+    let text = message_at(
         "wamid.TEXT1",
         "text",
         serde_json::json!({"body": "Does it come in another color?"}),
+        sent_at,
     );
     assert_eq!(gw.deliver(&text).await, 200);
     let audio = message(
@@ -294,7 +322,7 @@ async fn text_voice_photo_and_other_messages_are_published_once_with_their_media
     assert_eq!(t.text, "Does it come in another color?");
     assert_eq!(t.chat_id, CUSTOMER);
     assert_eq!(t.display_name, "Sheena Nelson");
-    assert_eq!(t.sent_at_ms, 1_749_416_383_000);
+    assert_eq!(t.sent_at_ms, sent_at * 1000);
     assert!(
         t.identities
             .iter()
@@ -499,6 +527,80 @@ async fn replies_are_sent_as_meta_expects_throttling_is_retried_and_statuses_rec
     assert!(gw.dead_letters(0).await.is_empty());
     // What the reply left behind lives as long as a receipt or redelivery can come.
     crate::storage::assert_records_expire_within_a_day(&gw, &["sent", "tmid", "receipt"]).await;
+}
+
+#[tokio::test]
+async fn a_signed_delivery_replayed_after_the_24_hour_window_is_ignored_and_counted() {
+    let graph = FakeGraph::start();
+    let gw = start(&graph, &[]).await;
+    gw.publish_outbound(reply("r-9", "Here you are.")).await;
+    // Sent once the gateway has read the send's answer (and so knows the reply's wamid).
+    let deadline = Instant::now() + T;
+    while !gw
+        .metrics()
+        .await
+        .contains("gateway_cloud_sends_total{outcome=\"sent\"} 1")
+    {
+        assert!(Instant::now() < deadline, "the reply was never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bodies Meta really signed, captured and posted again more than a day later: a message
+    // and a status of our reply. Then fresh ones of the same customer, handled after them (one
+    // customer's deliveries are handled in order).
+    let day_ago = now_secs() - 24 * 3600 - 60;
+    for body in [
+        message_at(
+            "wamid.OLD1",
+            "text",
+            serde_json::json!({"body": "Refund me again"}),
+            day_ago,
+        ),
+        status_at("wamid.FAKE1", "read", serde_json::Value::Null, day_ago),
+        message("wamid.NEW1", "text", serde_json::json!({"body": "Hello"})),
+        status("wamid.FAKE1", "delivered", serde_json::Value::Null),
+    ] {
+        assert_eq!(gw.deliver(&body).await, 200);
+    }
+    let got = gw.wait_inbound(1).await;
+    let mut conn = gw.redis().await;
+    let deadline = Instant::now() + T;
+    let receipts = loop {
+        let got: Vec<String> = redis::cmd("HKEYS")
+            .arg(format!("{{{}}}:gw:receipt:r-9", gw.prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if got.contains(&"delivered".to_owned()) {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the fresh receipt: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(receipts, ["delivered"], "the replayed `read` was taken");
+    assert_eq!(
+        got.iter()
+            .map(|i| i.transport_message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["wamid.NEW1"],
+        "the replayed message was taken"
+    );
+    let metrics = gw.metrics().await;
+    for kind in ["message", "status"] {
+        assert!(
+            metrics.contains(&format!("gateway_cloud_stale_total{{kind=\"{kind}\"}} 1")),
+            "{metrics}"
+        );
+    }
+    // Not even marked read.
+    assert!(
+        !graph
+            .posted()
+            .iter()
+            .any(|b| b["message_id"] == "wamid.OLD1"),
+        "{:?}",
+        graph.posted()
+    );
+    assert!(gw.dead_letters(0).await.is_empty());
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod browser;
 mod cloud;
 mod console;
+mod console_authority;
 mod fake_graph;
 mod helpers;
 mod limits;

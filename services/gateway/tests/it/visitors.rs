@@ -98,6 +98,20 @@ fn demo_mode_is_refused_off_loopback() {
         "{err}"
     );
     assert!(err.contains("WEBCHAT_SECRET"), "{err}");
+    // The page's own settings are checked the same way.
+    senv.env
+        .insert("WEBCHAT_VISITOR_TOKEN_DAYS".into(), "0".into());
+    senv.env.insert(
+        "WEBCHAT_FRAME_ANCESTORS".into(),
+        "'self'; script-src *".into(),
+    );
+    let out = check(&senv);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WEBCHAT_VISITOR_TOKEN_DAYS"), "{err}");
+    assert!(err.contains("WEBCHAT_FRAME_ANCESTORS"), "{err}");
+    senv.env.remove("WEBCHAT_VISITOR_TOKEN_DAYS");
+    senv.env.remove("WEBCHAT_FRAME_ANCESTORS");
     // Without demo mode the exposed web chat starts: no token needs configuring.
     senv.env.remove("WEBCHAT_DEMO");
     senv.env.remove("WEBCHAT_SECRET");
@@ -336,4 +350,166 @@ async fn visitors_spend_their_own_global_budget_not_whatsapp_customers() {
         status.push(body["status"].as_str().unwrap().to_owned());
     }
     assert_eq!(status, ["accepted", "accepted", "accepted", "rate_limited"]);
+}
+
+/// `POST /chat/api/visitors/{visitor}/token` with `token` (or none): status and JSON.
+async fn renew(gw: &Gw, visitor: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut r = gw
+        .http
+        .post(format!("{}/chat/api/visitors/{visitor}/token", gw.public));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+const SECRET: &str = "visitor-tokens-test-secret-0123456789abcdef";
+const DAY: i64 = 86_400;
+
+/// The gateway's visitor keys, for tokens it would have issued at another time.
+fn keys(days: i64, legacy_until: Option<i64>) -> gateway::webchat::visitor::Keys {
+    gateway::webchat::visitor::Keys::new(secrecy::SecretString::from(SECRET), None, None)
+        .with_expiry(days * DAY, legacy_until)
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+#[tokio::test]
+async fn visitor_tokens_expire_and_the_visitor_renews_them() {
+    let gw = visitor_gw(&[
+        ("WEBCHAT_SECRET", SECRET),
+        ("WEBCHAT_TOKEN", SERVER_TOKEN),
+        ("WEBCHAT_VISITOR_TOKEN_DAYS", "2"),
+    ])
+    .await;
+    use reqwest::Method;
+    // The page is in visitor mode (on its body tag).
+    let html = gw
+        .http
+        .get(format!("{}/chat", gw.public))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<body data-mode=\"visitor\">"));
+
+    // A new visitor learns when its token expires.
+    let (status, v) = create(&gw, None, &[]).await;
+    assert_eq!(status, 201, "{v}");
+    let (a, ta) = (v["visitor"].as_str().unwrap(), v["token"].as_str().unwrap());
+    let expires_in = v["expires_in"].as_i64().unwrap();
+    assert!((2 * DAY - 5..=2 * DAY).contains(&expires_in), "{v}");
+    let at: jiff::Timestamp = v["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!((at.as_second() - now() - expires_in).abs() <= 5, "{v}");
+    assert_eq!(call(&gw, Method::GET, a, "messages", Some(ta)).await.0, 200);
+
+    // Renewed: the same visitor, a fresh token that works; the old one works until it expires.
+    let (status, r) = renew(&gw, a, Some(ta)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["visitor"], a);
+    let fresh = r["token"].as_str().unwrap();
+    assert!(r["expires_in"].as_i64().unwrap() > 2 * DAY - 5, "{r}");
+    assert_eq!(
+        call(&gw, Method::GET, a, "messages", Some(fresh)).await.0,
+        200
+    );
+    assert_eq!(call(&gw, Method::GET, a, "messages", Some(ta)).await.0, 200);
+    // The server-to-server key may renew; nobody else may.
+    assert_eq!(renew(&gw, a, Some(SERVER_TOKEN)).await.0, 200);
+    let (b, tb) = visitor(&gw).await;
+    assert_eq!(renew(&gw, a, Some(&tb)).await.0, 404);
+    assert_eq!(renew(&gw, a, None).await.0, 401);
+    assert_eq!(renew(&gw, &b, Some("nope")).await.0, 401);
+
+    // A token issued three days ago (for two days) is expired: 401 saying so, everywhere.
+    let old = keys(2, None).issue(a.to_owned(), now() - 3 * DAY);
+    for (method, rest) in [
+        (Method::GET, "messages"),
+        (Method::POST, "messages"),
+        (Method::GET, "events"),
+    ] {
+        let (status, body) = call(&gw, method, a, rest, Some(&old.token)).await;
+        assert_eq!(status, 401, "{rest}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("expired"),
+            "{body}"
+        );
+    }
+    let (status, body) = renew(&gw, a, Some(&old.token)).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    // Its expiry cannot be pushed back: it is under the MAC.
+    let stretched = old.token.replace(
+        &format!(".{}.", old.expires),
+        &format!(".{}.", old.expires + 10 * DAY),
+    );
+    let (status, body) = call(&gw, Method::GET, a, "messages", Some(&stretched)).await;
+    assert_eq!(status, 401);
+    assert!(
+        !body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+
+    // A token from before tokens expired keeps working after the upgrade.
+    let legacy = keys(2, None).legacy_token(&b);
+    assert_eq!(
+        call(&gw, Method::GET, &b, "messages", Some(&legacy))
+            .await
+            .0,
+        200
+    );
+    let (status, r) = renew(&gw, &b, Some(&legacy)).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["token"].as_str().unwrap().matches('.').count(), 2);
+}
+
+#[tokio::test]
+async fn tokens_from_before_the_upgrade_expire_token_days_after_it() {
+    let gw = visitor_gw(&[("WEBCHAT_SECRET", SECRET)]).await;
+    // The first start of a version with expiring tokens was 31 days ago (the default is 30
+    // days): what the gateway finds in Redis.
+    let key = shared::bus::Keys::new(gw.prefix()).key("wc:tokens-expire-since");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(now() - 31 * DAY)
+        .query_async(&mut gw.redis().await)
+        .await
+        .unwrap();
+    let (v, token) = visitor(&gw).await;
+    use reqwest::Method;
+    assert_eq!(
+        call(&gw, Method::GET, &v, "messages", Some(&token)).await.0,
+        200
+    );
+    let legacy = keys(30, None).legacy_token(&v);
+    let (status, body) = call(&gw, Method::GET, &v, "messages", Some(&legacy)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    // The gateway kept the recorded start (SET NX), as another replica would.
+    let since: i64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut gw.redis().await)
+        .await
+        .unwrap();
+    assert!(since <= now() - 31 * DAY + 5);
+}
+
+#[tokio::test]
+async fn demo_mode_has_no_visitor_tokens_to_renew() {
+    let gw = Gw::start(&[]).await;
+    let (status, body) = renew(&gw, "15550001111", Some("anything")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("demo mode"));
 }

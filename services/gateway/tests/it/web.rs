@@ -41,7 +41,7 @@ impl Fake {
         std::fs::read_to_string(self.path("starts")).map_or(0, |s| s.lines().count())
     }
 
-    fn commands(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn commands(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("commands.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -57,7 +57,6 @@ impl Fake {
                 "WA_SESSION_DIR".into(),
                 self.path("session").display().to_string(),
             ),
-            ("WA_FAKE_DIR".into(), self.dir.path().display().to_string()),
             ("WA_HEARTBEAT_SECS".into(), "1".into()),
             ("WA_REPLY_DELAY_MS".into(), "0".into()),
         ]
@@ -122,7 +121,15 @@ async fn wait_for<R>(mut f: impl AsyncFnMut() -> Option<R>) -> R {
 #[tokio::test]
 async fn qr_then_ready_then_messages_sends_and_receipts() {
     let fake = Fake::new(false);
-    let gw = fake.gateway(&[]).await;
+    // The cloud transport's secrets set beside the web transport (as in a two-transport
+    // deployment) must not reach the sidecar either.
+    let gw = fake
+        .gateway(&[
+            ("WA_CLOUD_ACCESS_TOKEN", "EAAsecret"),
+            ("WA_CLOUD_APP_SECRET", "app-secret"),
+            ("WA_CLOUD_VERIFY_TOKEN", "verify-secret"),
+        ])
+        .await;
     wait_state(&gw, "waiting_for_qr").await;
     assert_eq!(ready(&gw).await["status"], "not_ready");
     let r = gw
@@ -147,6 +154,15 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     // the gateway's secrets, only what it needs.
     let env: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(fake.path("env.json")).unwrap()).unwrap();
+    // The session folder (the linked device's keys) is created owner-only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fake.path("session"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "WA_SESSION_DIR mode {mode:o}");
+    }
     for needed in ["PATH", "WA_SESSION_DIR", "CHROMIUM_PATH"] {
         assert!(env.iter().any(|k| k == needed), "{needed} missing: {env:?}");
     }
@@ -155,6 +171,9 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
         "REDIS_URL",
         "STREAM_PREFIX",
         "OPENAI_API_KEY",
+        "WA_CLOUD_ACCESS_TOKEN",
+        "WA_CLOUD_APP_SECRET",
+        "WA_CLOUD_VERIFY_TOKEN",
     ] {
         assert!(
             !env.iter().any(|k| k == secret),

@@ -583,7 +583,8 @@ async fn duplicates_are_dropped_on_the_transport_message_id() {
 
 #[tokio::test]
 async fn chat_page_is_served_and_unknown_routes_are_json_404() {
-    let gw = Gw::start(&[]).await;
+    let embedder = "https://shop.example https://*.shop.example";
+    let gw = Gw::start(&[("WEBCHAT_FRAME_ANCESTORS", embedder)]).await;
     let r = gw
         .http
         .get(format!("{}/chat", gw.public))
@@ -591,14 +592,59 @@ async fn chat_page_is_served_and_unknown_routes_are_json_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(header(&r, "content-type").starts_with("text/html"));
+    // A policy without inline script or style, framed only where the owner allows.
+    let csp = header(&r, "content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "style-src 'self';",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        &format!("frame-ancestors {embedder}"),
+    ] {
+        assert!(csp.contains(directive), "{directive} missing: {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&r, "referrer-policy"), "no-referrer");
     let html = r.text().await.unwrap();
-    assert!(html.contains("/chat/api/") && html.contains("MediaRecorder"));
+    // The mode is on the body tag (demo mode here: Gw's default); nothing is inline.
+    assert!(html.contains("<body data-mode=\"demo\">"), "{html}");
+    assert!(!html.contains("<style") && !html.contains("style="));
+    // The page's script and style are served files, cached by their content's version.
+    for (tag, kind, inside) in [
+        ("<script src=\"", "text/javascript", "MediaRecorder"),
+        ("<link rel=\"stylesheet\" href=\"", "text/css", "#typing"),
+    ] {
+        let url = html
+            .split_once(tag)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(url, _)| url)
+            .unwrap_or_else(|| panic!("no {tag} in the page"));
+        assert!(
+            url.starts_with("/chat/page.") && url.contains("?v="),
+            "{url}"
+        );
+        let r = gw
+            .http
+            .get(format!("{}{url}", gw.public))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        assert!(header(&r, "content-type").starts_with(kind), "{url}");
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+        assert!(header(&r, "cache-control").contains("max-age"), "{url}");
+        assert!(r.text().await.unwrap().contains(inside), "{url}");
+    }
     let r = gw
         .http
         .get(format!("{}/nope", gw.public))

@@ -96,6 +96,65 @@ async fn dlq_subcommands_list_and_replay_dead_letters() {
     assert!(!out.status.success());
 }
 
+#[tokio::test]
+async fn a_fresh_data_dir_and_its_sqlite_database_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // Nothing exists yet: DATA_DIR and the default database (`sqlite://data/switchboard.db`,
+    // relative to the working directory) are both created by the service.
+    let senv =
+        shared::testing::ServiceEnv::new(ServiceName::Ledger, &shared::testing::redis_url(), None);
+    let data = senv.dir.path().join("data");
+    assert!(!data.exists());
+    let p = senv.spawn_ready(BIN).await;
+    let mode = |name: &str| {
+        std::fs::metadata(data.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", p.log_text()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "DATA_DIR");
+    // The WAL and shared-memory files exist while the database is open (readiness opened it).
+    for file in [
+        "switchboard.db",
+        "switchboard.db-wal",
+        "switchboard.db-shm",
+        "log_hash_key",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_in_the_database_urls_query_never_shows_in_startup_errors() {
+    let dir = shared::testing::TempDir::new("dsn");
+    // Nothing listens on port 1: the database is "not reachable", an error naming its URL.
+    let out = std::process::Command::new(BIN)
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env(
+            "DATABASE_URL",
+            "postgres://127.0.0.1:1/sb?user=sb&password=hunter2&sslmode=disable",
+        )
+        .env("STARTUP_TIMEOUT_SECS", "0")
+        .env("DATA_DIR", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("postgres://127.0.0.1:1/sb?user=sb&password=***&sslmode=disable"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
 /// A ledger process with `env` added, ready, that has been sent one chat record of `model`
 /// with `prompt_tokens`.
 async fn running_ledger_sent(

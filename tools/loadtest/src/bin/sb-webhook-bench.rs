@@ -22,6 +22,7 @@ fn sign(secret: &[u8], body: &[u8]) -> String {
 const SECRET: &str = "bench-app-secret";
 const PHONE_NUMBER_ID: &str = "106540352242922";
 
+/// Message `n`, stamped now (older ones are ignored as replays).
 fn body(n: u64) -> Vec<u8> {
     let customer = format!("1650555{:04}", n % 500);
     serde_json::to_vec(&serde_json::json!({
@@ -30,7 +31,7 @@ fn body(n: u64) -> Vec<u8> {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
             "contacts": [{"profile": {"name": "Bench"}, "wa_id": customer}],
-            "messages": [{"from": customer, "id": format!("wamid.BENCH{n}"), "timestamp": "1749416383",
+            "messages": [{"from": customer, "id": format!("wamid.BENCH{n}"), "timestamp": (shared::ids::now_ms() / 1000).to_string(),
                           "type": "text", "text": {"body": "Do you open on Sundays?"}}]
         }}]}]
     }))
