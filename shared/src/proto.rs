@@ -55,6 +55,13 @@ pub fn fit_text(ib: &mut Inbound, max_chars: usize) {
     }
 }
 
+/// `MAX_INPUT_CHARS` (default 4,096, characters): the longest text a customer's message may
+/// carry, read by the gateway (which refuses a longer web chat post and cuts a longer WhatsApp
+/// message to it) and the brain (which answers such a message as too long).
+pub fn max_input_chars(env: &mut crate::config::Env) -> usize {
+    env.int_in("MAX_INPUT_CHARS", 4096usize, 1, 100_000)
+}
+
 impl identity::Kind {
     /// `phone`, `wa_id`, `lid`, `cloud_wa_id`, `webchat` or `other`: how contacts' identities
     /// are stored.

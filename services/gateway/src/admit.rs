@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use shared::bus::Keys;
 
-use crate::config::DEDUP_WINDOW;
+use crate::storage::DEDUP_WINDOW;
 
 /// How long a message may sit between admission and publication before a redelivery from
 /// the transport is admitted again (a gateway that crashed in between loses nothing).

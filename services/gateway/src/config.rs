@@ -75,13 +75,6 @@ pub struct Config {
     pub media_ttl: Duration,
     /// `MAX_MEDIA_MB` (default 16): the largest single media item (and web chat body).
     pub max_media_bytes: u64,
-    /// `REDIS_HIGH_WATER_PERCENT` (default 80; 0 = off, and off while Redis has no
-    /// `maxmemory`): past this share of Redis's `maxmemory` the web chat refuses new visitors
-    /// and messages, so WhatsApp keeps the rest.
-    pub redis_high_water_percent: u8,
-    /// `MAX_INPUT_CHARS` (default 4096, the brain's limit): the longest text kept of a message;
-    /// a longer web chat post is refused, a longer WhatsApp message cut to it.
-    pub max_input_chars: usize,
     /// `MEDIA_CAP_MB` (default 256): total bytes of stored media; the oldest items are evicted
     /// to stay under it.
     pub media_cap_bytes: u64,
@@ -106,8 +99,8 @@ pub struct Config {
     pub rate_notice: String,
     /// `BUSY_NOTICE`: what a sender is told when the global limit is reached.
     pub busy_notice: String,
-    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
-    pub history_ttl: Duration,
+    /// What the gateway keeps: text limit, histories' lifetime, Redis's high-water mark.
+    pub storage: crate::storage::Storage,
     /// The `web` transport (WhatsApp Web in Chromium through the sidecar).
     pub web: WebConfig,
     /// The `cloud` transport (the official Cloud API), when `TRANSPORTS` names it.
@@ -284,14 +277,6 @@ fn find_sidecar() -> Option<std::path::PathBuf> {
     .find(|d| d.join("index.mjs").exists())
 }
 
-/// How long the gateway's dedup and delivery records live (`gw:seen`, `gw:sent`, `gw:tmid`,
-/// `gw:receipt`): as long as the same thing can arrive again, not longer — they are most of
-/// what each message leaves in Redis. The Cloud API's messages and statuses older than its
-/// replay window (24 h by their timestamp) are ignored, so a redelivery after that can never
-/// be taken twice nor matched; WhatsApp Web re-emits messages around a reconnect (minutes); a
-/// web chat client retries within seconds; the bus redelivers an entry within minutes
-/// (`RECLAIM_IDLE_SECS` × `MAX_DELIVERIES` plus its backoff). One hour more covers clocks.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(25 * 3600);
 /// Longest a typing indicator is shown for one message.
 pub const TYPING_CAP: Duration = Duration::from_secs(25);
 /// The owner's console (`/console` on the public listener).
@@ -378,8 +363,6 @@ impl Config {
         let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         let webchat_origins = load_origins(env);
-        let history_ttl =
-            Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
         Self {
             transports,
             public_addr,
@@ -394,8 +377,6 @@ impl Config {
             trusted_proxy_header,
             media_ttl,
             max_media_bytes,
-            max_input_chars: shared::config::max_input_chars(env),
-            redis_high_water_percent: env.int_in("REDIS_HIGH_WATER_PERCENT", 80u8, 0, 100),
             media_cap_bytes,
             max_connections,
             header_timeout,
@@ -407,7 +388,7 @@ impl Config {
             rate_visitors,
             rate_notice,
             busy_notice,
-            history_ttl,
+            storage: crate::storage::Storage::load(env),
             web,
             cloud,
             alert_webhook,

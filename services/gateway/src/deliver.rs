@@ -15,10 +15,11 @@ use redis::aio::ConnectionManager;
 use shared::bus::{Delivery, HandleError, Handler, Keys, Publish};
 use shared::proto::{Outbound, Payload, outbound};
 
-use crate::config::{DEDUP_WINDOW, TransportKind};
+use crate::config::TransportKind;
 use crate::format::{markdown_to_whatsapp, split_message};
 use crate::metrics as m;
 use crate::receipts::Receipts;
+use crate::storage::DEDUP_WINDOW;
 use crate::transport::{OutgoingText, SendError, Transport, Transports};
 use crate::typing::Typing;
 

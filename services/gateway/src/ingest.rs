@@ -156,7 +156,7 @@ impl Ingest {
                 rate_notice: cfg.rate_notice.clone(),
                 busy_notice: cfg.busy_notice.clone(),
                 typing,
-                max_input_chars: cfg.max_input_chars,
+                max_input_chars: cfg.storage.max_input_chars,
             }),
         }
     }

@@ -20,11 +20,11 @@ pub mod config;
 pub mod console;
 pub mod deliver;
 pub mod format;
-pub mod high_water;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod receipts;
+pub mod storage;
 pub mod transport;
 pub mod typing;
 pub mod web;
@@ -114,9 +114,9 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         spawn_cloud(&mut tasks, c, cloud_cfg, &cfg, &bus, ingest, receipts);
     }
     spawn_public(&mut tasks, &cfg, &bus, public_listener, public);
-    if let Some(hw) = webchat_high_water.filter(|_| cfg.redis_high_water_percent > 0) {
-        let (conn, percent) = (bus.connection(), cfg.redis_high_water_percent);
-        tasks.every("Redis high water", high_water::CHECK_EVERY, move || {
+    if let Some(hw) = webchat_high_water.filter(|_| cfg.storage.high_water_percent > 0) {
+        let (conn, percent) = (bus.connection(), cfg.storage.high_water_percent);
+        tasks.every("Redis high water", storage::CHECK_EVERY, move || {
             let (hw, mut conn) = (hw.clone(), conn.clone());
             async move { hw.check(&mut conn, percent).await }
         });
@@ -219,7 +219,7 @@ struct Built {
     web_transport: Option<web::Web>,
     cloud: Option<cloud::Cloud>,
     /// The web chat's view of Redis's high-water mark, kept up to date by a task.
-    high_water: Option<high_water::HighWater>,
+    high_water: Option<storage::HighWater>,
 }
 
 fn build_transports(

@@ -4,8 +4,9 @@
 use redis::aio::ConnectionManager;
 use shared::bus::Keys;
 
-use crate::config::{DEDUP_WINDOW, TransportKind};
+use crate::config::TransportKind;
 use crate::metrics as m;
+use crate::storage::DEDUP_WINDOW;
 use crate::transport::ReceiptStatus;
 
 /// Records a receipt's status once. KEYS[1] the sent record (`<our id>|<sent ms>`);

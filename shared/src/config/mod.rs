@@ -411,13 +411,6 @@ impl CommonConfig {
     }
 }
 
-/// `MAX_INPUT_CHARS` (default 4,096, characters): the longest text a customer's message may
-/// carry, read by the gateway (which refuses a longer web chat post and cuts a longer WhatsApp
-/// message to it) and the brain (which answers such a message as too long).
-pub fn max_input_chars(env: &mut Env) -> usize {
-    env.int_in("MAX_INPUT_CHARS", 4096usize, 1, 100_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

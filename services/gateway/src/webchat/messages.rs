@@ -158,7 +158,7 @@ pub(super) async fn post_message(
 ) -> Response {
     // Redis is nearly full: what room is left goes to WhatsApp's customers.
     if wc.inner.high_water.is_over() {
-        return crate::high_water::HighWater::refusal();
+        return crate::storage::HighWater::refusal();
     }
     let posted = match read_posted(&wc, &headers, request).await {
         Ok(p) => p,

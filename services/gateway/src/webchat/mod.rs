@@ -105,7 +105,7 @@ struct Inner {
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
     /// Past Redis's high-water mark: new visitors and messages are refused.
-    high_water: crate::high_water::HighWater,
+    high_water: crate::storage::HighWater,
 }
 
 impl Webchat {
@@ -118,7 +118,11 @@ impl Webchat {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                history: History::new(bus.connection(), bus.keys().clone(), cfg.history_ttl),
+                history: History::new(
+                    bus.connection(),
+                    bus.keys().clone(),
+                    cfg.storage.history_ttl,
+                ),
                 ingest,
                 receipts: crate::receipts::Receipts::new(bus),
                 local: cfg.webchat_is_local(),
@@ -134,7 +138,7 @@ impl Webchat {
                     proxy_header: cfg.trusted_proxy_header.clone(),
                 },
                 max_media: cfg.max_media_bytes,
-                max_input_chars: cfg.max_input_chars,
+                max_input_chars: cfg.storage.max_input_chars,
                 origins: cfg.webchat_origins.clone(),
                 csp: page::policy(&cfg.webchat_frame_ancestors),
                 shutdown,
@@ -142,7 +146,7 @@ impl Webchat {
                 max_streams: cfg.max_streams,
                 max_streams_per_contact: cfg.max_streams_per_contact,
                 uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
-                high_water: crate::high_water::HighWater::default(),
+                high_water: crate::storage::HighWater::default(),
             }),
         }
     }
@@ -153,7 +157,7 @@ impl Webchat {
     }
 
     /// Its view of Redis's high-water mark (a task keeps it up to date).
-    pub fn high_water(&self) -> &crate::high_water::HighWater {
+    pub fn high_water(&self) -> &crate::storage::HighWater {
         &self.inner.high_water
     }
 

@@ -412,7 +412,7 @@ struct NewVisitor {
 /// visitor of a user the business vouches for.
 pub(super) async fn create_visitor(State(wc): State<Webchat>, request: Request) -> Response {
     if wc.inner.high_water.is_over() {
-        return crate::high_water::HighWater::refusal();
+        return crate::storage::HighWater::refusal();
     }
     match new_visitor(&wc, request).await {
         Ok(issued) => (

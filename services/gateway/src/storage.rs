@@ -1,9 +1,16 @@
-//! Redis's high-water mark. Redis runs with `maxmemory` and `noeviction`: once full, every
-//! write fails and WhatsApp, the Cloud API and the web chat all stop. The web chat is the one
-//! channel anyone can write to without a phone number, so past `REDIS_HIGH_WATER_PERCENT` of
-//! `maxmemory` it refuses new visitors and new messages (`503` with `Retry-After`) and leaves
-//! the room above the mark to WhatsApp's and the Cloud API's customers. Redis's memory is read
-//! every second by one task, never per request.
+//! The storage budget: what the gateway keeps in Redis and for how long.
+//!
+//! - Texts: at most `MAX_INPUT_CHARS` characters of a message are kept (a longer web chat post is
+//!   refused, a longer WhatsApp message cut and marked); a conversation's web chat history is
+//!   held to its size ([`crate::webchat::History`]).
+//! - Records: dedup and delivery records live [`DEDUP_WINDOW`], a refused message's one minute
+//!   ([`crate::admit::LIMITED_SEEN_TTL`]).
+//! - Redis's high-water mark ([`HighWater`]). Redis runs with `maxmemory` and `noeviction`: once
+//!   full, every write fails and WhatsApp, the Cloud API and the web chat all stop. The web chat
+//!   is the one channel anyone can write to without a phone number, so past
+//!   `REDIS_HIGH_WATER_PERCENT` of `maxmemory` it refuses new visitors and new messages (`503`
+//!   with `Retry-After`) and leaves the room above the mark to WhatsApp's and the Cloud API's
+//!   customers. Redis's memory is read every second by one task, never per request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +18,46 @@ use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shared::config::Env;
 
 /// How often Redis's memory is read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// What a refused web chat client is asked to wait, seconds.
 pub const RETRY_AFTER_SECS: u64 = 60;
+
+/// How long the gateway's dedup and delivery records live (`gw:seen`, `gw:sent`, `gw:tmid`,
+/// `gw:receipt`): as long as the same thing can arrive again, not longer — they are most of
+/// what each message leaves in Redis. The Cloud API's messages and statuses older than its
+/// replay window (24 h by their timestamp) are ignored, so a redelivery after that can never
+/// be taken twice nor matched; WhatsApp Web re-emits messages around a reconnect (minutes); a
+/// web chat client retries within seconds; the bus redelivers an entry within minutes
+/// (`RECLAIM_IDLE_SECS` × `MAX_DELIVERIES` plus its backoff). One hour more covers clocks.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(25 * 3600);
+
+/// The storage budget's settings.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// `MAX_INPUT_CHARS` (default 4096, the brain's limit): the longest text kept of a message;
+    /// a longer web chat post is refused, a longer WhatsApp message cut to it.
+    pub max_input_chars: usize,
+    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
+    pub history_ttl: Duration,
+    /// `REDIS_HIGH_WATER_PERCENT` (default 80; 0 = off, and off while Redis has no
+    /// `maxmemory`): past this share of Redis's `maxmemory` the web chat refuses new visitors
+    /// and messages, so WhatsApp keeps the rest.
+    pub high_water_percent: u8,
+}
+
+impl Storage {
+    /// Reads the variables; problems are recorded in `env`.
+    pub fn load(env: &mut Env) -> Self {
+        Self {
+            max_input_chars: shared::proto::max_input_chars(env),
+            history_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
+            high_water_percent: env.int_in("REDIS_HIGH_WATER_PERCENT", 80u8, 0, 100),
+        }
+    }
+}
 
 /// Whether Redis is past its high-water mark, as last read (shared by the web chat's handlers
 /// and the task that reads it).
