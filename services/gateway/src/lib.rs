@@ -7,6 +7,7 @@
 //! - [`deliver`]: the outbound consumer — order per chat, WhatsApp formatting, splitting,
 //!   sent-records against double sends, retries and dead letters.
 //! - [`transport`]: the trait and the set of configured transports; [`webchat`] is one.
+//! - [`storage`]: what is kept in Redis and for how long, and Redis's high-water mark.
 //! - Two listeners: the internal `GATEWAY_HTTP_ADDR` (health, readiness, metrics, `/qr`) and the
 //!   public `PUBLIC_ADDR` (web chat, webhooks and the owner's [`console`]).
 
