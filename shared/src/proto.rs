@@ -45,6 +45,23 @@ pub fn is_visitor(identities: &[Identity]) -> bool {
             .all(|i| i.kind == identity::Kind::Webchat as i32)
 }
 
+/// Cuts `ib`'s text to `max_chars` characters when it is longer, marking it cut
+/// ([`Inbound::text_cut`]): what is stored and published of a message stays within
+/// `MAX_INPUT_CHARS`, and the brain still answers it as too long.
+pub fn fit_text(ib: &mut Inbound, max_chars: usize) {
+    if let Some((i, _)) = ib.text.char_indices().nth(max_chars) {
+        ib.text.truncate(i);
+        ib.text_cut = true;
+    }
+}
+
+/// `MAX_INPUT_CHARS` (default 4,096, characters): the longest text a customer's message may
+/// carry, read by the gateway (which refuses a longer web chat post and cuts a longer WhatsApp
+/// message to it) and the brain (which answers such a message as too long).
+pub fn max_input_chars(env: &mut crate::config::Env) -> usize {
+    env.int_in("MAX_INPUT_CHARS", 4096usize, 1, 100_000)
+}
+
 impl identity::Kind {
     /// `phone`, `wa_id`, `lid`, `cloud_wa_id`, `webchat` or `other`: how contacts' identities
     /// are stored.

@@ -164,7 +164,7 @@ impl Config {
             voice_deadline: env.secs("VOICE_DEADLINE_SECS", 45, 5, 600),
             access,
             admins,
-            max_input_chars: env.int_in("MAX_INPUT_CHARS", 4096usize, 1, 100_000),
+            max_input_chars: shared::proto::max_input_chars(env),
             contact_daily_tokens: env.int_in("CONTACT_DAILY_TOKENS", 50_000u64, 0, u64::MAX / 2),
             days: Days::from_env(env),
             concurrency: env.int_in("BRAIN_CONCURRENCY", 512usize, 1, 10_000),

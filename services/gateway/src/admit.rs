@@ -1,5 +1,5 @@
 //! Admission of an inbound message, in one atomic Lua script shared by every gateway replica:
-//! duplicate check (transport message id, 7 days), then the per-sender and global rate limits
+//! duplicate check (transport message id, [`DEDUP_WINDOW`]), then the per-sender and global rate limits
 //! (GCRA on Redis `TIME`), then "tell the sender once per window".
 
 use std::time::Duration;
@@ -7,17 +7,22 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use shared::bus::Keys;
 
-use crate::config::DEDUP_WINDOW;
+use crate::storage::DEDUP_WINDOW;
 
 /// How long a message may sit between admission and publication before a redelivery from
 /// the transport is admitted again (a gateway that crashed in between loses nothing).
 pub const PENDING_TTL: Duration = Duration::from_secs(60);
 /// The rate-limit period: limits are messages per minute.
 pub const PERIOD: Duration = Duration::from_secs(60);
+/// How long a message a rate limit refused is remembered as seen: one period. Within it a
+/// redelivery is the same message (and refused again without a second notice); after it, a
+/// redelivery may be answered — it never was. A flood of refused messages so leaves nothing
+/// that outlives the minute it was sent in.
+pub const LIMITED_SEEN_TTL: Duration = PERIOD;
 
 /// KEYS: 1 seen marker, 2 sender's GCRA state, 3 global GCRA state, 4 sender's notice marker.
 /// ARGV: 1 message id, 2 pending TTL ms, 3 sender rate, 4 global rate, 5 period ms,
-/// 6 dedup window ms.
+/// 6 a limited message's seen-marker lifetime ms ([`LIMITED_SEEN_TTL`]).
 /// Returns `{'dup', first_id}`, `{'ok', ''}`, or `{'limited', scope, notify}`.
 const ADMIT: &str = r"
 local seen = redis.call('GET', KEYS[1])
@@ -155,7 +160,7 @@ impl Admitter {
             .arg(self.limits.per_contact)
             .arg(global)
             .arg(PERIOD.as_millis() as u64)
-            .arg(DEDUP_WINDOW.as_millis() as u64)
+            .arg(LIMITED_SEEN_TTL.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         Ok(match reply.first().map(String::as_str) {
@@ -174,8 +179,9 @@ impl Admitter {
         })
     }
 
-    /// Commands that turn the pending seen marker into the 7-day one; run them in the
-    /// transaction that publishes the message.
+    /// Commands that turn the pending seen marker into the lasting one ([`DEDUP_WINDOW`]: as
+    /// long as the transport may deliver the message again); run them in the transaction that
+    /// publishes the message.
     pub fn seen_commands(
         &self,
         pipe: &mut redis::Pipeline,

@@ -111,8 +111,8 @@ pub struct Config {
     pub rate_notice: String,
     /// `BUSY_NOTICE`: what a sender is told when the global limit is reached.
     pub busy_notice: String,
-    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
-    pub history_ttl: Duration,
+    /// What the gateway keeps: text limit, histories' lifetime, Redis's high-water mark.
+    pub storage: crate::storage::Storage,
     /// The `web` transport (WhatsApp Web in Chromium through the sidecar).
     pub web: WebConfig,
     /// The `cloud` transport (the official Cloud API), when `TRANSPORTS` names it.
@@ -289,8 +289,6 @@ fn find_sidecar() -> Option<std::path::PathBuf> {
     .find(|d| d.join("index.mjs").exists())
 }
 
-/// Dedup window for transport message ids.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest a typing indicator is shown for one message.
 pub const TYPING_CAP: Duration = Duration::from_secs(25);
 /// The owner's console (`/console` on the public listener).
@@ -371,8 +369,6 @@ impl Config {
         let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         let webchat_origins = load_origins(env);
-        let history_ttl =
-            Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650));
         Self {
             transports,
             public_addr,
@@ -402,7 +398,7 @@ impl Config {
             rate_visitors,
             rate_notice,
             busy_notice,
-            history_ttl,
+            storage: crate::storage::Storage::load(env),
             web,
             cloud,
             alert_webhook,

@@ -1,8 +1,11 @@
 //! Outbound: the consumer of the outbound stream. Messages of one chat are delivered in order
 //! (they are published with the chat as order key); each is converted to WhatsApp formatting,
 //! split to the transport's length limit and sent part by part. A part is recorded as sent
-//! (`{prefix}:gw:sent:<id>`, 7 days) the moment the transport accepts it, so a redelivery after
-//! a crash or a failure on a later part never sends a part twice. Transient failures are
+//! (`{prefix}:gw:sent:<id>`, [`DEDUP_WINDOW`]) the moment the transport accepts it, so a
+//! redelivery after a crash or a failure on a later part never sends a part twice. The bus
+//! redelivers within minutes; a dead letter replayed more than a day after it failed may repeat
+//! a part sent before the failure (the Cloud API refuses a reply that late anyway: its 24-hour
+//! window). Transient failures are
 //! retried in place by the bus; permanent ones are dead-lettered with their reason.
 
 use std::sync::Arc;
@@ -12,10 +15,11 @@ use redis::aio::ConnectionManager;
 use shared::bus::{Delivery, HandleError, Handler, Keys, Publish};
 use shared::proto::{Outbound, Payload, outbound};
 
-use crate::config::{DEDUP_WINDOW, TransportKind};
+use crate::config::TransportKind;
 use crate::format::{markdown_to_whatsapp, split_message};
 use crate::metrics as m;
 use crate::receipts::Receipts;
+use crate::storage::DEDUP_WINDOW;
 use crate::transport::{OutgoingText, SendError, Transport, Transports};
 use crate::typing::Typing;
 

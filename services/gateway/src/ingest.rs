@@ -120,6 +120,7 @@ struct Inner {
     rate_notice: String,
     busy_notice: String,
     typing: Typing,
+    max_input_chars: usize,
 }
 
 use shared::proto::sender_order_key as sender_key;
@@ -155,6 +156,7 @@ impl Ingest {
                 rate_notice: cfg.rate_notice.clone(),
                 busy_notice: cfg.busy_notice.clone(),
                 typing,
+                max_input_chars: cfg.storage.max_input_chars,
             }),
         }
     }
@@ -283,7 +285,7 @@ impl Ingest {
         } else {
             shared::ids::now_ms()
         };
-        let inbound = Inbound {
+        let mut inbound = Inbound {
             message_id: message_id.to_owned(),
             transport: to_proto(msg.transport) as i32,
             transport_message_id: msg.transport_message_id.clone(),
@@ -295,7 +297,11 @@ impl Ingest {
             sent_at_ms,
             display_name: msg.display_name.clone(),
             from_business: false,
+            text_cut: false,
         };
+        // A WhatsApp message cannot be refused: at most MAX_INPUT_CHARS of it is kept, and the
+        // brain answers it as too long.
+        shared::proto::fit_text(&mut inbound, inner.max_input_chars);
         let media_sha = inbound.media.as_ref().map(|m| m.sha256.clone());
         let env = Envelope::new("gateway", Payload::Inbound(inbound));
         let transport = msg.transport.as_str();
@@ -328,7 +334,7 @@ impl Ingest {
     /// remembers the business's turn and pauses.
     pub async fn business_said(&self, msg: &Incoming) -> Result<(), IngestError> {
         let sender = sender_key(&msg.identities, &msg.chat_id);
-        let inbound = Inbound {
+        let mut inbound = Inbound {
             message_id: shared::ids::new_id(),
             transport: to_proto(msg.transport) as i32,
             transport_message_id: msg.transport_message_id.clone(),
@@ -344,7 +350,9 @@ impl Ingest {
             },
             display_name: String::new(),
             from_business: true,
+            text_cut: false,
         };
+        shared::proto::fit_text(&mut inbound, self.inner.max_input_chars);
         let env = Envelope::new("gateway", Payload::Inbound(inbound));
         self.inner
             .publisher

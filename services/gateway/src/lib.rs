@@ -7,6 +7,7 @@
 //! - [`deliver`]: the outbound consumer — order per chat, WhatsApp formatting, splitting,
 //!   sent-records against double sends, retries and dead letters.
 //! - [`transport`]: the trait and the set of configured transports; [`webchat`] is one.
+//! - [`storage`]: what is kept in Redis and for how long, and Redis's high-water mark.
 //! - Two listeners: the internal `GATEWAY_HTTP_ADDR` (health, readiness, metrics, `/qr`) and the
 //!   public `PUBLIC_ADDR` (web chat, webhooks and the owner's [`console`]), behind its [`edge`]
 //!   (client addresses, throttle, demo mode's local-only rule).
@@ -26,6 +27,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod receipts;
+pub mod storage;
 pub mod transport;
 pub mod typing;
 pub mod web;
@@ -72,6 +74,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         webchat_history,
         web_transport,
         cloud,
+        high_water: webchat_high_water,
     } = build_transports(&cfg, &bus, &ingest, &shutdown)?;
     let console = console::ConsoleRoutes::new(&cfg.console, &bus, transports.clone());
     let public = public.merge(console.routes()).fallback(|| async {
@@ -115,6 +118,13 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         spawn_cloud(&mut tasks, c, cloud_cfg, &cfg, &bus, ingest, receipts);
     }
     spawn_public(&mut tasks, &cfg, &bus, public_listener, public);
+    if let Some(hw) = webchat_high_water.filter(|_| cfg.storage.high_water_percent > 0) {
+        let (conn, percent) = (bus.connection(), cfg.storage.high_water_percent);
+        tasks.every("Redis high water", storage::CHECK_EVERY, move || {
+            let (hw, mut conn) = (hw.clone(), conn.clone());
+            async move { hw.check(&mut conn, percent).await }
+        });
+    }
     tasks.every("session state", Duration::from_secs(5), move || {
         for t in transports.all() {
             metrics::session_state(t.kind(), t.state());
@@ -214,6 +224,8 @@ struct Built {
     webchat_history: Option<webchat::History>,
     web_transport: Option<web::Web>,
     cloud: Option<cloud::Cloud>,
+    /// The web chat's view of Redis's high-water mark, kept up to date by a task.
+    high_water: Option<storage::HighWater>,
 }
 
 fn build_transports(
@@ -227,12 +239,14 @@ fn build_transports(
     let mut webchat_history = None;
     let mut web_transport: Option<web::Web> = None;
     let mut cloud_transport = None;
+    let mut high_water = None;
     for kind in &cfg.transports {
         match kind {
             TransportKind::Webchat => {
                 let wc = webchat::Webchat::new(bus, cfg, ingest.clone(), shutdown.clone());
                 public = public.merge(wc.routes());
                 webchat_history = Some(wc.history().clone());
+                high_water = Some(wc.high_water().clone());
                 list.push(Arc::new(wc));
             }
             TransportKind::Web => {
@@ -264,6 +278,7 @@ fn build_transports(
         webchat_history,
         web_transport,
         cloud: cloud_transport,
+        high_water,
     })
 }
 

@@ -11,6 +11,9 @@ pub const DUPLICATES: &str = "gateway_duplicates_dropped_total";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 /// Requests refused (too large, bad request, busy, …), by reason.
 pub const REJECTED: &str = "gateway_inbound_rejected_total";
+/// 1 while Redis is past `REDIS_HIGH_WATER_PERCENT` of its `maxmemory` (the web chat refuses
+/// new visitors and messages).
+pub const REDIS_HIGH_WATER: &str = "gateway_redis_high_water";
 /// Message parts sent.
 pub const OUTBOUND_SENT: &str = "gateway_outbound_sent_total";
 /// Sends that failed, transient or permanent.
@@ -95,6 +98,11 @@ pub fn register(transports: &[TransportKind]) {
         "Media items evicted to stay under MEDIA_CAP_MB"
     );
     metrics::counter!(crate::media::EVICTED).absolute(0);
+    metrics::describe_gauge!(
+        REDIS_HIGH_WATER,
+        "1 while Redis is past REDIS_HIGH_WATER_PERCENT of maxmemory (the web chat refuses new visitors and messages)"
+    );
+    metrics::gauge!(REDIS_HIGH_WATER).set(0.0);
     metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);

@@ -4,8 +4,9 @@
 use redis::aio::ConnectionManager;
 use shared::bus::Keys;
 
-use crate::config::{DEDUP_WINDOW, TransportKind};
+use crate::config::TransportKind;
 use crate::metrics as m;
+use crate::storage::DEDUP_WINDOW;
 use crate::transport::ReceiptStatus;
 
 /// Records a receipt's status once. KEYS[1] the sent record (`<our id>|<sent ms>`);
@@ -43,7 +44,9 @@ impl Receipts {
     }
 
     /// Records that a transport sent our message `id` as `transport_message_id`, so later
-    /// receipts can be matched (7 days).
+    /// receipts can be matched ([`DEDUP_WINDOW`]: the Cloud API's statuses older than its replay
+    /// window are ignored, WhatsApp Web reports acks live and the owner-echo check looks
+    /// seconds after a send; a receipt that arrives later is not counted).
     pub fn sent_commands(
         &self,
         pipe: &mut redis::Pipeline,
@@ -80,6 +83,7 @@ impl Receipts {
             .arg(self.keys.key("gw:receipt:"))
             .arg(status.as_str())
             .arg(shared::ids::now_ms())
+            // The statuses seen, once each: as long as the mapping that finds them.
             .arg(DEDUP_WINDOW.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;

@@ -97,6 +97,10 @@ impl Bus {
                 .query_async(&mut conn)
                 .await?;
             erased.histories += deleted;
+            let _: u64 = redis::cmd("DEL")
+                .arg(keys.webchat_history_index(name))
+                .query_async(&mut conn)
+                .await?;
             let media: u64 = script
                 .key(keys.media_of(name))
                 .key(&store.index)

@@ -164,6 +164,13 @@ impl Keys {
         self.key(&format!("wc:h:{}", self.hash(contact)))
     }
 
+    /// `{prefix}:wc:hi:<hash>`: the index of that history — message id → entry id, and the
+    /// bytes it holds (`#bytes`) — so a page is read from where it starts and the history is
+    /// held to its size.
+    pub fn webchat_history_index(&self, contact: &str) -> String {
+        self.key(&format!("wc:hi:{}", self.hash(contact)))
+    }
+
     /// The gateway's media store: the items (`{prefix}:media:<sha256>`), their index by expiry,
     /// their sizes and the total — the layout the store, the readers and `!forget` share.
     pub fn media(&self) -> MediaKeys {

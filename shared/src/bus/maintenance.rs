@@ -198,8 +198,8 @@ pub(crate) async fn maintenance_loop(bus: Bus, stream: Stream, stop: Cancellatio
     }
 }
 
-/// `used_memory` and `maxmemory` from `INFO memory`.
-fn memory_of(info: &str) -> (u64, u64) {
+/// `used_memory` and `maxmemory` (0: no limit) from `INFO memory`.
+pub fn memory_of(info: &str) -> (u64, u64) {
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())

@@ -50,7 +50,7 @@ pub use consumer::{Consumer, Delivery, HandleError, Handler, Reason};
 pub use dlq::{DeadLetter, Dlq};
 pub use forget::{Erased, Person};
 pub use keys::{Keys, MediaKeys, Stream};
-pub use maintenance::{StreamStats, trim_acknowledged, trim_dead_letters};
+pub use maintenance::{StreamStats, memory_of, trim_acknowledged, trim_dead_letters};
 pub use publish::{Publish, Publisher};
 
 use crate::config::{BusConfig, CommonConfig};

@@ -72,7 +72,8 @@ impl Brain {
                 return Ok(Decision::notice(&msgs.unsupported, Outcome::Unsupported));
             }
         }
-        if text.chars().count() > self.cfg.max_input_chars {
+        // Cut to MAX_INPUT_CHARS on the way in (`Brain::handle`, the gateway).
+        if ib.text_cut {
             return Ok(Decision::notice(&msgs.too_long, Outcome::TooLong));
         }
         let budget = match ib.kind() {

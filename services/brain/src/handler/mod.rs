@@ -191,6 +191,13 @@ impl Handler for Brain {
         match &d.envelope.payload {
             Some(Payload::Inbound(ib)) => {
                 tracing::Span::current().record("message_id", ib.message_id.as_str());
+                // What is remembered and logged of a text stays within MAX_INPUT_CHARS, whoever
+                // published it (the gateway cuts it already; `text_cut` says it was longer).
+                let mut fitted = std::borrow::Cow::Borrowed(ib);
+                if ib.text.len() > self.cfg.max_input_chars {
+                    shared::proto::fit_text(fitted.to_mut(), self.cfg.max_input_chars);
+                }
+                let ib = fitted.as_ref();
                 let absorbed = self.in_burst(ib, &d).await?;
                 match self.handle_inbound(ib, absorbed).await {
                     // The last delivery failed too: the customer gets an apology, not silence,

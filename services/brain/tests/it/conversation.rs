@@ -338,8 +338,23 @@ async fn budget_guard_and_unconfigured_llm_and_guards_make_no_paid_call() {
         .await
         .unwrap();
     // That contact now waits for a person; another one meets the other guards.
-    let long = rig.text(OTHER, &"x".repeat(51)).await;
+    let long = rig.text(OTHER, &"é".repeat(51)).await;
     assert!(rig.reply(&long).await.contains("too long"));
+    // Cut to the limit at the gateway (a WhatsApp message cannot be refused): too long as well.
+    let cut = rig.cut_text(OTHER, &"y".repeat(50)).await;
+    assert!(rig.reply(&cut).await.contains("too long"));
+    // The conversation log keeps at most MAX_INPUT_CHARS characters of either.
+    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&rig.db.url)).unwrap();
+    for (id, kept) in [(&long, "é".repeat(50)), (&cut, "y".repeat(50))] {
+        let content: String = sqlx::query_scalar(
+            "SELECT content FROM conversation_log WHERE message_id = $1 AND direction = 'in'",
+        )
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(content, kept);
+    }
     let other = shared::ids::new_id();
     rig.send(OTHER, &other, inbound::Kind::Other, "", None)
         .await;

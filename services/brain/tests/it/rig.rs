@@ -91,7 +91,7 @@ impl Rig {
             kind: identity::Kind::Webchat as i32,
             value: visitor.to_owned(),
         };
-        self.send_as(who, visitor, &id, inbound::Kind::Text, text, None)
+        self.publish_inbound(self.inbound_of(who, visitor, &id, inbound::Kind::Text, text, None))
             .await;
         id
     }
@@ -108,8 +108,8 @@ impl Rig {
             kind: identity::Kind::Phone as i32,
             value: phone.to_owned(),
         };
-        self.send_as(who, phone.trim_start_matches('+'), id, kind, text, media)
-            .await;
+        let ib = self.inbound_of(who, phone.trim_start_matches('+'), id, kind, text, media);
+        self.publish_inbound(ib).await;
     }
 
     /// Stores `png` in the media store under `name`, as the gateway would; its reference.
@@ -160,7 +160,26 @@ impl Rig {
         id
     }
 
-    async fn send_as(
+    /// Publishes a text the gateway cut to `MAX_INPUT_CHARS` (it was longer); returns its id.
+    pub async fn cut_text(&self, phone: &str, text: &str) -> String {
+        let id = shared::ids::new_id();
+        let mut ib = self.inbound_of(
+            Identity {
+                kind: identity::Kind::Phone as i32,
+                value: phone.to_owned(),
+            },
+            phone.trim_start_matches('+'),
+            &id,
+            inbound::Kind::Text,
+            text,
+            None,
+        );
+        ib.text_cut = true;
+        self.publish_inbound(ib).await;
+        id
+    }
+
+    fn inbound_of(
         &self,
         who: Identity,
         chat_id: &str,
@@ -168,9 +187,8 @@ impl Rig {
         kind: inbound::Kind,
         text: &str,
         media: Option<shared::proto::MediaRef>,
-    ) {
-        let order = who.value.clone();
-        let ib = Inbound {
+    ) -> Inbound {
+        Inbound {
             message_id: id.to_owned(),
             transport: Transport::Webchat as i32,
             transport_message_id: id.to_owned(),
@@ -182,7 +200,12 @@ impl Rig {
             sent_at_ms: shared::ids::now_ms(),
             display_name: String::new(),
             from_business: false,
-        };
+            text_cut: false,
+        }
+    }
+
+    async fn publish_inbound(&self, ib: Inbound) {
+        let order = ib.identities[0].value.clone();
         self.bus
             .publisher()
             .publish(Publish::ordered(

@@ -1,6 +1,7 @@
 //! The web chat's own history: one Redis stream per contact (`{prefix}:wc:h:<hash>`), both
-//! directions, kept `MEMORY_TTL_DAYS` (trimmed by age on every write, the key expires after the
-//! last one). Every write publishes a notification on `{prefix}:wc:notify` so the server-sent
+//! directions, kept `MEMORY_TTL_DAYS` and held to [`MAX_ENTRIES`] and [`MAX_BYTES`] (trimmed on
+//! every write, the key expires after the last one), with an index (`{prefix}:wc:hi:<hash>`)
+//! that finds a page's start without reading the messages after it. Every write publishes a notification on `{prefix}:wc:notify` so the server-sent
 //! event streams of every gateway replica wake up.
 
 use std::collections::HashMap;
@@ -34,8 +35,12 @@ pub struct ChatMessage {
     pub at: String,
 }
 
-/// At most this many messages are kept per contact.
-const MAX_PER_CONTACT: usize = 2000;
+/// At most this many messages are kept per conversation (the oldest go first).
+pub const MAX_ENTRIES: usize = 200;
+
+/// At most this many bytes of messages (their JSON) are kept per conversation: with texts held
+/// to `MAX_INPUT_CHARS`, a conversation's history stays this small however much is posted.
+pub const MAX_BYTES: usize = 64 * 1024;
 
 /// The most one listing returns (and what it returns without `limit`).
 pub const MAX_PAGE: usize = 1000;
@@ -44,18 +49,46 @@ pub const MAX_PAGE: usize = 1000;
 /// any redelivery of its outbound entry takes.
 const APPEND_ONCE_WINDOW: Duration = Duration::from_secs(3600);
 
-/// KEYS[1] history stream, KEYS[2] the message's marker. ARGV[1] marker lifetime (ms),
-/// ARGV[2] the message (JSON), ARGV[3] MAXLEN, ARGV[4] MINID, ARGV[5] history lifetime (ms),
-/// ARGV[6] notification channel, ARGV[7] notification, ARGV[8] a second notification after
-/// it ('' = none: the typing indicator's end). Returns 1 when appended, 0 when the message
-/// was appended before.
-const APPEND_ONCE: &str = r"
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
-redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[6], ARGV[7])
-if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[8]) end
+/// Appends a message to a history and holds the history to its size, in one step.
+///
+/// KEYS[1] history stream, KEYS[2] its index ([`Keys::webchat_history_index`]), KEYS[3]
+/// (optional) the message's once-marker. ARGV[1] message id, ARGV[2] the message (JSON),
+/// ARGV[3] most entries, ARGV[4] most bytes, ARGV[5] oldest time kept (ms), ARGV[6] history
+/// lifetime (ms), ARGV[7] notification channel, ARGV[8] notification, ARGV[9] a second
+/// notification after it ('' = none: the typing indicator's end), ARGV[10] marker lifetime
+/// (ms). Returns 1 when appended, 0 when the marked message was appended before.
+///
+/// The oldest entries go while the history is over its entries, its bytes or its age (the
+/// newest is always kept); each leaves the index with its bytes. A history that is down to
+/// its newest entry gets a fresh index (one left behind by an erased history, or none yet).
+const APPEND: &str = r"
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[10]) then return 0 end
+local entry = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], entry)
+local bytes = redis.call('HINCRBY', KEYS[2], '#bytes', string.len(ARGV[2]))
+local n = redis.call('XLEN', KEYS[1])
+local max_n, max_b, min_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+while n > 1 do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local ms = tonumber(string.match(oldest[1], '^(%d+)'))
+  if n <= max_n and bytes <= max_b and ms >= min_ms then break end
+  local json = oldest[2][2] or ''
+  redis.call('XDEL', KEYS[1], oldest[1])
+  bytes = redis.call('HINCRBY', KEYS[2], '#bytes', -string.len(json))
+  local ok, msg = pcall(cjson.decode, json)
+  if ok and type(msg) == 'table' and type(msg.id) == 'string' then
+    redis.call('HDEL', KEYS[2], msg.id)
+  end
+  n = n - 1
+end
+if n <= 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], ARGV[1], entry, '#bytes', string.len(ARGV[2]))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[9]) end
 return 1
 ";
 
@@ -177,33 +210,44 @@ impl History {
         format!("t{}:{}", u8::from(on), self.contact_hash(contact))
     }
 
+    /// The [`APPEND`] script's call for `msg` (`marker`: its once-marker and lifetime).
+    fn append_cmd(
+        &self,
+        contact: &str,
+        msg: &ChatMessage,
+        marker: Option<(String, Duration)>,
+        second_note: String,
+    ) -> redis::Cmd {
+        let json = serde_json::to_string(msg).expect("a chat message serialises");
+        let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
+        let mut cmd = redis::cmd("EVAL");
+        // EVAL, not EVALSHA: inside MULTI a Redis that forgot its script cache would fail
+        // the whole transaction.
+        cmd.arg(APPEND)
+            .arg(if marker.is_some() { 3 } else { 2 })
+            .arg(self.key(contact))
+            .arg(self.keys.webchat_history_index(contact));
+        let marker_ms = marker.as_ref().map_or(0, |(_, ttl)| ttl.as_millis() as u64);
+        if let Some((key, _)) = marker {
+            cmd.arg(key);
+        }
+        cmd.arg(&msg.id)
+            .arg(json)
+            .arg(MAX_ENTRIES)
+            .arg(MAX_BYTES)
+            .arg(oldest.max(0))
+            .arg(self.ttl.as_millis() as u64)
+            .arg(self.channel())
+            .arg(format!("m:{}", self.contact_hash(contact)))
+            .arg(second_note)
+            .arg(marker_ms);
+        cmd
+    }
+
     /// Adds the commands that append `msg` to `contact`'s history to a pipeline (so it can be
     /// written in the same transaction as the event it belongs to).
     pub fn append_commands(&self, pipe: &mut redis::Pipeline, contact: &str, msg: &ChatMessage) {
-        let key = self.key(contact);
-        let json = serde_json::to_string(msg).expect("a chat message serialises");
-        pipe.cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(MAX_PER_CONTACT)
-            .arg("*")
-            .arg("m")
-            .arg(json)
-            .ignore();
-        let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
-        pipe.cmd("XTRIM")
-            .arg(&key)
-            .arg("MINID")
-            .arg(format!("{}-0", oldest.max(0)))
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(self.ttl.as_millis() as u64)
-            .ignore();
-        pipe.cmd("PUBLISH")
-            .arg(self.channel())
-            .arg(format!("m:{}", self.contact_hash(contact)))
+        pipe.add_command(self.append_cmd(contact, msg, None, String::new()))
             .ignore();
     }
 
@@ -221,30 +265,15 @@ impl History {
         typing_ends: bool,
         with: &[redis::Cmd],
     ) -> redis::RedisResult<bool> {
-        let json = serde_json::to_string(msg).expect("a chat message serialises");
-        let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
-        let hash = self.contact_hash(contact);
+        let marker = self.keys.key(&format!("wc:out:{}", msg.id));
+        let second = if typing_ends {
+            self.typing_note(contact, false)
+        } else {
+            String::new()
+        };
         let mut pipe = redis::pipe();
         pipe.atomic();
-        // EVAL, not EVALSHA: inside MULTI a Redis that forgot its script cache would fail
-        // the whole transaction.
-        pipe.cmd("EVAL")
-            .arg(APPEND_ONCE)
-            .arg(2)
-            .arg(self.key(contact))
-            .arg(self.keys.key(&format!("wc:out:{}", msg.id)))
-            .arg(APPEND_ONCE_WINDOW.as_millis() as u64)
-            .arg(json)
-            .arg(MAX_PER_CONTACT)
-            .arg(format!("{}-0", oldest.max(0)))
-            .arg(self.ttl.as_millis() as u64)
-            .arg(self.channel())
-            .arg(format!("m:{hash}"))
-            .arg(if typing_ends {
-                self.typing_note(contact, false)
-            } else {
-                String::new()
-            });
+        pipe.add_command(self.append_cmd(contact, msg, Some((marker, APPEND_ONCE_WINDOW)), second));
         for c in with {
             pipe.add_command(c.clone()).ignore();
         }
@@ -286,37 +315,37 @@ impl History {
 
     /// The newest `limit` messages, oldest first — of those older than the message with id
     /// `before` when given (`None` when no such message is kept: the client's page is gone).
+    /// Reads what it returns and no more: `before` is found in the history's index.
     pub async fn page(
         &self,
         contact: &str,
         limit: usize,
         before: Option<&str>,
     ) -> redis::RedisResult<Option<Vec<ChatMessage>>> {
-        // Paging back looks for the message among all kept (at most ~MAX_PER_CONTACT).
-        let count = if before.is_some() {
-            MAX_PER_CONTACT * 2
-        } else {
-            limit
+        let mut conn = self.conn.clone();
+        let end = match before {
+            None => "+".to_owned(),
+            Some(id) => {
+                let entry: Option<String> = redis::cmd("HGET")
+                    .arg(self.keys.webchat_history_index(contact))
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await?;
+                match entry {
+                    Some(e) if !id.starts_with('#') => format!("({e}"),
+                    _ => return Ok(None),
+                }
+            }
         };
         let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
             .arg(self.key(contact))
-            .arg("+")
+            .arg(end)
             .arg("-")
             .arg("COUNT")
-            .arg(count)
-            .query_async(&mut self.conn.clone())
+            .arg(limit)
+            .query_async(&mut conn)
             .await?;
-        let newest_first = messages(entries).map(|(_, m)| m);
-        let mut page: Vec<ChatMessage> = match before {
-            None => newest_first.take(limit).collect(),
-            Some(id) => {
-                let mut older = newest_first.skip_while(|m| m.id != id);
-                if older.next().is_none() {
-                    return Ok(None);
-                }
-                older.take(limit).collect()
-            }
-        };
+        let mut page: Vec<ChatMessage> = messages(entries).map(|(_, m)| m).collect();
         page.reverse();
         Ok(Some(page))
     }

@@ -14,7 +14,8 @@ use crate::config::TransportKind;
 use crate::ingest::{Incoming, IngestError, MediaBytes, Outcome};
 use crate::media::{MediaError, sniff};
 
-/// Longest text message accepted (bytes).
+/// The largest JSON body of a text message (bytes); the text in it is held to
+/// `MAX_INPUT_CHARS` characters.
 const MAX_TEXT_BYTES: usize = 64 * 1024;
 
 /// The largest caption of a photo or voice note (WhatsApp allows 1,024 characters).
@@ -115,8 +116,9 @@ async fn read_posted(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let max_chars = wc.inner.max_input_chars;
     let posted = if content_type.starts_with("application/json") {
-        read_json(request).await
+        read_json(request, max_chars).await
     } else if content_type.starts_with("multipart/form-data") {
         // Uploads are read whole into memory: a bounded number at once.
         let Ok(_upload) = wc.inner.uploads.clone().try_acquire_owned() else {
@@ -126,7 +128,7 @@ async fn read_posted(
                 "too many uploads in progress (WEBCHAT_MAX_UPLOADS); try again shortly",
             ));
         };
-        read_multipart(request, limit).await
+        read_multipart(request, limit, max_chars).await
     } else {
         Err(Reject::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -154,6 +156,10 @@ pub(super) async fn post_message(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    // Redis is nearly full: what room is left goes to WhatsApp's customers.
+    if wc.inner.high_water.is_over() {
+        return crate::storage::HighWater::refusal();
+    }
     let posted = match read_posted(&wc, &headers, request).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -236,7 +242,19 @@ fn media_reject(e: &MediaError) -> Reject {
     Reject::new(status, e.to_string())
 }
 
-async fn read_json(request: Request) -> Result<Posted, Reject> {
+/// A text or caption over `max_chars` characters (`MAX_INPUT_CHARS`): refused whole, before
+/// anything is stored.
+fn check_chars(text: &str, max_chars: usize, what: &str) -> Result<(), Reject> {
+    if text.chars().nth(max_chars).is_some() {
+        return Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the {what} is longer than {max_chars} characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn read_json(request: Request, max_chars: usize) -> Result<Posted, Reject> {
     let body = axum::body::to_bytes(request.into_body(), MAX_TEXT_BYTES)
         .await
         .map_err(|_| {
@@ -265,6 +283,7 @@ async fn read_json(request: Request) -> Result<Posted, Reject> {
     if text.is_empty() {
         return Err(Reject::new(StatusCode::BAD_REQUEST, "\"text\" is empty"));
     }
+    check_chars(&text, max_chars, "message")?;
     Ok(Posted {
         kind: inbound::Kind::Text,
         text,
@@ -272,7 +291,7 @@ async fn read_json(request: Request) -> Result<Posted, Reject> {
     })
 }
 
-async fn read_multipart(request: Request, limit: u64) -> Result<Posted, Reject> {
+async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Result<Posted, Reject> {
     let mut mp = Multipart::from_request(request, &())
         .await
         .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")))?;
@@ -321,6 +340,7 @@ async fn read_multipart(request: Request, limit: u64) -> Result<Posted, Reject> 
                         "the caption is longer than 4 KB",
                     ));
                 }
+                check_chars(&caption, max_chars, "caption")?;
             }
             _ => {}
         }

@@ -90,6 +90,8 @@ struct Inner {
     local: bool,
     visitors: Visitors,
     max_media: u64,
+    /// `MAX_INPUT_CHARS`: a longer text or caption is refused (413) before anything is stored.
+    max_input_chars: usize,
     /// Origins allowed to call the API from their pages (CORS).
     origins: Vec<String>,
     /// The page's Content-Security-Policy.
@@ -102,6 +104,8 @@ struct Inner {
     max_streams_per_contact: usize,
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Past Redis's high-water mark: new visitors and messages are refused.
+    high_water: crate::storage::HighWater,
 }
 
 impl Webchat {
@@ -114,7 +118,11 @@ impl Webchat {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                history: History::new(bus.connection(), bus.keys().clone(), cfg.history_ttl),
+                history: History::new(
+                    bus.connection(),
+                    bus.keys().clone(),
+                    cfg.storage.history_ttl,
+                ),
                 ingest,
                 receipts: crate::receipts::Receipts::new(bus),
                 local: cfg.webchat_is_local(),
@@ -130,6 +138,7 @@ impl Webchat {
                     client: crate::edge::ClientAddress::new(cfg),
                 },
                 max_media: cfg.max_media_bytes,
+                max_input_chars: cfg.storage.max_input_chars,
                 origins: cfg.webchat_origins.clone(),
                 csp: page::policy(&cfg.webchat_frame_ancestors),
                 shutdown,
@@ -137,6 +146,7 @@ impl Webchat {
                 max_streams: cfg.max_streams,
                 max_streams_per_contact: cfg.max_streams_per_contact,
                 uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
+                high_water: crate::storage::HighWater::default(),
             }),
         }
     }
@@ -144,6 +154,11 @@ impl Webchat {
     /// The histories (the notification relay runs on them).
     pub fn history(&self) -> &History {
         &self.inner.history
+    }
+
+    /// Its view of Redis's high-water mark (a task keeps it up to date).
+    pub fn high_water(&self) -> &crate::storage::HighWater {
+        &self.inner.high_water
     }
 
     /// The public routes.

@@ -407,6 +407,9 @@ struct NewVisitor {
 /// `POST /chat/api/visitors`: a new visitor (anonymous, limited per client address), or the
 /// visitor of a user the business vouches for.
 pub(super) async fn create_visitor(State(wc): State<Webchat>, request: Request) -> Response {
+    if wc.inner.high_water.is_over() {
+        return crate::storage::HighWater::refusal();
+    }
     match new_visitor(&wc, request).await {
         Ok(issued) => (
             StatusCode::CREATED,

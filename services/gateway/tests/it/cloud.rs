@@ -14,7 +14,7 @@ use crate::helpers::{Gw, PNG};
 
 const SECRET: &str = "app-secret-0123456789";
 const VERIFY: &str = "verify-me-please";
-const CUSTOMER: &str = "16505551234";
+pub(crate) const CUSTOMER: &str = "16505551234";
 const T: Duration = Duration::from_secs(15);
 
 fn cloud_env(graph: &FakeGraph) -> Vec<(&'static str, String)> {
@@ -32,7 +32,11 @@ async fn start(graph: &FakeGraph, extra: &[(&'static str, String)]) -> Gw {
     start_on(&shared::testing::redis_url(), graph, extra).await
 }
 
-async fn start_on(redis: &str, graph: &FakeGraph, extra: &[(&'static str, String)]) -> Gw {
+pub(crate) async fn start_on(
+    redis: &str,
+    graph: &FakeGraph,
+    extra: &[(&'static str, String)],
+) -> Gw {
     let mut env = cloud_env(graph);
     env.extend(extra.iter().cloned());
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -63,7 +67,7 @@ impl Gw {
         r.send().await.unwrap().status().as_u16()
     }
 
-    async fn deliver(&self, body: &serde_json::Value) -> u16 {
+    pub(crate) async fn deliver(&self, body: &serde_json::Value) -> u16 {
         let bytes = serde_json::to_vec(body).unwrap();
         self.post_webhook(&bytes, Some(&sign(&bytes))).await
     }
@@ -81,7 +85,7 @@ impl Gw {
 }
 
 /// A `messages` notification for our number, as Meta sends it.
-fn notification(value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn notification(value: serde_json::Value) -> serde_json::Value {
     let mut value = value;
     value["messaging_product"] = "whatsapp".into();
     value["metadata"] = serde_json::json!({"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID});
@@ -117,7 +121,7 @@ fn message_at(
 }
 
 /// A status of just now.
-fn status(wamid: &str, status: &str, errors: serde_json::Value) -> serde_json::Value {
+pub(crate) fn status(wamid: &str, status: &str, errors: serde_json::Value) -> serde_json::Value {
     status_at(wamid, status, errors, now_secs())
 }
 
@@ -377,6 +381,37 @@ async fn text_voice_photo_and_other_messages_are_published_once_with_their_media
 }
 
 #[tokio::test]
+async fn a_text_over_max_input_chars_is_published_cut_to_it_and_marked() {
+    let graph = FakeGraph::start();
+    let gw = start(&graph, &[("MAX_INPUT_CHARS", "50".into())]).await;
+    let long = message(
+        "wamid.LONG1",
+        "text",
+        serde_json::json!({"body": "é".repeat(40_000)}),
+    );
+    // WhatsApp's message cannot be refused: taken, cut, and marked for the brain.
+    assert_eq!(gw.deliver(&long).await, 200);
+    let fits = message(
+        "wamid.FITS1",
+        "text",
+        serde_json::json!({"body": "é".repeat(50)}),
+    );
+    assert_eq!(gw.deliver(&fits).await, 200);
+    let got = gw.wait_inbound(2).await;
+    let by_id = |id: &str| {
+        got.iter()
+            .find(|i| i.transport_message_id == id)
+            .unwrap_or_else(|| panic!("{id} not published: {got:?}"))
+    };
+    let cut = by_id("wamid.LONG1");
+    assert_eq!(cut.text, "é".repeat(50));
+    assert!(cut.text_cut);
+    let whole = by_id("wamid.FITS1");
+    assert_eq!(whole.text, "é".repeat(50));
+    assert!(!whole.text_cut);
+}
+
+#[tokio::test]
 async fn media_the_graph_api_cannot_serve_yet_is_retried() {
     let graph = FakeGraph::start();
     graph.add_media("555", "image/png", PNG.to_vec());
@@ -490,6 +525,8 @@ async fn replies_are_sent_as_meta_expects_throttling_is_retried_and_statuses_rec
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gw.dead_letters(0).await.is_empty());
+    // What the reply left behind lives as long as a receipt or redelivery can come.
+    crate::storage::assert_records_expire_within_a_day(&gw, &["sent", "tmid", "receipt"]).await;
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ async fn a_refused_message_is_kept_short_and_an_oversized_caption_is_refused() {
     let contact = "15551110002";
     let (_, first) = gw.send_text(contact, "hello").await;
     assert_eq!(first["status"], "accepted");
-    let long = "x".repeat(60_000);
+    let long = "x".repeat(4000);
     let (_, second) = gw.send_text(contact, &long).await;
     assert_eq!(second["status"], "rate_limited");
     let list = gw.listing(contact).await;
@@ -91,6 +91,40 @@ async fn a_refused_message_is_kept_short_and_an_oversized_caption_is_refused() {
         body["error"].as_str().unwrap().contains("caption"),
         "{body}"
     );
+    assert_eq!(gw.inbound().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_text_over_max_input_chars_is_refused_with_413_before_anything_is_stored() {
+    let gw = Gw::start(&[("MAX_INPUT_CHARS", "50")]).await;
+    let contact = "15551110004";
+    // Characters, not bytes: 50 two-byte characters fit.
+    let (status, at_limit) = gw.send_text(contact, &"é".repeat(50)).await;
+    assert_eq!(
+        (status, at_limit["status"].as_str()),
+        (202, Some("accepted"))
+    );
+    let (status, over) = gw.send_text(contact, &"é".repeat(51)).await;
+    assert_eq!(status, 413, "{over}");
+    assert!(
+        over["error"].as_str().unwrap().contains("50 characters"),
+        "{over}"
+    );
+    // A caption is held to the same limit.
+    let form = crate::helpers::file_form(crate::helpers::PNG.to_vec(), "image/png")
+        .text("caption", "y".repeat(51));
+    let r = gw
+        .http
+        .post(gw.api(contact, "messages"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Nothing of the refused posts was stored or published.
+    let list = gw.listing(contact).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], at_limit["id"]);
     assert_eq!(gw.inbound().await.len(), 1);
 }
 

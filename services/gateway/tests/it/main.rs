@@ -10,6 +10,7 @@ mod fake_graph;
 mod helpers;
 mod limits;
 mod outbound;
+mod storage;
 mod visitors;
 mod web;
 mod webchat;

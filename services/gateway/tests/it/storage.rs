@@ -1,0 +1,617 @@
+//! The storage budget: what each message leaves in Redis and for how long, the web chat's
+//! histories held to their size, Redis's high-water mark, and an attack at the highest rate the
+//! limits allow that leaves Redis under its `maxmemory` with WhatsApp still answered.
+
+use std::time::{Duration, Instant};
+
+use crate::cloud;
+use crate::fake_graph::FakeGraph;
+use crate::helpers::Gw;
+
+const T: Duration = Duration::from_secs(15);
+const HOUR_MS: i64 = 3_600_000;
+
+/// Every key under `gw`'s prefix matching `pattern` (after the prefix), with its PTTL.
+async fn ttls(gw: &Gw, pattern: &str) -> Vec<(String, i64)> {
+    let mut conn = gw.redis().await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{{{}}}:{pattern}", gw.prefix()))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut out = Vec::new();
+    for k in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.push((k, ttl));
+    }
+    out
+}
+
+/// The gateway's dedup and delivery records (`gw:seen`, `gw:sent`, `gw:tmid`, `gw:receipt`)
+/// all expire within a day and an hour: as long as a redelivery can happen, not 7 days.
+pub(crate) async fn assert_records_expire_within_a_day(gw: &Gw, kinds: &[&str]) {
+    for kind in kinds {
+        let found = ttls(gw, &format!("gw:{kind}:*")).await;
+        assert!(!found.is_empty(), "no gw:{kind} record");
+        for (k, ttl) in found {
+            assert!(
+                ttl > 0 && ttl <= 25 * HOUR_MS,
+                "{k} lives {ttl} ms: longer than a redelivery can happen"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_messages_records_live_as_long_as_a_redelivery_can_and_a_refused_ones_a_minute() {
+    let gw = Gw::start(&[("RATE_LIMIT_PER_CONTACT", "1")]).await;
+    let contact = "15551110010";
+    let (_, first) = gw.send_text(contact, "hello").await;
+    assert_eq!(first["status"], "accepted");
+    let (_, second) = gw.send_text(contact, "hello again").await;
+    assert_eq!(second["status"], "rate_limited");
+    let seen = ttls(&gw, "gw:seen:*").await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let mut ttl: Vec<i64> = seen.iter().map(|(_, t)| *t).collect();
+    ttl.sort_unstable();
+    // The refused message: remembered for the minute its limit lasts.
+    assert!(ttl[0] > 0 && ttl[0] <= 60_000, "{seen:?}");
+    // The accepted one: a day and an hour (the Cloud API's replay window, and clocks).
+    assert!(ttl[1] > 24 * HOUR_MS && ttl[1] <= 25 * HOUR_MS, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_conversations_history_is_held_to_its_entries_and_bytes_and_pages_back_by_its_index() {
+    let gw = Gw::start(&[
+        ("RATE_LIMIT_PER_CONTACT", "0"),
+        ("RATE_LIMIT_GLOBAL", "0"),
+        ("RATE_LIMIT_VISITORS", "0"),
+    ])
+    .await;
+    let contact = "15551110011";
+    // 230 short messages: the oldest 30 go.
+    let mut ids = Vec::new();
+    for i in 0..230 {
+        let (status, body) = gw.send_text(contact, &format!("message {i}")).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let list = gw.listing(contact).await;
+    assert_eq!(list.len(), 200);
+    assert_eq!(list[0]["id"], ids[30].as_str());
+    assert_eq!(list[199]["id"], ids[229].as_str());
+    // Paging back from a message finds it in the index: the ten before it.
+    let page: Vec<serde_json::Value> = gw
+        .http
+        .get(format!(
+            "{}?limit=10&before={}",
+            gw.api(contact, "messages"),
+            ids[100]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<&str> = page.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let want: Vec<&str> = ids[90..100].iter().map(String::as_str).collect();
+    assert_eq!(got, want);
+    // A message that is gone (trimmed) cannot be paged from.
+    let gone = gw
+        .http
+        .get(format!("{}?before={}", gw.api(contact, "messages"), ids[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+
+    // Long messages: the history holds at most 64 KB of them, the newest whole.
+    let mut long_ids = Vec::new();
+    for i in 0..40 {
+        let text = format!("{i:02}{}", "é".repeat(4000));
+        let (status, body) = gw.send_text(contact, &text).await;
+        assert_eq!(status, 202, "{body}");
+        long_ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let list = gw.listing(contact).await;
+    let bytes: usize = list
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap().len())
+        .sum();
+    assert!(bytes <= 64 * 1024, "{bytes} bytes kept");
+    assert!(list.len() >= 7, "{} kept", list.len());
+    assert_eq!(list.last().unwrap()["id"], long_ids[39].as_str());
+    let held: Vec<&str> = list.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(held, long_ids[40 - list.len()..], "the newest, in order");
+    // The index holds what the history holds, and no more.
+    let index = ttls(&gw, "wc:hi:*").await;
+    assert_eq!(index.len(), 1);
+    let mut conn = gw.redis().await;
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&index[0].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields.len(), list.len() + 1, "message ids and #bytes");
+}
+
+#[tokio::test]
+async fn past_the_high_water_mark_the_web_chat_refuses_new_visitors_and_messages_while_whatsapp_flows()
+ {
+    let redis = shared::testing::RedisServer::start_with(&[
+        "--maxmemory",
+        "80mb",
+        "--maxmemory-policy",
+        "noeviction",
+    ]);
+    let graph = FakeGraph::start();
+    let gw = cloud::start_on(
+        &redis.url(),
+        &graph,
+        &[
+            ("MAX_MEDIA_MB", "1".into()),
+            ("MEDIA_CAP_MB", "1".into()),
+            ("REDIS_HIGH_WATER_PERCENT", "50".into()),
+        ],
+    )
+    .await;
+    let contact = "15551110012";
+    assert_eq!(gw.send_text(contact, "before").await.0, 202);
+    // Something fills Redis past half of its maxmemory.
+    let mut conn = gw.redis().await;
+    for i in 0..45 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(vec![b'f'; 1024 * 1024])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + T;
+    let refused = loop {
+        let r = gw
+            .http
+            .post(gw.api(contact, "messages"))
+            .json(&serde_json::json!({"text": "while full"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert_eq!(r.status(), 202);
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    let visitors = gw
+        .http
+        .post(format!("{}/chat/api/visitors", gw.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(visitors.status(), 503);
+    // WhatsApp's customers are still taken.
+    let text = fresh_text("wamid.HIGHWATER1", "are you open?");
+    assert_eq!(gw.deliver(&text).await, 200);
+    until("the WhatsApp message published", T, async || {
+        gw.inbound()
+            .await
+            .iter()
+            .any(|i| i.transport_message_id == "wamid.HIGHWATER1")
+    })
+    .await;
+    assert!(
+        gw.metrics().await.contains("gateway_redis_high_water 1"),
+        "the gauge shows it"
+    );
+    // Room again: the web chat takes messages again.
+    for i in 0..45 {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("filler:{i}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + T;
+    loop {
+        let (status, _) = gw.send_text(contact, "after").await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "never open again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Cloud API text from `CUSTOMER`, stamped now (deliveries older than a day are replays).
+fn fresh_text(id: &str, body: &str) -> serde_json::Value {
+    text_from(cloud::CUSTOMER, id, body)
+}
+
+/// A Cloud API text from `from`, stamped now.
+fn text_from(from: &str, id: &str, body: &str) -> serde_json::Value {
+    let now = (shared::ids::now_ms() / 1000).to_string();
+    cloud::notification(serde_json::json!({
+        "contacts": [{"profile": {"name": "A customer"}, "wa_id": from}],
+        "messages": [{"from": from, "id": id, "timestamp": now, "type": "text", "text": {"body": body}}],
+    }))
+}
+
+/// Starts the brain on `redis` under `gw`'s prefix, its model the fake answering "Thanks!".
+async fn brain(
+    gw: &Gw,
+    redis: &str,
+) -> (
+    shared::testing::ServiceProcess,
+    shared::fake_chat::FakeChat,
+    shared::testing::TestDb,
+) {
+    let fake = shared::fake_chat::FakeChat::start();
+    fake.otherwise(shared::fake_chat::Reply::Text("Thanks!".into()));
+    let db = shared::testing::TestDb::new().await;
+    let mut benv =
+        shared::testing::ServiceEnv::new(shared::config::ServiceName::Brain, redis, Some(&db.url));
+    benv.use_prefix(gw.prefix());
+    for (k, v) in [
+        ("OPENAI_BASE_URL", fake.base_url.as_str()),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("ACCESS_MODE", "open"),
+        ("AI_DISCLOSURE", ""),
+        ("BUS_TRIM_INTERVAL_SECS", "1"),
+    ] {
+        benv.env.insert(k.into(), v.into());
+    }
+    let brain_bin = shared::testing::workspace_bin("brain");
+    let p = benv.spawn_ready(brain_bin.to_str().unwrap()).await;
+    (p, fake, db)
+}
+
+/// Bytes (`MEMORY USAGE`) of the keys under `gw`'s prefix matching `pattern`, and how many.
+async fn usage(gw: &Gw, pattern: &str) -> (u64, usize) {
+    let keys = ttls(gw, pattern).await;
+    let mut conn = gw.redis().await;
+    let mut total = 0;
+    for (k, _) in &keys {
+        let n: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(k)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += n.unwrap_or(0);
+    }
+    (total, keys.len())
+}
+
+/// What the keys of each kind hold (bytes), and everything under the prefix (`all`) but the
+/// usage stream (the ledger's, not running here: it trims it when it does).
+async fn snapshot(gw: &Gw) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut conn = gw.redis().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{{}}}:v1:usage", gw.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for kind in [
+        "gw:seen",
+        "gw:tmid",
+        "gw:receipt",
+        "gw:sent",
+        "wc:h",
+        "wc:hi",
+        "wc:out",
+    ] {
+        out.insert(kind, usage(gw, &format!("{kind}:*")).await.0);
+    }
+    out.insert("all", usage(gw, "*").await.0);
+    out
+}
+
+/// Waits until `probe` holds, for at most `timeout`.
+async fn until(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What each message leaves in Redis, measured for docs/OPERATIONS.md ("Redis memory"): `N`
+/// WhatsApp messages (Cloud API) from as many customers, answered and reported delivered and
+/// read, then `N` web chat messages, answered; the bytes of each kind of key (`MEMORY USAGE`)
+/// per message, printed. Every record expires within 25 hours; the streams are trimmed.
+#[tokio::test]
+async fn what_each_message_leaves_in_redis_is_measured_and_expires_within_a_day() {
+    const N: usize = 200;
+    // As compose runs it.
+    let redis = shared::testing::RedisServer::start_with(&[
+        "--appendfsync",
+        "everysec",
+        "--stream-node-max-bytes",
+        "1024",
+    ]);
+    let graph = FakeGraph::start();
+    let gw = cloud::start_on(
+        &redis.url(),
+        &graph,
+        &[
+            ("RATE_LIMIT_PER_CONTACT", "0".into()),
+            ("RATE_LIMIT_GLOBAL", "0".into()),
+            ("RATE_LIMIT_VISITORS", "0".into()),
+            ("BUS_TRIM_INTERVAL_SECS", "1".into()),
+        ],
+    )
+    .await;
+    let (_brain, _fake, _db) = brain(&gw, &redis.url()).await;
+    let customer = |i: usize| format!("1650555{i:04}");
+    for i in 0..N {
+        let body = text_from(
+            &customer(i),
+            &format!("wamid.M{i}"),
+            "Is my order on its way?",
+        );
+        assert_eq!(gw.deliver(&body).await, 200);
+    }
+    until(
+        "every WhatsApp answer",
+        Duration::from_secs(120),
+        async || {
+            graph
+                .posted()
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .count()
+                >= N
+        },
+    )
+    .await;
+    for i in 1..=N {
+        for st in ["delivered", "read"] {
+            assert_eq!(
+                gw.deliver(&cloud::status(
+                    &format!("wamid.FAKE{i}"),
+                    st,
+                    serde_json::Value::Null
+                ))
+                .await,
+                200
+            );
+        }
+    }
+    until("every receipt", Duration::from_secs(60), async || {
+        usage(&gw, "gw:receipt:*").await.1 >= N
+    })
+    .await;
+    let after_whatsapp = snapshot(&gw).await;
+    for i in 0..N {
+        let (status, _) = gw
+            .send_text(&format!("1555000{i:04}"), "Do you ship to Canada?")
+            .await;
+        assert_eq!(status, 202);
+    }
+    until("every web chat answer", Duration::from_secs(120), async || {
+        let mut conn = gw.redis().await;
+        let outs: u64 = redis::cmd("EVAL")
+            .arg("local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('XLEN', k) end return n")
+            .arg(0)
+            .arg(format!("{{{}}}:wc:h:*", gw.prefix()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        outs >= 2 * N as u64
+    })
+    .await;
+    // The streams' acknowledged entries are trimmed (every second here).
+    until("the streams trimmed", Duration::from_secs(30), async || {
+        let mut conn = gw.redis().await;
+        let mut left = 0u64;
+        for s in ["inbound", "outbound", "webhooks"] {
+            let n: u64 = redis::cmd("XLEN")
+                .arg(format!("{{{}}}:v1:{s}", gw.prefix()))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            left += n;
+        }
+        left == 0
+    })
+    .await;
+    let after_web = snapshot(&gw).await;
+    let mut report = format!("per message, bytes (MEMORY USAGE), N = {N}:\n");
+    for (kind, bytes) in &after_web {
+        let wa = after_whatsapp.get(kind).copied().unwrap_or(0);
+        report += &format!(
+            "{kind:<14} WhatsApp {:>6.0}   web chat {:>6.0}\n",
+            wa as f64 / N as f64,
+            bytes.saturating_sub(wa) as f64 / N as f64
+        );
+    }
+    let mut conn = gw.redis().await;
+    let (used, _) = memory(&mut conn).await;
+    report += &format!("Redis used_memory: {:.1} MB\n", used as f64 / 1_048_576.0);
+    eprintln!("{report}");
+    assert_records_expire_within_a_day(&gw, &["seen", "tmid", "receipt", "sent"]).await;
+}
+
+/// `INFO memory`'s `used_memory` and `used_memory_peak`.
+async fn memory(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("used_memory"), field("used_memory_peak"))
+}
+
+/// An attacker posts to the web chat at the highest rate the limits allow for the equivalent
+/// of 30 minutes (time compressed 30×: one minute, every per-minute limit 30× higher), from
+/// 100 visitors and 1,000 addresses, half of the posts 60,000 characters and half
+/// `MAX_INPUT_CHARS` long; meanwhile a WhatsApp customer writes every few seconds. Redis (its
+/// own, 70 MB of `maxmemory`, `noeviction`) stays under its `maxmemory`, and the customer gets
+/// every answer.
+#[tokio::test]
+async fn an_attack_at_the_highest_rate_the_limits_allow_leaves_redis_room_and_whatsapp_answered() {
+    const MAXMEMORY: u64 = 70 * 1024 * 1024;
+    const COMPRESSION: u32 = 30;
+    const RUN: Duration = Duration::from_secs(60);
+    const VISITORS: usize = 100;
+    const ADDRESSES: usize = 1000;
+    const POSTS_PER_SEC: u64 = 100;
+    let redis = shared::testing::RedisServer::start_with(&[
+        "--maxmemory",
+        "70mb",
+        "--maxmemory-policy",
+        "noeviction",
+        "--appendfsync",
+        "everysec",
+    ]);
+    let graph = FakeGraph::start();
+    let per_minute = |n: u32| (n * COMPRESSION).to_string();
+    let gw = cloud::start_on(
+        &redis.url(),
+        &graph,
+        &[
+            ("WEBCHAT_DEMO", "false".into()),
+            ("TRUSTED_PROXY_HEADER", "X-Forwarded-For".into()),
+            ("MAX_MEDIA_MB", "1".into()),
+            ("MEDIA_CAP_MB", "1".into()),
+            // Today's defaults, 30× (a minute stands for 30).
+            ("RATE_LIMIT_PER_CONTACT", per_minute(10)),
+            ("RATE_LIMIT_GLOBAL", per_minute(100)),
+            ("RATE_LIMIT_VISITORS", per_minute(100)),
+            ("WEBCHAT_VISITORS_PER_HOUR", per_minute(20)),
+        ],
+    )
+    .await;
+    // The real brain answers everyone (its model: the fake, in a word).
+    let (_brain, _fake, _db) = brain(&gw, &redis.url()).await;
+
+    let address = |i: usize| format!("10.{}.{}.{}", i / 65_536, (i / 256) % 256, i % 256 + 1);
+    let mut visitors = Vec::new();
+    for i in 0..VISITORS {
+        let r = gw
+            .http
+            .post(format!("{}/chat/api/visitors", gw.public))
+            .header("x-forwarded-for", address(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        visitors.push((
+            v["visitor"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let huge = serde_json::json!({"text": "x".repeat(60_000)}).to_string();
+    let longest = serde_json::json!({"text": "x".repeat(4096)}).to_string();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeMap::<u16, u64>::new(),
+    ));
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / POSTS_PER_SEC));
+    let started = Instant::now();
+    let mut n = 0usize;
+    let mut customer_ids = Vec::new();
+    let mut next_customer = Instant::now();
+    while started.elapsed() < RUN {
+        tick.tick().await;
+        if Instant::now() >= next_customer {
+            let id = format!("wamid.ATTACK{}", customer_ids.len());
+            assert_eq!(
+                gw.deliver(&fresh_text(&id, "is my order on its way?"))
+                    .await,
+                200,
+                "WhatsApp's delivery refused during the attack"
+            );
+            customer_ids.push(id);
+            next_customer += Duration::from_secs(5);
+        }
+        let (visitor, token) = visitors[n % VISITORS].clone();
+        let body = if n.is_multiple_of(2) { &huge } else { &longest }.clone();
+        let req = gw
+            .http
+            .post(gw.api(&visitor, "messages"))
+            .bearer_auth(token)
+            .header("x-forwarded-for", address(n % ADDRESSES))
+            .header("content-type", "application/json")
+            .body(body);
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        let statuses = statuses.clone();
+        tokio::spawn(async move {
+            let status = req.send().await.map_or(0, |r| r.status().as_u16());
+            *statuses.lock().unwrap().entry(status).or_default() += 1;
+            drop(permit);
+        });
+        n += 1;
+    }
+    let _ = in_flight.acquire_many(32).await.unwrap();
+    let statuses = statuses.lock().unwrap().clone();
+    eprintln!("attack: {n} posts in {:?}: {statuses:?}", started.elapsed());
+
+    // Every WhatsApp message is answered.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let answered = graph
+            .posted()
+            .into_iter()
+            .filter(|b| b["type"] == "text" && b["to"] == cloud::CUSTOMER)
+            .count();
+        if answered >= customer_ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{answered} of {} WhatsApp messages answered\n{}",
+            customer_ids.len(),
+            gw.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut conn = gw.redis().await;
+    let (used, peak) = memory(&mut conn).await;
+    eprintln!(
+        "Redis after the attack: used {:.1} MB, peak {:.1} MB of {} MB",
+        used as f64 / 1_048_576.0,
+        peak as f64 / 1_048_576.0,
+        MAXMEMORY / 1_048_576
+    );
+    assert!(
+        peak < MAXMEMORY,
+        "Redis reached its maxmemory ({peak} bytes)"
+    );
+    assert!(
+        statuses.get(&202).copied().unwrap_or(0) > 0,
+        "the attack reached the web chat: {statuses:?}"
+    );
+}
