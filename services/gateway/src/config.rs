@@ -61,6 +61,9 @@ pub struct Config {
     /// `WEBCHAT_VISITORS_PER_HOUR` (default 20; 0 = off): anonymous visitors one client
     /// address may create per hour.
     pub visitors_per_hour: u32,
+    /// `WEBCHAT_VISITORS` (default `open`): `off` creates no visitors (403); the brain then
+    /// refuses existing ones too.
+    pub visitors_open: bool,
     /// `TRUSTED_PROXY_HEADER`: the header a reverse proxy puts the client's address in (like
     /// `X-Forwarded-For`; its last entry is used); unset = the connection's address.
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
@@ -339,6 +342,7 @@ impl Config {
             ],
         );
         let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
+        let visitors_open = shared::usage::visitors_open(env);
         let trusted_proxy_header = load_proxy_header(env);
         let (media_ttl, max_media_bytes, media_cap_bytes) = load_media(env);
         let max_connections = env.int_in("PUBLIC_MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
@@ -367,6 +371,7 @@ impl Config {
             webchat_secret,
             webchat_identity_secret,
             visitors_per_hour,
+            visitors_open,
             trusted_proxy_header,
             media_ttl,
             max_media_bytes,

@@ -6,6 +6,7 @@
 
 mod answer;
 mod decide;
+mod digest;
 mod flow;
 mod handoff;
 

@@ -160,7 +160,8 @@ impl Rig {
         id
     }
 
-    async fn send_as(
+    /// Publishes a message from `who` in chat `chat_id`.
+    pub async fn send_as(
         &self,
         who: Identity,
         chat_id: &str,
@@ -249,6 +250,10 @@ impl Rig {
         senv.env.insert("WHISPER_API_KEY".into(), "sk-test".into());
         senv.env.insert("LLM_RETRY_BASE_MS".into(), "50".into());
         senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
+        // The visitors' allowance is the deployment's, as in production.
+        for (k, v) in self.env.iter().filter(|(k, _)| k.starts_with("VISITOR_")) {
+            senv.env.insert(k.clone(), v.clone());
+        }
         let p = senv.spawn_ready(bin.to_str().unwrap()).await;
         self.dirs.push(senv);
         p

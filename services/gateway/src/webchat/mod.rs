@@ -123,6 +123,7 @@ impl Webchat {
                     identity: cfg.webchat_identity_secret.clone(),
                     keys: tokio::sync::OnceCell::new(),
                     per_hour: cfg.visitors_per_hour,
+                    open: cfg.visitors_open,
                     proxy_header: cfg.trusted_proxy_header.clone(),
                 },
                 max_media: cfg.max_media_bytes,

@@ -207,6 +207,8 @@ pub(super) struct Visitors {
     /// Loaded on first use (the generated key needs Redis).
     pub(super) keys: tokio::sync::OnceCell<Keys>,
     pub(super) per_hour: u32,
+    /// `WEBCHAT_VISITORS=open`: new visitors may be created.
+    pub(super) open: bool,
     pub(super) proxy_header: Option<axum::http::HeaderName>,
 }
 
@@ -311,6 +313,12 @@ async fn new_visitor(wc: &Webchat, request: Request) -> Result<(String, String),
         return Err(Reject::new(
             StatusCode::NOT_FOUND,
             "visitors are off in demo mode (WEBCHAT_DEMO=true): a conversation is a phone number",
+        ));
+    }
+    if !wc.inner.visitors.open {
+        return Err(Reject::new(
+            StatusCode::FORBIDDEN,
+            "this web chat serves no visitors (WEBCHAT_VISITORS=off)",
         ));
     }
     let peer = request
