@@ -87,6 +87,64 @@ async fn visitors_share_one_daily_allowance_and_whatsapp_customers_are_still_ans
     assert_eq!(rig.fake.requests().len(), 3);
 }
 
+/// Waits until the ledger has stored `n` usage records and kept the budget mark after the
+/// last (or 10 s passed); whether today is marked over budget.
+async fn over_budget_after(rig: &Rig, n: i64) -> bool {
+    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&rig.db.url)).unwrap();
+    let day = shared::usage::Days::utc().day_of(shared::ids::now_ms());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stored = shared::usage::totals(&db, &day, &day)
+            .await
+            .unwrap()
+            .records;
+        let over = shared::usage::is_over_budget(&rig.bus, &day).await.unwrap();
+        // The mark is kept before the record is acknowledged: over, or all acknowledged.
+        let usage = rig.bus.stats(shared::bus::Stream::Usage).await.unwrap();
+        let idle = usage.pending == 0 && usage.lag == Some(0);
+        if (stored >= n && (over || idle)) || std::time::Instant::now() > deadline {
+            return over;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_default_daily_budget_stops_paid_calls_once_spent_and_0_never_does() {
+    // gpt-4o at $25,000 per 1M prompt tokens: each fake answer (100 prompt tokens) costs $2.50,
+    // so two spend the default $5.
+    let dir = shared::testing::TempDir::new("prices");
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(&prices, "[models.\"gpt-4o\"]\ninput_per_mtok = 25000\n").unwrap();
+    let prices = prices.display().to_string();
+    for (budget, capped) in [(None, true), (Some("0"), false)] {
+        let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+        let mut ledger_env = vec![("PRICES_FILE", prices.as_str())];
+        ledger_env.extend(budget.map(|b| ("DAILY_BUDGET_USD", b)));
+        let _ledger = rig.spawn_ledger(&ledger_env).await;
+        let _brain = rig.spawn().await;
+        for n in 0..2 {
+            let id = rig.text(CUSTOMER, &format!("question {n}")).await;
+            let reply = rig.reply(&id).await;
+            assert!(reply.ends_with(&format!("question {n}")), "{reply}");
+        }
+        assert_eq!(
+            over_budget_after(&rig, 2).await,
+            capped,
+            "budget {budget:?}"
+        );
+        let id = rig.text(CUSTOMER, "question 2").await;
+        let r = rig.replies_to(&id).await;
+        if capped {
+            assert_eq!(r[0].text, "We'll get back to you shortly.", "{r:?}");
+            assert_eq!(rig.fake.requests().len(), 2, "a paid call past the budget");
+        } else {
+            assert!(r[0].text.ends_with("question 2"), "{r:?}");
+            assert_eq!(rig.fake.requests().len(), 3);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_visitor_voice_note_over_the_audio_left_is_not_sent_to_whisper() {
     let whisper = FakeWhisper::start(Vec::new(), Some(Answer::Ok("Do you deliver?")));

@@ -259,6 +259,20 @@ impl Rig {
         p
     }
 
+    /// A ledger process on this deployment and database, with `extra` variables.
+    pub async fn spawn_ledger(&mut self, extra: &[(&str, &str)]) -> ServiceProcess {
+        let bin = shared::testing::workspace_bin("ledger");
+        let mut senv = ServiceEnv::new(ServiceName::Ledger, &self.redis, Some(&self.db.url));
+        senv.use_prefix(&self.prefix);
+        senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
+        for (k, v) in extra {
+            senv.env.insert((*k).into(), (*v).into());
+        }
+        let p = senv.spawn_ready(bin.to_str().unwrap()).await;
+        self.dirs.push(senv);
+        p
+    }
+
     /// The one reply's text.
     pub async fn reply(&self, id: &str) -> String {
         let r = self.replies_to(id).await;
