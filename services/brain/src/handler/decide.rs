@@ -1,5 +1,6 @@
 //! Deciding what a message gets: opt-out, access, commands, the kind of message, and the
-//! guards before a paid call (budget, the contact's tokens).
+//! guards before a paid call (budget, the web chat visitors' shared allowance, the contact's
+//! tokens).
 
 use super::*;
 
