@@ -311,6 +311,173 @@ pub async fn limits(bus: &crate::bus::Bus) -> redis::RedisResult<Option<Limits>>
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
+/// The daily allowance all web chat visitors share (`VISITOR_DAILY_TOKENS`,
+/// `VISITOR_DAILY_AUDIO_SECONDS`; 0 = no cap): a new visitor costs nothing to create, so no
+/// visitor may start a fresh allowance of their own. The brain checks the tokens before each
+/// paid call and adds what each call used; the transcriber reserves a voice note's seconds
+/// before sending it to Whisper. The counters live in Redis per day of `LEDGER_TIMEZONE`
+/// (`{prefix}:visitors:tokens:<day>`, `{prefix}:visitors:audio_ms:<day>`), shared by replicas
+/// and gone an hour after the day ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisitorAllowance {
+    /// Tokens (prompt and answer) per day over all visitors; 0 = no cap.
+    pub tokens: u64,
+    /// Milliseconds of audio per day over all visitors; 0 = no cap.
+    pub audio_ms: u64,
+}
+
+/// `VISITOR_DAILY_TOKENS` when unset: at list prices about $1 of gpt-4o a day (some 175
+/// answers of 1,700 tokens), a fifth of the default `DAILY_BUDGET_USD`, so visitors can never
+/// spend what the shop's WhatsApp customers need.
+pub const DEFAULT_VISITOR_DAILY_TOKENS: u64 = 300_000;
+/// `VISITOR_DAILY_AUDIO_SECONDS` when unset: 15 minutes of Whisper ($0.09 at list price).
+pub const DEFAULT_VISITOR_DAILY_AUDIO_SECONDS: u64 = 900;
+
+impl VisitorAllowance {
+    /// `VISITOR_DAILY_TOKENS` and `VISITOR_DAILY_AUDIO_SECONDS`.
+    pub fn from_env(env: &mut crate::config::Env) -> Self {
+        let tokens = env.int_in(
+            "VISITOR_DAILY_TOKENS",
+            DEFAULT_VISITOR_DAILY_TOKENS,
+            0,
+            u64::MAX / 2,
+        );
+        let audio_seconds = env.int_in(
+            "VISITOR_DAILY_AUDIO_SECONDS",
+            DEFAULT_VISITOR_DAILY_AUDIO_SECONDS,
+            0,
+            u64::MAX / 2_000,
+        );
+        Self {
+            tokens,
+            audio_ms: audio_seconds * 1000,
+        }
+    }
+}
+
+/// `WEBCHAT_VISITORS` (`open`, the default, or `off`): whether web chat visitors are served.
+/// The gateway and the brain both read it.
+pub fn visitors_open(env: &mut crate::config::Env) -> bool {
+    env.choice("WEBCHAT_VISITORS", "open", &["open", "off"]) == "open"
+}
+
+fn visitor_key(keys: &crate::bus::Keys, what: &str, day: &str) -> String {
+    keys.key(&format!("visitors:{what}:{day}"))
+}
+
+/// Milliseconds from `now_ms` until an hour after `now_ms`'s day ends (a day counter's life).
+fn day_counter_ttl_ms(days: &Days, now_ms: i64) -> i64 {
+    (days.next_day_start_ms(now_ms) + 3_600_000 - now_ms).max(1)
+}
+
+/// What the visitors' allowance counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitorUse {
+    /// Model tokens, prompt and answer.
+    Tokens,
+    /// Milliseconds of audio sent to Whisper.
+    Audio,
+}
+
+impl VisitorUse {
+    fn counter(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::Audio => "audio_ms",
+        }
+    }
+
+    fn cap(self, allowance: VisitorAllowance) -> u64 {
+        match self {
+            Self::Tokens => allowance.tokens,
+            Self::Audio => allowance.audio_ms,
+        }
+    }
+}
+
+/// Whether the visitors' `what` of `now_ms`'s day is used up (never, with no cap).
+pub async fn visitor_spent(
+    bus: &crate::bus::Bus,
+    days: &Days,
+    allowance: VisitorAllowance,
+    what: VisitorUse,
+    now_ms: i64,
+) -> redis::RedisResult<bool> {
+    let cap = what.cap(allowance);
+    if cap == 0 {
+        return Ok(false);
+    }
+    let used: Option<u64> = redis::cmd("GET")
+        .arg(visitor_key(
+            bus.keys(),
+            what.counter(),
+            &days.day_of(now_ms),
+        ))
+        .query_async(&mut bus.connection())
+        .await?;
+    Ok(used.unwrap_or(0) >= cap)
+}
+
+/// Adds `tokens` a visitor's paid call used to `now_ms`'s day (atomically, shared by replicas).
+pub async fn add_visitor_tokens(
+    bus: &crate::bus::Bus,
+    days: &Days,
+    tokens: u64,
+    now_ms: i64,
+) -> redis::RedisResult<()> {
+    let key = visitor_key(
+        bus.keys(),
+        VisitorUse::Tokens.counter(),
+        &days.day_of(now_ms),
+    );
+    redis::pipe()
+        .atomic()
+        .cmd("INCRBY")
+        .arg(&key)
+        .arg(tokens)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(day_counter_ttl_ms(days, now_ms))
+        .ignore()
+        .query_async(&mut bus.connection())
+        .await
+}
+
+/// Reserves `audio_ms` of the visitors' audio for `now_ms`'s day: `false`, and nothing
+/// reserved, when it would go over the allowance. Check and add are one script, so replicas
+/// reserving at once never overshoot.
+pub async fn reserve_visitor_audio(
+    bus: &crate::bus::Bus,
+    days: &Days,
+    allowance: VisitorAllowance,
+    audio_ms: u64,
+    now_ms: i64,
+) -> redis::RedisResult<bool> {
+    if allowance.audio_ms == 0 {
+        return Ok(true);
+    }
+    let script = redis::Script::new(
+        r"local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+          if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+          redis.call('INCRBY', KEYS[1], ARGV[1])
+          redis.call('PEXPIRE', KEYS[1], ARGV[3])
+          return 1",
+    );
+    let reserved: i64 = script
+        .key(visitor_key(
+            bus.keys(),
+            VisitorUse::Audio.counter(),
+            &days.day_of(now_ms),
+        ))
+        .arg(audio_ms)
+        .arg(allowance.audio_ms)
+        .arg(day_counter_ttl_ms(days, now_ms))
+        .invoke_async(&mut bus.connection())
+        .await?;
+    Ok(reserved == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,11 @@ pub struct Config {
     pub max_input_chars: usize,
     /// `CONTACT_DAILY_TOKENS` (default 50000; 0 = no limit).
     pub contact_daily_tokens: u64,
+    /// `WEBCHAT_VISITORS` (default `open`): web chat visitors are served (`off`: refused like
+    /// a contact off the whitelist, once a day; the gateway creates no new ones).
+    pub visitors_open: bool,
+    /// `VISITOR_DAILY_TOKENS`, `VISITOR_DAILY_AUDIO_SECONDS`: what all visitors share a day.
+    pub visitors: shared::usage::VisitorAllowance,
     /// `LEDGER_TIMEZONE`: what "today" means.
     pub days: Days,
     /// `BRAIN_CONCURRENCY` (default 512): model calls in flight (each mostly waits on the network).
@@ -86,6 +91,11 @@ pub struct Config {
     pub hours: crate::hours::Hours,
     /// `ALERT_WEBHOOK_URL`: handoffs are POSTed here too (the reason and a reference only).
     pub alert_webhook: Option<secrecy::SecretString>,
+    /// `ALERT_DIGEST_AFTER` (default 5; 0 = off): handoff alerts sent one by one within a
+    /// window; past it they are held for one digest.
+    pub alert_digest_after: u32,
+    /// `ALERT_DIGEST_MINUTES` (default 10): that window.
+    pub alert_digest_window: Duration,
 }
 
 /// Minutes (fractions allowed) from 0.01 to a week.
@@ -166,6 +176,8 @@ impl Config {
             admins,
             max_input_chars: shared::proto::max_input_chars(env),
             contact_daily_tokens: env.int_in("CONTACT_DAILY_TOKENS", 50_000u64, 0, u64::MAX / 2),
+            visitors_open: shared::usage::visitors_open(env),
+            visitors: shared::usage::VisitorAllowance::from_env(env),
             days: Days::from_env(env),
             concurrency: env.int_in("BRAIN_CONCURRENCY", 512usize, 1, 10_000),
             messages: Messages::from_env(env),
@@ -183,6 +195,8 @@ impl Config {
                 60 * env.int_in("OWNER_PAUSE_MIN", 30u64, 1, 7 * 24 * 60),
             ),
             alert_webhook: env.secret_http_url("ALERT_WEBHOOK_URL"),
+            alert_digest_after: env.int_in("ALERT_DIGEST_AFTER", 5u32, 0, 100_000),
+            alert_digest_window: minutes(env, "ALERT_DIGEST_MINUTES", 10.0),
         }
     }
 }

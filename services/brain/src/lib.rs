@@ -115,11 +115,21 @@ fn upkeep(
     handoff_check: Duration,
     idle: Duration,
 ) {
+    let digests = brain.clone();
     tasks.every("handoff timeouts", handoff_check, move || {
         let brain = brain.clone();
         async move {
             if let Err(e) = brain.expire_handoffs().await {
                 tracing::warn!(error = %e, "cannot check the handoffs' timeouts");
+            }
+        }
+    });
+    let digest_check = HANDOFF_CHECK.min(digests.digest_window() / 4);
+    tasks.every("handoff digests", digest_check, move || {
+        let brain = digests.clone();
+        async move {
+            if let Err(e) = brain.send_digests().await {
+                tracing::warn!(error = %e, "cannot send the handoff digests");
             }
         }
     });

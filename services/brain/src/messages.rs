@@ -22,6 +22,8 @@ pub struct Messages {
     pub budget: String,
     /// `MSG_TOKEN_BUDGET`: this contact's daily tokens are used up.
     pub token_budget: String,
+    /// `MSG_VISITOR_BUDGET`: the web chat visitors' shared daily allowance is used up.
+    pub visitor_budget: String,
     /// `MSG_UNSUPPORTED`: stickers, documents, locations…
     pub unsupported: String,
     /// `MSG_TOO_LONG`: text over `MAX_INPUT_CHARS`.
@@ -73,6 +75,11 @@ impl Messages {
                 env,
                 "MSG_TOKEN_BUDGET",
                 "You've reached today's limit for the assistant. Please write again tomorrow.",
+            ),
+            visitor_budget: s(
+                env,
+                "MSG_VISITOR_BUDGET",
+                "Our chat assistant has answered all it can for today. Please write again tomorrow, or reach us by phone or WhatsApp.",
             ),
             unsupported: s(
                 env,

@@ -38,6 +38,10 @@ pub const CONVERSATION_OUTCOMES: [&str; 9] = [
 pub const OWNER_PAUSES: &str = "brain_owner_pauses_total";
 /// Questions answered from the knowledge base's FAQ instead of the model.
 pub const CALLS_SAVED: &str = "brain_llm_calls_saved_total";
+/// Handoff alerts held for a digest (over `ALERT_DIGEST_AFTER` in the window).
+pub const ALERTS_HELD: &str = "brain_handoff_alerts_held_total";
+/// Digests of held handoff alerts sent to the admins.
+pub const DIGESTS: &str = "brain_handoff_digests_total";
 
 /// Describes every metric and registers it at zero.
 pub fn register() {
@@ -68,6 +72,13 @@ pub fn register() {
         "Questions answered from the knowledge base's FAQ with no model call"
     );
     metrics::describe_counter!(HANDOFFS, "Conversations handed to a person, by reason");
+    metrics::describe_counter!(
+        ALERTS_HELD,
+        "Handoff alerts held for a digest (over ALERT_DIGEST_AFTER within ALERT_DIGEST_MINUTES)"
+    );
+    metrics::describe_counter!(DIGESTS, "Digests of held handoff alerts sent to the admins");
+    metrics::counter!(ALERTS_HELD).absolute(0);
+    metrics::counter!(DIGESTS).absolute(0);
     metrics::describe_counter!(
         HANDOFF_TIMEOUTS,
         "Handoffs nobody answered within HANDOFF_TIMEOUT_MIN (back to the bot)"

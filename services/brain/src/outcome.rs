@@ -61,11 +61,13 @@ pub enum Outcome {
     VoiceMissing,
     /// A voice note over `MAX_AUDIO_SECONDS`.
     VoiceTooLong,
+    /// The web chat visitors' shared daily allowance (tokens or audio) is used up.
+    VisitorBudget,
 }
 
 impl Outcome {
     /// Every outcome (for metrics registered at zero, and for tests).
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 29] = [
         Self::Answered,
         Self::AnsweredVoice,
         Self::Apology,
@@ -94,6 +96,7 @@ impl Outcome {
         Self::Unsupported,
         Self::VoiceMissing,
         Self::VoiceTooLong,
+        Self::VisitorBudget,
     ];
 
     /// The name stored and counted (stable: rows and dashboards use it).
@@ -127,6 +130,7 @@ impl Outcome {
             Self::Unsupported => "unsupported",
             Self::VoiceMissing => "voice_missing",
             Self::VoiceTooLong => "voice_too_long",
+            Self::VisitorBudget => "visitor_budget",
         }
     }
 

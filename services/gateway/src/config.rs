@@ -68,6 +68,9 @@ pub struct Config {
     /// `WEBCHAT_VISITORS_PER_HOUR` (default 20; 0 = off): anonymous visitors one client
     /// address may create per hour.
     pub visitors_per_hour: u32,
+    /// `WEBCHAT_VISITORS` (default `open`): `off` creates no visitors (403); the brain then
+    /// refuses existing ones too.
+    pub visitors_open: bool,
     /// `TRUSTED_PROXY_HEADER`: the header a reverse proxy puts the client's address in (like
     /// `X-Forwarded-For`; its last entry is used); unset = the connection's address.
     pub trusted_proxy_header: Option<axum::http::HeaderName>,
@@ -348,6 +351,7 @@ impl Config {
         let visitor_token_days = env.int_in("WEBCHAT_VISITOR_TOKEN_DAYS", 30u32, 1, 365);
         let webchat_frame_ancestors = frame_ancestors(env);
         let visitors_per_hour = env.int_in("WEBCHAT_VISITORS_PER_HOUR", 20u32, 0, 1_000_000);
+        let visitors_open = shared::usage::visitors_open(env);
         let (trusted_proxy_header, trusted_proxies) = load_proxies(env);
         if webchat && webchat_demo {
             check_demo_is_local(env, public_addr, &console.public_url, &trusted_proxy_header);
@@ -380,6 +384,7 @@ impl Config {
             visitor_token_days,
             webchat_frame_ancestors,
             visitors_per_hour,
+            visitors_open,
             trusted_proxy_header,
             trusted_proxies,
             http_rate_per_address,

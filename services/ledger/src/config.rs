@@ -16,7 +16,8 @@ pub struct Config {
     /// `CONTACT_ALERT_USD` (default 5; 0 turns it off): alert when one contact's spend today
     /// reaches it (abuse signal).
     pub contact_alert: Option<Usd>,
-    /// `DAILY_BUDGET_USD` (unset = no cap): stop paid calls for the rest of the day.
+    /// `DAILY_BUDGET_USD` (default [`DEFAULT_DAILY_BUDGET_USD`]; 0 = no cap): stop paid calls
+    /// for the rest of the day.
     pub daily_budget: Option<Usd>,
     /// `ALERT_WEBHOOK_URL`: every alert is POSTed here (Slack-compatible JSON).
     /// A credential (the URL carries the webhook's token): never logged.
@@ -26,6 +27,11 @@ pub struct Config {
     /// `ADMIN_NUMBERS`: admins who get alerts on WhatsApp (with the admins in the database).
     pub admin_numbers: Vec<Phone>,
 }
+
+/// `DAILY_BUDGET_USD` when unset: a fresh install spends at most what a small shop's busy day
+/// costs (at list prices about 870 gpt-4o answers of 1,500 prompt and 200 answer tokens, or
+/// 14,000 of gpt-4o-mini), never an open-ended bill.
+pub const DEFAULT_DAILY_BUDGET_USD: f64 = 5.0;
 
 fn dollars(env: &mut Env, name: &str, default: Option<f64>) -> Option<Usd> {
     let v: Option<f64> = env.opt(name, "an amount in US dollars like 50 or 12.5");
@@ -46,7 +52,9 @@ impl Config {
         let cost_alert =
             dollars(env, "COST_ALERT_USD", Some(50.0)).unwrap_or(Usd::from_dollars(50.0));
         let contact_alert = dollars(env, "CONTACT_ALERT_USD", Some(5.0)).filter(|u| u.pico() > 0);
-        let daily_budget = dollars(env, "DAILY_BUDGET_USD", None);
+        // 0 turns the cap off (the test and bench rigs; an owner who watches COST_ALERT_USD).
+        let daily_budget = dollars(env, "DAILY_BUDGET_USD", Some(DEFAULT_DAILY_BUDGET_USD))
+            .filter(|u| u.pico() > 0);
         let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let prices = match env.opt_string("PRICES_FILE") {
             None => PriceTable::default(),

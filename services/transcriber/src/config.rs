@@ -28,6 +28,11 @@ pub struct Config {
     pub voice_deadline: Duration,
     /// Timeouts, retries and circuit breaker (`LLM_*`, `BREAKER_*`).
     pub policy: Policy,
+    /// `VISITOR_DAILY_AUDIO_SECONDS` (with the brain's `VISITOR_DAILY_TOKENS`): the audio all
+    /// web chat visitors share per day; a visitor's note over what is left is not transcribed.
+    pub visitors: shared::usage::VisitorAllowance,
+    /// `LEDGER_TIMEZONE`: the day the visitors' allowance counts.
+    pub days: shared::usage::Days,
 }
 
 /// Whisper's upload limit.
@@ -62,6 +67,8 @@ impl Config {
             language,
             voice_deadline: env.secs("VOICE_DEADLINE_SECS", 45, 5, 600),
             policy: Policy::from_env(env),
+            visitors: shared::usage::VisitorAllowance::from_env(env),
+            days: shared::usage::Days::from_env(env),
         }
     }
 }

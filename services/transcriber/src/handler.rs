@@ -37,6 +37,8 @@ pub struct Transcriber {
 enum JobError {
     /// Over `MAX_AUDIO_SECONDS` or the upload limit: a friendly answer, not an incident.
     TooLong { seconds: f64, reason: String },
+    /// A visitor's note over what is left of the visitors' daily audio: not sent to Whisper.
+    Budget { seconds: f64 },
     /// Worth another delivery (Redis or the machine failing).
     Retry(String),
     /// Will not work: the customer is told, the job dead-lettered.
@@ -94,7 +96,29 @@ impl Transcriber {
             ));
         }
         let wav = self.convert(job, deadline_ms).await?;
+        if job.visitor {
+            self.reserve_visitor_audio(wav.seconds).await?;
+        }
         self.recognise(job, wav, deadline).await
+    }
+
+    /// Takes a visitor's note's seconds from the visitors' daily audio allowance, before any
+    /// paid call; `Budget` when they do not fit.
+    async fn reserve_visitor_audio(&self, seconds: f64) -> Result<(), JobError> {
+        let reserved = shared::usage::reserve_visitor_audio(
+            &self.bus,
+            &self.cfg.days,
+            self.cfg.visitors,
+            (seconds * 1000.0).ceil() as u64,
+            shared::ids::now_ms(),
+        )
+        .await
+        .map_err(|e| JobError::Retry(format!("visitor audio allowance unavailable: {e}")))?;
+        if reserved {
+            Ok(())
+        } else {
+            Err(JobError::Budget { seconds })
+        }
     }
 
     /// The voice note from the media store, converted to WAV (at most as many at once as
@@ -288,6 +312,19 @@ impl Handler for Transcriber {
                     job,
                     transcript::Outcome::TooLong,
                     &reason,
+                    seconds,
+                )])
+            }
+            Err(JobError::Budget { seconds }) => {
+                metrics::counter!(m::JOBS, "outcome" => "visitor_budget").increment(1);
+                tracing::info!(
+                    audio_seconds = seconds,
+                    "visitors' daily audio allowance spent; not transcribed"
+                );
+                Ok(vec![self.failure(
+                    job,
+                    transcript::Outcome::Budget,
+                    "over what is left of VISITOR_DAILY_AUDIO_SECONDS today",
                     seconds,
                 )])
             }

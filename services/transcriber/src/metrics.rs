@@ -13,7 +13,7 @@ pub const AUDIO_SECONDS: &str = "transcriber_audio_seconds";
 pub fn register() {
     metrics::describe_counter!(
         JOBS,
-        "Transcription jobs by outcome (ok, too_long, failed, retry)"
+        "Transcription jobs by outcome (ok, too_long, visitor_budget, failed, retry)"
     );
     metrics::describe_histogram!(FFMPEG_SECONDS, "Seconds one ffmpeg conversion took");
     metrics::describe_histogram!(
@@ -24,7 +24,7 @@ pub fn register() {
     for h in [FFMPEG_SECONDS, WHISPER_SECONDS, AUDIO_SECONDS] {
         let _ = metrics::histogram!(h);
     }
-    for outcome in ["ok", "too_long", "failed", "retry"] {
+    for outcome in ["ok", "too_long", "visitor_budget", "failed", "retry"] {
         metrics::counter!(JOBS, "outcome" => outcome).absolute(0);
     }
 }

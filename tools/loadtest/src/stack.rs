@@ -95,6 +95,10 @@ impl Stack {
                 "1000000".into(),
             ),
             ("CONTACT_DAILY_TOKENS".into(), "1000000000".into()),
+            // No daily cost cap and no visitors' allowance: a load test spends freely.
+            ("DAILY_BUDGET_USD".into(), "0".into()),
+            ("VISITOR_DAILY_TOKENS".into(), "0".into()),
+            ("VISITOR_DAILY_AUDIO_SECONDS".into(), "0".into()),
         ]);
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());

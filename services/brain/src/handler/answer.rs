@@ -37,13 +37,25 @@ impl Brain {
         out
     }
 
-    pub(super) fn usage(
+    /// The usage record of a paid call; a visitor's tokens also go to the visitors' shared
+    /// daily allowance at once (a Redis failure there is logged: the call is made and paid,
+    /// and asking the model again on a redelivery would cost more).
+    pub(super) async fn usage(
         &self,
         contact: &Contact,
         ib: &Inbound,
         a: &Answer,
         op: usage_record::Operation,
     ) -> Publish {
+        if shared::proto::is_visitor(&ib.identities) {
+            let tokens = a.prompt_tokens + a.completion_tokens;
+            let now = shared::ids::now_ms();
+            if let Err(e) =
+                shared::usage::add_visitor_tokens(&self.bus, &self.cfg.days, tokens, now).await
+            {
+                tracing::warn!(error = %e, "cannot count a visitor's tokens");
+            }
+        }
         metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "prompt")
             .increment(a.prompt_tokens);
         metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "completion")
@@ -144,7 +156,7 @@ impl Brain {
         {
             return Ok(d);
         }
-        if let Some(stop) = self.guards(&known).await? {
+        if let Some(stop) = self.guards(ib, &known).await? {
             return Ok(self.stopped(ib, contact, text, &known.memory, stop));
         }
         let image_bytes = match self.photo(ib).await? {
@@ -187,7 +199,7 @@ impl Brain {
         {
             Ok(a) if !a.text.is_empty() => {
                 metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
-                let usage = self.usage(contact, ib, &a, op);
+                let usage = self.usage(contact, ib, &a, op).await;
                 let mut d = self.marked(ib, contact, &eff, question, &a.text, &memory);
                 d.extra.push(usage);
                 Ok(d)
@@ -195,7 +207,7 @@ impl Brain {
             Ok(a) => {
                 tracing::warn!("the model returned an empty answer");
                 let mut d = Decision::notice(&msgs.llm_down, Outcome::EmptyAnswer);
-                d.extra.push(self.usage(contact, ib, &a, op));
+                d.extra.push(self.usage(contact, ib, &a, op).await);
                 Ok(d)
             }
             Err(e) => {

@@ -1,5 +1,6 @@
 //! Deciding what a message gets: opt-out, access, commands, the kind of message, and the
-//! guards before a paid call (budget, the contact's tokens).
+//! guards before a paid call (budget, the web chat visitors' shared allowance, the contact's
+//! tokens).
 
 use super::*;
 
@@ -38,13 +39,7 @@ impl Brain {
             metrics::counter!(m::OPT_OUTS).increment(1);
             return Ok(Decision::notice(&msgs.opted_out, Outcome::OptedOut));
         }
-        // ACCESS_MODE governs phone identities; web chat visitors are always served (within
-        // their own budget, which the gateway enforces).
-        let allowed = contact.role == Role::Admin
-            || contact.allowed
-            || self.cfg.access == AccessMode::Open
-            || shared::proto::is_visitor(&ib.identities);
-        if !allowed {
+        if !self.allowed(ib, contact) {
             return self.refuse(contact, now).await;
         }
         if ib.kind() == inbound::Kind::Text && text.starts_with('!') {
@@ -84,6 +79,17 @@ impl Brain {
             .await
     }
 
+    /// `ACCESS_MODE` governs phone identities; web chat visitors are served unless
+    /// `WEBCHAT_VISITORS=off` (within their rate limit at the gateway, and the allowance all
+    /// visitors share, [`Brain::guards`]).
+    fn allowed(&self, ib: &Inbound, contact: &Contact) -> bool {
+        if shared::proto::is_visitor(&ib.identities) {
+            self.cfg.visitors_open
+        } else {
+            contact.role == Role::Admin || contact.allowed || self.cfg.access == AccessMode::Open
+        }
+    }
+
     /// Not on the whitelist: told once a day, silent otherwise.
     async fn refuse(&self, contact: &Contact, now: i64) -> Result<Decision, HandleError> {
         let today = self.today();
@@ -100,8 +106,13 @@ impl Brain {
         ))
     }
 
-    /// What stops a paid call: no LLM, the daily budget, the contact's daily tokens.
-    pub(super) async fn guards(&self, known: &Known) -> Result<Option<Decision>, HandleError> {
+    /// What stops a paid call: no LLM, the daily budget, the visitors' shared allowance (for a
+    /// visitor), the contact's daily tokens.
+    pub(super) async fn guards(
+        &self,
+        ib: &Inbound,
+        known: &Known,
+    ) -> Result<Option<Decision>, HandleError> {
         let msgs = &self.cfg.messages;
         if !self.cfg.endpoint.configured {
             return Ok(Some(Decision::notice(
@@ -115,6 +126,31 @@ impl Brain {
             .map_err(|e| HandleError::retry("budget mark", e))?
         {
             return Ok(Some(Decision::notice(&msgs.budget, Outcome::Budget)));
+        }
+        if shared::proto::is_visitor(&ib.identities) {
+            use shared::usage::VisitorUse;
+            let mut uses = vec![VisitorUse::Tokens];
+            if ib.kind() == inbound::Kind::Voice {
+                uses.push(VisitorUse::Audio);
+            }
+            let mut spent = false;
+            for what in uses {
+                spent |= shared::usage::visitor_spent(
+                    &self.bus,
+                    &self.cfg.days,
+                    self.cfg.visitors,
+                    what,
+                    shared::ids::now_ms(),
+                )
+                .await
+                .map_err(|e| HandleError::retry("visitor allowance", e))?;
+            }
+            if spent {
+                return Ok(Some(Decision::notice(
+                    &msgs.visitor_budget,
+                    Outcome::VisitorBudget,
+                )));
+            }
         }
         if self.cfg.contact_daily_tokens > 0
             && known.tokens_today.max(0) as u64 >= self.cfg.contact_daily_tokens
@@ -135,7 +171,7 @@ impl Brain {
         contact: &Contact,
         known: &Known,
     ) -> Result<Decision, HandleError> {
-        if let Some(stop) = self.guards(known).await? {
+        if let Some(stop) = self.guards(ib, known).await? {
             return Ok(stop);
         }
         let Some(media) = ib.media.clone() else {
@@ -151,6 +187,7 @@ impl Brain {
             contact_id: contact.id.clone(),
             deadline_at_ms: deadline_ms,
             language: String::new(),
+            visitor: shared::proto::is_visitor(&ib.identities),
         };
         let mut d = Decision::notice(&self.cfg.messages.listening, Outcome::Transcribing);
         d.extra.push(Publish::new(

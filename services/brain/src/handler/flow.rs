@@ -96,7 +96,8 @@ impl Brain {
             }
         };
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
-        let decision = self.decide(ib, &contact, known, absorbed).await?;
+        let mut decision = self.decide(ib, &contact, known, absorbed).await?;
+        self.limit_alerts(&mut decision).await?;
         metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(ib, &decision, "");
@@ -160,7 +161,6 @@ impl Brain {
         let contact = store::resolve(&self.db, &identities, now)
             .await
             .or_retry()?;
-        let msgs = &self.cfg.messages;
         let text = t.text.trim();
         let mut decision = match t.outcome() {
             // The contact wrote again meanwhile: the transcript joins their burst.
@@ -176,17 +176,12 @@ impl Brain {
                         .or_retry()?;
                 self.answer(&ib, &contact, text, deadline, known).await?
             }
-            transcript::Outcome::TooLong => {
-                Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong)
-            }
-            _ => {
-                tracing::info!(error = %t.error, "voice note not transcribed");
-                Decision::notice(&msgs.transcription_failed, Outcome::TranscriptionFailed)
-            }
+            _ => self.not_transcribed(t),
         };
         if decision.outcome == Outcome::Answered {
             decision.outcome = Outcome::AnsweredVoice;
         }
+        self.limit_alerts(&mut decision).await?;
         metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(&ib, &decision, ":voice");
@@ -219,6 +214,23 @@ impl Brain {
 }
 
 impl Brain {
+    /// What the customer is told of a voice note that was not transcribed.
+    fn not_transcribed(&self, t: &Transcript) -> Decision {
+        let msgs = &self.cfg.messages;
+        match t.outcome() {
+            transcript::Outcome::TooLong => {
+                Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong)
+            }
+            transcript::Outcome::Budget => {
+                Decision::notice(&msgs.visitor_budget, Outcome::VisitorBudget)
+            }
+            _ => {
+                tracing::info!(error = %t.error, "voice note not transcribed");
+                Decision::notice(&msgs.transcription_failed, Outcome::TranscriptionFailed)
+            }
+        }
+    }
+
     /// How a decision counts toward the customer's conversation (commands, opt-outs, refusals
     /// and a voice note waiting for its transcript do not).
     fn conversation_mark(&self, d: &Decision) -> Option<(store::Mark, i64)> {

@@ -1,11 +1,13 @@
 //! Answering one inbound message. In order: a redelivered message republishes its stored
 //! events; the contact is resolved from its identities; STOP/START; access control; commands;
-//! guards (length, budget, the contact's daily tokens); then the model. Memory rows, the
+//! guards (length, budget, the visitors' shared allowance, the contact's daily tokens); then the
+//! model. Handoff alerts past `ALERT_DIGEST_AFTER` are held for a digest ([`digest`]). Memory rows, the
 //! disclosure mark and the outbox row are committed in one transaction keyed by the inbound
 //! message id, and the events are published with the acknowledgement.
 
 mod answer;
 mod decide;
+mod digest;
 mod flow;
 mod handoff;
 

@@ -13,7 +13,11 @@ const NOTICE: &str =
     "Thanks — I've passed your message to our team: a person will reply here soon.";
 
 /// Outbound messages that `keep` picks, once there are `n` (or after 10 s).
-async fn outbound_until(rig: &Rig, n: usize, keep: impl Fn(&Outbound) -> bool) -> Vec<Outbound> {
+pub(crate) async fn outbound_until(
+    rig: &Rig,
+    n: usize,
+    keep: impl Fn(&Outbound) -> bool,
+) -> Vec<Outbound> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let a: Vec<Outbound> = rig

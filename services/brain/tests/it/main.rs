@@ -2,6 +2,7 @@
 
 mod admin;
 mod conversation;
+mod costs;
 mod handoff;
 mod knowledge;
 mod rig;

@@ -160,6 +160,20 @@ impl Rig {
         id
     }
 
+    /// Publishes a message from `who` in chat `chat_id`.
+    pub async fn send_as(
+        &self,
+        who: Identity,
+        chat_id: &str,
+        id: &str,
+        kind: inbound::Kind,
+        text: &str,
+        media: Option<shared::proto::MediaRef>,
+    ) {
+        let ib = self.inbound_of(who, chat_id, id, kind, text, media);
+        self.publish_inbound(ib).await;
+    }
+
     /// Publishes a text the gateway cut to `MAX_INPUT_CHARS` (it was longer); returns its id.
     pub async fn cut_text(&self, phone: &str, text: &str) -> String {
         let id = shared::ids::new_id();
@@ -272,6 +286,24 @@ impl Rig {
         senv.env.insert("WHISPER_API_KEY".into(), "sk-test".into());
         senv.env.insert("LLM_RETRY_BASE_MS".into(), "50".into());
         senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
+        // The visitors' allowance is the deployment's, as in production.
+        for (k, v) in self.env.iter().filter(|(k, _)| k.starts_with("VISITOR_")) {
+            senv.env.insert(k.clone(), v.clone());
+        }
+        let p = senv.spawn_ready(bin.to_str().unwrap()).await;
+        self.dirs.push(senv);
+        p
+    }
+
+    /// A ledger process on this deployment and database, with `extra` variables.
+    pub async fn spawn_ledger(&mut self, extra: &[(&str, &str)]) -> ServiceProcess {
+        let bin = shared::testing::workspace_bin("ledger");
+        let mut senv = ServiceEnv::new(ServiceName::Ledger, &self.redis, Some(&self.db.url));
+        senv.use_prefix(&self.prefix);
+        senv.env.insert("BUS_BLOCK_MS".into(), "200".into());
+        for (k, v) in extra {
+            senv.env.insert((*k).into(), (*v).into());
+        }
         let p = senv.spawn_ready(bin.to_str().unwrap()).await;
         self.dirs.push(senv);
         p

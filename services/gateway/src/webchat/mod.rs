@@ -136,6 +136,7 @@ impl Webchat {
                     per_hour: cfg.visitors_per_hour,
                     token_days: cfg.visitor_token_days,
                     client: crate::edge::ClientAddress::new(cfg),
+                    open: cfg.visitors_open,
                 },
                 max_media: cfg.max_media_bytes,
                 max_input_chars: cfg.storage.max_input_chars,

@@ -312,6 +312,8 @@ pub(super) struct Visitors {
     pub(super) token_days: u32,
     /// The client address the per-address limit keys on.
     pub(super) client: crate::edge::ClientAddress,
+    /// `WEBCHAT_VISITORS=open`: new visitors may be created.
+    pub(super) open: bool,
 }
 
 impl Visitors {
@@ -456,6 +458,12 @@ pub(super) async fn renew_token(
 
 async fn new_visitor(wc: &Webchat, request: Request) -> Result<Issued, Reject> {
     no_visitors_in_demo(wc)?;
+    if !wc.inner.visitors.open {
+        return Err(Reject::new(
+            StatusCode::FORBIDDEN,
+            "this web chat serves no visitors (WEBCHAT_VISITORS=off)",
+        ));
+    }
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -287,6 +287,29 @@ async fn a_user_the_business_vouches_for_is_one_visitor_on_every_device() {
 }
 
 #[tokio::test]
+async fn with_web_chat_visitors_off_no_visitor_is_created() {
+    let secret = "identity-secret-0123456789";
+    let gw = visitor_gw(&[
+        ("WEBCHAT_VISITORS", "off"),
+        ("WEBCHAT_IDENTITY_SECRET", secret),
+    ])
+    .await;
+    let hash = gateway::webchat::visitor::user_hash(secret, "customer-42");
+    let vouched = serde_json::json!({"user_id": "customer-42", "user_hash": hash});
+    for body in [None, Some(vouched)] {
+        let (status, reply) = create(&gw, body, &[]).await;
+        assert_eq!(status, 403, "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("WEBCHAT_VISITORS=off"),
+            "{reply}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn visitor_creation_is_limited_per_client_address() {
     // Behind a proxy: its header names the client.
     let gw = visitor_gw(&[

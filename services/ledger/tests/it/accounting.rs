@@ -253,7 +253,8 @@ async fn sums_stay_exact_over_100000_small_records() {
 
 #[tokio::test]
 async fn unknown_models_are_stored_at_zero_cost_never_dropped() {
-    let t = T::new(&[]).await;
+    // Without a budget: with one (the default), they are priced as the dearest known model.
+    let t = T::new(&[("DAILY_BUDGET_USD", "0")]).await;
     t.send(&[chat("u1", "llama3:70b", 5_000, 5_000, NOON)])
         .await;
     let (model, cost): (String, i64) = sqlx::query_as(
@@ -396,6 +397,36 @@ async fn the_budget_mark_is_set_at_the_budget_warned_at_80_percent_and_clears_th
     t.clock.set(NOON + DAY_MS);
     assert!(!t.ledger.reconcile_budget().await.unwrap());
     assert!(!is_over_budget(&t.bus, "2026-11-26").await.unwrap());
+}
+
+#[tokio::test]
+async fn with_no_budget_set_the_default_stops_paid_calls_at_5_dollars_and_0_means_no_cap() {
+    let t = T::new(&[("COST_ALERT_USD", "100")]).await;
+    let halves: Vec<UsageRecord> = (0..9)
+        .map(|i| half_dollar(&format!("d{i}"), "c1", NOON + i))
+        .collect();
+    t.send(&halves).await; // $4.50
+    assert!(!is_over_budget(&t.bus, "2026-11-25").await.unwrap());
+    t.send(&[half_dollar("d9", "c2", NOON + 9)]).await; // $5.00
+    assert!(is_over_budget(&t.bus, "2026-11-25").await.unwrap());
+    // An unknown model spends the default budget too, at the dearest known price.
+    let unknown = T::new(&[("COST_ALERT_USD", "100")]).await;
+    unknown
+        .send(&[chat("u1", "llama3:70b", 2_000_000, 0, NOON)])
+        .await;
+    assert!(is_over_budget(&unknown.bus, "2026-11-25").await.unwrap());
+
+    let uncapped = T::new(&[("COST_ALERT_USD", "100"), ("DAILY_BUDGET_USD", "0")]).await;
+    let many: Vec<UsageRecord> = (0..40)
+        .map(|i| half_dollar(&format!("n{i}"), "c1", NOON + i))
+        .collect();
+    uncapped.send(&many).await; // $20
+    assert!(!is_over_budget(&uncapped.bus, "2026-11-25").await.unwrap());
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM alerts_sent")
+        .fetch_all(uncapped.db.db.pool())
+        .await
+        .unwrap();
+    assert!(!kinds.iter().any(|k| k.starts_with("budget")), "{kinds:?}");
 }
 
 #[tokio::test]

@@ -212,7 +212,13 @@ async fn running_ledger_sent(
 
 #[tokio::test]
 async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
-    let (_db, _senv, p) = running_ledger_sent(&[], "u-unknown", "mystery-model", 10).await;
+    let (_db, _senv, p) = running_ledger_sent(
+        &[("DAILY_BUDGET_USD", "0".to_owned())],
+        "u-unknown",
+        "mystery-model",
+        10,
+    )
+    .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = shared::http_client::client()

@@ -91,6 +91,7 @@ impl Rig {
             contact_id: "contact-1".into(),
             deadline_at_ms: shared::ids::now_ms() + 60_000,
             language: String::new(),
+            visitor: false,
         };
         self.bus
             .publisher()

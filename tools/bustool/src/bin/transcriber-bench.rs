@@ -83,6 +83,7 @@ fn jobs_of(key: &str, size: u64, jobs: usize) -> Vec<Publish> {
                         contact_id: format!("c{i}"),
                         deadline_at_ms: shared::ids::now_ms() + 600_000,
                         language: String::new(),
+                        visitor: false,
                     }),
                 ),
             )

@@ -1,0 +1,260 @@
+//! What web chat visitors may cost and how loud handoffs may get: one daily allowance shared by
+//! every visitor (tokens, and Whisper seconds reserved before the call), WhatsApp customers
+//! unaffected; `WEBCHAT_VISITORS=off`; one alert per waiting contact and a digest past
+//! `ALERT_DIGEST_AFTER`.
+
+use shared::fake_whisper::{Answer, FakeWhisper};
+use shared::proto::{Identity, MediaRef, Outbound, identity, inbound, outbound};
+
+use crate::handoff::outbound_until;
+use crate::rig::{ADMIN, Rig, metric};
+
+const CUSTOMER: &str = "+15551260001";
+const VISITOR_BUDGET: &str = "Our chat assistant has answered all it can for today";
+
+/// A web chat visitor's identity.
+fn visitor(id: &str) -> Identity {
+    Identity {
+        kind: identity::Kind::Webchat as i32,
+        value: id.to_owned(),
+    }
+}
+
+/// Stores `audio` as the gateway would and sends it as a voice note from `who`; its id.
+async fn voice_from(rig: &Rig, who: Identity, audio: &[u8]) -> String {
+    let key = format!("{{{}}}:media:{}", rig.prefix, blake3::hash(audio).to_hex());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(audio)
+        .query_async(&mut rig.bus.connection())
+        .await
+        .unwrap();
+    let media = MediaRef {
+        key,
+        mime_type: "audio/ogg".into(),
+        size_bytes: audio.len() as u64,
+        sha256: String::new(),
+    };
+    let id = shared::ids::new_id();
+    let chat = who.value.trim_start_matches('+').to_owned();
+    rig.send_as(who, &chat, &id, inbound::Kind::Voice, "", Some(media))
+        .await;
+    id
+}
+
+#[tokio::test]
+async fn visitors_share_one_daily_allowance_and_whatsapp_customers_are_still_answered() {
+    // Each fake answer uses 120 tokens: two answers spend the visitors' 240.
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("VISITOR_DAILY_TOKENS", "240")]).await;
+    let _brain = rig.spawn().await;
+
+    let first = rig
+        .visitor_text("wc_visitor_one", "Do you ship abroad?")
+        .await;
+    assert!(rig.reply(&first).await.starts_with("You're chatting"));
+    let again = rig.visitor_text("wc_visitor_one", "And to Chile?").await;
+    assert_eq!(rig.reply(&again).await, "You said: And to Chile?");
+    assert_eq!(rig.fake.requests().len(), 2);
+
+    // A new visitor starts no allowance of its own: the shared one is spent.
+    for (n, v) in ["wc_visitor_two", "wc_visitor_three"].iter().enumerate() {
+        let id = rig.visitor_text(v, "Hello?").await;
+        let r = rig.replies_to(&id).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].text.starts_with(VISITOR_BUDGET),
+            "visitor {n}: {}",
+            r[0].text
+        );
+        assert_eq!(r[0].kind(), outbound::Kind::Notice);
+    }
+    assert_eq!(rig.fake.requests().len(), 2, "no model call once spent");
+    // Spent visitors are no handoff: no admin hears of them.
+    assert!(
+        rig.outbound()
+            .await
+            .iter()
+            .all(|o| o.kind() != outbound::Kind::Alert)
+    );
+
+    // A WhatsApp customer is served as ever.
+    let id = rig.text(CUSTOMER, "Are you open today?").await;
+    assert!(
+        rig.reply(&id)
+            .await
+            .ends_with("You said: Are you open today?")
+    );
+    assert_eq!(rig.fake.requests().len(), 3);
+}
+
+/// Waits until the ledger has stored `n` usage records and kept the budget mark after the
+/// last (or 10 s passed); whether today is marked over budget.
+async fn over_budget_after(rig: &Rig, n: i64) -> bool {
+    let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&rig.db.url)).unwrap();
+    let day = shared::usage::Days::utc().day_of(shared::ids::now_ms());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stored = shared::usage::totals(&db, &day, &day)
+            .await
+            .unwrap()
+            .records;
+        let over = shared::usage::is_over_budget(&rig.bus, &day).await.unwrap();
+        // The mark is kept before the record is acknowledged: over, or all acknowledged.
+        let usage = rig.bus.stats(shared::bus::Stream::Usage).await.unwrap();
+        let idle = usage.pending == 0 && usage.lag == Some(0);
+        if (stored >= n && (over || idle)) || std::time::Instant::now() > deadline {
+            return over;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_default_daily_budget_stops_paid_calls_once_spent_and_0_never_does() {
+    // gpt-4o at $25,000 per 1M prompt tokens: each fake answer (100 prompt tokens) costs $2.50,
+    // so two spend the default $5.
+    let dir = shared::testing::TempDir::new("prices");
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(&prices, "[models.\"gpt-4o\"]\ninput_per_mtok = 25000\n").unwrap();
+    let prices = prices.display().to_string();
+    for (budget, capped) in [(None, true), (Some("0"), false)] {
+        let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+        let mut ledger_env = vec![("PRICES_FILE", prices.as_str())];
+        ledger_env.extend(budget.map(|b| ("DAILY_BUDGET_USD", b)));
+        let _ledger = rig.spawn_ledger(&ledger_env).await;
+        let _brain = rig.spawn().await;
+        for n in 0..2 {
+            let id = rig.text(CUSTOMER, &format!("question {n}")).await;
+            let reply = rig.reply(&id).await;
+            assert!(reply.ends_with(&format!("question {n}")), "{reply}");
+        }
+        assert_eq!(
+            over_budget_after(&rig, 2).await,
+            capped,
+            "budget {budget:?}"
+        );
+        let id = rig.text(CUSTOMER, "question 2").await;
+        let r = rig.replies_to(&id).await;
+        if capped {
+            assert_eq!(r[0].text, "We'll get back to you shortly.", "{r:?}");
+            assert_eq!(rig.fake.requests().len(), 2, "a paid call past the budget");
+        } else {
+            assert!(r[0].text.ends_with("question 2"), "{r:?}");
+            assert_eq!(rig.fake.requests().len(), 3);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_visitor_voice_note_over_the_audio_left_is_not_sent_to_whisper() {
+    let whisper = FakeWhisper::start(Vec::new(), Some(Answer::Ok("Do you deliver?")));
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("VISITOR_DAILY_AUDIO_SECONDS", "3"),
+    ])
+    .await;
+    let _brain = rig.spawn().await;
+    let _transcriber = rig.spawn_transcriber(&whisper.base_url).await;
+    let audio = shared::testing::voice_note(2);
+
+    // The answer to a voice note from `who`, after its "Listening…" notice.
+    let answer = async |who: Identity| {
+        let id = voice_from(&rig, who, &audio).await;
+        let r = rig.replies_n(&id, 2).await;
+        assert_eq!(r.len(), 2, "{r:?}");
+        r[1].text.clone()
+    };
+    const HEARD: &str = "You said: Do you deliver?";
+
+    // 2 s of the visitors' 3: transcribed and answered.
+    assert!(answer(visitor("wc_voice_one")).await.ends_with(HEARD));
+    assert_eq!(whisper.seen().len(), 1);
+
+    // Another visitor's 2 s would make 4: told, and Whisper never hears it.
+    let told = answer(visitor("wc_voice_two")).await;
+    assert!(told.starts_with(VISITOR_BUDGET), "{told}");
+    assert_eq!(whisper.seen().len(), 1, "the note reached Whisper");
+
+    // A WhatsApp customer's note is transcribed as ever.
+    let customer = Identity {
+        kind: identity::Kind::Phone as i32,
+        value: CUSTOMER.to_owned(),
+    };
+    assert!(answer(customer).await.ends_with(HEARD));
+    assert_eq!(whisper.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn with_web_chat_visitors_off_a_visitor_is_refused_and_costs_nothing() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("WEBCHAT_VISITORS", "off")]).await;
+    let _brain = rig.spawn().await;
+    let id = rig.visitor_text("wc_visitor_off", "Hi!").await;
+    assert_eq!(
+        rig.reply(&id).await,
+        "Sorry, this assistant is only available to invited customers."
+    );
+    // Once a day; silence after that.
+    let id = rig.visitor_text("wc_visitor_off", "Hello??").await;
+    rig.assert_silent(&id).await;
+    assert!(rig.fake.requests().is_empty());
+    let id = rig.text(CUSTOMER, "Hi").await;
+    assert!(rig.reply(&id).await.ends_with("You said: Hi"));
+}
+
+/// The admin's alerts once there are `n` (or after 10 s).
+async fn alerts_to_admin(rig: &Rig, n: usize) -> Vec<Outbound> {
+    outbound_until(rig, n, |o| {
+        o.kind() == outbound::Kind::Alert && o.identities[0].value == ADMIN
+    })
+    .await
+}
+
+#[tokio::test]
+async fn handoff_alerts_come_once_per_waiting_contact_and_past_the_limit_as_one_digest() {
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("ALERT_DIGEST_AFTER", "2"),
+        // 3 s windows (fractions of a minute are accepted).
+        ("ALERT_DIGEST_MINUTES", "0.05"),
+    ])
+    .await;
+    let brain = rig.spawn().await;
+
+    // Five visitors ask for a person within the window; the first asks twice.
+    let mut asked = Vec::new();
+    for n in 0..5 {
+        let id = rig
+            .visitor_text(&format!("wc_asks_{n}"), "I want to talk to a human")
+            .await;
+        assert_eq!(rig.replies_to(&id).await.len(), 1);
+        asked.push(id);
+    }
+    let twice = rig.visitor_text("wc_asks_0", "a human please!").await;
+    rig.assert_silent(&twice).await;
+
+    // Two alerts one by one, then one digest of the three held.
+    let alerts = alerts_to_admin(&rig, 3).await;
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    assert!(alerts[0].text.starts_with("🙋 H-"), "{}", alerts[0].text);
+    assert!(alerts[1].text.starts_with("🙋 H-"), "{}", alerts[1].text);
+    assert!(
+        alerts[2]
+            .text
+            .starts_with("🙋 3 more conversations went to a person"),
+        "{}",
+        alerts[2].text
+    );
+    assert_eq!(metric(&brain, "brain_handoff_alerts_held_total").await, 3.0);
+    assert_eq!(metric(&brain, "brain_handoff_digests_total").await, 1.0);
+    assert_eq!(
+        metric(&brain, "brain_handoffs_total{reason=\"asked\"}").await,
+        5.0
+    );
+
+    // The digest came when the window was over: the next handoff alerts on its own again.
+    let id = rig.visitor_text("wc_asks_late", "a person please").await;
+    assert_eq!(rig.replies_to(&id).await.len(), 1);
+    let alerts = alerts_to_admin(&rig, 4).await;
+    assert_eq!(alerts.len(), 4, "{alerts:?}");
+    assert!(alerts[3].text.starts_with("🙋 H-"), "{}", alerts[3].text);
+}
