@@ -127,6 +127,7 @@ pip_tool() {
 # Variables already set win. A line it cannot read stops with the file and line.
 dotenv_load() {
   local file=${1:-.env} n=0 line name rest value out c i
+  local -A seen=()
   [ -f "$file" ] || return 0
   while IFS= read -r line || [ -n "$line" ]; do
     n=$((n + 1))
@@ -138,6 +139,11 @@ dotenv_load() {
     if ! [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
       echo "$file line $n: not a variable name: $name" >&2; return 1
     fi
+    if [ -n "${seen[$name]:-}" ]; then
+      echo "$file lines ${seen[$name]} and $n both set $name: keep one (compose would use the last, the services the first)" >&2
+      return 1
+    fi
+    seen[$name]=$n
     rest=${line#*=}; rest=${rest#"${rest%%[![:space:]]*}"}
     out=""
     case "$rest" in

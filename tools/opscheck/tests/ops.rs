@@ -390,6 +390,10 @@ fn the_scripts_read_a_dotenv_file_as_the_services_do_without_running_it() {
     );
     let err = scripts_read(&sample).unwrap_err();
     assert!(err.contains("line 2: cannot read B"), "{err}");
+    // A variable set twice: the scripts refuse it, naming both lines, as the services do.
+    std::fs::write(&sample, "A=1\nB=2\n# A=3\nexport A=4\n").unwrap();
+    let err = scripts_read(&sample).unwrap_err();
+    assert!(err.contains("lines 1 and 4 both set A: keep one"), "{err}");
 }
 
 /// `scripts/run`'s mode: `run_mode` (scripts/lib.sh) with `args`, from an environment of only
