@@ -92,18 +92,7 @@ pub fn register(transports: &[TransportKind]) {
         SESSION_STATE,
         "1 for the current state of each transport session"
     );
-    metrics::describe_gauge!(crate::media::STORE_BYTES, "Bytes held by the media store");
-    metrics::describe_counter!(
-        crate::media::EVICTED,
-        "Media items evicted to stay under MEDIA_CAP_MB"
-    );
-    metrics::counter!(crate::media::EVICTED).absolute(0);
-    metrics::describe_gauge!(
-        REDIS_HIGH_WATER,
-        "1 while Redis is past REDIS_HIGH_WATER_PERCENT of maxmemory (the web chat refuses new visitors and messages)"
-    );
-    metrics::gauge!(REDIS_HIGH_WATER).set(0.0);
-    metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
+    register_storage();
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
     }
@@ -137,6 +126,22 @@ pub fn register(transports: &[TransportKind]) {
             metrics::gauge!(SESSION_STATE, "transport" => t, "state" => s.as_str()).set(0.0);
         }
     }
+}
+
+/// What Redis holds: the media store and the high-water mark ([`crate::storage`]).
+fn register_storage() {
+    metrics::describe_gauge!(crate::media::STORE_BYTES, "Bytes held by the media store");
+    metrics::describe_counter!(
+        crate::media::EVICTED,
+        "Media items evicted to stay under MEDIA_CAP_MB"
+    );
+    metrics::counter!(crate::media::EVICTED).absolute(0);
+    metrics::describe_gauge!(
+        REDIS_HIGH_WATER,
+        "1 while Redis is past REDIS_HIGH_WATER_PERCENT of maxmemory (the web chat refuses new visitors and messages)"
+    );
+    metrics::gauge!(REDIS_HIGH_WATER).set(0.0);
+    metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
 }
 
 /// What the public listener refused at its edge ([`crate::edge`], `serve_public`).
