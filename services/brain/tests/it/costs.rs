@@ -240,7 +240,7 @@ async fn handoff_alerts_come_once_per_waiting_contact_and_past_the_limit_as_one_
     assert!(
         alerts[2]
             .text
-            .starts_with("🙋 3 more conversations went to a person"),
+            .starts_with("🙋 3 more web chat conversations went to a person"),
         "{}",
         alerts[2].text
     );
@@ -257,4 +257,33 @@ async fn handoff_alerts_come_once_per_waiting_contact_and_past_the_limit_as_one_
     let alerts = alerts_to_admin(&rig, 4).await;
     assert_eq!(alerts.len(), 4, "{alerts:?}");
     assert!(alerts[3].text.starts_with("🙋 H-"), "{}", alerts[3].text);
+}
+
+#[tokio::test]
+async fn visitors_asking_for_a_person_never_hold_back_a_whatsapp_customers_alert() {
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("ALERT_DIGEST_AFTER", "1"),
+        ("ALERT_DIGEST_MINUTES", "10"),
+    ])
+    .await;
+    let brain = rig.spawn().await;
+
+    // Visitors flood the window: one alert, the rest held.
+    for n in 0..4 {
+        let id = rig
+            .visitor_text(&format!("wc_flood_{n}"), "I want to talk to a human")
+            .await;
+        assert_eq!(rig.replies_to(&id).await.len(), 1);
+    }
+    assert_eq!(metric(&brain, "brain_handoff_alerts_held_total").await, 3.0);
+
+    // A WhatsApp customer asking for a person within the same minutes is alerted on their own.
+    let id = rig.text(CUSTOMER, "I want to talk to a human").await;
+    assert_eq!(rig.replies_to(&id).await.len(), 1);
+    let alerts = alerts_to_admin(&rig, 2).await;
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts[1].text.starts_with("🙋 H-"), "{}", alerts[1].text);
+    assert!(alerts[1].text.contains("5551260001"), "{}", alerts[1].text);
+    assert_eq!(metric(&brain, "brain_handoff_alerts_held_total").await, 3.0);
 }
