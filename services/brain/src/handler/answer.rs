@@ -171,35 +171,16 @@ impl Brain {
         } else {
             usage_record::Operation::Chat
         };
-        let system = format!(
-            "{}\n\n{MARK_RULES}",
-            self.knowledge.prompt(&eff.pre_prompt, &question)
-        );
-        let reservation = if shared::proto::is_visitor(&ib.identities) {
-            let most = most_tokens(&eff, &system, &memory, &question, image.is_some());
-            match self.reserve_for_visitor(most).await? {
-                Some(r) => Some(r),
-                None => {
-                    return Ok(Decision::notice(
-                        &msgs.visitor_budget,
-                        Outcome::VisitorBudget,
-                    ));
-                }
-            }
-        } else {
-            None
-        };
         let started = std::time::Instant::now();
-        let asked = self
-            .chat
-            .ask(&eff, &system, &memory, &question, image, deadline)
-            .await;
-        if let Some(r) = reservation {
-            let used = asked
-                .as_ref()
-                .map_or(0, |a| a.prompt_tokens + a.completion_tokens);
-            self.settle_for_visitor(r, used).await;
-        }
+        let Some(asked) = self
+            .ask_model(ib, &eff, &question, &memory, image, deadline)
+            .await?
+        else {
+            return Ok(Decision::notice(
+                &msgs.visitor_budget,
+                Outcome::VisitorBudget,
+            ));
+        };
         match asked {
             Ok(a) if !a.text.is_empty() => {
                 metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
@@ -224,6 +205,44 @@ impl Brain {
                 Ok(Decision::notice(&msgs.llm_down, outcome))
             }
         }
+    }
+
+    /// Asks the model `question` (after `memory`, with `image`); a visitor's call holds the
+    /// most it could use of the visitors' allowance while it runs and is settled to what it
+    /// used. `None`: that much is not left today, and no call is made.
+    async fn ask_model(
+        &self,
+        ib: &Inbound,
+        eff: &Config,
+        question: &str,
+        memory: &[Turn],
+        image: Option<Image<'_>>,
+        deadline: Instant,
+    ) -> Result<Option<Result<Answer, CallError>>, HandleError> {
+        let system = format!(
+            "{}\n\n{MARK_RULES}",
+            self.knowledge.prompt(&eff.pre_prompt, question)
+        );
+        let reservation = if shared::proto::is_visitor(&ib.identities) {
+            let most = most_tokens(eff, &system, memory, question, image.is_some());
+            match self.reserve_for_visitor(most).await? {
+                Some(r) => Some(r),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let asked = self
+            .chat
+            .ask(eff, &system, memory, question, image, deadline)
+            .await;
+        if let Some(r) = reservation {
+            let used = asked
+                .as_ref()
+                .map_or(0, |a| a.prompt_tokens + a.completion_tokens);
+            self.settle_for_visitor(r, used).await;
+        }
+        Ok(Some(asked))
     }
 
     /// Reserves `most` tokens of the visitors' shared allowance for a call: `None` when they
