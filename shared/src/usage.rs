@@ -313,9 +313,10 @@ pub async fn limits(bus: &crate::bus::Bus) -> redis::RedisResult<Option<Limits>>
 
 /// The daily allowance all web chat visitors share (`VISITOR_DAILY_TOKENS`,
 /// `VISITOR_DAILY_AUDIO_SECONDS`; 0 = no cap): a new visitor costs nothing to create, so no
-/// visitor may start a fresh allowance of their own. The brain checks the tokens before each
-/// paid call and adds what each call used; the transcriber reserves a voice note's seconds
-/// before sending it to Whisper. The counters live in Redis per day of `LEDGER_TIMEZONE`
+/// visitor may start a fresh allowance of their own. The brain reserves the most a paid call
+/// could use (its prompt's bytes, an upper bound of its tokens, plus `MAX_TOKENS`) before the
+/// call and settles to what it used after, so calls in flight together never pass the cap; the
+/// transcriber reserves a voice note's seconds before sending it to Whisper. The counters live in Redis per day of `LEDGER_TIMEZONE`
 /// (`{prefix}:visitors:tokens:<day>`, `{prefix}:visitors:audio_ms:<day>`), shared by replicas
 /// and gone an hour after the day ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,35 +419,71 @@ pub async fn visitor_spent(
     Ok(used.unwrap_or(0) >= cap)
 }
 
-/// Adds `tokens` a visitor's paid call used to `now_ms`'s day (atomically, shared by replicas).
-pub async fn add_visitor_tokens(
+/// Part of the visitors' allowance held for one paid call in flight ([`reserve_visitor`]):
+/// settled to what the call used ([`settle_visitor`]) when it returns.
+#[derive(Debug)]
+#[must_use = "a reservation is settled to what the call used"]
+pub struct VisitorReservation {
+    /// The day counter it was taken from (settled there even past midnight).
+    key: String,
+    amount: u64,
+}
+
+/// Reserves `amount` of the visitors' `what` for `now_ms`'s day: `None`, and nothing
+/// reserved, when the day's use plus `amount` would pass the allowance. Check and add are one
+/// script, so calls in flight on any replica never overshoot it together. With no cap, always
+/// reserved (and counted).
+pub async fn reserve_visitor(
     bus: &crate::bus::Bus,
     days: &Days,
-    tokens: u64,
+    allowance: VisitorAllowance,
+    what: VisitorUse,
+    amount: u64,
     now_ms: i64,
-) -> redis::RedisResult<()> {
-    let key = visitor_key(
-        bus.keys(),
-        VisitorUse::Tokens.counter(),
-        &days.day_of(now_ms),
+) -> redis::RedisResult<Option<VisitorReservation>> {
+    let script = redis::Script::new(
+        r"local cap = tonumber(ARGV[2])
+          local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+          if cap > 0 and used + tonumber(ARGV[1]) > cap then return 0 end
+          redis.call('INCRBY', KEYS[1], ARGV[1])
+          redis.call('PEXPIRE', KEYS[1], ARGV[3])
+          return 1",
     );
-    redis::pipe()
-        .atomic()
-        .cmd("INCRBY")
-        .arg(&key)
-        .arg(tokens)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(&key)
+    let key = visitor_key(bus.keys(), what.counter(), &days.day_of(now_ms));
+    let reserved: i64 = script
+        .key(&key)
+        .arg(amount)
+        .arg(what.cap(allowance))
         .arg(day_counter_ttl_ms(days, now_ms))
-        .ignore()
-        .query_async(&mut bus.connection())
-        .await
+        .invoke_async(&mut bus.connection())
+        .await?;
+    Ok((reserved == 1).then_some(VisitorReservation { key, amount }))
+}
+
+/// Settles a reservation to the `used` amount the call really took (0 when it failed): the
+/// difference goes back to the allowance (or, were it more, is added). A day counter gone
+/// meanwhile is left alone.
+pub async fn settle_visitor(
+    bus: &crate::bus::Bus,
+    reservation: VisitorReservation,
+    used: u64,
+) -> redis::RedisResult<()> {
+    let delta = used as i64 - reservation.amount as i64;
+    if delta == 0 {
+        return Ok(());
+    }
+    redis::Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
+          return 1",
+    )
+    .key(&reservation.key)
+    .arg(delta)
+    .invoke_async(&mut bus.connection())
+    .await
 }
 
 /// Reserves `audio_ms` of the visitors' audio for `now_ms`'s day: `false`, and nothing
-/// reserved, when it would go over the allowance. Check and add are one script, so replicas
-/// reserving at once never overshoot.
+/// reserved, when it would go over the allowance (always `true`, uncounted, with no cap).
 pub async fn reserve_visitor_audio(
     bus: &crate::bus::Bus,
     days: &Days,
@@ -457,30 +494,64 @@ pub async fn reserve_visitor_audio(
     if allowance.audio_ms == 0 {
         return Ok(true);
     }
-    let script = redis::Script::new(
-        r"local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-          if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
-          redis.call('INCRBY', KEYS[1], ARGV[1])
-          redis.call('PEXPIRE', KEYS[1], ARGV[3])
-          return 1",
-    );
-    let reserved: i64 = script
-        .key(visitor_key(
-            bus.keys(),
-            VisitorUse::Audio.counter(),
-            &days.day_of(now_ms),
-        ))
-        .arg(audio_ms)
-        .arg(allowance.audio_ms)
-        .arg(day_counter_ttl_ms(days, now_ms))
-        .invoke_async(&mut bus.connection())
-        .await?;
-    Ok(reserved == 1)
+    let reserved =
+        reserve_visitor(bus, days, allowance, VisitorUse::Audio, audio_ms, now_ms).await?;
+    Ok(reserved.is_some())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_holds_the_allowance_until_settled_to_what_was_used() {
+        // The machine's Redis (as `testing::redis_url`, behind a feature), a prefix of our own.
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("t-{}", crate::ids::new_id().to_lowercase());
+        let bus = crate::bus::Bus::with_parts(
+            &crate::config::Dsn::new(&url),
+            &prefix,
+            crate::config::BusConfig::default(),
+            "test",
+        )
+        .unwrap();
+        let days = Days::utc();
+        let now = crate::ids::now_ms();
+        let allowance = VisitorAllowance {
+            tokens: 1_500,
+            audio_ms: 0,
+        };
+        let reserve = async |amount| {
+            reserve_visitor(&bus, &days, allowance, VisitorUse::Tokens, amount, now)
+                .await
+                .unwrap()
+        };
+        let used = async || -> u64 {
+            let v: Option<u64> = redis::cmd("GET")
+                .arg(visitor_key(bus.keys(), "tokens", &days.day_of(now)))
+                .query_async(&mut bus.connection())
+                .await
+                .unwrap();
+            v.unwrap_or(0)
+        };
+        let first = reserve(1_000).await.expect("fits");
+        // A call in flight holds its most: a second one that would pass the cap is refused.
+        assert!(reserve(600).await.is_none());
+        assert_eq!(used().await, 1_000);
+        // The call failed: all of it comes back.
+        settle_visitor(&bus, first, 0).await.unwrap();
+        assert_eq!(used().await, 0);
+        let second = reserve(1_500).await.expect("fits");
+        settle_visitor(&bus, second, 120).await.unwrap();
+        assert_eq!(used().await, 120);
+        assert!(reserve(1_380).await.is_some());
+        assert!(reserve(1).await.is_none());
+        let _: () = redis::cmd("DEL")
+            .arg(visitor_key(bus.keys(), "tokens", &days.day_of(now)))
+            .query_async(&mut bus.connection())
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn money_is_exact_and_prints_six_decimals() {

@@ -37,25 +37,15 @@ impl Brain {
         out
     }
 
-    /// The usage record of a paid call; a visitor's tokens also go to the visitors' shared
-    /// daily allowance at once (a Redis failure there is logged: the call is made and paid,
-    /// and asking the model again on a redelivery would cost more).
-    pub(super) async fn usage(
+    /// The usage record of a paid call (a visitor's tokens were reserved before it,
+    /// [`Brain::reserve_for_visitor`]).
+    pub(super) fn usage(
         &self,
         contact: &Contact,
         ib: &Inbound,
         a: &Answer,
         op: usage_record::Operation,
     ) -> Publish {
-        if shared::proto::is_visitor(&ib.identities) {
-            let tokens = a.prompt_tokens + a.completion_tokens;
-            let now = shared::ids::now_ms();
-            if let Err(e) =
-                shared::usage::add_visitor_tokens(&self.bus, &self.cfg.days, tokens, now).await
-            {
-                tracing::warn!(error = %e, "cannot count a visitor's tokens");
-            }
-        }
         metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "prompt")
             .increment(a.prompt_tokens);
         metrics::counter!(m::TOKENS, "model" => a.response_model.clone(), "direction" => "completion")
@@ -182,24 +172,19 @@ impl Brain {
             usage_record::Operation::Chat
         };
         let started = std::time::Instant::now();
-        match self
-            .chat
-            .ask(
-                &eff,
-                &format!(
-                    "{}\n\n{MARK_RULES}",
-                    self.knowledge.prompt(&eff.pre_prompt, &question)
-                ),
-                &memory,
-                &question,
-                image,
-                deadline,
-            )
-            .await
-        {
+        let Some(asked) = self
+            .ask_model(ib, &eff, &question, &memory, image, deadline)
+            .await?
+        else {
+            return Ok(Decision::notice(
+                &msgs.visitor_budget,
+                Outcome::VisitorBudget,
+            ));
+        };
+        match asked {
             Ok(a) if !a.text.is_empty() => {
                 metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
-                let usage = self.usage(contact, ib, &a, op).await;
+                let usage = self.usage(contact, ib, &a, op);
                 let mut d = self.marked(ib, contact, &eff, question, &a.text, &memory);
                 d.extra.push(usage);
                 Ok(d)
@@ -207,7 +192,7 @@ impl Brain {
             Ok(a) => {
                 tracing::warn!("the model returned an empty answer");
                 let mut d = Decision::notice(&msgs.llm_down, Outcome::EmptyAnswer);
-                d.extra.push(self.usage(contact, ib, &a, op).await);
+                d.extra.push(self.usage(contact, ib, &a, op));
                 Ok(d)
             }
             Err(e) => {
@@ -219,6 +204,71 @@ impl Brain {
                 tracing::warn!(error = %e, "no answer from the model; sending the fallback");
                 Ok(Decision::notice(&msgs.llm_down, outcome))
             }
+        }
+    }
+
+    /// Asks the model `question` (after `memory`, with `image`); a visitor's call holds the
+    /// most it could use of the visitors' allowance while it runs and is settled to what it
+    /// used. `None`: that much is not left today, and no call is made.
+    async fn ask_model(
+        &self,
+        ib: &Inbound,
+        eff: &Config,
+        question: &str,
+        memory: &[Turn],
+        image: Option<Image<'_>>,
+        deadline: Instant,
+    ) -> Result<Option<Result<Answer, CallError>>, HandleError> {
+        let system = format!(
+            "{}\n\n{MARK_RULES}",
+            self.knowledge.prompt(&eff.pre_prompt, question)
+        );
+        let reservation = if shared::proto::is_visitor(&ib.identities) {
+            let most = most_tokens(eff, &system, memory, question, image.is_some());
+            match self.reserve_for_visitor(most).await? {
+                Some(r) => Some(r),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let asked = self
+            .chat
+            .ask(eff, &system, memory, question, image, deadline)
+            .await;
+        if let Some(r) = reservation {
+            let used = asked
+                .as_ref()
+                .map_or(0, |a| a.prompt_tokens + a.completion_tokens);
+            self.settle_for_visitor(r, used).await;
+        }
+        Ok(Some(asked))
+    }
+
+    /// Reserves `most` tokens of the visitors' shared allowance for a call: `None` when they
+    /// are not left today.
+    async fn reserve_for_visitor(
+        &self,
+        most: u64,
+    ) -> Result<Option<shared::usage::VisitorReservation>, HandleError> {
+        shared::usage::reserve_visitor(
+            &self.bus,
+            &self.cfg.days,
+            self.cfg.visitors,
+            shared::usage::VisitorUse::Tokens,
+            most,
+            shared::ids::now_ms(),
+        )
+        .await
+        .map_err(|e| HandleError::retry("visitor allowance", e))
+    }
+
+    /// Settles a visitor's reservation to the tokens the call `used` (0 when it failed). A
+    /// Redis failure here is logged: the call is made, and the reservation (never less than
+    /// the call could use) stays counted.
+    async fn settle_for_visitor(&self, r: shared::usage::VisitorReservation, used: u64) {
+        if let Err(e) = shared::usage::settle_visitor(&self.bus, r, used).await {
+            tracing::warn!(error = %e, "cannot settle a visitor's tokens");
         }
     }
 
@@ -376,4 +426,22 @@ impl Brain {
             burst_media: None,
         }
     }
+}
+
+/// Tokens a photo may take at most: gpt-4o bills one at up to 1,445 (high detail, 8 tiles);
+/// models that bill images as more tokens (gpt-4o-mini, up to some 48,000) fit too.
+const PHOTO_MOST_TOKENS: u64 = 50_000;
+
+/// The most tokens a call can use, reserved from the visitors' allowance before it: the
+/// prompt's bytes (a byte-level tokenizer never makes more tokens than bytes), a few per
+/// message for the chat format, a photo's most, and `MAX_TOKENS` for the answer.
+fn most_tokens(eff: &Config, system: &str, memory: &[Turn], question: &str, photo: bool) -> u64 {
+    const PER_MESSAGE: u64 = 8;
+    let texts =
+        system.len() + question.len() + memory.iter().map(|t| t.content.len()).sum::<usize>();
+    let messages = memory.len() as u64 + 2;
+    texts as u64
+        + messages * PER_MESSAGE
+        + if photo { PHOTO_MOST_TOKENS } else { 0 }
+        + u64::from(eff.max_tokens)
 }

@@ -97,7 +97,7 @@ impl Brain {
         };
         tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
         let mut decision = self.decide(ib, &contact, known, absorbed).await?;
-        self.limit_alerts(&mut decision).await?;
+        self.limit_alerts(ib, &ib.message_id, &mut decision).await?;
         metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(ib, &decision, "");
@@ -181,7 +181,7 @@ impl Brain {
         if decision.outcome == Outcome::Answered {
             decision.outcome = Outcome::AnsweredVoice;
         }
-        self.limit_alerts(&mut decision).await?;
+        self.limit_alerts(&ib, &key, &mut decision).await?;
         metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome.as_str())
             .increment(1);
         let events = self.events(&ib, &decision, ":voice");

@@ -42,33 +42,66 @@ async fn voice_from(rig: &Rig, who: Identity, audio: &[u8]) -> String {
     id
 }
 
+/// The visitors' tokens counted today.
+async fn visitor_tokens(rig: &Rig) -> u64 {
+    let day = shared::usage::Days::utc().day_of(shared::ids::now_ms());
+    let used: Option<u64> = redis::cmd("GET")
+        .arg(format!("{{{}}}:visitors:tokens:{day}", rig.prefix))
+        .query_async(&mut rig.bus.connection())
+        .await
+        .unwrap();
+    used.unwrap_or(0)
+}
+
 #[tokio::test]
 async fn visitors_share_one_daily_allowance_and_whatsapp_customers_are_still_answered() {
-    // Each fake answer uses 120 tokens: two answers spend the visitors' 240.
-    let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("VISITOR_DAILY_TOKENS", "240")]).await;
+    // Each fake answer uses 120 tokens; a call reserves its prompt's bytes and MAX_TOKENS first.
+    const CAP: u64 = 4_000;
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("MAX_TOKENS", "100"),
+        ("VISITOR_DAILY_TOKENS", "4000"),
+    ])
+    .await;
     let _brain = rig.spawn().await;
 
-    let first = rig
-        .visitor_text("wc_visitor_one", "Do you ship abroad?")
-        .await;
-    assert!(rig.reply(&first).await.starts_with("You're chatting"));
-    let again = rig.visitor_text("wc_visitor_one", "And to Chile?").await;
-    assert_eq!(rig.reply(&again).await, "You said: And to Chile?");
-    assert_eq!(rig.fake.requests().len(), 2);
-
-    // A new visitor starts no allowance of its own: the shared one is spent.
-    for (n, v) in ["wc_visitor_two", "wc_visitor_three"].iter().enumerate() {
-        let id = rig.visitor_text(v, "Hello?").await;
+    // New visitors, one after another, each answered until the shared allowance is spent.
+    let mut answered = 0;
+    loop {
+        let id = rig
+            .visitor_text(&format!("wc_visitor_{answered}"), "Do you ship abroad?")
+            .await;
         let r = rig.replies_to(&id).await;
         assert_eq!(r.len(), 1, "{r:?}");
+        if r[0].text.starts_with(VISITOR_BUDGET) {
+            assert_eq!(r[0].kind(), outbound::Kind::Notice);
+            break;
+        }
         assert!(
-            r[0].text.starts_with(VISITOR_BUDGET),
-            "visitor {n}: {}",
+            r[0].text.ends_with("You said: Do you ship abroad?"),
+            "{}",
             r[0].text
         );
-        assert_eq!(r[0].kind(), outbound::Kind::Notice);
+        answered += 1;
+        assert!(answered < 40, "the allowance is never spent");
     }
-    assert_eq!(rig.fake.requests().len(), 2, "no model call once spent");
+    assert!(answered >= 1, "no visitor was answered");
+    assert_eq!(rig.fake.requests().len(), answered);
+    assert_eq!(visitor_tokens(&rig).await, 120 * answered as u64);
+    assert!(visitor_tokens(&rig).await <= CAP);
+
+    // A new visitor starts no allowance of its own: the shared one is spent.
+    for v in ["wc_visitor_late", "wc_visitor_later"] {
+        let id = rig.visitor_text(v, "Do you ship abroad?").await;
+        let r = rig.replies_to(&id).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].text.starts_with(VISITOR_BUDGET), "{v}: {}", r[0].text);
+    }
+    assert_eq!(
+        rig.fake.requests().len(),
+        answered,
+        "no model call once spent"
+    );
     // Spent visitors are no handoff: no admin hears of them.
     assert!(
         rig.outbound()
@@ -84,7 +117,47 @@ async fn visitors_share_one_daily_allowance_and_whatsapp_customers_are_still_ans
             .await
             .ends_with("You said: Are you open today?")
     );
-    assert_eq!(rig.fake.requests().len(), 3);
+    assert_eq!(rig.fake.requests().len(), answered + 1);
+}
+
+#[tokio::test]
+async fn visitors_asking_at_once_never_pass_the_shared_allowance() {
+    // 40 visitors at once against slow answers of 120 tokens: checked first and counted after,
+    // every call in flight would pass the check and the 40 would spend 4,800.
+    const CAP: u64 = 3_050;
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("MAX_TOKENS", "100"),
+        ("VISITOR_DAILY_TOKENS", "3050"),
+    ])
+    .await;
+    rig.fake.otherwise(shared::fake_chat::Reply::Slow(
+        std::time::Duration::from_millis(400),
+        "We ship worldwide.".into(),
+    ));
+    let _brain = rig.spawn().await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(
+            rig.visitor_text(&format!("wc_at_once_{n}"), "Do you ship abroad?")
+                .await,
+        );
+    }
+    let mut answered = 0;
+    for id in &ids {
+        let r = rig.replies_to(id).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        if !r[0].text.starts_with(VISITOR_BUDGET) {
+            answered += 1;
+        }
+    }
+    let calls = rig.fake.requests().len();
+    assert!(answered >= 1, "no visitor was answered");
+    assert_eq!(calls, answered);
+    // Settled to what the calls used, and never past the cap.
+    let used = visitor_tokens(&rig).await;
+    assert_eq!(used, 120 * calls as u64);
+    assert!(used <= CAP, "{calls} calls used {used} tokens of {CAP}");
 }
 
 /// Waits until the ledger has stored `n` usage records and kept the budget mark after the
@@ -240,7 +313,7 @@ async fn handoff_alerts_come_once_per_waiting_contact_and_past_the_limit_as_one_
     assert!(
         alerts[2]
             .text
-            .starts_with("🙋 3 more conversations went to a person"),
+            .starts_with("🙋 3 more web chat conversations went to a person"),
         "{}",
         alerts[2].text
     );
@@ -257,4 +330,33 @@ async fn handoff_alerts_come_once_per_waiting_contact_and_past_the_limit_as_one_
     let alerts = alerts_to_admin(&rig, 4).await;
     assert_eq!(alerts.len(), 4, "{alerts:?}");
     assert!(alerts[3].text.starts_with("🙋 H-"), "{}", alerts[3].text);
+}
+
+#[tokio::test]
+async fn visitors_asking_for_a_person_never_hold_back_a_whatsapp_customers_alert() {
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("ALERT_DIGEST_AFTER", "1"),
+        ("ALERT_DIGEST_MINUTES", "10"),
+    ])
+    .await;
+    let brain = rig.spawn().await;
+
+    // Visitors flood the window: one alert, the rest held.
+    for n in 0..4 {
+        let id = rig
+            .visitor_text(&format!("wc_flood_{n}"), "I want to talk to a human")
+            .await;
+        assert_eq!(rig.replies_to(&id).await.len(), 1);
+    }
+    assert_eq!(metric(&brain, "brain_handoff_alerts_held_total").await, 3.0);
+
+    // A WhatsApp customer asking for a person within the same minutes is alerted on their own.
+    let id = rig.text(CUSTOMER, "I want to talk to a human").await;
+    assert_eq!(rig.replies_to(&id).await.len(), 1);
+    let alerts = alerts_to_admin(&rig, 2).await;
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts[1].text.starts_with("🙋 H-"), "{}", alerts[1].text);
+    assert!(alerts[1].text.contains("5551260001"), "{}", alerts[1].text);
+    assert_eq!(metric(&brain, "brain_handoff_alerts_held_total").await, 3.0);
 }
