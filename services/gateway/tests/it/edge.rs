@@ -220,6 +220,68 @@ async fn a_slow_but_steady_upload_completes_and_a_trickle_is_cut() {
     assert!(started.elapsed() < Duration::from_millis(2500));
 }
 
+#[tokio::test]
+async fn a_body_sent_fast_then_trickled_or_stalled_banks_no_time() {
+    let gw = Gw::start(&[("PUBLIC_BODY_TIMEOUT_SECS", "1")]).await;
+    // 96 KB at once (it would have earned 3 s), then a byte or so every 300 ms, 2 s in all:
+    // cut at the timeout after its pace dropped, not 3 s later.
+    let started = Instant::now();
+    let mut parts = vec![96 * 1024];
+    parts.extend([1; 7]);
+    let trickled = uneven_upload(&gw, &parts, Duration::from_millis(300)).await;
+    assert!(trickled.starts_with("HTTP/1.1 408"), "{trickled}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // 96 KB at once, then nothing: cut after the timeout without a byte.
+    let started = Instant::now();
+    let stalled = uneven_upload(&gw, &[96 * 1024, 1], Duration::from_secs(5)).await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An upload declared 192 KB long of which parts of `sizes` bytes are written `every` apart
+/// (the rest never comes); the raw response.
+async fn uneven_upload(gw: &Gw, sizes: &[usize], every: Duration) -> String {
+    let mut s = connect_from(gw, "127.0.0.1").await;
+    let request = format!(
+        "POST /chat/api/{CONTACT}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary=edge-boundary\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n--edge-boundary\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"v.ogg\"\r\n\
+         Content-Type: audio/ogg\r\n\r\n",
+        192 * 1024
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let (mut read, mut write) = s.split();
+    let writing = async {
+        for (i, size) in sizes.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(every).await;
+            }
+            if write.write_all(&vec![0x55u8; *size]).await.is_err() {
+                break; // answered (and closed) already
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    // Read while writing: the answer comes when the server cuts the body.
+    let mut out = Vec::new();
+    tokio::select! {
+        () = writing => unreachable!(),
+        r = tokio::time::timeout(T, read.read_to_end(&mut out)) => {
+            assert!(r.is_ok(), "not answered");
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A client making its requests from the local address `from`.
 fn client_from(from: &str) -> reqwest::Client {
     shared::http_client::builder()
