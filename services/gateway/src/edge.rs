@@ -47,16 +47,17 @@ impl ClientAddress {
     }
 
     /// The key per-client limits use for a request from `peer` (the TCP peer) with
-    /// `headers`: the last entry of `TRUSTED_PROXY_HEADER` (the one the proxy added) when the
-    /// peer is in `TRUSTED_PROXIES` and the entry is an address, else the peer — IPv4 whole,
-    /// IPv6 by /64. `None` without a peer.
+    /// `headers`: the last entry of the last `TRUSTED_PROXY_HEADER` line (the one the proxy
+    /// added: a proxy may append a line of its own after the client's, as HAProxy's `option
+    /// forwardfor` does) when the peer is in `TRUSTED_PROXIES` and the entry is an address,
+    /// else the peer — IPv4 whole, IPv6 by /64. `None` without a peer.
     pub fn key(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
         let peer = peer?.ip();
         let named = self
             .header
             .as_ref()
             .filter(|_| self.trusted.iter().any(|c| c.contains(peer)))
-            .and_then(|name| headers.get(name))
+            .and_then(|name| headers.get_all(name).iter().next_back())
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').map(str::trim).find(|p| !p.is_empty()))
             .and_then(parse_address);
@@ -281,6 +282,13 @@ mod tests {
         assert_eq!(
             c.key(&chain, peer("::1")),
             Some("2001:db8::".parse().unwrap())
+        );
+        // Of several lines, the last is the proxy's: the client wrote the ones before it.
+        let mut lines = headers(&[("x-forwarded-for", "198.51.100.1, 198.51.100.2")]);
+        lines.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            c.key(&lines, peer("127.0.0.1")),
+            Some("203.0.113.9".parse().unwrap())
         );
         let garbage = headers(&[("x-forwarded-for", "unknown")]);
         assert_eq!(

@@ -329,6 +329,25 @@ async fn the_proxy_header_counts_only_from_a_trusted_proxy() {
     assert_eq!(create("127.0.0.1", "2001:db8:1:2::beef").await, 201);
     assert_eq!(create("127.0.0.1", "2001:db8:1:2:ffff::1").await, 429);
     assert_eq!(create("127.0.0.1", "2001:db8:1:3::1").await, 201);
+    // A proxy that appends its own line (HAProxy's `option forwardfor`) after the client's:
+    // the last line names the client, whatever the client wrote in its own.
+    let two_lines = |chosen: String| {
+        let url = format!("{}/chat/api/visitors", gw.public);
+        async move {
+            client_from("127.0.0.1")
+                .post(url)
+                .header("x-forwarded-for", chosen)
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(two_lines("198.51.100.1".into()).await, 201);
+    assert_eq!(two_lines("198.51.100.2, 198.51.100.3".into()).await, 201);
+    assert_eq!(two_lines("198.51.100.4".into()).await, 429);
 }
 
 #[tokio::test]
