@@ -9,9 +9,11 @@
 //!   Redis write). Cloud API webhooks are exempt: Meta posts them from a few addresses at any
 //!   volume, and each is refused before any write unless its signature is right.
 //! - Demo mode (`WEBCHAT_DEMO=true`: web chat conversations are phone numbers, admins
-//!   included) answers only requests made on this machine: a request that went through a proxy
-//!   (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`) or names another host (`Host`) gets
-//!   `403`, whatever its method.
+//!   included) answers only requests made on this machine: a request from a TCP peer that is
+//!   not loopback, that went through a proxy (any header a proxy or CDN adds: [`proxy_header`])
+//!   or names another host (`Host`) gets `403`, whatever its method. A proxy on this machine
+//!   that rewrites `Host` and adds none of these headers cannot be told from a browser: the
+//!   docs say so.
 //!
 //! Connection limits (per address, body and header timeouts) are
 //! [`shared::http::serve_public`]'s.
@@ -201,16 +203,32 @@ async fn gate(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-/// Headers only a proxy adds (any `X-Forwarded-*` too).
-const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-real-ip", "via"];
+/// Headers only a proxy or CDN adds, besides any whose name contains `forwarded` or
+/// `client-ip` ([`proxy_header`]).
+const PROXY_HEADERS: [&str; 3] = ["cf-connecting-ip", "x-real-ip", "via"];
 
-/// Demo mode's rule: a request made on this machine, not through a proxy, naming this
-/// machine.
+/// Whether a header (its lowercase name) is one a proxy or CDN adds to name the client or
+/// itself: `Forwarded`, `X-Forwarded-*`, `X-Original-Forwarded-For`, `X-Client-IP`,
+/// `True-Client-IP`, `X-Cluster-Client-IP`, `CF-Connecting-IP`, `X-Real-IP`, `Via`.
+fn proxy_header(name: &str) -> bool {
+    PROXY_HEADERS.contains(&name) || name.contains("forwarded") || name.contains("client-ip")
+}
+
+/// Demo mode's rule: a request made on this machine (a loopback TCP peer), not through a
+/// proxy, naming this machine.
 fn local_only<B>(request: &axum::http::Request<B>) -> Result<(), String> {
-    if let Some(name) = request.headers().keys().find(|n| {
-        let n = n.as_str();
-        PROXY_HEADERS.contains(&n) || n.starts_with("x-forwarded-")
-    }) {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    if !peer.is_some_and(|p| p.is_loopback()) {
+        return Err(
+            "demo mode (WEBCHAT_DEMO=true) answers this machine only, and this connection \
+             comes from another; unset WEBCHAT_DEMO to serve visitors"
+                .to_owned(),
+        );
+    }
+    if let Some(name) = request.headers().keys().find(|n| proxy_header(n.as_str())) {
         return Err(format!(
             "demo mode (WEBCHAT_DEMO=true) answers this machine only, and this request came \
              through a proxy ({name}); unset WEBCHAT_DEMO to serve visitors"
@@ -296,6 +314,48 @@ mod tests {
             Some("127.0.0.1".parse().unwrap())
         );
         assert_eq!(c.key(&forged, None), None);
+    }
+
+    /// A demo-mode request for `/chat` from `peer` (none: no peer known) with `headers`.
+    fn demo_request(peer: Option<&str>, pairs: &[(&str, &str)]) -> Result<(), String> {
+        let mut r = axum::http::Request::get("/chat").body(()).unwrap();
+        *r.headers_mut() = headers(pairs);
+        r.headers_mut()
+            .insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        if let Some(p) = peer {
+            r.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(p.parse().unwrap(), 4711)));
+        }
+        local_only(&r)
+    }
+
+    #[test]
+    fn demo_mode_answers_loopback_peers_without_proxy_headers_only() {
+        for p in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(demo_request(Some(p), &[]), Ok(()), "{p}");
+        }
+        for p in ["192.0.2.2", "10.0.0.1", "2001:db8::1", "::ffff:192.0.2.2"] {
+            let why = demo_request(Some(p), &[]).unwrap_err();
+            assert!(why.contains("another"), "{p}: {why}");
+        }
+        assert!(demo_request(None, &[]).is_err(), "no peer: refused");
+        for name in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-original-forwarded-for",
+            "cf-connecting-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "x-real-ip",
+            "via",
+        ] {
+            let why = demo_request(Some("127.0.0.1"), &[(name, "203.0.113.5")]).unwrap_err();
+            assert!(why.contains(name), "{name}: {why}");
+        }
+        // Ordinary headers pass.
+        let browser = [("user-agent", "Mozilla/5.0"), ("accept", "text/html")];
+        assert_eq!(demo_request(Some("127.0.0.1"), &browser), Ok(()));
     }
 
     #[test]

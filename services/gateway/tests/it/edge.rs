@@ -415,6 +415,11 @@ async fn demo_mode_refuses_every_request_through_a_proxy_or_for_another_host() {
         "X-Forwarded-Proto",
         "X-Real-IP",
         "Via",
+        "CF-Connecting-IP",
+        "True-Client-IP",
+        "X-Client-IP",
+        "X-Original-Forwarded-For",
+        "X-Cluster-Client-IP",
     ] {
         let value = if header == "Forwarded" {
             "for=203.0.113.5"
