@@ -102,6 +102,9 @@ struct Inner {
     streams: std::sync::Mutex<OpenStreams>,
     max_streams: usize,
     max_streams_per_contact: usize,
+    max_streams_per_address: usize,
+    /// An event stream ends after this long (the page reconnects).
+    stream_max_life: std::time::Duration,
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
     /// Past Redis's high-water mark: new visitors and messages are refused.
@@ -146,6 +149,8 @@ impl Webchat {
                 streams: std::sync::Mutex::default(),
                 max_streams: cfg.max_streams,
                 max_streams_per_contact: cfg.max_streams_per_contact,
+                max_streams_per_address: cfg.max_streams_per_address,
+                stream_max_life: cfg.stream_max_life,
                 uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
                 high_water: crate::storage::HighWater::default(),
             }),

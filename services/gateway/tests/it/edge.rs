@@ -282,6 +282,59 @@ async fn uneven_upload(gw: &Gw, sizes: &[usize], every: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_event_streams_and_each_ends_in_time() {
+    let gw = Gw::start(&[
+        ("WEBCHAT_MAX_STREAMS_PER_ADDRESS", "2"),
+        ("WEBCHAT_STREAM_MAX_SECS", "2"),
+    ])
+    .await;
+    let open = |from: &'static str, contact: &'static str| {
+        let url = gw.api(contact, "events");
+        async move { client_from(from).get(url).send().await.unwrap() }
+    };
+    // Streams of different conversations from one address: two, then 429 naming the cap.
+    let first = open("127.0.0.1", "15551110020").await;
+    assert_eq!(first.status(), 200);
+    let opened = Instant::now();
+    let second = open("127.0.0.1", "15551110021").await;
+    assert_eq!(second.status(), 200);
+    let refused = open("127.0.0.1", "15551110022").await;
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("WEBCHAT_MAX_STREAMS_PER_ADDRESS"),
+        "{body}"
+    );
+    // Another address has its own share.
+    let other = open("127.0.0.2", "15551110022").await;
+    assert_eq!(other.status(), 200);
+    // Each stream ends after its life, and its place comes back.
+    let mut first = SseReader::new(first);
+    let mut ended = false;
+    while opened.elapsed() < T {
+        if first.next(T - opened.elapsed()).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    let lived = opened.elapsed();
+    assert!(ended, "the stream never ended");
+    assert!(
+        lived >= Duration::from_millis(1500) && lived < Duration::from_secs(5),
+        "{lived:?}"
+    );
+    drop(second);
+    let deadline = Instant::now() + T;
+    while open("127.0.0.1", "15551110022").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the places never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A client making its requests from the local address `from`.
 fn client_from(from: &str) -> reqwest::Client {
     shared::http_client::builder()
