@@ -301,14 +301,8 @@ async fn one_address_holds_only_its_share_of_event_streams_and_each_ends_in_time
     assert_eq!(second.status(), 200);
     let refused = open("127.0.0.1", "15551110022").await;
     assert_eq!(refused.status(), 429);
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("WEBCHAT_MAX_STREAMS_PER_ADDRESS"),
-        "{body}"
-    );
+    let why = error_of(refused).await;
+    assert!(why.contains("WEBCHAT_MAX_STREAMS_PER_ADDRESS"), "{why}");
     // Another address has its own share.
     let other = open("127.0.0.2", "15551110022").await;
     assert_eq!(other.status(), 200);
@@ -333,6 +327,12 @@ async fn one_address_holds_only_its_share_of_event_streams_and_each_ends_in_time
         assert!(Instant::now() < deadline, "the places never came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The `{"error"}` reason of a refused request.
+async fn error_of(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    body["error"].as_str().expect("an error reason").to_owned()
 }
 
 /// A client making its requests from the local address `from`.
@@ -421,14 +421,8 @@ async fn requests_over_the_per_address_rate_get_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=12).contains(&retry), "{retry}");
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP_RATE_LIMIT_PER_ADDRESS"),
-        "{body}"
-    );
+    let why = error_of(refused).await;
+    assert!(why.contains("HTTP_RATE_LIMIT_PER_ADDRESS"), "{why}");
     // Before anything is stored: a refused message leaves no trace.
     let r = client_from("127.0.0.1")
         .post(gw.api(CONTACT, "messages"))
