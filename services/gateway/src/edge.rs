@@ -6,8 +6,10 @@
 //!   names the client; keyed by [`shared::net::address_key`] (IPv4 whole, IPv6 by /64).
 //! - [`Throttle`]: `HTTP_RATE_LIMIT_PER_ADDRESS` requests a minute per client address, an
 //!   in-process GCRA (each replica counts its own), checked before any handler (so before any
-//!   Redis write). Cloud API webhooks are exempt: Meta posts them from a few addresses at any
-//!   volume, and each is refused before any write unless its signature is right.
+//!   Redis write). Signed Cloud API webhook deliveries are exempt (a `POST` of the webhook
+//!   path carrying `X-Hub-Signature-256`): Meta posts them from a few addresses at any volume,
+//!   and each is refused before any write unless its signature is right. The webhook's `GET`
+//!   handshake and unsigned posts are throttled like any request.
 //! - Demo mode (`WEBCHAT_DEMO=true`: web chat conversations are phone numbers, admins
 //!   included) answers only requests made on this machine: a request from a TCP peer that is
 //!   not loopback, that went through a proxy (any header a proxy or CDN adds: [`proxy_header`])
@@ -148,9 +150,12 @@ pub struct Edge {
     demo: bool,
     client: ClientAddress,
     throttle: Option<Arc<Throttle>>,
-    /// Paths the throttle leaves alone (the Cloud API's signed webhooks).
+    /// Paths whose signed posts the throttle leaves alone (the Cloud API's webhooks).
     exempt: Vec<&'static str>,
 }
+
+/// The header a Cloud API webhook delivery is signed in.
+const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 impl Edge {
     /// The edge `cfg` asks for.
@@ -168,6 +173,14 @@ impl Edge {
         }
     }
 
+    /// Whether the throttle leaves `request` alone: a signed post of a webhook path (its
+    /// signature is checked before anything is written).
+    fn exempt<B>(&self, request: &axum::http::Request<B>) -> bool {
+        request.method() == axum::http::Method::POST
+            && request.headers().contains_key(SIGNATURE_HEADER)
+            && self.exempt.contains(&request.uri().path())
+    }
+
     /// `router` behind the edge's checks.
     pub fn wrap(self, router: axum::Router) -> axum::Router {
         router.layer(axum::middleware::from_fn_with_state(Arc::new(self), gate))
@@ -183,7 +196,7 @@ async fn gate(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
         return json_error(StatusCode::FORBIDDEN, why);
     }
     if let Some(throttle) = &edge.throttle
-        && !edge.exempt.iter().any(|p| *p == request.uri().path())
+        && !edge.exempt(&request)
         && let Some(client) = edge.client.key_of(&request)
         && let Err(wait) = throttle.check(client, Instant::now())
     {

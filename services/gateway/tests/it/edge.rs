@@ -329,6 +329,42 @@ async fn one_address_holds_only_its_share_of_event_streams_and_each_ends_in_time
     }
 }
 
+#[tokio::test]
+async fn only_signed_cloud_webhook_posts_pass_the_throttle() {
+    use crate::cloud::{notification, sign, start_on};
+    let graph = crate::fake_graph::FakeGraph::start();
+    let gw = start_on(
+        &shared::testing::redis_url(),
+        &graph,
+        &[("HTTP_RATE_LIMIT_PER_ADDRESS", "2".into())],
+    )
+    .await;
+    let url = format!("{}/webhooks/whatsapp", gw.public);
+    let status = |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status() };
+    // The handshake, from one address: throttled like any request.
+    let handshake = || client_from("127.0.0.2").get(format!("{url}?hub.mode=subscribe"));
+    for _ in 0..2 {
+        assert_eq!(status(handshake()).await, 400);
+    }
+    assert_eq!(status(handshake()).await, 429);
+    // Unsigned posts, from another: the same.
+    let unsigned = || client_from("127.0.0.3").post(&url).body("{}");
+    for _ in 0..2 {
+        assert_ne!(status(unsigned()).await, 429);
+    }
+    assert_eq!(status(unsigned()).await, 429);
+    // Signed deliveries, from a third: never throttled (Meta posts from a few addresses).
+    let body = serde_json::to_vec(&notification(serde_json::json!({"statuses": []}))).unwrap();
+    for _ in 0..5 {
+        let signed = client_from("127.0.0.4")
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign(&body))
+            .body(body.clone());
+        assert_eq!(status(signed).await, 200);
+    }
+}
+
 /// The `{"error"}` reason of a refused request.
 async fn error_of(r: reqwest::Response) -> String {
     let body: serde_json::Value = r.json().await.expect("a JSON body");
