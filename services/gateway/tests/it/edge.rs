@@ -556,9 +556,9 @@ async fn demo_mode_refuses_every_request_through_a_proxy_or_for_another_host() {
     assert_eq!(gw.inbound().await.len(), 1);
 }
 
-/// A demo-mode gateway on loopback with `extra`: whether it runs (its `/healthz` answers) and
-/// its log; one that exits is refused.
-async fn demo_gateway(extra: &[(&str, String)]) -> (bool, String) {
+/// A gateway in demo mode on loopback, but for what `extra` says: whether it runs (its
+/// `/healthz` answers) and its log; one that exits is refused.
+async fn try_gateway(extra: &[(&str, String)]) -> (bool, String) {
     let mut senv = shared::testing::ServiceEnv::new(
         shared::config::ServiceName::Gateway,
         &shared::testing::redis_url(),
@@ -594,18 +594,44 @@ async fn demo_gateway(extra: &[(&str, String)]) -> (bool, String) {
 #[tokio::test]
 async fn demo_mode_will_not_start_behind_a_proxy_or_for_another_address() {
     let proxy = ("TRUSTED_PROXY_HEADER", "X-Forwarded-For".to_owned());
-    let (runs, log) = demo_gateway(std::slice::from_ref(&proxy)).await;
+    let (runs, log) = try_gateway(std::slice::from_ref(&proxy)).await;
     assert!(!runs && log.contains("TRUSTED_PROXY_HEADER"), "{log}");
     let url = ("PUBLIC_URL", "https://bot.example.com".to_owned());
-    let (runs, log) = demo_gateway(std::slice::from_ref(&url)).await;
+    let (runs, log) = try_gateway(std::slice::from_ref(&url)).await;
     assert!(!runs && log.contains("PUBLIC_URL"), "{log}");
     // Both at once: both named.
-    let (runs, log) = demo_gateway(&[proxy, ("PUBLIC_URL", "http://192.0.2.10:8080".into())]).await;
+    let (runs, log) = try_gateway(&[proxy, ("PUBLIC_URL", "http://192.0.2.10:8080".into())]).await;
     assert!(
         !runs && log.contains("TRUSTED_PROXY_HEADER") && log.contains("PUBLIC_URL"),
         "{log}"
     );
     // A PUBLIC_URL on this machine is fine.
-    let (runs, log) = demo_gateway(&[("PUBLIC_URL", "http://localhost:{port}".into())]).await;
+    let (runs, log) = try_gateway(&[("PUBLIC_URL", "http://localhost:{port}".into())]).await;
     assert!(runs, "{log}");
+}
+
+#[tokio::test]
+async fn off_loopback_without_a_proxy_header_the_gateway_warns() {
+    let exposed = [
+        ("WEBCHAT_DEMO", "false".to_owned()),
+        ("PUBLIC_ADDR", "0.0.0.0:{port}".to_owned()),
+    ];
+    let (runs, log) = try_gateway(&exposed).await;
+    assert!(
+        runs && log.contains("TRUSTED_PROXY_HEADER is unset"),
+        "{log}"
+    );
+    let mut behind = exposed.to_vec();
+    behind.push(("TRUSTED_PROXY_HEADER", "X-Forwarded-For".to_owned()));
+    let (runs, log) = try_gateway(&behind).await;
+    assert!(
+        runs && !log.contains("TRUSTED_PROXY_HEADER is unset"),
+        "{log}"
+    );
+    // On loopback (scripts/run), no warning.
+    let (runs, log) = try_gateway(&exposed[..1]).await;
+    assert!(
+        runs && !log.contains("TRUSTED_PROXY_HEADER is unset"),
+        "{log}"
+    );
 }
