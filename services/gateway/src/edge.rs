@@ -187,6 +187,18 @@ impl Edge {
     }
 }
 
+/// Logs a warning when the public listener is off loopback (so probably behind a proxy) and
+/// `TRUSTED_PROXY_HEADER` is unset: every client would then share the proxy's address.
+pub fn warn_without_proxy_header(cfg: &Config) {
+    if cfg.trusted_proxy_header.is_none() && !cfg.public_addr.ip().is_loopback() {
+        tracing::warn!(
+            "PUBLIC_ADDR is not loopback and TRUSTED_PROXY_HEADER is unset: behind a proxy, every \
+             client shares the proxy's address, and one can spend everyone's per-address \
+             allowances; set TRUSTED_PROXY_HEADER to the header the proxy sets (X-Forwarded-For)"
+        );
+    }
+}
+
 /// The edge's checks, in order: demo mode's local-only rule, then the throttle.
 async fn gate(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
     if edge.demo

@@ -84,13 +84,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         )
     });
     let public = edge::Edge::new(&cfg).wrap(public);
-    if cfg.trusted_proxy_header.is_none() && !cfg.public_addr.ip().is_loopback() {
-        tracing::warn!(
-            "PUBLIC_ADDR is not loopback and TRUSTED_PROXY_HEADER is unset: behind a proxy, every \
-             client shares the proxy's address, and one can spend everyone's per-address \
-             allowances; set TRUSTED_PROXY_HEADER to the header the proxy sets (X-Forwarded-For)"
-        );
-    }
+    edge::warn_without_proxy_header(&cfg);
 
     let public_listener = bind_public(cfg.public_addr)?;
 
