@@ -192,8 +192,9 @@ pub struct PublicLimits {
     /// A request's headers must arrive within this (slow clients are cut off).
     pub header_timeout: Duration,
     /// A request's body must arrive within this once its handler starts reading it, plus a
-    /// second per [`BODY_MIN_RATE`] bytes received (`408`, connection closed). Responses
-    /// (server-sent events) are never timed.
+    /// second per [`BODY_MIN_RATE`] bytes received, never more than this ahead of now: cut
+    /// after this long without a byte, or below the average rate (`408`, connection closed).
+    /// Responses (server-sent events) are never timed.
     pub body_timeout: Duration,
 }
 
@@ -247,22 +248,27 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Above [`PublicLimits::body_timeout`], each this many bytes of a request body received earn
-/// it one more second: an upload over a slow link (a phone's 3G, ~48 KB/s) completes, while a
-/// client trickling a few bytes is cut off at the timeout (Apache's `mod_reqtimeout` MinRate
-/// idea). Holding a connection this way costs a client this much bandwidth per connection.
+/// The slowest a request body may arrive, on average, once [`PublicLimits::body_timeout`] has
+/// passed: each this many bytes received earn the body one more second, so an upload over a
+/// slow link (a phone's 3G, ~48 KB/s) completes while a client trickling a few bytes is cut
+/// off (Apache's `mod_reqtimeout` MinRate idea). Time earned is never banked beyond one
+/// `body_timeout` ahead of now: a body sent fast and then stalled or trickled is cut
+/// `body_timeout` after its pace dropped, so holding a connection costs a client this much
+/// bandwidth for as long as it holds it.
 pub const BODY_MIN_RATE: u64 = 32 * 1024;
 
-/// A request body that must arrive within a time, counted from the handler's first read and
-/// extended as bytes arrive ([`BODY_MIN_RATE`]); a handler that never reads it is not timed
-/// (the connection closes after its response). When the time is up the body fails, and
-/// `timed_out` tells the server to answer `408`.
+/// A request body that must keep arriving, timed from the handler's first read; a handler that
+/// never reads it is not timed (the connection closes after its response). The body's time
+/// runs out `limit` after the first read, each byte received earns it more
+/// ([`BODY_MIN_RATE`]), and the time left never exceeds `limit`: so it is cut after `limit`
+/// with no new bytes, and whenever `received < (elapsed − limit) × BODY_MIN_RATE`, with no
+/// credit saved up by a fast start. When the time is up the body fails, and `timed_out` tells
+/// the server to answer `408`.
 struct TimedBody {
     inner: hyper::body::Incoming,
     limit: Duration,
-    /// When the handler first read it, and the time it has then.
-    deadline: Option<(tokio::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
-    received: u64,
+    /// When the body's time runs out (set at the handler's first read).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timed_out: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -272,7 +278,6 @@ impl TimedBody {
             inner,
             limit,
             deadline: None,
-            received: 0,
             timed_out: Arc::default(),
         }
     }
@@ -292,18 +297,19 @@ impl hyper::body::Body for TimedBody {
             return Poll::Ready(None);
         }
         let limit = this.limit;
-        let (started, deadline) = this.deadline.get_or_insert_with(|| {
-            let now = tokio::time::Instant::now();
-            (now, Box::pin(tokio::time::sleep_until(now + limit)))
-        });
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             if let Some(Ok(f)) = &frame
                 && let Some(data) = f.data_ref()
             {
-                this.received += data.len() as u64;
-                let earned =
-                    Duration::from_millis(this.received.saturating_mul(1000) / BODY_MIN_RATE);
-                deadline.as_mut().reset(*started + limit + earned);
+                let earned = Duration::from_micros(
+                    (data.len() as u64).saturating_mul(1_000_000) / BODY_MIN_RATE,
+                );
+                let cap = tokio::time::Instant::now() + limit;
+                let next = (deadline.deadline() + earned).min(cap);
+                deadline.as_mut().reset(next);
             }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }

@@ -6,12 +6,16 @@
 //!   names the client; keyed by [`shared::net::address_key`] (IPv4 whole, IPv6 by /64).
 //! - [`Throttle`]: `HTTP_RATE_LIMIT_PER_ADDRESS` requests a minute per client address, an
 //!   in-process GCRA (each replica counts its own), checked before any handler (so before any
-//!   Redis write). Cloud API webhooks are exempt: Meta posts them from a few addresses at any
-//!   volume, and each is refused before any write unless its signature is right.
+//!   Redis write). Signed Cloud API webhook deliveries are exempt (a `POST` of the webhook
+//!   path carrying `X-Hub-Signature-256`): Meta posts them from a few addresses at any volume,
+//!   and each is refused before any write unless its signature is right. The webhook's `GET`
+//!   handshake and unsigned posts are throttled like any request.
 //! - Demo mode (`WEBCHAT_DEMO=true`: web chat conversations are phone numbers, admins
-//!   included) answers only requests made on this machine: a request that went through a proxy
-//!   (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`) or names another host (`Host`) gets
-//!   `403`, whatever its method.
+//!   included) answers only requests made on this machine: a request from a TCP peer that is
+//!   not loopback, that went through a proxy (any header a proxy or CDN adds: [`proxy_header`])
+//!   or names another host (`Host`) gets `403`, whatever its method. A proxy on this machine
+//!   that rewrites `Host` and adds none of these headers cannot be told from a browser: the
+//!   docs say so.
 //!
 //! Connection limits (per address, body and header timeouts) are
 //! [`shared::http::serve_public`]'s.
@@ -47,16 +51,17 @@ impl ClientAddress {
     }
 
     /// The key per-client limits use for a request from `peer` (the TCP peer) with
-    /// `headers`: the last entry of `TRUSTED_PROXY_HEADER` (the one the proxy added) when the
-    /// peer is in `TRUSTED_PROXIES` and the entry is an address, else the peer — IPv4 whole,
-    /// IPv6 by /64. `None` without a peer.
+    /// `headers`: the last entry of the last `TRUSTED_PROXY_HEADER` line (the one the proxy
+    /// added: a proxy may append a line of its own after the client's, as HAProxy's `option
+    /// forwardfor` does) when the peer is in `TRUSTED_PROXIES` and the entry is an address,
+    /// else the peer — IPv4 whole, IPv6 by /64. `None` without a peer.
     pub fn key(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
         let peer = peer?.ip();
         let named = self
             .header
             .as_ref()
             .filter(|_| self.trusted.iter().any(|c| c.contains(peer)))
-            .and_then(|name| headers.get(name))
+            .and_then(|name| headers.get_all(name).iter().next_back())
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').map(str::trim).find(|p| !p.is_empty()))
             .and_then(parse_address);
@@ -145,9 +150,12 @@ pub struct Edge {
     demo: bool,
     client: ClientAddress,
     throttle: Option<Arc<Throttle>>,
-    /// Paths the throttle leaves alone (the Cloud API's signed webhooks).
+    /// Paths whose signed posts the throttle leaves alone (the Cloud API's webhooks).
     exempt: Vec<&'static str>,
 }
+
+/// The header a Cloud API webhook delivery is signed in.
+const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 impl Edge {
     /// The edge `cfg` asks for.
@@ -165,9 +173,29 @@ impl Edge {
         }
     }
 
+    /// Whether the throttle leaves `request` alone: a signed post of a webhook path (its
+    /// signature is checked before anything is written).
+    fn exempt<B>(&self, request: &axum::http::Request<B>) -> bool {
+        request.method() == axum::http::Method::POST
+            && request.headers().contains_key(SIGNATURE_HEADER)
+            && self.exempt.contains(&request.uri().path())
+    }
+
     /// `router` behind the edge's checks.
     pub fn wrap(self, router: axum::Router) -> axum::Router {
         router.layer(axum::middleware::from_fn_with_state(Arc::new(self), gate))
+    }
+}
+
+/// Logs a warning when the public listener is off loopback (so probably behind a proxy) and
+/// `TRUSTED_PROXY_HEADER` is unset: every client would then share the proxy's address.
+pub fn warn_without_proxy_header(cfg: &Config) {
+    if cfg.trusted_proxy_header.is_none() && !cfg.public_addr.ip().is_loopback() {
+        tracing::warn!(
+            "PUBLIC_ADDR is not loopback and TRUSTED_PROXY_HEADER is unset: behind a proxy, every \
+             client shares the proxy's address, and one can spend everyone's per-address \
+             allowances; set TRUSTED_PROXY_HEADER to the header the proxy sets (X-Forwarded-For)"
+        );
     }
 }
 
@@ -180,7 +208,7 @@ async fn gate(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
         return json_error(StatusCode::FORBIDDEN, why);
     }
     if let Some(throttle) = &edge.throttle
-        && !edge.exempt.iter().any(|p| *p == request.uri().path())
+        && !edge.exempt(&request)
         && let Some(client) = edge.client.key_of(&request)
         && let Err(wait) = throttle.check(client, Instant::now())
     {
@@ -200,16 +228,32 @@ async fn gate(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-/// Headers only a proxy adds (any `X-Forwarded-*` too).
-const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-real-ip", "via"];
+/// Headers only a proxy or CDN adds, besides any whose name contains `forwarded` or
+/// `client-ip` ([`proxy_header`]).
+const PROXY_HEADERS: [&str; 3] = ["cf-connecting-ip", "x-real-ip", "via"];
 
-/// Demo mode's rule: a request made on this machine, not through a proxy, naming this
-/// machine.
+/// Whether a header (its lowercase name) is one a proxy or CDN adds to name the client or
+/// itself: `Forwarded`, `X-Forwarded-*`, `X-Original-Forwarded-For`, `X-Client-IP`,
+/// `True-Client-IP`, `X-Cluster-Client-IP`, `CF-Connecting-IP`, `X-Real-IP`, `Via`.
+fn proxy_header(name: &str) -> bool {
+    PROXY_HEADERS.contains(&name) || name.contains("forwarded") || name.contains("client-ip")
+}
+
+/// Demo mode's rule: a request made on this machine (a loopback TCP peer), not through a
+/// proxy, naming this machine.
 fn local_only<B>(request: &axum::http::Request<B>) -> Result<(), String> {
-    if let Some(name) = request.headers().keys().find(|n| {
-        let n = n.as_str();
-        PROXY_HEADERS.contains(&n) || n.starts_with("x-forwarded-")
-    }) {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    if !peer.is_some_and(|p| p.is_loopback()) {
+        return Err(
+            "demo mode (WEBCHAT_DEMO=true) answers this machine only, and this connection \
+             comes from another; unset WEBCHAT_DEMO to serve visitors"
+                .to_owned(),
+        );
+    }
+    if let Some(name) = request.headers().keys().find(|n| proxy_header(n.as_str())) {
         return Err(format!(
             "demo mode (WEBCHAT_DEMO=true) answers this machine only, and this request came \
              through a proxy ({name}); unset WEBCHAT_DEMO to serve visitors"
@@ -282,12 +326,61 @@ mod tests {
             c.key(&chain, peer("::1")),
             Some("2001:db8::".parse().unwrap())
         );
+        // Of several lines, the last is the proxy's: the client wrote the ones before it.
+        let mut lines = headers(&[("x-forwarded-for", "198.51.100.1, 198.51.100.2")]);
+        lines.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            c.key(&lines, peer("127.0.0.1")),
+            Some("203.0.113.9".parse().unwrap())
+        );
         let garbage = headers(&[("x-forwarded-for", "unknown")]);
         assert_eq!(
             c.key(&garbage, peer("127.0.0.1")),
             Some("127.0.0.1".parse().unwrap())
         );
         assert_eq!(c.key(&forged, None), None);
+    }
+
+    /// A demo-mode request for `/chat` from `peer` (none: no peer known) with `headers`.
+    fn demo_request(peer: Option<&str>, pairs: &[(&str, &str)]) -> Result<(), String> {
+        let mut r = axum::http::Request::get("/chat").body(()).unwrap();
+        *r.headers_mut() = headers(pairs);
+        r.headers_mut()
+            .insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        if let Some(p) = peer {
+            r.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(p.parse().unwrap(), 4711)));
+        }
+        local_only(&r)
+    }
+
+    #[test]
+    fn demo_mode_answers_loopback_peers_without_proxy_headers_only() {
+        for p in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(demo_request(Some(p), &[]), Ok(()), "{p}");
+        }
+        for p in ["192.0.2.2", "10.0.0.1", "2001:db8::1", "::ffff:192.0.2.2"] {
+            let why = demo_request(Some(p), &[]).unwrap_err();
+            assert!(why.contains("another"), "{p}: {why}");
+        }
+        assert!(demo_request(None, &[]).is_err(), "no peer: refused");
+        for name in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-original-forwarded-for",
+            "cf-connecting-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "x-real-ip",
+            "via",
+        ] {
+            let why = demo_request(Some("127.0.0.1"), &[(name, "203.0.113.5")]).unwrap_err();
+            assert!(why.contains(name), "{name}: {why}");
+        }
+        // Ordinary headers pass.
+        let browser = [("user-agent", "Mozilla/5.0"), ("accept", "text/html")];
+        assert_eq!(demo_request(Some("127.0.0.1"), &browser), Ok(()));
     }
 
     #[test]

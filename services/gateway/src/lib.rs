@@ -84,6 +84,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         )
     });
     let public = edge::Edge::new(&cfg).wrap(public);
+    edge::warn_without_proxy_header(&cfg);
 
     let public_listener = bind_public(cfg.public_addr)?;
 

@@ -146,6 +146,17 @@ fn check(dir: &str) -> Vec<Yaml> {
         let k = k.as_str().unwrap();
         assert!(vars.contains(k), "{k} is read by no service");
     }
+    // The Ingress names each client: unset, every client would share its pods' addresses.
+    assert_eq!(
+        config["data"]["TRUSTED_PROXY_HEADER"].as_str(),
+        Some("X-Forwarded-For")
+    );
+    assert!(
+        config["data"]["TRUSTED_PROXIES"]
+            .as_str()
+            .is_some_and(|v| !v.contains("0.0.0.0/0") && !v.contains("::/0")),
+        "the header is believed from the pod range only"
+    );
     check_network_policy(&docs);
     docs
 }

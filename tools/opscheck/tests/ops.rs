@@ -827,6 +827,27 @@ fn compose_rotates_logs_reaps_chromium_and_stops_early_without_its_secrets() {
     }
 }
 
+#[test]
+fn compose_believes_the_proxy_header_that_only_the_hosts_proxy_can_send() {
+    let gw = service(&compose(), "gateway");
+    // Unset, every client would share the Docker bridge address and its allowances.
+    assert_eq!(
+        gw["environment"]["TRUSTED_PROXY_HEADER"]
+            .as_str()
+            .map(|v| interpolate(v, &[])),
+        Some("X-Forwarded-For".to_owned())
+    );
+    // Only the host (its TLS proxy) reaches the public listener.
+    let ports = strings(&gw["ports"]);
+    assert!(!ports.is_empty());
+    for p in ports {
+        assert!(
+            p.starts_with("127.0.0.1:"),
+            "{p} is published beyond the host"
+        );
+    }
+}
+
 fn interpolate(v: &str, required: &[(&str, &str)]) -> String {
     let mut out = String::new();
     let mut rest = v;

@@ -9,6 +9,7 @@ use shared::config::{CommonConfig, Env};
 mod public;
 mod whatsapp;
 
+pub use public::StreamLimits;
 use public::{
     check_demo_is_local, frame_ancestors, load_origins, load_proxies, load_public_limits,
 };
@@ -105,10 +106,8 @@ pub struct Config {
     /// `PUBLIC_BODY_TIMEOUT_SECS` (default 10): a request's body must arrive whole within
     /// this (`408`); event streams' responses are not timed.
     pub body_timeout: Duration,
-    /// `WEBCHAT_MAX_STREAMS` (default 2000): open web chat event streams, all conversations.
-    pub max_streams: usize,
-    /// `WEBCHAT_MAX_STREAMS_PER_CONTACT` (default 8): open event streams of one conversation.
-    pub max_streams_per_contact: usize,
+    /// Caps on web chat event streams and their life.
+    pub streams: StreamLimits,
     /// `WEBCHAT_MAX_UPLOADS` (default 16): file uploads read at once.
     pub max_uploads: usize,
     /// `RATE_LIMIT_PER_CONTACT` (default 10; 0 = off): messages per minute per sender.
@@ -206,9 +205,6 @@ impl Config {
         let (media_ttl, max_media_bytes, media_cap_bytes) = load_media(env);
         let (max_connections, max_connections_per_address, header_timeout, body_timeout) =
             load_public_limits(env);
-        let max_streams = env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000);
-        let max_streams_per_contact =
-            env.int_in("WEBCHAT_MAX_STREAMS_PER_CONTACT", 8usize, 1, 1000);
         let max_uploads = env.int_in("WEBCHAT_MAX_UPLOADS", 16usize, 1, 10_000);
         let rate_per_contact = env.int_in("RATE_LIMIT_PER_CONTACT", 10u32, 0, 100_000);
         let rate_global = env.int_in("RATE_LIMIT_GLOBAL", 100u32, 0, 10_000_000);
@@ -241,8 +237,7 @@ impl Config {
             max_connections_per_address,
             header_timeout,
             body_timeout,
-            max_streams,
-            max_streams_per_contact,
+            streams: StreamLimits::load(env),
             max_uploads,
             rate_per_contact,
             rate_global,

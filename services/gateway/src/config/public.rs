@@ -49,6 +49,37 @@ pub(super) fn check_demo_is_local(
     }
 }
 
+/// Caps on web chat event streams, and their life.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    /// `WEBCHAT_MAX_STREAMS` (default 2000): open web chat event streams, all conversations.
+    pub max_streams: usize,
+    /// `WEBCHAT_MAX_STREAMS_PER_CONTACT` (default 8): open event streams of one conversation.
+    pub max_streams_per_contact: usize,
+    /// `WEBCHAT_MAX_STREAMS_PER_ADDRESS` (default 16): open event streams of one client address
+    /// ([`crate::edge::ClientAddress`]).
+    pub max_streams_per_address: usize,
+    /// `WEBCHAT_STREAM_MAX_SECS` (default 1800): an event stream is ended after this long (the
+    /// page reconnects with `Last-Event-ID`, nothing lost).
+    pub stream_max_life: Duration,
+}
+
+impl StreamLimits {
+    pub(super) fn load(env: &mut Env) -> Self {
+        Self {
+            max_streams: env.int_in("WEBCHAT_MAX_STREAMS", 2000usize, 1, 1_000_000),
+            max_streams_per_contact: env.int_in("WEBCHAT_MAX_STREAMS_PER_CONTACT", 8usize, 1, 1000),
+            max_streams_per_address: env.int_in(
+                "WEBCHAT_MAX_STREAMS_PER_ADDRESS",
+                16usize,
+                1,
+                1_000_000,
+            ),
+            stream_max_life: env.secs("WEBCHAT_STREAM_MAX_SECS", 1800, 1, 86_400),
+        }
+    }
+}
+
 /// The public listener's connection limits: `PUBLIC_MAX_CONNECTIONS`,
 /// `PUBLIC_MAX_CONNECTIONS_PER_ADDRESS`, `PUBLIC_HEADER_TIMEOUT_SECS`, `PUBLIC_BODY_TIMEOUT_SECS`.
 pub(super) fn load_public_limits(env: &mut Env) -> (usize, usize, Duration, Duration) {

@@ -41,9 +41,10 @@ use visitor::{Visitors, create_visitor};
 use crate::config::{Config, TransportKind};
 use crate::transport::{OutgoingText, SendError, Sent, SessionState, Transport};
 
-/// A refused request: a status and a reason, answered as `{"error": reason}`.
+/// A refused request: a status and a reason, answered as `{"error": reason}` — with a `code`
+/// too when the caller's token is refused ([`Reject::token`]).
 #[derive(Debug)]
-pub struct Reject(StatusCode, String);
+pub struct Reject(StatusCode, String, Option<&'static str>);
 
 /// The conversation `{contact}` of a `/chat/api/{contact}/…` call, extracted only once the
 /// caller may act on it ([`Webchat::authorize`]): normalised phone digits in demo mode, else
@@ -67,13 +68,28 @@ impl axum::extract::FromRequestParts<Webchat> for Conversation {
 
 impl Reject {
     fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Self(status, reason.into())
+        Self(status, reason.into(), None)
+    }
+
+    /// The caller's token refused, with a `code` a client acts on: `token_expired` (start a new
+    /// visitor, or renew before expiry next time) or `token_unknown` (a token this server does
+    /// not take for this visitor: its key changed, or the visitor is another's). Only these
+    /// make the chat page start a new visitor; any other 401 or 404 (a proxy's, say) does not.
+    fn token(status: StatusCode, reason: &str, code: &'static str) -> Self {
+        Self(status, reason.to_owned(), Some(code))
     }
 }
 
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
-        json_error(self.0, self.1)
+        match self.2 {
+            None => json_error(self.0, self.1),
+            Some(code) => (
+                self.0,
+                axum::Json(serde_json::json!({"error": self.1, "code": code})),
+            )
+                .into_response(),
+        }
     }
 }
 /// The web chat transport and its HTTP API.
@@ -102,6 +118,9 @@ struct Inner {
     streams: std::sync::Mutex<OpenStreams>,
     max_streams: usize,
     max_streams_per_contact: usize,
+    max_streams_per_address: usize,
+    /// An event stream ends after this long (the page reconnects).
+    stream_max_life: std::time::Duration,
     /// File uploads being read.
     uploads: Arc<tokio::sync::Semaphore>,
     /// Past Redis's high-water mark: new visitors and messages are refused.
@@ -144,8 +163,10 @@ impl Webchat {
                 csp: page::policy(&cfg.webchat_frame_ancestors),
                 shutdown,
                 streams: std::sync::Mutex::default(),
-                max_streams: cfg.max_streams,
-                max_streams_per_contact: cfg.max_streams_per_contact,
+                max_streams: cfg.streams.max_streams,
+                max_streams_per_contact: cfg.streams.max_streams_per_contact,
+                max_streams_per_address: cfg.streams.max_streams_per_address,
+                stream_max_life: cfg.streams.stream_max_life,
                 uploads: Arc::new(tokio::sync::Semaphore::new(cfg.max_uploads)),
                 high_water: crate::storage::HighWater::default(),
             }),
@@ -231,19 +252,22 @@ impl Webchat {
                 .map(str::trim);
             return match keys.check(bearer, contact, visitor::now()) {
                 Ok(()) => Ok(contact.to_owned()),
-                Err(visitor::Denied::Unauthenticated) => Err(Reject::new(
+                Err(visitor::Denied::Unauthenticated) => Err(Reject::token(
                     StatusCode::UNAUTHORIZED,
                     "missing or wrong token (Authorization: Bearer <token from POST /chat/api/visitors>)",
+                    "token_unknown",
                 )),
-                Err(visitor::Denied::Expired) => Err(Reject::new(
+                Err(visitor::Denied::Expired) => Err(Reject::token(
                     StatusCode::UNAUTHORIZED,
                     "the token expired (WEBCHAT_VISITOR_TOKEN_DAYS): renew tokens before they \
                      expire (POST /chat/api/visitors/{visitor}/token), or start a new chat \
                      with POST /chat/api/visitors",
+                    "token_expired",
                 )),
-                Err(visitor::Denied::NotFound) => Err(Reject::new(
+                Err(visitor::Denied::NotFound) => Err(Reject::token(
                     StatusCode::NOT_FOUND,
                     "no such conversation for this token",
+                    "token_unknown",
                 )),
             };
         }

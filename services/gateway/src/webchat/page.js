@@ -40,6 +40,24 @@ async function visitor(renew) {
   }
 }
 
+// Whether a refusal (its JSON body) is the API saying the token expired or is unknown: only
+// then does a new visitor help. Any other 401 or 404 (a proxy's page, a route gone for a while)
+// keeps the visitor and its conversation.
+function tokenRefused(err) {
+  return !demo && !!err && (err.code === "token_expired" || err.code === "token_unknown");
+}
+
+// A new visitor in place of one the server no longer takes: each one after the first waits
+// longer (2 s, 4 s, … 5 min) until a stream opens, so a server that keeps refusing tokens is
+// never asked for visitors in a loop (each spends the address's hourly allowance).
+let restartDelay = 0;
+async function restart() {
+  if (restartDelay) await sleep(restartDelay);
+  restartDelay = Math.min(Math.max(restartDelay * 2, 2000), 300000);
+  return await visitor(true);
+}
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
 // Keeps a token the server issued, and when to renew it (halfway to its expiry).
 function keep(body) {
   token = body.token;
@@ -57,7 +75,7 @@ async function renewIfDue() {
     const res = await fetch("/chat/api/visitors/" + encodeURIComponent(contact) + "/token",
       {method: "POST", headers: headers()});
     if (res.ok) { keep(await res.json()); return false; }
-    if (res.status === 401 || res.status === 404) return await visitor(true);
+    if (tokenRefused(await res.json().catch(() => null))) return await restart();
   } catch (e) {
     // Offline: the next check tries again.
   }
@@ -103,11 +121,13 @@ function add(m) {
 }
 
 // Server-sent events read with fetch, so the Authorization header can be sent; resumes
-// with Last-Event-ID after a drop.
+// with Last-Event-ID after a drop (the server also ends a stream after a while: the page
+// reconnects). A failed attempt is retried later, each time waiting longer (1.5 s up to 30 s).
 async function stream() {
   if (streamAbort) streamAbort.abort();
   const ctrl = new AbortController();
   streamAbort = ctrl;
+  let retry = 1500;
   while (!ctrl.signal.aborted) {
     try {
       const h = headers({"Accept": "text/event-stream"});
@@ -116,14 +136,17 @@ async function stream() {
       const res = await fetch(url, {headers: h, signal: ctrl.signal});
       if (!res.ok) {
         const err = await res.json().catch(() => ({}));
-        if (!demo && (res.status === 401 || res.status === 404)) {
-          // The token expired, or the server's key changed: start a new conversation.
-          if (await visitor(true)) continue;
-        }
+        // The token expired, or the server's key changed: start a new conversation.
+        if (tokenRefused(err) && await restart()) continue;
         $("status").textContent = "Cannot open the chat: " + (err.error || res.status);
-        if (res.status >= 400 && res.status < 500) return;
+        // Another client error is not helped by trying again, but for too many requests, a
+        // 401 or 404 that is not the API's (a proxy's) and the server's own errors.
+        const again = res.status === 429 || res.status === 401 || res.status === 404 || res.status >= 500;
+        if (!again) return;
         throw new Error(String(res.status));
       }
+      retry = 1500;
+      restartDelay = 0;
       $("status").textContent = demo ? "Chatting as +" + contact.replace(/^\+/, "") : "Online";
       const reader = res.body.getReader();
       const dec = new TextDecoder();
@@ -151,13 +174,14 @@ async function stream() {
     } catch (e) {
       if (ctrl.signal.aborted) return;
     }
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(retry);
+    retry = Math.min(retry * 2, 30000);
   }
 }
 
 async function open() {
   if (!demo) {
-    while (!(await visitor(false))) await new Promise((r) => setTimeout(r, 3000));
+    while (!(await visitor(false))) await sleep(3000);
     await renewIfDue();
     stream();
     return;
@@ -180,13 +204,15 @@ async function post(body, isJson) {
   showError("");
   const opts = () => ({method: "POST", headers: headers(isJson ? {"Content-Type": "application/json"} : {}), body});
   try {
+    const refusal = async (res) => (res.status === 202 ? null : await res.json().catch(() => ({})));
     let res = await fetch(api("/messages"), opts());
-    if (!demo && (res.status === 401 || res.status === 404) && await visitor(true)) {
+    let err = await refusal(res);
+    if (tokenRefused(err) && await restart()) {
       stream();
       res = await fetch(api("/messages"), opts());
+      err = await refusal(res);
     }
     if (res.status !== 202) {
-      const err = await res.json().catch(() => ({}));
       showError(err.error || ("Could not send (" + res.status + ")"));
     } else {
       $("typing").textContent = "typing…";

@@ -1,7 +1,11 @@
 //! Server-sent events of a conversation (`GET …/events`): new messages and the typing
-//! indicator, resuming after `Last-Event-ID`; and the caps on open streams.
+//! indicator, resuming after `Last-Event-ID`; the caps on open streams (in all, per
+//! conversation, per client address); and their maximum life (`WEBCHAT_STREAM_MAX_SECS`: the
+//! page reconnects with `Last-Event-ID`, so a stream ended this way loses nothing).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -15,10 +19,11 @@ use super::{ChatMessage, Conversation, Note, Reject, Webchat, history, unavailab
 use crate::config::TransportKind;
 use crate::transport::ReceiptStatus;
 
-/// Open event streams: per conversation, and in all.
+/// Open event streams: per conversation, per client address, and in all.
 #[derive(Default)]
 pub(super) struct OpenStreams {
-    per_contact: std::collections::HashMap<String, usize>,
+    per_contact: HashMap<String, usize>,
+    per_address: HashMap<IpAddr, usize>,
     total: usize,
 }
 
@@ -26,24 +31,34 @@ pub(super) struct OpenStreams {
 struct StreamSlot {
     wc: Webchat,
     contact: String,
+    address: Option<IpAddr>,
+}
+
+/// One fewer under `key` in `counts`, and no entry once none is left.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = self.wc.inner.streams.lock().expect("streams lock");
         open.total -= 1;
-        if let Some(n) = open.per_contact.get_mut(&self.contact) {
-            *n -= 1;
-            if *n == 0 {
-                open.per_contact.remove(&self.contact);
-            }
+        release(&mut open.per_contact, &self.contact);
+        if let Some(a) = &self.address {
+            release(&mut open.per_address, a);
         }
     }
 }
 
 impl Webchat {
-    /// A place for one more event stream of `contact`, unless a cap is reached.
-    fn open_stream(&self, contact: &str) -> Result<StreamSlot, Reject> {
+    /// A place for one more event stream of `contact` from the client `address`, unless a cap
+    /// is reached.
+    fn open_stream(&self, contact: &str, address: Option<IpAddr>) -> Result<StreamSlot, Reject> {
         let inner = &self.inner;
         let mut open = inner.streams.lock().expect("streams lock");
         let n = open.per_contact.get(contact).copied().unwrap_or(0);
@@ -55,6 +70,16 @@ impl Webchat {
                 ),
             ));
         }
+        let from_address = address.map_or(0, |a| open.per_address.get(&a).copied().unwrap_or(0));
+        if from_address >= inner.max_streams_per_address {
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this address has {from_address} event streams open already \
+                     (WEBCHAT_MAX_STREAMS_PER_ADDRESS)"
+                ),
+            ));
+        }
         if open.total >= inner.max_streams {
             return Err(Reject::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -63,9 +88,13 @@ impl Webchat {
         }
         open.total += 1;
         open.per_contact.insert(contact.to_owned(), n + 1);
+        if let Some(a) = address {
+            open.per_address.insert(a, from_address + 1);
+        }
         Ok(StreamSlot {
             wc: self.clone(),
             contact: contact.to_owned(),
+            address,
         })
     }
 }
@@ -90,6 +119,7 @@ pub(super) async fn events(
     Conversation(contact): Conversation,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
 ) -> Response {
     let resume = headers
         .get("last-event-id")
@@ -115,13 +145,25 @@ pub(super) async fn events(
             Err(e) => return unavailable(&e),
         },
     };
-    let slot = match wc.open_stream(&contact) {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let address = wc.inner.visitors.client.key(&headers, peer);
+    let slot = match wc.open_stream(&contact, address) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
     use futures_util::StreamExt;
+    // Ends at shutdown, or at the end of its life: the page reconnects with Last-Event-ID.
     let shutdown = wc.inner.shutdown.clone().cancelled_owned();
-    let stream = sse_stream(wc, contact, last, slot).take_until(shutdown);
+    let life = tokio::time::sleep(wc.inner.stream_max_life);
+    let end = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = life => {}
+        }
+    };
+    let stream = sse_stream(wc, contact, last, slot).take_until(end);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

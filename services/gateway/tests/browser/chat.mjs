@@ -3,8 +3,9 @@
 // its two modes:
 // - visitor (as a website visitor would): sends a text and a photo the way a person would
 //   (typing, clicking, choosing a file), waits until the answers appear, reloads (the
-//   conversation must still be there), renews its token when due, and starts a new visitor
-//   cleanly when its token has expired (`expired` is such a token);
+//   conversation must still be there), renews its token when due, keeps its visitor through
+//   a 404 and a 401 that are not the API refusing its token (a proxy's pages), and starts one
+//   new visitor, once, when its token has expired (`expired` is such a token);
 // - demo=<number> (WEBCHAT_DEMO=true): chats as that phone number, sends a text, sees the
 //   answer, and finds the conversation again after a reload;
 // and takes screenshots at phone and desktop widths.
@@ -132,7 +133,26 @@ async function visitor(page, checkPolicy) {
   console.log(`visitor=${id}`);
   await checkPolicy();
 
-  // An expired token: the page starts a new visitor, with an empty conversation.
+  // A 404 then a 401 from something in front of the API (plain pages, no token refusal in
+  // them): the page keeps its visitor and conversation, and opens the stream again later.
+  let created = 0;
+  await page.route("**/chat/api/visitors", (route) => { created++; return route.continue(); });
+  let refused = 0;
+  await page.route("**/events*", (route) => {
+    refused++;
+    if (refused > 2) return route.continue();
+    return route.fulfill({ status: refused === 1 ? 404 : 401, contentType: "text/html", body: "<h1>Not here</h1>" });
+  });
+  await page.reload();
+  await page.waitForFunction(() => document.getElementById("status").textContent === "Online", null, { timeout: 20000 });
+  await page.unroute("**/events*");
+  await page.waitForSelector(".msg.out.reply:has-text('That photo')", { timeout: 10000 });
+  const kept = await page.evaluate(() => localStorage.getItem("sb.visitor"));
+  if (refused < 3 || kept !== id || created !== 0) {
+    throw new Error(`a proxy's 404/401 changed the visitor: ${JSON.stringify({ refused, kept, id, created })}`);
+  }
+
+  // An expired token: the page starts a new visitor, once, with an empty conversation.
   await page.evaluate((t) => {
     localStorage.setItem("sb.visitor_token", t);
     localStorage.setItem("sb.visitor_renew_at", String(Date.now() + 3600 * 1000));
@@ -143,6 +163,8 @@ async function visitor(page, checkPolicy) {
     return v && v !== old && document.getElementById("status").textContent === "Online";
   }, id, { timeout: 10000 });
   if (await page.$$eval(".msg", (els) => els.length) !== 0) throw new Error("the new visitor sees the old conversation");
+  if (created !== 1) throw new Error(`${created} new visitors for one expired token`);
+  await page.unroute("**/chat/api/visitors");
   await checkPolicy();
 }
 

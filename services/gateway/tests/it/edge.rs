@@ -220,6 +220,157 @@ async fn a_slow_but_steady_upload_completes_and_a_trickle_is_cut() {
     assert!(started.elapsed() < Duration::from_millis(2500));
 }
 
+#[tokio::test]
+async fn a_body_sent_fast_then_trickled_or_stalled_banks_no_time() {
+    let gw = Gw::start(&[("PUBLIC_BODY_TIMEOUT_SECS", "1")]).await;
+    // 96 KB at once (it would have earned 3 s), then a byte or so every 300 ms, 2 s in all:
+    // cut at the timeout after its pace dropped, not 3 s later.
+    let started = Instant::now();
+    let mut parts = vec![96 * 1024];
+    parts.extend([1; 7]);
+    let trickled = uneven_upload(&gw, &parts, Duration::from_millis(300)).await;
+    assert!(trickled.starts_with("HTTP/1.1 408"), "{trickled}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // 96 KB at once, then nothing: cut after the timeout without a byte.
+    let started = Instant::now();
+    let stalled = uneven_upload(&gw, &[96 * 1024, 1], Duration::from_secs(5)).await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An upload declared 192 KB long of which parts of `sizes` bytes are written `every` apart
+/// (the rest never comes); the raw response.
+async fn uneven_upload(gw: &Gw, sizes: &[usize], every: Duration) -> String {
+    let mut s = connect_from(gw, "127.0.0.1").await;
+    let request = format!(
+        "POST /chat/api/{CONTACT}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: multipart/form-data; boundary=edge-boundary\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n--edge-boundary\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"v.ogg\"\r\n\
+         Content-Type: audio/ogg\r\n\r\n",
+        192 * 1024
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let (mut read, mut write) = s.split();
+    let writing = async {
+        for (i, size) in sizes.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(every).await;
+            }
+            if write.write_all(&vec![0x55u8; *size]).await.is_err() {
+                break; // answered (and closed) already
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    // Read while writing: the answer comes when the server cuts the body.
+    let mut out = Vec::new();
+    tokio::select! {
+        () = writing => unreachable!(),
+        r = tokio::time::timeout(T, read.read_to_end(&mut out)) => {
+            assert!(r.is_ok(), "not answered");
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_event_streams_and_each_ends_in_time() {
+    let gw = Gw::start(&[
+        ("WEBCHAT_MAX_STREAMS_PER_ADDRESS", "2"),
+        ("WEBCHAT_STREAM_MAX_SECS", "2"),
+    ])
+    .await;
+    let open = |from: &'static str, contact: &'static str| {
+        let url = gw.api(contact, "events");
+        async move { client_from(from).get(url).send().await.unwrap() }
+    };
+    // Streams of different conversations from one address: two, then 429 naming the cap.
+    let first = open("127.0.0.1", "15551110020").await;
+    assert_eq!(first.status(), 200);
+    let opened = Instant::now();
+    let second = open("127.0.0.1", "15551110021").await;
+    assert_eq!(second.status(), 200);
+    let refused = open("127.0.0.1", "15551110022").await;
+    assert_eq!(refused.status(), 429);
+    let why = error_of(refused).await;
+    assert!(why.contains("WEBCHAT_MAX_STREAMS_PER_ADDRESS"), "{why}");
+    // Another address has its own share.
+    let other = open("127.0.0.2", "15551110022").await;
+    assert_eq!(other.status(), 200);
+    // Each stream ends after its life, and its place comes back.
+    let mut first = SseReader::new(first);
+    let mut ended = false;
+    while opened.elapsed() < T {
+        if first.next(T - opened.elapsed()).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    let lived = opened.elapsed();
+    assert!(ended, "the stream never ended");
+    assert!(
+        lived >= Duration::from_millis(1500) && lived < Duration::from_secs(5),
+        "{lived:?}"
+    );
+    drop(second);
+    let deadline = Instant::now() + T;
+    while open("127.0.0.1", "15551110022").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the places never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn only_signed_cloud_webhook_posts_pass_the_throttle() {
+    use crate::cloud::{notification, sign, start_on};
+    let graph = crate::fake_graph::FakeGraph::start();
+    let gw = start_on(
+        &shared::testing::redis_url(),
+        &graph,
+        &[("HTTP_RATE_LIMIT_PER_ADDRESS", "2".into())],
+    )
+    .await;
+    let url = format!("{}/webhooks/whatsapp", gw.public);
+    let status = |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status() };
+    // The handshake, from one address: throttled like any request.
+    let handshake = || client_from("127.0.0.2").get(format!("{url}?hub.mode=subscribe"));
+    for _ in 0..2 {
+        assert_eq!(status(handshake()).await, 400);
+    }
+    assert_eq!(status(handshake()).await, 429);
+    // Unsigned posts, from another: the same.
+    let unsigned = || client_from("127.0.0.3").post(&url).body("{}");
+    for _ in 0..2 {
+        assert_ne!(status(unsigned()).await, 429);
+    }
+    assert_eq!(status(unsigned()).await, 429);
+    // Signed deliveries, from a third: never throttled (Meta posts from a few addresses).
+    let body = serde_json::to_vec(&notification(serde_json::json!({"statuses": []}))).unwrap();
+    for _ in 0..5 {
+        let signed = client_from("127.0.0.4")
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign(&body))
+            .body(body.clone());
+        assert_eq!(status(signed).await, 200);
+    }
+}
+
+/// The `{"error"}` reason of a refused request.
+async fn error_of(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    body["error"].as_str().expect("an error reason").to_owned()
+}
+
 /// A client making its requests from the local address `from`.
 fn client_from(from: &str) -> reqwest::Client {
     shared::http_client::builder()
@@ -267,6 +418,25 @@ async fn the_proxy_header_counts_only_from_a_trusted_proxy() {
     assert_eq!(create("127.0.0.1", "2001:db8:1:2::beef").await, 201);
     assert_eq!(create("127.0.0.1", "2001:db8:1:2:ffff::1").await, 429);
     assert_eq!(create("127.0.0.1", "2001:db8:1:3::1").await, 201);
+    // A proxy that appends its own line (HAProxy's `option forwardfor`) after the client's:
+    // the last line names the client, whatever the client wrote in its own.
+    let two_lines = |chosen: String| {
+        let url = format!("{}/chat/api/visitors", gw.public);
+        async move {
+            client_from("127.0.0.1")
+                .post(url)
+                .header("x-forwarded-for", chosen)
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(two_lines("198.51.100.1".into()).await, 201);
+    assert_eq!(two_lines("198.51.100.2, 198.51.100.3".into()).await, 201);
+    assert_eq!(two_lines("198.51.100.4".into()).await, 429);
 }
 
 #[tokio::test]
@@ -287,14 +457,8 @@ async fn requests_over_the_per_address_rate_get_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=12).contains(&retry), "{retry}");
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP_RATE_LIMIT_PER_ADDRESS"),
-        "{body}"
-    );
+    let why = error_of(refused).await;
+    assert!(why.contains("HTTP_RATE_LIMIT_PER_ADDRESS"), "{why}");
     // Before anything is stored: a refused message leaves no trace.
     let r = client_from("127.0.0.1")
         .post(gw.api(CONTACT, "messages"))
@@ -334,6 +498,11 @@ async fn demo_mode_refuses_every_request_through_a_proxy_or_for_another_host() {
         "X-Forwarded-Proto",
         "X-Real-IP",
         "Via",
+        "CF-Connecting-IP",
+        "True-Client-IP",
+        "X-Client-IP",
+        "X-Original-Forwarded-For",
+        "X-Cluster-Client-IP",
     ] {
         let value = if header == "Forwarded" {
             "for=203.0.113.5"
@@ -387,9 +556,9 @@ async fn demo_mode_refuses_every_request_through_a_proxy_or_for_another_host() {
     assert_eq!(gw.inbound().await.len(), 1);
 }
 
-/// A demo-mode gateway on loopback with `extra`: whether it runs (its `/healthz` answers) and
-/// its log; one that exits is refused.
-async fn demo_gateway(extra: &[(&str, String)]) -> (bool, String) {
+/// A gateway in demo mode on loopback, but for what `extra` says: whether it runs (its
+/// `/healthz` answers) and its log; one that exits is refused.
+async fn try_gateway(extra: &[(&str, String)]) -> (bool, String) {
     let mut senv = shared::testing::ServiceEnv::new(
         shared::config::ServiceName::Gateway,
         &shared::testing::redis_url(),
@@ -425,18 +594,44 @@ async fn demo_gateway(extra: &[(&str, String)]) -> (bool, String) {
 #[tokio::test]
 async fn demo_mode_will_not_start_behind_a_proxy_or_for_another_address() {
     let proxy = ("TRUSTED_PROXY_HEADER", "X-Forwarded-For".to_owned());
-    let (runs, log) = demo_gateway(std::slice::from_ref(&proxy)).await;
+    let (runs, log) = try_gateway(std::slice::from_ref(&proxy)).await;
     assert!(!runs && log.contains("TRUSTED_PROXY_HEADER"), "{log}");
     let url = ("PUBLIC_URL", "https://bot.example.com".to_owned());
-    let (runs, log) = demo_gateway(std::slice::from_ref(&url)).await;
+    let (runs, log) = try_gateway(std::slice::from_ref(&url)).await;
     assert!(!runs && log.contains("PUBLIC_URL"), "{log}");
     // Both at once: both named.
-    let (runs, log) = demo_gateway(&[proxy, ("PUBLIC_URL", "http://192.0.2.10:8080".into())]).await;
+    let (runs, log) = try_gateway(&[proxy, ("PUBLIC_URL", "http://192.0.2.10:8080".into())]).await;
     assert!(
         !runs && log.contains("TRUSTED_PROXY_HEADER") && log.contains("PUBLIC_URL"),
         "{log}"
     );
     // A PUBLIC_URL on this machine is fine.
-    let (runs, log) = demo_gateway(&[("PUBLIC_URL", "http://localhost:{port}".into())]).await;
+    let (runs, log) = try_gateway(&[("PUBLIC_URL", "http://localhost:{port}".into())]).await;
     assert!(runs, "{log}");
+}
+
+#[tokio::test]
+async fn off_loopback_without_a_proxy_header_the_gateway_warns() {
+    let exposed = [
+        ("WEBCHAT_DEMO", "false".to_owned()),
+        ("PUBLIC_ADDR", "0.0.0.0:{port}".to_owned()),
+    ];
+    let (runs, log) = try_gateway(&exposed).await;
+    assert!(
+        runs && log.contains("TRUSTED_PROXY_HEADER is unset"),
+        "{log}"
+    );
+    let mut behind = exposed.to_vec();
+    behind.push(("TRUSTED_PROXY_HEADER", "X-Forwarded-For".to_owned()));
+    let (runs, log) = try_gateway(&behind).await;
+    assert!(
+        runs && !log.contains("TRUSTED_PROXY_HEADER is unset"),
+        "{log}"
+    );
+    // On loopback (scripts/run), no warning.
+    let (runs, log) = try_gateway(&exposed[..1]).await;
+    assert!(
+        runs && !log.contains("TRUSTED_PROXY_HEADER is unset"),
+        "{log}"
+    );
 }

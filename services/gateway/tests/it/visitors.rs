@@ -155,10 +155,13 @@ async fn a_visitor_reads_and_writes_only_its_own_conversation() {
         let (status, body) = call(&gw, m.clone(), &a, rest, Some(&tb)).await;
         assert_eq!(status, 404, "{m} {rest}: {body}");
         assert!(body["error"].is_string());
+        // The code the page acts on (a new visitor), unlike any other 404.
+        assert_eq!(body["code"], "token_unknown", "{body}");
         // No token, or one this server never issued: 401.
         for bad in [None, Some("garbage"), Some(&format!("{a}.AAAA"))] {
             let (status, body) = call(&gw, m.clone(), &a, rest, bad).await;
             assert_eq!(status, 401, "{m} {rest} {bad:?}: {body}");
+            assert_eq!(body["code"], "token_unknown", "{body}");
         }
     }
     assert_eq!(gw.inbound().await.len(), 1, "B wrote nothing into A's chat");
@@ -463,6 +466,7 @@ async fn visitor_tokens_expire_and_the_visitor_renews_them() {
             body["error"].as_str().unwrap().contains("expired"),
             "{body}"
         );
+        assert_eq!(body["code"], "token_expired", "{body}");
     }
     let (status, body) = renew(&gw, a, Some(&old.token)).await;
     assert_eq!(status, 401);
