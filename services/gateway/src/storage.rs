@@ -40,7 +40,8 @@ pub struct Storage {
     /// `MAX_INPUT_CHARS` (default 4096, the brain's limit): the longest text kept of a message;
     /// a longer web chat post is refused, a longer WhatsApp message cut to it.
     pub max_input_chars: usize,
-    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
+    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps a history the bot answered in
+    /// (one it never answered lives an hour: [`crate::webchat::UNANSWERED_TTL`]).
     pub history_ttl: Duration,
     /// `REDIS_HIGH_WATER_PERCENT` (default 80; 0 = off, and off while Redis has no
     /// `maxmemory`): past this share of Redis's `maxmemory` the web chat refuses new visitors

@@ -33,7 +33,7 @@ use shared::http::json_error;
 use shared::phone::Phone;
 use shared::proto::{Identity, identity, outbound};
 
-pub use history::{ChatMessage, History, Note};
+pub use history::{ChatMessage, History, Note, UNANSWERED_TTL};
 use messages::{list_messages, post_message};
 use streams::{OpenStreams, events};
 use visitor::{Visitors, create_visitor};

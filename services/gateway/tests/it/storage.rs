@@ -153,6 +153,70 @@ async fn a_conversations_history_is_held_to_its_entries_and_bytes_and_pages_back
     assert_eq!(fields.len(), list.len() + 1, "message ids and #bytes");
 }
 
+/// The history's (and its index's) lifetimes, in ms, once both keys exist.
+async fn history_ttls(gw: &Gw) -> Vec<i64> {
+    let mut out: Vec<i64> = Vec::new();
+    for pattern in ["wc:h:*", "wc:hi:*"] {
+        let found = ttls(gw, pattern).await;
+        assert_eq!(found.len(), 1, "{pattern}: {found:?}");
+        out.push(found[0].1);
+    }
+    out
+}
+
+/// An outgoing web chat message of `kind` to `contact`.
+fn outgoing(
+    contact: &str,
+    id: &str,
+    kind: shared::proto::outbound::Kind,
+) -> shared::proto::Outbound {
+    shared::proto::Outbound {
+        message_id: id.to_owned(),
+        transport: shared::proto::Transport::Webchat as i32,
+        chat_id: contact.to_owned(),
+        kind: kind as i32,
+        text: "an answer".to_owned(),
+        in_reply_to: String::new(),
+        identities: Vec::new(),
+        also_answers: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_history_the_bot_never_answered_lives_an_hour_and_an_answer_keeps_it_memory_ttl_days() {
+    use shared::proto::outbound::Kind;
+    let gw = Gw::start(&[("MEMORY_TTL_DAYS", "3")]).await;
+    let contact = "15551110013";
+    let days = |ms: i64| ms as f64 / (24.0 * HOUR_MS as f64);
+    assert_eq!(gw.send_text(contact, "anyone there?").await.0, 202);
+    for ttl in history_ttls(&gw).await {
+        assert!(ttl > 0 && ttl <= HOUR_MS, "unanswered, it lives {ttl} ms");
+    }
+    // A notice (a rate limit's, a budget's) is no answer.
+    gw.publish_outbound(outgoing(contact, "n-1", Kind::Notice))
+        .await;
+    gw.wait_listing(contact, T, |l| l.len() == 2).await;
+    for ttl in history_ttls(&gw).await {
+        assert!(
+            ttl > 0 && ttl <= HOUR_MS,
+            "after a notice, it lives {ttl} ms"
+        );
+    }
+    // The bot's answer: MEMORY_TTL_DAYS, and the visitor's next post does not shorten it.
+    gw.publish_outbound(outgoing(contact, "r-1", Kind::Reply))
+        .await;
+    gw.wait_listing(contact, T, |l| l.len() == 3).await;
+    assert_eq!(gw.send_text(contact, "thanks").await.0, 202);
+    gw.wait_listing(contact, T, |l| l.len() == 4).await;
+    for ttl in history_ttls(&gw).await {
+        assert!(
+            days(ttl) > 2.99 && days(ttl) <= 3.0,
+            "answered, it lives {} days",
+            days(ttl)
+        );
+    }
+}
+
 #[tokio::test]
 async fn past_the_high_water_mark_the_web_chat_refuses_new_visitors_and_messages_while_whatsapp_flows()
  {
