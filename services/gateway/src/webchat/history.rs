@@ -5,11 +5,13 @@
 //! of every gateway replica wake up.
 //!
 //! How long a history lives is earned: a conversation the bot never answered (the visitor's
-//! own posts, the gateway's notices) expires [`UNANSWERED_TTL`] after its last message; the
+//! own posts, the gateway's and the brain's notices) expires `WEBCHAT_UNANSWERED_TTL_SECS`
+//! (default 10 minutes) after its last message; the
 //! bot's answer (an outgoing `reply`) keeps it `MEMORY_TTL_DAYS`, and nothing after shortens
 //! that. Anyone can open a visitor and post, so what an attacker's fresh visitors leave costs
-//! Redis an hour, not a week; only what the brain answered — held by the rate limits and the
-//! visitors' daily token budget — is kept for days.
+//! Redis minutes, not a week (each history is a Redis stream: about 1.7 KB even for one short
+//! notice); only what the brain answered — held by the rate limits and the visitors' daily
+//! token budget — is kept for days.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,11 +51,6 @@ pub const MAX_ENTRIES: usize = 200;
 /// At most this many bytes of messages (their JSON) are kept per conversation: with texts held
 /// to `MAX_INPUT_CHARS`, a conversation's history stays this small however much is posted.
 pub const MAX_BYTES: usize = 64 * 1024;
-
-/// How long a history lives after its last message while the bot has never answered in it
-/// (see the module docs): long enough for a visitor to come back to the page after a model or
-/// budget outage, short enough that a flood of unanswered visitors drains within the hour.
-pub const UNANSWERED_TTL: Duration = Duration::from_secs(3600);
 
 /// The most one listing returns (and what it returns without `limit`).
 pub const MAX_PAGE: usize = 1000;
@@ -125,6 +122,7 @@ pub struct History {
     conn: ConnectionManager,
     keys: Keys,
     ttl: Duration,
+    unanswered_ttl: Duration,
     listeners: Listeners,
 }
 
@@ -194,13 +192,19 @@ pub enum Note {
 }
 
 impl History {
-    /// Histories the bot answered in kept `ttl` after their last message (unanswered ones
-    /// [`UNANSWERED_TTL`]).
-    pub fn new(conn: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
+    /// Histories the bot answered in kept `ttl` after their last message, the others
+    /// `unanswered_ttl` (see the module docs).
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        ttl: Duration,
+        unanswered_ttl: Duration,
+    ) -> Self {
         Self {
             conn,
             keys,
             ttl,
+            unanswered_ttl,
             listeners: Listeners::default(),
         }
     }
@@ -239,7 +243,11 @@ impl History {
         let json = serde_json::to_string(msg).expect("a chat message serialises");
         // Only the bot's answer earns the history its days (see the module docs).
         let answer = msg.direction == "out" && msg.kind == outbound::Kind::Reply.label();
-        let life = if answer { self.ttl } else { UNANSWERED_TTL };
+        let life = if answer {
+            self.ttl
+        } else {
+            self.unanswered_ttl.min(self.ttl)
+        };
         let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
         let mut cmd = redis::cmd("EVAL");
         // EVAL, not EVALSHA: inside MULTI a Redis that forgot its script cache would fail

@@ -33,7 +33,7 @@ use shared::http::json_error;
 use shared::phone::Phone;
 use shared::proto::{Identity, identity, outbound};
 
-pub use history::{ChatMessage, History, Note, UNANSWERED_TTL};
+pub use history::{ChatMessage, History, Note};
 use messages::{list_messages, post_message};
 use streams::{OpenStreams, events};
 use visitor::{Visitors, create_visitor};
@@ -122,6 +122,7 @@ impl Webchat {
                     bus.connection(),
                     bus.keys().clone(),
                     cfg.storage.history_ttl,
+                    cfg.storage.unanswered_ttl,
                 ),
                 ingest,
                 receipts: crate::receipts::Receipts::new(bus),
