@@ -35,6 +35,15 @@ pub const RETRY_AFTER_SECS: u64 = 60;
 /// (`RECLAIM_IDLE_SECS` × `MAX_DELIVERIES` plus its backoff). One hour more covers clocks.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(25 * 3600);
 
+/// Whether a message stamped `timestamp` (unix seconds, as WhatsApp Web gives it) is older than
+/// [`DEDUP_WINDOW`] at `now_ms`: its dedup record may be gone, so taking it could answer it a
+/// second time (WhatsApp Web re-sends what arrived while the gateway was down, however long).
+/// One without a timestamp is taken (the sidecar stamps every message).
+pub fn past_dedup_window(timestamp: Option<i64>, now_ms: i64) -> bool {
+    let window_ms = i64::try_from(DEDUP_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    timestamp.is_some_and(|secs| secs.saturating_mul(1000) < now_ms.saturating_sub(window_ms))
+}
+
 /// The storage budget's settings.
 #[derive(Debug, Clone)]
 pub struct Storage {
