@@ -188,7 +188,7 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     assert!(!ok && said.contains("no code to scan"), "{said}");
 
     // Inbound: a phone-number sender, a LID sender with its number, a voice note, a group.
-    let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":now_s() + 0,"name":"Ana","media":null});
+    let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":now_s(),"name":"Ana","media":null});
     let lid = serde_json::json!({"v":1,"type":"message","id":"false_99@lid_A2","from":"2000000000001@lid","phone":"+4915112345678","lid":"2000000000001@lid","kind":"text","body":"Hallo","timestamp":now_s() + 1,"name":null,"media":null});
     use base64::Engine;
     let audio = shared::testing::voice_note(1);
@@ -556,7 +556,7 @@ async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them(
     wait_state(&gw, "connected").await;
     for i in 0..20 {
         fake.inject(
-            &serde_json::json!({"v":1,"type":"message","id":format!("m{i:02}"),"from":"15550003333@c.us","phone":null,"lid":null,"kind":"text","body":format!("part {i}"),"timestamp":now_s() + 0 + i,"name":null,"media":null})
+            &serde_json::json!({"v":1,"type":"message","id":format!("m{i:02}"),"from":"15550003333@c.us","phone":null,"lid":null,"kind":"text","body":format!("part {i}"),"timestamp":now_s() + i,"name":null,"media":null})
                 .to_string(),
         );
     }
