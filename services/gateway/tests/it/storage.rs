@@ -836,9 +836,31 @@ async fn an_attack_at_the_highest_rate_the_limits_allow_leaves_redis_room_and_wh
         MAXMEMORY * HIGH_WATER_PERCENT / 100 / 1_048_576,
         histories as f64 / 1_048_576.0,
     );
+    // What outlives the attack's unanswered histories: records, and the histories the bot
+    // answered in. Were the attack's histories kept for days (as they were), the web chat would
+    // stay shut for as long.
+    let unanswered_ms = i64::from(600 / COMPRESSION) * 1000;
+    let lasting: u64 = redis::cmd("EVAL")
+        .arg(
+            "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+               local ttl = redis.call('PTTL', k) \
+               if ttl < 0 or ttl > tonumber(ARGV[2]) then \
+                 n = n + (redis.call('MEMORY', 'USAGE', k, 'SAMPLES', 0) or 0) end end return n",
+        )
+        .arg(0)
+        .arg(format!("{{{}}}:*", gw.prefix()))
+        .arg(unanswered_ms)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     eprintln!(
         "the web chat refused {refused} requests (503) during the attack and took new visitors \
-         again {reopened:?} after it"
+         again {reopened:?} after it; {:.1} MB outlive the attack's unanswered histories",
+        lasting as f64 / 1_048_576.0
+    );
+    assert!(
+        lasting < MAXMEMORY * HIGH_WATER_PERCENT / 100 / 2,
+        "the attack leaves {lasting} bytes for longer than WEBCHAT_UNANSWERED_TTL_SECS"
     );
     assert!(
         redis_peak < MAXMEMORY,
