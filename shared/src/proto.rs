@@ -49,10 +49,17 @@ pub fn is_visitor(identities: &[Identity]) -> bool {
 /// ([`Inbound::text_cut`]): what is stored and published of a message stays within
 /// `MAX_INPUT_CHARS`, and the brain still answers it as too long.
 pub fn fit_text(ib: &mut Inbound, max_chars: usize) {
-    if let Some((i, _)) = ib.text.char_indices().nth(max_chars) {
+    if let Some(i) = past_chars(&ib.text, max_chars) {
         ib.text.truncate(i);
         ib.text_cut = true;
     }
+}
+
+/// Where `text` goes past `max_chars` characters (the byte offset of the first character over
+/// the limit), `None` when it is no longer: the one measure of `MAX_INPUT_CHARS` for what is
+/// cut ([`fit_text`]) and what is refused (the web chat's posts).
+pub fn past_chars(text: &str, max_chars: usize) -> Option<usize> {
+    text.char_indices().nth(max_chars).map(|(i, _)| i)
 }
 
 /// `MAX_INPUT_CHARS` (default 4,096, characters): the longest text a customer's message may

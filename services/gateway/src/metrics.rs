@@ -39,6 +39,8 @@ pub const CLOUD_WEBHOOKS: &str = "gateway_cloud_webhooks_total";
 /// Cloud API messages and statuses ignored as older than the replay window, by kind
 /// (`message`, `status`): replayed deliveries, or deliveries Meta retried for over a day.
 pub const CLOUD_STALE: &str = "gateway_cloud_stale_total";
+/// WhatsApp Web messages older than the dedup window, dropped unanswered ([`crate::web`]).
+pub const WEB_STALE: &str = "gateway_web_stale_total";
 /// Seconds from a Cloud API webhook request's arrival to its answer (kept on the stream).
 pub const CLOUD_WEBHOOK_LATENCY: &str = "gateway_cloud_webhook_seconds";
 /// Cloud API sends by outcome (`sent`, `throttled`, `transient`, `window_closed`, `refused`,
@@ -92,7 +94,7 @@ pub fn register(transports: &[TransportKind]) {
         SESSION_STATE,
         "1 for the current state of each transport session"
     );
-    register_storage();
+    register_storage(transports);
     for scope in ["contact", "global"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
     }
@@ -128,8 +130,9 @@ pub fn register(transports: &[TransportKind]) {
     }
 }
 
-/// What Redis holds: the media store and the high-water mark ([`crate::storage`]).
-fn register_storage() {
+/// The media store, Redis's high-water mark, and what is dropped as older than the dedup
+/// window ([`crate::storage`]).
+fn register_storage(transports: &[TransportKind]) {
     metrics::describe_gauge!(crate::media::STORE_BYTES, "Bytes held by the media store");
     metrics::describe_counter!(
         crate::media::EVICTED,
@@ -142,6 +145,13 @@ fn register_storage() {
     );
     metrics::gauge!(REDIS_HIGH_WATER).set(0.0);
     metrics::gauge!(crate::media::STORE_BYTES).set(0.0);
+    if transports.contains(&TransportKind::Web) {
+        metrics::describe_counter!(
+            WEB_STALE,
+            "WhatsApp Web messages older than the dedup window (a re-sent backlog), dropped unanswered"
+        );
+        metrics::counter!(WEB_STALE).absolute(0);
+    }
 }
 
 /// What the public listener refused at its edge ([`crate::edge`], `serve_public`).

@@ -2,7 +2,8 @@
 //!
 //! - Texts: at most `MAX_INPUT_CHARS` characters of a message are kept (a longer web chat post is
 //!   refused, a longer WhatsApp message cut and marked); a conversation's web chat history is
-//!   held to its size ([`crate::webchat::History`]).
+//!   held to its size, and lives minutes until the bot answers in it
+//!   ([`crate::webchat::History`]); a message a rate limit refused is not kept in it.
 //! - Records: dedup and delivery records live [`DEDUP_WINDOW`], a refused message's one minute
 //!   ([`crate::admit::LIMITED_SEEN_TTL`]).
 //! - Redis's high-water mark ([`HighWater`]). Redis runs with `maxmemory` and `noeviction`: once
@@ -34,14 +35,28 @@ pub const RETRY_AFTER_SECS: u64 = 60;
 /// (`RECLAIM_IDLE_SECS` × `MAX_DELIVERIES` plus its backoff). One hour more covers clocks.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(25 * 3600);
 
+/// Whether a message stamped `timestamp` (unix seconds, as WhatsApp Web gives it) is older than
+/// [`DEDUP_WINDOW`] at `now_ms`: its dedup record may be gone, so taking it could answer it a
+/// second time (WhatsApp Web re-sends what arrived while the gateway was down, however long).
+/// One without a timestamp is taken (the sidecar stamps every message).
+pub fn past_dedup_window(timestamp: Option<i64>, now_ms: i64) -> bool {
+    let window_ms = i64::try_from(DEDUP_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    timestamp.is_some_and(|secs| secs.saturating_mul(1000) < now_ms.saturating_sub(window_ms))
+}
+
 /// The storage budget's settings.
 #[derive(Debug, Clone)]
 pub struct Storage {
     /// `MAX_INPUT_CHARS` (default 4096, the brain's limit): the longest text kept of a message;
     /// a longer web chat post is refused, a longer WhatsApp message cut to it.
     pub max_input_chars: usize,
-    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps its history.
+    /// `MEMORY_TTL_DAYS` (default 7): how long the web chat keeps a history the bot answered in
+    /// (one it never answered lives `unanswered_ttl`).
     pub history_ttl: Duration,
+    /// `WEBCHAT_UNANSWERED_TTL_SECS` (default 600): how long a web chat history the bot never
+    /// answered in lives after its last message (the visitor's posts, notices): anyone can open
+    /// visitors, so what they leave unanswered must drain in minutes ([`crate::webchat::History`]).
+    pub unanswered_ttl: Duration,
     /// `REDIS_HIGH_WATER_PERCENT` (default 80; 0 = off, and off while Redis has no
     /// `maxmemory`): past this share of Redis's `maxmemory` the web chat refuses new visitors
     /// and messages, so WhatsApp keeps the rest.
@@ -54,6 +69,7 @@ impl Storage {
         Self {
             max_input_chars: shared::proto::max_input_chars(env),
             history_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
+            unanswered_ttl: env.secs("WEBCHAT_UNANSWERED_TTL_SECS", 600, 1, 86_400),
             high_water_percent: env.int_in("REDIS_HIGH_WATER_PERCENT", 80u8, 0, 100),
         }
     }

@@ -288,6 +288,16 @@ impl Web {
     }
 
     pub(super) async fn on_message(&self, m: WaMessage) {
+        // Re-sent after an outage longer than the dedup window, it may have been answered
+        // before and its records be gone: dropped, never answered twice.
+        if crate::storage::past_dedup_window(m.timestamp, shared::ids::now_ms()) {
+            metrics::counter!(crate::metrics::WEB_STALE).increment(1);
+            tracing::warn!(
+                timestamp = m.timestamp,
+                "a WhatsApp Web message older than the dedup window: dropped (a re-sent backlog?)"
+            );
+            return;
+        }
         let identities = identities_of(&m);
         let mut kind = match m.kind.as_str() {
             "text" => inbound::Kind::Text,

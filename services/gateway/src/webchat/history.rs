@@ -1,8 +1,17 @@
 //! The web chat's own history: one Redis stream per contact (`{prefix}:wc:h:<hash>`), both
-//! directions, kept `MEMORY_TTL_DAYS` and held to [`MAX_ENTRIES`] and [`MAX_BYTES`] (trimmed on
-//! every write, the key expires after the last one), with an index (`{prefix}:wc:hi:<hash>`)
-//! that finds a page's start without reading the messages after it. Every write publishes a notification on `{prefix}:wc:notify` so the server-sent
-//! event streams of every gateway replica wake up.
+//! directions, held to [`MAX_ENTRIES`] and [`MAX_BYTES`] (trimmed on every write), with an index
+//! (`{prefix}:wc:hi:<hash>`) that finds a page's start without reading the messages after it.
+//! Every write publishes a notification on `{prefix}:wc:notify` so the server-sent event streams
+//! of every gateway replica wake up.
+//!
+//! How long a history lives is earned: a conversation the bot never answered (the visitor's
+//! own posts, the gateway's and the brain's notices) expires `WEBCHAT_UNANSWERED_TTL_SECS`
+//! (default 10 minutes) after its last message; the
+//! bot's answer (an outgoing `reply`) keeps it `MEMORY_TTL_DAYS`, and nothing after shortens
+//! that. Anyone can open a visitor and post, so what an attacker's fresh visitors leave costs
+//! Redis minutes, not a week (each history is a Redis stream: about 1.7 KB even for one short
+//! notice); only what the brain answered — held by the rate limits and the visitors' daily
+//! token budget — is kept for days.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +20,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use shared::bus::Keys;
+use shared::proto::outbound;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +66,9 @@ const APPEND_ONCE_WINDOW: Duration = Duration::from_secs(3600);
 /// ARGV[3] most entries, ARGV[4] most bytes, ARGV[5] oldest time kept (ms), ARGV[6] history
 /// lifetime (ms), ARGV[7] notification channel, ARGV[8] notification, ARGV[9] a second
 /// notification after it ('' = none: the typing indicator's end), ARGV[10] marker lifetime
-/// (ms). Returns 1 when appended, 0 when the marked message was appended before.
+/// (ms), ARGV[11] '1' when ARGV[6] only lengthens the history's life (a message that is no
+/// answer: the history keeps a longer life it has), '0' when it sets it (the bot's answer).
+/// Returns 1 when appended, 0 when the marked message was appended before.
 ///
 /// The oldest entries go while the history is over its entries, its bytes or its age (the
 /// newest is always kept); each leaves the index with its bytes. A history that is down to
@@ -85,8 +97,10 @@ if n <= 1 then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], ARGV[1], entry, '#bytes', string.len(ARGV[2]))
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local life = tonumber(ARGV[6])
+if ARGV[11] == '1' then life = math.max(life, redis.call('PTTL', KEYS[1])) end
+redis.call('PEXPIRE', KEYS[1], life)
+redis.call('PEXPIRE', KEYS[2], life)
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[9]) end
 return 1
@@ -108,6 +122,7 @@ pub struct History {
     conn: ConnectionManager,
     keys: Keys,
     ttl: Duration,
+    unanswered_ttl: Duration,
     listeners: Listeners,
 }
 
@@ -177,12 +192,19 @@ pub enum Note {
 }
 
 impl History {
-    /// Histories kept `ttl` after their last message.
-    pub fn new(conn: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
+    /// Histories the bot answered in kept `ttl` after their last message, the others
+    /// `unanswered_ttl` (see the module docs).
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        ttl: Duration,
+        unanswered_ttl: Duration,
+    ) -> Self {
         Self {
             conn,
             keys,
             ttl,
+            unanswered_ttl,
             listeners: Listeners::default(),
         }
     }
@@ -219,6 +241,13 @@ impl History {
         second_note: String,
     ) -> redis::Cmd {
         let json = serde_json::to_string(msg).expect("a chat message serialises");
+        // Only the bot's answer earns the history its days (see the module docs).
+        let answer = msg.direction == "out" && msg.kind == outbound::Kind::Reply.label();
+        let life = if answer {
+            self.ttl
+        } else {
+            self.unanswered_ttl.min(self.ttl)
+        };
         let oldest = shared::ids::now_ms() - self.ttl.as_millis() as i64;
         let mut cmd = redis::cmd("EVAL");
         // EVAL, not EVALSHA: inside MULTI a Redis that forgot its script cache would fail
@@ -236,11 +265,12 @@ impl History {
             .arg(MAX_ENTRIES)
             .arg(MAX_BYTES)
             .arg(oldest.max(0))
-            .arg(self.ttl.as_millis() as u64)
+            .arg(life.as_millis() as u64)
             .arg(self.channel())
             .arg(format!("m:{}", self.contact_hash(contact)))
             .arg(second_note)
-            .arg(marker_ms);
+            .arg(marker_ms)
+            .arg(if answer { "0" } else { "1" });
         cmd
     }
 

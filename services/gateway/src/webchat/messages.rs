@@ -21,17 +21,6 @@ const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// The largest caption of a photo or voice note (WhatsApp allows 1,024 characters).
 const MAX_CAPTION_BYTES: usize = 4 * 1024;
 
-/// What the history keeps of a message a rate limit refused.
-const LIMITED_TEXT_CHARS: usize = 200;
-
-/// `text` cut to `max` characters, marked when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
-    }
-}
-
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
     limit: Option<String>,
@@ -197,14 +186,12 @@ pub(super) async fn post_message(
         .inner
         .ingest
         .accept_with(incoming, move |pipe, published| {
+            // A message a rate limit refused is not kept in the history at all (its notice,
+            // once a window, is): a flood within the limits must not fill Redis. What is left
+            // of it is its one-minute dedup record.
             if published {
                 history.append_commands(pipe, &contact, &in_msg);
                 history.typing_commands(pipe, &contact);
-            } else {
-                // Refused by a rate limit: kept short, so a flood cannot fill Redis.
-                let mut short = in_msg.clone();
-                short.text = shorten(&short.text, LIMITED_TEXT_CHARS);
-                history.append_commands(pipe, &contact, &short);
             }
         })
         .await;
@@ -245,7 +232,7 @@ fn media_reject(e: &MediaError) -> Reject {
 /// A text or caption over `max_chars` characters (`MAX_INPUT_CHARS`): refused whole, before
 /// anything is stored.
 fn check_chars(text: &str, max_chars: usize, what: &str) -> Result<(), Reject> {
-    if text.chars().nth(max_chars).is_some() {
+    if shared::proto::past_chars(text, max_chars).is_some() {
         return Err(Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the {what} is longer than {max_chars} characters"),

@@ -141,6 +141,7 @@ impl Webchat {
                     bus.connection(),
                     bus.keys().clone(),
                     cfg.storage.history_ttl,
+                    cfg.storage.unanswered_ttl,
                 ),
                 ingest,
                 receipts: crate::receipts::Receipts::new(bus),

@@ -188,12 +188,12 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     assert!(!ok && said.contains("no code to scan"), "{said}");
 
     // Inbound: a phone-number sender, a LID sender with its number, a voice note, a group.
-    let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":1764000000,"name":"Ana","media":null});
-    let lid = serde_json::json!({"v":1,"type":"message","id":"false_99@lid_A2","from":"2000000000001@lid","phone":"+4915112345678","lid":"2000000000001@lid","kind":"text","body":"Hallo","timestamp":1764000001,"name":null,"media":null});
+    let text = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A1","from":"15550001111@c.us","phone":null,"lid":null,"kind":"text","body":"Hi there","timestamp":now_s(),"name":"Ana","media":null});
+    let lid = serde_json::json!({"v":1,"type":"message","id":"false_99@lid_A2","from":"2000000000001@lid","phone":"+4915112345678","lid":"2000000000001@lid","kind":"text","body":"Hallo","timestamp":now_s() + 1,"name":null,"media":null});
     use base64::Engine;
     let audio = shared::testing::voice_note(1);
-    let voice = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A3","from":"15550001111@c.us","phone":"+15550001111","lid":null,"kind":"voice","body":"","timestamp":1764000002,"name":null,"media":{"mime":"audio/ogg; codecs=opus","data":base64::engine::general_purpose::STANDARD.encode(&audio)}});
-    let image = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A4","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"this one?","timestamp":1764000003,"name":null,"media":{"mime":"image/png","data":base64::engine::general_purpose::STANDARD.encode(crate::helpers::PNG)}});
+    let voice = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A3","from":"15550001111@c.us","phone":"+15550001111","lid":null,"kind":"voice","body":"","timestamp":now_s() + 2,"name":null,"media":{"mime":"audio/ogg; codecs=opus","data":base64::engine::general_purpose::STANDARD.encode(&audio)}});
+    let image = serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A4","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"this one?","timestamp":now_s() + 3,"name":null,"media":{"mime":"image/png","data":base64::engine::general_purpose::STANDARD.encode(crate::helpers::PNG)}});
     for m in [&text, &lid, &voice, &image] {
         fake.inject(&m.to_string());
     }
@@ -217,7 +217,7 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     let a = by_tmid("false_15550001111@c.us_A1");
     assert_eq!(a.transport(), Transport::Web);
     assert_eq!(a.chat_id, "15550001111@c.us");
-    assert_eq!(a.sent_at_ms, 1_764_000_000_000);
+    assert_eq!(a.sent_at_ms, text["timestamp"].as_i64().unwrap() * 1000);
     assert_eq!(a.display_name, "Ana");
     assert_eq!(
         a.identities,
@@ -255,7 +255,7 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
         serde_json::json!({"mime": "image/png", "data": base64::engine::general_purpose::STANDARD.encode(crate::helpers::PNG)}).to_string(),
     )
     .unwrap();
-    fake.inject(&serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A5","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"","timestamp":1764000004,"name":null,"media":null}).to_string());
+    fake.inject(&serde_json::json!({"v":1,"type":"message","id":"false_15550001111@c.us_A5","from":"15550001111@c.us","phone":null,"lid":null,"kind":"image","body":"","timestamp":now_s() + 4,"name":null,"media":null}).to_string());
     let late = wait_for(async || {
         gw.inbound()
             .await
@@ -518,6 +518,37 @@ async fn a_crashed_sidecar_leaves_no_browser_behind_and_a_stale_profile_lock_is_
     wait_for(async || (!running(third)).then_some(())).await;
 }
 
+/// Now, in unix seconds (how the sidecar stamps a message).
+fn now_s() -> i64 {
+    shared::ids::now_ms() / 1000
+}
+
+#[tokio::test]
+async fn a_message_older_than_the_dedup_window_is_dropped_not_answered_twice() {
+    let fake = Fake::new(true);
+    let gw = fake.gateway(&[]).await;
+    wait_state(&gw, "connected").await;
+    // Re-sent after an outage longer than the dedup records live (25 h): it may have been
+    // answered before. Then one from just within the window, and a fresh one.
+    for (id, age_s) in [("old", 26 * 3600), ("day", 24 * 3600), ("new", 0)] {
+        fake.inject(
+            &serde_json::json!({"v":1,"type":"message","id":id,"from":"15550004444@c.us","phone":null,"lid":null,"kind":"text","body":"is it ready?","timestamp":now_s() - age_s,"name":null,"media":null})
+                .to_string(),
+        );
+    }
+    let inbound = wait_for(async || {
+        let i = gw.inbound().await;
+        (i.len() >= 2).then_some(i)
+    })
+    .await;
+    let ids: Vec<&str> = inbound
+        .iter()
+        .map(|i| i.transport_message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["day", "new"]);
+    assert_eq!(metric(&gw.metrics().await, "gateway_web_stale_total"), 1.0);
+}
+
 #[tokio::test]
 async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them() {
     let fake = Fake::new(true);
@@ -525,7 +556,7 @@ async fn a_contacts_messages_are_published_in_the_order_whatsapp_delivered_them(
     wait_state(&gw, "connected").await;
     for i in 0..20 {
         fake.inject(
-            &serde_json::json!({"v":1,"type":"message","id":format!("m{i:02}"),"from":"15550003333@c.us","phone":null,"lid":null,"kind":"text","body":format!("part {i}"),"timestamp":1764000000 + i,"name":null,"media":null})
+            &serde_json::json!({"v":1,"type":"message","id":format!("m{i:02}"),"from":"15550003333@c.us","phone":null,"lid":null,"kind":"text","body":format!("part {i}"),"timestamp":now_s() + i,"name":null,"media":null})
                 .to_string(),
         );
     }
