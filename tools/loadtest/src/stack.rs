@@ -94,6 +94,8 @@ impl Stack {
                 "PUBLIC_MAX_CONNECTIONS_PER_ADDRESS".into(),
                 "1000000".into(),
             ),
+            // Every customer follows its conversation's event stream from that one address.
+            ("WEBCHAT_MAX_STREAMS_PER_ADDRESS".into(), "100000".into()),
             ("CONTACT_DAILY_TOKENS".into(), "1000000000".into()),
             // No daily cost cap and no visitors' allowance: a load test spends freely.
             ("DAILY_BUDGET_USD".into(), "0".into()),

@@ -465,9 +465,14 @@ async fn listen(
             Some(id) => client.get(&url).header("last-event-id", id.as_str()),
             None => client.get(format!("{url}?after=0")),
         };
-        let Ok(mut resp) = req.send().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        // A refused stream (a limit, a restarting gateway) is asked for again shortly, never in
+        // a tight loop.
+        let mut resp = match req.send().await {
+            Ok(r) if r.status().is_success() => r,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let mut buf = String::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
