@@ -14,7 +14,7 @@ use shared::llm::{Breaker, CallError};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::store::Turn;
+use crate::domain::{Speaker, Turn};
 
 /// A model's answer.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ impl Chat {
                 .into(),
         ];
         for t in memory {
-            messages.push(if t.role == "assistant" {
+            messages.push(if t.speaker == Speaker::Business {
                 ChatCompletionRequestAssistantMessageArgs::default()
                     .content(t.content.as_str())
                     .build()?

@@ -4,17 +4,18 @@
 // Every public item says what it is for; the lint keeps it so.
 #![warn(missing_docs)]
 
+pub mod burst;
 pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod console;
-pub mod decision;
+pub mod domain;
 pub mod handler;
 pub mod hours;
 pub mod knowledge;
 pub mod messages;
 pub mod metrics;
-pub mod outcome;
+pub mod rules;
 pub mod settings;
 pub mod store;
 
@@ -64,9 +65,23 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let handoff_timeout = ctx.config.handoff_timeout;
     let ctx_idle = ctx.config.conversation_idle;
     let knowledge = Arc::new(knowledge::Knowledge::load(&ctx.config.knowledge_dir));
-    let brain = handler::Brain::new(ctx.config, db.clone(), ctx.bus.clone(), knowledge.clone());
+    let settings = settings::Settings::new(ctx.config, db.clone());
+    let clock: shared::clock::SharedClock = Arc::new(shared::clock::SystemClock);
+    let console = console::Api::new(
+        db.clone(),
+        ctx.bus.clone(),
+        settings.clone(),
+        knowledge.clone(),
+    )
+    .routes();
+    let brain = handler::Brain::new(
+        settings,
+        db.clone(),
+        ctx.bus.clone(),
+        knowledge.clone(),
+        clock.clone(),
+    );
     let expiring = brain.clone();
-    let console = console::Api::new(brain.clone()).routes();
     let idle = ctx_idle;
     let handoff_check = HANDOFF_CHECK.min(handoff_timeout / 2);
     let consumer = ctx.bus.consumer(Stream::Inbound, brain.clone());
@@ -76,9 +91,10 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     {
         let db = db.clone();
         let shutdown = shutdown.clone();
+        let clock = clock.clone();
         tasks.spawn("inbound consumer", async move {
             // Admins as ADMIN_NUMBERS says, before the first message is answered.
-            let revoked = store::bootstrap_admins(&db, &admins, shared::ids::now_ms())
+            let revoked = store::bootstrap_admins(&db, &admins, clock.now_ms())
                 .await
                 .context("cannot record ADMIN_NUMBERS as admins")?;
             if revoked > 0 {
@@ -98,7 +114,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     tasks.spawn("transcript consumer", async move {
         Ok(transcripts.run(shutdown).await?)
     });
-    upkeep(&mut tasks, expiring, db, ttl, handoff_check, idle);
+    upkeep(&mut tasks, expiring, db, clock, ttl, handoff_check, idle);
     Ok(Running {
         routes: Some(console),
         checks: vec![llm_check],
@@ -111,6 +127,7 @@ fn upkeep(
     tasks: &mut Tasks,
     brain: Arc<handler::Brain>,
     db: shared::db::Db,
+    clock: shared::clock::SharedClock,
     ttl: Duration,
     handoff_check: Duration,
     idle: Duration,
@@ -134,13 +151,15 @@ fn upkeep(
         }
     });
     let sweep_db = db.clone();
+    let sweep_clock = clock.clone();
     tasks.every(
         "conversation outcomes",
         HANDOFF_CHECK.min(idle / 2),
         move || {
             let db = sweep_db.clone();
+            let clock = sweep_clock.clone();
             async move {
-                let now = shared::ids::now_ms();
+                let now = clock.now_ms();
                 match store::close_idle(&db, now, idle.as_millis() as i64).await {
                     Ok(ended) => {
                         for outcome in ended {
@@ -155,8 +174,9 @@ fn upkeep(
     );
     tasks.every("memory cleanup", CLEANUP_EVERY, move || {
         let db = db.clone();
+        let clock = clock.clone();
         async move {
-            let before = shared::ids::now_ms() - ttl.as_millis() as i64;
+            let before = clock.now_ms() - ttl.as_millis() as i64;
             match store::cleanup(&db, before).await {
                 Ok(n) => {
                     ::metrics::counter!(metrics::CLEANED).increment(n);

@@ -60,7 +60,7 @@ pub fn register() {
         "Tokens used, by model (as the API named it) and direction"
     );
     for kind in ["text", "voice", "image", "other"] {
-        metrics::counter!(MESSAGES, "kind" => kind, "outcome" => crate::outcome::Outcome::Answered.as_str())
+        metrics::counter!(MESSAGES, "kind" => kind, "outcome" => crate::domain::Outcome::Answered.as_str())
             .absolute(0);
     }
     for c in ["known", "unknown"] {

@@ -1,7 +1,12 @@
 //! Settings an admin can change from WhatsApp (`!config set <key> <value>`); a value set there
 //! wins over the environment until `!config unset <key>`.
 
+use std::sync::Arc;
+
+use shared::bus::HandleError;
+
 use crate::config::Config;
+use crate::store::OrRetry;
 
 /// The keys, with what they mean.
 pub const KEYS: &[(&str, &str)] = &[
@@ -87,5 +92,61 @@ pub fn current(cfg: &Config, key: &str) -> String {
             .map_or_else(|| "(the API's default)".to_owned(), |t| t.to_string()),
         "echo-transcript" => if cfg.echo_transcript { "on" } else { "off" }.to_owned(),
         _ => String::new(),
+    }
+}
+
+/// How long answers reuse the admins' settings before reading them again.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The owner of the configuration in effect: the environment's, with the admins' `!config set`
+/// values applied. Answers read it at most once a second ([`Settings::current`]); a change made
+/// here clears this process's copy at once ([`Settings::changed`]), other replicas see it
+/// within a second.
+pub struct Settings {
+    base: Arc<Config>,
+    db: shared::db::Db,
+    cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Config>)>>,
+}
+
+impl Settings {
+    /// The settings over the environment's `base`, stored in `db`.
+    pub fn new(base: Config, db: shared::db::Db) -> Arc<Self> {
+        Arc::new(Self {
+            base: Arc::new(base),
+            db,
+            cache: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The configuration from the environment.
+    pub fn base(&self) -> &Config {
+        &self.base
+    }
+
+    /// The configuration in effect, read now.
+    pub async fn effective(&self) -> Result<Config, HandleError> {
+        let stored = crate::store::settings(&self.db).await.or_retry()?;
+        Ok(apply(&self.base, &stored))
+    }
+
+    /// The configuration in effect, read at most once a second.
+    pub async fn current(&self) -> Result<Arc<Config>, HandleError> {
+        {
+            let cached = self.cache.lock().expect("settings cache");
+            if let Some((at, cfg)) = &*cached
+                && at.elapsed() < CACHE_TTL
+            {
+                return Ok(cfg.clone());
+            }
+        }
+        let cfg = Arc::new(self.effective().await?);
+        *self.cache.lock().expect("settings cache") =
+            Some((std::time::Instant::now(), cfg.clone()));
+        Ok(cfg)
+    }
+
+    /// Admins changed a setting: the next answer reads the settings again.
+    pub fn changed(&self) {
+        *self.cache.lock().expect("settings cache") = None;
     }
 }

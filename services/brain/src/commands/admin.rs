@@ -1,7 +1,16 @@
 //! The admin commands that read or change other contacts and settings: `!deny`, `!role`,
 //! `!forget`, `!usage`, `!stats`, `!config`.
 
-use super::*;
+use shared::bus::HandleError;
+use shared::db::Db;
+use shared::phone::Phone;
+use shared::redact::hash_id;
+use shared::usage::Totals;
+
+use super::{Office, reply, target};
+use crate::domain::{Decision, Outcome};
+use crate::settings;
+use crate::store::{self, Contact, OrRetry, Role};
 
 pub(super) async fn deny(
     db: &Db,
@@ -45,7 +54,7 @@ pub(super) async fn set_role(
 }
 
 /// `!forget`: the contact's rows, and what Redis holds about them.
-pub(super) async fn forget(brain: &impl Context, number: &Phone) -> Result<Decision, HandleError> {
+pub(super) async fn forget(brain: &Office, number: &Phone) -> Result<Decision, HandleError> {
     let db = brain.db();
     let Some(target) = store::contact_by_phone(db, number.as_str())
         .await
@@ -75,7 +84,7 @@ pub(super) async fn forget(brain: &impl Context, number: &Phone) -> Result<Decis
 }
 
 pub(super) async fn usage(
-    brain: &impl Context,
+    brain: &Office,
     label: &str,
     days: i64,
     now: i64,
@@ -104,7 +113,7 @@ pub(super) async fn usage(
     Ok(reply(text))
 }
 
-pub(super) async fn stats(brain: &impl Context, now: i64) -> Result<Decision, HandleError> {
+pub(super) async fn stats(brain: &Office, now: i64) -> Result<Decision, HandleError> {
     let (db, cfg) = (brain.db(), brain.config());
     let today = cfg.days.day_of(now);
     let since = cfg.days.next_day_start_ms(now - 86_400_000);
@@ -172,7 +181,7 @@ fn totals_line(t: &Totals) -> String {
 }
 
 /// `!config`: the settings with where each comes from.
-pub(super) async fn show_config(brain: &impl Context) -> Result<Decision, HandleError> {
+pub(super) async fn show_config(brain: &Office) -> Result<Decision, HandleError> {
     let stored = store::settings(brain.db()).await.or_retry()?;
     let eff = settings::apply(brain.config(), &stored);
     let mut text = "Settings:".to_owned();
@@ -192,7 +201,7 @@ pub(super) async fn show_config(brain: &impl Context) -> Result<Decision, Handle
 }
 
 pub(super) async fn set_config(
-    brain: &impl Context,
+    brain: &Office,
     admin: &Contact,
     key: &str,
     value: &str,
@@ -213,7 +222,7 @@ pub(super) async fn set_config(
     }
 }
 
-pub(super) async fn unset_config(brain: &impl Context, key: &str) -> Result<Decision, HandleError> {
+pub(super) async fn unset_config(brain: &Office, key: &str) -> Result<Decision, HandleError> {
     if store::unset_setting(brain.db(), key).await.or_retry()? {
         brain.settings_changed();
         let now_value = settings::current(&brain.effective().await?, key);

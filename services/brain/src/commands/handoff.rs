@@ -4,7 +4,13 @@
 
 use shared::proto::{Envelope, Identity, Outbound, Payload, Transport, chat_order_key, outbound};
 
-use super::*;
+use shared::bus::{Bus, HandleError, Publish, Stream};
+use shared::db::Db;
+use shared::phone::Phone;
+
+use super::{Office, reply};
+use crate::domain::{Author, Decision, Direction, LogKind, Turn};
+use crate::store::{self, Contact, OrRetry};
 
 /// Whom an admin means: a handoff's reference or a phone number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +115,7 @@ pub(crate) async fn send_to(
 /// `!reply`: `text` to the contact, as the business; remembered as the business's turn, and
 /// the handoff no longer times out.
 pub(super) async fn reply_as_business(
-    brain: &impl Context,
+    brain: &Office,
     target: &Target,
     text: &str,
     now: i64,
@@ -136,18 +142,15 @@ pub(crate) async fn send_as_business(
     send_to(db, bus, c, id.clone(), outbound::Kind::Reply, text)
         .await
         .map_err(|e| HandleError::retry("publishing the reply", e))?;
-    let turn = store::Turn {
-        role: "assistant",
-        content: text.to_owned(),
-    };
+    let turn = Turn::business(text);
     store::add_turn(db, &c.id, &turn, &id, now)
         .await
         .or_retry()?;
     let entry = store::LogEntry {
-        inbound: false,
-        kind: "text",
+        direction: Direction::Out,
+        kind: LogKind::Text,
         content: text.to_owned(),
-        author: store::Author::Person,
+        author: Author::Person,
         media: None,
         message_id: id,
         chat: None,
@@ -161,7 +164,7 @@ pub(crate) async fn send_as_business(
 
 /// `!resume`: the bot answers the contact again.
 pub(super) async fn resume(
-    brain: &impl Context,
+    brain: &Office,
     target: &Target,
     now: i64,
 ) -> Result<Decision, HandleError> {
@@ -177,7 +180,7 @@ pub(super) async fn resume(
 }
 
 /// `!handoffs`: every conversation waiting for a person, oldest first.
-pub(super) async fn list(brain: &impl Context, now: i64) -> Result<Decision, HandleError> {
+pub(super) async fn list(brain: &Office, now: i64) -> Result<Decision, HandleError> {
     let db = brain.db();
     let waiting = store::handoffs(db).await.or_retry()?;
     if waiting.is_empty() {

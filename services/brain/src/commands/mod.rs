@@ -9,18 +9,19 @@ mod handoff;
 use admin::{deny, forget, set_config, set_role, show_config, stats, unset_config, usage};
 pub use handoff::Target;
 pub(crate) use handoff::{send_as_business, send_to};
-use shared::bus::{Bus, HandleError, Publish, Stream};
+use std::sync::Arc;
+
+use shared::bus::{Bus, HandleError};
+use shared::clock::SharedClock;
 use shared::db::Db;
 use shared::phone::Phone;
 use shared::redact::hash_id;
-use shared::usage::Totals;
 
 use crate::config::Config;
-use crate::decision::{Decision, OrRetry};
+use crate::domain::{Decision, Outcome};
 use crate::metrics as m;
-use crate::outcome::Outcome;
-use crate::settings;
-use crate::store::{self, Contact, Role};
+use crate::settings::Settings;
+use crate::store::{self, Contact, OrRetry, Role};
 
 const HELP_USER: &str = "Commands:\n!help — this list\n!reset — forget our conversation so far";
 const HELP_ADMIN: &str = "\n\nAdmin commands:\n!allow <number> — let a number use the assistant\n\
@@ -30,20 +31,52 @@ const HELP_ADMIN: &str = "\n\nAdmin commands:\n!allow <number> — let a number 
 !handoffs — conversations waiting for a person\n!reply <number or H-ref> <text> — answer one as the business\n\
 !resume <number or H-ref> — the assistant answers it again\n!console — a sign-in link to the owner's console";
 
-/// What commands need from the brain (so this module does not depend on the handler).
-pub trait Context: Sync {
+/// What commands work with: the database, the bus, the settings, the console's sign-in
+/// links and the clock — not the whole brain.
+#[derive(Clone)]
+pub struct Office {
     /// The brain's database.
-    fn db(&self) -> &Db;
-    /// The bus (for `!forget`'s Redis data).
-    fn bus(&self) -> &Bus;
-    /// The configuration from the environment.
-    fn config(&self) -> &Config;
-    /// The configuration with the admins' `!config set` values applied.
-    fn effective(&self) -> impl Future<Output = Result<Config, HandleError>> + Send;
-    /// A setting changed: the next answer reads the settings again.
-    fn settings_changed(&self);
+    pub db: Db,
+    /// The bus (for `!forget`'s Redis data, `!reply`'s message).
+    pub bus: Bus,
+    /// The configuration in effect.
+    pub settings: Arc<Settings>,
     /// The console's sign-in links.
-    fn console(&self) -> &shared::console::Console;
+    pub console: shared::console::Console,
+    /// The time.
+    pub clock: SharedClock,
+}
+
+impl Office {
+    /// The brain's database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The configuration from the environment.
+    pub fn config(&self) -> &Config {
+        self.settings.base()
+    }
+
+    /// The configuration with the admins' `!config set` values applied.
+    pub async fn effective(&self) -> Result<Config, HandleError> {
+        self.settings.effective().await
+    }
+
+    /// A setting changed: the next answer reads the settings again.
+    pub fn settings_changed(&self) {
+        self.settings.changed();
+    }
+
+    /// The console's sign-in links.
+    pub fn console(&self) -> &shared::console::Console {
+        &self.console
+    }
 }
 
 /// A `!` command, parsed.
@@ -248,11 +281,7 @@ impl Command {
     }
 
     /// Runs the command for `contact` and answers it.
-    pub async fn run(
-        self,
-        brain: &impl Context,
-        contact: &Contact,
-    ) -> Result<Decision, HandleError> {
+    pub async fn run(self, brain: &Office, contact: &Contact) -> Result<Decision, HandleError> {
         let known = if self.name().is_some() {
             "known"
         } else {
@@ -262,7 +291,7 @@ impl Command {
         if self.admin_only() && contact.role != Role::Admin {
             return Ok(reply(brain.config().messages.admin_only.clone()));
         }
-        let now = shared::ids::now_ms();
+        let now = brain.clock.now_ms();
         let db = brain.db();
         match self {
             Self::Help => Ok(reply(help(contact))),
@@ -315,7 +344,7 @@ fn help(contact: &Contact) -> String {
 }
 
 /// `!console`: a one-time sign-in link, valid 10 minutes, for this admin.
-async fn console_link(brain: &impl Context, contact: &Contact) -> Result<Decision, HandleError> {
+async fn console_link(brain: &Office, contact: &Contact) -> Result<Decision, HandleError> {
     let name = store::phone_of(brain.db(), &contact.id)
         .await
         .or_retry()?

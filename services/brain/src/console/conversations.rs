@@ -72,7 +72,7 @@ pub async fn show(
         allowed: c.allowed,
         opted_out: c.opted_out,
         handoff: c.handoff.as_ref().map(|h| {
-            serde_json::json!({"reference": h.reference, "reason": h.reason, "since_ms": h.since_ms})
+            serde_json::json!({"reference": h.reference, "reason": h.reason.as_str(), "since_ms": h.since_ms})
         }),
         paused_until_ms: c.paused_until_ms.filter(|&t| t > now),
         contact_id: c.id,
@@ -92,7 +92,7 @@ pub async fn media(
         .ok_or_else(gone)?;
     let media = <shared::proto::MediaRef as prost::Message>::decode(encoded.as_slice())
         .map_err(|_| gone())?;
-    let bytes = api.brain.bus.read_media(&media).await?.ok_or_else(gone)?;
+    let bytes = api.bus.read_media(&media).await?.ok_or_else(gone)?;
     let mime = if media.mime_type.starts_with("image/") {
         media.mime_type.clone()
     } else {
@@ -144,7 +144,7 @@ pub async fn reply(
     )
     .await?;
     let now = shared::ids::now_ms();
-    crate::commands::send_as_business(&api.db, &api.brain.bus, &c, text, now).await?;
+    crate::commands::send_as_business(&api.db, &api.bus, &c, text, now).await?;
     Ok(Json(serde_json::json!({"sent": true})))
 }
 

@@ -61,7 +61,7 @@ fn usd(pico: i64) -> f64 {
 
 /// `GET /console/api/costs`.
 pub async fn costs(State(api): State<Api>) -> ApiResult<Costs> {
-    let days = &api.brain.cfg.days;
+    let days = &api.settings.base().days;
     let now = shared::ids::now_ms();
     let today = days.day_of(now);
     let mut periods = Vec::new();
@@ -112,7 +112,7 @@ pub async fn costs(State(api): State<Api>) -> ApiResult<Costs> {
             calls: t.records,
         });
     }
-    let limits = usage::limits(&api.brain.bus).await.unwrap_or_default();
+    let limits = usage::limits(&api.bus).await.unwrap_or_default();
     let budget = limits.and_then(|l| l.budget_pico);
     let today_spend = periods.first().map_or(0.0, |p| p.spend_usd);
     Ok(Json(Costs {

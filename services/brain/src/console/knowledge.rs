@@ -36,7 +36,7 @@ fn checked(name: &str) -> Result<&str, ApiError> {
 /// sections and FAQ entries.
 pub async fn list(State(api): State<Api>) -> ApiResult<serde_json::Value> {
     let stored = store::knowledge_files(&api.db).await?;
-    let k = api.brain.knowledge.clone();
+    let k = api.knowledge.clone();
     let folder = tokio::task::spawn_blocking(move || crate::knowledge::folder_files(k.dir()))
         .await
         .unwrap_or_default();
@@ -50,7 +50,7 @@ pub async fn list(State(api): State<Api>) -> ApiResult<serde_json::Value> {
         }))
         .collect();
     files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let (sections, faq_entries) = api.brain.knowledge.current().size();
+    let (sections, faq_entries) = api.knowledge.current().size();
     Ok(Json(serde_json::json!({
         "files": files,
         "sections": sections,
@@ -73,7 +73,7 @@ pub async fn show(
             serde_json::json!({"name": name, "source": "console", "content": text}),
         ));
     }
-    let k = api.brain.knowledge.clone();
+    let k = api.knowledge.clone();
     let folder = tokio::task::spawn_blocking(move || crate::knowledge::folder_files(k.dir()))
         .await
         .unwrap_or_default();
@@ -93,9 +93,9 @@ pub struct FileBody {
 
 async fn reindex(api: &Api) -> Result<(usize, usize), ApiError> {
     let files = store::knowledge_files(&api.db).await?;
-    let k = api.brain.knowledge.clone();
+    let k = api.knowledge.clone();
     let _ = tokio::task::spawn_blocking(move || k.set_stored(files)).await;
-    Ok(api.brain.knowledge.current().size())
+    Ok(api.knowledge.current().size())
 }
 
 /// `PUT /console/api/knowledge/{name}` `{"content": …}`: written (edited or uploaded) and

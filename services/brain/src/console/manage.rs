@@ -27,7 +27,7 @@ fn full_value(cfg: &crate::Config, key: &str) -> serde_json::Value {
 /// `GET /console/api/settings`: each setting, what it means, its value and whether it was
 /// set here (or comes from the environment).
 pub async fn settings(State(api): State<Api>) -> ApiResult<Vec<serde_json::Value>> {
-    let cfg = api.brain.effective().await?;
+    let cfg = api.settings.effective().await?;
     let stored = store::settings(&api.db).await?;
     Ok(Json(
         settings::KEYS
@@ -78,8 +78,8 @@ pub async fn set_setting(
             store::unset_setting(&api.db, &key).await?;
         }
     }
-    api.brain.settings_changed();
-    let cfg = api.brain.effective().await?;
+    api.settings.changed();
+    let cfg = api.settings.effective().await?;
     Ok(Json(
         serde_json::json!({"key": key, "value": full_value(&cfg, &key)}),
     ))
@@ -147,7 +147,7 @@ pub async fn change_contact(
 /// `GET /console/api/deadletters`: per stream, how many and the oldest 50 (reasons and event
 /// kinds only: never a message's content).
 pub async fn dead_letters(State(api): State<Api>) -> ApiResult<Vec<serde_json::Value>> {
-    let dlq = api.brain.bus.dlq();
+    let dlq = api.bus.dlq();
     let mut out = Vec::new();
     for s in Stream::ALL {
         out.push(serde_json::json!({
@@ -186,7 +186,7 @@ pub async fn dead_letter_action(
     };
     api.audit(&session, &format!("deadletters.{action}"), s.name(), &which)
         .await?;
-    let dlq = api.brain.bus.dlq();
+    let dlq = api.bus.dlq();
     let n = if action == "replay" {
         dlq.replay(s, &body.ids).await?
     } else {

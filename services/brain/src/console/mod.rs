@@ -27,13 +27,17 @@ use axum::{Extension, Router};
 use shared::console::{Console, Session};
 use shared::db::Db;
 
-use crate::handler::Brain;
+use crate::knowledge::Knowledge;
+use crate::settings::Settings;
 
-/// What the console's handlers share.
+/// What the console's handlers share: the database, the bus, the settings and the knowledge
+/// base — not the brain.
 #[derive(Clone)]
 pub struct Api {
-    pub(crate) brain: Arc<Brain>,
     pub(crate) db: Db,
+    pub(crate) bus: shared::bus::Bus,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) knowledge: Arc<Knowledge>,
     console: Console,
 }
 
@@ -93,11 +97,21 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 
 impl Api {
-    /// The API over `brain`.
-    pub fn new(brain: Arc<Brain>) -> Self {
-        let db = brain.db.clone();
-        let console = Console::new(&brain.bus, shared::console::LINK_TTL);
-        Self { brain, db, console }
+    /// The API over the brain's database, bus, settings and knowledge base.
+    pub fn new(
+        db: Db,
+        bus: shared::bus::Bus,
+        settings: Arc<Settings>,
+        knowledge: Arc<Knowledge>,
+    ) -> Self {
+        let console = Console::new(&bus, shared::console::LINK_TTL);
+        Self {
+            db,
+            bus,
+            settings,
+            knowledge,
+            console,
+        }
     }
 
     /// Records `action` by `session`'s admin in the audit log — before the action is done: an

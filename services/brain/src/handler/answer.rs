@@ -1,6 +1,23 @@
-//! Asking the model: the answer (with memory and an image), its events and its usage record.
+//! What the rules leave to answering: a voice note sent to the transcriber, and a question
+//! answered — the knowledge base, the guards that protect the owner's money, the model (with
+//! memory and a photo) — with its events and usage record.
 
-use super::*;
+use std::time::Duration;
+
+use shared::bus::{HandleError, Publish, Stream};
+use shared::llm::CallError;
+use shared::proto::{
+    Envelope, Inbound, Outbound, Payload, UsageRecord, chat_order_key, inbound, usage_record,
+};
+use tokio::time::Instant;
+
+use super::Brain;
+use crate::chat::{Answer, Image};
+use crate::config::Config;
+use crate::domain::{Decision, Effect, Outcome, Speaker, Turn};
+use crate::metrics as m;
+use crate::rules::{self, MARK_RULES, Message};
+use crate::store::{Contact, Known};
 
 impl Brain {
     /// The outbound events (and extras) of a decision.
@@ -26,14 +43,14 @@ impl Brain {
                             text: text.clone(),
                             in_reply_to: ib.message_id.clone(),
                             identities: ib.identities.clone(),
-                            also_answers: d.also_answers.clone(),
+                            also_answers: d.also_answers().to_vec(),
                         }),
                     ),
                     order.clone(),
                 )
             })
             .collect();
-        out.extend(d.extra.iter().cloned());
+        out.extend(d.publishes().cloned());
         out
     }
 
@@ -62,92 +79,81 @@ impl Brain {
             audio_seconds: 0.0,
             latency_ms: a.latency_ms,
             message_id: ib.message_id.clone(),
-            at_ms: shared::ids::now_ms(),
+            at_ms: self.clock.now_ms(),
         };
         Publish::new(Stream::Usage, Envelope::new("brain", Payload::Usage(u)))
     }
 
-    /// Answers `text`. With `BURST_WINDOW_MS`, the customer's unanswered messages just before
-    /// it (the burst, remembered as they came) join it as one question; only `text` is
-    /// remembered again.
+    /// Answers the message's text by `deadline_ms`. With `BURST_WINDOW_MS`, the customer's
+    /// unanswered messages just before it (the burst, remembered as they came) join it as one
+    /// question; only the message's own text is remembered again.
     pub(super) async fn answer(
         &self,
-        ib: &Inbound,
+        msg: &Message<'_>,
         contact: &Contact,
-        text: &str,
-        deadline: Instant,
         mut known: Known,
+        eff: &Config,
+        now: i64,
+        deadline_ms: i64,
     ) -> Result<Decision, HandleError> {
-        let burst_from = if self.cfg.burst_window.is_zero() {
-            known.memory.len()
-        } else {
-            known
-                .memory
-                .iter()
-                .rposition(|t| t.role != "user")
-                .map_or(0, |i| i + 1)
+        let deadline = Instant::now() + Duration::from_millis((deadline_ms - now).max(0) as u64);
+        let (ib, text) = (msg.ib, msg.text);
+        let asking = Asking {
+            contact,
+            eff,
+            now,
+            deadline,
         };
-        if burst_from == known.memory.len() {
-            return self
-                .answer_question(ib, contact, text, deadline, known)
-                .await;
-        }
-        let mut lines: Vec<String> = known
-            .memory
-            .drain(burst_from..)
-            .map(|t| t.content)
-            .collect();
-        let earlier = store::last_turn_ids(&self.db, &contact.id, lines.len())
-            .await
-            .or_retry()?;
-        lines.push(text.to_owned());
-        // A photo of the burst goes with its answer (the last message's own photo wins).
-        let kept = store::take_burst_media(&self.db, &contact.id)
-            .await
-            .or_retry()?
-            .and_then(|b| <shared::proto::MediaRef as prost::Message>::decode(b.as_slice()).ok());
-        let with_photo = match kept {
-            Some(media) if ib.kind() != inbound::Kind::Image => Some(Inbound {
-                kind: inbound::Kind::Image as i32,
-                media: Some(media),
-                ..ib.clone()
-            }),
-            _ => None,
+        let gathered =
+            crate::burst::gather(&self.db, eff, ib, &contact.id, &mut known.memory, text).await?;
+        let Some(burst) = gathered else {
+            return self.answer_question(&asking, ib, text, known).await;
         };
+        // A photo of the burst goes with its answer.
+        let with_photo = burst.photo.map(|media| Inbound {
+            kind: inbound::Kind::Image as i32,
+            media: Some(media),
+            ..ib.clone()
+        });
         let mut d = self
             .answer_question(
+                &asking,
                 with_photo.as_ref().unwrap_or(ib),
-                contact,
-                &lines.join("\n"),
-                deadline,
+                &burst.question,
                 known,
             )
             .await?;
-        if let Some(turn) = d.turns.iter_mut().find(|t| t.role == "user") {
+        let own = d.effects.iter_mut().find_map(|e| match e {
+            Effect::Remember(t) if t.speaker == Speaker::Customer => Some(t),
+            _ => None,
+        });
+        if let Some(turn) = own {
             turn.content = text.to_owned();
         }
-        d.also_answers = earlier;
+        d.effects.push(Effect::AlsoAnswers(burst.earlier));
+        d.effects.push(Effect::BurstMediaUsed);
         Ok(d)
     }
 
     /// Asks the model (the guards that protect the owner's money first).
     async fn answer_question(
         &self,
+        asking: &Asking<'_>,
         ib: &Inbound,
-        contact: &Contact,
         text: &str,
-        deadline: Instant,
         known: Known,
     ) -> Result<Decision, HandleError> {
-        let msgs = &self.cfg.messages;
-        let eff = self.effective_for_answers().await?;
+        let Asking {
+            contact, eff, now, ..
+        } = *asking;
         if ib.kind() != inbound::Kind::Image
-            && let Some(d) = self.knowledge_answer(ib, contact, &eff, text)
+            && let Some(d) = self.knowledge_answer(ib, contact, eff, text)
         {
             return Ok(d);
         }
-        if let Some(stop) = self.guards(ib, &known).await? {
-            return Ok(self.stopped(ib, contact, text, &known.memory, stop));
+        if let Some(stop) = self.guards(ib, &known, eff).await? {
+            let memory = &known.memory;
+            return Ok(rules::stopped(ib, contact, text, memory, stop, eff, now));
         }
         let image_bytes = match self.photo(ib).await? {
             Ok(bytes) => bytes,
@@ -173,27 +179,44 @@ impl Brain {
         };
         let started = std::time::Instant::now();
         let Some(asked) = self
-            .ask_model(ib, &eff, &question, &memory, image, deadline)
+            .ask_model(ib, eff, &question, &memory, image, asking.deadline)
             .await?
         else {
             return Ok(Decision::notice(
-                &msgs.visitor_budget,
+                &eff.messages.visitor_budget,
                 Outcome::VisitorBudget,
             ));
         };
+        if asked.as_ref().is_ok_and(|a| !a.text.is_empty()) {
+            metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
+        }
+        Ok(self.model_decided(asking, ib, question, &memory, asked, op))
+    }
+
+    /// What the model's answer (or its failure) decides.
+    fn model_decided(
+        &self,
+        asking: &Asking<'_>,
+        ib: &Inbound,
+        question: String,
+        memory: &[Turn],
+        asked: Result<Answer, CallError>,
+        op: usage_record::Operation,
+    ) -> Decision {
+        let Asking {
+            contact, eff, now, ..
+        } = *asking;
+        let msgs = &eff.messages;
         match asked {
             Ok(a) if !a.text.is_empty() => {
-                metrics::histogram!(m::LLM_SECONDS).record(started.elapsed().as_secs_f64());
                 let usage = self.usage(contact, ib, &a, op);
-                let mut d = self.marked(ib, contact, &eff, question, &a.text, &memory);
-                d.extra.push(usage);
-                Ok(d)
+                rules::marked(ib, contact, question, &a.text, memory, eff, now)
+                    .with(Effect::publish(usage))
             }
             Ok(a) => {
                 tracing::warn!("the model returned an empty answer");
-                let mut d = Decision::notice(&msgs.llm_down, Outcome::EmptyAnswer);
-                d.extra.push(self.usage(contact, ib, &a, op));
-                Ok(d)
+                let usage = self.usage(contact, ib, &a, op);
+                Decision::notice(&msgs.llm_down, Outcome::EmptyAnswer).with(Effect::publish(usage))
             }
             Err(e) => {
                 let outcome = match &e {
@@ -202,7 +225,7 @@ impl Brain {
                     CallError::Failed(_) => Outcome::LlmFailed,
                 };
                 tracing::warn!(error = %e, "no answer from the model; sending the fallback");
-                Ok(Decision::notice(&msgs.llm_down, outcome))
+                Decision::notice(&msgs.llm_down, outcome)
             }
         }
     }
@@ -257,7 +280,7 @@ impl Brain {
             self.cfg.visitors,
             shared::usage::VisitorUse::Tokens,
             most,
-            shared::ids::now_ms(),
+            self.clock.now_ms(),
         )
         .await
         .map_err(|e| HandleError::retry("visitor allowance", e))
@@ -298,57 +321,6 @@ impl Brain {
             .ok_or_else(|| Decision::notice(&msgs.llm_down, Outcome::ImageMissing)))
     }
 
-    /// A guard stopped the paid call: with no model, or none left today, a person takes over.
-    fn stopped(
-        &self,
-        ib: &Inbound,
-        contact: &Contact,
-        text: &str,
-        memory: &[Turn],
-        stop: Decision,
-    ) -> Decision {
-        let asked = if text.is_empty() { "[photo]" } else { text };
-        match stop.outcome {
-            Outcome::NotConfigured => self.hand_off(ib, contact, Reason::NoLlm, asked, memory),
-            Outcome::Budget => self.hand_off(ib, contact, Reason::Budget, asked, memory),
-            _ => stop,
-        }
-    }
-
-    /// The model's answer, its marks read and stripped: `[[HANDOFF]]` hands the conversation
-    /// to a person; `[[UNSURE]]` is answered, and a second one in a row hands it off.
-    fn marked(
-        &self,
-        ib: &Inbound,
-        contact: &Contact,
-        eff: &Config,
-        question: String,
-        answer: &str,
-        memory: &[Turn],
-    ) -> Decision {
-        let handoff = answer.contains(MARK_HANDOFF);
-        let unsure = answer.contains(MARK_UNSURE);
-        let text = answer
-            .replace(MARK_HANDOFF, "")
-            .replace(MARK_UNSURE, "")
-            .trim()
-            .to_owned();
-        // Nothing but a mark says the model had nothing to say: a person, then.
-        if handoff || text.is_empty() {
-            return self.hand_off(ib, contact, Reason::CannotAnswer, &question, memory);
-        }
-        if unsure {
-            let streak = contact.unanswered_streak + 1;
-            if streak >= 2 {
-                return self.hand_off(ib, contact, Reason::RepeatedFailure, &question, memory);
-            }
-            let mut d = self.answered(ib, contact, eff, question, text);
-            d.streak = Some(streak);
-            return d;
-        }
-        self.answered(ib, contact, eff, question, text)
-    }
-
     /// The knowledge base's answer to `question`, when one of its FAQ entries matches it
     /// confidently: no model call.
     fn knowledge_answer(
@@ -362,70 +334,30 @@ impl Brain {
         let hit = index
             .faq(question)
             .filter(|h| h.confidence >= crate::knowledge::DIRECT)?;
-        metrics::counter!(m::CALLS_SAVED).increment(1);
         tracing::info!(
             confidence = hit.confidence,
             "answered from the knowledge base"
         );
-        let mut d = self.answered(
+        let mut d = rules::answered(
             ib,
             contact,
-            eff,
             question.to_owned(),
             hit.entry.answer.clone(),
+            eff,
         );
         d.outcome = Outcome::Knowledge;
         Some(d)
     }
+}
 
-    /// `text` answers `question`: the reply (with the AI disclosure the first time, and what
-    /// was understood of a voice note) and the memory turns.
-    fn answered(
-        &self,
-        ib: &Inbound,
-        contact: &Contact,
-        eff: &Config,
-        question: String,
-        text: String,
-    ) -> Decision {
-        let mut reply = text.clone();
-        let disclose = !contact.disclosed && !self.cfg.ai_disclosure.is_empty();
-        if disclose {
-            reply = format!("{}\n\n{reply}", self.cfg.ai_disclosure);
-        }
-        // A voice note's answer may start with what was understood.
-        if ib.kind() == inbound::Kind::Voice && eff.echo_transcript {
-            reply = format!("🎤 \"{question}\"\n\n{reply}");
-        }
-        let user_turn = if ib.kind() == inbound::Kind::Image {
-            format!("[photo] {question}")
-        } else {
-            question
-        };
-        Decision {
-            replies: vec![(outbound::Kind::Reply, reply)],
-            turns: vec![
-                Turn {
-                    role: "user",
-                    content: user_turn,
-                },
-                Turn {
-                    role: "assistant",
-                    content: text,
-                },
-            ],
-            extra: Vec::new(),
-            disclosed: disclose,
-            outcome: Outcome::Answered,
-            voice_deadline_ms: None,
-            handoff: None,
-            // An answer that knew ends a run of ones that did not.
-            streak: (contact.unanswered_streak != 0).then_some(0),
-            pause_until_ms: None,
-            also_answers: Vec::new(),
-            burst_media: None,
-        }
-    }
+/// What answering one question works with: whose it is, the configuration in effect, the time
+/// it was taken and when its answer is due.
+#[derive(Clone, Copy)]
+struct Asking<'a> {
+    contact: &'a Contact,
+    eff: &'a Config,
+    now: i64,
+    deadline: Instant,
 }
 
 /// Tokens a photo may take at most: gpt-4o bills one at up to 1,445 (high detail, 8 tiles);

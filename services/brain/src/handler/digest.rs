@@ -20,7 +20,12 @@
 //! publish leaves them for the next check, and the digests' ids are fixed per window and admin,
 //! so the gateway delivers a digest published twice (a retry, two replicas) once.
 
-use super::*;
+use shared::bus::{HandleError, Publish};
+use shared::proto::{Inbound, Payload, outbound};
+
+use super::Brain;
+use crate::domain::{Decision, Effect};
+use crate::metrics as m;
 
 /// How long the held counts and the per-message verdicts are kept (well past any redelivery).
 const KEEP_MS: u64 = 86_400_000;
@@ -219,7 +224,7 @@ impl Brain {
         d: &mut Decision,
     ) -> Result<(), HandleError> {
         let after = self.cfg.alert_digest_after;
-        if d.handoff.is_none() || after == 0 || !d.extra.iter().any(is_admin_alert) {
+        if d.handoff().is_none() || after == 0 || !d.publishes().any(is_admin_alert) {
             return Ok(());
         }
         let channel = Channel::of(ib);
@@ -227,14 +232,15 @@ impl Brain {
             &mut self.bus.connection(),
             &DigestKeys::new(self.bus.keys(), channel),
             message_id,
-            shared::ids::now_ms(),
+            self.clock.now_ms(),
             self.cfg.alert_digest_window,
             after,
         )
         .await
         .map_err(|e| HandleError::retry("handoff alert count", e))?;
         if n > u64::from(after) {
-            d.extra.retain(|p| !is_admin_alert(p));
+            d.effects
+                .retain(|e| !matches!(e, Effect::Publish(p) if is_admin_alert(p)));
             metrics::counter!(m::ALERTS_HELD).increment(1);
             tracing::info!(
                 in_window = n,
@@ -259,7 +265,7 @@ impl Brain {
         for channel in Channel::ALL {
             let run = DigestRun {
                 channel,
-                now_ms: shared::ids::now_ms(),
+                now_ms: self.clock.now_ms(),
                 window: self.cfg.alert_digest_window,
                 after: self.cfg.alert_digest_after,
                 admins: &admins,

@@ -1,71 +1,56 @@
-//! One inbound message and one transcript, from the stored outbox to the commit.
+//! One inbound message and one transcript, from the stored outbox through the rules to the
+//! commit.
 
-use super::*;
+use shared::bus::{HandleError, Publish};
+use shared::proto::{Inbound, Payload, Transcript, inbound, transcript};
+
+use super::Brain;
+use crate::config::Config;
+use crate::domain::{
+    AnsweredBy, Author, Decision, Direction, Effect, LogKind, Mark, Outcome, Reason,
+};
+use crate::metrics as m;
+use crate::rules::{Message, Source, Step};
+use crate::store::{self, Contact, Known, LogEntry, OrRetry};
+
+/// The sender's identities as (kind, value) pairs, as contacts are stored.
+fn sender_identities(ib: &Inbound) -> Vec<(String, String)> {
+    ib.identities
+        .iter()
+        .filter(|i| !i.value.is_empty())
+        .map(|i| (i.kind().label().to_owned(), i.value.clone()))
+        .collect()
+}
+
+/// The events an outbox row holds, to publish again.
+fn stored_events(bytes: &[u8]) -> Result<Vec<Publish>, HandleError> {
+    store::decode_events(bytes).map_err(|e| HandleError::permanent("stored events", e))
+}
+
+/// How a handled message is committed: under its own id, or — a transcript's answer — under
+/// the voice note's.
+struct Handled<'a> {
+    ib: &'a Inbound,
+    contact: &'a Contact,
+    /// The outbox row's key.
+    key: String,
+    /// What makes the reply ids of this answer differ from the message's others.
+    salt: &'static str,
+    /// The `kind` label of the message count.
+    kind: &'static str,
+    day: String,
+    now: i64,
+}
 
 impl Brain {
-    /// With `BURST_WINDOW_MS`, a customer's text or photo waits the window; when they wrote
-    /// again meanwhile it is part of a burst (`true`): remembered, and answered with the last.
-    pub(super) async fn in_burst(&self, ib: &Inbound, d: &Delivery) -> Result<bool, HandleError> {
-        let window = self.cfg.burst_window;
-        if window.is_zero()
-            || ib.from_business
-            || !matches!(ib.kind(), inbound::Kind::Text | inbound::Kind::Image)
-            || ib.text.trim_start().starts_with('!')
-        {
-            return Ok(false);
-        }
-        tokio::time::sleep(window).await;
-        let later = self
-            .bus
-            .later_in_order(d.stream, d.order_token.as_deref())
-            .await
-            .map_err(|e| HandleError::retry("the contact's order", e))?;
-        if !later {
-            self.voice_of_burst(ib).await?;
-        }
-        Ok(later)
-    }
-
-    /// With bursts on, whether the voice note's sender has messages waiting to be answered
-    /// (the voice note then joins their burst).
-    async fn in_voice_burst(&self, ib: &Inbound) -> Result<bool, HandleError> {
-        if self.cfg.burst_window.is_zero() {
-            return Ok(false);
-        }
-        let key = shared::proto::sender_order_key(&ib.identities, &ib.chat_id);
-        let waiting = self
-            .bus
-            .waiting_in_order(Stream::Inbound, &key)
-            .await
-            .map_err(|e| HandleError::retry("the contact's order", e))?;
-        Ok(waiting > 0)
-    }
-
-    /// The burst's last message waits for the contact's voice notes still being transcribed:
-    /// their transcripts join the burst (remembered, not answered on their own) first.
-    async fn voice_of_burst(&self, ib: &Inbound) -> Result<(), HandleError> {
-        let Some((kind, value)) = sender_identities(ib).into_iter().next() else {
-            return Ok(());
-        };
-        let until = std::time::Instant::now() + self.cfg.voice_deadline;
-        while std::time::Instant::now() < until
-            && store::voice_waiting(&self.db, &kind, &value)
-                .await
-                .or_retry()?
-                > 0
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
     pub(super) async fn handle_inbound(
         &self,
         ib: &Inbound,
         absorbed: bool,
     ) -> Result<Vec<Publish>, HandleError> {
         let identities = checked_sender(ib)?;
-        let today = self.today();
+        let now = self.clock.now_ms();
+        let today = self.cfg.days.day_of(now);
         let text = ib.text.trim();
         let may_answer = match ib.kind() {
             inbound::Kind::Text => !text.starts_with('!'),
@@ -81,7 +66,6 @@ impl Brain {
             tracing::info!("already answered: republishing the stored reply");
             return stored_events(&stored);
         }
-        let now = shared::ids::now_ms();
         let (contact, known) = match snap.contact {
             Some(c) => (c, snap.known),
             None => {
@@ -95,49 +79,35 @@ impl Brain {
                 (c, known)
             }
         };
-        tracing::Span::current().record("contact", tracing::field::display(Redacted(&contact.id)));
-        let mut decision = self.decide(ib, &contact, known, absorbed).await?;
-        self.limit_alerts(ib, &ib.message_id, &mut decision).await?;
-        metrics::counter!(m::MESSAGES, "kind" => ib.kind().label(), "outcome" => decision.outcome.as_str())
-            .increment(1);
-        let events = self.events(ib, &decision, "");
-        let encoded = store::encode_events(&events);
-        let conversation = self.conversation_mark(&decision);
-        let log = log_entries(ib, &decision, &events, None);
-        let stored = self
-            .commit(store::Commit {
-                log,
-                log_transcript: None,
-                contact_id: Some(contact.id.clone()),
-                inbound_id: ib.message_id.clone(),
-                turns: decision.turns,
-                events: encoded,
-                outcome: decision.outcome,
-                disclosed: decision.disclosed,
-                voice_pending: decision
-                    .voice_deadline_ms
-                    .map(|dl| (prost::Message::encode_to_vec(ib), dl)),
-                voice_done: None,
-                handoff: decision.handoff.clone(),
-                streak: decision.streak,
-                pause_until_ms: decision.pause_until_ms,
-                conversation,
-                burst_media: decision.burst_media.clone(),
-                day: self.today(),
-                now_ms: now,
-            })
+        tracing::Span::current().record(
+            "contact",
+            tracing::field::display(shared::redact::Redacted(&contact.id)),
+        );
+        let msg = Message {
+            ib,
+            text,
+            source: Source::Typed,
+            absorbed,
+            deadline_ms: None,
+        };
+        let eff = self.current().await?;
+        let decision = self
+            .follow(&msg, &contact, known, &eff, &today, now)
             .await?;
-        if stored.is_none() {
-            tracing::info!(
-                outcome = decision.outcome.as_str(),
-                replies = decision.replies.len(),
-                "inbound message handled"
-            );
-        }
-        published(stored, events)
+        let handled = Handled {
+            ib,
+            contact: &contact,
+            key: ib.message_id.clone(),
+            salt: "",
+            kind: ib.kind().label(),
+            day: today,
+            now,
+        };
+        self.finish(handled, decision, None).await
     }
 
-    /// A transcript came back: answer the voice note as a text turn (or say what went wrong).
+    /// A transcript came back: the voice note's text goes through the rules like a typed one
+    /// (but for commands and STOP/START), and is answered — or what went wrong is said.
     pub(super) async fn handle_transcript(
         &self,
         t: &Transcript,
@@ -156,64 +126,134 @@ impl Brain {
         };
         let ib = <Inbound as prost::Message>::decode(bytes.as_slice())
             .map_err(|e| HandleError::permanent("stored inbound", e))?;
-        let identities = sender_identities(&ib);
-        let now = shared::ids::now_ms();
-        let contact = store::resolve(&self.db, &identities, now)
+        let now = self.clock.now_ms();
+        let today = self.cfg.days.day_of(now);
+        let contact = store::resolve(&self.db, &sender_identities(&ib), now)
+            .await
+            .or_retry()?;
+        let known = store::known(&self.db, &contact.id, &today, self.cfg.memory_turns)
             .await
             .or_retry()?;
         let text = t.text.trim();
-        let mut decision = match t.outcome() {
-            // The contact wrote again meanwhile: the transcript joins their burst.
-            transcript::Outcome::Ok if !text.is_empty() && self.in_voice_burst(&ib).await? => {
-                handoff::voice_in_burst(text)
-            }
-            transcript::Outcome::Ok if !text.is_empty() => {
-                let remaining = (deadline_ms - now).max(0) as u64;
-                let deadline = Instant::now() + std::time::Duration::from_millis(remaining);
-                let known =
-                    store::known(&self.db, &contact.id, &self.today(), self.cfg.memory_turns)
-                        .await
-                        .or_retry()?;
-                self.answer(&ib, &contact, text, deadline, known).await?
-            }
-            _ => self.not_transcribed(t),
+        let heard = t.outcome() == transcript::Outcome::Ok && !text.is_empty();
+        let msg = Message {
+            ib: &ib,
+            text,
+            source: Source::Transcript,
+            absorbed: heard && crate::burst::voice_joins(&self.bus, &self.cfg, &ib).await?,
+            deadline_ms: Some(deadline_ms),
+        };
+        let eff = self.current().await?;
+        let mut decision = match self
+            .rules
+            .decide(&msg, &contact, &known.memory, &eff, &today, now)
+        {
+            Step::Answer { .. } if !heard => self.not_transcribed(t),
+            step => self.step(step, &msg, &contact, known, &eff, now).await?,
         };
         if decision.outcome == Outcome::Answered {
             decision.outcome = Outcome::AnsweredVoice;
         }
-        self.limit_alerts(&ib, &key, &mut decision).await?;
-        metrics::counter!(m::MESSAGES, "kind" => "voice", "outcome" => decision.outcome.as_str())
-            .increment(1);
-        let events = self.events(&ib, &decision, ":voice");
-        let encoded = store::encode_events(&events);
-        let conversation = self.conversation_mark(&decision);
-        let log = log_entries(&ib, &decision, &events, Some(text));
-        let stored = self
-            .commit(store::Commit {
-                log,
-                log_transcript: Some((ib.message_id.clone(), text.to_owned())),
-                contact_id: Some(contact.id.clone()),
-                inbound_id: key,
-                turns: decision.turns,
-                events: encoded,
-                outcome: decision.outcome,
-                disclosed: decision.disclosed,
-                voice_pending: None,
-                voice_done: Some(t.message_id.clone()),
-                handoff: decision.handoff.clone(),
-                streak: decision.streak,
-                pause_until_ms: decision.pause_until_ms,
-                conversation,
-                burst_media: decision.burst_media.clone(),
-                day: self.today(),
-                now_ms: now,
-            })
-            .await?;
-        published(stored, events)
+        decision.effects.push(Effect::TranscriptDone {
+            message_id: ib.message_id.clone(),
+            text: text.to_owned(),
+        });
+        let handled = Handled {
+            ib: &ib,
+            contact: &contact,
+            key,
+            salt: ":voice",
+            kind: "voice",
+            day: today,
+            now,
+        };
+        self.finish(handled, decision, Some(text)).await
     }
-}
 
-impl Brain {
+    /// What the rules decide for `msg`, and what their step leads to.
+    async fn follow(
+        &self,
+        msg: &Message<'_>,
+        contact: &Contact,
+        known: Known,
+        eff: &Config,
+        day: &str,
+        now: i64,
+    ) -> Result<Decision, HandleError> {
+        let step = self
+            .rules
+            .decide(msg, contact, &known.memory, eff, day, now);
+        self.step(step, msg, contact, known, eff, now).await
+    }
+
+    /// Does what a step of the rules leaves open.
+    async fn step(
+        &self,
+        step: Step,
+        msg: &Message<'_>,
+        contact: &Contact,
+        known: Known,
+        eff: &Config,
+        now: i64,
+    ) -> Result<Decision, HandleError> {
+        match step {
+            Step::Done(d) => Ok(d),
+            Step::Command(c) => c.run(&self.office, contact).await,
+            Step::Transcribe => self.transcribe(msg.ib, contact, &known, eff, now).await,
+            Step::Answer { deadline_ms } => {
+                self.answer(msg, contact, known, eff, now, deadline_ms)
+                    .await
+            }
+        }
+    }
+
+    /// Counts, holds alerts past the digest's threshold, and commits `decision`; then what
+    /// follows a new commit (the handoff's webhook) and the events to publish.
+    async fn finish(
+        &self,
+        h: Handled<'_>,
+        mut decision: Decision,
+        transcript: Option<&str>,
+    ) -> Result<Vec<Publish>, HandleError> {
+        self.limit_alerts(h.ib, &h.key, &mut decision).await?;
+        count(h.kind, &decision);
+        if let Some(mark) = conversation_mark(&self.cfg, &decision) {
+            decision.effects.push(Effect::Conversation(mark));
+        }
+        let events = self.events(h.ib, &decision, h.salt);
+        let log = log_entries(h.ib, &decision, &events, transcript);
+        let outcome = decision.outcome;
+        let replies = decision.replies.len();
+        let handoff = decision.handoff().map(|n| (n.reference.clone(), n.reason));
+        let commit = store::Commit::new(
+            h.key,
+            h.contact.id.clone(),
+            decision,
+            &events,
+            log,
+            h.day,
+            h.now,
+        );
+        let Some(stored) = self.commit(commit).await? else {
+            if let Some((reference, reason)) = handoff {
+                tracing::info!(
+                    reference,
+                    reason = reason.as_str(),
+                    "handed off to a person"
+                );
+                self.notify_webhook(&reference, reason);
+            }
+            tracing::info!(
+                outcome = outcome.as_str(),
+                replies,
+                "inbound message handled"
+            );
+            return Ok(events);
+        };
+        // Another delivery committed first: its events, not these.
+        stored_events(&stored)
+    }
+
     /// What the customer is told of a voice note that was not transcribed.
     fn not_transcribed(&self, t: &Transcript) -> Decision {
         let msgs = &self.cfg.messages;
@@ -230,35 +270,53 @@ impl Brain {
             }
         }
     }
+}
 
-    /// How a decision counts toward the customer's conversation (commands, opt-outs, refusals
-    /// and a voice note waiting for its transcript do not).
-    fn conversation_mark(&self, d: &Decision) -> Option<(store::Mark, i64)> {
-        let (answered_by, unanswered) = match d.outcome {
-            Outcome::Answered | Outcome::AnsweredVoice => (Some("model"), false),
-            Outcome::Knowledge => (Some("knowledge"), false),
-            Outcome::HandedOff | Outcome::OwnerAnswered => (None, false),
-            Outcome::Command
-            | Outcome::OptedIn
-            | Outcome::OptedOut
-            | Outcome::Refused
-            | Outcome::RefusedSilently
-            | Outcome::Transcribing => return None,
-            _ => (None, true),
-        };
-        let handoff = match d.outcome {
-            Outcome::OwnerAnswered => Some("owner"),
-            _ => d.handoff.as_ref().map(|h| h.reason),
-        };
-        Some((
-            store::Mark {
-                answered_by,
-                handoff,
-                unanswered,
-            },
-            self.cfg.conversation_idle.as_millis() as i64,
-        ))
+/// Counts what handling a message decided.
+fn count(kind: &'static str, d: &Decision) {
+    metrics::counter!(m::MESSAGES, "kind" => kind, "outcome" => d.outcome.as_str()).increment(1);
+    match d.outcome {
+        Outcome::Refused | Outcome::RefusedSilently => metrics::counter!(m::REFUSALS).increment(1),
+        Outcome::OwnerAnswered => metrics::counter!(m::OWNER_PAUSES).increment(1),
+        Outcome::Knowledge => metrics::counter!(m::CALLS_SAVED).increment(1),
+        _ => {}
     }
+    for e in &d.effects {
+        match e {
+            Effect::OptOut(true) => metrics::counter!(m::OPT_OUTS).increment(1),
+            Effect::HandOff(h) => {
+                metrics::counter!(m::HANDOFFS, "reason" => h.reason.as_str()).increment(1)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How a decision counts toward the customer's conversation (commands, opt-outs, refusals
+/// and a voice note waiting for its transcript do not).
+fn conversation_mark(cfg: &Config, d: &Decision) -> Option<Mark> {
+    let (answered_by, unanswered) = match d.outcome {
+        Outcome::Answered | Outcome::AnsweredVoice => (Some(AnsweredBy::Model), false),
+        Outcome::Knowledge => (Some(AnsweredBy::Knowledge), false),
+        Outcome::HandedOff | Outcome::OwnerAnswered => (None, false),
+        Outcome::Command
+        | Outcome::OptedIn
+        | Outcome::OptedOut
+        | Outcome::Refused
+        | Outcome::RefusedSilently
+        | Outcome::Transcribing => return None,
+        _ => (None, true),
+    };
+    let handoff = match d.outcome {
+        Outcome::OwnerAnswered => Some(Reason::Owner),
+        _ => d.handoff().map(|h| h.reason),
+    };
+    Some(Mark {
+        answered_by,
+        handoff,
+        unanswered,
+        idle_ms: cfg.conversation_idle.as_millis() as i64,
+    })
 }
 
 /// What the conversation log keeps of handling `ib`: the customer's message (or the owner's,
@@ -271,21 +329,24 @@ fn log_entries(
     d: &Decision,
     events: &[Publish],
     transcript: Option<&str>,
-) -> Vec<store::LogEntry> {
-    use store::{Author, LogEntry};
+) -> Vec<LogEntry> {
     if d.outcome == Outcome::Command {
         return Vec::new();
     }
     let mut log = Vec::new();
     if transcript.is_none() {
         let kind = match ib.kind() {
-            inbound::Kind::Text => "text",
-            inbound::Kind::Voice => "voice",
-            inbound::Kind::Image => "image",
-            _ => "other",
+            inbound::Kind::Text => LogKind::Text,
+            inbound::Kind::Voice => LogKind::Voice,
+            inbound::Kind::Image => LogKind::Image,
+            _ => LogKind::Other,
         };
         log.push(LogEntry {
-            inbound: !ib.from_business,
+            direction: if ib.from_business {
+                Direction::Out
+            } else {
+                Direction::In
+            },
             kind,
             content: ib.text.clone(),
             author: if ib.from_business {
@@ -296,7 +357,7 @@ fn log_entries(
             media: ib
                 .media
                 .as_ref()
-                .filter(|_| kind == "image")
+                .filter(|_| kind == LogKind::Image)
                 .map(prost::Message::encode_to_vec),
             message_id: ib.message_id.clone(),
             chat: (!ib.from_business).then(|| (ib.transport, ib.chat_id.clone())),
@@ -310,8 +371,8 @@ fn log_entries(
     for p in events {
         if let Some(Payload::Outbound(o)) = &p.envelope.payload {
             log.push(LogEntry {
-                inbound: false,
-                kind: "text",
+                direction: Direction::Out,
+                kind: LogKind::Text,
                 content: o.text.clone(),
                 author,
                 media: None,

@@ -1,130 +1,74 @@
-//! Answering one inbound message. In order: a redelivered message republishes its stored
-//! events; the contact is resolved from its identities; STOP/START; access control; commands;
-//! guards (length, budget, the visitors' shared allowance, the contact's daily tokens); then the
-//! model. Handoff alerts past `ALERT_DIGEST_AFTER` are held for a digest ([`digest`]). Memory rows, the
-//! disclosure mark and the outbox row are committed in one transaction keyed by the inbound
-//! message id, and the events are published with the acknowledgement.
+//! Answering one inbound message or transcript. In order: a redelivered message republishes
+//! its stored events; the contact is resolved from its identities; the rules decide
+//! ([`crate::rules`]); what they leave open is done here — a command run, a voice note sent to
+//! the transcriber, a question answered (the knowledge base, the guards, the model). Handoff
+//! alerts past `ALERT_DIGEST_AFTER` are held for a digest ([`digest`]). The outbox row and the
+//! decision's effects are committed in one transaction keyed by the inbound message id, and the
+//! events are published with the acknowledgement.
 
 mod answer;
-mod decide;
 mod digest;
 mod flow;
+mod guards;
 mod handoff;
-
-pub(crate) use handoff::{MARK_HANDOFF, MARK_RULES, MARK_UNSURE, Reason};
 
 use std::sync::Arc;
 
-use shared::bus::{Bus, Delivery, HandleError, Handler, Publish, Stream};
+use shared::bus::{Bus, Delivery, HandleError, Handler, Publish};
+use shared::clock::SharedClock;
 use shared::db::{Db, retry_busy};
-use shared::llm::CallError;
-use shared::proto::{
-    Envelope, Inbound, Outbound, Payload, Transcript, UsageRecord, chat_order_key, inbound,
-    outbound, transcript, usage_record,
-};
-use shared::redact::Redacted;
-use tokio::time::Instant;
+use shared::proto::{Inbound, Payload};
 
-use crate::chat::{Answer, Chat, Image};
-use crate::commands::{self, Command};
-use crate::config::{AccessMode, Config};
-use crate::decision::{Decision, OrRetry};
-use crate::metrics as m;
-use crate::outcome::Outcome;
-use crate::store::{self, Contact, Known, Role, Turn};
+use crate::chat::Chat;
+use crate::commands::Office;
+use crate::config::Config;
+use crate::domain::{Decision, Outcome};
+use crate::knowledge::Knowledge;
+use crate::rules::Rules;
+use crate::settings::Settings;
+use crate::store::{self, OrRetry};
 
 /// The brain: answers inbound messages and transcripts (the bus's handler of both streams).
 pub struct Brain {
-    pub(crate) cfg: Config,
-    pub(crate) db: Db,
-    pub(crate) bus: Bus,
-    pub(crate) chat: Chat,
-    pub(crate) knowledge: Arc<crate::knowledge::Knowledge>,
-    /// `HANDOFF_PHRASES`, framed for whole-word matching ([`crate::knowledge::framed`]).
-    handoff_phrases: Vec<String>,
+    cfg: Arc<Config>,
+    db: Db,
+    bus: Bus,
+    chat: Chat,
+    knowledge: Arc<Knowledge>,
+    rules: Rules,
     commits: store::Committer,
-    console: shared::console::Console,
-    settings_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<Config>)>>,
-}
-
-/// How long answers reuse the admins' settings before reading them again.
-const SETTINGS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The sender's identities as (kind, value) pairs, as contacts are stored.
-fn sender_identities(ib: &Inbound) -> Vec<(String, String)> {
-    ib.identities
-        .iter()
-        .filter(|i| !i.value.is_empty())
-        .map(|i| (i.kind().label().to_owned(), i.value.clone()))
-        .collect()
-}
-
-/// The events an outbox row holds, to publish again.
-fn stored_events(bytes: &[u8]) -> Result<Vec<Publish>, HandleError> {
-    store::decode_events(bytes).map_err(|e| HandleError::permanent("stored events", e))
-}
-
-/// What to publish after a commit: the events just written, or — when another delivery
-/// committed first — the events it stored.
-fn published(existing: Option<Vec<u8>>, events: Vec<Publish>) -> Result<Vec<Publish>, HandleError> {
-    match existing {
-        Some(bytes) => stored_events(&bytes),
-        None => Ok(events),
-    }
-}
-
-impl commands::Context for Brain {
-    fn db(&self) -> &Db {
-        &self.db
-    }
-
-    fn bus(&self) -> &Bus {
-        &self.bus
-    }
-
-    fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    async fn effective(&self) -> Result<Config, HandleError> {
-        Brain::effective(self).await
-    }
-
-    fn settings_changed(&self) {
-        Brain::settings_changed(self);
-    }
-
-    fn console(&self) -> &shared::console::Console {
-        &self.console
-    }
+    office: Office,
+    clock: SharedClock,
 }
 
 impl Brain {
-    /// A brain on `db` and `bus`, answering from `knowledge`.
+    /// A brain on `db` and `bus`, answering from `knowledge` with the configuration `settings`
+    /// holds, at the time `clock` tells.
     pub fn new(
-        cfg: Config,
+        settings: Arc<Settings>,
         db: Db,
         bus: Bus,
-        knowledge: Arc<crate::knowledge::Knowledge>,
+        knowledge: Arc<Knowledge>,
+        clock: SharedClock,
     ) -> Arc<Self> {
-        let chat = Chat::new(&cfg);
-        let commits = store::committer(db.clone());
-        let console = shared::console::Console::new(&bus, shared::console::LINK_TTL);
-        let handoff_phrases = cfg
-            .handoff_phrases
-            .iter()
-            .map(|p| crate::knowledge::framed(p))
-            .collect();
+        let cfg = Arc::new(settings.base().clone());
+        let office = Office {
+            db: db.clone(),
+            bus: bus.clone(),
+            settings,
+            console: shared::console::Console::new(&bus, shared::console::LINK_TTL),
+            clock: clock.clone(),
+        };
         Arc::new(Self {
-            handoff_phrases,
+            chat: Chat::new(&cfg),
+            rules: Rules::new(&cfg),
+            commits: store::committer(db.clone()),
             cfg,
             db,
             bus,
-            chat,
             knowledge,
-            commits,
-            console,
-            settings_cache: std::sync::Mutex::new(None),
+            office,
+            clock,
         })
     }
 
@@ -140,40 +84,11 @@ impl Brain {
         .or_retry()
     }
 
-    fn today(&self) -> String {
-        self.cfg.days.day_of(shared::ids::now_ms())
+    /// The configuration in effect for answers (read at most once a second).
+    async fn current(&self) -> Result<Arc<Config>, HandleError> {
+        self.office.settings.current().await
     }
 
-    /// The configuration with admins' `!config set` values applied.
-    pub(crate) async fn effective(&self) -> Result<Config, HandleError> {
-        let settings = store::settings(&self.db).await.or_retry()?;
-        Ok(crate::settings::apply(&self.cfg, &settings))
-    }
-
-    /// [`Brain::effective`] for answering: read at most once a second. A `!config set` clears
-    /// this process's copy at once; other replicas see it within a second.
-    async fn effective_for_answers(&self) -> Result<Arc<Config>, HandleError> {
-        {
-            let cached = self.settings_cache.lock().expect("settings cache");
-            if let Some((at, cfg)) = &*cached
-                && at.elapsed() < SETTINGS_TTL
-            {
-                return Ok(cfg.clone());
-            }
-        }
-        let cfg = Arc::new(self.effective().await?);
-        *self.settings_cache.lock().expect("settings cache") =
-            Some((std::time::Instant::now(), cfg.clone()));
-        Ok(cfg)
-    }
-
-    /// Admins changed a setting: the next answer reads the settings again.
-    pub(crate) fn settings_changed(&self) {
-        *self.settings_cache.lock().expect("settings cache") = None;
-    }
-}
-
-impl Brain {
     async fn apologise(&self, ib: &Inbound) -> Result<(), HandleError> {
         let d = Decision::notice(&self.cfg.messages.apology, Outcome::Apology);
         for p in self.events(ib, &d, ":apology") {
@@ -200,7 +115,8 @@ impl Handler for Brain {
                     shared::proto::fit_text(fitted.to_mut(), self.cfg.max_input_chars);
                 }
                 let ib = fitted.as_ref();
-                let absorbed = self.in_burst(ib, &d).await?;
+                let absorbed =
+                    crate::burst::more_follows(&self.bus, &self.db, &self.cfg, ib, &d).await?;
                 match self.handle_inbound(ib, absorbed).await {
                     // The last delivery failed too: the customer gets an apology, not silence,
                     // and the message goes to the dead letters with its reason.

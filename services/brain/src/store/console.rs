@@ -1,7 +1,8 @@
 //! What the owner's console reads and writes beyond conversations: its audit log, the
 //! whitelist as a list, and the knowledge files written on it.
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
 
 /// One console action.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -1,7 +1,10 @@
 //! Contacts and their identities: resolving a sender, admins from `ADMIN_NUMBERS`, the
 //! flags admins and customers change, and `!forget`.
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
+
+use super::{CONTACT_COLUMNS_C, Contact, Role, contact, contact_from};
 
 /// The contact owning any of `identities` (kind, value), created when none does; identities
 /// not yet linked are linked to it.
@@ -183,29 +186,6 @@ pub async fn set_allowed(db: &Db, id: &str, allowed: bool, now_ms: i64) -> Resul
         now_ms,
     )
     .await
-}
-
-/// STOP (`true`) or START (`false`).
-pub async fn set_opted_out(db: &Db, id: &str, out: bool, now_ms: i64) -> Result<(), sqlx::Error> {
-    update(
-        db,
-        "UPDATE contacts SET opted_out = $1, updated_at_ms = $2 WHERE id = $3",
-        id,
-        Some(i64::from(out)),
-        now_ms,
-    )
-    .await
-}
-
-/// Records that the contact was told today it is not on the whitelist.
-pub async fn set_refusal_day(db: &Db, id: &str, day: &str, now_ms: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE contacts SET last_refusal_day = $1, updated_at_ms = $2 WHERE id = $3")
-        .bind(day)
-        .bind(now_ms)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
 }
 
 /// The values of a contact's identities (`+15550001111`, a visitor id, …).

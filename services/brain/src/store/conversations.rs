@@ -3,29 +3,21 @@
 //! abandoned (the customer's last message unanswered). Marked in each message's commit,
 //! closed by a periodic sweep ([`close_idle`]).
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
 
-/// How one message counts toward its conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mark {
-    /// `knowledge` or `model` when it answered.
-    pub answered_by: Option<&'static str>,
-    /// Why it went to a person, when it did.
-    pub handoff: Option<&'static str>,
-    /// The message got no answer.
-    pub unanswered: bool,
-}
+use crate::domain::Mark;
 
-/// Adds the message to the contact's open conversation (a new one after `idle_ms` of
-/// silence), inside the commit's transaction.
+/// Adds the message to the contact's open conversation (a new one after the mark's `idle_ms`
+/// of silence), inside the commit's transaction.
 pub(super) async fn mark(
     conn: &mut sqlx::AnyConnection,
     contact_id: &str,
     m: &Mark,
     now_ms: i64,
-    idle_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let answered = m.answered_by.unwrap_or("");
+    let answered = m.answered_by.map_or("", |a| a.as_str());
+    let handoff = m.handoff.map(|r| r.as_str());
     let n = sqlx::query(
         "UPDATE conversations SET last_at_ms = $1, \
          answered_by = CASE WHEN $2 = 'model' THEN 'model' WHEN answered_by = '' THEN $2 ELSE answered_by END, \
@@ -34,10 +26,10 @@ pub(super) async fn mark(
     )
     .bind(now_ms)
     .bind(answered)
-    .bind(m.handoff)
+    .bind(handoff)
     .bind(i64::from(m.unanswered))
     .bind(contact_id)
-    .bind(now_ms - idle_ms)
+    .bind(now_ms - m.idle_ms)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -49,7 +41,7 @@ pub(super) async fn mark(
         .bind(contact_id)
         .bind(now_ms)
         .bind(answered)
-        .bind(m.handoff)
+        .bind(handoff)
         .bind(i64::from(m.unanswered))
         .execute(&mut *conn)
         .await?;

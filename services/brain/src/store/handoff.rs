@@ -1,20 +1,11 @@
 //! Handoffs to a person: started with the message that asked (in its commit, [`NewHandoff`]),
 //! ended by `!resume` or the timeout, found by reference or number, listed for `!handoffs`.
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
 
-/// A handoff started by the message being committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewHandoff {
-    /// The short reference (`H-3F9A2C`).
-    pub reference: String,
-    /// Why.
-    pub reason: &'static str,
-    /// Back to the bot at this time unless a person replies (unix ms).
-    pub deadline_ms: i64,
-    /// The transport the customer wrote from (its proto number) and the chat there.
-    pub chat: (i32, String),
-}
+use super::{CONTACT_COLUMNS, Contact, contact_from};
+use crate::domain::{NewHandoff, Turn};
 
 /// Writes `h` for `contact_id` (unless one is running) inside the commit's transaction.
 pub(super) async fn start_handoff(
@@ -30,7 +21,7 @@ pub(super) async fn start_handoff(
          WHERE id = $5 AND handoff_at_ms IS NULL",
     )
     .bind(&h.reference)
-    .bind(h.reason)
+    .bind(h.reason.as_str())
     .bind(now_ms)
     .bind(h.deadline_ms)
     .bind(contact_id)
@@ -167,7 +158,7 @@ pub async fn add_turn(
          VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(contact_id)
-    .bind(turn.role)
+    .bind(turn.speaker.as_str())
     .bind(&turn.content)
     .bind(inbound_message_id)
     .bind(now_ms)

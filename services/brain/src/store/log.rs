@@ -1,43 +1,18 @@
 //! The conversation log the console shows: every message in and out and who wrote it. Kept
 //! `MEMORY_TTL_DAYS` (the memory cleanup), erased by `!forget`, kept by `!reset`.
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
 
-/// Who wrote a logged message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Author {
-    /// The customer.
-    Customer,
-    /// An FAQ entry of the knowledge base.
-    Knowledge,
-    /// The model.
-    Model,
-    /// A person for the business (`!reply`, the console, the owner's phone).
-    Person,
-    /// The bot's own notices (refusals, "listening…", apologies, the handoff notice).
-    Bot,
-}
-
-impl Author {
-    /// As stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Customer => "customer",
-            Self::Knowledge => "knowledge",
-            Self::Model => "model",
-            Self::Person => "person",
-            Self::Bot => "bot",
-        }
-    }
-}
+pub use crate::domain::{Author, Direction, LogKind};
 
 /// One logged message.
 #[derive(Debug, Clone)]
 pub struct LogEntry {
-    /// From the customer (`in`) or to them (`out`).
-    pub inbound: bool,
-    /// `text`, `voice` (its transcript), `image` (its caption), `other`.
-    pub kind: &'static str,
+    /// From the customer or to them.
+    pub direction: Direction,
+    /// A text, a voice note (its transcript), a photo (its caption), something else.
+    pub kind: LogKind,
     /// The text.
     pub content: String,
     /// Who wrote it.
@@ -63,8 +38,8 @@ async fn insert_log(
              transport, chat_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(contact_id)
-        .bind(if e.inbound { "in" } else { "out" })
-        .bind(e.kind)
+        .bind(e.direction.as_str())
+        .bind(e.kind.as_str())
         .bind(&e.content)
         .bind(e.author.as_str())
         .bind(e.media.as_deref())
@@ -78,8 +53,7 @@ async fn insert_log(
     Ok(())
 }
 
-/// The commit's part of the log: its entries, the day's count of customers' messages, a voice
-/// note's transcript.
+/// The commit's part of the log: its entries, and the day's count of customers' messages.
 pub(super) async fn write_log(
     conn: &mut sqlx::AnyConnection,
     contact_id: &str,
@@ -87,12 +61,9 @@ pub(super) async fn write_log(
 ) -> Result<(), sqlx::Error> {
     if !o.log.is_empty() {
         insert_log(conn, contact_id, &o.log, o.now_ms).await?;
-        if o.log.iter().any(|e| e.inbound) {
+        if o.log.iter().any(|e| e.direction == Direction::In) {
             count_received(conn, &o.day).await?;
         }
-    }
-    if let Some((id, text)) = &o.log_transcript {
-        log_transcript(conn, contact_id, id, text).await?;
     }
     Ok(())
 }
@@ -128,7 +99,7 @@ pub async fn received_by_day(
 }
 
 /// Fills in a logged voice note's transcript.
-async fn log_transcript(
+pub(super) async fn log_transcript(
     conn: &mut sqlx::AnyConnection,
     contact_id: &str,
     message_id: &str,

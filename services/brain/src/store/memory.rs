@@ -1,8 +1,12 @@
 //! Conversation memory, and what answering a message reads first (one connection).
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
 
-/// The last `limit` turns of a contact's memory, oldest first.
+use super::outbox::outbox_on;
+use super::{CONTACT_COLUMNS_C, Contact, contact_from};
+use crate::domain::{Speaker, Turn};
+
 /// Voice notes of the sender with identity (`kind`, `value`) still waiting for their
 /// transcript.
 pub async fn voice_waiting(db: &Db, kind: &str, value: &str) -> Result<i64, sqlx::Error> {
@@ -16,21 +20,15 @@ pub async fn voice_waiting(db: &Db, kind: &str, value: &str) -> Result<i64, sqlx
     .await
 }
 
-/// The photo of the contact's burst, if one was kept (the newest), and none kept after.
-pub async fn take_burst_media(db: &Db, contact_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let media: Option<Vec<u8>> = sqlx::query_scalar(
+/// The photo of the contact's burst, if one was kept (the newest). The burst's answer drops
+/// them in its commit ([`crate::domain::Effect::BurstMediaUsed`]).
+pub async fn burst_media(db: &Db, contact_id: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
         "SELECT media FROM burst_media WHERE contact_id = $1 ORDER BY created_at_ms DESC LIMIT 1",
     )
     .bind(contact_id)
     .fetch_optional(db.pool())
-    .await?;
-    if media.is_some() {
-        sqlx::query("DELETE FROM burst_media WHERE contact_id = $1")
-            .bind(contact_id)
-            .execute(db.pool())
-            .await?;
-    }
-    Ok(media)
+    .await
 }
 
 /// What a voice note's answer is committed under: this, then its message id (its memory
@@ -75,11 +73,7 @@ pub(super) async fn memory_on(
         .map(|r| {
             let role: String = r.try_get("role")?;
             Ok(Turn {
-                role: if role == "assistant" {
-                    "assistant"
-                } else {
-                    "user"
-                },
+                speaker: Speaker::parse(&role),
                 content: r.try_get("content")?,
             })
         })

@@ -10,13 +10,11 @@ mod memory;
 mod outbox;
 mod settings;
 
-use std::sync::Arc;
-
-use prost::Message;
-use shared::bus::{Publish, Stream};
-use shared::db::{Db, GroupCommit};
-use shared::proto::Envelope;
+use shared::bus::HandleError;
+use shared::db::Db;
 use sqlx::Row;
+
+use crate::domain::Reason;
 
 pub use console::*;
 pub use contacts::*;
@@ -83,8 +81,8 @@ pub struct Contact {
 pub struct Handoff {
     /// The short reference admins use (`H-3F9A2C`).
     pub reference: String,
-    /// Why (`asked`, `cannot_answer`, `repeated_failure`, `budget`, `no_llm`).
-    pub reason: String,
+    /// Why.
+    pub reason: Reason,
     /// Since when (unix ms).
     pub since_ms: i64,
     /// Back to the bot at this time unless a person replies (unix ms; none once one did).
@@ -93,13 +91,17 @@ pub struct Handoff {
     pub chat: (i32, String),
 }
 
-/// One turn of memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Turn {
-    /// `user` or `assistant`.
-    pub role: &'static str,
-    /// What was said.
-    pub content: String,
+/// A database failure is worth another delivery (or, when the database is only busy, another
+/// try without counting one).
+pub trait OrRetry<T> {
+    /// The error as the bus's handler error.
+    fn or_retry(self) -> Result<T, HandleError>;
+}
+
+impl<T> OrRetry<T> for Result<T, sqlx::Error> {
+    fn or_retry(self) -> Result<T, HandleError> {
+        self.map_err(HandleError::database)
+    }
 }
 
 pub(super) fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Error> {
@@ -116,9 +118,11 @@ pub(super) fn contact_from(row: &sqlx::any::AnyRow) -> Result<Contact, sqlx::Err
                 reference: row
                     .try_get::<Option<String>, _>("handoff_ref")?
                     .unwrap_or_default(),
+                // A reason this version does not know reads as the customer's request.
                 reason: row
                     .try_get::<Option<String>, _>("handoff_reason")?
-                    .unwrap_or_default(),
+                    .and_then(|r| Reason::parse(&r))
+                    .unwrap_or(Reason::Asked),
                 since_ms,
                 deadline_ms: row.try_get("handoff_deadline_ms")?,
                 chat: (

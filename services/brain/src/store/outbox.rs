@@ -1,7 +1,18 @@
 //! The outbox: the events each inbound message produced, committed with its memory in one
 //! transaction (group commit), so a redelivery republishes instead of asking the model again.
 
-use super::*;
+use std::sync::Arc;
+
+use prost::Message as _;
+use shared::bus::{Publish, Stream};
+use shared::db::{Db, GroupCommit};
+use shared::proto::Envelope;
+use sqlx::Row;
+
+use super::conversations::mark;
+use super::handoff::{pause, set_streak, start_handoff};
+use super::log::{LogEntry, log_transcript, write_log};
+use crate::domain::{Decision, Effect, Outcome, Turn};
 
 /// The events an inbound message produced, as kept in the outbox.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -70,43 +81,50 @@ pub(super) async fn outbox_on(
     row.map(|r| r.try_get("events")).transpose()
 }
 
-/// What handling one inbound message changes, written in one transaction.
+/// What handling one inbound message changes, written in one transaction: the outbox row and
+/// the decision's effects.
 pub struct Commit {
-    /// The contact (none when the sender could not be resolved).
-    pub contact_id: Option<String>,
-    /// The inbound message (the outbox row's key).
-    pub inbound_id: String,
-    /// Memory turns to add.
-    pub turns: Vec<Turn>,
+    /// The contact.
+    pub contact_id: String,
+    /// The outbox row's key: the inbound message id (a transcript's: [`VOICE_KEY`] and it).
+    pub key: String,
     /// The events to publish ([`encode_events`]).
     pub events: Vec<u8>,
     /// What became of the message.
-    pub outcome: crate::outcome::Outcome,
-    /// The contact was told it talks to an AI.
-    pub disclosed: bool,
-    /// A voice note now waiting for its transcript: (encoded inbound event, deadline ms).
-    pub voice_pending: Option<(Vec<u8>, i64)>,
-    /// The transcript of this voice note (by its inbound message id) was answered.
-    pub voice_done: Option<String>,
-    /// The conversation is handed to a person with this message.
-    pub handoff: Option<super::NewHandoff>,
-    /// How many answers in a row did not know, after this one (when it changed).
-    pub streak: Option<i64>,
-    /// The bot is quiet for the contact until then (unix ms): the owner answered.
-    pub pause_until_ms: Option<i64>,
-    /// A photo joining a burst: its encoded media reference, kept for the burst's answer.
-    pub burst_media: Option<Vec<u8>>,
-    /// How the message counts toward its conversation, and the silence that starts a new one
-    /// (ms).
-    pub conversation: Option<(super::Mark, i64)>,
+    pub outcome: Outcome,
+    /// What the decision changes.
+    pub effects: Vec<Effect>,
     /// What the console's conversation log keeps of this exchange.
-    pub log: Vec<super::LogEntry>,
-    /// A voice note's transcript for its logged message: (its message id, the text).
-    pub log_transcript: Option<(String, String)>,
+    pub log: Vec<LogEntry>,
     /// The business's day it happened on (`LEDGER_TIMEZONE`), for the daily message count.
     pub day: String,
     /// When (unix ms).
     pub now_ms: i64,
+}
+
+impl Commit {
+    /// The commit of `decision` for the message keyed `key` from `contact_id`, with its
+    /// `events` and `log`, on `day` at `now_ms`.
+    pub fn new(
+        key: String,
+        contact_id: String,
+        decision: Decision,
+        events: &[Publish],
+        log: Vec<LogEntry>,
+        day: String,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            contact_id,
+            key,
+            events: encode_events(events),
+            outcome: decision.outcome,
+            effects: decision.effects,
+            log,
+            day,
+            now_ms,
+        }
+    }
 }
 
 /// Outcomes committed together ([`GroupCommit`]): one transaction for every message answered
@@ -118,88 +136,144 @@ pub fn committer(db: Db) -> Committer {
     GroupCommit::spawn("brain", db, 128, Arc::new(apply_shared))
 }
 
-pub(super) fn apply_shared<'c>(
+fn apply_shared<'c>(
     conn: &'c mut sqlx::AnyConnection,
     o: &'c Arc<Commit>,
 ) -> shared::db::BoxFuture<'c, Result<Option<Vec<u8>>, sqlx::Error>> {
     Box::pin(apply(conn, o))
 }
 
-/// Writes memory, the disclosure mark and the outbox row inside a write transaction. When
-/// another delivery already wrote this inbound message's outbox, nothing is written and its
-/// events are returned.
+/// Writes the outbox row and applies the effects inside a write transaction. When another
+/// delivery already wrote this message's outbox row, nothing is written and its events are
+/// returned.
 pub async fn apply(
     conn: &mut sqlx::AnyConnection,
     o: &Commit,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let now_ms = o.now_ms;
     let inserted = sqlx::query(
         "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (inbound_message_id) DO NOTHING",
     )
-    .bind(&o.inbound_id)
-    .bind(o.contact_id.as_deref())
+    .bind(&o.key)
+    .bind(&o.contact_id)
     .bind(&o.events)
     .bind(o.outcome.as_str())
-    .bind(now_ms)
+    .bind(o.now_ms)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 0 {
-        let row = sqlx::query("SELECT events FROM outbox WHERE inbound_message_id = $1")
-            .bind(&o.inbound_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        return row.map(|r| r.try_get("events")).transpose();
+        return outbox_on(conn, &o.key).await;
     }
-    if let Some(contact_id) = o.contact_id.as_deref() {
-        if !o.turns.is_empty() {
-            insert_turns(conn, contact_id, o).await?;
+    let contact = o.contact_id.as_str();
+    let turns: Vec<&Turn> = o
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Remember(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if !turns.is_empty() {
+        insert_turns(conn, contact, &o.key, &turns, o.now_ms).await?;
+    }
+    write_log(conn, contact, o).await?;
+    for effect in &o.effects {
+        apply_effect(conn, o, effect).await?;
+    }
+    Ok(None)
+}
+
+/// One effect of a decision, inside its commit's transaction.
+async fn apply_effect(
+    conn: &mut sqlx::AnyConnection,
+    o: &Commit,
+    effect: &Effect,
+) -> Result<(), sqlx::Error> {
+    let (contact, now_ms) = (o.contact_id.as_str(), o.now_ms);
+    match effect {
+        // Written together above (one statement), or not the store's.
+        Effect::Remember(_) | Effect::Publish(_) | Effect::AlsoAnswers(_) => Ok(()),
+        Effect::Disclose => set_contact(
+            conn,
+            "UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL",
+            contact,
+            now_ms,
+        )
+        .await,
+        Effect::OptOut(out) => {
+            let sql = if *out {
+                "UPDATE contacts SET opted_out = 1, updated_at_ms = $1 WHERE id = $2"
+            } else {
+                "UPDATE contacts SET opted_out = 0, updated_at_ms = $1 WHERE id = $2"
+            };
+            set_contact(conn, sql, contact, now_ms).await
         }
-        super::write_log(conn, contact_id, o).await?;
-        if let Some((inbound, deadline)) = &o.voice_pending {
+        Effect::RefusedToday => {
+            sqlx::query(
+                "UPDATE contacts SET last_refusal_day = $1, updated_at_ms = $2 WHERE id = $3",
+            )
+            .bind(&o.day)
+            .bind(now_ms)
+            .bind(contact)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+        Effect::HandOff(h) => start_handoff(conn, contact, h, now_ms).await,
+        Effect::Streak(n) => set_streak(conn, contact, *n).await,
+        Effect::PauseUntil(until) => pause(conn, contact, *until).await,
+        Effect::AwaitTranscript {
+            inbound,
+            deadline_ms,
+        } => {
             sqlx::query(
                 "INSERT INTO voice_pending (message_id, contact_id, inbound, deadline_at_ms, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
             )
-            .bind(&o.inbound_id)
-            .bind(contact_id)
+            .bind(&o.key)
+            .bind(contact)
             .bind(inbound)
-            .bind(*deadline)
+            .bind(*deadline_ms)
             .bind(now_ms)
             .execute(&mut *conn)
             .await?;
+            Ok(())
         }
-        if let Some(id) = &o.voice_done {
+        Effect::TranscriptDone { message_id, text } => {
             sqlx::query("DELETE FROM voice_pending WHERE message_id = $1")
-                .bind(id)
+                .bind(message_id)
                 .execute(&mut *conn)
                 .await?;
+            log_transcript(conn, contact, message_id, text).await
         }
-        if let Some(h) = &o.handoff {
-            super::start_handoff(conn, contact_id, h, now_ms).await?;
+        Effect::KeepBurstMedia(media) => {
+            keep_burst_media(conn, contact, &o.key, media, now_ms).await
         }
-        if let Some(media) = &o.burst_media {
-            keep_burst_media(conn, contact_id, &o.inbound_id, media, now_ms).await?;
-        }
-        if let Some((m, idle)) = &o.conversation {
-            super::mark(conn, contact_id, m, now_ms, *idle).await?;
-        }
-        if let Some(until) = o.pause_until_ms {
-            super::pause(conn, contact_id, until).await?;
-        }
-        if let Some(n) = o.streak {
-            super::set_streak(conn, contact_id, n).await?;
-        }
-        if o.disclosed {
-            sqlx::query("UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL")
-                .bind(now_ms)
-                .bind(contact_id)
+        Effect::BurstMediaUsed => {
+            sqlx::query("DELETE FROM burst_media WHERE contact_id = $1")
+                .bind(contact)
                 .execute(&mut *conn)
                 .await?;
+            Ok(())
         }
+        Effect::Conversation(m) => mark(conn, contact, m, now_ms).await,
     }
-    Ok(None)
+}
+
+/// Runs `sql` (binding the time, then the contact's id) on the contact's row.
+async fn set_contact(
+    conn: &mut sqlx::AnyConnection,
+    sql: &'static str,
+    contact_id: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql)
+        .bind(now_ms)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Keeps a burst's photo (its encoded media reference) for the burst's answer.
@@ -223,14 +297,15 @@ async fn keep_burst_media(
     Ok(())
 }
 
-/// The commit's memory turns, in one statement.
+/// The commit's memory turns, in one statement, in order (ids ascend with the rows).
 async fn insert_turns(
     conn: &mut sqlx::AnyConnection,
     contact_id: &str,
-    o: &Commit,
+    key: &str,
+    turns: &[&Turn],
+    now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    // All turns in one statement, in order (ids ascend with the rows).
-    let rows: Vec<String> = (0..o.turns.len())
+    let rows: Vec<String> = (0..turns.len())
         .map(|i| {
             let b = 5 * i;
             format!(
@@ -249,13 +324,13 @@ async fn insert_turns(
         rows.join(", ")
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for t in &o.turns {
+    for t in turns {
         q = q
             .bind(contact_id)
-            .bind(t.role)
+            .bind(t.speaker.as_str())
             .bind(&t.content)
-            .bind(&o.inbound_id)
-            .bind(o.now_ms);
+            .bind(key)
+            .bind(now_ms);
     }
     q.execute(&mut *conn).await?;
     Ok(())

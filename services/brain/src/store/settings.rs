@@ -1,6 +1,7 @@
 //! Admins' runtime settings (`!config`) and the activity `!stats` reports.
 
-use super::*;
+use shared::db::Db;
+use sqlx::Row;
 
 /// Runtime settings set with `!config set` (they win over the environment).
 pub async fn settings(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {

@@ -133,3 +133,130 @@ async fn a_voice_note_joins_the_burst_it_was_sent_in() {
     );
     assert!(rig.replies_to_now(&hi).await.is_empty());
 }
+
+/// Publishes the transcriber's answer for voice note `id`, as the transcriber would.
+async fn transcript_back(rig: &Rig, id: &str, text: &str) {
+    let t = shared::proto::Transcript {
+        message_id: id.to_owned(),
+        outcome: shared::proto::transcript::Outcome::Ok as i32,
+        text: text.to_owned(),
+        ..Default::default()
+    };
+    rig.bus
+        .publisher()
+        .publish(shared::bus::Publish::new(
+            shared::bus::Stream::Transcripts,
+            shared::proto::Envelope::new("test", shared::proto::Payload::Transcript(t)),
+        ))
+        .await
+        .unwrap();
+}
+
+/// A voice note from `phone` that the brain took ("Listening…") and is waiting to hear back on.
+async fn voice_waiting(rig: &Rig, phone: &str) -> String {
+    let audio = shared::testing::voice_note(1);
+    let key = format!("{{{}}}:media:{}", rig.prefix, blake3::hash(&audio).to_hex());
+    let mut c = rig.bus.connection();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&audio)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let id = shared::ids::new_id();
+    let media = MediaRef {
+        key,
+        mime_type: "audio/ogg".into(),
+        size_bytes: audio.len() as u64,
+        sha256: String::new(),
+    };
+    rig.send(phone, &id, inbound::Kind::Voice, "", Some(media))
+        .await;
+    let r = rig.replies_n(&id, 1).await;
+    assert!(r[0].text.contains("Listening"), "{r:?}");
+    id
+}
+
+/// A transcript is a text that arrived late: it goes through the same rules as a typed one.
+/// What changed while the voice note was being transcribed — STOP, a request for a person, the
+/// owner answering from the phone — holds for its transcript; and what a voice note says is
+/// never a command or STOP.
+#[tokio::test]
+async fn a_transcript_goes_through_the_rules_that_hold_when_it_comes_back() {
+    let mut rig = Rig::new(&[("ACCESS_MODE", "open")]).await;
+    let _brain = rig.spawn().await;
+
+    // STOP while the note was being transcribed: nothing more, not even its answer.
+    let stopper = "+15551230001";
+    let voice = voice_waiting(&rig, stopper).await;
+    let stop = rig.text(stopper, "STOP").await;
+    assert!(!rig.reply(&stop).await.is_empty(), "STOP is confirmed");
+    transcript_back(&rig, &voice, "When do you open tomorrow?").await;
+
+    // Asked for a person meanwhile: the person answers, not the bot.
+    let asker = "+15551230002";
+    let voice2 = voice_waiting(&rig, asker).await;
+    let human = rig.text(asker, "I want to talk to a human").await;
+    assert_eq!(rig.replies_to(&human).await.len(), 1);
+    transcript_back(&rig, &voice2, "Where is my order?").await;
+
+    // The owner answered from the business's phone meanwhile: the bot keeps quiet.
+    let paused = "+15551230003";
+    let voice3 = voice_waiting(&rig, paused).await;
+    let owner = rig
+        .owner_wrote(paused, "I'll call you in five minutes")
+        .await;
+    rig.assert_silent(&owner).await;
+    transcript_back(&rig, &voice3, "Do you deliver?").await;
+
+    // Said, not typed: "stop" and "!help" are words to answer, not STOP or a command.
+    let speaker = "+15551230004";
+    let voice4 = voice_waiting(&rig, speaker).await;
+    transcript_back(&rig, &voice4, "stop").await;
+    let voice5 = voice_waiting(&rig, speaker).await;
+    transcript_back(&rig, &voice5, "!help").await;
+
+    let answered = rig.replies_n(&voice5, 2).await;
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    assert_eq!(answered[1].kind(), outbound::Kind::Reply);
+    assert!(
+        answered[1].text.ends_with("You said: !help"),
+        "{:?}",
+        answered[1]
+    );
+    let r4 = rig.replies_n(&voice4, 2).await;
+    assert!(r4[1].text.ends_with("You said: stop"), "{r4:?}");
+    // Every transcript was taken; the first three got nothing but their "Listening…".
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = rig
+            .bus
+            .stats(shared::bus::Stream::Transcripts)
+            .await
+            .unwrap();
+        if s.pending == 0 && s.lag == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transcripts not handled: {s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    for v in [&voice, &voice2, &voice3] {
+        let r = rig.replies_to_now(v).await;
+        assert_eq!(r.len(), 1, "{v}: {r:?}");
+    }
+    let asked: Vec<String> = rig.fake.requests().iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        asked.len(),
+        2,
+        "only the two spoken questions reach the model"
+    );
+    for unanswered in ["When do you open", "Where is my order", "Do you deliver"] {
+        assert!(
+            asked.iter().all(|r| !r.contains(unanswered)),
+            "{unanswered:?} reached the model"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! What stops a paid call (no model, the daily budget, the web chat visitors' shared
+//! allowance, the contact's daily tokens), and a voice note sent to the transcriber behind
+//! the same guards.
+
+use shared::bus::{HandleError, Publish, Stream};
+use shared::proto::{Envelope, Inbound, Payload, inbound};
+
+use super::Brain;
+use crate::config::Config;
+use crate::domain::{Decision, Effect, Outcome};
+use crate::store::{Contact, Known};
+
+impl Brain {
+    /// What stops a paid call: no LLM, the daily budget, the visitors' shared allowance (for a
+    /// visitor), the contact's daily tokens.
+    pub(super) async fn guards(
+        &self,
+        ib: &Inbound,
+        known: &Known,
+        eff: &Config,
+    ) -> Result<Option<Decision>, HandleError> {
+        let msgs = &eff.messages;
+        if !eff.endpoint.configured {
+            return Ok(Some(Decision::notice(
+                &msgs.not_configured,
+                Outcome::NotConfigured,
+            )));
+        }
+        let now = self.clock.now_ms();
+        if shared::usage::is_over_budget(&self.bus, &eff.days.day_of(now))
+            .await
+            .map_err(|e| HandleError::retry("budget mark", e))?
+        {
+            return Ok(Some(Decision::notice(&msgs.budget, Outcome::Budget)));
+        }
+        if shared::proto::is_visitor(&ib.identities) {
+            use shared::usage::VisitorUse;
+            let mut uses = vec![VisitorUse::Tokens];
+            if ib.kind() == inbound::Kind::Voice {
+                uses.push(VisitorUse::Audio);
+            }
+            let mut spent = false;
+            for what in uses {
+                spent |=
+                    shared::usage::visitor_spent(&self.bus, &eff.days, eff.visitors, what, now)
+                        .await
+                        .map_err(|e| HandleError::retry("visitor allowance", e))?;
+            }
+            if spent {
+                return Ok(Some(Decision::notice(
+                    &msgs.visitor_budget,
+                    Outcome::VisitorBudget,
+                )));
+            }
+        }
+        if eff.contact_daily_tokens > 0
+            && known.tokens_today.max(0) as u64 >= eff.contact_daily_tokens
+        {
+            return Ok(Some(Decision::notice(
+                &msgs.token_budget,
+                Outcome::TokenBudget,
+            )));
+        }
+        Ok(None)
+    }
+
+    /// A voice note: a transcription job and a progress notice; the answer comes with the
+    /// transcript.
+    pub(super) async fn transcribe(
+        &self,
+        ib: &Inbound,
+        contact: &Contact,
+        known: &Known,
+        eff: &Config,
+        now: i64,
+    ) -> Result<Decision, HandleError> {
+        if let Some(stop) = self.guards(ib, known, eff).await? {
+            return Ok(stop);
+        }
+        let Some(media) = ib.media.clone() else {
+            return Ok(Decision::notice(
+                &eff.messages.transcription_failed,
+                Outcome::VoiceMissing,
+            ));
+        };
+        let deadline_ms = now + eff.voice_deadline.as_millis() as i64;
+        let job = shared::proto::TranscriptionJob {
+            message_id: ib.message_id.clone(),
+            media: Some(media),
+            contact_id: contact.id.clone(),
+            deadline_at_ms: deadline_ms,
+            language: String::new(),
+            visitor: shared::proto::is_visitor(&ib.identities),
+        };
+        Ok(
+            Decision::notice(&eff.messages.listening, Outcome::Transcribing)
+                .with(Effect::publish(Publish::new(
+                    Stream::Transcribe,
+                    Envelope::new("brain", Payload::TranscriptionJob(job)),
+                )))
+                .with(Effect::AwaitTranscript {
+                    inbound: prost::Message::encode_to_vec(ib),
+                    deadline_ms,
+                }),
+        )
+    }
+}

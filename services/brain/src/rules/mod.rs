@@ -1,0 +1,179 @@
+//! The rules: what a message gets, decided from the message, what is known of its sender, the
+//! configuration and the time — and nothing else. Deciding reads nothing and writes nothing;
+//! it returns a [`Step`]: a finished [`Decision`] (its changes as effects), a command to run,
+//! a voice note to transcribe, or a question to answer. A transcript is a text that arrived
+//! late and goes through the same rules, except that commands and STOP/START come only from
+//! typed text.
+//!
+//! In order: the owner's own message; opt-out (STOP/START); access; commands; a person has the
+//! conversation (handoff, the owner's pause); a burst; a request for a person; the kind of
+//! message; a text cut to `MAX_INPUT_CHARS`; then the question.
+
+mod replies;
+#[cfg(test)]
+mod tests;
+
+pub use replies::{
+    MARK_HANDOFF, MARK_RULES, MARK_UNSURE, alert_text, answered, hand_off, marked, reference_of,
+    stopped,
+};
+
+use shared::proto::{Inbound, inbound};
+
+use crate::burst;
+use crate::commands::Command;
+use crate::config::{AccessMode, Config};
+use crate::domain::{Decision, Effect, Outcome, Turn};
+pub use crate::domain::{Message, Source};
+use crate::store::{Contact, Role};
+
+/// What comes after the rules.
+#[derive(Debug)]
+pub enum Step {
+    /// Decided.
+    Done(Decision),
+    /// A `!` command, run for its sender.
+    Command(Command),
+    /// A voice note: transcribed (the guards that protect the owner's money first).
+    Transcribe,
+    /// A question: the knowledge base, the guards, then the model, due by `deadline_ms`.
+    Answer {
+        /// When the answer is due (unix ms).
+        deadline_ms: i64,
+    },
+}
+
+/// The rules of one deployment: its configuration's handoff phrases, framed once.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `HANDOFF_PHRASES`, framed for whole-word matching ([`crate::knowledge::framed`]).
+    phrases: Vec<String>,
+}
+
+impl Rules {
+    /// The rules of `cfg`.
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            phrases: cfg
+                .handoff_phrases
+                .iter()
+                .map(|p| crate::knowledge::framed(p))
+                .collect(),
+        }
+    }
+
+    /// Whether `text` asks for a person (`HANDOFF_PHRASES`).
+    pub fn asks_for_person(&self, text: &str) -> bool {
+        let t = crate::knowledge::framed(text);
+        self.phrases.iter().any(|p| t.contains(p.as_str()))
+    }
+
+    /// What `msg` from `contact` (whose last turns are `memory`) gets at `now` (unix ms) on
+    /// `day` (the business's day).
+    pub fn decide(
+        &self,
+        msg: &Message<'_>,
+        contact: &Contact,
+        memory: &[Turn],
+        cfg: &Config,
+        day: &str,
+        now: i64,
+    ) -> Step {
+        let (ib, text) = (msg.ib, msg.text);
+        let typed = msg.source == Source::Typed;
+        let msgs = &cfg.messages;
+        // The owner wrote to this customer from the business's phone: their turn, and quiet.
+        if ib.from_business {
+            return Step::Done(replies::owner_said(
+                text,
+                now + cfg.owner_pause.as_millis() as i64,
+            ));
+        }
+        // Opt-out first: an opted-out contact hears nothing but the START confirmation.
+        if contact.opted_out {
+            if typed && text.eq_ignore_ascii_case("start") {
+                return Step::Done(
+                    Decision::notice(&msgs.opted_in, Outcome::OptedIn).with(Effect::OptOut(false)),
+                );
+            }
+            return Step::Done(Decision::silent(Outcome::OptedOut));
+        }
+        if typed && text.eq_ignore_ascii_case("stop") {
+            return Step::Done(
+                Decision::notice(&msgs.opted_out, Outcome::OptedOut).with(Effect::OptOut(true)),
+            );
+        }
+        if !allowed(ib, contact, cfg) {
+            return Step::Done(refuse(contact, cfg, day));
+        }
+        if typed && ib.kind() == inbound::Kind::Text && text.starts_with('!') {
+            return Step::Command(Command::parse(text));
+        }
+        // Handed to a person: the bot keeps quiet, and remembers what was said. Outside
+        // business hours the bot keeps helping while the customer waits for a person; while
+        // the owner is answering, it keeps quiet.
+        let paused = contact.paused_until_ms.is_some_and(|until| until > now);
+        if paused || (contact.handoff.is_some() && cfg.hours.is_open(now)) {
+            return Step::Done(replies::while_handed_off(msg));
+        }
+        if msg.absorbed {
+            return Step::Done(burst::absorbed(msg));
+        }
+        let asks = match msg.source {
+            Source::Typed => ib.kind() == inbound::Kind::Text,
+            Source::Transcript => true,
+        };
+        if asks && self.asks_for_person(text) {
+            return Step::Done(hand_off(
+                ib,
+                contact,
+                crate::domain::Reason::Asked,
+                text,
+                memory,
+                cfg,
+                now,
+            ));
+        }
+        if msg.source == Source::Transcript {
+            return Step::Answer {
+                deadline_ms: msg
+                    .deadline_ms
+                    .unwrap_or(now + cfg.voice_deadline.as_millis() as i64),
+            };
+        }
+        let deadline = match ib.kind() {
+            inbound::Kind::Text => cfg.text_deadline,
+            inbound::Kind::Image => cfg.image_deadline,
+            inbound::Kind::Voice => return Step::Transcribe,
+            inbound::Kind::Other | inbound::Kind::Unspecified => {
+                return Step::Done(Decision::notice(&msgs.unsupported, Outcome::Unsupported));
+            }
+        };
+        // Cut to MAX_INPUT_CHARS on the way in (the gateway, `Brain::handle`).
+        if ib.text_cut {
+            return Step::Done(Decision::notice(&msgs.too_long, Outcome::TooLong));
+        }
+        Step::Answer {
+            deadline_ms: now + deadline.as_millis() as i64,
+        }
+    }
+}
+
+/// `ACCESS_MODE` governs phone identities; web chat visitors are served unless
+/// `WEBCHAT_VISITORS=off` (within their rate limit at the gateway, and the allowance all
+/// visitors share).
+fn allowed(ib: &Inbound, contact: &Contact, cfg: &Config) -> bool {
+    if shared::proto::is_visitor(&ib.identities) {
+        cfg.visitors_open
+    } else {
+        contact.role == Role::Admin || contact.allowed || cfg.access == AccessMode::Open
+    }
+}
+
+/// Not on the whitelist: told once a day, silent otherwise.
+fn refuse(contact: &Contact, cfg: &Config, day: &str) -> Decision {
+    if contact.last_refusal_day.as_deref() == Some(day) {
+        return Decision::silent(Outcome::RefusedSilently);
+    }
+    Decision::notice(&cfg.messages.not_allowed, Outcome::Refused).with(Effect::RefusedToday)
+}
