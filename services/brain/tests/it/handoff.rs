@@ -287,7 +287,8 @@ async fn outside_business_hours_the_customer_hears_when_we_open_and_the_bot_keep
     // Asking again: the same answer, no second alert.
     let again = rig.text(CUSTOMER, "a person please").await;
     assert!(rig.reply(&again).await.contains("we're closed"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A handler's events go out with its acknowledgement, in one transaction: an alert of this
+    // message would be on the stream with its reply.
     let alerts = rig
         .outbound()
         .await
