@@ -87,6 +87,34 @@ async fn gateway_qr(gw: &Gw) -> (bool, String) {
     (out.status.success(), text)
 }
 
+#[tokio::test]
+async fn gateway_qr_asks_the_running_gateway_whatever_the_configuration_says() {
+    // `qr` only asks the gateway beside it: an invalid variable is none of its business
+    // (exit 1, the gateway unreachable), where any other subcommand refuses it (exit 2).
+    let dir = shared::testing::TempDir::new("qr");
+    let run = |sub: &str| {
+        std::process::Command::new(crate::helpers::BIN)
+            .arg(sub)
+            .env_clear()
+            .env("GATEWAY_HTTP_ADDR", "127.0.0.1:1")
+            .env("MAX_DELIVERIES", "many")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let qr = run("qr");
+    let said = String::from_utf8_lossy(&qr.stderr);
+    assert_eq!(qr.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot ask the gateway at http://127.0.0.1:1/qr"),
+        "{said}"
+    );
+    let link = run("console-link");
+    let said = String::from_utf8_lossy(&link.stderr);
+    assert_eq!(link.status.code(), Some(2), "{said}");
+    assert!(said.contains("MAX_DELIVERIES"), "{said}");
+}
+
 async fn ready(gw: &Gw) -> serde_json::Value {
     shared::testing::get_json(&format!("{}/readyz", gw.proc.http)).await
 }
