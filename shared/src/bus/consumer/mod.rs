@@ -83,6 +83,14 @@ impl Reason {
             cause: Some(std::sync::Arc::from(cause.into())),
         }
     }
+
+    /// An error that says itself what failed (`cannot run ffmpeg: …`): shown as its chain.
+    pub fn from_error(cause: impl Into<BoxError>) -> Self {
+        Self {
+            what: String::new(),
+            cause: Some(std::sync::Arc::from(cause.into())),
+        }
+    }
 }
 
 impl From<String> for Reason {
@@ -103,12 +111,14 @@ impl std::fmt::Display for Reason {
         let mut next: Option<&(dyn std::error::Error + 'static)> =
             self.cause.as_deref().map(|c| c as _);
         let mut shown = String::new();
+        let mut separator = if self.what.is_empty() { "" } else { ": " };
         while let Some(e) = next {
             // Many errors already show their source in their own text: shown once.
             let text = e.to_string();
             if !shown.contains(&text) {
-                write!(f, ": {text}")?;
+                write!(f, "{separator}{text}")?;
                 shown = text;
+                separator = ": ";
             }
             next = e.source();
         }
@@ -377,6 +387,23 @@ mod tests {
                 "attempt {attempt}: {d}"
             );
         }
+    }
+
+    #[test]
+    fn a_reason_shows_its_causes_once_each_and_keeps_them_as_sources() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let r = Reason::new("media store", io());
+        assert_eq!(r.to_string(), "media store: no such file");
+        assert!(std::error::Error::source(&r).is_some());
+        // An error that names what failed itself: no empty prefix.
+        let r = Reason::from_error(io());
+        assert_eq!(r.to_string(), "no such file");
+        // Nested: each text once, even when an outer one repeats an inner one.
+        let r = Reason::new("after 3 deliveries", Reason::new("media store", io()));
+        assert_eq!(
+            r.to_string(),
+            "after 3 deliveries: media store: no such file"
+        );
     }
 
     #[test]
