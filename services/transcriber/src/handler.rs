@@ -27,7 +27,6 @@ pub struct Transcriber {
     breaker: Breaker,
     bus: shared::bus::Bus,
     publisher: Publisher,
-    max_deliveries: u32,
     /// Bounds CPU-heavy conversions to the cores available, earliest deadline first.
     ffmpeg_slots: Gate,
 }
@@ -76,7 +75,6 @@ impl Transcriber {
             breaker,
             bus: bus.clone(),
             publisher: bus.publisher(),
-            max_deliveries: bus.config().max_deliveries,
             ffmpeg_slots: Gate::new(cfg.ffmpeg_concurrency),
             cfg,
         }
@@ -346,16 +344,9 @@ impl Handler for Transcriber {
             }
         };
         // A retry on the last delivery is the end too: the customer is told the same way.
-        let outcome = match outcome {
-            Err(HandleError::Retry(reason)) if d.deliveries >= self.max_deliveries => {
-                self.give_up(job, reason.clone()).await?;
-                Err(HandleError::Permanent(Reason::new(
-                    format!("after {} deliveries", d.deliveries),
-                    reason,
-                )))
-            }
-            other => other,
-        };
+        let outcome = d
+            .tell_on_last(outcome, |reason| self.give_up(job, reason))
+            .await;
         if let Err(HandleError::Retry(reason)) = &outcome {
             metrics::counter!(m::JOBS, "outcome" => "retry").increment(1);
             tracing::warn!(error = %reason, deliveries = d.deliveries, "transcription will be retried");

@@ -507,6 +507,76 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_max_deliveries_with_
     assert_eq!(h.handled().await.get(&ids[0]), Some(&1));
 }
 
+/// Fails on every delivery and, on the last, tells the customer (a notice on the outbound
+/// stream) the way the brain and the transcriber do.
+struct FailsThenTells {
+    bus: Bus,
+    calls: AtomicUsize,
+    told: AtomicUsize,
+}
+
+impl Handler for FailsThenTells {
+    async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let failed = Err(HandleError::retry(
+            "upstream",
+            std::io::Error::other(format!("said no (attempt {})", d.deliveries)),
+        ));
+        d.tell_on_last(failed, |_| async {
+            self.told.fetch_add(1, Ordering::SeqCst);
+            self.bus
+                .publisher()
+                .publish(Publish::new(Stream::Outbound, inbound("told", 0)))
+                .await
+                .map(drop)
+                .map_err(|e| HandleError::retry("cannot tell the customer", e))
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_is_told_once_on_the_last_delivery_then_the_entry_is_dead_lettered() {
+    let h = Harness::new();
+    let bus = Bus::with_parts(
+        &Dsn::new(h.url.clone()),
+        &h.prefix,
+        BusConfig {
+            max_deliveries: 3,
+            ..fast_config()
+        },
+        "test",
+    )
+    .unwrap();
+    let ids = h.publish_inbound(1, 1).await;
+    let handler = Arc::new(FailsThenTells {
+        bus: bus.clone(),
+        calls: AtomicUsize::new(0),
+        told: AtomicUsize::new(0),
+    });
+    bus.consumer(Stream::Inbound, handler.clone())
+        .process_available()
+        .await
+        .unwrap();
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        handler.told.load(Ordering::SeqCst),
+        1,
+        "told once, at the end"
+    );
+    assert_eq!(h.outbound_len().await, 1);
+    let dead = bus.dlq().list(Stream::Inbound, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(dead[0].kind, "permanent");
+    assert_eq!(dead[0].deliveries, 3);
+    assert_eq!(
+        dead[0].reason,
+        "after 3 deliveries; the customer was told: upstream: said no (attempt 3)"
+    );
+    assert_eq!(pending(&h, Stream::Inbound).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_entries_are_dead_lettered_at_once_and_the_consumer_keeps_going() {
     let h = Harness::new();

@@ -240,6 +240,50 @@ async fn corrupt_audio_and_missing_media_fail_clearly_and_are_dead_lettered() {
 }
 
 #[tokio::test]
+async fn a_job_failing_on_every_delivery_tells_the_customer_once_then_is_dead_lettered_with_its_cause()
+ {
+    // ffmpeg cannot be run: the machine failing, worth another delivery each time.
+    let whisper = FakeWhisper::start(Vec::new(), None);
+    let mut rig = Rig::new(
+        whisper,
+        &[
+            ("FFMPEG_PATH", "/nonexistent/ffmpeg"),
+            ("MAX_DELIVERIES", "2"),
+            ("BUS_RETRY_BASE_MS", "20"),
+        ],
+    );
+    let p = rig.spawn().await;
+    rig.job("v1", &voice_note(1)).await;
+    let dead = shared::testing::eventually("the dead letter", T, async || {
+        let dead = rig.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    // Told on the last delivery, not before: one failure transcript.
+    let t = rig.transcripts().await;
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].outcome(), transcript::Outcome::Failed);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].kind, "permanent");
+    assert_eq!(dead[0].deliveries, 2);
+    // The reason keeps the system's error under what failed.
+    assert_eq!(
+        dead[0].reason,
+        "after 2 deliveries; the customer was told: cannot run ffmpeg: /nonexistent/ffmpeg: \
+         No such file or directory (os error 2)",
+    );
+    assert_eq!(
+        metric(&p, "transcriber_jobs_total{outcome=\"retry\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&p, "transcriber_jobs_total{outcome=\"failed\"}").await,
+        1.0
+    );
+    assert!(rig.whisper.seen().is_empty());
+}
+
+#[tokio::test]
 async fn a_voice_note_over_the_limit_gets_too_long_without_calling_whisper() {
     let whisper = FakeWhisper::start(Vec::new(), None);
     let mut rig = Rig::new(whisper, &[("MAX_AUDIO_SECONDS", "2")]);

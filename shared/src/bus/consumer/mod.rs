@@ -43,6 +43,46 @@ pub struct Delivery {
     pub deliveries: u32,
     /// The order token when the entry was published with an order key.
     pub order_token: Option<String>,
+    /// `MAX_DELIVERIES`: the delivery with this number is the last ([`Delivery::is_last`]).
+    pub max_deliveries: u32,
+}
+
+impl Delivery {
+    /// The last delivery `MAX_DELIVERIES` allows: a [`HandleError::Retry`] now sends the entry
+    /// to the dead letters.
+    pub fn is_last(&self) -> bool {
+        self.deliveries >= self.max_deliveries
+    }
+
+    /// "Tell the customer, then dead-letter on the last delivery", written once: a
+    /// [`HandleError::Retry`] on the [last](Delivery::is_last) delivery runs `tell` (an
+    /// apology, a failure transcript: the customer hears something rather than nothing) and
+    /// becomes [`HandleError::Permanent`], whose reason says so and keeps the failure as its
+    /// cause. Anything else passes through untouched, and `tell` is not called. When telling
+    /// fails, that error is returned (retryable: the entry is dead-lettered as
+    /// `max_deliveries`, with the reason it could not be told).
+    pub async fn tell_on_last<T, Fut>(
+        &self,
+        result: Result<T, HandleError>,
+        tell: impl FnOnce(Reason) -> Fut,
+    ) -> Result<T, HandleError>
+    where
+        Fut: Future<Output = Result<(), HandleError>>,
+    {
+        match result {
+            Err(HandleError::Retry(reason)) if self.is_last() => {
+                tell(reason.clone()).await?;
+                Err(HandleError::Permanent(Reason::new(
+                    format!(
+                        "after {} deliveries; the customer was told",
+                        self.deliveries
+                    ),
+                    reason,
+                )))
+            }
+            other => other,
+        }
+    }
 }
 
 /// How a handler failed.

@@ -190,6 +190,7 @@ pub(super) fn dispatch<H: Handler>(inner: &Arc<Inner<H>>, t: Taken) {
             envelope,
             deliveries: t.deliveries,
             order_token: order_token.clone(),
+            max_deliveries: inner.bus.config().max_deliveries,
         },
         slot: t.slot,
         head: t.head,
