@@ -478,7 +478,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_max_deliveries_with_
     assert_eq!(handler.0.load(Ordering::SeqCst), 3);
     let dead = bus.dlq().list(Stream::Inbound, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].kind, "max_deliveries");
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::MaxDeliveries);
     assert_eq!(dead[0].deliveries, 3);
     assert!(
         dead[0].reason.contains("upstream said no (attempt 3)"),
@@ -568,7 +568,7 @@ async fn the_customer_is_told_once_on_the_last_delivery_then_the_entry_is_dead_l
     let dead = bus.dlq().list(Stream::Inbound, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].event_id.as_deref(), Some(ids[0].as_str()));
-    assert_eq!(dead[0].kind, "permanent");
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::Permanent);
     assert_eq!(dead[0].deliveries, 3);
     assert_eq!(
         dead[0].reason,
@@ -607,7 +607,7 @@ async fn garbage_entries_are_dead_lettered_at_once_and_the_consumer_keeps_going(
     let dead = h.bus.dlq().list(Stream::Inbound, 10).await.unwrap();
     assert_eq!(dead.len(), 2);
     for d in &dead {
-        assert_eq!(d.kind, "undecodable");
+        assert_eq!(d.kind, shared::bus::DeadLetterKind::Undecodable);
         assert_eq!(d.deliveries, 1);
     }
     // Both are dead-lettered, in whichever order the consumer's concurrent handlers got to them.

@@ -264,7 +264,7 @@ async fn a_job_failing_on_every_delivery_tells_the_customer_once_then_is_dead_le
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(t[0].outcome(), transcript::Outcome::Failed);
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].kind, "permanent");
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::Permanent);
     assert_eq!(dead[0].deliveries, 2);
     // The reason keeps the system's error under what failed.
     assert_eq!(

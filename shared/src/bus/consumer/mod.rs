@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::keys::{Keys, Stream};
 use super::metrics as m;
 use super::publish::{Publish, add_publish};
-use super::{Bus, BusError, scripts};
+use super::{Bus, BusError, DeadLetterKind, scripts};
 use crate::proto::Envelope;
 use job::*;
 use reading::*;
