@@ -480,6 +480,13 @@ async fn bad_input_gets_a_json_4xx_and_publishes_nothing() {
             body["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{what}: no JSON reason: {body}"
         );
+        if what == "over MAX_MEDIA_MB" {
+            // The same answer as a body declared over the limit: the limit, not a bare word.
+            assert_eq!(
+                body["error"], "the file is larger than the 1 MB limit",
+                "{what}"
+            );
+        }
     }
     // A declared length far over the limit is refused before any body is read.
     {
