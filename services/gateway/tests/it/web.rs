@@ -120,30 +120,20 @@ async fn ready(gw: &Gw) -> serde_json::Value {
 }
 
 async fn wait_state(gw: &Gw, state: &str) {
-    let deadline = Instant::now() + T;
-    loop {
-        let r = ready(gw).await;
-        if r["checks"]["transport:web"]["state"] == state {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {state}: {r}\n{}",
-            gw.proc.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reached = shared::testing::wait_for(T, async || {
+        (ready(gw).await["checks"]["transport:web"]["state"] == state).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "never {state}: {}\n{}",
+        ready(gw).await,
+        gw.proc.log_text()
+    );
 }
 
-async fn wait_for<R>(mut f: impl AsyncFnMut() -> Option<R>) -> R {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for<R>(f: impl AsyncFnMut() -> Option<R>) -> R {
+    shared::testing::eventually("the condition", T, f).await
 }
 
 #[tokio::test]
@@ -233,7 +223,12 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
         (i.len() >= 4).then_some(i)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The duplicate came last: once it is counted as dropped, it was not published.
+    wait_for(async || {
+        let m = gw.metrics().await;
+        (metric(&m, "gateway_duplicates_dropped_total{transport=\"web\"}") >= 1.0).then_some(())
+    })
+    .await;
     assert_eq!(gw.inbound().await.len(), 4, "the duplicate was published");
     let by_tmid = |id: &str| {
         inbound
@@ -480,6 +475,8 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
     // Quiet but connected is fine: no more restarts.
     std::fs::remove_file(fake.path("state")).unwrap();
     wait_state(&gw, "connected").await;
+    // The point: quiet time passes without a restart (nothing happens to wait for); 3 s of
+    // 1-second heartbeats, enough for a wrongly stuck session to be seen.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fake.starts(), 2);
     // "Connected", but the page no longer responds to the probe: stuck too.
@@ -633,6 +630,8 @@ async fn the_owners_messages_from_the_phone_reach_the_brain_and_the_bots_own_nev
         (!i.is_empty()).then_some(i)
     })
     .await;
+    // Each owner message is checked against our sent records after OWNER_CHECK_DELAY (2 s),
+    // in parallel, and dropping ours leaves no trace to wait for: the window must pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let inbound_later = gw.inbound().await;
     assert_eq!(

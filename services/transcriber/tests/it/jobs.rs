@@ -130,13 +130,14 @@ impl Rig {
     }
 
     async fn wait_transcripts(&self, n: usize, timeout: Duration) -> Vec<Transcript> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let t = shared::testing::wait_for(timeout, async || {
             let t = self.transcripts().await;
-            if t.len() >= n || Instant::now() > deadline {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            (t.len() >= n).then_some(t)
+        })
+        .await;
+        match t {
+            Some(t) => t,
+            None => self.transcripts().await,
         }
     }
 
@@ -228,13 +229,10 @@ async fn corrupt_audio_and_missing_media_fail_clearly_and_are_dead_lettered() {
     );
     assert!(by_id["gone"].error.contains("missing or expired"));
     // The failure transcript is published before the job is dead-lettered: wait for both.
-    let deadline = std::time::Instant::now() + T;
-    let mut dead = rig.dead_letters().await;
-    while dead.len() < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        dead = rig.dead_letters().await;
-    }
-    assert_eq!(dead.len(), 2);
+    shared::testing::eventually("both dead letters", T, async || {
+        (rig.dead_letters().await.len() == 2).then_some(())
+    })
+    .await;
     assert!(rig.whisper.seen().is_empty(), "nothing reached Whisper");
     assert!(rig.usage().await.is_empty());
 }
@@ -546,10 +544,10 @@ async fn a_job_of_a_killed_replica_is_finished_by_another_within_the_reclaim_tim
     let mut a = rig.spawn().await;
     let b = rig.spawn().await;
     rig.job("k1", &voice_note(1)).await;
-    let deadline = Instant::now() + T;
-    while rig.whisper.seen().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shared::testing::eventually("the job at Whisper", T, async || {
+        (!rig.whisper.seen().is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(rig.whisper.seen().len(), 1);
     // Whoever took it: kill it. If it was b, swap roles.
     let killed_at = Instant::now();
@@ -583,6 +581,8 @@ async fn a_slow_whisper_answer_is_not_stolen_by_the_other_replica() {
     let _b = rig.spawn().await;
     rig.job("s1", &voice_note(1)).await;
     let t = rig.wait_transcripts(1, T).await;
+    // The point: past RECLAIM_IDLE_SECS (1 s) nobody took the job over and did it again
+    // (nothing happens to wait for).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rig.transcripts().await.len(), 1);
     assert_eq!(t[0].text, "slow but sure");
