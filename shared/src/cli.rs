@@ -1,6 +1,7 @@
 //! The command line every service binary shares: no arguments runs the service; subcommands
 //! `healthcheck`, `migrate` (services with a database), `vars` (the environment variables it
-//! reads) and `dlq list|replay <stream>`.
+//! reads) and `dlq list|replay <stream>` — plus a service's own subcommands (`X`, e.g. the
+//! gateway's `qr` and `console-link`), flattened beside them.
 
 use std::time::Duration;
 
@@ -12,15 +13,19 @@ use clap::{Parser, Subcommand};
     about = "Switchboard service. Without a subcommand, runs the service."
 )]
 /// Every service binary's command line: no subcommand runs the service.
-pub struct Cli {
+pub struct Cli<X: Subcommand = NoCommands> {
     /// What to do instead of running.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<Command<X>>,
 }
 
-/// Subcommands of every service binary.
+/// A service without subcommands of its own.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum NoCommands {}
+
+/// Subcommands of every service binary, and `X`, the service's own.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum Command<X: Subcommand = NoCommands> {
     /// Probe this service's own /healthz on its internal listener; exit 0 when healthy, 1 when not.
     Healthcheck {
         /// Probe this URL instead of http://<SERVICE>_HTTP_ADDR/healthz.
@@ -41,15 +46,9 @@ pub enum Command {
     /// Check the configuration (environment and `.env`) and exit: 0 when valid, 2 listing every
     /// problem otherwise.
     CheckConfig,
-    /// Print the QR code to link WhatsApp (or the pairing code) in the terminal; exit 1 when no
-    /// transport waits for one (gateway only).
-    Qr,
-    /// Print a one-time sign-in link to the owner's console, valid 10 minutes (gateway only).
-    ConsoleLink {
-        /// Who the audit log names for this session (default: `operator`).
-        #[arg(long, default_value = "operator")]
-        name: String,
-    },
+    /// The service's own subcommands (listed here, between the common ones, in `--help`).
+    #[command(flatten)]
+    Service(X),
     /// List or replay dead letters.
     Dlq {
         /// What to do with them.
@@ -79,8 +78,9 @@ pub enum DlqAction {
     },
 }
 
-/// `http://<addr><path>` on the service's internal listener (`0.0.0.0` becomes `127.0.0.1`).
-fn internal_url(addr_var: &str, default_addr: &str, path: &str) -> String {
+/// `http://<addr><path>` on the service's internal listener (`0.0.0.0` becomes `127.0.0.1`):
+/// how a subcommand reaches the running service beside it.
+pub fn internal_url(addr_var: &str, default_addr: &str, path: &str) -> String {
     let addr = std::env::var(addr_var)
         .ok()
         .filter(|a| !a.trim().is_empty())
@@ -122,64 +122,71 @@ pub fn healthcheck(addr_var: &str, default_addr: &str, url: Option<String>) -> b
     })
 }
 
-/// `gateway qr`: asks the running gateway's internal `/qr` for the code waiting to be scanned
-/// and prints it as a terminal QR code (or the pairing code); `false` when none waits or the
-/// gateway cannot be asked (the reason on stderr).
-pub fn qr(addr_var: &str, default_addr: &str) -> bool {
-    let url = internal_url(addr_var, default_addr, "/qr?format=json");
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return false;
-    };
-    let answer = rt.block_on(async {
-        let client = crate::http_client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let r = client.get(&url).send().await?;
-        let status = r.status();
-        Ok::<_, reqwest::Error>((status, r.json::<serde_json::Value>().await.ok()))
-    });
-    match answer {
-        Ok((status, Some(j))) if status.is_success() => {
-            if let Some(code) = j["qr"].as_str() {
-                let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) else {
-                    eprintln!("the QR code from the gateway cannot be drawn");
-                    return false;
-                };
-                let drawn = qr
-                    .render::<qrcode::render::unicode::Dense1x2>()
-                    .quiet_zone(true)
-                    .build();
-                println!("{drawn}");
-                println!(
-                    "Scan it with WhatsApp on the business phone: Linked devices > Link a device."
-                );
-            }
-            if let Some(code) = j["pairing_code"].as_str() {
-                println!(
-                    "Pairing code: {code} (WhatsApp > Linked devices > Link with phone number)"
-                );
-            }
-            let waiting = j["qr"].is_string() || j["pairing_code"].is_string();
-            if !waiting {
-                let state = j["state"].as_str().unwrap_or("unknown");
-                eprintln!("no code to scan: the WhatsApp session is {state}");
-            }
-            waiting
-        }
-        Ok((_, j)) => {
-            let why = j
-                .as_ref()
-                .and_then(|j| j["error"].as_str())
-                .unwrap_or("no answer");
-            eprintln!("no code to scan: {why}");
-            false
-        }
-        Err(e) => {
-            eprintln!("cannot ask the gateway at {url}: {e}");
-            false
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser, Subcommand};
+
+    use super::{Cli, Command, NoCommands};
+
+    /// A service's own subcommands, as a service declares them.
+    #[derive(Debug, Subcommand)]
+    enum Own {
+        /// Says hello.
+        Hello {
+            /// To whom.
+            #[arg(long)]
+            name: String,
+        },
+    }
+
+    fn names<X: Subcommand>() -> Vec<String> {
+        Cli::<X>::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_service_adds_its_own_subcommands_beside_the_common_ones() {
+        assert_eq!(
+            names::<Own>(),
+            [
+                "healthcheck",
+                "migrate",
+                "backup-db",
+                "vars",
+                "check-config",
+                "hello",
+                "dlq"
+            ]
+        );
+        let cli = Cli::<Own>::try_parse_from(["svc", "hello", "--name", "Ana"]).unwrap();
+        assert!(
+            matches!(&cli.command, Some(Command::Service(Own::Hello { name })) if name == "Ana"),
+            "{cli:?}"
+        );
+        let cli = Cli::<Own>::try_parse_from(["svc", "dlq", "list", "inbound"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Dlq { .. })), "{cli:?}");
+        let cli = Cli::<Own>::try_parse_from(["svc"]).unwrap();
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn a_service_without_its_own_has_only_the_common_ones() {
+        assert_eq!(
+            names::<NoCommands>(),
+            [
+                "healthcheck",
+                "migrate",
+                "backup-db",
+                "vars",
+                "check-config",
+                "dlq"
+            ]
+        );
+        for gateway_only in ["qr", "console-link"] {
+            let e = Cli::<NoCommands>::try_parse_from(["brain", gateway_only]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidSubcommand);
         }
     }
 }

@@ -20,6 +20,7 @@ use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
+use crate::bus::Reason;
 use crate::config::Env;
 
 tokio::task_local! {
@@ -154,14 +155,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
-/// Whether a failed attempt is worth retrying, and an operator-facing reason.
-pub fn classify(e: &OpenAIError) -> (bool, String) {
+/// Whether a failed attempt is worth retrying, and an operator-facing reason that keeps the
+/// error as its cause (`HTTP client: error sending request …: tcp connect error: Connection
+/// refused`).
+pub fn classify(e: OpenAIError) -> (bool, Reason) {
     match e {
         OpenAIError::ApiError(r) => {
             let status = r.status_code.as_u16();
             let quota = r.api_error.code.as_deref() == Some("insufficient_quota");
             let retry = (status == 429 && !quota) || status >= 500;
-            (retry, format!("HTTP {status}: {}", r.api_error.message))
+            (retry, Reason::new(format!("HTTP {status}"), r.api_error))
         }
         OpenAIError::Reqwest(e) => {
             let retry = e.is_timeout()
@@ -170,25 +173,26 @@ pub fn classify(e: &OpenAIError) -> (bool, String) {
                 || e.is_body()
                 || e.status()
                     .is_some_and(|s| s.as_u16() == 429 || s.is_server_error());
-            (retry, format!("HTTP client: {e}"))
+            (retry, Reason::new("HTTP client", e))
         }
-        OpenAIError::JSONDeserialize(err, _) => (false, format!("unexpected response: {err}")),
-        other => (false, other.to_string()),
+        OpenAIError::JSONDeserialize(err, _) => (false, Reason::new("unexpected response", err)),
+        other => (false, Reason::from_error(other)),
     }
 }
 
-/// Why a call gave up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a call gave up. The last attempt's error is kept as the source, so a log or a dead
+/// letter shows the whole chain (a [`Reason`] shows it in its text too).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The circuit is open: no call was made.
     #[error("circuit open: the service failed repeatedly; not calling it for now")]
     CircuitOpen,
     /// The overall deadline passed (or would pass before the next attempt).
     #[error("deadline reached: {0}")]
-    Deadline(String),
+    Deadline(#[source] Reason),
     /// A non-retryable failure, or retries exhausted.
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Failed(Reason),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +357,13 @@ pub struct Called<T> {
     pub latency: Duration,
 }
 
+/// The wait before retrying after attempt `n` (from 1): `retry_base` doubled each time, ±20%.
+fn backoff(policy: &Policy, n: u32) -> Duration {
+    let base = policy.retry_base.as_secs_f64() * 2f64.powi(n as i32 - 1);
+    let jitter = rand::rng().random_range(0.8..=1.2);
+    Duration::from_secs_f64(base * jitter)
+}
+
 /// Runs `attempt` under the breaker with retries until it succeeds, fails for good, or
 /// `deadline` passes.
 pub async fn call<T, F, Fut>(
@@ -375,7 +386,7 @@ where
         let now = Instant::now();
         if now >= deadline {
             outcome("deadline");
-            return Err(CallError::Deadline(format!("after {n} attempt(s)")));
+            return Err(CallError::Deadline(format!("after {n} attempt(s)").into()));
         }
         if !breaker.acquire() {
             outcome("circuit_open");
@@ -401,8 +412,11 @@ where
                     latency: started.elapsed(),
                 });
             }
-            Ok(Err(e)) => classify(&e),
-            Err(_) => (true, format!("timed out after {} ms", budget.as_millis())),
+            Ok(Err(e)) => classify(e),
+            Err(_) => (
+                true,
+                format!("timed out after {} ms", budget.as_millis()).into(),
+            ),
         };
         if retryable {
             breaker.failure();
@@ -413,17 +427,17 @@ where
         }
         if n > policy.retries {
             outcome("failed");
-            return Err(CallError::Failed(format!("{reason} (after {n} attempts)")));
+            return Err(CallError::Failed(Reason::new(
+                format!("after {n} attempts"),
+                reason,
+            )));
         }
-        let delay = after.unwrap_or_else(|| {
-            let base = policy.retry_base.as_secs_f64() * 2f64.powi(n as i32 - 1);
-            let jitter = rand::rng().random_range(0.8..=1.2);
-            Duration::from_secs_f64(base * jitter)
-        });
+        let delay = after.unwrap_or_else(|| backoff(&policy, n));
         if Instant::now() + delay >= deadline {
             outcome("deadline");
-            return Err(CallError::Deadline(format!(
-                "{reason}; no time left to retry"
+            return Err(CallError::Deadline(Reason::new(
+                "no time left to retry",
+                reason,
             )));
         }
         tracing::warn!(upstream, attempt = n, delay_ms = delay.as_millis() as u64, error = %reason, "AI API call failed; retrying");
@@ -468,7 +482,7 @@ mod tests {
             async { Err(api_error(503)) }
         })
         .await;
-        assert_eq!(r.unwrap_err(), CallError::CircuitOpen);
+        assert!(matches!(r, Err(CallError::CircuitOpen)), "{r:?}");
         assert_eq!(calls, 3);
         assert_eq!(b.state(), "open");
         // While open: no call at all.
@@ -478,7 +492,7 @@ mod tests {
             async { Ok(()) }
         })
         .await;
-        assert_eq!(r.unwrap_err(), CallError::CircuitOpen);
+        assert!(matches!(r, Err(CallError::CircuitOpen)), "{r:?}");
         assert!(!called);
         // After the open period: a probe; two successes close it.
         tokio::time::advance(Duration::from_secs(31)).await;
@@ -522,7 +536,10 @@ mod tests {
             async { Err(api_error(400)) }
         })
         .await;
-        assert!(matches!(r, Err(CallError::Failed(m)) if m.contains("400")));
+        assert!(matches!(&r, Err(CallError::Failed(m)) if m.to_string() == "HTTP 400: boom"));
+        // The API's error is kept as the cause, not only as text.
+        let source = std::error::Error::source(r.as_ref().unwrap_err()).expect("a cause");
+        assert_eq!(source.to_string(), "boom");
         assert_eq!(n, 1);
         let mut n = 0;
         let r: Result<Called<()>, _> = call(&b, far, || {
@@ -530,8 +547,8 @@ mod tests {
             async { Err(api_error(500)) }
         })
         .await;
-        assert!(matches!(r, Err(CallError::Failed(m)) if m.contains("after 4 attempts")));
-        assert_eq!(n, 4);
+        let e = r.unwrap_err().to_string();
+        assert_eq!((e.as_str(), n), ("after 4 attempts: HTTP 500: boom", 4));
     }
 
     #[tokio::test(start_paused = true)]
@@ -550,7 +567,34 @@ mod tests {
             Ok(())
         })
         .await;
-        assert!(matches!(r, Err(CallError::Deadline(_))), "{r:?}");
+        let e = r.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "deadline reached: no time left to retry: timed out after 500 ms"
+        );
         assert!(Instant::now() <= deadline + Duration::from_millis(1));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_keeps_its_cause_in_the_reason() {
+        // Nothing listens on port 1: reqwest's own text names only the request, the cause
+        // (the refused connection) is in its source chain.
+        let e = crate::http_client::client()
+            .get("http://127.0.0.1:1/v1/chat/completions")
+            .send()
+            .await
+            .unwrap_err();
+        let top = format!("HTTP client: {e}");
+        let (retry, reason) = classify(OpenAIError::Reqwest(e));
+        let shown = reason.to_string();
+        assert!(
+            retry && shown.starts_with(&top) && shown.len() > top.len(),
+            "{shown}"
+        );
+        let refused = shown.to_lowercase().contains("connection refused");
+        assert!(
+            refused && std::error::Error::source(&reason).is_some(),
+            "{shown}"
+        );
     }
 }

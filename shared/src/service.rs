@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Stream};
-use crate::cli::{Cli, Command, DlqAction};
+use crate::cli::{Cli, Command, DlqAction, NoCommands};
 use crate::config::{CommonConfig, ConfigError, Env, ServiceName};
 use crate::db::Db;
 use crate::http::{ExtraCheck, Readiness};
@@ -84,46 +84,51 @@ fn healthcheck(spec: Spec, url: Option<String>) -> ExitCode {
     }
 }
 
-/// `qr`: the QR code (or pairing code) the running gateway waits to be scanned with.
-fn qr(spec: Spec) -> ExitCode {
-    if spec.name != ServiceName::Gateway {
-        eprintln!("qr is the gateway's: run `gateway qr`");
-        return ExitCode::from(2);
+/// A service's own subcommands, added to the common ones ([`Command::Service`]), and how they
+/// run. `C` is the service's configuration.
+pub trait Commands<C>: clap::Subcommand {
+    /// Runs the subcommand before the configuration is loaded, for one that needs only the
+    /// environment (a probe of the running service, like `healthcheck`); `Err(self)` hands it
+    /// on to [`Commands::run`] (the default).
+    fn before_config(self, spec: Spec) -> Result<ExitCode, Self> {
+        let _ = spec;
+        Err(self)
     }
-    if crate::cli::qr(spec.name.http_addr_var(), spec.name.default_http_addr()) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+
+    /// Runs the subcommand with the configuration loaded and telemetry up, inside the async
+    /// runtime; an error is logged with its causes and the binary exits 1.
+    fn run(
+        self,
+        spec: Spec,
+        common: &CommonConfig,
+        config: &C,
+    ) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+impl<C> Commands<C> for NoCommands {
+    async fn run(self, _: Spec, _: &CommonConfig, _: &C) -> anyhow::Result<()> {
+        match self {}
     }
 }
 
-/// `console-link`: a one-time sign-in link to the console, printed on stdout.
-async fn run_console_link(spec: Spec, common: &CommonConfig, name: String) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        spec.name == ServiceName::Gateway,
-        "console-link is the gateway's: run `gateway console-link`"
-    );
-    let mut env = Env::from_process();
-    let public_url = crate::console::public_url(&mut env);
-    let bus = Bus::new(common)?;
-    let console = crate::console::Console::new(&bus, crate::console::LINK_TTL);
-    let admin = crate::console::Admin {
-        name,
-        contact_id: None,
-    };
-    let token = console
-        .issue_link(&admin)
-        .await
-        .context("cannot reach Redis to keep the link")?;
-    println!("{}", crate::console::link(&public_url, &token));
-    eprintln!("valid once, for 10 minutes");
-    Ok(())
-}
-
-/// Runs a service binary. `load` reads the service's own variables; `start` builds the
-/// service and returns its routes, checks and main future.
+/// Runs a service binary with the common subcommands only. `load` reads the service's own
+/// variables; `start` builds the service and returns its routes, checks and main future.
 pub fn main<C, S>(spec: Spec, load: impl FnOnce(&mut Env, &CommonConfig) -> C, start: S) -> ExitCode
 where
+    C: Send + 'static,
+    S: FnOnce(Context<C>) -> anyhow::Result<Running> + Send + 'static,
+{
+    main_with::<NoCommands, C, S>(spec, load, start)
+}
+
+/// [`main`] for a service with subcommands of its own (`X`), beside the common ones.
+pub fn main_with<X, C, S>(
+    spec: Spec,
+    load: impl FnOnce(&mut Env, &CommonConfig) -> C,
+    start: S,
+) -> ExitCode
+where
+    X: Commands<C>,
     C: Send + 'static,
     S: FnOnce(Context<C>) -> anyhow::Result<Running> + Send + 'static,
 {
@@ -131,22 +136,16 @@ where
         eprintln!("{}: {e}", spec.name.as_str());
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
-    if let Some(Command::Healthcheck { url }) = &cli.command {
-        return healthcheck(spec, url.clone());
-    }
-    if let Some(Command::Qr) = &cli.command {
-        return qr(spec);
-    }
-    if let Some(Command::Vars) = &cli.command {
-        // Read with nothing set: every variable is asked for (defaults apply).
-        let mut env = Env::from_pairs::<_, String, String>([]);
-        let common = CommonConfig::from_env(&mut env, spec.name);
-        let _ = load(&mut env, &common);
-        for name in env.asked() {
-            println!("{name}");
-        }
-        return ExitCode::SUCCESS;
+    let command = match Cli::<X>::parse().command {
+        Some(Command::Healthcheck { url }) => return healthcheck(spec, url),
+        Some(Command::Service(own)) => match own.before_config(spec) {
+            Ok(code) => return code,
+            Err(own) => Some(Command::Service(own)),
+        },
+        command => command,
+    };
+    if let Some(Command::Vars) = &command {
+        return print_vars(spec, load);
     }
     let (common, config) = match load_config(spec.name, Env::from_process(), load) {
         Ok(c) => c,
@@ -155,7 +154,7 @@ where
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::CheckConfig) = &cli.command {
+    if let Some(Command::CheckConfig) = &command {
         println!("{}: configuration is valid", spec.name.as_str());
         return ExitCode::SUCCESS;
     }
@@ -177,14 +176,12 @@ where
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
             Some(Command::Migrate) => run_migrate(spec, &common).await,
             Some(Command::BackupDb { to }) => run_backup_db(spec, &common, &to).await,
-            Some(Command::ConsoleLink { name }) => run_console_link(spec, &common, name).await,
-            Some(
-                Command::Healthcheck { .. } | Command::Qr | Command::Vars | Command::CheckConfig,
-            ) => {
+            Some(Command::Service(own)) => own.run(spec, &common, &config).await,
+            Some(Command::Healthcheck { .. } | Command::Vars | Command::CheckConfig) => {
                 unreachable!("handled before config")
             }
             None => run_service(spec, common, config, start).await,
@@ -200,6 +197,18 @@ where
     };
     drop(telemetry);
     code
+}
+
+/// `vars`: the name of every variable the service reads, read with nothing set (so every
+/// one is asked for; defaults apply).
+fn print_vars<C>(spec: Spec, load: impl FnOnce(&mut Env, &CommonConfig) -> C) -> ExitCode {
+    let mut env = Env::from_pairs::<_, String, String>([]);
+    let common = CommonConfig::from_env(&mut env, spec.name);
+    let _ = load(&mut env, &common);
+    for name in env.asked() {
+        println!("{name}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// The database a subcommand works on; refused, saying what it would have done, for a service

@@ -10,6 +10,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionRequestUserMessageContentPart,
     CreateChatCompletionRequest, CreateChatCompletionRequestArgs, ImageDetail, ImageUrlArgs,
 };
+use shared::bus::Reason;
 use shared::llm::{Breaker, CallError};
 use tokio::time::Instant;
 
@@ -143,7 +144,7 @@ impl Chat {
         deadline: Instant,
     ) -> Result<Answer, CallError> {
         let request = Self::request(cfg, system, memory, text, image.as_ref())
-            .map_err(|e| CallError::Failed(format!("cannot build the request: {e}")))?;
+            .map_err(|e| CallError::Failed(Reason::new("cannot build the request", e)))?;
         let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
             .await
             .map_err(|_| CallError::Deadline("waiting for a free model slot".into()))?

@@ -18,6 +18,7 @@
 pub mod admit;
 pub mod alert;
 pub mod cloud;
+pub mod commands;
 pub mod config;
 pub mod console;
 pub mod deliver;
@@ -45,6 +46,7 @@ use shared::config::ServiceName;
 use shared::http::{CheckStatus, ExtraCheck, json_error};
 use shared::service::{Context, Running, Spec, Tasks};
 
+pub use commands::Commands;
 pub use config::Config;
 
 use crate::config::TransportKind;

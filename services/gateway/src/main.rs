@@ -1,5 +1,9 @@
 //! `gateway` binary: see the library for what it does.
 
 fn main() -> std::process::ExitCode {
-    shared::service::main(gateway::SPEC, gateway::Config::load, gateway::start)
+    shared::service::main_with::<gateway::Commands, _, _>(
+        gateway::SPEC,
+        gateway::Config::load,
+        gateway::start,
+    )
 }

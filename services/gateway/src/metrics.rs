@@ -46,15 +46,52 @@ pub const CLOUD_WEBHOOK_LATENCY: &str = "gateway_cloud_webhook_seconds";
 /// Cloud API sends by outcome (`sent`, `throttled`, `transient`, `window_closed`, `refused`,
 /// `unauthorized`).
 pub const CLOUD_SENDS: &str = "gateway_cloud_sends_total";
-/// Cloud API outcomes of a send.
-pub const CLOUD_SEND_OUTCOMES: [&str; 6] = [
-    "sent",
-    "throttled",
-    "transient",
-    "window_closed",
-    "refused",
-    "unauthorized",
-];
+
+/// How a Cloud API send ended: the `outcome` label of `gateway_cloud_sends_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Accepted by WhatsApp.
+    Sent,
+    /// Rate-limited (retried).
+    Throttled,
+    /// WhatsApp or the network failing (retried).
+    Transient,
+    /// The customer's 24-hour window is closed (only a template could reach them).
+    WindowClosed,
+    /// Refused for good.
+    Refused,
+    /// The access token was refused (retried: the operator may fix it).
+    Unauthorized,
+}
+
+impl SendOutcome {
+    /// Every outcome, for registering the metric at zero.
+    pub const ALL: [Self; 6] = [
+        Self::Sent,
+        Self::Throttled,
+        Self::Transient,
+        Self::WindowClosed,
+        Self::Refused,
+        Self::Unauthorized,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Throttled => "throttled",
+            Self::Transient => "transient",
+            Self::WindowClosed => "window_closed",
+            Self::Refused => "refused",
+            Self::Unauthorized => "unauthorized",
+        }
+    }
+
+    /// Counts one send that ended so.
+    pub fn count(self) {
+        metrics::counter!(CLOUD_SENDS, "outcome" => self.label()).increment(1);
+    }
+}
 
 const KINDS: [&str; 4] = ["text", "voice", "image", "other"];
 
@@ -186,8 +223,8 @@ fn register_cloud() {
         metrics::counter!(CLOUD_WEBHOOKS, "result" => r).absolute(0);
     }
     let _ = metrics::histogram!(CLOUD_WEBHOOK_LATENCY);
-    for o in CLOUD_SEND_OUTCOMES {
-        metrics::counter!(CLOUD_SENDS, "outcome" => o).absolute(0);
+    for o in SendOutcome::ALL {
+        metrics::counter!(CLOUD_SENDS, "outcome" => o.label()).absolute(0);
     }
 }
 

@@ -67,9 +67,23 @@ pub enum AudioError {
     /// other demuxers.
     #[error("not a supported audio format (OGG/Opus, MP3, M4A/AAC, WAV, WebM, FLAC, AMR)")]
     Unsupported,
-    /// ffmpeg missing or the machine failing (retried).
-    #[error("cannot run ffmpeg: {0}")]
-    Io(String),
+    /// ffmpeg missing or the machine failing (retried): `what` failed, `source` says why.
+    #[error("cannot run ffmpeg: {what}")]
+    Io {
+        /// What was being done (`temp dir`, `write input`, the ffmpeg path…).
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// [`AudioError::Io`] for a failure of `what`, the system's error kept as its source.
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> AudioError + '_ {
+    move |source| AudioError::Io {
+        what: what.to_owned(),
+        source,
+    }
 }
 
 /// The ffmpeg demuxer for `input`, from its first bytes; `None` when it is not an audio
@@ -120,12 +134,12 @@ pub async fn to_wav(
     let dir = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempdir()
-        .map_err(|e| AudioError::Io(format!("temp dir: {e}")))?;
+        .map_err(io("temp dir"))?;
     let src = dir.path().join("in");
     let dst = dir.path().join("out.wav");
     tokio::fs::write(&src, input)
         .await
-        .map_err(|e| AudioError::Io(format!("write input: {e}")))?;
+        .map_err(io("write input"))?;
     let cap_seconds = max_seconds.ceil() as u64 + 1;
     let cap_bytes = cap_seconds * u64::from(BYTES_PER_SECOND) + 4096;
     let child = tokio::process::Command::new(ffmpeg)
@@ -154,11 +168,11 @@ pub async fn to_wav(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| AudioError::Io(format!("{ffmpeg}: {e}")))?;
+        .map_err(io(ffmpeg))?;
     finish(child, timeout).await?;
     let len = tokio::fs::metadata(&dst)
         .await
-        .map_err(|e| AudioError::Io(format!("read output: {e}")))?
+        .map_err(io("read output"))?
         .len();
     let approx_seconds = len.saturating_sub(44) as f64 / f64::from(BYTES_PER_SECOND);
     if approx_seconds > max_seconds + 0.5 {
@@ -166,9 +180,7 @@ pub async fn to_wav(
             seconds: approx_seconds,
         });
     }
-    let bytes = tokio::fs::read(&dst)
-        .await
-        .map_err(|e| AudioError::Io(format!("read output: {e}")))?;
+    let bytes = tokio::fs::read(&dst).await.map_err(io("read output"))?;
     let seconds = wav_seconds(&bytes)
         .ok_or_else(|| AudioError::Corrupt("no audio in the file".to_owned()))?;
     if seconds > max_seconds {
@@ -194,7 +206,7 @@ async fn finish(mut child: tokio::process::Child, timeout: Duration) -> Result<(
     let Ok((status, err)) = tokio::time::timeout(timeout, run).await else {
         return Err(AudioError::Timeout(timeout.as_secs()));
     };
-    let status = status.map_err(|e| AudioError::Io(e.to_string()))?;
+    let status = status.map_err(io("wait for ffmpeg"))?;
     if !status.success() {
         let tail: String = err
             .trim()
@@ -243,6 +255,24 @@ pub fn wav_seconds(wav: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn ffmpeg_missing_is_an_io_error_that_keeps_the_system_error_as_its_source() {
+        let e = to_wav(
+            "/nonexistent/ffmpeg",
+            b"OggS\0\x02",
+            60.0,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), "cannot run ffmpeg: /nonexistent/ffmpeg");
+        let source = std::error::Error::source(&e).expect("the system's error");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn the_demuxer_comes_from_the_first_bytes_and_anything_else_is_refused() {

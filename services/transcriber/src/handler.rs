@@ -9,7 +9,7 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::audio::{AudioInput, AudioResponseFormat, CreateTranscriptionRequest};
 use serde::Deserialize;
-use shared::bus::{Delivery, HandleError, Handler, Publish, Publisher, Stream};
+use shared::bus::{Delivery, HandleError, Handler, Publish, Publisher, Reason, Stream};
 use shared::llm::{Breaker, CallError};
 use shared::proto::{
     Envelope, Payload, Transcript, TranscriptionJob, UsageRecord, transcript, usage_record,
@@ -27,22 +27,26 @@ pub struct Transcriber {
     breaker: Breaker,
     bus: shared::bus::Bus,
     publisher: Publisher,
-    max_deliveries: u32,
     /// Bounds CPU-heavy conversions to the cores available, earliest deadline first.
     ffmpeg_slots: Gate,
 }
 
-/// How a job ended, short of success.
-#[derive(Debug)]
+/// How a job ended, short of success. A failure keeps what caused it as its source (the
+/// [`Reason`]'s chain: `cannot run ffmpeg: /usr/bin/ffmpeg: No such file or directory`).
+#[derive(Debug, thiserror::Error)]
 enum JobError {
     /// Over `MAX_AUDIO_SECONDS` or the upload limit: a friendly answer, not an incident.
+    #[error("{reason}")]
     TooLong { seconds: f64, reason: String },
     /// A visitor's note over what is left of the visitors' daily audio: not sent to Whisper.
+    #[error("over what is left of VISITOR_DAILY_AUDIO_SECONDS today")]
     Budget { seconds: f64 },
     /// Worth another delivery (Redis or the machine failing).
-    Retry(String),
+    #[error(transparent)]
+    Retry(Reason),
     /// Will not work: the customer is told, the job dead-lettered.
-    Failed(String),
+    #[error(transparent)]
+    Failed(Reason),
 }
 
 /// A transcription.
@@ -71,7 +75,6 @@ impl Transcriber {
             breaker,
             bus: bus.clone(),
             publisher: bus.publisher(),
-            max_deliveries: bus.config().max_deliveries,
             ffmpeg_slots: Gate::new(cfg.ffmpeg_concurrency),
             cfg,
         }
@@ -113,7 +116,7 @@ impl Transcriber {
             shared::ids::now_ms(),
         )
         .await
-        .map_err(|e| JobError::Retry(format!("visitor audio allowance unavailable: {e}")))?;
+        .map_err(|e| JobError::Retry(Reason::new("visitor audio allowance unavailable", e)))?;
         if reserved {
             Ok(())
         } else {
@@ -132,7 +135,7 @@ impl Transcriber {
             .bus
             .read_media(media)
             .await
-            .map_err(|e| JobError::Retry(format!("media store unavailable: {e}")))?;
+            .map_err(|e| JobError::Retry(Reason::new("media store unavailable", e)))?;
         let bytes = bytes.ok_or_else(|| {
             JobError::Failed("the voice note is missing or expired from the media store".into())
         })?;
@@ -142,14 +145,14 @@ impl Transcriber {
         drop(slot);
         drop(bytes);
         let wav = wav.map_err(|e| match e {
-            AudioError::Io(m) => JobError::Retry(m),
+            e @ AudioError::Io { .. } => JobError::Retry(Reason::from_error(e)),
             AudioError::TooLong { seconds } => JobError::TooLong {
                 seconds,
                 reason: format!(
                     "{seconds:.0} s of audio (or more: converting stops past the limit) is over MAX_AUDIO_SECONDS ({max:.0})"
                 ),
             },
-            other => JobError::Failed(other.to_string()),
+            other => JobError::Failed(Reason::from_error(other)),
         })?;
         metrics::histogram!(m::FFMPEG_SECONDS).record(wav.took.as_secs_f64());
         metrics::histogram!(m::AUDIO_SECONDS).record(wav.seconds);
@@ -197,12 +200,12 @@ impl Transcriber {
             CallError::CircuitOpen => JobError::Failed(
                 "the speech service is failing; not calling it for now (circuit open)".into(),
             ),
-            CallError::Deadline(r) => JobError::Failed(format!("voice deadline reached: {r}")),
-            CallError::Failed(r) => JobError::Failed(format!("speech service: {r}")),
+            CallError::Deadline(r) => JobError::Failed(Reason::new("voice deadline reached", r)),
+            CallError::Failed(r) => JobError::Failed(Reason::new("speech service", r)),
         })?;
         metrics::histogram!(m::WHISPER_SECONDS).record(called.latency.as_secs_f64());
         let parsed: WhisperJson = serde_json::from_slice(&called.value)
-            .map_err(|e| JobError::Failed(format!("speech service: unexpected response: {e}")))?;
+            .map_err(|e| JobError::Failed(Reason::new("speech service: unexpected response", e)))?;
         Ok(Done {
             text: parsed.text.trim().to_owned(),
             language: parsed.language.or(language).unwrap_or_default(),
@@ -255,6 +258,18 @@ impl Transcriber {
         }
     }
 
+    /// A job that will not succeed: counted, logged, and the customer told (through the
+    /// brain) before the job goes to the dead letters.
+    async fn give_up(&self, job: &TranscriptionJob, reason: Reason) -> Result<(), HandleError> {
+        metrics::counter!(m::JOBS, "outcome" => "failed").increment(1);
+        tracing::warn!(error = %reason, "transcription failed for good");
+        self.publisher
+            .publish(self.failure(job, transcript::Outcome::Failed, &reason.to_string(), 0.0))
+            .await
+            .map_err(|e| HandleError::retry("cannot publish the failure", e))?;
+        Ok(())
+    }
+
     fn failure(
         &self,
         job: &TranscriptionJob,
@@ -289,13 +304,7 @@ impl Handler for Transcriber {
             d.envelope.created_at_ms + self.cfg.voice_deadline.as_millis() as i64
         };
         let deadline = Instant::now() + Duration::from_millis((deadline_ms - now_ms).max(0) as u64);
-        let result = match self.run(job, deadline_ms, deadline).await {
-            Err(JobError::Retry(reason)) if d.deliveries >= self.max_deliveries => Err(
-                JobError::Failed(format!("{reason} (after {} deliveries)", d.deliveries)),
-            ),
-            other => other,
-        };
-        match result {
+        let outcome = match self.run(job, deadline_ms, deadline).await {
             Ok(done) => {
                 metrics::counter!(m::JOBS, "outcome" => "ok").increment(1);
                 tracing::info!(
@@ -315,7 +324,7 @@ impl Handler for Transcriber {
                     seconds,
                 )])
             }
-            Err(JobError::Budget { seconds }) => {
+            Err(e @ JobError::Budget { seconds }) => {
                 metrics::counter!(m::JOBS, "outcome" => "visitor_budget").increment(1);
                 tracing::info!(
                     audio_seconds = seconds,
@@ -324,26 +333,25 @@ impl Handler for Transcriber {
                 Ok(vec![self.failure(
                     job,
                     transcript::Outcome::Budget,
-                    "over what is left of VISITOR_DAILY_AUDIO_SECONDS today",
+                    &e.to_string(),
                     seconds,
                 )])
             }
-            Err(JobError::Retry(reason)) => {
-                metrics::counter!(m::JOBS, "outcome" => "retry").increment(1);
-                tracing::warn!(error = %reason, deliveries = d.deliveries, "transcription will be retried");
-                Err(HandleError::Retry(reason.into()))
-            }
+            Err(JobError::Retry(reason)) => Err(HandleError::Retry(reason)),
             Err(JobError::Failed(reason)) => {
-                metrics::counter!(m::JOBS, "outcome" => "failed").increment(1);
-                tracing::warn!(error = %reason, "transcription failed for good");
-                // Tell the customer (through the brain) before the job goes to the dead letters.
-                self.publisher
-                    .publish(self.failure(job, transcript::Outcome::Failed, &reason, 0.0))
-                    .await
-                    .map_err(|e| HandleError::retry("cannot publish the failure", e))?;
-                Err(HandleError::Permanent(reason.into()))
+                self.give_up(job, reason.clone()).await?;
+                Err(HandleError::Permanent(reason))
             }
+        };
+        // A retry on the last delivery is the end too: the customer is told the same way.
+        let outcome = d
+            .tell_on_last(outcome, |reason| self.give_up(job, reason))
+            .await;
+        if let Err(HandleError::Retry(reason)) = &outcome {
+            metrics::counter!(m::JOBS, "outcome" => "retry").increment(1);
+            tracing::warn!(error = %reason, deliveries = d.deliveries, "transcription will be retried");
         }
+        outcome
     }
 
     /// A job never outlives its voice deadline; some room for publishing.

@@ -11,6 +11,42 @@ use super::keys::{Keys, Stream};
 use super::publish::add_publish_raw;
 use crate::proto::Envelope;
 
+/// Why an entry was dead-lettered: its `dlq_kind` field and the `reason` label of
+/// `bus_dead_lettered_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    /// `undecodable`: not one of our envelopes (never handled).
+    Undecodable,
+    /// `max_deliveries`: failed on every delivery `MAX_DELIVERIES` allows.
+    MaxDeliveries,
+    /// `permanent`: its handler said it will never succeed.
+    Permanent,
+}
+
+impl DeadLetterKind {
+    /// Every kind, for registering the metric at zero.
+    pub const ALL: [Self; 3] = [Self::Undecodable, Self::MaxDeliveries, Self::Permanent];
+
+    /// The stored field's value and the metric's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::MaxDeliveries => "max_deliveries",
+            Self::Permanent => "permanent",
+        }
+    }
+
+    /// The kind a stored `dlq_kind` names. Only the consumer writes the field, with one of
+    /// [`DeadLetterKind::ALL`]; anything else (an entry added by hand) lists as `permanent`.
+    fn parse(stored: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.label() == stored)
+            .unwrap_or(Self::Permanent)
+    }
+}
+
 /// One dead letter as listed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
@@ -19,7 +55,7 @@ pub struct DeadLetter {
     /// Id the entry had in its source stream.
     pub source_id: String,
     /// `undecodable`, `max_deliveries` or `permanent`.
-    pub kind: String,
+    pub kind: DeadLetterKind,
     /// Why it was dead-lettered (the error chain).
     pub reason: String,
     /// Deliveries tried.
@@ -84,7 +120,7 @@ impl Dlq {
                 };
                 DeadLetter {
                     source_id: text(&e.map, "dlq_source_id"),
-                    kind: text(&e.map, "dlq_kind"),
+                    kind: DeadLetterKind::parse(&text(&e.map, "dlq_kind")),
                     reason: text(&e.map, "dlq_reason"),
                     deliveries: text(&e.map, "dlq_deliveries").parse().unwrap_or(0),
                     at_ms: text(&e.map, "dlq_at_ms").parse().unwrap_or(0),
@@ -165,5 +201,22 @@ impl Dlq {
             last = Some(end);
         }
         Ok(replayed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_stored_listed_and_counted_by_the_same_names() {
+        for k in DeadLetterKind::ALL {
+            assert_eq!(DeadLetterKind::parse(k.label()), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.label());
+        }
+        assert_eq!(
+            DeadLetterKind::ALL.map(DeadLetterKind::label),
+            ["undecodable", "max_deliveries", "permanent"]
+        );
     }
 }

@@ -37,9 +37,6 @@ pub const REDIS_USED_MEMORY: &str = "bus_redis_used_memory_bytes";
 /// Redis's `maxmemory` (0: unlimited).
 pub const REDIS_MAXMEMORY: &str = "bus_redis_maxmemory_bytes";
 
-/// Reasons an entry is dead-lettered (label values of `bus_dead_lettered_total`).
-pub const DLQ_REASONS: [&str; 3] = ["undecodable", "max_deliveries", "permanent"];
-
 /// Registers every bus metric for the streams this process consumes and publishes, at zero.
 pub fn register(consumes: &[Stream], publishes: &[Stream]) {
     metrics::describe_counter!(CONSUMED, "Entries taken for handling (read or reclaimed)");
@@ -81,8 +78,8 @@ pub fn register(consumes: &[Stream], publishes: &[Stream]) {
         metrics::counter!(PANICS, "stream" => n).absolute(0);
         metrics::counter!(BUSY, "stream" => n).absolute(0);
         metrics::counter!(STUCK, "stream" => n).absolute(0);
-        for r in DLQ_REASONS {
-            metrics::counter!(DEAD_LETTERED, "stream" => n, "reason" => r).absolute(0);
+        for r in super::DeadLetterKind::ALL {
+            metrics::counter!(DEAD_LETTERED, "stream" => n, "reason" => r.label()).absolute(0);
         }
         let _ = metrics::histogram!(HANDLE_SECONDS, "stream" => n);
         metrics::gauge!(PENDING, "stream" => n).set(0.0);

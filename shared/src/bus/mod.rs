@@ -47,7 +47,7 @@ mod scripts;
 use redis::aio::ConnectionManager;
 
 pub use consumer::{Consumer, Delivery, HandleError, Handler, Reason};
-pub use dlq::{DeadLetter, Dlq};
+pub use dlq::{DeadLetter, DeadLetterKind, Dlq};
 pub use forget::{Erased, Person};
 pub use keys::{Keys, MediaKeys, Stream};
 pub use maintenance::{StreamStats, memory_of, trim_acknowledged, trim_dead_letters};

@@ -10,12 +10,14 @@ use std::process::Command;
 mod db;
 mod process;
 mod redis;
+mod wait;
 
 pub use self::redis::{KeyPrefix, RedisServer, cleanup_prefix};
 pub use db::{TestDb, pg_server_url, test_backend_is_postgres};
 pub use process::{
     ServiceEnv, ServiceProcess, assert_service_lifecycle, assert_service_lifecycle_with,
 };
+pub use wait::{eventually, wait_for};
 
 /// A unique stream prefix for one test.
 pub fn unique_prefix() -> String {

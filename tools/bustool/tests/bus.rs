@@ -160,19 +160,15 @@ fn inbound(chat: &str, seq: usize) -> Envelope {
     )
 }
 
+/// Whether `f` came true within `timeout`.
 async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    shared::testing::wait_for(timeout, async || f().await.then_some(()))
+        .await
+        .is_some()
 }
 
 /// Each chat's events (published round-robin over `chats` chats) were handled in order.
@@ -206,7 +202,13 @@ async fn every_event_is_handled_and_acked_exactly_once_across_two_processes() {
     })
     .await;
     assert!(done, "only {} of 1000 answered", h.outbound_len().await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every entry acknowledged: nothing can be handled again, the counts are final.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            pending(&h, Stream::Inbound).await == 0
+        })
+        .await
+    );
 
     let handled = h.handled().await;
     assert_eq!(handled.len(), ids.len());
@@ -260,7 +262,6 @@ async fn a_consumer_killed_mid_handle_is_taken_over_within_the_reclaim_timeout()
     );
     let healthy = h.worker(&[]);
     h.wait_started(&[&healthy]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     slow.kill9();
     let killed_at = Instant::now();
     let done = wait_until(Duration::from_secs(10), || async {
@@ -312,6 +313,8 @@ async fn a_contact_whose_first_messages_died_with_their_consumer_is_answered_in_
         .await,
         "the survivor did not fill its slots"
     );
+    // The point: with its slots full it handles no more for a while (nothing happens to
+    // wait for).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.handled().await.len() < ids.len());
     dying.kill9();
@@ -383,7 +386,8 @@ async fn a_consumer_that_finishes_nothing_is_reported_stuck_and_exits_non_zero()
         w.wait_status("/healthz", 200, Duration::from_secs(20))
             .await
     );
-    // Idle with nothing held is not stuck.
+    // Idle with nothing held is not stuck: the point is that the stuck window (500 ms of
+    // deadline plus 1 s of reclaim time) passes without it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(w.wait_status("/healthz", 200, Duration::from_secs(1)).await);
     h.publish_inbound(1, 1).await;
@@ -393,14 +397,12 @@ async fn a_consumer_that_finishes_nothing_is_reported_stuck_and_exits_non_zero()
         "/healthz never 503:\n{}",
         w.log_text()
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = w.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "a stuck worker did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = shared::testing::eventually(
+        "a stuck worker to exit",
+        Duration::from_secs(20),
+        async || w.child.try_wait().unwrap(),
+    )
+    .await;
     assert!(!status.success(), "exit {status:?}");
     let log = w.log_text();
     assert!(log.contains("consumer stuck"), "{log}");
@@ -427,6 +429,8 @@ async fn slow_work_longer_than_the_reclaim_timeout_is_not_stolen() {
         })
         .await
     );
+    // The point: past the reclaim time (1 s) nobody stole the slow entry (nothing happens
+    // to wait for).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         h.handled().await.get(&ids[0]),
@@ -478,7 +482,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_max_deliveries_with_
     assert_eq!(handler.0.load(Ordering::SeqCst), 3);
     let dead = bus.dlq().list(Stream::Inbound, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].kind, "max_deliveries");
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::MaxDeliveries);
     assert_eq!(dead[0].deliveries, 3);
     assert!(
         dead[0].reason.contains("upstream said no (attempt 3)"),
@@ -505,6 +509,76 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_max_deliveries_with_
         .await
         .unwrap();
     assert_eq!(h.handled().await.get(&ids[0]), Some(&1));
+}
+
+/// Fails on every delivery and, on the last, tells the customer (a notice on the outbound
+/// stream) the way the brain and the transcriber do.
+struct FailsThenTells {
+    bus: Bus,
+    calls: AtomicUsize,
+    told: AtomicUsize,
+}
+
+impl Handler for FailsThenTells {
+    async fn handle(&self, d: Delivery) -> Result<Vec<Publish>, HandleError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let failed = Err(HandleError::retry(
+            "upstream",
+            std::io::Error::other(format!("said no (attempt {})", d.deliveries)),
+        ));
+        d.tell_on_last(failed, |_| async {
+            self.told.fetch_add(1, Ordering::SeqCst);
+            self.bus
+                .publisher()
+                .publish(Publish::new(Stream::Outbound, inbound("told", 0)))
+                .await
+                .map(drop)
+                .map_err(|e| HandleError::retry("cannot tell the customer", e))
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_is_told_once_on_the_last_delivery_then_the_entry_is_dead_lettered() {
+    let h = Harness::new();
+    let bus = Bus::with_parts(
+        &Dsn::new(h.url.clone()),
+        &h.prefix,
+        BusConfig {
+            max_deliveries: 3,
+            ..fast_config()
+        },
+        "test",
+    )
+    .unwrap();
+    let ids = h.publish_inbound(1, 1).await;
+    let handler = Arc::new(FailsThenTells {
+        bus: bus.clone(),
+        calls: AtomicUsize::new(0),
+        told: AtomicUsize::new(0),
+    });
+    bus.consumer(Stream::Inbound, handler.clone())
+        .process_available()
+        .await
+        .unwrap();
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        handler.told.load(Ordering::SeqCst),
+        1,
+        "told once, at the end"
+    );
+    assert_eq!(h.outbound_len().await, 1);
+    let dead = bus.dlq().list(Stream::Inbound, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::Permanent);
+    assert_eq!(dead[0].deliveries, 3);
+    assert_eq!(
+        dead[0].reason,
+        "after 3 deliveries; the customer was told: upstream: said no (attempt 3)"
+    );
+    assert_eq!(pending(&h, Stream::Inbound).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,7 +611,7 @@ async fn garbage_entries_are_dead_lettered_at_once_and_the_consumer_keeps_going(
     let dead = h.bus.dlq().list(Stream::Inbound, 10).await.unwrap();
     assert_eq!(dead.len(), 2);
     for d in &dead {
-        assert_eq!(d.kind, "undecodable");
+        assert_eq!(d.kind, shared::bus::DeadLetterKind::Undecodable);
         assert_eq!(d.deliveries, 1);
     }
     // Both are dead-lettered, in whichever order the consumer's concurrent handlers got to them.
@@ -583,7 +657,7 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
     );
     // Read is not started: give the five handlers (1.5 s each) time to begin, so all are in
     // flight when SIGTERM comes (entries still queued are released, not drained — CI caught
-    // the test sending it before the last had started).
+    // the test sending it before the last had started). Nothing tells when a handler began.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = w.terminate_async(Duration::from_secs(20)).await;
     assert!(
@@ -608,13 +682,19 @@ async fn redis_killed_with_aof_while_consuming_loses_nothing() {
     let w = h.worker(&[("WORKER_SLEEP_MS", "20")]);
     h.wait_started(&[&w]).await;
     let first = h.publish_inbound(10, 30).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            !h.handled().await.is_empty()
+        })
+        .await
+    );
     let before = h.handled().await.len();
     server.kill9();
     assert!(
         before > 0 && before < first.len(),
         "kill was not mid-consumption: {before} handled"
     );
+    // The point: Redis stays down a while (the outage), then comes back.
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
     // Publishing resumes once Redis is back (the publisher's connection reconnects).
@@ -703,6 +783,8 @@ async fn publish_and_ack_are_atomic_when_redis_refuses_writes() {
             break;
         }
     }
+    // The point: with memory full, nothing gets through for a while (nothing happens to
+    // wait for).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         h.outbound_len().await,

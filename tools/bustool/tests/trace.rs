@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use prost::Message;
@@ -116,22 +116,17 @@ async fn consumer_spans_continue_the_publishers_trace() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let answer = loop {
+    let answer = shared::testing::wait_for(Duration::from_secs(20), async || {
         let r: redis::streams::StreamRangeReply = conn
             .xrange_all(bus.keys().stream(Stream::Outbound))
             .await
             .unwrap();
-        if let Some(e) = r.ids.first() {
-            break Envelope::decode(e.get::<Vec<u8>>("e").unwrap().as_slice()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer:\n{}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        r.ids
+            .first()
+            .map(|e| Envelope::decode(e.get::<Vec<u8>>("e").unwrap().as_slice()).unwrap())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no answer:\n{}", worker.log_text()));
     let carried = answer
         .trace_context
         .get("traceparent")

@@ -117,23 +117,10 @@ impl Handler for Brain {
                 let ib = fitted.as_ref();
                 let absorbed =
                     crate::burst::more_follows(&self.bus, &self.db, &self.cfg, ib, &d).await?;
-                match self.handle_inbound(ib, absorbed).await {
-                    // The last delivery failed too: the customer gets an apology, not silence,
-                    // and the message goes to the dead letters with its reason.
-                    Err(HandleError::Retry(reason))
-                        if d.deliveries >= self.bus.config().max_deliveries =>
-                    {
-                        self.apologise(ib).await?;
-                        Err(HandleError::Permanent(
-                            format!(
-                                "{reason} (after {} deliveries; the customer got an apology)",
-                                d.deliveries
-                            )
-                            .into(),
-                        ))
-                    }
-                    other => other,
-                }
+                let result = self.handle_inbound(ib, absorbed).await;
+                // The last delivery failed too: the customer gets an apology, not silence,
+                // and the message goes to the dead letters with its reason.
+                d.tell_on_last(result, |_| self.apologise(ib)).await
             }
             Some(Payload::Transcript(t)) => {
                 tracing::Span::current().record("message_id", t.message_id.as_str());

@@ -29,13 +29,25 @@ pub use graph::{Graph, GraphError, WINDOW_CLOSED};
 
 use crate::alert::{Alert, Alerts};
 use crate::config::{CloudConfig, TransportKind};
-use crate::metrics as m;
+use crate::metrics::SendOutcome;
 use crate::transport::{OutgoingText, SendError, Sent, SessionState, Transport};
 
 /// The typing indicator lasts 25 s: shown again for the same message only after this.
 const TYPING_RENEW: Duration = Duration::from_secs(20);
 /// Chats remembered for read marks and typing; older entries go when there are more.
 const LATEST_CAP: usize = 10_000;
+
+/// How a send ended, by what the Graph API answered.
+fn send_outcome<T>(result: &Result<T, GraphError>) -> SendOutcome {
+    match result {
+        Ok(_) => SendOutcome::Sent,
+        Err(GraphError::Throttled(_)) => SendOutcome::Throttled,
+        Err(GraphError::Transient(_)) => SendOutcome::Transient,
+        Err(GraphError::Unauthorized { .. }) => SendOutcome::Unauthorized,
+        Err(e) if e.code() == Some(WINDOW_CLOSED) => SendOutcome::WindowClosed,
+        Err(GraphError::Refused { .. }) => SendOutcome::Refused,
+    }
+}
 
 /// A chat's latest customer message.
 struct Latest {
@@ -149,7 +161,7 @@ impl Cloud {
     /// the business (admins once an hour per chat) — by webhook only when `chat` is an admin's
     /// own: a message to them would be refused the same way, and tell of itself again.
     pub async fn window_closed(&self, chat: &str) {
-        metrics::counter!(m::CLOUD_SENDS, "outcome" => "window_closed").increment(1);
+        SendOutcome::WindowClosed.count();
         let tail: String = chat
             .chars()
             .rev()
@@ -203,16 +215,11 @@ impl Transport for Cloud {
     async fn send_text(&self, msg: &OutgoingText) -> Result<Sent, SendError> {
         let result = self.inner.graph.send_text(&msg.chat_id, &msg.text).await;
         self.note(&result);
-        let outcome = match &result {
-            Ok(_) => "sent",
-            Err(GraphError::Throttled(_)) => "throttled",
-            Err(GraphError::Transient(_)) => "transient",
-            Err(GraphError::Unauthorized { .. }) => "unauthorized",
-            Err(e) if e.code() == Some(WINDOW_CLOSED) => "window_closed",
-            Err(GraphError::Refused { .. }) => "refused",
-        };
-        if outcome != "window_closed" {
-            metrics::counter!(m::CLOUD_SENDS, "outcome" => outcome).increment(1);
+        let outcome = send_outcome(&result);
+        // A closed window is counted where it is handled ([`Cloud::window_closed`]), also
+        // when a status tells of it.
+        if outcome != SendOutcome::WindowClosed {
+            outcome.count();
         }
         match result {
             Ok(wamid) => Ok(Sent {
@@ -262,5 +269,54 @@ impl Transport for Cloud {
         let result = self.inner.graph.mark_read(&wamid, true).await;
         self.note(&result);
         result.map_err(|e| SendError::Transient(shared::bus::Reason::new("Cloud API typing", e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_is_counted_by_what_graph_answered_under_the_same_labels() {
+        assert_eq!(
+            SendOutcome::ALL.map(SendOutcome::label),
+            [
+                "sent",
+                "throttled",
+                "transient",
+                "window_closed",
+                "refused",
+                "unauthorized"
+            ]
+        );
+        let refused = |code| {
+            Err::<(), _>(GraphError::Refused {
+                code,
+                message: "no".into(),
+            })
+        };
+        let cases = [
+            (Ok(()), SendOutcome::Sent),
+            (
+                Err(GraphError::Throttled("slow down".into())),
+                SendOutcome::Throttled,
+            ),
+            (
+                Err(GraphError::Transient("503".into())),
+                SendOutcome::Transient,
+            ),
+            (
+                Err(GraphError::Unauthorized {
+                    code: 190,
+                    message: "expired".into(),
+                }),
+                SendOutcome::Unauthorized,
+            ),
+            (refused(WINDOW_CLOSED), SendOutcome::WindowClosed),
+            (refused(100), SendOutcome::Refused),
+        ];
+        for (result, want) in cases {
+            assert_eq!(send_outcome(&result), want, "{result:?}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use shared::bus::Keys;
-use shared::proto::outbound;
+use shared::proto::{inbound, outbound};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +30,9 @@ pub struct ChatMessage {
     /// Our id of the message.
     pub id: String,
     /// `in` or `out`.
-    pub direction: String,
+    pub direction: Direction,
     /// `text`|`voice`|`image`|`other` (in), `reply`|`notice`|`alert` (out).
-    pub kind: String,
+    pub kind: MessageKind,
     /// The text (a caption for media).
     pub text: String,
     /// The message an answer answers.
@@ -43,6 +43,58 @@ pub struct ChatMessage {
     pub answers: Vec<String>,
     /// RFC 3339.
     pub at: String,
+}
+
+/// Whose a message is, as the listing and the stored history name it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// `in`: the customer's.
+    In,
+    /// `out`: the business's (the bot's answers, notices, alerts).
+    Out,
+}
+
+/// What a message is, as the listing and the stored history name it (the labels of
+/// [`inbound::Kind`] and [`outbound::Kind`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// `text` (in).
+    Text,
+    /// `voice` (in).
+    Voice,
+    /// `image` (in).
+    Image,
+    /// `other` (in).
+    Other,
+    /// `reply` (out): the bot's answer.
+    Reply,
+    /// `notice` (out).
+    Notice,
+    /// `alert` (out).
+    Alert,
+}
+
+impl From<inbound::Kind> for MessageKind {
+    fn from(k: inbound::Kind) -> Self {
+        match k {
+            inbound::Kind::Text => Self::Text,
+            inbound::Kind::Voice => Self::Voice,
+            inbound::Kind::Image => Self::Image,
+            inbound::Kind::Other | inbound::Kind::Unspecified => Self::Other,
+        }
+    }
+}
+
+impl From<outbound::Kind> for MessageKind {
+    fn from(k: outbound::Kind) -> Self {
+        match k {
+            outbound::Kind::Notice => Self::Notice,
+            outbound::Kind::Alert => Self::Alert,
+            outbound::Kind::Reply | outbound::Kind::Unspecified => Self::Reply,
+        }
+    }
 }
 
 /// At most this many messages are kept per conversation (the oldest go first).
@@ -242,7 +294,7 @@ impl History {
     ) -> redis::Cmd {
         let json = serde_json::to_string(msg).expect("a chat message serialises");
         // Only the bot's answer earns the history its days (see the module docs).
-        let answer = msg.direction == "out" && msg.kind == outbound::Kind::Reply.label();
+        let answer = msg.direction == Direction::Out && msg.kind == MessageKind::Reply;
         let life = if answer {
             self.ttl
         } else {
@@ -478,5 +530,43 @@ mod tests {
         drop(a2);
         drop(b);
         assert!(l.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn kinds_are_stored_and_listed_by_the_labels_of_the_event_kinds() {
+        use shared::proto::{inbound, outbound};
+        let name = |k: MessageKind| serde_json::to_value(k).unwrap();
+        for k in [
+            inbound::Kind::Unspecified,
+            inbound::Kind::Text,
+            inbound::Kind::Voice,
+            inbound::Kind::Image,
+            inbound::Kind::Other,
+        ] {
+            assert_eq!(name(k.into()), k.label(), "{k:?}");
+        }
+        for k in [
+            outbound::Kind::Unspecified,
+            outbound::Kind::Reply,
+            outbound::Kind::Notice,
+            outbound::Kind::Alert,
+        ] {
+            assert_eq!(name(k.into()), k.label(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn a_stored_message_reads_and_writes_back_byte_for_byte() {
+        for stored in [
+            r#"{"id":"01J","direction":"in","kind":"voice","text":"","in_reply_to":null,"at":"2026-01-02T03:04:05Z"}"#,
+            r#"{"id":"01K","direction":"out","kind":"reply","text":"hi","in_reply_to":"01J","answers":["01H"],"at":"2026-01-02T03:04:06Z"}"#,
+        ] {
+            let m: ChatMessage = serde_json::from_str(stored).unwrap();
+            assert_eq!(serde_json::to_string(&m).unwrap(), stored);
+        }
+        assert!(serde_json::from_str::<ChatMessage>(
+            r#"{"id":"x","direction":"sideways","kind":"text","text":"","in_reply_to":null,"at":""}"#
+        )
+        .is_err());
     }
 }

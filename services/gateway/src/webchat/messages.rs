@@ -9,7 +9,9 @@ use serde::Deserialize;
 use shared::http::json_error;
 use shared::proto::inbound;
 
-use super::{ChatMessage, Conversation, Reject, Webchat, history, now_rfc3339, unavailable};
+use super::{
+    ChatMessage, Conversation, Direction, Reject, Webchat, history, now_rfc3339, unavailable,
+};
 use crate::config::TransportKind;
 use crate::ingest::{Incoming, IngestError, MediaBytes, Outcome};
 use crate::media::{MediaError, sniff};
@@ -68,6 +70,21 @@ struct TextBody {
     text: Option<serde_json::Value>,
 }
 
+/// Why a POST's body was refused.
+#[derive(Debug)]
+enum Refused {
+    /// The file is over `MAX_MEDIA_MB`: answered like a body declared over it.
+    FileTooLarge,
+    /// Answered as it is.
+    Rejected(Reject),
+}
+
+impl From<Reject> for Refused {
+    fn from(r: Reject) -> Self {
+        Self::Rejected(r)
+    }
+}
+
 /// What a POST carried, validated.
 struct Posted {
     kind: inbound::Kind,
@@ -107,7 +124,7 @@ async fn read_posted(
         .to_ascii_lowercase();
     let max_chars = wc.inner.max_input_chars;
     let posted = if content_type.starts_with("application/json") {
-        read_json(request, max_chars).await
+        read_json(request, max_chars).await.map_err(Refused::from)
     } else if content_type.starts_with("multipart/form-data") {
         // Uploads are read whole into memory: a bounded number at once.
         let Ok(_upload) = wc.inner.uploads.clone().try_acquire_owned() else {
@@ -122,13 +139,15 @@ async fn read_posted(
         Err(Reject::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send application/json {\"text\": \"...\"} or multipart/form-data with a file part",
-        ))
+        )
+        .into())
     };
-    posted.map_err(|r| {
+    posted.map_err(|refused| {
+        let r = match refused {
+            Refused::FileTooLarge => return too_large(),
+            Refused::Rejected(r) => r,
+        };
         if r.0 == StatusCode::PAYLOAD_TOO_LARGE {
-            if r.1 == "too large" {
-                return too_large();
-            }
             // A text or caption over its limit: its own reason.
             metrics::counter!(crate::metrics::REJECTED, "reason" => "too_large").increment(1);
         }
@@ -162,8 +181,8 @@ pub(super) async fn post_message(
         .map_or_else(|| message_id.clone(), |k| format!("{contact}:{k}"));
     let in_msg = ChatMessage {
         id: message_id.clone(),
-        direction: "in".to_owned(),
-        kind: posted.kind.label().to_owned(),
+        direction: Direction::In,
+        kind: posted.kind.into(),
         text: posted.text.clone(),
         in_reply_to: None,
         at: now_rfc3339(),
@@ -278,7 +297,7 @@ async fn read_json(request: Request, max_chars: usize) -> Result<Posted, Reject>
     })
 }
 
-async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Result<Posted, Reject> {
+async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Result<Posted, Refused> {
     let mut mp = Multipart::from_request(request, &())
         .await
         .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")))?;
@@ -292,7 +311,8 @@ async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Resul
                 return Err(Reject::new(
                     e.status(),
                     format!("bad multipart body: {}", e.body_text()),
-                ));
+                )
+                .into());
             }
         };
         match field.name() {
@@ -305,7 +325,7 @@ async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Resul
                     )
                 })?;
                 if bytes.len() as u64 > limit {
-                    return Err(Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "too large"));
+                    return Err(Refused::FileTooLarge);
                 }
                 file = Some((bytes.to_vec(), declared));
             }
@@ -325,7 +345,8 @@ async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Resul
                     return Err(Reject::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "the caption is longer than 4 KB",
-                    ));
+                    )
+                    .into());
                 }
                 check_chars(&caption, max_chars, "caption")?;
             }
@@ -336,7 +357,8 @@ async fn read_multipart(request: Request, limit: u64, max_chars: usize) -> Resul
         return Err(Reject::new(
             StatusCode::BAD_REQUEST,
             "multipart body needs a \"file\" part (audio or image)",
-        ));
+        )
+        .into());
     };
     let sniffed = sniff(&bytes, &declared).map_err(|e| media_reject(&e))?;
     Ok(Posted {

@@ -33,7 +33,7 @@ use shared::http::json_error;
 use shared::phone::Phone;
 use shared::proto::{Identity, identity, outbound};
 
-pub use history::{ChatMessage, History, Note};
+pub use history::{ChatMessage, Direction, History, MessageKind, Note};
 use messages::{list_messages, post_message};
 use streams::{OpenStreams, events};
 use visitor::{Visitors, create_visitor};
@@ -344,11 +344,10 @@ impl Transport for Webchat {
             visitor::looks_like_visitor(&msg.chat_id).then(|| msg.chat_id.clone())
         }
         .ok_or_else(|| SendError::Permanent("not a web chat contact".into()))?;
-        let kind = msg.kind.label();
         let m = ChatMessage {
             id: msg.id.clone(),
-            direction: "out".to_owned(),
-            kind: kind.to_owned(),
+            direction: Direction::Out,
+            kind: msg.kind.into(),
             text: msg.text.clone(),
             in_reply_to: (!msg.in_reply_to.is_empty()).then(|| msg.in_reply_to.clone()),
             answers: msg.also_answers.clone(),

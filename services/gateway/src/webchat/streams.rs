@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::http::json_error;
 
-use super::{ChatMessage, Conversation, Note, Reject, Webchat, history, unavailable};
+use super::{ChatMessage, Conversation, Direction, Note, Reject, Webchat, history, unavailable};
 use crate::config::TransportKind;
 use crate::transport::ReceiptStatus;
 
@@ -187,7 +187,7 @@ impl SseState {
     /// is streamed, so answers are receipted as delivered.
     fn queue(&mut self, entries: Vec<(String, ChatMessage)>) {
         for (id, msg) in entries {
-            if msg.direction == "out" {
+            if msg.direction == Direction::Out {
                 let receipts = self.wc.inner.receipts.clone();
                 let mid = msg.id.clone();
                 tokio::spawn(async move {

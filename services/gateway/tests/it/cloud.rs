@@ -2,7 +2,7 @@
 //! real Redis: the webhook handshake and signatures, messages and statuses in, replies, read
 //! marks and typing out, throttling, the 24-hour window, Redis down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -73,13 +73,14 @@ impl Gw {
     }
 
     async fn wait_inbound(&self, n: usize) -> Vec<shared::proto::Inbound> {
-        let deadline = Instant::now() + T;
-        loop {
+        let got = shared::testing::wait_for(T, async || {
             let got = self.inbound().await;
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            (got.len() >= n).then_some(got)
+        })
+        .await;
+        match got {
+            Some(got) => got,
+            None => self.inbound().await,
         }
     }
 }
@@ -139,15 +140,17 @@ fn status_at(
     notification(serde_json::json!({"statuses": [s]}))
 }
 
-async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for<R>(what: &str, mut probe: impl FnMut() -> Option<R>) -> R {
+    shared::testing::eventually(what, T, async || probe()).await
+}
+
+/// Waits until the gateway's metrics contain `line`; returns them.
+async fn wait_metric(gw: &Gw, line: &str) -> String {
+    shared::testing::eventually(line, T, async || {
+        let m = gw.metrics().await;
+        m.contains(line).then_some(m)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -306,7 +309,12 @@ async fn text_voice_photo_and_other_messages_are_published_once_with_their_media
     );
 
     let got = gw.wait_inbound(5).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The redelivery came last: once it is counted as dropped, it was not published.
+    wait_metric(
+        &gw,
+        "gateway_duplicates_dropped_total{transport=\"cloud\"} 1",
+    )
+    .await;
     let got_later = gw.inbound().await;
     assert_eq!(got_later.len(), 5, "{got:?}");
     let by_id = |id: &str| {
@@ -479,16 +487,7 @@ async fn replies_are_sent_as_meta_expects_throttling_is_retried_and_statuses_rec
     }
     // The fake records the second send before the gateway has read its answer: the count
     // follows a moment later.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let metrics = loop {
-        let m = gw.metrics().await;
-        if m.contains("gateway_cloud_sends_total{outcome=\"sent\"} 1")
-            || std::time::Instant::now() > deadline
-        {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let metrics = wait_metric(&gw, "gateway_cloud_sends_total{outcome=\"sent\"} 1").await;
     assert!(
         metrics.contains("gateway_cloud_sends_total{outcome=\"throttled\"} 1"),
         "{metrics}"
@@ -510,20 +509,16 @@ async fn replies_are_sent_as_meta_expects_throttling_is_retried_and_statuses_rec
     );
     let key = format!("{{{}}}:gw:receipt:r-1", gw.prefix());
     let mut conn = gw.redis().await;
-    let deadline = Instant::now() + T;
-    loop {
+    shared::testing::eventually("the delivered and read receipts", T, async || {
         let mut got: Vec<String> = redis::cmd("HKEYS")
             .arg(&key)
             .query_async(&mut conn)
             .await
             .unwrap();
         got.sort();
-        if got == ["delivered", "read"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{got:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (got == ["delivered", "read"]).then_some(())
+    })
+    .await;
     assert!(gw.dead_letters(0).await.is_empty());
     // What the reply left behind lives as long as a receipt or redelivery can come.
     crate::storage::assert_records_expire_within_a_day(&gw, &["sent", "tmid", "receipt"]).await;
@@ -535,15 +530,7 @@ async fn a_signed_delivery_replayed_after_the_24_hour_window_is_ignored_and_coun
     let gw = start(&graph, &[]).await;
     gw.publish_outbound(reply("r-9", "Here you are.")).await;
     // Sent once the gateway has read the send's answer (and so knows the reply's wamid).
-    let deadline = Instant::now() + T;
-    while !gw
-        .metrics()
-        .await
-        .contains("gateway_cloud_sends_total{outcome=\"sent\"} 1")
-    {
-        assert!(Instant::now() < deadline, "the reply was never sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_metric(&gw, "gateway_cloud_sends_total{outcome=\"sent\"} 1").await;
     // Bodies Meta really signed, captured and posted again more than a day later: a message
     // and a status of our reply. Then fresh ones of the same customer, handled after them (one
     // customer's deliveries are handled in order).
@@ -563,19 +550,15 @@ async fn a_signed_delivery_replayed_after_the_24_hour_window_is_ignored_and_coun
     }
     let got = gw.wait_inbound(1).await;
     let mut conn = gw.redis().await;
-    let deadline = Instant::now() + T;
-    let receipts = loop {
+    let receipts = shared::testing::eventually("the fresh receipt", T, async || {
         let got: Vec<String> = redis::cmd("HKEYS")
             .arg(format!("{{{}}}:gw:receipt:r-9", gw.prefix()))
             .query_async(&mut conn)
             .await
             .unwrap();
-        if got.contains(&"delivered".to_owned()) {
-            break got;
-        }
-        assert!(Instant::now() < deadline, "the fresh receipt: {got:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        got.contains(&"delivered".to_owned()).then_some(got)
+    })
+    .await;
     assert_eq!(receipts, ["delivered"], "the replayed `read` was taken");
     assert_eq!(
         got.iter()
@@ -638,26 +621,20 @@ async fn a_reply_outside_the_24_hour_window_is_dead_lettered_and_the_business_to
         "the number is not spelled out: {text}"
     );
     // The admin is told too, as a message.
-    let deadline = Instant::now() + T;
-    loop {
-        let alerts: Vec<Outbound> = crate::helpers::read_stream(&gw.bus, Stream::Outbound)
+    let a = shared::testing::eventually("an alert for the admin", T, async || {
+        crate::helpers::read_stream(&gw.bus, Stream::Outbound)
             .await
             .into_iter()
-            .filter_map(|e| match e.payload {
+            .find_map(|e| match e.payload {
                 Some(shared::proto::Payload::Outbound(o)) if o.kind() == outbound::Kind::Alert => {
                     Some(o)
                 }
                 _ => None,
             })
-            .collect();
-        if let Some(a) = alerts.first() {
-            assert!(a.text.contains("24 hours"), "{}", a.text);
-            assert_eq!(a.identities[0].value, "+15550000001");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no alert for the admin");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(a.text.contains("24 hours"), "{}", a.text);
+    assert_eq!(a.identities[0].value, "+15550000001");
     // A send WhatsApp accepts and later reports failed for the same reason is counted and
     // told as well.
     gw.publish_outbound(reply("r-later", "Anything else?"))
@@ -701,8 +678,8 @@ async fn a_reply_outside_the_24_hour_window_is_dead_lettered_and_the_business_to
     to_admin.chat_id = "15550000001".into();
     gw.publish_outbound(to_admin).await;
     wait_for("the third alert", || (hooks.got().len() >= 3).then_some(())).await;
+    // The alert is raised before the send is dead-lettered: nothing more can come.
     assert_eq!(gw.dead_letters(2).await.len(), 2, "r-late and r-admin");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         admin_alerts().await,
         before,
@@ -723,14 +700,10 @@ async fn with_redis_down_a_delivery_is_refused_with_503_so_meta_retries() {
     redis.kill9();
     assert_eq!(gw.deliver(&body).await, 503);
     redis.restart();
-    let deadline = Instant::now() + T;
-    while gw.deliver(&body).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "never taken after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shared::testing::eventually("the delivery taken after Redis came back", T, async || {
+        (gw.deliver(&body).await == 200).then_some(())
+    })
+    .await;
     let got = gw.wait_inbound(1).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].text, "anyone?");
@@ -744,18 +717,21 @@ async fn readyz_shows_whether_the_access_token_works() {
         let url = format!("{}/readyz", gw.proc.http);
         async move { shared::testing::get_json(&url).await }
     };
-    let deadline = Instant::now() + T;
-    loop {
+    let r = shared::testing::eventually("the cloud transport ready", T, async || {
         let r = ready(&gw).await;
-        if r["checks"]["transport:cloud"]["ok"] == true {
-            assert_eq!(r["checks"]["transport:cloud"]["state"], "connected");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (r["checks"]["transport:cloud"]["ok"] == true).then_some(r)
+    })
+    .await;
+    assert_eq!(r["checks"]["transport:cloud"]["state"], "connected");
     let bad = start(&graph, &[("WA_CLOUD_ACCESS_TOKEN", "EAAexpired".into())]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its first check of the token is done once it says so (the state is set before).
+    shared::testing::eventually("the refused token logged", T, async || {
+        bad.proc
+            .log_text()
+            .contains("refuses the access token")
+            .then_some(())
+    })
+    .await;
     let r = ready(&bad).await;
     assert_eq!(r["checks"]["transport:cloud"]["ok"], false, "{r}");
     assert_eq!(r["status"], "not_ready", "{r}");

@@ -2,7 +2,7 @@
 //! conversations are phone numbers), the brain (its model played by the fake OpenAI server)
 //! and, where costs are asserted, the ledger — all on one Redis prefix and one database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::AsyncCommands as _;
 use shared::config::ServiceName;
@@ -395,20 +395,17 @@ async fn an_expired_session_or_link_is_refused() {
     let ttl: i64 = redis.ttl(&links[0]).await.unwrap();
     assert!((590..=600).contains(&ttl), "a link lives 10 minutes: {ttl}");
     let _: () = redis.pexpire(&links[0], 1).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    until("the link to expire", async || {
+        let left: bool = redis.exists(&links[0]).await.unwrap();
+        (!left).then_some(())
+    })
+    .await;
     assert_eq!(s.http.post(&link).send().await.unwrap().status(), 403);
 }
 
-/// Waits until `f` returns `Some`.
-pub(crate) async fn until<R>(what: &str, mut f: impl AsyncFnMut() -> Option<R>) -> R {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until `f` returns `Some` (at most [`T`]).
+pub(crate) async fn until<R>(what: &str, f: impl AsyncFnMut() -> Option<R>) -> R {
+    shared::testing::eventually(what, T, f).await
 }
 
 #[tokio::test]

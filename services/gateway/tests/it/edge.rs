@@ -195,6 +195,7 @@ async fn paced_upload(gw: &Gw, size: usize, chunks: usize, every: Duration) -> S
     s.write_all(request.as_bytes()).await.unwrap();
     for (i, part) in body.chunks(body.len().div_ceil(chunks)).enumerate() {
         if i > 0 {
+            // The point of the test: a slow client, one part every `every`.
             tokio::time::sleep(every).await;
         }
         if s.write_all(part).await.is_err() {
@@ -263,6 +264,7 @@ async fn uneven_upload(gw: &Gw, sizes: &[usize], every: Duration) -> String {
     let writing = async {
         for (i, size) in sizes.iter().enumerate() {
             if i > 0 {
+                // The point of the test: a slow client, one part every `every`.
                 tokio::time::sleep(every).await;
             }
             if write.write_all(&vec![0x55u8; *size]).await.is_err() {
@@ -322,11 +324,10 @@ async fn one_address_holds_only_its_share_of_event_streams_and_each_ends_in_time
         "{lived:?}"
     );
     drop(second);
-    let deadline = Instant::now() + T;
-    while open("127.0.0.1", "15551110022").await.status() != 200 {
-        assert!(Instant::now() < deadline, "the places never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shared::testing::eventually("the places to come back", T, async || {
+        (open("127.0.0.1", "15551110022").await.status() == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -119,13 +119,14 @@ impl Gw {
         timeout: Duration,
         done: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let done = shared::testing::wait_for(timeout, async || {
             let l = self.listing(contact).await;
-            if done(&l) || Instant::now() > deadline {
-                return l;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            done(&l).then_some(l)
+        })
+        .await;
+        match done {
+            Some(l) => l,
+            None => self.listing(contact).await,
         }
     }
 
@@ -155,10 +156,10 @@ impl Gw {
     /// The outbound dead letters, once there are `n` (or after 15 s).
     pub async fn dead_letters(&self, n: u64) -> Vec<shared::bus::DeadLetter> {
         let dlq = self.bus.dlq();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while dlq.len(Stream::Outbound).await.expect("dlq len") < n && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        shared::testing::wait_for(Duration::from_secs(15), async || {
+            (dlq.len(Stream::Outbound).await.expect("dlq len") >= n).then_some(())
+        })
+        .await;
         dlq.list(Stream::Outbound, 100).await.expect("dlq list")
     }
 

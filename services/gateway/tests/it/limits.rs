@@ -26,13 +26,14 @@ async fn eleventh_message_in_a_minute_is_limited_with_one_notice() {
         "limited messages never reach the brain"
     );
 
-    // Exactly one notice, answering the first limited message.
+    // Exactly one notice, answering the first limited message. A notice is published before
+    // its POST is answered: with both answered, the outbound stream holds all there will be.
+    let published = crate::helpers::read_stream(&gw.bus, shared::bus::Stream::Outbound).await;
+    assert_eq!(published.len(), 1, "{published:?}");
     let list = gw
         .wait_listing(contact, T, |l| l.iter().any(|m| m["direction"] == "out"))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let list2 = gw.listing(contact).await;
-    let notices: Vec<_> = list2.iter().filter(|m| m["direction"] == "out").collect();
+    let notices: Vec<_> = list.iter().filter(|m| m["direction"] == "out").collect();
     assert_eq!(notices.len(), 1, "{list:?}");
     assert_eq!(notices[0]["kind"], "notice");
     assert_eq!(notices[0]["in_reply_to"], ids[10].as_str());
@@ -44,10 +45,10 @@ async fn eleventh_message_in_a_minute_is_limited_with_one_notice() {
     );
     // The ten taken are in the channel's history, the notice after them; the two refused are
     // not kept (a flood within the limits must not fill Redis).
-    let ins: Vec<_> = list2.iter().filter(|m| m["direction"] == "in").collect();
+    let ins: Vec<_> = list.iter().filter(|m| m["direction"] == "in").collect();
     let in_ids: Vec<&str> = ins.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(in_ids, ids[..10]);
-    assert_eq!(list2.last().unwrap()["id"], notices[0]["id"]);
+    assert_eq!(list.last().unwrap()["id"], notices[0]["id"]);
 
     // Another sender is not affected.
     let (_, body) = gw.send_text("15551110001", "hello").await;
@@ -148,6 +149,7 @@ async fn a_limited_sender_may_write_again_once_the_window_allows() {
         gw.send_text(contact, "over").await.1["status"],
         "rate_limited"
     );
+    // The point: the window lets one more through a second later (the limit's own clock).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(gw.send_text(contact, "again").await.1["status"], "accepted");
 }
@@ -245,18 +247,10 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
     );
     // A client that goes away gives its place back.
     drop(a1);
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let r = open("15551110011").await;
-        if r.status() == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the place never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shared::testing::eventually("the place to come back", T, async || {
+        (open("15551110011").await.status() == 200).then_some(())
+    })
+    .await;
 
     // An upload that never finishes holds the only upload place; the next is told to retry.
     // The slow upload and the first quick one race for the place: when the quick one wins
@@ -319,6 +313,7 @@ async fn event_streams_and_uploads_are_capped_and_a_closed_stream_frees_its_plac
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "{}", r.status());
+            // Each try is an upload that may take the place itself: paced, not hurried.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(
@@ -355,12 +350,15 @@ async fn a_slow_client_is_cut_off_and_connections_are_capped() {
     // Two connections that say nothing hold both places: a third client waits...
     let idle1 = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let idle2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Connected is not yet accepted, and nothing tells when the listener has taken them:
+    // a moment for it to count both before the third comes.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let http = shared::http_client::client();
     let third = tokio::spawn({
         let url = format!("{}/chat", gw.public);
         async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
     });
+    // The point: the third is not served for a while (waiting shows nothing happening).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!third.is_finished(), "served beyond the cap");
     // ...until one of them goes.

@@ -180,6 +180,7 @@ fn delivery(o: Outbound) -> Delivery {
         envelope: Envelope::new("test", Payload::Outbound(o)),
         deliveries: 1,
         order_token: None,
+        max_deliveries: 4,
     }
 }
 

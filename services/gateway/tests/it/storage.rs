@@ -267,6 +267,7 @@ async fn past_the_high_water_mark_the_web_chat_refuses_new_visitors_and_messages
         }
         assert_eq!(r.status(), 202);
         assert!(Instant::now() < deadline, "never refused");
+        // Each try stores a message: paced, so the fill is the high-water mark's, not ours.
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(refused.headers()["retry-after"], "60");
@@ -309,6 +310,7 @@ async fn past_the_high_water_mark_the_web_chat_refuses_new_visitors_and_messages
         }
         assert_eq!(status, 503);
         assert!(Instant::now() < deadline, "never open again");
+        // Each try is a post (stored once accepted): paced like a person retrying.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -407,11 +409,7 @@ async fn snapshot(gw: &Gw) -> std::collections::BTreeMap<&'static str, u64> {
 
 /// Waits until `probe` holds, for at most `timeout`.
 async fn until(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shared::testing::eventually(what, timeout, async || probe().await.then_some(())).await;
 }
 
 /// What each message leaves in Redis, measured for docs/OPERATIONS.md ("Redis memory"): `N`
@@ -741,24 +739,24 @@ async fn an_attack_at_the_highest_rate_the_limits_allow_leaves_redis_room_and_wh
     );
 
     // Every WhatsApp message is answered.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let answered = graph
+    let answered = || {
+        graph
             .posted()
             .into_iter()
             .filter(|b| b["type"] == "text" && b["to"] == cloud::CUSTOMER)
-            .count();
-        if answered >= customer_ids.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{answered} of {} WhatsApp messages answered\n{}",
-            customer_ids.len(),
-            gw.proc.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .count()
+    };
+    let all = shared::testing::wait_for(Duration::from_secs(120), async || {
+        (answered() >= customer_ids.len()).then_some(())
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "{} of {} WhatsApp messages answered\n{}",
+        answered(),
+        customer_ids.len(),
+        gw.proc.log_text()
+    );
 
     // A legitimate visitor, from an address of its own, is served: once what the attack left
     // unanswered has expired (WEBCHAT_UNANSWERED_TTL_SECS) Redis is back under its mark — within
@@ -777,6 +775,7 @@ async fn an_attack_at_the_highest_rate_the_limits_allow_leaves_redis_room_and_wh
             break r;
         }
         assert!(Instant::now() < deadline, "the web chat never reopened");
+        // Each try creates a visitor (stored, and under the address's own limit): paced.
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let reopened = attack_over.elapsed();
@@ -801,6 +800,7 @@ async fn an_attack_at_the_highest_rate_the_limits_allow_leaves_redis_room_and_wh
             break body["id"].as_str().unwrap().to_owned();
         }
         assert!(Instant::now() < deadline, "never taken: {body}");
+        // Each try is a post the visitor's rate limit counts: one a second.
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     until("the legitimate visitor answered", T, async || {

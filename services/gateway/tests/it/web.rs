@@ -87,35 +87,53 @@ async fn gateway_qr(gw: &Gw) -> (bool, String) {
     (out.status.success(), text)
 }
 
+#[tokio::test]
+async fn gateway_qr_asks_the_running_gateway_whatever_the_configuration_says() {
+    // `qr` only asks the gateway beside it: an invalid variable is none of its business
+    // (exit 1, the gateway unreachable), where any other subcommand refuses it (exit 2).
+    let dir = shared::testing::TempDir::new("qr");
+    let run = |sub: &str| {
+        std::process::Command::new(crate::helpers::BIN)
+            .arg(sub)
+            .env_clear()
+            .env("GATEWAY_HTTP_ADDR", "127.0.0.1:1")
+            .env("MAX_DELIVERIES", "many")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let qr = run("qr");
+    let said = String::from_utf8_lossy(&qr.stderr);
+    assert_eq!(qr.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot ask the gateway at http://127.0.0.1:1/qr"),
+        "{said}"
+    );
+    let link = run("console-link");
+    let said = String::from_utf8_lossy(&link.stderr);
+    assert_eq!(link.status.code(), Some(2), "{said}");
+    assert!(said.contains("MAX_DELIVERIES"), "{said}");
+}
+
 async fn ready(gw: &Gw) -> serde_json::Value {
     shared::testing::get_json(&format!("{}/readyz", gw.proc.http)).await
 }
 
 async fn wait_state(gw: &Gw, state: &str) {
-    let deadline = Instant::now() + T;
-    loop {
-        let r = ready(gw).await;
-        if r["checks"]["transport:web"]["state"] == state {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {state}: {r}\n{}",
-            gw.proc.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reached = shared::testing::wait_for(T, async || {
+        (ready(gw).await["checks"]["transport:web"]["state"] == state).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "never {state}: {}\n{}",
+        ready(gw).await,
+        gw.proc.log_text()
+    );
 }
 
-async fn wait_for<R>(mut f: impl AsyncFnMut() -> Option<R>) -> R {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for<R>(f: impl AsyncFnMut() -> Option<R>) -> R {
+    shared::testing::eventually("the condition", T, f).await
 }
 
 #[tokio::test]
@@ -205,7 +223,12 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
         (i.len() >= 4).then_some(i)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The duplicate came last: once it is counted as dropped, it was not published.
+    wait_for(async || {
+        let m = gw.metrics().await;
+        (metric(&m, "gateway_duplicates_dropped_total{transport=\"web\"}") >= 1.0).then_some(())
+    })
+    .await;
     assert_eq!(gw.inbound().await.len(), 4, "the duplicate was published");
     let by_tmid = |id: &str| {
         inbound
@@ -452,6 +475,8 @@ async fn a_session_stuck_not_connected_while_ready_is_restarted() {
     // Quiet but connected is fine: no more restarts.
     std::fs::remove_file(fake.path("state")).unwrap();
     wait_state(&gw, "connected").await;
+    // The point: quiet time passes without a restart (nothing happens to wait for); 3 s of
+    // 1-second heartbeats, enough for a wrongly stuck session to be seen.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fake.starts(), 2);
     // "Connected", but the page no longer responds to the probe: stuck too.
@@ -605,6 +630,8 @@ async fn the_owners_messages_from_the_phone_reach_the_brain_and_the_bots_own_nev
         (!i.is_empty()).then_some(i)
     })
     .await;
+    // Each owner message is checked against our sent records after OWNER_CHECK_DELAY (2 s),
+    // in parallel, and dropping ours leaves no trace to wait for: the window must pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let inbound_later = gw.inbound().await;
     assert_eq!(

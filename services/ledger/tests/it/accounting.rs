@@ -485,7 +485,7 @@ async fn records_that_are_not_usage_are_dead_lettered() {
     t.send(&[]).await;
     let dead = t.bus.dlq().list(Stream::Usage, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].kind, "permanent");
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::Permanent);
 }
 
 #[tokio::test]

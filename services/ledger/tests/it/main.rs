@@ -219,28 +219,29 @@ async fn the_running_ledger_counts_unknown_models_in_its_metrics() {
         10,
     )
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let text = shared::http_client::client()
+    let metrics = || async {
+        shared::http_client::client()
             .get(format!("{}/metrics", p.http))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        if text.contains("ledger_unknown_model_total 1")
-            && text.contains("ledger_records_total{operation=\"chat\",outcome=\"stored\"} 1")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics never showed it:\n{text}\n{}",
-            p.log_text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+            .unwrap()
+    };
+    let shown = shared::testing::wait_for(std::time::Duration::from_secs(20), async || {
+        let text = metrics().await;
+        (text.contains("ledger_unknown_model_total 1")
+            && text.contains("ledger_records_total{operation=\"chat\",outcome=\"stored\"} 1"))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        shown.is_some(),
+        "metrics never showed it:\n{}\n{}",
+        metrics().await,
+        p.log_text()
+    );
     let log = p.log_text();
     assert!(
         log.contains("unknown model") && log.contains("zero"),
@@ -262,15 +263,15 @@ async fn a_failing_alert_webhook_is_logged_without_its_url() {
         ("COST_ALERT_USD", "0.000001".to_owned()),
     ];
     let (_db, _senv, p) = running_ledger_sent(&env, "u-costly", "gpt-4o", 1000).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !p.log_text().contains("alert webhook failed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no webhook failure logged:\n{}",
-            p.log_text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let logged = shared::testing::wait_for(std::time::Duration::from_secs(20), async || {
+        p.log_text().contains("alert webhook failed").then_some(())
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "no webhook failure logged:\n{}",
+        p.log_text()
+    );
     let log = p.log_text();
     assert!(!log.contains("hooksecret123"), "{log}");
     assert!(!log.contains(&format!("127.0.0.1:{port}")), "{log}");

@@ -130,13 +130,14 @@ impl Rig {
     }
 
     async fn wait_transcripts(&self, n: usize, timeout: Duration) -> Vec<Transcript> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let t = shared::testing::wait_for(timeout, async || {
             let t = self.transcripts().await;
-            if t.len() >= n || Instant::now() > deadline {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            (t.len() >= n).then_some(t)
+        })
+        .await;
+        match t {
+            Some(t) => t,
+            None => self.transcripts().await,
         }
     }
 
@@ -228,15 +229,56 @@ async fn corrupt_audio_and_missing_media_fail_clearly_and_are_dead_lettered() {
     );
     assert!(by_id["gone"].error.contains("missing or expired"));
     // The failure transcript is published before the job is dead-lettered: wait for both.
-    let deadline = std::time::Instant::now() + T;
-    let mut dead = rig.dead_letters().await;
-    while dead.len() < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        dead = rig.dead_letters().await;
-    }
-    assert_eq!(dead.len(), 2);
+    shared::testing::eventually("both dead letters", T, async || {
+        (rig.dead_letters().await.len() == 2).then_some(())
+    })
+    .await;
     assert!(rig.whisper.seen().is_empty(), "nothing reached Whisper");
     assert!(rig.usage().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_job_failing_on_every_delivery_tells_the_customer_once_then_is_dead_lettered_with_its_cause()
+ {
+    // ffmpeg cannot be run: the machine failing, worth another delivery each time.
+    let whisper = FakeWhisper::start(Vec::new(), None);
+    let mut rig = Rig::new(
+        whisper,
+        &[
+            ("FFMPEG_PATH", "/nonexistent/ffmpeg"),
+            ("MAX_DELIVERIES", "2"),
+            ("BUS_RETRY_BASE_MS", "20"),
+        ],
+    );
+    let p = rig.spawn().await;
+    rig.job("v1", &voice_note(1)).await;
+    let dead = shared::testing::eventually("the dead letter", T, async || {
+        let dead = rig.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    // Told on the last delivery, not before: one failure transcript.
+    let t = rig.transcripts().await;
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].outcome(), transcript::Outcome::Failed);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].kind, shared::bus::DeadLetterKind::Permanent);
+    assert_eq!(dead[0].deliveries, 2);
+    // The reason keeps the system's error under what failed.
+    assert_eq!(
+        dead[0].reason,
+        "after 2 deliveries; the customer was told: cannot run ffmpeg: /nonexistent/ffmpeg: \
+         No such file or directory (os error 2)",
+    );
+    assert_eq!(
+        metric(&p, "transcriber_jobs_total{outcome=\"retry\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&p, "transcriber_jobs_total{outcome=\"failed\"}").await,
+        1.0
+    );
+    assert!(rig.whisper.seen().is_empty());
 }
 
 #[tokio::test]
@@ -502,10 +544,10 @@ async fn a_job_of_a_killed_replica_is_finished_by_another_within_the_reclaim_tim
     let mut a = rig.spawn().await;
     let b = rig.spawn().await;
     rig.job("k1", &voice_note(1)).await;
-    let deadline = Instant::now() + T;
-    while rig.whisper.seen().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shared::testing::eventually("the job at Whisper", T, async || {
+        (!rig.whisper.seen().is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(rig.whisper.seen().len(), 1);
     // Whoever took it: kill it. If it was b, swap roles.
     let killed_at = Instant::now();
@@ -539,6 +581,8 @@ async fn a_slow_whisper_answer_is_not_stolen_by_the_other_replica() {
     let _b = rig.spawn().await;
     rig.job("s1", &voice_note(1)).await;
     let t = rig.wait_transcripts(1, T).await;
+    // The point: past RECLAIM_IDLE_SECS (1 s) nobody took the job over and did it again
+    // (nothing happens to wait for).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rig.transcripts().await.len(), 1);
     assert_eq!(t[0].text, "slow but sure");

@@ -36,7 +36,7 @@ pub(super) async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
             inner,
             &entry,
             delivery.deliveries - 1,
-            "max_deliveries",
+            DeadLetterKind::MaxDeliveries,
             &format!("exceeded MAX_DELIVERIES={max}; last error: {reason}"),
         )
         .await;
@@ -63,7 +63,7 @@ pub(super) async fn run_job<H: Handler>(inner: &Arc<Inner<H>>, job: Job) {
                     inner,
                     &entry_of(&delivery),
                     delivery.deliveries,
-                    "permanent",
+                    DeadLetterKind::Permanent,
                     &reason.to_string(),
                 )
                 .await;
@@ -143,7 +143,7 @@ async fn retry_later<H>(
             inner,
             &entry_of(delivery),
             delivery.deliveries,
-            "max_deliveries",
+            DeadLetterKind::MaxDeliveries,
             &format!("exceeded MAX_DELIVERIES={max}; last error: {reason}"),
         )
         .await;
@@ -313,7 +313,7 @@ pub(super) async fn dead_letter<H>(
     inner: &Inner<H>,
     entry: &StreamId,
     deliveries: u32,
-    kind: &'static str,
+    kind: DeadLetterKind,
     reason: &str,
 ) {
     let keys = inner.bus.keys();
@@ -329,7 +329,7 @@ pub(super) async fn dead_letter<H>(
     xadd.arg("dlq_reason")
         .arg(reason)
         .arg("dlq_kind")
-        .arg(kind)
+        .arg(kind.label())
         .arg("dlq_deliveries")
         .arg(deliveries)
         .arg("dlq_source_id")
@@ -343,13 +343,13 @@ pub(super) async fn dead_letter<H>(
         .ignore();
     add_ack(&mut pipe, inner, keys, &entry.id, token.as_deref(), true);
     if exec_retrying(inner, &pipe, "dead-letter").await {
-        metrics::counter!(m::DEAD_LETTERED, "stream" => inner.stream.name(), "reason" => kind)
+        metrics::counter!(m::DEAD_LETTERED, "stream" => inner.stream.name(), "reason" => kind.label())
             .increment(1);
         tracing::error!(
             stream = inner.stream.name(),
             entry_id = %entry.id,
             deliveries,
-            reason = kind,
+            reason = kind.label(),
             error = %reason,
             "entry dead-lettered"
         );

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::keys::{Keys, Stream};
 use super::metrics as m;
 use super::publish::{Publish, add_publish};
-use super::{Bus, BusError, scripts};
+use super::{Bus, BusError, DeadLetterKind, scripts};
 use crate::proto::Envelope;
 use job::*;
 use reading::*;
@@ -43,6 +43,46 @@ pub struct Delivery {
     pub deliveries: u32,
     /// The order token when the entry was published with an order key.
     pub order_token: Option<String>,
+    /// `MAX_DELIVERIES`: the delivery with this number is the last ([`Delivery::is_last`]).
+    pub max_deliveries: u32,
+}
+
+impl Delivery {
+    /// The last delivery `MAX_DELIVERIES` allows: a [`HandleError::Retry`] now sends the entry
+    /// to the dead letters.
+    pub fn is_last(&self) -> bool {
+        self.deliveries >= self.max_deliveries
+    }
+
+    /// "Tell the customer, then dead-letter on the last delivery", written once: a
+    /// [`HandleError::Retry`] on the [last](Delivery::is_last) delivery runs `tell` (an
+    /// apology, a failure transcript: the customer hears something rather than nothing) and
+    /// becomes [`HandleError::Permanent`], whose reason says so and keeps the failure as its
+    /// cause. Anything else passes through untouched, and `tell` is not called. When telling
+    /// fails, that error is returned (retryable: the entry is dead-lettered as
+    /// `max_deliveries`, with the reason it could not be told).
+    pub async fn tell_on_last<T, Fut>(
+        &self,
+        result: Result<T, HandleError>,
+        tell: impl FnOnce(Reason) -> Fut,
+    ) -> Result<T, HandleError>
+    where
+        Fut: Future<Output = Result<(), HandleError>>,
+    {
+        match result {
+            Err(HandleError::Retry(reason)) if self.is_last() => {
+                tell(reason.clone()).await?;
+                Err(HandleError::Permanent(Reason::new(
+                    format!(
+                        "after {} deliveries; the customer was told",
+                        self.deliveries
+                    ),
+                    reason,
+                )))
+            }
+            other => other,
+        }
+    }
 }
 
 /// How a handler failed.
@@ -83,6 +123,14 @@ impl Reason {
             cause: Some(std::sync::Arc::from(cause.into())),
         }
     }
+
+    /// An error that says itself what failed (`cannot run ffmpeg: …`): shown as its chain.
+    pub fn from_error(cause: impl Into<BoxError>) -> Self {
+        Self {
+            what: String::new(),
+            cause: Some(std::sync::Arc::from(cause.into())),
+        }
+    }
 }
 
 impl From<String> for Reason {
@@ -103,12 +151,14 @@ impl std::fmt::Display for Reason {
         let mut next: Option<&(dyn std::error::Error + 'static)> =
             self.cause.as_deref().map(|c| c as _);
         let mut shown = String::new();
+        let mut separator = if self.what.is_empty() { "" } else { ": " };
         while let Some(e) = next {
             // Many errors already show their source in their own text: shown once.
             let text = e.to_string();
             if !shown.contains(&text) {
-                write!(f, ": {text}")?;
+                write!(f, "{separator}{text}")?;
                 shown = text;
+                separator = ": ";
             }
             next = e.source();
         }
@@ -377,6 +427,23 @@ mod tests {
                 "attempt {attempt}: {d}"
             );
         }
+    }
+
+    #[test]
+    fn a_reason_shows_its_causes_once_each_and_keeps_them_as_sources() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let r = Reason::new("media store", io());
+        assert_eq!(r.to_string(), "media store: no such file");
+        assert!(std::error::Error::source(&r).is_some());
+        // An error that names what failed itself: no empty prefix.
+        let r = Reason::from_error(io());
+        assert_eq!(r.to_string(), "no such file");
+        // Nested: each text once, even when an outer one repeats an inner one.
+        let r = Reason::new("after 3 deliveries", Reason::new("media store", io()));
+        assert_eq!(
+            r.to_string(),
+            "after 3 deliveries: media store: no such file"
+        );
     }
 
     #[test]

@@ -175,7 +175,14 @@ pub(super) fn dispatch<H: Handler>(inner: &Arc<Inner<H>>, t: Taken) {
         Err(reason) => {
             let inner = inner.clone();
             inner.tracker.clone().spawn(async move {
-                dead_letter(&inner, &t.entry, t.deliveries, "undecodable", &reason).await;
+                dead_letter(
+                    &inner,
+                    &t.entry,
+                    t.deliveries,
+                    DeadLetterKind::Undecodable,
+                    &reason,
+                )
+                .await;
                 finish(&inner, &t.entry.id, t.slot);
             });
             return;
@@ -190,6 +197,7 @@ pub(super) fn dispatch<H: Handler>(inner: &Arc<Inner<H>>, t: Taken) {
             envelope,
             deliveries: t.deliveries,
             order_token: order_token.clone(),
+            max_deliveries: inner.bus.config().max_deliveries,
         },
         slot: t.slot,
         head: t.head,
