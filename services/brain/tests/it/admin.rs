@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use shared::config::Dsn;
 use shared::db::Db;
+use shared::testing::{eventually, wait_for};
 
 use crate::rig::{ADMIN, Rig, metric};
 
@@ -86,11 +87,11 @@ async fn a_number_removed_from_admin_numbers_loses_the_role_at_the_next_start() 
     rig.set_env("ADMIN_NUMBERS", ADMIN);
     let p = rig.spawn().await;
     // Revoked as the brain starts, before it reads any message.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while role_of(&d, SECOND).await != "user" {
-        assert!(std::time::Instant::now() < deadline, "{}", p.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let revoked = wait_for(Duration::from_secs(10), async || {
+        (role_of(&d, SECOND).await == "user").then_some(())
+    })
+    .await;
+    assert!(revoked.is_some(), "{}", p.log_text());
     assert_eq!(role_of(&d, ADMIN).await, "admin");
     assert_eq!(
         role_of(&d, NAMED).await,
@@ -223,13 +224,16 @@ async fn the_cleanup_deletes_memory_older_than_the_retention() {
             .unwrap();
     }
     let p = rig.spawn().await; // the cleanup runs at start, then hourly
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(&p, "brain_memory_rows_deleted_total").await < 2.0
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(metric(&p, "brain_memory_rows_deleted_total").await, 2.0);
+    let deleted = eventually(
+        "the cleanup at start",
+        Duration::from_secs(10),
+        async || {
+            let n = metric(&p, "brain_memory_rows_deleted_total").await;
+            (n >= 2.0).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(deleted, 2.0);
     let m = rig.text(USER, "and now?").await;
     rig.reply(&m).await;
     let req = rig.fake.requests().pop().unwrap();
@@ -265,17 +269,16 @@ async fn a_message_that_keeps_failing_gets_an_apology_and_a_dead_letter() {
     let r = rig.replies_to(&m).await;
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].text.contains("something went wrong"), "{}", r[0].text);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut dead = Vec::new();
-    while dead.is_empty() && std::time::Instant::now() < deadline {
-        dead = rig
+    let dead = eventually("the dead letter", Duration::from_secs(10), async || {
+        let dead = rig
             .bus
             .dlq()
             .list(shared::bus::Stream::Inbound, 10)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
     assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.contains("database"), "{}", dead[0].reason);
     assert!(rig.fake.requests().is_empty());

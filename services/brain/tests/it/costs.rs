@@ -165,21 +165,20 @@ async fn visitors_asking_at_once_never_pass_the_shared_allowance() {
 async fn over_budget_after(rig: &Rig, n: i64) -> bool {
     let db = shared::db::Db::connect_lazy(&shared::config::Dsn::new(&rig.db.url)).unwrap();
     let day = shared::usage::Days::utc().day_of(shared::ids::now_ms());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let mut over = false;
+    shared::testing::wait_for(std::time::Duration::from_secs(10), async || {
         let stored = shared::usage::totals(&db, &day, &day)
             .await
             .unwrap()
             .records;
-        let over = shared::usage::is_over_budget(&rig.bus, &day).await.unwrap();
+        over = shared::usage::is_over_budget(&rig.bus, &day).await.unwrap();
         // The mark is kept before the record is acknowledged: over, or all acknowledged.
         let usage = rig.bus.stats(shared::bus::Stream::Usage).await.unwrap();
         let idle = usage.pending == 0 && usage.lag == Some(0);
-        if (stored >= n && (over || idle)) || std::time::Instant::now() > deadline {
-            return over;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (stored >= n && (over || idle)).then_some(())
+    })
+    .await;
+    over
 }
 
 #[tokio::test]

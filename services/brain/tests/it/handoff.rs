@@ -1,10 +1,11 @@
 //! Handing conversations to a person: every trigger, the silence while a person has it, the
 //! admins' commands, the timeout, and the mode without a model.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shared::fake_chat::Reply;
 use shared::proto::{Outbound, outbound};
+use shared::testing::{eventually, wait_for};
 
 use crate::rig::{ADMIN, Rig, metric};
 
@@ -18,18 +19,21 @@ pub(crate) async fn outbound_until(
     n: usize,
     keep: impl Fn(&Outbound) -> bool,
 ) -> Vec<Outbound> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let a: Vec<Outbound> = rig
-            .outbound()
+    let picked = async || -> Vec<Outbound> {
+        rig.outbound()
             .await
             .into_iter()
             .filter(|o| keep(o))
-            .collect();
-        if a.len() >= n || Instant::now() > deadline {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            .collect()
+    };
+    let enough = wait_for(Duration::from_secs(10), async || {
+        let a = picked().await;
+        (a.len() >= n).then_some(a)
+    })
+    .await;
+    match enough {
+        Some(a) => a,
+        None => picked().await,
     }
 }
 
@@ -81,11 +85,10 @@ async fn asking_for_a_person_hands_off_silences_the_bot_until_resume_and_a_perso
         .trim_end_matches(':')
         .to_owned();
     // The webhook hears the reason and the reference, never the text or the number.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while hooks.got().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let hook = hooks.got().remove(0);
+    let hook = eventually("the webhook", Duration::from_secs(5), async || {
+        hooks.got().into_iter().next()
+    })
+    .await;
     assert_eq!(hook["switchboard"]["kind"], "handoff");
     assert_eq!(hook["switchboard"]["reason"], "asked");
     assert_eq!(hook["switchboard"]["reference"], reference.as_str());
@@ -348,7 +351,6 @@ async fn conversations_end_after_the_silence_and_are_counted_by_how_they_ended()
     rig.fake.script([Reply::Status(500)]);
     let failed = rig.text("+15551260004", "hello?").await;
     rig.reply(&failed).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
     let metric_of = |o: &'static str| {
         let http = p.http.clone();
         async move {
@@ -359,19 +361,18 @@ async fn conversations_end_after_the_silence_and_are_counted_by_how_they_ended()
             .await
         }
     };
-    loop {
-        let got = [
+    let mut got = [0.0; 4];
+    let ended = wait_for(Duration::from_secs(10), async || {
+        got = [
             metric_of("model").await,
             metric_of("knowledge").await,
             metric_of("handoff_asked").await,
             metric_of("abandoned").await,
         ];
-        if got == [1.0, 1.0, 1.0, 1.0] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{got:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (got == [1.0, 1.0, 1.0, 1.0]).then_some(())
+    })
+    .await;
+    assert!(ended.is_some(), "{got:?}");
     let s = rig.text(ADMIN, "!stats").await;
     let stats = rig.reply(&s).await;
     assert!(stats.contains("Conversations ended: 4"), "{stats}");

@@ -231,6 +231,7 @@ async fn other_questions_go_to_the_model_with_the_relevant_sections_and_the_rule
             std::time::Instant::now() < deadline,
             "not indexed in 2 s: {r}"
         );
+        // Each probe posts a message (and waits for its answer): paced, not polled.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -1,13 +1,13 @@
 //! A brain deployment under test: its database, a key prefix, the fake OpenAI server, and
 //! brain processes; inbound messages go in on the real bus, replies are read off it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shared::bus::{Bus, Publish, Stream};
 use shared::config::{BusConfig, Dsn, ServiceName};
 use shared::fake_chat::FakeChat;
 use shared::proto::{Envelope, Identity, Inbound, Outbound, Payload, Transport, identity, inbound};
-use shared::testing::{KeyPrefix, ServiceEnv, ServiceProcess, TestDb};
+use shared::testing::{KeyPrefix, ServiceEnv, ServiceProcess, TestDb, eventually, wait_for};
 
 use crate::BIN;
 
@@ -247,32 +247,21 @@ impl Rig {
             .collect()
     }
 
-    /// Waits for the answers to inbound message `id`.
+    /// Waits for the answers to inbound message `id` (none after 15 s).
     pub async fn replies_to(&self, id: &str) -> Vec<Outbound> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let r: Vec<Outbound> = self
-                .outbound()
-                .await
-                .into_iter()
-                .filter(|o| o.in_reply_to == id)
-                .collect();
-            if !r.is_empty() || Instant::now() > deadline {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        self.replies_n(id, 1).await
     }
 
-    /// Waits until inbound message `id` has `n` answers.
+    /// Waits until inbound message `id` has `n` answers (what it has after 20 s otherwise).
     pub async fn replies_n(&self, id: &str, n: usize) -> Vec<Outbound> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let enough = wait_for(Duration::from_secs(20), async || {
             let r = self.replies_to_now(id).await;
-            if r.len() >= n || Instant::now() > deadline {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            (r.len() >= n).then_some(r)
+        })
+        .await;
+        match enough {
+            Some(r) => r,
+            None => self.replies_to_now(id).await,
         }
     }
 
@@ -316,17 +305,22 @@ impl Rig {
         r[0].text.clone()
     }
 
+    /// Waits until every entry of `stream` so far was handled and acknowledged.
+    pub async fn idle(&self, stream: Stream) {
+        eventually(
+            &format!("{stream:?} handled"),
+            Duration::from_secs(10),
+            async || {
+                let stats = self.bus.stats(stream).await.unwrap();
+                (stats.pending == 0 && stats.lag == Some(0)).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Waits until inbound message `id` was acknowledged without any reply.
     pub async fn assert_silent(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let stats = self.bus.stats(Stream::Inbound).await.unwrap();
-            if stats.pending == 0 && stats.lag == Some(0) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "inbound not handled: {stats:?}");
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        self.idle(Stream::Inbound).await;
         assert!(
             self.replies_to_now(id).await.is_empty(),
             "{id} was answered"
