@@ -88,9 +88,9 @@ pub async fn voice_joins(bus: &Bus, cfg: &Config, ib: &Inbound) -> Result<bool, 
 pub fn absorbed(msg: &Message<'_>) -> Decision {
     let ib = msg.ib;
     let text = msg.text;
-    let photo = msg.source == Source::Typed && ib.kind() == inbound::Kind::Image;
+    let photo = msg.source.is_typed() && ib.kind() == inbound::Kind::Image;
     let content = match msg.source {
-        Source::Transcript => format!("[voice] {text}"),
+        Source::Transcript(_) => format!("[voice] {text}"),
         Source::Typed if photo => format!("[photo] {text}").trim().to_owned(),
         Source::Typed => text.to_owned(),
     };
@@ -110,6 +110,32 @@ pub struct Gathered {
     pub earlier: Vec<String>,
     /// A photo the burst kept (none when the last message has its own).
     pub photo: Option<MediaRef>,
+}
+
+impl Gathered {
+    /// The message as the burst's answer sees it: with the burst's photo, when it kept one.
+    pub fn with_photo(&self, ib: &Inbound) -> Option<Inbound> {
+        self.photo.as_ref().map(|media| Inbound {
+            kind: inbound::Kind::Image as i32,
+            media: Some(media.clone()),
+            ..ib.clone()
+        })
+    }
+
+    /// The burst's answer `d`: only the last message's own `text` is remembered again (the
+    /// others are already), its replies answer the earlier messages too, and the kept photos
+    /// are dropped with its commit.
+    pub fn settle(self, mut d: Decision, text: &str) -> Decision {
+        let own = d.effects.iter_mut().find_map(|e| match e {
+            Effect::Remember(t) if t.speaker == Speaker::Customer => Some(t),
+            _ => None,
+        });
+        if let Some(turn) = own {
+            turn.content = text.to_owned();
+        }
+        d.with(Effect::AlsoAnswers(self.earlier))
+            .with(Effect::BurstMediaUsed)
+    }
 }
 
 /// The customer's unanswered messages just before `text` (the burst, remembered as they came,

@@ -72,6 +72,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         ctx.bus.clone(),
         settings.clone(),
         knowledge.clone(),
+        clock.clone(),
     )
     .routes();
     let brain = handler::Brain::new(

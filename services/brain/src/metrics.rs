@@ -83,14 +83,8 @@ pub fn register() {
         HANDOFF_TIMEOUTS,
         "Handoffs nobody answered within HANDOFF_TIMEOUT_MIN (back to the bot)"
     );
-    for reason in [
-        "asked",
-        "cannot_answer",
-        "repeated_failure",
-        "budget",
-        "no_llm",
-    ] {
-        metrics::counter!(HANDOFFS, "reason" => reason).absolute(0);
+    for reason in crate::domain::Reason::HANDOFFS {
+        metrics::counter!(HANDOFFS, "reason" => reason.as_str()).absolute(0);
     }
     metrics::describe_counter!(
         CONVERSATIONS,

@@ -123,6 +123,11 @@ impl Settings {
         &self.base
     }
 
+    /// The configuration from the environment, shared.
+    pub fn base_shared(&self) -> Arc<Config> {
+        self.base.clone()
+    }
+
     /// The configuration in effect, read now.
     pub async fn effective(&self) -> Result<Config, HandleError> {
         let stored = crate::store::settings(&self.db).await.or_retry()?;

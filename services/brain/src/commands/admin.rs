@@ -54,8 +54,8 @@ pub(super) async fn set_role(
 }
 
 /// `!forget`: the contact's rows, and what Redis holds about them.
-pub(super) async fn forget(brain: &Office, number: &Phone) -> Result<Decision, HandleError> {
-    let db = brain.db();
+pub(super) async fn forget(office: &Office, number: &Phone) -> Result<Decision, HandleError> {
+    let db = office.db();
     let Some(target) = store::contact_by_phone(db, number.as_str())
         .await
         .or_retry()?
@@ -67,7 +67,7 @@ pub(super) async fn forget(brain: &Office, number: &Phone) -> Result<Decision, H
         identities: store::identity_values(db, &target.id).await.or_retry()?,
         contact_id: target.id.clone(),
     };
-    let erased = brain
+    let erased = office
         .bus()
         .forget(&person)
         .await
@@ -84,12 +84,12 @@ pub(super) async fn forget(brain: &Office, number: &Phone) -> Result<Decision, H
 }
 
 pub(super) async fn usage(
-    brain: &Office,
+    office: &Office,
     label: &str,
     days: i64,
     now: i64,
 ) -> Result<Decision, HandleError> {
-    let (db, cfg) = (brain.db(), brain.config());
+    let (db, cfg) = (office.db(), office.config());
     let to = cfg.days.day_of(now);
     let from = cfg.days.days_back(now, days - 1);
     let total = shared::usage::totals(db, &from, &to).await.or_retry()?;
@@ -113,8 +113,8 @@ pub(super) async fn usage(
     Ok(reply(text))
 }
 
-pub(super) async fn stats(brain: &Office, now: i64) -> Result<Decision, HandleError> {
-    let (db, cfg) = (brain.db(), brain.config());
+pub(super) async fn stats(office: &Office, now: i64) -> Result<Decision, HandleError> {
+    let (db, cfg) = (office.db(), office.config());
     let today = cfg.days.day_of(now);
     let since = cfg.days.next_day_start_ms(now - 86_400_000);
     let (messages, contacts, errors) = store::activity(db, since, &Outcome::errors())
@@ -181,9 +181,9 @@ fn totals_line(t: &Totals) -> String {
 }
 
 /// `!config`: the settings with where each comes from.
-pub(super) async fn show_config(brain: &Office) -> Result<Decision, HandleError> {
-    let stored = store::settings(brain.db()).await.or_retry()?;
-    let eff = settings::apply(brain.config(), &stored);
+pub(super) async fn show_config(office: &Office) -> Result<Decision, HandleError> {
+    let stored = store::settings(office.db()).await.or_retry()?;
+    let eff = settings::apply(office.config(), &stored);
     let mut text = "Settings:".to_owned();
     for (key, what) in settings::KEYS {
         let from = if stored.iter().any(|(k, _)| k == key) {
@@ -201,7 +201,7 @@ pub(super) async fn show_config(brain: &Office) -> Result<Decision, HandleError>
 }
 
 pub(super) async fn set_config(
-    brain: &Office,
+    office: &Office,
     admin: &Contact,
     key: &str,
     value: &str,
@@ -209,12 +209,12 @@ pub(super) async fn set_config(
 ) -> Result<Decision, HandleError> {
     match settings::validate(key, value) {
         Ok(v) => {
-            let before = settings::current(&brain.effective().await?, key);
-            store::set_setting(brain.db(), key, &v, &admin.id, now)
+            let before = settings::current(&office.effective().await?, key);
+            store::set_setting(office.db(), key, &v, &admin.id, now)
                 .await
                 .or_retry()?;
-            brain.settings_changed();
-            let after = settings::current(&brain.effective().await?, key);
+            office.settings_changed();
+            let after = settings::current(&office.effective().await?, key);
             tracing::info!(key, "setting changed by an admin");
             Ok(reply(format!("Done: {key} is now {after} (was {before}).")))
         }
@@ -222,10 +222,10 @@ pub(super) async fn set_config(
     }
 }
 
-pub(super) async fn unset_config(brain: &Office, key: &str) -> Result<Decision, HandleError> {
-    if store::unset_setting(brain.db(), key).await.or_retry()? {
-        brain.settings_changed();
-        let now_value = settings::current(&brain.effective().await?, key);
+pub(super) async fn unset_config(office: &Office, key: &str) -> Result<Decision, HandleError> {
+    if store::unset_setting(office.db(), key).await.or_retry()? {
+        office.settings_changed();
+        let now_value = settings::current(&office.effective().await?, key);
         Ok(reply(format!(
             "Done: {key} is back to the environment's value ({now_value})."
         )))

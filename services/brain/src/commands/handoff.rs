@@ -115,30 +115,39 @@ pub(crate) async fn send_to(
 /// `!reply`: `text` to the contact, as the business; remembered as the business's turn, and
 /// the handoff no longer times out.
 pub(super) async fn reply_as_business(
-    brain: &Office,
+    office: &Office,
     target: &Target,
     text: &str,
     now: i64,
+    command_id: &str,
 ) -> Result<Decision, HandleError> {
-    let db = brain.db();
+    let db = office.db();
     let Some(c) = target.contact(db).await? else {
         return Ok(reply(format!("No conversation found for {target}.")));
     };
-    send_as_business(db, brain.bus(), &c, text, now).await?;
+    // Keyed by the admin's message: a redelivered `!reply` sends the same message, which the
+    // gateway delivers once.
+    let id = reply_id(&format!("command|{command_id}"));
+    send_as_business(db, office.bus(), &c, text, now, id).await?;
     Ok(reply(format!("Sent to {target}.")))
 }
 
-/// Sends `text` to the contact as the business (`!reply`, the console): remembered as the
-/// business's turn, logged as a person's, and its handoff no longer times out.
+/// The outbound id of a person's reply, from what makes it unique.
+pub(crate) fn reply_id(seed: &str) -> String {
+    blake3::hash(format!("reply|{seed}").as_bytes()).to_hex()[..26].to_owned()
+}
+
+/// Sends `text` to the contact as the business (`!reply`, the console) under outbound `id`:
+/// remembered as the business's turn, logged as a person's, and its handoff no longer times
+/// out.
 pub(crate) async fn send_as_business(
     db: &Db,
     bus: &Bus,
     c: &Contact,
     text: &str,
     now: i64,
+    id: String,
 ) -> Result<(), HandleError> {
-    let id =
-        blake3::hash(format!("reply|{}|{now}|{text}", c.id).as_bytes()).to_hex()[..26].to_owned();
     send_to(db, bus, c, id.clone(), outbound::Kind::Reply, text)
         .await
         .map_err(|e| HandleError::retry("publishing the reply", e))?;
@@ -164,11 +173,11 @@ pub(crate) async fn send_as_business(
 
 /// `!resume`: the bot answers the contact again.
 pub(super) async fn resume(
-    brain: &Office,
+    office: &Office,
     target: &Target,
     now: i64,
 ) -> Result<Decision, HandleError> {
-    let db = brain.db();
+    let db = office.db();
     let Some(c) = target.contact(db).await? else {
         return Ok(reply(format!("No conversation found for {target}.")));
     };
@@ -180,8 +189,8 @@ pub(super) async fn resume(
 }
 
 /// `!handoffs`: every conversation waiting for a person, oldest first.
-pub(super) async fn list(brain: &Office, now: i64) -> Result<Decision, HandleError> {
-    let db = brain.db();
+pub(super) async fn list(office: &Office, now: i64) -> Result<Decision, HandleError> {
+    let db = office.db();
     let waiting = store::handoffs(db).await.or_retry()?;
     if waiting.is_empty() {
         return Ok(reply("No conversation is waiting for a person."));

@@ -8,7 +8,7 @@ mod handoff;
 
 use admin::{deny, forget, set_config, set_role, show_config, stats, unset_config, usage};
 pub use handoff::Target;
-pub(crate) use handoff::{send_as_business, send_to};
+pub(crate) use handoff::{reply_id, send_as_business, send_to};
 use std::sync::Arc;
 
 use shared::bus::{Bus, HandleError};
@@ -280,8 +280,13 @@ impl Command {
             .is_some_and(|n| NAMES.iter().any(|&(name, admin)| name == n && admin))
     }
 
-    /// Runs the command for `contact` and answers it.
-    pub async fn run(self, brain: &Office, contact: &Contact) -> Result<Decision, HandleError> {
+    /// Runs the command that `contact` sent as inbound message `message_id`, and answers it.
+    pub async fn run(
+        self,
+        office: &Office,
+        contact: &Contact,
+        message_id: &str,
+    ) -> Result<Decision, HandleError> {
         let known = if self.name().is_some() {
             "known"
         } else {
@@ -289,10 +294,10 @@ impl Command {
         };
         metrics::counter!(m::COMMANDS, "command" => known).increment(1);
         if self.admin_only() && contact.role != Role::Admin {
-            return Ok(reply(brain.config().messages.admin_only.clone()));
+            return Ok(reply(office.config().messages.admin_only.clone()));
         }
-        let now = brain.clock.now_ms();
-        let db = brain.db();
+        let now = office.clock.now_ms();
+        let db = office.db();
         match self {
             Self::Help => Ok(reply(help(contact))),
             Self::Reset => {
@@ -310,18 +315,18 @@ impl Command {
             }
             Self::Deny(number) => deny(db, contact, &number, now).await,
             Self::Role(number, role) => set_role(db, contact, &number, role, now).await,
-            Self::Forget(number) => forget(brain, &number).await,
-            Self::Usage { label, days } => usage(brain, label, days, now).await,
-            Self::Stats => stats(brain, now).await,
-            Self::Handoffs => handoff::list(brain, now).await,
-            Self::Console => console_link(brain, contact).await,
+            Self::Forget(number) => forget(office, &number).await,
+            Self::Usage { label, days } => usage(office, label, days, now).await,
+            Self::Stats => stats(office, now).await,
+            Self::Handoffs => handoff::list(office, now).await,
+            Self::Console => console_link(office, contact).await,
             Self::Reply(target, text) => {
-                handoff::reply_as_business(brain, &target, &text, now).await
+                handoff::reply_as_business(office, &target, &text, now, message_id).await
             }
-            Self::Resume(target) => handoff::resume(brain, &target, now).await,
-            Self::ConfigShow => show_config(brain).await,
-            Self::ConfigSet { key, value } => set_config(brain, contact, &key, &value, now).await,
-            Self::ConfigUnset { key } => unset_config(brain, &key).await,
+            Self::Resume(target) => handoff::resume(office, &target, now).await,
+            Self::ConfigShow => show_config(office).await,
+            Self::ConfigSet { key, value } => set_config(office, contact, &key, &value, now).await,
+            Self::ConfigUnset { key } => unset_config(office, &key).await,
             Self::Invalid { usage, .. } => Ok(reply(usage)),
             Self::Unknown => Ok(reply(format!(
                 "I don't know that command.\n\n{}",
@@ -344,8 +349,8 @@ fn help(contact: &Contact) -> String {
 }
 
 /// `!console`: a one-time sign-in link, valid 10 minutes, for this admin.
-async fn console_link(brain: &Office, contact: &Contact) -> Result<Decision, HandleError> {
-    let name = store::phone_of(brain.db(), &contact.id)
+async fn console_link(office: &Office, contact: &Contact) -> Result<Decision, HandleError> {
+    let name = store::phone_of(office.db(), &contact.id)
         .await
         .or_retry()?
         .unwrap_or_else(|| format!("admin {}", hash_id(&contact.id)));
@@ -353,14 +358,14 @@ async fn console_link(brain: &Office, contact: &Contact) -> Result<Decision, Han
         name,
         contact_id: Some(contact.id.clone()),
     };
-    let token = brain
+    let token = office
         .console()
         .issue_link(&admin)
         .await
         .map_err(|e| HandleError::retry("keeping the console link", e))?;
     Ok(reply(format!(
         "Your console sign-in link, valid once for 10 minutes — do not share it:\n{}",
-        shared::console::link(&brain.config().public_url, &token)
+        shared::console::link(&office.config().public_url, &token)
     )))
 }
 

@@ -65,7 +65,7 @@ pub async fn show(
 ) -> ApiResult<Shown> {
     let c = contact(&api, &id).await?;
     let messages = store::log_of(&api.db, &c.id, q.after, 200).await?;
-    let now = shared::ids::now_ms();
+    let now = api.clock.now_ms();
     Ok(Json(Shown {
         phone: store::phone_of(&api.db, &c.id).await?,
         role: c.role.as_str(),
@@ -143,8 +143,9 @@ pub async fn reply(
         &format!("{} characters", text.chars().count()),
     )
     .await?;
-    let now = shared::ids::now_ms();
-    crate::commands::send_as_business(&api.db, &api.bus, &c, text, now).await?;
+    let now = api.clock.now_ms();
+    let id = crate::commands::reply_id(&format!("{}|{now}|{text}", c.id));
+    crate::commands::send_as_business(&api.db, &api.bus, &c, text, now, id).await?;
     Ok(Json(serde_json::json!({"sent": true})))
 }
 
@@ -160,7 +161,7 @@ pub async fn resume(
         .await?
         .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "resume", &who, "").await?;
-    let ended = store::end_handoff(&api.db, &c.id, shared::ids::now_ms()).await?;
+    let ended = store::end_handoff(&api.db, &c.id, api.clock.now_ms()).await?;
     Ok(Json(serde_json::json!({"resumed": ended})))
 }
 
@@ -183,7 +184,7 @@ pub async fn pause(
         return Err(ApiError::bad("minutes is 1 to 10080 (a week)"));
     }
     let c = contact(&api, &id).await?;
-    let until = shared::ids::now_ms() + i64::from(body.minutes) * 60_000;
+    let until = api.clock.now_ms() + i64::from(body.minutes) * 60_000;
     let who = store::phone_of(&api.db, &c.id)
         .await?
         .unwrap_or_else(|| c.id.clone());

@@ -62,7 +62,7 @@ fn usd(pico: i64) -> f64 {
 /// `GET /console/api/costs`.
 pub async fn costs(State(api): State<Api>) -> ApiResult<Costs> {
     let days = &api.settings.base().days;
-    let now = shared::ids::now_ms();
+    let now = api.clock.now_ms();
     let today = days.day_of(now);
     let mut periods = Vec::new();
     for (label, n) in [("today", 1), ("7 days", 7), ("30 days", 30)] {

@@ -118,7 +118,7 @@ pub async fn put(
     )
     .await?;
     let by = session.admin.name.clone();
-    store::put_knowledge(&api.db, &name, &body.content, &by, shared::ids::now_ms()).await?;
+    store::put_knowledge(&api.db, &name, &body.content, &by, api.clock.now_ms()).await?;
     let (sections, faq_entries) = reindex(&api).await?;
     Ok(Json(
         serde_json::json!({"name": name, "sections": sections, "faq_entries": faq_entries}),

@@ -61,7 +61,7 @@ pub async fn set_setting(
     if !settings::KEYS.iter().any(|(k, _)| *k == key) {
         return Err(ApiError::bad(format!("unknown setting {key:?}")));
     }
-    let now = shared::ids::now_ms();
+    let now = api.clock.now_ms();
     match &body.value {
         Some(v) => {
             let v = settings::validate(&key, v).map_err(ApiError::bad)?;
@@ -110,7 +110,7 @@ pub async fn change_contact(
     if !matches!(action.as_str(), "allow" | "deny" | "admin" | "user") {
         return Err(ApiError::bad("action is allow, deny, admin or user"));
     }
-    let now = shared::ids::now_ms();
+    let now = api.clock.now_ms();
     let identity = [("phone".to_owned(), number.as_str().to_owned())];
     let c = store::resolve(&api.db, &identity, now).await?;
     if session.admin.contact_id.as_deref() == Some(c.id.as_str())

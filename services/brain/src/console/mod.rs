@@ -38,6 +38,7 @@ pub struct Api {
     pub(crate) bus: shared::bus::Bus,
     pub(crate) settings: Arc<Settings>,
     pub(crate) knowledge: Arc<Knowledge>,
+    pub(crate) clock: shared::clock::SharedClock,
     console: Console,
 }
 
@@ -97,12 +98,14 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<axum::Json<T>, ApiError>;
 
 impl Api {
-    /// The API over the brain's database, bus, settings and knowledge base.
+    /// The API over the brain's database, bus, settings and knowledge base, at the time
+    /// `clock` tells.
     pub fn new(
         db: Db,
         bus: shared::bus::Bus,
         settings: Arc<Settings>,
         knowledge: Arc<Knowledge>,
+        clock: shared::clock::SharedClock,
     ) -> Self {
         let console = Console::new(&bus, shared::console::LINK_TTL);
         Self {
@@ -110,6 +113,7 @@ impl Api {
             bus,
             settings,
             knowledge,
+            clock,
             console,
         }
     }
@@ -129,7 +133,7 @@ impl Api {
             action,
             target,
             detail,
-            shared::ids::now_ms(),
+            self.clock.now_ms(),
         )
         .await
         .map_err(|e| {

@@ -68,6 +68,20 @@ impl Effect {
     pub fn publish(p: Publish) -> Self {
         Self::Publish(Box::new(p))
     }
+
+    /// Whether the store applies it (the others travel in the outbox's events).
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, Self::Publish(_) | Self::AlsoAnswers(_))
+    }
+
+    /// Where it goes in its commit: a handoff after a streak it resets, a burst's photo kept
+    /// after the burst's used ones are dropped.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::HandOff(_) | Self::KeepBurstMedia(_) => 1,
+            _ => 0,
+        }
+    }
 }
 
 /// A handoff started by the message being committed.

@@ -8,7 +8,7 @@ mod outcome;
 mod reason;
 
 pub use effect::{Decision, Effect, Mark, NewHandoff};
-pub use outcome::Outcome;
+pub use outcome::{Counts, Outcome};
 pub use reason::Reason;
 
 use shared::proto::Inbound;
@@ -18,8 +18,28 @@ use shared::proto::Inbound;
 pub enum Source {
     /// Typed (or a photo's caption).
     Typed,
-    /// A voice note's transcript.
-    Transcript,
+    /// A voice note's transcript, and how the transcriber fared.
+    Transcript(Heard),
+}
+
+/// How a voice note's transcription went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Understood: the transcript has text.
+    Ok,
+    /// Longer than `MAX_AUDIO_SECONDS` (or the upload limit).
+    TooLong,
+    /// Over what is left of the web chat visitors' daily audio.
+    Budget,
+    /// Not understood: undecodable, gone, silent, or the speech service failed.
+    Failed,
+}
+
+impl Source {
+    /// Typed, not transcribed.
+    pub fn is_typed(self) -> bool {
+        self == Self::Typed
+    }
 }
 
 /// A message as the rules see it.

@@ -1,6 +1,8 @@
 //! What became of an inbound message: stored with its answer (`outbox.outcome`), counted
 //! (`brain_messages_total{outcome}`) and logged.
 
+use super::{AnsweredBy, Author};
+
 /// The outcome of handling one inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Outcome {
@@ -149,6 +151,88 @@ impl Outcome {
             .filter(|o| o.is_error())
             .map(Self::as_str)
             .collect()
+    }
+}
+
+/// How a message counts toward its customer's conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counts {
+    /// Not at all (commands, opt-outs, refusals, a voice note waiting for its transcript).
+    Not,
+    /// Answered, by the knowledge base or the model.
+    Answered(AnsweredBy),
+    /// Taken by a person (handed off, or the owner answered).
+    Person,
+    /// Left without an answer.
+    Unanswered,
+}
+
+impl Outcome {
+    /// How a message with this outcome counts toward its conversation.
+    pub fn counts(self) -> Counts {
+        match self {
+            Self::Answered | Self::AnsweredVoice => Counts::Answered(AnsweredBy::Model),
+            Self::Knowledge => Counts::Answered(AnsweredBy::Knowledge),
+            Self::HandedOff | Self::OwnerAnswered => Counts::Person,
+            Self::Command
+            | Self::OptedIn
+            | Self::OptedOut
+            | Self::Refused
+            | Self::RefusedSilently
+            | Self::Transcribing => Counts::Not,
+            Self::Apology
+            | Self::Budget
+            | Self::CircuitOpen
+            | Self::Burst
+            | Self::Deadline
+            | Self::EmptyAnswer
+            | Self::WhileHandedOff
+            | Self::ImageMissing
+            | Self::ImageTooLarge
+            | Self::LlmFailed
+            | Self::NotConfigured
+            | Self::TokenBudget
+            | Self::TooLong
+            | Self::TranscriptionFailed
+            | Self::Unsupported
+            | Self::VoiceMissing
+            | Self::VoiceTooLong
+            | Self::VisitorBudget => Counts::Unanswered,
+        }
+    }
+
+    /// Who wrote the replies of a message with this outcome, as the log shows them.
+    pub fn author(self) -> Author {
+        match self {
+            Self::Answered | Self::AnsweredVoice => Author::Model,
+            Self::Knowledge => Author::Knowledge,
+            Self::Apology
+            | Self::Budget
+            | Self::CircuitOpen
+            | Self::Burst
+            | Self::Command
+            | Self::Deadline
+            | Self::EmptyAnswer
+            | Self::HandedOff
+            | Self::WhileHandedOff
+            | Self::ImageMissing
+            | Self::ImageTooLarge
+            | Self::LlmFailed
+            | Self::NotConfigured
+            | Self::OptedIn
+            | Self::OptedOut
+            | Self::OwnerAnswered
+            | Self::Refused
+            | Self::RefusedSilently
+            | Self::TokenBudget
+            | Self::TooLong
+            | Self::Transcribing
+            | Self::TranscriptionFailed
+            | Self::Unsupported
+            | Self::VoiceMissing
+            | Self::VoiceTooLong
+            | Self::VisitorBudget => Author::Bot,
+        }
     }
 }
 

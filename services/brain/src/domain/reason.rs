@@ -42,16 +42,10 @@ impl Reason {
 
     /// The reason stored as `s`.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Asked,
-            Self::CannotAnswer,
-            Self::RepeatedFailure,
-            Self::Budget,
-            Self::NoLlm,
-            Self::Owner,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Self::HANDOFFS
+            .into_iter()
+            .chain([Self::Owner])
+            .find(|r| r.as_str() == s)
     }
 
     /// What the owner is told.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::Brain;
 use crate::chat::{Answer, Image};
 use crate::config::Config;
-use crate::domain::{Decision, Effect, Outcome, Speaker, Turn};
+use crate::domain::{Decision, Effect, Outcome, Turn};
 use crate::metrics as m;
 use crate::rules::{self, MARK_RULES, Message};
 use crate::store::{Contact, Known};
@@ -109,13 +109,8 @@ impl Brain {
         let Some(burst) = gathered else {
             return self.answer_question(&asking, ib, text, known).await;
         };
-        // A photo of the burst goes with its answer.
-        let with_photo = burst.photo.map(|media| Inbound {
-            kind: inbound::Kind::Image as i32,
-            media: Some(media),
-            ..ib.clone()
-        });
-        let mut d = self
+        let with_photo = burst.with_photo(ib);
+        let d = self
             .answer_question(
                 &asking,
                 with_photo.as_ref().unwrap_or(ib),
@@ -123,16 +118,7 @@ impl Brain {
                 known,
             )
             .await?;
-        let own = d.effects.iter_mut().find_map(|e| match e {
-            Effect::Remember(t) if t.speaker == Speaker::Customer => Some(t),
-            _ => None,
-        });
-        if let Some(turn) = own {
-            turn.content = text.to_owned();
-        }
-        d.effects.push(Effect::AlsoAnswers(burst.earlier));
-        d.effects.push(Effect::BurstMediaUsed);
-        Ok(d)
+        Ok(burst.settle(d, text))
     }
 
     /// Asks the model (the guards that protect the owner's money first).

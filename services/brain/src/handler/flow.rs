@@ -6,11 +6,9 @@ use shared::proto::{Inbound, Payload, Transcript, inbound, transcript};
 
 use super::Brain;
 use crate::config::Config;
-use crate::domain::{
-    AnsweredBy, Author, Decision, Direction, Effect, LogKind, Mark, Outcome, Reason,
-};
+use crate::domain::{Author, Counts, Decision, Direction, Effect, LogKind, Mark, Outcome, Reason};
 use crate::metrics as m;
-use crate::rules::{Message, Source, Step};
+use crate::rules::{Heard, Message, Source, Step};
 use crate::store::{self, Contact, Known, LogEntry, OrRetry};
 
 /// The sender's identities as (kind, value) pairs, as contacts are stored.
@@ -90,10 +88,7 @@ impl Brain {
             absorbed,
             deadline_ms: None,
         };
-        let eff = self.current().await?;
-        let decision = self
-            .follow(&msg, &contact, known, &eff, &today, now)
-            .await?;
+        let decision = self.follow(&msg, &contact, known, &today, now).await?;
         let handled = Handled {
             ib,
             contact: &contact,
@@ -135,22 +130,16 @@ impl Brain {
             .await
             .or_retry()?;
         let text = t.text.trim();
-        let heard = t.outcome() == transcript::Outcome::Ok && !text.is_empty();
+        let heard = heard(t, text);
         let msg = Message {
             ib: &ib,
             text,
-            source: Source::Transcript,
-            absorbed: heard && crate::burst::voice_joins(&self.bus, &self.cfg, &ib).await?,
+            source: Source::Transcript(heard),
+            absorbed: heard == Heard::Ok
+                && crate::burst::voice_joins(&self.bus, &self.cfg, &ib).await?,
             deadline_ms: Some(deadline_ms),
         };
-        let eff = self.current().await?;
-        let mut decision = match self
-            .rules
-            .decide(&msg, &contact, &known.memory, &eff, &today, now)
-        {
-            Step::Answer { .. } if !heard => self.not_transcribed(t),
-            step => self.step(step, &msg, &contact, known, &eff, now).await?,
-        };
+        let mut decision = self.follow(&msg, &contact, known, &today, now).await?;
         if decision.outcome == Outcome::Answered {
             decision.outcome = Outcome::AnsweredVoice;
         }
@@ -170,45 +159,37 @@ impl Brain {
         self.finish(handled, decision, Some(text)).await
     }
 
-    /// What the rules decide for `msg`, and what their step leads to.
+    /// What the rules decide for `msg`, and what their step leads to. The rules read the
+    /// environment's configuration (the admins' settings change none of them); answering reads
+    /// the configuration in effect.
     async fn follow(
         &self,
         msg: &Message<'_>,
         contact: &Contact,
         known: Known,
-        eff: &Config,
         day: &str,
         now: i64,
     ) -> Result<Decision, HandleError> {
         let step = self
             .rules
-            .decide(msg, contact, &known.memory, eff, day, now);
-        self.step(step, msg, contact, known, eff, now).await
-    }
-
-    /// Does what a step of the rules leaves open.
-    async fn step(
-        &self,
-        step: Step,
-        msg: &Message<'_>,
-        contact: &Contact,
-        known: Known,
-        eff: &Config,
-        now: i64,
-    ) -> Result<Decision, HandleError> {
+            .decide(msg, contact, &known.memory, &self.cfg, day, now);
         match step {
             Step::Done(d) => Ok(d),
-            Step::Command(c) => c.run(&self.office, contact).await,
-            Step::Transcribe => self.transcribe(msg.ib, contact, &known, eff, now).await,
+            Step::Command(c) => c.run(&self.office, contact, &msg.ib.message_id).await,
+            Step::Transcribe => {
+                let eff = self.current().await?;
+                self.transcribe(msg.ib, contact, &known, &eff, now).await
+            }
             Step::Answer { deadline_ms } => {
-                self.answer(msg, contact, known, eff, now, deadline_ms)
+                let eff = self.current().await?;
+                self.answer(msg, contact, known, &eff, now, deadline_ms)
                     .await
             }
         }
     }
 
-    /// Counts, holds alerts past the digest's threshold, and commits `decision`; then what
-    /// follows a new commit (the handoff's webhook) and the events to publish.
+    /// Counts, holds alerts past the digest's threshold, tells the handoff's webhook, and
+    /// commits `decision`; the events to publish.
     async fn finish(
         &self,
         h: Handled<'_>,
@@ -224,7 +205,16 @@ impl Brain {
         let log = log_entries(h.ib, &decision, &events, transcript);
         let outcome = decision.outcome;
         let replies = decision.replies.len();
-        let handoff = decision.handoff().map(|n| (n.reference.clone(), n.reason));
+        // The webhook hears of a handoff before its commit: at least once (again if the commit
+        // fails and the message is delivered again), like the admins' alerts in the outbox.
+        if let Some(h) = decision.handoff() {
+            tracing::info!(
+                reference = h.reference,
+                reason = h.reason.as_str(),
+                "handed off to a person"
+            );
+            self.notify_webhook(&h.reference, h.reason);
+        }
         let commit = store::Commit::new(
             h.key,
             h.contact.id.clone(),
@@ -235,14 +225,6 @@ impl Brain {
             h.now,
         );
         let Some(stored) = self.commit(commit).await? else {
-            if let Some((reference, reason)) = handoff {
-                tracing::info!(
-                    reference,
-                    reason = reason.as_str(),
-                    "handed off to a person"
-                );
-                self.notify_webhook(&reference, reason);
-            }
             tracing::info!(
                 outcome = outcome.as_str(),
                 replies,
@@ -253,21 +235,17 @@ impl Brain {
         // Another delivery committed first: its events, not these.
         stored_events(&stored)
     }
+}
 
-    /// What the customer is told of a voice note that was not transcribed.
-    fn not_transcribed(&self, t: &Transcript) -> Decision {
-        let msgs = &self.cfg.messages;
-        match t.outcome() {
-            transcript::Outcome::TooLong => {
-                Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong)
-            }
-            transcript::Outcome::Budget => {
-                Decision::notice(&msgs.visitor_budget, Outcome::VisitorBudget)
-            }
-            _ => {
-                tracing::info!(error = %t.error, "voice note not transcribed");
-                Decision::notice(&msgs.transcription_failed, Outcome::TranscriptionFailed)
-            }
+/// How the transcriber fared with a voice note (`text`: its transcript, trimmed).
+fn heard(t: &Transcript, text: &str) -> Heard {
+    match t.outcome() {
+        transcript::Outcome::Ok if !text.is_empty() => Heard::Ok,
+        transcript::Outcome::TooLong => Heard::TooLong,
+        transcript::Outcome::Budget => Heard::Budget,
+        _ => {
+            tracing::info!(error = %t.error, "voice note not transcribed");
+            Heard::Failed
         }
     }
 }
@@ -292,20 +270,13 @@ fn count(kind: &'static str, d: &Decision) {
     }
 }
 
-/// How a decision counts toward the customer's conversation (commands, opt-outs, refusals
-/// and a voice note waiting for its transcript do not).
+/// How a decision counts toward the customer's conversation ([`Outcome::counts`]).
 fn conversation_mark(cfg: &Config, d: &Decision) -> Option<Mark> {
-    let (answered_by, unanswered) = match d.outcome {
-        Outcome::Answered | Outcome::AnsweredVoice => (Some(AnsweredBy::Model), false),
-        Outcome::Knowledge => (Some(AnsweredBy::Knowledge), false),
-        Outcome::HandedOff | Outcome::OwnerAnswered => (None, false),
-        Outcome::Command
-        | Outcome::OptedIn
-        | Outcome::OptedOut
-        | Outcome::Refused
-        | Outcome::RefusedSilently
-        | Outcome::Transcribing => return None,
-        _ => (None, true),
+    let (answered_by, unanswered) = match d.outcome.counts() {
+        Counts::Not => return None,
+        Counts::Answered(by) => (Some(by), false),
+        Counts::Person => (None, false),
+        Counts::Unanswered => (None, true),
     };
     let handoff = match d.outcome {
         Outcome::OwnerAnswered => Some(Reason::Owner),
@@ -363,11 +334,7 @@ fn log_entries(
             chat: (!ib.from_business).then(|| (ib.transport, ib.chat_id.clone())),
         });
     }
-    let author = match d.outcome {
-        Outcome::Answered | Outcome::AnsweredVoice => Author::Model,
-        Outcome::Knowledge => Author::Knowledge,
-        _ => Author::Bot,
-    };
+    let author = d.outcome.author();
     for p in events {
         if let Some(Payload::Outbound(o)) = &p.envelope.payload {
             log.push(LogEntry {

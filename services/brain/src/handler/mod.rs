@@ -51,7 +51,7 @@ impl Brain {
         knowledge: Arc<Knowledge>,
         clock: SharedClock,
     ) -> Arc<Self> {
-        let cfg = Arc::new(settings.base().clone());
+        let cfg = settings.base_shared();
         let office = Office {
             db: db.clone(),
             bus: bus.clone(),

@@ -24,7 +24,7 @@ use crate::burst;
 use crate::commands::Command;
 use crate::config::{AccessMode, Config};
 use crate::domain::{Decision, Effect, Outcome, Turn};
-pub use crate::domain::{Message, Source};
+pub use crate::domain::{Heard, Message, Source};
 use crate::store::{Contact, Role};
 
 /// What comes after the rules.
@@ -80,7 +80,7 @@ impl Rules {
         now: i64,
     ) -> Step {
         let (ib, text) = (msg.ib, msg.text);
-        let typed = msg.source == Source::Typed;
+        let typed = msg.source.is_typed();
         let msgs = &cfg.messages;
         // The owner wrote to this customer from the business's phone: their turn, and quiet.
         if ib.from_business {
@@ -121,7 +121,7 @@ impl Rules {
         }
         let asks = match msg.source {
             Source::Typed => ib.kind() == inbound::Kind::Text,
-            Source::Transcript => true,
+            Source::Transcript(_) => true,
         };
         if asks && self.asks_for_person(text) {
             return Step::Done(hand_off(
@@ -134,11 +134,14 @@ impl Rules {
                 now,
             ));
         }
-        if msg.source == Source::Transcript {
-            return Step::Answer {
-                deadline_ms: msg
-                    .deadline_ms
-                    .unwrap_or(now + cfg.voice_deadline.as_millis() as i64),
+        if let Source::Transcript(heard) = msg.source {
+            return match not_heard(heard, cfg) {
+                Some(notice) => Step::Done(notice),
+                None => Step::Answer {
+                    deadline_ms: msg
+                        .deadline_ms
+                        .unwrap_or(now + cfg.voice_deadline.as_millis() as i64),
+                },
             };
         }
         let deadline = match ib.kind() {
@@ -168,6 +171,17 @@ fn allowed(ib: &Inbound, contact: &Contact, cfg: &Config) -> bool {
     } else {
         contact.role == Role::Admin || contact.allowed || cfg.access == AccessMode::Open
     }
+}
+
+/// What the customer is told of a voice note that was not transcribed (`None`: it was).
+fn not_heard(heard: Heard, cfg: &Config) -> Option<Decision> {
+    let msgs = &cfg.messages;
+    Some(match heard {
+        Heard::Ok => return None,
+        Heard::TooLong => Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong),
+        Heard::Budget => Decision::notice(&msgs.visitor_budget, Outcome::VisitorBudget),
+        Heard::Failed => Decision::notice(&msgs.transcription_failed, Outcome::TranscriptionFailed),
+    })
 }
 
 /// Not on the whitelist: told once a day, silent otherwise.

@@ -139,9 +139,8 @@ pub fn marked(
                 now,
             );
         }
-        let mut d = answered(ib, contact, question, text, cfg);
-        d.effects.retain(|e| !matches!(e, Effect::Streak(_)));
-        return d.with(Effect::Streak(streak));
+        // The run goes on (from 0: `answered` sets no streak of its own).
+        return answered(ib, contact, question, text, cfg).with(Effect::Streak(streak));
     }
     answered(ib, contact, question, text, cfg)
 }
@@ -199,7 +198,8 @@ pub(super) fn owner_said(text: &str, until_ms: i64) -> Decision {
 pub(super) fn while_handed_off(msg: &Message<'_>) -> Decision {
     let text = msg.text;
     let content = match (msg.source, msg.ib.kind()) {
-        (Source::Transcript, _) => format!("[voice] {text}"),
+        (Source::Transcript(_), _) if !text.is_empty() => format!("[voice] {text}"),
+        (Source::Transcript(_), _) => "[voice note]".to_owned(),
         (_, inbound::Kind::Text) => text.to_owned(),
         (_, inbound::Kind::Voice) => "[voice note]".to_owned(),
         (_, inbound::Kind::Image) => format!("[photo] {text}"),

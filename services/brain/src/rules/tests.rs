@@ -10,6 +10,8 @@ use crate::store::Handoff;
 
 const NOW: i64 = 1_767_000_000_000;
 const DAY: &str = "2026-12-29";
+/// A transcript that was understood.
+const SPOKEN: Source = Source::Transcript(Heard::Ok);
 
 fn config(pairs: &[(&str, &str)]) -> Config {
     let mut all = vec![("ADMIN_NUMBERS", "+15550000001,+15550000002")];
@@ -66,7 +68,7 @@ fn decide_with(cfg: &Config, c: &Contact, ib: &Inbound, source: Source, absorbed
         text: ib.text.trim(),
         source,
         absorbed,
-        deadline_ms: (source == Source::Transcript).then_some(NOW + 45_000),
+        deadline_ms: (!source.is_typed()).then_some(NOW + 45_000),
     };
     Rules::new(cfg).decide(&msg, c, &[], cfg, DAY, NOW)
 }
@@ -134,17 +136,11 @@ fn stop_and_start_are_effects_of_the_commit_and_only_typed() {
     let cfg = config(&[]);
     let voice = from_phone(inbound::Kind::Voice, "stop");
     assert!(matches!(
-        decide_with(&cfg, &contact(), &voice, Source::Transcript, false),
+        decide_with(&cfg, &contact(), &voice, SPOKEN, false),
         Step::Answer { .. }
     ));
     let voice_start = from_phone(inbound::Kind::Voice, "start");
-    let d = done(decide_with(
-        &cfg,
-        &out,
-        &voice_start,
-        Source::Transcript,
-        false,
-    ));
+    let d = done(decide_with(&cfg, &out, &voice_start, SPOKEN, false));
     assert_eq!(d.outcome, Outcome::OptedOut);
     assert!(d.effects.is_empty(), "a transcript never opts back in");
 }
@@ -159,7 +155,7 @@ fn commands_come_only_from_typed_text() {
     let cfg = config(&[]);
     let voice = from_phone(inbound::Kind::Voice, "!help");
     assert!(matches!(
-        decide_with(&cfg, &contact(), &voice, Source::Transcript, false),
+        decide_with(&cfg, &contact(), &voice, SPOKEN, false),
         Step::Answer { .. }
     ));
 }
@@ -227,13 +223,7 @@ fn while_a_person_has_the_conversation_the_bot_only_remembers() {
     // A transcript that comes back while a person has the conversation is not answered.
     let cfg = config(&[]);
     let voice = from_phone(inbound::Kind::Voice, "where is my order");
-    let d = done(decide_with(
-        &cfg,
-        &handed,
-        &voice,
-        Source::Transcript,
-        false,
-    ));
+    let d = done(decide_with(&cfg, &handed, &voice, SPOKEN, false));
     assert_eq!(d.outcome, Outcome::WhileHandedOff);
     assert_eq!(
         d.turns().next().unwrap().content,
@@ -281,13 +271,7 @@ fn a_message_followed_by_more_is_absorbed_into_the_burst() {
             .any(|e| matches!(e, Effect::KeepBurstMedia(_)))
     );
     let voice = from_phone(inbound::Kind::Voice, "and a large one");
-    let d = done(decide_with(
-        &cfg,
-        &contact(),
-        &voice,
-        Source::Transcript,
-        true,
-    ));
+    let d = done(decide_with(&cfg, &contact(), &voice, SPOKEN, true));
     assert_eq!(d.turns().next().unwrap().content, "[voice] and a large one");
 }
 
@@ -332,13 +316,7 @@ fn asking_for_a_person_hands_off_with_an_alert_to_each_admin() {
     assert!(matches!(typed(&contact(), &words), Step::Answer { .. }));
     let voice = from_phone(inbound::Kind::Voice, "let me talk to a human");
     let cfg = config(&[]);
-    let d = done(decide_with(
-        &cfg,
-        &contact(),
-        &voice,
-        Source::Transcript,
-        false,
-    ));
+    let d = done(decide_with(&cfg, &contact(), &voice, SPOKEN, false));
     assert_eq!(d.outcome, Outcome::HandedOff);
 }
 
@@ -359,7 +337,7 @@ fn each_kind_of_message_goes_its_way_within_its_deadline() {
     ));
     let cfg = config(&[]);
     let voice = from_phone(inbound::Kind::Voice, "hours?");
-    match decide_with(&cfg, &c, &voice, Source::Transcript, false) {
+    match decide_with(&cfg, &c, &voice, SPOKEN, false) {
         Step::Answer { deadline_ms } => assert_eq!(deadline_ms, NOW + 45_000),
         other => panic!("{other:?}"),
     }
@@ -438,4 +416,40 @@ fn a_guard_that_stops_the_call_hands_off_when_no_model_or_budget_is_left() {
     let d = stopped(&ib, &c, "q", &[], stop, &cfg, NOW);
     assert_eq!(d.outcome, Outcome::TokenBudget);
     assert!(d.handoff().is_none());
+}
+
+#[test]
+fn a_voice_note_not_transcribed_is_said_so_unless_a_person_has_the_conversation() {
+    let cfg = config(&[]);
+    let voice = from_phone(inbound::Kind::Voice, "");
+    for (heard, outcome) in [
+        (Heard::Failed, Outcome::TranscriptionFailed),
+        (Heard::TooLong, Outcome::VoiceTooLong),
+        (Heard::Budget, Outcome::VisitorBudget),
+    ] {
+        let d = done(decide_with(
+            &cfg,
+            &contact(),
+            &voice,
+            Source::Transcript(heard),
+            false,
+        ));
+        assert_eq!(d.outcome, outcome);
+        assert_eq!(d.replies.len(), 1);
+        assert!(d.effects.is_empty(), "nothing remembered of {heard:?}");
+    }
+    let paused = Contact {
+        paused_until_ms: Some(NOW + 60_000),
+        ..contact()
+    };
+    let d = done(decide_with(
+        &cfg,
+        &paused,
+        &voice,
+        Source::Transcript(Heard::Failed),
+        false,
+    ));
+    assert_eq!(d.outcome, Outcome::WhileHandedOff);
+    assert!(d.replies.is_empty());
+    assert_eq!(d.turns().next().unwrap().content, "[voice note]");
 }

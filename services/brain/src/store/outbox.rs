@@ -92,7 +92,7 @@ pub struct Commit {
     pub events: Vec<u8>,
     /// What became of the message.
     pub outcome: Outcome,
-    /// What the decision changes.
+    /// What the decision changes in the store, in the order applied ([`Effect::rank`]).
     pub effects: Vec<Effect>,
     /// What the console's conversation log keeps of this exchange.
     pub log: Vec<LogEntry>,
@@ -114,12 +114,18 @@ impl Commit {
         day: String,
         now_ms: i64,
     ) -> Self {
+        let mut effects: Vec<Effect> = decision
+            .effects
+            .into_iter()
+            .filter(Effect::is_stored)
+            .collect();
+        effects.sort_by_key(Effect::rank);
         Self {
             contact_id,
             key,
             events: encode_events(events),
             outcome: decision.outcome,
-            effects: decision.effects,
+            effects,
             log,
             day,
             now_ms,
@@ -348,4 +354,42 @@ pub async fn voice_pending(
             .await?;
     row.map(|r| Ok((r.try_get("inbound")?, r.try_get("deadline_at_ms")?)))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NewHandoff, Reason};
+
+    #[test]
+    fn a_commit_keeps_what_the_store_applies_in_the_order_it_must() {
+        let d = Decision::silent(Outcome::HandedOff)
+            .with(Effect::HandOff(NewHandoff {
+                reference: "H-1".into(),
+                reason: Reason::Asked,
+                deadline_ms: 2,
+                chat: (0, "chat".into()),
+            }))
+            .with(Effect::Streak(3))
+            .with(Effect::KeepBurstMedia(vec![1]))
+            .with(Effect::BurstMediaUsed)
+            .with(Effect::AlsoAnswers(vec!["m0".into()]))
+            .with(Effect::publish(Publish::new(
+                Stream::Usage,
+                Envelope::default(),
+            )));
+        let c = Commit::new("m1".into(), "c1".into(), d, &[], Vec::new(), "d".into(), 1);
+        let kinds: Vec<&str> = c
+            .effects
+            .iter()
+            .map(|e| match e {
+                Effect::Streak(_) => "streak",
+                Effect::BurstMediaUsed => "media used",
+                Effect::HandOff(_) => "handoff",
+                Effect::KeepBurstMedia(_) => "media kept",
+                other => panic!("not the store's: {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["streak", "media used", "handoff", "media kept"]);
+    }
 }
