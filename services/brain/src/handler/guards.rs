@@ -1,6 +1,6 @@
-//! What stops a paid call (no model, the daily budget, the web chat visitors' shared
-//! allowance, the contact's daily tokens), and a voice note sent to the transcriber behind
-//! the same guards.
+//! What a paid call depends on (the daily budget, the web chat visitors' shared allowance, the
+//! contact's daily tokens), read for the rules' guard ([`rules::guard`]), and a voice note sent
+//! to the transcriber behind the same guard.
 
 use shared::bus::{HandleError, Publish, Stream};
 use shared::proto::{Envelope, Inbound, Payload, inbound};
@@ -8,60 +8,45 @@ use shared::proto::{Envelope, Inbound, Payload, inbound};
 use super::Brain;
 use crate::config::Config;
 use crate::domain::{Decision, Effect, Outcome};
+use crate::rules::{self, Spend};
 use crate::store::{Contact, Known};
 
 impl Brain {
-    /// What stops a paid call: no LLM, the daily budget, the visitors' shared allowance (for a
-    /// visitor), the contact's daily tokens.
+    /// What stops a paid call ([`rules::guard`]), with what it depends on read first: the
+    /// day's budget mark, the visitors' shared allowance (for a visitor), the contact's tokens.
     pub(super) async fn guards(
         &self,
         ib: &Inbound,
         known: &Known,
         eff: &Config,
     ) -> Result<Option<Decision>, HandleError> {
-        let msgs = &eff.messages;
         if !eff.endpoint.configured {
-            return Ok(Some(Decision::notice(
-                &msgs.not_configured,
-                Outcome::NotConfigured,
-            )));
+            return Ok(rules::guard(&Spend::default(), eff));
         }
         let now = self.clock.now_ms();
-        if shared::usage::is_over_budget(&self.bus, &eff.days.day_of(now))
+        let over_budget = shared::usage::is_over_budget(&self.bus, &eff.days.day_of(now))
             .await
-            .map_err(|e| HandleError::retry("budget mark", e))?
-        {
-            return Ok(Some(Decision::notice(&msgs.budget, Outcome::Budget)));
-        }
+            .map_err(|e| HandleError::retry("budget mark", e))?;
+        let mut visitors_spent = false;
         if shared::proto::is_visitor(&ib.identities) {
             use shared::usage::VisitorUse;
             let mut uses = vec![VisitorUse::Tokens];
             if ib.kind() == inbound::Kind::Voice {
                 uses.push(VisitorUse::Audio);
             }
-            let mut spent = false;
             for what in uses {
-                spent |=
+                visitors_spent |=
                     shared::usage::visitor_spent(&self.bus, &eff.days, eff.visitors, what, now)
                         .await
                         .map_err(|e| HandleError::retry("visitor allowance", e))?;
             }
-            if spent {
-                return Ok(Some(Decision::notice(
-                    &msgs.visitor_budget,
-                    Outcome::VisitorBudget,
-                )));
-            }
         }
-        if eff.contact_daily_tokens > 0
-            && known.tokens_today.max(0) as u64 >= eff.contact_daily_tokens
-        {
-            return Ok(Some(Decision::notice(
-                &msgs.token_budget,
-                Outcome::TokenBudget,
-            )));
-        }
-        Ok(None)
+        let spend = Spend {
+            over_budget,
+            visitors_spent,
+            tokens_today: known.tokens_today,
+        };
+        Ok(rules::guard(&spend, eff))
     }
 
     /// A voice note: a transcription job and a progress notice; the answer comes with the

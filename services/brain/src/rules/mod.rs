@@ -173,6 +173,43 @@ fn allowed(ib: &Inbound, contact: &Contact, cfg: &Config) -> bool {
     }
 }
 
+/// What a paid call depends on besides the configuration (read from Redis and the database).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spend {
+    /// Today's spend reached `DAILY_BUDGET_USD` (the ledger's mark).
+    pub over_budget: bool,
+    /// The web chat visitors' shared allowance for today is used up (for a visitor).
+    pub visitors_spent: bool,
+    /// The contact's tokens today.
+    pub tokens_today: i64,
+}
+
+/// What stops a paid call, in order: no model configured, the day's budget spent, the
+/// visitors' shared allowance used up, the contact's daily tokens spent. `None`: go ahead.
+pub fn guard(spend: &Spend, cfg: &Config) -> Option<Decision> {
+    let msgs = &cfg.messages;
+    if !cfg.endpoint.configured {
+        return Some(Decision::notice(
+            &msgs.not_configured,
+            Outcome::NotConfigured,
+        ));
+    }
+    if spend.over_budget {
+        return Some(Decision::notice(&msgs.budget, Outcome::Budget));
+    }
+    if spend.visitors_spent {
+        return Some(Decision::notice(
+            &msgs.visitor_budget,
+            Outcome::VisitorBudget,
+        ));
+    }
+    if cfg.contact_daily_tokens > 0 && spend.tokens_today.max(0) as u64 >= cfg.contact_daily_tokens
+    {
+        return Some(Decision::notice(&msgs.token_budget, Outcome::TokenBudget));
+    }
+    None
+}
+
 /// What the customer is told of a voice note that was not transcribed (`None`: it was).
 fn not_heard(heard: Heard, cfg: &Config) -> Option<Decision> {
     let msgs = &cfg.messages;

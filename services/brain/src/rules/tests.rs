@@ -453,3 +453,53 @@ fn a_voice_note_not_transcribed_is_said_so_unless_a_person_has_the_conversation(
     assert!(d.replies.is_empty());
     assert_eq!(d.turns().next().unwrap().content, "[voice note]");
 }
+
+#[test]
+fn the_guard_stops_a_paid_call_for_the_first_limit_reached() {
+    let cfg = config(&[
+        ("OPENAI_API_KEY", "sk-test"),
+        ("CONTACT_DAILY_TOKENS", "1000"),
+    ]);
+    let fine = Spend {
+        tokens_today: 999,
+        ..Spend::default()
+    };
+    assert!(guard(&fine, &cfg).is_none());
+    let outcome = |s: Spend| guard(&s, &cfg).map(|d| d.outcome);
+    assert_eq!(
+        outcome(Spend {
+            tokens_today: 1000,
+            ..fine
+        }),
+        Some(Outcome::TokenBudget)
+    );
+    assert_eq!(
+        outcome(Spend {
+            visitors_spent: true,
+            tokens_today: 1000,
+            ..fine
+        }),
+        Some(Outcome::VisitorBudget)
+    );
+    assert_eq!(
+        outcome(Spend {
+            over_budget: true,
+            visitors_spent: true,
+            ..fine
+        }),
+        Some(Outcome::Budget)
+    );
+    // With no model nothing is paid for: that comes first.
+    let none = config(&[]);
+    assert!(!none.endpoint.configured);
+    assert_eq!(
+        guard(&fine, &none).map(|d| d.outcome),
+        Some(Outcome::NotConfigured)
+    );
+    let unlimited = config(&[("OPENAI_API_KEY", "sk-test"), ("CONTACT_DAILY_TOKENS", "0")]);
+    let heavy = Spend {
+        tokens_today: i64::MAX,
+        ..Spend::default()
+    };
+    assert!(guard(&heavy, &unlimited).is_none());
+}
