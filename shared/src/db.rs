@@ -12,6 +12,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::{AnyPool, Executor, SqlStr};
 
 use crate::config::Dsn;
@@ -167,6 +168,10 @@ async fn group_writer<J, R>(
     apply: ApplyFn<J, R>,
 ) {
     let mut batch: Vec<Pending<J, R>> = Vec::with_capacity(max_batch);
+    // The writer keeps one connection for itself: no pool hand-over (and the ping sqlx runs
+    // on every connection given back) per batch, and SQLite's page cache of that connection
+    // stays warm. It is given back to the pool after a failure (a broken one is replaced).
+    let mut conn: Option<PoolConnection<sqlx::Any>> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max_batch {
@@ -175,21 +180,22 @@ async fn group_writer<J, R>(
                 Err(_) => break,
             }
         }
-        let results: Vec<Result<R, sqlx::Error>> = match apply_batch(&db, &batch, &apply).await {
-            Ok(all) => all.into_iter().map(Ok).collect(),
-            Err(e) if batch.len() == 1 => vec![Err(e)],
-            Err(_) => {
-                let mut each = Vec::with_capacity(batch.len());
-                for p in &batch {
-                    each.push(
-                        apply_batch(&db, std::slice::from_ref(p), &apply)
-                            .await
-                            .map(|mut v| v.pop().expect("one result for one job")),
-                    );
+        let results: Vec<Result<R, sqlx::Error>> =
+            match apply_batch(&db, &mut conn, &batch, &apply).await {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                Err(e) if batch.len() == 1 => vec![Err(e)],
+                Err(_) => {
+                    let mut each = Vec::with_capacity(batch.len());
+                    for p in &batch {
+                        each.push(
+                            apply_batch(&db, &mut conn, std::slice::from_ref(p), &apply)
+                                .await
+                                .map(|mut v| v.pop().expect("one result for one job")),
+                        );
+                    }
+                    each
                 }
-                each
-            }
-        };
+            };
         metrics::histogram!(GROUP_COMMIT_SIZE, "writer" => writer).record(batch.len() as f64);
         for (p, r) in batch.drain(..).zip(results) {
             let _ = p.reply.send(r);
@@ -197,17 +203,39 @@ async fn group_writer<J, R>(
     }
 }
 
+/// One write transaction for `batch` on the writer's connection (taken from the pool when it
+/// has none). On a failure the connection goes back to the pool, which checks it.
 async fn apply_batch<J, R>(
     db: &Db,
+    conn: &mut Option<PoolConnection<sqlx::Any>>,
     batch: &[Pending<J, R>],
     apply: &ApplyFn<J, R>,
 ) -> Result<Vec<R>, sqlx::Error> {
-    let mut tx = db.begin_write().await?;
+    let result = apply_on(db, conn, batch, apply).await;
+    if result.is_err() {
+        *conn = None;
+    }
+    result
+}
+
+async fn apply_on<J, R>(
+    db: &Db,
+    conn: &mut Option<PoolConnection<sqlx::Any>>,
+    batch: &[Pending<J, R>],
+    apply: &ApplyFn<J, R>,
+) -> Result<Vec<R>, sqlx::Error> {
+    let turn = db.write_turn().await;
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(db.pool.acquire().await?),
+    };
+    let mut tx = sqlx::Connection::begin_with(&mut **c, db.begin_statement()).await?;
     let mut out = Vec::with_capacity(batch.len());
     for p in batch {
         out.push(apply(&mut tx, &p.job).await?);
     }
     tx.commit().await?;
+    drop(turn);
     Ok(out)
 }
 
@@ -329,19 +357,24 @@ impl Db {
     /// held by another process are bounded by the busy timeout (2 s); past it the error is
     /// [`is_busy`].
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = self.write_turn().await;
+        let tx = self.pool.begin_with(self.begin_statement()).await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// This process's turn to write (SQLite: one writer per file; none needed on PostgreSQL).
+    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self.backend {
-            Backend::Sqlite => {
-                let turn = self.write_turn.clone().lock_owned().await;
-                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(WriteTx {
-                    tx,
-                    _turn: Some(turn),
-                })
-            }
-            Backend::Postgres => Ok(WriteTx {
-                tx: self.pool.begin().await?,
-                _turn: None,
-            }),
+            Backend::Sqlite => Some(self.write_turn.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// How a write transaction begins: on SQLite with the write lock taken up front.
+    fn begin_statement(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
         }
     }
 

@@ -61,11 +61,12 @@ pub(super) async fn memory_on(
     contact_id: &str,
     limit: usize,
 ) -> Result<Vec<Turn>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT role, content FROM conversation_messages WHERE contact_id = $1 ORDER BY id DESC LIMIT $2",
-    )
+    // The limit is written into the SQL, not bound: SQLite re-prepares a statement whose
+    // bound LIMIT changes the plan at every execution (a full re-compile per message).
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT role, content FROM conversation_messages WHERE contact_id = $1 ORDER BY id DESC LIMIT {limit}"
+    )))
     .bind(contact_id)
-    .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
     let mut turns = rows
