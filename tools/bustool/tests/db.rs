@@ -197,3 +197,75 @@ async fn a_write_lock_held_past_the_busy_timeout_is_reported_as_busy() {
     other.begin_write().await.unwrap().commit().await.unwrap();
     other.close().await;
 }
+
+/// Inserts `n` into `gc` (a negative `n` breaks the table's CHECK) and returns `2n`.
+fn insert_gc<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    n: &'c i64,
+) -> shared::db::BoxFuture<'c, Result<i64, sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::query("INSERT INTO gc (n) VALUES ($1)")
+            .bind(*n)
+            .execute(&mut *conn)
+            .await?;
+        Ok(*n * 2)
+    })
+}
+
+/// Group commit: every job gets its own result, a failing job fails alone, and the writer —
+/// which keeps its connection between batches — carries on after a failure and beside other
+/// writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_each_job_and_a_failure_stays_alone() {
+    let t = TestDb::new().await;
+    sqlx::query("CREATE TABLE gc (n BIGINT NOT NULL CHECK (n >= 0))")
+        .execute(t.db.pool())
+        .await
+        .unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM gc")
+            .fetch_one(t.db.pool())
+            .await
+            .unwrap()
+    };
+    let commits: shared::db::GroupCommit<i64, i64> =
+        shared::db::GroupCommit::spawn("test", t.db.clone(), 16, std::sync::Arc::new(insert_gc));
+
+    // Many at once (committed in batches), one of them failing.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40i64 {
+        let n = if i == 17 { -1 } else { i };
+        let c = commits.clone();
+        set.spawn(async move { (n, c.commit(n).await) });
+    }
+    let mut failed = 0;
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            (n, Ok(v)) => assert_eq!(v, n * 2, "job {n}"),
+            (n, Err(e)) => {
+                assert_eq!(n, -1, "only the bad job fails, not {n}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 1);
+    assert_eq!(count().await, 39);
+
+    // After the failure the writer commits again, and other writers get their turn beside it.
+    for round in 0..3i64 {
+        let mut tx = t.db.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO gc (n) VALUES ($1)")
+            .bind(1000 + round)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            commits.commit(2000 + round).await.unwrap(),
+            2 * (2000 + round)
+        );
+    }
+    assert!(commits.commit(-5).await.is_err());
+    assert_eq!(commits.commit(7).await.unwrap(), 14);
+    assert_eq!(count().await, 39 + 6 + 1);
+}
