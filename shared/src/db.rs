@@ -113,6 +113,17 @@ pub type ApplyFn<J, R> = Arc<
         + Sync,
 >;
 
+/// How [`GroupCommit::spawn_batched`] applies a whole batch inside one write transaction: a
+/// result per job, in order (one statement for many jobs where the writer can).
+pub type BatchFn<J, R> = Arc<
+    dyn for<'c> Fn(
+            &'c mut sqlx::AnyConnection,
+            &'c [J],
+        ) -> BoxFuture<'c, Result<Vec<R>, sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
 /// Group commit: jobs from any number of tasks go to one writer task, which applies everything
 /// waiting (up to a batch) in one write transaction. One commit per batch instead of per job:
 /// the writer lock is taken once, and SQLite writes its WAL once, however many messages arrive
@@ -139,6 +150,26 @@ impl<J: Send + Sync + 'static, R: Send + 'static> GroupCommit<J, R> {
     /// Starts the writer task named `writer` in metrics (it ends when the last handle is
     /// dropped).
     pub fn spawn(writer: &'static str, db: Db, max_batch: usize, apply: ApplyFn<J, R>) -> Self {
+        let each: BatchFn<J, R> = Arc::new(move |conn, jobs| {
+            let apply = apply.clone();
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    out.push(apply(&mut *conn, job).await?);
+                }
+                Ok(out)
+            })
+        });
+        Self::spawn_batched(writer, db, max_batch, each)
+    }
+
+    /// [`GroupCommit::spawn`] with a writer that applies a batch at once ([`BatchFn`]).
+    pub fn spawn_batched(
+        writer: &'static str,
+        db: Db,
+        max_batch: usize,
+        apply: BatchFn<J, R>,
+    ) -> Self {
         metrics::describe_histogram!(
             GROUP_COMMIT_SIZE,
             "Jobs committed together in one database transaction"
@@ -165,7 +196,7 @@ async fn group_writer<J, R>(
     db: Db,
     mut rx: tokio::sync::mpsc::Receiver<Pending<J, R>>,
     max_batch: usize,
-    apply: ApplyFn<J, R>,
+    apply: BatchFn<J, R>,
 ) {
     let mut batch: Vec<Pending<J, R>> = Vec::with_capacity(max_batch);
     // The writer keeps one connection for itself: no pool hand-over (and the ping sqlx runs
@@ -180,15 +211,16 @@ async fn group_writer<J, R>(
                 Err(_) => break,
             }
         }
+        let (jobs, replies): (Vec<J>, Vec<_>) = batch.drain(..).map(|p| (p.job, p.reply)).unzip();
         let results: Vec<Result<R, sqlx::Error>> =
-            match apply_batch(&db, &mut conn, &batch, &apply).await {
+            match apply_batch(&db, &mut conn, &jobs, &apply).await {
                 Ok(all) => all.into_iter().map(Ok).collect(),
-                Err(e) if batch.len() == 1 => vec![Err(e)],
+                Err(e) if jobs.len() == 1 => vec![Err(e)],
                 Err(_) => {
-                    let mut each = Vec::with_capacity(batch.len());
-                    for p in &batch {
+                    let mut each = Vec::with_capacity(jobs.len());
+                    for job in &jobs {
                         each.push(
-                            apply_batch(&db, &mut conn, std::slice::from_ref(p), &apply)
+                            apply_batch(&db, &mut conn, std::slice::from_ref(job), &apply)
                                 .await
                                 .map(|mut v| v.pop().expect("one result for one job")),
                         );
@@ -196,9 +228,9 @@ async fn group_writer<J, R>(
                     each
                 }
             };
-        metrics::histogram!(GROUP_COMMIT_SIZE, "writer" => writer).record(batch.len() as f64);
-        for (p, r) in batch.drain(..).zip(results) {
-            let _ = p.reply.send(r);
+        metrics::histogram!(GROUP_COMMIT_SIZE, "writer" => writer).record(jobs.len() as f64);
+        for (reply, r) in replies.into_iter().zip(results) {
+            let _ = reply.send(r);
         }
     }
 }
@@ -208,8 +240,8 @@ async fn group_writer<J, R>(
 async fn apply_batch<J, R>(
     db: &Db,
     conn: &mut Option<PoolConnection<sqlx::Any>>,
-    batch: &[Pending<J, R>],
-    apply: &ApplyFn<J, R>,
+    batch: &[J],
+    apply: &BatchFn<J, R>,
 ) -> Result<Vec<R>, sqlx::Error> {
     let result = apply_on(db, conn, batch, apply).await;
     if result.is_err() {
@@ -221,8 +253,8 @@ async fn apply_batch<J, R>(
 async fn apply_on<J, R>(
     db: &Db,
     conn: &mut Option<PoolConnection<sqlx::Any>>,
-    batch: &[Pending<J, R>],
-    apply: &ApplyFn<J, R>,
+    batch: &[J],
+    apply: &BatchFn<J, R>,
 ) -> Result<Vec<R>, sqlx::Error> {
     let turn = db.write_turn().await;
     let c = match conn {
@@ -230,10 +262,8 @@ async fn apply_on<J, R>(
         None => conn.insert(db.pool.acquire().await?),
     };
     let mut tx = sqlx::Connection::begin_with(&mut **c, db.begin_statement()).await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for p in batch {
-        out.push(apply(&mut tx, &p.job).await?);
-    }
+    let out = apply(&mut tx, batch).await?;
+    debug_assert_eq!(out.len(), batch.len(), "one result per job");
     tx.commit().await?;
     drop(turn);
     Ok(out)

@@ -25,56 +25,49 @@ pub struct LogEntry {
     pub chat: Option<(i32, String)>,
 }
 
-/// Adds `entries` to the contact's log (inside the commit's transaction).
-async fn insert_log(
+/// Adds log rows — (contact, entry, when) — in as few statements as a group allows.
+pub(super) async fn insert_log(
     conn: &mut sqlx::AnyConnection,
-    contact_id: &str,
-    entries: &[LogEntry],
-    now_ms: i64,
+    rows: &[(&str, &LogEntry, i64)],
 ) -> Result<(), sqlx::Error> {
-    for e in entries {
-        sqlx::query(
+    const COLUMNS: usize = 10;
+    for chunk in super::batch::chunks(rows) {
+        let sql = format!(
             "INSERT INTO conversation_log (contact_id, direction, kind, content, author, media, message_id, \
-             transport, chat_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(contact_id)
-        .bind(e.direction.as_str())
-        .bind(e.kind.as_str())
-        .bind(&e.content)
-        .bind(e.author.as_str())
-        .bind(e.media.as_deref())
-        .bind(&e.message_id)
-        .bind(e.chat.as_ref().map(|c| i64::from(c.0)))
-        .bind(e.chat.as_ref().map(|c| c.1.as_str()))
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// The commit's part of the log: its entries, and the day's count of customers' messages.
-pub(super) async fn write_log(
-    conn: &mut sqlx::AnyConnection,
-    contact_id: &str,
-    o: &super::Commit,
-) -> Result<(), sqlx::Error> {
-    if !o.log.is_empty() {
-        insert_log(conn, contact_id, &o.log, o.now_ms).await?;
-        if o.log.iter().any(|e| e.direction == Direction::In) {
-            count_received(conn, &o.day).await?;
+             transport, chat_id, created_at_ms) VALUES {}",
+            super::batch::values(chunk.len(), COLUMNS)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (contact_id, e, now_ms) in chunk {
+            q = q
+                .bind(*contact_id)
+                .bind(e.direction.as_str())
+                .bind(e.kind.as_str())
+                .bind(&e.content)
+                .bind(e.author.as_str())
+                .bind(e.media.as_deref())
+                .bind(&e.message_id)
+                .bind(e.chat.as_ref().map(|c| i64::from(c.0)))
+                .bind(e.chat.as_ref().map(|c| c.1.as_str()))
+                .bind(*now_ms);
         }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// Counts a customer's message on `day`.
-async fn count_received(conn: &mut sqlx::AnyConnection, day: &str) -> Result<(), sqlx::Error> {
+/// Counts `n` customers' messages on `day`.
+pub(super) async fn count_received(
+    conn: &mut sqlx::AnyConnection,
+    day: &str,
+    n: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO daily_messages (day, received) VALUES ($1, 1) \
-         ON CONFLICT (day) DO UPDATE SET received = daily_messages.received + 1",
+        "INSERT INTO daily_messages (day, received) VALUES ($1, $2) \
+         ON CONFLICT (day) DO UPDATE SET received = daily_messages.received + $2",
     )
     .bind(day)
+    .bind(n)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -144,7 +137,7 @@ pub async fn log_message(
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let mut conn = db.pool().acquire().await?;
-    insert_log(&mut conn, contact_id, std::slice::from_ref(entry), now_ms).await
+    insert_log(&mut conn, &[(contact_id, entry, now_ms)]).await
 }
 
 /// A logged message, as the console reads it.

@@ -1,6 +1,7 @@
 //! The brain's tables: contacts and their identities, conversation memory, the outbox.
 //! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
 
+mod batch;
 mod console;
 mod contacts;
 mod conversations;

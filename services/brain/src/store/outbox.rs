@@ -11,8 +11,8 @@ use sqlx::Row;
 
 use super::conversations::mark;
 use super::handoff::{pause, set_streak, start_handoff};
-use super::log::{LogEntry, log_transcript, write_log};
-use crate::domain::{Decision, Effect, Outcome, Turn};
+use super::log::{LogEntry, count_received, insert_log, log_transcript};
+use crate::domain::{Decision, Direction, Effect, Outcome, Turn};
 
 /// The events an inbound message produced, as kept in the outbox.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -139,55 +139,119 @@ pub type Committer = GroupCommit<Arc<Commit>, Option<Vec<u8>>>;
 
 /// The brain's group-commit writer.
 pub fn committer(db: Db) -> Committer {
-    GroupCommit::spawn("brain", db, 128, Arc::new(apply_shared))
+    GroupCommit::spawn_batched("brain", db, 128, Arc::new(apply_shared))
 }
 
 fn apply_shared<'c>(
     conn: &'c mut sqlx::AnyConnection,
-    o: &'c Arc<Commit>,
-) -> shared::db::BoxFuture<'c, Result<Option<Vec<u8>>, sqlx::Error>> {
-    Box::pin(apply(conn, o))
+    group: &'c [Arc<Commit>],
+) -> shared::db::BoxFuture<'c, Result<Vec<Option<Vec<u8>>>, sqlx::Error>> {
+    Box::pin(async move {
+        let commits: Vec<&Commit> = group.iter().map(Arc::as_ref).collect();
+        apply(conn, &commits).await
+    })
 }
 
-/// Writes the outbox row and applies the effects inside a write transaction. When another
-/// delivery already wrote this message's outbox row, nothing is written and its events are
-/// returned.
+/// Writes a group of commits inside a write transaction: their outbox rows, memory turns and
+/// log rows in a few multi-row statements ([`super::batch`]), the day's message count once per
+/// day, then each commit's other effects. A commit whose outbox row another delivery already
+/// wrote (before, or earlier in this group) writes nothing and gets that row's events back.
 pub async fn apply(
     conn: &mut sqlx::AnyConnection,
-    o: &Commit,
-) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (inbound_message_id) DO NOTHING",
-    )
-    .bind(&o.key)
-    .bind(&o.contact_id)
-    .bind(&o.events)
-    .bind(o.outcome.as_str())
-    .bind(o.now_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return outbox_on(conn, &o.key).await;
-    }
-    let contact = o.contact_id.as_str();
-    let turns: Vec<&Turn> = o
-        .effects
+    commits: &[&Commit],
+) -> Result<Vec<Option<Vec<u8>>>, sqlx::Error> {
+    let new = insert_outbox(conn, commits).await?;
+    let fresh: Vec<&Commit> = commits
         .iter()
-        .filter_map(|e| match e {
-            Effect::Remember(t) => Some(t),
-            _ => None,
+        .zip(&new)
+        .filter(|(_, new)| **new)
+        .map(|(c, _)| *c)
+        .collect();
+    let turns: Vec<(&Commit, &Turn)> = fresh
+        .iter()
+        .flat_map(|c| {
+            c.effects.iter().filter_map(move |e| match e {
+                Effect::Remember(t) => Some((*c, t)),
+                _ => None,
+            })
         })
         .collect();
-    if !turns.is_empty() {
-        insert_turns(conn, contact, &o.key, &turns, o.now_ms).await?;
+    insert_turns(conn, &turns).await?;
+    let log: Vec<(&str, &LogEntry, i64)> = fresh
+        .iter()
+        .flat_map(|c| {
+            c.log
+                .iter()
+                .map(move |e| (c.contact_id.as_str(), e, c.now_ms))
+        })
+        .collect();
+    insert_log(conn, &log).await?;
+    let mut received: Vec<(&str, i64)> = Vec::new();
+    for c in fresh
+        .iter()
+        .filter(|c| c.log.iter().any(|e| e.direction == Direction::In))
+    {
+        match received.iter_mut().find(|(day, _)| *day == c.day) {
+            Some((_, n)) => *n += 1,
+            None => received.push((&c.day, 1)),
+        }
     }
-    write_log(conn, contact, o).await?;
-    for effect in &o.effects {
-        apply_effect(conn, o, effect).await?;
+    for (day, n) in received {
+        count_received(conn, day, n).await?;
     }
-    Ok(None)
+    for c in &fresh {
+        for effect in &c.effects {
+            apply_effect(conn, c, effect).await?;
+        }
+    }
+    let mut out = Vec::with_capacity(commits.len());
+    for (c, new) in commits.iter().zip(new) {
+        out.push(if new {
+            None
+        } else {
+            outbox_on(conn, &c.key).await?
+        });
+    }
+    Ok(out)
+}
+
+/// The group's outbox rows, in multi-row statements: for each commit, whether its row is new
+/// (the first of its key in the group, and no row had that key).
+async fn insert_outbox(
+    conn: &mut sqlx::AnyConnection,
+    commits: &[&Commit],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut first: Vec<&Commit> = Vec::with_capacity(commits.len());
+    for c in commits {
+        if !first.iter().any(|f| f.key == c.key) {
+            first.push(c);
+        }
+    }
+    let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for chunk in super::batch::chunks(&first) {
+        let sql = format!(
+            "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) \
+             VALUES {} ON CONFLICT (inbound_message_id) DO NOTHING RETURNING inbound_message_id",
+            super::batch::values(chunk.len(), 5)
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            q = q
+                .bind(&c.key)
+                .bind(&c.contact_id)
+                .bind(&c.events)
+                .bind(c.outcome.as_str())
+                .bind(c.now_ms);
+        }
+        inserted.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(commits
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            inserted.contains(&c.key) && !commits[..i].iter().any(|earlier| earlier.key == c.key)
+        })
+        .collect())
 }
 
 /// One effect of a decision, inside its commit's transaction.
@@ -303,42 +367,28 @@ async fn keep_burst_media(
     Ok(())
 }
 
-/// The commit's memory turns, in one statement, in order (ids ascend with the rows).
+/// The group's memory turns, in multi-row statements, in order (ids ascend with the rows).
 async fn insert_turns(
     conn: &mut sqlx::AnyConnection,
-    contact_id: &str,
-    key: &str,
-    turns: &[&Turn],
-    now_ms: i64,
+    turns: &[(&Commit, &Turn)],
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<String> = (0..turns.len())
-        .map(|i| {
-            let b = 5 * i;
-            format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            )
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
-         VALUES {}",
-        rows.join(", ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for t in turns {
-        q = q
-            .bind(contact_id)
-            .bind(t.speaker.as_str())
-            .bind(&t.content)
-            .bind(key)
-            .bind(now_ms);
+    for chunk in super::batch::chunks(turns) {
+        let sql = format!(
+            "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
+             VALUES {}",
+            super::batch::values(chunk.len(), 5)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (c, t) in chunk {
+            q = q
+                .bind(&c.contact_id)
+                .bind(t.speaker.as_str())
+                .bind(&t.content)
+                .bind(&c.key)
+                .bind(c.now_ms);
+        }
+        q.execute(&mut *conn).await?;
     }
-    q.execute(&mut *conn).await?;
     Ok(())
 }
 

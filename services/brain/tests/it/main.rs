@@ -6,6 +6,7 @@ mod costs;
 mod handoff;
 mod knowledge;
 mod rig;
+mod store;
 mod voice;
 
 use shared::config::ServiceName;
