@@ -1,6 +1,6 @@
 //! Conversation memory, and what answering a message reads first (one connection).
 
-use shared::db::Db;
+use shared::db::{Backend, Db};
 use sqlx::Row;
 
 use super::outbox::outbox_on;
@@ -120,9 +120,9 @@ pub async fn known(
     })
 }
 
-/// What handling an inbound message reads first, read on one connection in two queries (every
-/// query through the pool costs a hop to SQLite's thread and another for the pool's check
-/// when the connection comes back).
+/// What handling an inbound message reads first, in one query of one row: every statement is
+/// a hop to SQLite's thread and every row another, so the memory comes as one JSON value
+/// ([`memory_json`]).
 pub struct Snapshot {
     /// The events stored when this message was handled before.
     pub answered: Option<Vec<u8>>,
@@ -153,8 +153,10 @@ pub async fn snapshot(
             "SELECT {CONTACT_COLUMNS_C}, \
              (SELECT o.events FROM outbox o WHERE o.inbound_message_id = $1) AS answered, \
              (SELECT CAST(COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0) AS BIGINT) \
-              FROM usage_daily u WHERE u.day = $2 AND u.contact_id = c.id) AS tokens_today \
+              FROM usage_daily u WHERE u.day = $2 AND u.contact_id = c.id) AS tokens_today, \
+             {} AS memory \
              FROM contact_identities i JOIN contacts c ON c.id = i.contact_id WHERE {}",
+            memory_json(db.backend(), memory_turns),
             wanted.join(" OR ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -182,8 +184,8 @@ pub async fn snapshot(
     let one = rows.len() == identities.len() && contacts.iter().all(|c| c.id == contacts[0].id);
     let contact = one.then(|| contacts[0].clone());
     let memory = match &contact {
-        Some(c) if memory_turns > 0 && answered.is_none() => {
-            memory_on(&mut conn, &c.id, memory_turns).await?
+        Some(_) if memory_turns > 0 && answered.is_none() => {
+            turns_from_json(first.try_get::<Option<String>, _>("memory")?.as_deref())?
         }
         _ => Vec::new(),
     };
@@ -195,6 +197,47 @@ pub async fn snapshot(
             memory,
         },
     })
+}
+
+/// The contact's last `turns` turns of memory (of the contact row `c`), as one JSON value:
+/// `[[role, content], …]`, newest first (`NULL` when it has none, or `turns` is 0).
+fn memory_json(backend: Backend, turns: usize) -> String {
+    if turns == 0 {
+        return "NULL".to_owned();
+    }
+    let last = format!(
+        "(SELECT m.id, m.role, m.content FROM conversation_messages m WHERE m.contact_id = c.id \
+         ORDER BY m.id DESC LIMIT {turns}) t"
+    );
+    match backend {
+        Backend::Sqlite => {
+            format!(
+                "(SELECT json_group_array(json_array(t.role, t.content) ORDER BY t.id DESC) FROM {last})"
+            )
+        }
+        Backend::Postgres => {
+            format!(
+                "(SELECT json_agg(json_build_array(t.role, t.content) ORDER BY t.id DESC)::text FROM {last})"
+            )
+        }
+    }
+}
+
+/// Memory turns from [`memory_json`]'s value, oldest first.
+fn turns_from_json(json: Option<&str>) -> Result<Vec<Turn>, sqlx::Error> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(String, String)> =
+        serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(pairs
+        .into_iter()
+        .rev()
+        .map(|(role, content)| Turn {
+            speaker: Speaker::parse(&role),
+            content,
+        })
+        .collect())
 }
 
 /// `!reset`: forgets the contact's conversation; returns the turns deleted.
