@@ -142,7 +142,7 @@ pub async fn snapshot(
     day: &str,
     memory_turns: usize,
 ) -> Result<Snapshot, sqlx::Error> {
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = db.reader().await?;
     let wanted: Vec<String> = (0..identities.len())
         .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 3, 2 * i + 4))
         .collect();
@@ -169,12 +169,14 @@ pub async fn snapshot(
     };
     let Some(first) = rows.first() else {
         let answered = outbox_on(&mut conn, inbound_id).await?;
+        conn.done();
         return Ok(Snapshot {
             answered,
             contact: None,
             known: Known::default(),
         });
     };
+    conn.done();
     let answered: Option<Vec<u8>> = first.try_get("answered")?;
     let tokens_today: i64 = first.try_get("tokens_today")?;
     let contacts = rows
