@@ -21,7 +21,6 @@ pub use futures_util::future::BoxFuture;
 
 /// The migration files, embedded (listed by build.rs).
 mod group;
-mod reader;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -106,7 +105,6 @@ where
 }
 
 pub use group::{ApplyFn, BatchFn, GROUP_COMMIT_SIZE, GroupCommit};
-pub use reader::Reader;
 
 /// A pool plus the backend it talks to.
 #[derive(Clone, Debug)]
@@ -116,8 +114,6 @@ pub struct Db {
     /// SQLite has one writer per file: this process's write transactions take turns here
     /// (first come, first served) instead of spinning in SQLite's busy handler.
     write_turn: Arc<tokio::sync::Mutex<()>>,
-    /// SQLite readers kept between uses ([`Db::reader`]).
-    readers: reader::Idle,
 }
 
 /// A write transaction ([`Db::begin_write`]). Derefs to the connection, like sqlx's own
@@ -218,7 +214,6 @@ impl Db {
             pool,
             backend,
             write_turn: Arc::default(),
-            readers: Arc::default(),
         })
     }
 

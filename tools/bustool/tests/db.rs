@@ -269,39 +269,3 @@ async fn group_commit_answers_each_job_and_a_failure_stays_alone() {
     assert_eq!(commits.commit(7).await.unwrap(), 14);
     assert_eq!(count().await, 39 + 6 + 1);
 }
-
-/// A SQLite reader whose work finished serves the next read (no ping to give it back to the
-/// pool); one dropped without finishing is closed, never reused.
-#[tokio::test]
-async fn a_finished_reader_is_kept_for_the_next_read_and_an_unfinished_one_is_not() {
-    let t = TestDb::new().await;
-    let mut r = t.db.reader().await.unwrap();
-    let one: i64 = sqlx::query_scalar("SELECT 1")
-        .fetch_one(&mut *r)
-        .await
-        .unwrap();
-    assert_eq!(one, 1);
-    if t.db.backend() == shared::db::Backend::Postgres {
-        // PostgreSQL's readers are the pool's own, with its checks.
-        r.done();
-        return;
-    }
-    // A temporary table lives as long as its connection: it tells which connection serves.
-    sqlx::query("CREATE TEMP TABLE mark (x INTEGER)")
-        .execute(&mut *r)
-        .await
-        .unwrap();
-    r.done();
-    let mut again = t.db.reader().await.unwrap();
-    let marked = sqlx::query("SELECT COUNT(*) FROM temp.mark")
-        .execute(&mut *again)
-        .await;
-    assert!(marked.is_ok(), "the finished reader served again");
-    drop(again); // not done: closed
-    let mut next = t.db.reader().await.unwrap();
-    let marked = sqlx::query("SELECT COUNT(*) FROM temp.mark")
-        .execute(&mut *next)
-        .await;
-    assert!(marked.is_err(), "a reader dropped unfinished is not reused");
-    next.done();
-}

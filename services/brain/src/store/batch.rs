@@ -21,7 +21,8 @@ pub(super) fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
 
 /// `($1, $2, …), (…)`: the placeholders of `rows` rows of `columns` values.
 pub(super) fn values(rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(rows * columns * 6);
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
@@ -31,7 +32,7 @@ pub(super) fn values(rows: usize, columns: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * columns + c + 1));
+            let _ = write!(sql, "${}", r * columns + c + 1);
         }
         sql.push(')');
     }

@@ -122,7 +122,9 @@ pub async fn known(
 
 /// What handling an inbound message reads first, in one query of one row: every statement is
 /// a hop to SQLite's thread and every row another, so the memory comes as one JSON value
-/// ([`memory_json`]).
+/// ([`memory_json`]). (Keeping reader connections outside the pool, to save the ping sqlx
+/// runs when one comes back, was measured and made it worse: past a few, they were closed and
+/// opened again.)
 pub struct Snapshot {
     /// The events stored when this message was handled before.
     pub answered: Option<Vec<u8>>,
@@ -142,7 +144,7 @@ pub async fn snapshot(
     day: &str,
     memory_turns: usize,
 ) -> Result<Snapshot, sqlx::Error> {
-    let mut conn = db.reader().await?;
+    let mut conn = db.pool().acquire().await?;
     let wanted: Vec<String> = (0..identities.len())
         .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 3, 2 * i + 4))
         .collect();
@@ -169,14 +171,12 @@ pub async fn snapshot(
     };
     let Some(first) = rows.first() else {
         let answered = outbox_on(&mut conn, inbound_id).await?;
-        conn.done();
         return Ok(Snapshot {
             answered,
             contact: None,
             known: Known::default(),
         });
     };
-    conn.done();
     let answered: Option<Vec<u8>> = first.try_get("answered")?;
     let tokens_today: i64 = first.try_get("tokens_today")?;
     let contacts = rows
