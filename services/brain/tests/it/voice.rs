@@ -9,6 +9,12 @@ use crate::rig::Rig;
 const USER: &str = "+15551239999";
 
 async fn send_voice(rig: &Rig, audio: &[u8]) -> String {
+    send_voice_from(rig, USER, audio).await
+}
+
+/// Keeps `audio` in the media store, as the gateway would, and publishes a voice note of it
+/// from `phone`; returns its id.
+async fn send_voice_from(rig: &Rig, phone: &str, audio: &[u8]) -> String {
     let key = format!("{{{}}}:media:{}", rig.prefix, blake3::hash(audio).to_hex());
     let mut c = rig.bus.connection();
     let _: () = redis::cmd("SET")
@@ -24,7 +30,7 @@ async fn send_voice(rig: &Rig, audio: &[u8]) -> String {
         size_bytes: audio.len() as u64,
         sha256: String::new(),
     };
-    rig.send(USER, &id, inbound::Kind::Voice, "", Some(media))
+    rig.send(phone, &id, inbound::Kind::Voice, "", Some(media))
         .await;
     id
 }
@@ -154,24 +160,7 @@ async fn transcript_back(rig: &Rig, id: &str, text: &str) {
 
 /// A voice note from `phone` that the brain took ("Listening…") and is waiting to hear back on.
 async fn voice_waiting(rig: &Rig, phone: &str) -> String {
-    let audio = shared::testing::voice_note(1);
-    let key = format!("{{{}}}:media:{}", rig.prefix, blake3::hash(&audio).to_hex());
-    let mut c = rig.bus.connection();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&audio)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let id = shared::ids::new_id();
-    let media = MediaRef {
-        key,
-        mime_type: "audio/ogg".into(),
-        size_bytes: audio.len() as u64,
-        sha256: String::new(),
-    };
-    rig.send(phone, &id, inbound::Kind::Voice, "", Some(media))
-        .await;
+    let id = send_voice_from(rig, phone, &shared::testing::voice_note(1)).await;
     let r = rig.replies_n(&id, 1).await;
     assert!(r[0].text.contains("Listening"), "{r:?}");
     id
