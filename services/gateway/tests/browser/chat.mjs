@@ -108,13 +108,14 @@ async function visitor(page, checkPolicy) {
   const after = await page.evaluate(() => localStorage.getItem("sb.visitor"));
   if (after !== id) throw new Error("the reload made a new visitor");
 
-  // A token due for renewal is renewed on the next visit: same visitor, a new token, the
-  // next renewal hours away.
-  const token = await page.evaluate(() => localStorage.getItem("sb.visitor_token"));
+  // A token due for renewal is renewed on the next visit: same visitor, a token issued now,
+  // the next renewal hours away. (Issued in the same second as the one it renews, the token
+  // is the same string — it is sealed with its expiry in seconds — so the renewal is told by
+  // its next date, not by the text.)
   await page.evaluate(() => localStorage.setItem("sb.visitor_renew_at", "0"));
   await page.reload();
   await page.waitForSelector(".msg.out.reply:has-text('That photo')", { timeout: 10000 });
-  await page.waitForFunction((old) => localStorage.getItem("sb.visitor_token") !== old, token, { timeout: 10000 });
+  await page.waitForFunction(() => Number(localStorage.getItem("sb.visitor_renew_at")) > Date.now(), null, { timeout: 10000 });
   const renewed = await page.evaluate(() => ({
     visitor: localStorage.getItem("sb.visitor"),
     due: Number(localStorage.getItem("sb.visitor_renew_at")) - Date.now(),
