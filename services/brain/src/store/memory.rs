@@ -56,33 +56,6 @@ pub async fn last_turn_ids(
         .collect())
 }
 
-pub(super) async fn memory_on(
-    conn: &mut sqlx::AnyConnection,
-    contact_id: &str,
-    limit: usize,
-) -> Result<Vec<Turn>, sqlx::Error> {
-    // The limit is written into the SQL, not bound: SQLite re-prepares a statement whose
-    // bound LIMIT changes the plan at every execution (a full re-compile per message).
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT role, content FROM conversation_messages WHERE contact_id = $1 ORDER BY id DESC LIMIT {limit}"
-    )))
-    .bind(contact_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut turns = rows
-        .iter()
-        .map(|r| {
-            let role: String = r.try_get("role")?;
-            Ok(Turn {
-                speaker: Speaker::parse(&role),
-                content: r.try_get("content")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    turns.reverse();
-    Ok(turns)
-}
-
 /// What answering a contact reads before asking the model.
 #[derive(Debug, Clone, Default)]
 pub struct Known {
@@ -92,31 +65,31 @@ pub struct Known {
     pub memory: Vec<Turn>,
 }
 
-/// The tokens of `day` and the memory (`memory_turns`, 0 for none) of a contact, on one
-/// connection.
+/// The tokens of `day` and the memory (`memory_turns`, 0 for none) of a contact, in one query
+/// of one row (the memory as [`memory_json`] reads it for [`snapshot`]).
 pub async fn known(
     db: &Db,
     contact_id: &str,
     day: &str,
     memory_turns: usize,
 ) -> Result<Known, sqlx::Error> {
-    let mut conn = db.pool().acquire().await?;
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS t \
-         FROM usage_daily WHERE day = $1 AND contact_id = $2",
-    )
-    .bind(day)
-    .bind(contact_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let memory = if memory_turns > 0 {
-        memory_on(&mut conn, contact_id, memory_turns).await?
-    } else {
-        Vec::new()
+    let sql = format!(
+        "SELECT (SELECT CAST(COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0) AS BIGINT) \
+          FROM usage_daily u WHERE u.day = $1 AND u.contact_id = c.id) AS tokens_today, \
+         {} AS memory FROM contacts c WHERE c.id = $2",
+        memory_json(db.backend(), memory_turns)
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(day)
+        .bind(contact_id)
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(row) = row else {
+        return Ok(Known::default());
     };
     Ok(Known {
-        tokens_today: row.try_get("t")?,
-        memory,
+        tokens_today: row.try_get("tokens_today")?,
+        memory: turns_from_json(row.try_get::<Option<String>, _>("memory")?.as_deref())?,
     })
 }
 
