@@ -21,6 +21,7 @@ pub use futures_util::future::BoxFuture;
 
 /// The migration files, embedded (listed by build.rs).
 mod group;
+pub mod rows;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -104,7 +105,7 @@ where
     .await
 }
 
-pub use group::{ApplyFn, BatchFn, GROUP_COMMIT_SIZE, GroupCommit};
+pub use group::{ApplyFn, BatchFn, GROUP_COMMIT_SIZE, GROUP_READ_SIZE, GroupCommit, GroupRead};
 
 /// A pool plus the backend it talks to.
 #[derive(Clone, Debug)]

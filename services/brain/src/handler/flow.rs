@@ -56,9 +56,13 @@ impl Brain {
             _ => false,
         };
         let turns = if may_answer { self.cfg.memory_turns } else { 0 };
-        let snap = store::snapshot(&self.db, &ib.message_id, &identities, &today, turns)
-            .await
-            .or_retry()?;
+        let ask = store::Ask {
+            inbound_id: ib.message_id.clone(),
+            identities,
+            day: today.clone(),
+            memory: may_answer,
+        };
+        let snap = self.reads.read(ask).await.or_retry()?;
         if let Some(stored) = snap.answered {
             metrics::counter!(m::REPUBLISHED).increment(1);
             tracing::info!("already answered: republishing the stored reply");
@@ -68,7 +72,7 @@ impl Brain {
             Some(c) => (c, snap.known),
             None => {
                 // A new sender (or a new identity of one): linked in a write, then read.
-                let c = store::resolve(&self.db, &identities, now)
+                let c = store::resolve(&self.db, &sender_identities(ib), now)
                     .await
                     .or_retry()?;
                 let known = store::known(&self.db, &c.id, &today, turns)

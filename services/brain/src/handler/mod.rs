@@ -37,6 +37,7 @@ pub struct Brain {
     knowledge: Arc<Knowledge>,
     rules: Rules,
     commits: store::Committer,
+    reads: store::Reader,
     office: Office,
     clock: SharedClock,
 }
@@ -63,6 +64,7 @@ impl Brain {
             chat: Chat::new(&cfg),
             rules: Rules::new(&cfg),
             commits: store::committer(db.clone()),
+            reads: store::reader(db.clone(), cfg.memory_turns),
             cfg,
             db,
             bus,

@@ -8,43 +8,80 @@ use sqlx::Row;
 
 use crate::domain::Mark;
 
-/// Adds the message to the contact's open conversation (a new one after the mark's `idle_ms`
-/// of silence), inside the commit's transaction.
-pub(super) async fn mark(
+/// Adds each message to its contact's open conversation (a new one after the mark's `idle_ms`
+/// of silence), inside the group commit's transaction: one statement for the group's open
+/// conversations, one more for those it starts. A contact marked twice in the group is
+/// marked in rounds, in order.
+pub(super) async fn mark_all(
     conn: &mut sqlx::AnyConnection,
-    contact_id: &str,
-    m: &Mark,
-    now_ms: i64,
+    marks: &[(&str, &Mark, i64)],
 ) -> Result<(), sqlx::Error> {
-    let answered = m.answered_by.map_or("", |a| a.as_str());
-    let handoff = m.handoff.map(|r| r.as_str());
-    let n = sqlx::query(
-        "UPDATE conversations SET last_at_ms = $1, \
-         answered_by = CASE WHEN $2 = 'model' THEN 'model' WHEN answered_by = '' THEN $2 ELSE answered_by END, \
-         handoff = COALESCE(handoff, $3), last_unanswered = $4 \
-         WHERE contact_id = $5 AND ended_at_ms IS NULL AND last_at_ms > $6",
-    )
-    .bind(now_ms)
-    .bind(answered)
-    .bind(handoff)
-    .bind(i64::from(m.unanswered))
-    .bind(contact_id)
-    .bind(now_ms - m.idle_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        sqlx::query(
+    let mut rest: Vec<(&str, &Mark, i64)> = marks.to_vec();
+    while !rest.is_empty() {
+        let mut round: Vec<(&str, &Mark, i64)> = Vec::with_capacity(rest.len());
+        let mut later = Vec::new();
+        for m in rest {
+            if round.iter().any(|r| r.0 == m.0) {
+                later.push(m);
+            } else {
+                round.push(m);
+            }
+        }
+        for chunk in shared::db::rows::chunks(&round) {
+            mark_distinct(conn, chunk).await?;
+        }
+        rest = later;
+    }
+    Ok(())
+}
+
+/// Marks of distinct contacts: the open conversations updated, the others started.
+async fn mark_distinct(
+    conn: &mut sqlx::AnyConnection,
+    marks: &[(&str, &Mark, i64)],
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "WITH v (contact, now, answered, handoff, unanswered, cutoff) AS (VALUES {}) \
+         UPDATE conversations SET last_at_ms = v.now, \
+         answered_by = CASE WHEN v.answered = 'model' THEN 'model' \
+          WHEN conversations.answered_by = '' THEN v.answered ELSE conversations.answered_by END, \
+         handoff = COALESCE(conversations.handoff, v.handoff), last_unanswered = v.unanswered \
+         FROM v WHERE conversations.contact_id = v.contact AND conversations.ended_at_ms IS NULL \
+         AND conversations.last_at_ms > v.cutoff RETURNING conversations.contact_id",
+        shared::db::rows::values(conn, marks.len(), 6)
+    );
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for (contact, m, now_ms) in marks {
+        q = q
+            .bind(*contact)
+            .bind(*now_ms)
+            .bind(m.answered_by.map_or("", |a| a.as_str()))
+            .bind(m.handoff.map(|r| r.as_str()))
+            .bind(i64::from(m.unanswered))
+            .bind(now_ms - m.idle_ms);
+    }
+    let open = q.fetch_all(&mut *conn).await?;
+    let new: Vec<&(&str, &Mark, i64)> = marks
+        .iter()
+        .filter(|(c, _, _)| !open.iter().any(|o| o == c))
+        .collect();
+    for chunk in shared::db::rows::chunks(&new) {
+        let sql = format!(
             "INSERT INTO conversations (contact_id, started_at_ms, last_at_ms, answered_by, handoff, last_unanswered) \
-             VALUES ($1, $2, $2, $3, $4, $5)",
-        )
-        .bind(contact_id)
-        .bind(now_ms)
-        .bind(answered)
-        .bind(handoff)
-        .bind(i64::from(m.unanswered))
-        .execute(&mut *conn)
-        .await?;
+             VALUES {}",
+            shared::db::rows::values(conn, chunk.len(), 6)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (contact, m, now_ms) in chunk {
+            q = q
+                .bind(*contact)
+                .bind(*now_ms)
+                .bind(*now_ms)
+                .bind(m.answered_by.map_or("", |a| a.as_str()))
+                .bind(m.handoff.map(|r| r.as_str()))
+                .bind(i64::from(m.unanswered));
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -31,11 +31,11 @@ pub(super) async fn insert_log(
     rows: &[(&str, &LogEntry, i64)],
 ) -> Result<(), sqlx::Error> {
     const COLUMNS: usize = 10;
-    for chunk in super::batch::chunks(rows) {
+    for chunk in shared::db::rows::chunks(rows) {
         let sql = format!(
             "INSERT INTO conversation_log (contact_id, direction, kind, content, author, media, message_id, \
              transport, chat_id, created_at_ms) VALUES {}",
-            super::batch::values(chunk.len(), COLUMNS)
+            shared::db::rows::values(conn, chunk.len(), COLUMNS)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (contact_id, e, now_ms) in chunk {

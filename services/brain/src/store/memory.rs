@@ -3,8 +3,6 @@
 use shared::db::{Backend, Db};
 use sqlx::Row;
 
-use super::outbox::outbox_on;
-use super::{CONTACT_COLUMNS_C, Contact, contact_from};
 use crate::domain::{Speaker, Turn};
 
 /// Voice notes of the sender with identity (`kind`, `value`) still waiting for their
@@ -66,7 +64,7 @@ pub struct Known {
 }
 
 /// The tokens of `day` and the memory (`memory_turns`, 0 for none) of a contact, in one query
-/// of one row (the memory as [`memory_json`] reads it for [`snapshot`]).
+/// of one row (the memory as [`memory_json`] reads it for [`super::Reader`]).
 pub async fn known(
     db: &Db,
     contact_id: &str,
@@ -93,90 +91,9 @@ pub async fn known(
     })
 }
 
-/// What handling an inbound message reads first, in one query of one row: every statement is
-/// a hop to SQLite's thread and every row another, so the memory comes as one JSON value
-/// ([`memory_json`]). (Keeping reader connections outside the pool, to save the ping sqlx
-/// runs when one comes back, was measured and made it worse: past a few, they were closed and
-/// opened again.)
-pub struct Snapshot {
-    /// The events stored when this message was handled before.
-    pub answered: Option<Vec<u8>>,
-    /// The sender, when every identity is known and names one contact.
-    pub contact: Option<Contact>,
-    /// The contact's tokens today and memory (empty for an unknown sender).
-    pub known: Known,
-}
-
-/// Reads the outbox row of `inbound_id`, the contact owning `identities` with its tokens of
-/// `day`, and (when `memory_turns` > 0) its memory. An unknown sender's outbox row is looked up
-/// on its own.
-pub async fn snapshot(
-    db: &Db,
-    inbound_id: &str,
-    identities: &[(String, String)],
-    day: &str,
-    memory_turns: usize,
-) -> Result<Snapshot, sqlx::Error> {
-    let mut conn = db.pool().acquire().await?;
-    let wanted: Vec<String> = (0..identities.len())
-        .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 3, 2 * i + 4))
-        .collect();
-    let rows = if identities.is_empty() {
-        Vec::new()
-    } else {
-        let sql = format!(
-            "SELECT {CONTACT_COLUMNS_C}, \
-             (SELECT o.events FROM outbox o WHERE o.inbound_message_id = $1) AS answered, \
-             (SELECT CAST(COALESCE(SUM(u.prompt_tokens + u.completion_tokens), 0) AS BIGINT) \
-              FROM usage_daily u WHERE u.day = $2 AND u.contact_id = c.id) AS tokens_today, \
-             {} AS memory \
-             FROM contact_identities i JOIN contacts c ON c.id = i.contact_id WHERE {}",
-            memory_json(db.backend(), memory_turns),
-            wanted.join(" OR ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(inbound_id)
-            .bind(day);
-        for (kind, value) in identities {
-            q = q.bind(kind).bind(value);
-        }
-        q.fetch_all(&mut *conn).await?
-    };
-    let Some(first) = rows.first() else {
-        let answered = outbox_on(&mut conn, inbound_id).await?;
-        return Ok(Snapshot {
-            answered,
-            contact: None,
-            known: Known::default(),
-        });
-    };
-    let answered: Option<Vec<u8>> = first.try_get("answered")?;
-    let tokens_today: i64 = first.try_get("tokens_today")?;
-    let contacts = rows
-        .iter()
-        .map(contact_from)
-        .collect::<Result<Vec<_>, _>>()?;
-    let one = rows.len() == identities.len() && contacts.iter().all(|c| c.id == contacts[0].id);
-    let contact = one.then(|| contacts[0].clone());
-    let memory = match &contact {
-        Some(_) if memory_turns > 0 && answered.is_none() => {
-            turns_from_json(first.try_get::<Option<String>, _>("memory")?.as_deref())?
-        }
-        _ => Vec::new(),
-    };
-    Ok(Snapshot {
-        answered,
-        contact,
-        known: Known {
-            tokens_today,
-            memory,
-        },
-    })
-}
-
 /// The contact's last `turns` turns of memory (of the contact row `c`), as one JSON value:
 /// `[[role, content], …]`, newest first (`NULL` when it has none, or `turns` is 0).
-fn memory_json(backend: Backend, turns: usize) -> String {
+pub(super) fn memory_json(backend: Backend, turns: usize) -> String {
     if turns == 0 {
         return "NULL".to_owned();
     }
@@ -199,7 +116,7 @@ fn memory_json(backend: Backend, turns: usize) -> String {
 }
 
 /// Memory turns from [`memory_json`]'s value, oldest first.
-fn turns_from_json(json: Option<&str>) -> Result<Vec<Turn>, sqlx::Error> {
+pub(super) fn turns_from_json(json: Option<&str>) -> Result<Vec<Turn>, sqlx::Error> {
     let Some(json) = json else {
         return Ok(Vec::new());
     };

@@ -1,7 +1,6 @@
 //! The brain's tables: contacts and their identities, conversation memory, the outbox.
 //! Booleans are stored as 0/1 integers (the same SQL runs on SQLite and PostgreSQL).
 
-mod batch;
 mod console;
 mod contacts;
 mod conversations;
@@ -10,6 +9,7 @@ mod log;
 mod memory;
 mod outbox;
 mod settings;
+mod snapshot;
 
 use shared::bus::HandleError;
 use shared::db::Db;
@@ -25,6 +25,7 @@ pub use log::*;
 pub use memory::*;
 pub use outbox::*;
 pub use settings::*;
+pub use snapshot::{Ask, Reader, Snapshot, reader};
 
 /// A contact's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use shared::db::{Db, GroupCommit};
 use shared::proto::Envelope;
 use sqlx::Row;
 
-use super::conversations::mark;
+use super::conversations::mark_all;
 use super::handoff::{pause, set_streak, start_handoff};
 use super::log::{LogEntry, count_received, insert_log, log_transcript};
-use crate::domain::{Decision, Direction, Effect, Outcome, Turn};
+use crate::domain::{Decision, Direction, Effect, Mark, Outcome, Turn};
 
 /// The events an inbound message produced, as kept in the outbox.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -199,6 +199,16 @@ pub async fn apply(
     for (day, n) in received {
         count_received(conn, day, n).await?;
     }
+    let marks: Vec<(&str, &Mark, i64)> = fresh
+        .iter()
+        .flat_map(|c| {
+            c.effects.iter().filter_map(move |e| match e {
+                Effect::Conversation(m) => Some((c.contact_id.as_str(), m, c.now_ms)),
+                _ => None,
+            })
+        })
+        .collect();
+    mark_all(conn, &marks).await?;
     for c in &fresh {
         for effect in &c.effects {
             apply_effect(conn, c, effect).await?;
@@ -228,11 +238,11 @@ async fn insert_outbox(
         }
     }
     let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for chunk in super::batch::chunks(&first) {
+    for chunk in shared::db::rows::chunks(&first) {
         let sql = format!(
             "INSERT INTO outbox (inbound_message_id, contact_id, events, outcome, created_at_ms) \
              VALUES {} ON CONFLICT (inbound_message_id) DO NOTHING RETURNING inbound_message_id",
-            super::batch::values(chunk.len(), 5)
+            shared::db::rows::values(conn, chunk.len(), 5)
         );
         let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for c in chunk {
@@ -262,8 +272,11 @@ async fn apply_effect(
 ) -> Result<(), sqlx::Error> {
     let (contact, now_ms) = (o.contact_id.as_str(), o.now_ms);
     match effect {
-        // Written together above (one statement), or not the store's.
-        Effect::Remember(_) | Effect::Publish(_) | Effect::AlsoAnswers(_) => Ok(()),
+        // Written together above (a statement or two for the group), or not the store's.
+        Effect::Remember(_)
+        | Effect::Conversation(_)
+        | Effect::Publish(_)
+        | Effect::AlsoAnswers(_) => Ok(()),
         Effect::Disclose => set_contact(
             conn,
             "UPDATE contacts SET disclosed_at_ms = $1 WHERE id = $2 AND disclosed_at_ms IS NULL",
@@ -327,7 +340,6 @@ async fn apply_effect(
                 .await?;
             Ok(())
         }
-        Effect::Conversation(m) => mark(conn, contact, m, now_ms).await,
     }
 }
 
@@ -372,11 +384,11 @@ async fn insert_turns(
     conn: &mut sqlx::AnyConnection,
     turns: &[(&Commit, &Turn)],
 ) -> Result<(), sqlx::Error> {
-    for chunk in super::batch::chunks(turns) {
+    for chunk in shared::db::rows::chunks(turns) {
         let sql = format!(
             "INSERT INTO conversation_messages (contact_id, role, content, inbound_message_id, created_at_ms) \
              VALUES {}",
-            super::batch::values(chunk.len(), 5)
+            shared::db::rows::values(conn, chunk.len(), 5)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (c, t) in chunk {
