@@ -1,8 +1,8 @@
-//! Writing usage records and deciding alerts, in one database transaction.
+//! Writing usage records and deciding alerts, in one database transaction per group.
 
 use std::sync::Arc;
 
-use shared::db::{Backend, Db, GroupCommit};
+use shared::db::{Backend, Db, GroupCommit, rows};
 use shared::usage::Usd;
 use sqlx::Row;
 
@@ -160,12 +160,25 @@ async fn contact_spend(
 }
 
 /// Stores `r` once (keyed by its usage id) and records the alerts whose thresholds today's
-/// spend has reached and that were not raised yet today. Records of the same day are stored
-/// one at a time, so each sees the totals of all before it and no crossing is missed: SQLite
-/// has one writer anyway; on PostgreSQL a transaction-scoped advisory lock per day does it.
+/// spend has reached and that were not raised yet today ([`Writer`] does it for many records
+/// in one transaction).
 pub async fn store(db: &Db, r: &Record, t: Thresholds) -> Result<Stored, sqlx::Error> {
+    let job = Job {
+        record: r.clone(),
+        thresholds: t,
+        backend: db.backend(),
+    };
+    let stored = store_all(db, std::slice::from_ref(&job)).await?;
+    Ok(stored
+        .into_iter()
+        .next()
+        .expect("one result for one record"))
+}
+
+/// Stores `jobs` in one transaction, as [`Writer`] stores a group: a result per job, in order.
+pub async fn store_all(db: &Db, jobs: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
     let mut tx = db.begin_write().await?;
-    let stored = apply(&mut tx, r, t, db.backend()).await?;
+    let stored = apply(&mut tx, jobs).await?;
     tx.commit().await?;
     Ok(stored)
 }
@@ -180,100 +193,267 @@ pub struct Job {
     pub backend: Backend,
 }
 
-/// Records stored together ([`GroupCommit`]): one transaction for every record that arrives
-/// at about the same time. Inside it records are applied one after the other, so each still
-/// sees the totals of all before it.
+/// Records stored together ([`GroupCommit`]): one transaction, and a few multi-row statements,
+/// for every record that arrives at about the same time. Each record's totals and alerts are
+/// still those after it and the records before it: no crossing is missed.
 pub type Writer = GroupCommit<Job, Stored>;
 
 /// The ledger's group-commit writer.
 pub fn writer(db: Db) -> Writer {
-    GroupCommit::spawn("ledger", db, 256, Arc::new(apply_job))
+    GroupCommit::spawn_batched("ledger", db, 256, Arc::new(apply_shared))
 }
 
-fn apply_job<'c>(
+fn apply_shared<'c>(
     conn: &'c mut sqlx::AnyConnection,
-    job: &'c Job,
-) -> shared::db::BoxFuture<'c, Result<Stored, sqlx::Error>> {
-    Box::pin(apply(conn, &job.record, job.thresholds, job.backend))
+    jobs: &'c [Job],
+) -> shared::db::BoxFuture<'c, Result<Vec<Stored>, sqlx::Error>> {
+    Box::pin(apply(conn, jobs))
 }
 
-/// [`store`] inside a write transaction.
-async fn apply(
-    tx: &mut sqlx::AnyConnection,
-    r: &Record,
-    t: Thresholds,
-    backend: Backend,
-) -> Result<Stored, sqlx::Error> {
-    if backend == Backend::Postgres {
-        let key = i64::from_le_bytes(
-            blake3::hash(format!("ledger-day|{}", r.day).as_bytes()).as_bytes()[..8]
-                .try_into()
-                .expect("8 bytes"),
-        );
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+/// Stores a group of records inside a write transaction: the records (a redelivered one, or
+/// one already earlier in the group, is stored once), the daily rows and the day's totals in
+/// multi-row statements; then, record by record in order, the running totals and the alerts
+/// they make due. Records of a day are stored one group at a time: SQLite has one writer
+/// anyway; on PostgreSQL a transaction-scoped advisory lock per day does it.
+async fn apply(tx: &mut sqlx::AnyConnection, jobs: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    if first.backend == Backend::Postgres {
+        let mut days: Vec<&str> = jobs.iter().map(|j| j.record.day.as_str()).collect();
+        days.sort_unstable();
+        days.dedup();
+        for day in days {
+            lock_day(tx, day).await?;
+        }
     }
-    let inserted = sqlx::query(
-        "INSERT INTO usage_records (usage_id, contact_id, message_id, operation, requested_model, \
-         response_model, priced_model, prompt_tokens, completion_tokens, audio_ms, cost_pico_usd, \
-         latency_ms, day, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-         ON CONFLICT (usage_id) DO NOTHING",
-    )
-    .bind(&r.usage_id)
-    .bind(r.contact_id.as_deref())
-    .bind(&r.message_id)
-    .bind(r.operation)
-    .bind(&r.requested_model)
-    .bind(&r.response_model)
-    .bind(&r.priced_model)
-    .bind(r.prompt_tokens)
-    .bind(r.completion_tokens)
-    .bind(r.audio_ms)
-    .bind(r.cost.pico())
-    .bind(r.latency_ms)
-    .bind(&r.day)
-    .bind(r.at_ms)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-
-    if !inserted {
-        // A redelivery: report what the first delivery stored.
-        let day_total = day_spend(tx, &r.day).await?;
-        let alerts = alerts_of(tx, &r.usage_id).await?;
-        return Ok(Stored {
-            inserted,
+    let new = insert_records(tx, jobs).await?;
+    let fresh: Vec<&Record> = jobs
+        .iter()
+        .zip(&new)
+        .filter(|(_, new)| **new)
+        .map(|(j, _)| &j.record)
+        .collect();
+    add_daily(tx, &fresh).await?;
+    let mut day_totals = Running::default();
+    for (day, total) in add_day_spends(tx, &fresh).await? {
+        let of_day = fresh.iter().copied().filter(|r| r.day == day);
+        day_totals.start(&day, total, of_day);
+    }
+    let mut contact_totals = Running::default();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (job, new) in jobs.iter().zip(new) {
+        let r = &job.record;
+        if !new {
+            // A redelivery: report what the first delivery stored.
+            out.push(Stored {
+                inserted: false,
+                day_total: day_spend(tx, &r.day).await?,
+                alerts: alerts_of(tx, &r.usage_id).await?,
+            });
+            continue;
+        }
+        let day_total = day_totals.add(&r.day, r.cost);
+        let contact_spent = match (job.thresholds.contact_alert, r.contact_id.as_deref()) {
+            (Some(_), Some(contact)) => {
+                let key = format!("{}|{contact}", r.day);
+                if !contact_totals.has(&key) {
+                    let spent = contact_spend(tx, &r.day, contact).await?;
+                    let mine = fresh
+                        .iter()
+                        .copied()
+                        .filter(|f| f.day == r.day && f.contact_id.as_deref() == Some(contact));
+                    contact_totals.start(&key, spent, mine);
+                }
+                Some(contact_totals.add(&key, r.cost))
+            }
+            _ => None,
+        };
+        let alerts = raise_alerts(tx, r, job.thresholds, day_total, contact_spent).await?;
+        out.push(Stored {
+            inserted: true,
             day_total,
             alerts,
         });
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, \
-         prompt_tokens, completion_tokens, audio_ms, latency_ms, records) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) {}",
-        shared::usage::DAILY_ADD_ON_CONFLICT
-    )))
-    .bind(&r.day)
-    .bind(r.contact_id.as_deref().unwrap_or(""))
-    .bind(&r.priced_model)
-    .bind(r.operation)
-    .bind(r.cost.pico())
-    .bind(r.prompt_tokens)
-    .bind(r.completion_tokens)
-    .bind(r.audio_ms)
-    .bind(r.latency_ms)
-    .execute(&mut *tx)
-    .await?;
-    let day_total = add_day_spend(tx, &r.day, r.cost).await?;
-    let alerts = raise_alerts(tx, r, t, day_total).await?;
-    Ok(Stored {
-        inserted,
-        day_total,
-        alerts,
-    })
+    Ok(out)
+}
+
+/// Running totals of a group: each key starts at its total before the group's records and
+/// grows record by record.
+#[derive(Default)]
+struct Running(Vec<(String, Usd)>);
+
+impl Running {
+    /// `key`, whose total after the group is `after`, with the group's `records` of it.
+    fn start<'r>(&mut self, key: &str, after: Usd, records: impl Iterator<Item = &'r Record>) {
+        let group: i64 = records.map(|r| r.cost.pico()).sum();
+        self.0.push((key.to_owned(), Usd(after.pico() - group)));
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    /// Adds `cost` to `key`'s total and returns it.
+    fn add(&mut self, key: &str, cost: Usd) -> Usd {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, total)) => {
+                *total = Usd(total.pico() + cost.pico());
+                *total
+            }
+            None => cost,
+        }
+    }
+}
+
+/// The day's records stored one transaction at a time (PostgreSQL).
+async fn lock_day(tx: &mut sqlx::AnyConnection, day: &str) -> Result<(), sqlx::Error> {
+    let key = i64::from_le_bytes(
+        blake3::hash(format!("ledger-day|{day}").as_bytes()).as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The group's records, in multi-row statements: for each job, whether its record is new (the
+/// first of its usage id in the group, and not stored before).
+async fn insert_records(
+    tx: &mut sqlx::AnyConnection,
+    jobs: &[Job],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut first: Vec<&Record> = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        if !first.iter().any(|f| f.usage_id == j.record.usage_id) {
+            first.push(&j.record);
+        }
+    }
+    let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for chunk in rows::chunks(&first) {
+        let sql = format!(
+            "INSERT INTO usage_records (usage_id, contact_id, message_id, operation, requested_model, \
+             response_model, priced_model, prompt_tokens, completion_tokens, audio_ms, cost_pico_usd, \
+             latency_ms, day, at_ms) VALUES {} ON CONFLICT (usage_id) DO NOTHING RETURNING usage_id",
+            rows::values(tx, chunk.len(), 14)
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(&r.usage_id)
+                .bind(r.contact_id.as_deref())
+                .bind(&r.message_id)
+                .bind(r.operation)
+                .bind(&r.requested_model)
+                .bind(&r.response_model)
+                .bind(&r.priced_model)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.audio_ms)
+                .bind(r.cost.pico())
+                .bind(r.latency_ms)
+                .bind(&r.day)
+                .bind(r.at_ms);
+        }
+        inserted.extend(q.fetch_all(&mut *tx).await?);
+    }
+    Ok(jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let id = &j.record.usage_id;
+            inserted.contains(id) && !jobs[..i].iter().any(|e| &e.record.usage_id == id)
+        })
+        .collect())
+}
+
+/// Adds new records to their daily rows (day, contact, model, operation): summed per row
+/// first, so each row appears once per statement (an upsert may not touch a row twice).
+async fn add_daily(tx: &mut sqlx::AnyConnection, fresh: &[&Record]) -> Result<(), sqlx::Error> {
+    struct Daily<'r> {
+        r: &'r Record,
+        cost: i64,
+        prompt: i64,
+        completion: i64,
+        audio: i64,
+        latency: i64,
+        records: i64,
+    }
+    let mut daily: Vec<Daily<'_>> = Vec::new();
+    for r in fresh {
+        let same = |d: &&mut Daily<'_>| {
+            d.r.day == r.day
+                && d.r.contact_id == r.contact_id
+                && d.r.priced_model == r.priced_model
+                && d.r.operation == r.operation
+        };
+        match daily.iter_mut().find(same) {
+            Some(d) => {
+                d.cost += r.cost.pico();
+                d.prompt += r.prompt_tokens;
+                d.completion += r.completion_tokens;
+                d.audio += r.audio_ms;
+                d.latency += r.latency_ms;
+                d.records += 1;
+            }
+            None => daily.push(Daily {
+                r,
+                cost: r.cost.pico(),
+                prompt: r.prompt_tokens,
+                completion: r.completion_tokens,
+                audio: r.audio_ms,
+                latency: r.latency_ms,
+                records: 1,
+            }),
+        }
+    }
+    for chunk in rows::chunks(&daily) {
+        let sql = format!(
+            "INSERT INTO usage_daily (day, contact_id, priced_model, operation, cost_pico_usd, \
+             prompt_tokens, completion_tokens, audio_ms, latency_ms, records) VALUES {} {}",
+            rows::values(tx, chunk.len(), 10),
+            shared::usage::DAILY_ADD_ON_CONFLICT
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in chunk {
+            q = q
+                .bind(&d.r.day)
+                .bind(d.r.contact_id.as_deref().unwrap_or(""))
+                .bind(&d.r.priced_model)
+                .bind(d.r.operation)
+                .bind(d.cost)
+                .bind(d.prompt)
+                .bind(d.completion)
+                .bind(d.audio)
+                .bind(d.latency)
+                .bind(d.records);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Adds the new records' costs to their days' totals: each day's total after the group.
+async fn add_day_spends(
+    tx: &mut sqlx::AnyConnection,
+    fresh: &[&Record],
+) -> Result<Vec<(String, Usd)>, sqlx::Error> {
+    let mut days: Vec<(&str, i64)> = Vec::new();
+    for r in fresh {
+        match days.iter_mut().find(|(d, _)| *d == r.day) {
+            Some((_, cost)) => *cost += r.cost.pico(),
+            None => days.push((&r.day, r.cost.pico())),
+        }
+    }
+    let mut totals = Vec::with_capacity(days.len());
+    for (day, cost) in days {
+        totals.push((day.to_owned(), add_day_spend(tx, day, Usd(cost)).await?));
+    }
+    Ok(totals)
 }
 
 /// The alerts `r` makes due (today's spend, the budget's warning and cap, the contact's
@@ -283,6 +463,7 @@ async fn raise_alerts(
     r: &Record,
     t: Thresholds,
     day_total: Usd,
+    contact_spent: Option<Usd>,
 ) -> Result<Vec<Alert>, sqlx::Error> {
     let mut alerts = Vec::new();
     let mut candidates = Vec::new();
@@ -298,11 +479,11 @@ async fn raise_alerts(
             candidates.push((AlertKind::BudgetReached, String::new(), budget, day_total));
         }
     }
-    if let (Some(limit), Some(contact)) = (t.contact_alert, r.contact_id.as_deref()) {
-        let spent = contact_spend(tx, &r.day, contact).await?;
-        if spent >= limit {
-            candidates.push((AlertKind::ContactCost, contact.to_owned(), limit, spent));
-        }
+    if let (Some(limit), Some(contact), Some(spent)) =
+        (t.contact_alert, r.contact_id.as_deref(), contact_spent)
+        && spent >= limit
+    {
+        candidates.push((AlertKind::ContactCost, contact.to_owned(), limit, spent));
     }
     for (kind, subject, threshold, spend) in candidates {
         let raised = sqlx::query(

@@ -534,3 +534,78 @@ async fn upgrading_to_day_totals_keeps_the_spend_already_recorded() {
         Usd(0)
     );
 }
+
+#[tokio::test]
+async fn records_stored_as_one_group_each_see_the_totals_before_them() {
+    let t = T::new(&[]).await;
+    let db = &t.db.db;
+    let record = |id: &str, contact: &str, cents: f64| ledger::store::Record {
+        usage_id: id.into(),
+        contact_id: Some(contact.into()),
+        message_id: String::new(),
+        operation: "chat",
+        requested_model: "gpt-4o-mini".into(),
+        response_model: "gpt-4o-mini".into(),
+        priced_model: "gpt-4o-mini".into(),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        audio_ms: 0,
+        cost: Usd::from_dollars(cents / 100.0),
+        latency_ms: 1,
+        day: "2026-11-25".into(),
+        at_ms: NOON,
+    };
+    let thresholds = ledger::store::Thresholds {
+        cost_alert: Usd::from_dollars(0.05),
+        contact_alert: Some(Usd::from_dollars(0.04)),
+        daily_budget: None,
+    };
+    let job = |r: ledger::store::Record| ledger::store::Job {
+        record: r,
+        thresholds,
+        backend: db.backend(),
+    };
+    // Stored before the group: 1 cent by `a`.
+    ledger::store::store(db, &record("u0", "a", 1.0), thresholds)
+        .await
+        .unwrap();
+    let group = [
+        job(record("u1", "a", 1.0)),
+        job(record("u2", "b", 2.0)),
+        job(record("u0", "a", 1.0)), // stored before: a redelivery
+        job(record("u3", "a", 2.0)), // `a` reaches 4 cents, the day 6: both alerts
+        job(record("u2", "b", 2.0)), // twice in the group
+        job(record("u4", "b", 1.0)), // past the day's alert: raised once only
+    ];
+    let stored = ledger::store::store_all(db, &group).await.unwrap();
+    let inserted: Vec<bool> = stored.iter().map(|s| s.inserted).collect();
+    assert_eq!(inserted, [true, true, false, true, false, true]);
+    let cents = |i: usize| (stored[i].day_total.as_f64() * 100.0).round();
+    assert_eq!(
+        [cents(0), cents(1), cents(3), cents(5)],
+        [2.0, 4.0, 6.0, 7.0],
+        "each record's total is the day's after it and the records before it"
+    );
+    let kinds = |i: usize| -> Vec<(&'static str, String)> {
+        stored[i]
+            .alerts
+            .iter()
+            .map(|a| (a.kind.as_str(), a.subject.clone()))
+            .collect()
+    };
+    assert!(kinds(0).is_empty() && kinds(1).is_empty());
+    assert_eq!(
+        kinds(3),
+        [
+            ("contact_cost", "a".to_owned()),
+            ("daily_cost", String::new())
+        ]
+    );
+    assert!(kinds(5).is_empty(), "each alert is raised once a day");
+    let total = usage::totals(db, "2026-11-25", "2026-11-25").await.unwrap();
+    assert_eq!((total.records, total.cost), (5, Usd::from_dollars(0.07)));
+    // Stored again later: nothing new, and the first delivery's alerts reported again.
+    let again = ledger::store::store_all(db, &group[3..4]).await.unwrap();
+    assert!(!again[0].inserted);
+    assert_eq!(again[0].alerts.len(), 2);
+}
