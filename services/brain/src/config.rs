@@ -118,6 +118,14 @@ pub const HANDOFF_PHRASES: &str = "human|a person|real person|someone real|talk 
      agent|representative|operator|customer service|humano|una persona|persona real|hablar con alguien|\
      agente|representante|operador|atención al cliente";
 
+/// The phrases of a `|`-separated list (as `HANDOFF_PHRASES` gives them), lowercase.
+pub fn phrases(list: &str) -> Vec<String> {
+    list.split('|')
+        .map(|p| p.trim().to_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 const DEFAULT_PROMPT: &str = "You are the customer-service assistant of a small business, \
 answering its customers on WhatsApp. Be polite, warm and concise: a few short sentences, no \
 long lists unless asked. Stay on the business's topics (its products, services, orders, opening \
@@ -181,12 +189,7 @@ impl Config {
             days: Days::from_env(env),
             concurrency: env.int_in("BRAIN_CONCURRENCY", 512usize, 1, 10_000),
             messages: Messages::from_env(env),
-            handoff_phrases: env
-                .string("HANDOFF_PHRASES", HANDOFF_PHRASES)
-                .split('|')
-                .map(|p| p.trim().to_lowercase())
-                .filter(|p| !p.is_empty())
-                .collect(),
+            handoff_phrases: phrases(&env.string("HANDOFF_PHRASES", HANDOFF_PHRASES)),
             handoff_timeout: minutes(env, "HANDOFF_TIMEOUT_MIN", 60.0),
             conversation_idle: minutes(env, "CONVERSATION_IDLE_MIN", 1440.0),
             burst_window: env.millis("BURST_WINDOW_MS", 0, 0, 60_000),

@@ -234,9 +234,27 @@ impl Index {
 
     /// The FAQ entry `query` asks, with how sure the match is (see [`Index::confidence`]).
     pub fn faq(&self, query: &str) -> Option<Hit<'_>> {
+        let scored = self.ranked(query);
+        let &(best, confidence) = scored.first()?;
+        // A question two entries answer about equally well is not answered by either.
+        let runner_up = scored.get(1).map_or(0.0, |s| s.1);
+        let confidence = if runner_up > 0.8 * confidence {
+            confidence / 2.0
+        } else {
+            confidence
+        };
+        Some(Hit {
+            entry: &self.entries[best],
+            confidence,
+        })
+    }
+
+    /// Every entry (its index in [`Index::entries`]) with how well `query` matches it, best
+    /// first (none when the query has no content word).
+    pub fn ranked(&self, query: &str) -> Vec<(usize, f32)> {
         let q = self.words.words(query);
         if q.is_empty() || self.entries.is_empty() {
-            return None;
+            return Vec::new();
         }
         // How closely the question reads like each entry's phrasings.
         let mut like = vec![0.0f32; self.entries.len()];
@@ -252,18 +270,7 @@ impl Index {
             .map(|i| (i, self.confidence(&q, i, like[i])))
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let (best, confidence) = scored[0];
-        // A question two entries answer about equally well is not answered by either.
-        let runner_up = scored.get(1).map_or(0.0, |s| s.1);
-        let confidence = if runner_up > 0.8 * confidence {
-            confidence / 2.0
-        } else {
-            confidence
-        };
-        Some(Hit {
-            entry: &self.entries[best],
-            confidence,
-        })
+        scored
     }
 
     /// How sure it is that question words `q` ask entry `i`, whose phrasings the question

@@ -53,9 +53,13 @@ pub struct Rules {
 impl Rules {
     /// The rules of `cfg`.
     pub fn new(cfg: &Config) -> Self {
+        Self::with_phrases(&cfg.handoff_phrases)
+    }
+
+    /// The rules with `phrases` as `HANDOFF_PHRASES` (what the answer-quality benchmark runs).
+    pub fn with_phrases(phrases: &[String]) -> Self {
         Self {
-            phrases: cfg
-                .handoff_phrases
+            phrases: phrases
                 .iter()
                 .map(|p| crate::knowledge::framed(p))
                 .collect(),

@@ -1,0 +1,46 @@
+//! `eval-kb [--data DIR] [--json]`: the answer-quality benchmark (see the library's docs). The
+//! data folder defaults to `$SB_EVAL_DATA`, else the `shared/eval-data` folder beside the
+//! project; without it the benchmark says it skipped and succeeds.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use brain::config::{HANDOFF_PHRASES, phrases};
+use brain::rules::Rules;
+
+fn main() -> anyhow::Result<()> {
+    let mut data: Option<PathBuf> = std::env::var_os("SB_EVAL_DATA").map(PathBuf::from);
+    let mut json = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--data" => match args.next() {
+                Some(d) => data = Some(PathBuf::from(d)),
+                None => bail!("--data needs a folder"),
+            },
+            "--json" => json = true,
+            other => bail!("unknown option {other} (eval-kb [--data DIR] [--json])"),
+        }
+    }
+    let data = data.unwrap_or_else(evalkb::default_data);
+    if !data.is_dir() {
+        println!(
+            "eval-kb SKIPPED: no evaluation data at {} (set SB_EVAL_DATA or --data)",
+            data.display()
+        );
+        return Ok(());
+    }
+    let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
+    for ds in [
+        evalkb::banking77(&data.join("banking77"))?,
+        evalkb::clinc150(&data.join("clinc150"))?,
+    ] {
+        let report = evalkb::evaluate(&ds, &rules)?;
+        if json {
+            println!("{}", serde_json::to_string(&report.to_json())?);
+        } else {
+            print!("{report}");
+        }
+    }
+    Ok(())
+}

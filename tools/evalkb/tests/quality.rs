@@ -1,0 +1,95 @@
+//! The answer-quality benchmark's FAQ building, and its figures held as floors: a change that
+//! makes the knowledge base answer fewer customers, or more of them wrong, fails here (the
+//! figures themselves: `scripts/eval-kb`, docs/BENCHMARKS.md). Skipped, saying so, without
+//! the evaluation data.
+
+use brain::config::{HANDOFF_PHRASES, phrases};
+use brain::rules::Rules;
+use evalkb::{Dataset, Intent, Report};
+
+fn data() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("SB_EVAL_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(evalkb::default_data);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: no evaluation data at {}", dir.display());
+        None
+    }
+}
+
+fn report(ds: &Dataset) -> Report {
+    let r = evalkb::evaluate(ds, &Rules::with_phrases(&phrases(HANDOFF_PHRASES))).unwrap();
+    eprint!("{r}");
+    r
+}
+
+#[test]
+fn an_faq_entry_is_an_intent_s_first_row_asked_and_the_next_five_on_its_also_line() {
+    let ds = Dataset {
+        name: "tiny",
+        code: "T",
+        intents: vec![
+            Intent {
+                name: "card_arrival".into(),
+                rows: vec!["Where is my card?".into(), "card  not\n here".into()],
+            },
+            Intent {
+                name: "pin".into(),
+                rows: vec!["how do i change my pin".into()],
+            },
+        ],
+        test: Vec::new(),
+    };
+    let (md, answers) = evalkb::faq(&ds).unwrap();
+    assert_eq!(
+        md,
+        "# FAQ\n\n## Where is my card?\nAlso: card not here\n\nAnswer T-001.\n\
+         \n## how do i change my pin?\n\nAnswer T-002.\n"
+    );
+    assert_eq!(answers["Answer T-002."], "pin");
+    let index = brain::knowledge::Index::build(&[("faq.md".to_owned(), md)]);
+    assert_eq!(index.entries().len(), 2, "both are entries");
+    assert_eq!(index.entries()[0].phrasings.len(), 2);
+
+    let mut bad = ds;
+    bad.intents[1].rows[0] = "pin | password".into();
+    assert!(evalkb::faq(&bad).is_err(), "a `|` would split the phrasing");
+}
+
+#[test]
+fn banking77_is_answered_at_least_as_well_as_measured() {
+    let Some(dir) = data() else { return };
+    let ds = evalkb::banking77(&dir.join("banking77")).unwrap();
+    assert_eq!((ds.intents.len(), ds.test.len()), (77, 3080));
+    let r = report(&ds);
+    // Measured 2026-12-07: 14.0 % answered, 88.0 % right when answered, 1.7 % wrong, MRR 0.741.
+    assert!(
+        r.answered_share() >= 0.135,
+        "answered {}",
+        r.answered_share()
+    );
+    assert!(r.right_share() >= 0.87, "right {}", r.right_share());
+    assert!(r.wrong_share() <= 0.02, "wrong {}", r.wrong_share());
+    assert!(r.mrr >= 0.73, "MRR {}", r.mrr);
+}
+
+#[test]
+fn clinc150_is_answered_at_least_as_well_as_measured_and_out_of_scope_mostly_not() {
+    let Some(dir) = data() else { return };
+    let ds = evalkb::clinc150(&dir.join("clinc150")).unwrap();
+    assert_eq!((ds.intents.len(), ds.test.len()), (150, 5500));
+    let r = report(&ds);
+    // Measured 2026-12-07: 8.1 % answered, 90.4 % right when answered, 0.8 % wrong, MRR 0.682,
+    // 0.3 % of the out-of-scope questions answered anyway.
+    assert!(
+        r.answered_share() >= 0.075,
+        "answered {}",
+        r.answered_share()
+    );
+    assert!(r.right_share() >= 0.89, "right {}", r.right_share());
+    assert!(r.wrong_share() <= 0.01, "wrong {}", r.wrong_share());
+    assert!(r.mrr >= 0.67, "MRR {}", r.mrr);
+    assert!(r.out_of_scope_answered_share() <= 0.005);
+}
