@@ -39,13 +39,28 @@ pub struct Dataset {
     /// The intents, in the order they first appear in the training file.
     pub intents: Vec<Intent>,
     /// Test questions with their intent (`None`: out of scope — no entry answers it).
-    pub test: Vec<(String, Option<String>)>,
+    pub test: Questions,
 }
 
+/// Which questions a dataset is asked: its test split (reported, never tuned on), or rows held
+/// out of its training data (for choosing thresholds): banking77's training rows after each
+/// intent's first six, CLINC150's `val` and `oos_val`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The test split.
+    Test,
+    /// Held-out training data.
+    HeldOut,
+}
+
+/// A dataset's questions with their intent (`None`: out of scope).
+type Questions = Vec<(String, Option<String>)>;
+
 /// Groups `(text, intent)` training rows into intents in order of first appearance, keeping
-/// each intent's first [`ROWS_PER_ENTRY`] rows.
-fn intents(train: impl IntoIterator<Item = (String, String)>) -> Vec<Intent> {
+/// each intent's first [`ROWS_PER_ENTRY`] rows; the rows after them are returned too.
+fn intents(train: impl IntoIterator<Item = (String, String)>) -> (Vec<Intent>, Questions) {
     let mut out: Vec<Intent> = Vec::new();
+    let mut rest = Vec::new();
     for (text, intent) in train {
         let i = match out.iter().position(|i| i.name == intent) {
             Some(i) => i,
@@ -59,13 +74,15 @@ fn intents(train: impl IntoIterator<Item = (String, String)>) -> Vec<Intent> {
         };
         if out[i].rows.len() < ROWS_PER_ENTRY {
             out[i].rows.push(text);
+        } else {
+            rest.push((text, Some(out[i].name.clone())));
         }
     }
-    out
+    (out, rest)
 }
 
 /// banking77 (`train.csv` and `test.csv`, header `text,category`) from `dir`.
-pub fn banking77(dir: &Path) -> anyhow::Result<Dataset> {
+pub fn banking77(dir: &Path, split: Split) -> anyhow::Result<Dataset> {
     let read = |file: &str| -> anyhow::Result<Vec<(String, String)>> {
         let path = dir.join(file);
         let mut reader = csv::Reader::from_path(&path)
@@ -75,20 +92,25 @@ pub fn banking77(dir: &Path) -> anyhow::Result<Dataset> {
             .map(|r| r.with_context(|| format!("a bad row in {}", path.display())))
             .collect()
     };
-    Ok(Dataset {
-        name: "banking77",
-        code: "B77",
-        intents: intents(read("train.csv")?),
-        test: read("test.csv")?
+    let (intents, held_out) = intents(read("train.csv")?);
+    let test = match split {
+        Split::Test => read("test.csv")?
             .into_iter()
             .map(|(t, i)| (t, Some(i)))
             .collect(),
+        Split::HeldOut => held_out,
+    };
+    Ok(Dataset {
+        name: "banking77",
+        code: "B77",
+        intents,
+        test,
     })
 }
 
 /// CLINC150 (`data_full.json`: `train`, `test` and `oos_test` as `[text, intent]` pairs) from
 /// `dir`: the in-scope test questions and the out-of-scope ones.
-pub fn clinc150(dir: &Path) -> anyhow::Result<Dataset> {
+pub fn clinc150(dir: &Path, split: Split) -> anyhow::Result<Dataset> {
     let path = dir.join("data_full.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -99,16 +121,20 @@ pub fn clinc150(dir: &Path) -> anyhow::Result<Dataset> {
             .remove(split)
             .with_context(|| format!("{} has no `{split}` split", path.display()))
     };
-    let train = take("train")?;
-    let mut test: Vec<(String, Option<String>)> = take("test")?
+    let (intents, _) = intents(take("train")?);
+    let (asked, out_of_scope) = match split {
+        Split::Test => ("test", "oos_test"),
+        Split::HeldOut => ("val", "oos_val"),
+    };
+    let mut test: Questions = take(asked)?
         .into_iter()
         .map(|(t, i)| (t, Some(i)))
         .collect();
-    test.extend(take("oos_test")?.into_iter().map(|(t, _)| (t, None)));
+    test.extend(take(out_of_scope)?.into_iter().map(|(t, _)| (t, None)));
     Ok(Dataset {
         name: "clinc150",
         code: "C150",
-        intents: intents(train),
+        intents,
         test,
     })
 }

@@ -1,6 +1,8 @@
-//! `eval-kb [--data DIR] [--json]`: the answer-quality benchmark (see the library's docs). The
-//! data folder defaults to `$SB_EVAL_DATA`, else the `shared/eval-data` folder beside the
-//! project; without it the benchmark says it skipped and succeeds.
+//! `eval-kb [--data DIR] [--held-out] [--json]`: the answer-quality benchmark (see the
+//! library's docs). The data folder defaults to `$SB_EVAL_DATA`, else the `shared/eval-data`
+//! folder beside the project; without it the benchmark says it skipped and succeeds.
+//! `--held-out` asks held-out training rows instead of the test split (what thresholds are
+//! chosen on).
 
 use std::path::PathBuf;
 
@@ -11,6 +13,7 @@ use brain::rules::Rules;
 fn main() -> anyhow::Result<()> {
     let mut data: Option<PathBuf> = std::env::var_os("SB_EVAL_DATA").map(PathBuf::from);
     let mut json = false;
+    let mut split = evalkb::Split::Test;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -19,7 +22,8 @@ fn main() -> anyhow::Result<()> {
                 None => bail!("--data needs a folder"),
             },
             "--json" => json = true,
-            other => bail!("unknown option {other} (eval-kb [--data DIR] [--json])"),
+            "--held-out" => split = evalkb::Split::HeldOut,
+            other => bail!("unknown option {other} (eval-kb [--data DIR] [--held-out] [--json])"),
         }
     }
     let data = data.unwrap_or_else(evalkb::default_data);
@@ -32,10 +36,13 @@ fn main() -> anyhow::Result<()> {
     }
     let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
     for ds in [
-        evalkb::banking77(&data.join("banking77"))?,
-        evalkb::clinc150(&data.join("clinc150"))?,
+        evalkb::banking77(&data.join("banking77"), split)?,
+        evalkb::clinc150(&data.join("clinc150"), split)?,
     ] {
         let report = evalkb::evaluate(&ds, &rules)?;
+        if split == evalkb::Split::HeldOut {
+            println!("(held-out training rows, not the test split)");
+        }
         if json {
             println!("{}", serde_json::to_string(&report.to_json())?);
         } else {

@@ -61,35 +61,37 @@ fn an_faq_entry_is_an_intent_s_first_row_asked_and_the_next_five_on_its_also_lin
 #[test]
 fn banking77_is_answered_at_least_as_well_as_measured() {
     let Some(dir) = data() else { return };
-    let ds = evalkb::banking77(&dir.join("banking77")).unwrap();
+    let ds = evalkb::banking77(&dir.join("banking77"), evalkb::Split::Test).unwrap();
     assert_eq!((ds.intents.len(), ds.test.len()), (77, 3080));
     let r = report(&ds);
-    // Measured 2026-12-07: 14.0 % answered, 88.0 % right when answered, 1.7 % wrong, MRR 0.741.
+    // Measured 2026-12-07 (with question kinds and negations): 13.4 % answered, 89.1 % right
+    // when answered, 1.5 % wrong, MRR 0.748 (without: 14.0 / 88.0 / 1.7 %, 0.741).
     assert!(
-        r.answered_share() >= 0.135,
+        r.answered_share() >= 0.13,
         "answered {}",
         r.answered_share()
     );
-    assert!(r.right_share() >= 0.87, "right {}", r.right_share());
-    assert!(r.wrong_share() <= 0.02, "wrong {}", r.wrong_share());
-    assert!(r.mrr >= 0.73, "MRR {}", r.mrr);
+    assert!(r.right_share() >= 0.885, "right {}", r.right_share());
+    assert!(r.wrong_share() <= 0.016, "wrong {}", r.wrong_share());
+    assert!(r.mrr >= 0.745, "MRR {}", r.mrr);
 }
 
 #[test]
 fn clinc150_is_answered_at_least_as_well_as_measured_and_out_of_scope_mostly_not() {
     let Some(dir) = data() else { return };
-    let ds = evalkb::clinc150(&dir.join("clinc150")).unwrap();
+    let ds = evalkb::clinc150(&dir.join("clinc150"), evalkb::Split::Test).unwrap();
     assert_eq!((ds.intents.len(), ds.test.len()), (150, 5500));
     let r = report(&ds);
-    // Measured 2026-12-07: 8.1 % answered, 90.4 % right when answered, 0.8 % wrong, MRR 0.682,
-    // 0.3 % of the out-of-scope questions answered anyway.
+    // Measured 2026-12-07: 8.1 % answered, 90.9 % right when answered, 0.7 % wrong, MRR 0.686,
+    // 0.3 % of the out-of-scope questions answered anyway (without question kinds and
+    // negations: 8.1 / 90.4 / 0.8 %, 0.682).
     assert!(
-        r.answered_share() >= 0.075,
+        r.answered_share() >= 0.078,
         "answered {}",
         r.answered_share()
     );
-    assert!(r.right_share() >= 0.89, "right {}", r.right_share());
-    assert!(r.wrong_share() <= 0.01, "wrong {}", r.wrong_share());
-    assert!(r.mrr >= 0.67, "MRR {}", r.mrr);
+    assert!(r.right_share() >= 0.9, "right {}", r.right_share());
+    assert!(r.wrong_share() <= 0.008, "wrong {}", r.wrong_share());
+    assert!(r.mrr >= 0.68, "MRR {}", r.mrr);
     assert!(r.out_of_scope_answered_share() <= 0.005);
 }

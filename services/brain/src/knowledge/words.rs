@@ -79,6 +79,95 @@ impl Words {
     }
 }
 
+/// What a question asks besides its content words — which the stop words drop: the kind of
+/// question and whether it is negated. Two questions with the same content words ask different
+/// things when these differ ("Why must I verify my identity?" / "How do I verify my
+/// identity?"; "that's true" / "that's not true").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cues {
+    /// The kind of question, when a question word says it.
+    pub ask: Option<Ask>,
+    /// A negation (`not`, `n't`, `no`, `never`; `no`, `nunca`, …).
+    pub negated: bool,
+}
+
+/// The kind of a question, by its question word (English or Spanish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// why, por qué
+    Why,
+    /// how, cómo
+    How,
+    /// how much, how many, cuánto
+    HowMuch,
+    /// when, how long, cuándo
+    When,
+    /// where, dónde
+    Where,
+    /// who, quién
+    Who,
+    /// what, which, qué, cuál
+    What,
+}
+
+/// Negations as words (besides any word ending in `n't`); chat spellings without the
+/// apostrophe included.
+const NEGATIONS: [&str; 21] = [
+    "not", "no", "never", "nor", "cannot", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt",
+    "werent", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "havent", "hasnt", "nunca",
+    "tampoco",
+];
+
+/// Spanish question words, accented as questions are written (unaccented they are mostly
+/// conjunctions: `que`, `como`, `cuando`, `donde`).
+const PREGUNTAS: [(&str, Ask); 13] = [
+    ("por qué", Ask::Why),
+    ("cómo", Ask::How),
+    ("cuánto", Ask::HowMuch),
+    ("cuánta", Ask::HowMuch),
+    ("cuántos", Ask::HowMuch),
+    ("cuántas", Ask::HowMuch),
+    ("cuándo", Ask::When),
+    ("dónde", Ask::Where),
+    ("quién", Ask::Who),
+    ("quiénes", Ask::Who),
+    ("qué", Ask::What),
+    ("cuál", Ask::What),
+    ("cuáles", Ask::What),
+];
+
+/// The [`Cues`] of `text`.
+pub fn cues(text: &str) -> Cues {
+    static PLAIN: std::sync::LazyLock<bm25::DefaultTokenizer> =
+        std::sync::LazyLock::new(plain_tokenizer);
+    let words = PLAIN.tokenize(text);
+    let english = words.iter().enumerate().find_map(|(i, w)| {
+        let next = words.get(i + 1).map(String::as_str);
+        Some(match (w.as_str(), next) {
+            ("why", _) => Ask::Why,
+            ("how", Some("much" | "many")) => Ask::HowMuch,
+            ("how", Some("long")) | ("when", _) => Ask::When,
+            ("how", _) => Ask::How,
+            ("where", _) => Ask::Where,
+            ("who" | "whom" | "whose", _) => Ask::Who,
+            ("what" | "which", _) => Ask::What,
+            _ => return None,
+        })
+    });
+    let lower = text.to_lowercase();
+    let spanish = PREGUNTAS
+        .iter()
+        .filter_map(|(w, ask)| lower.find(w).map(|at| (at, *ask)))
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, ask)| ask);
+    Cues {
+        ask: english.or(spanish),
+        negated: words
+            .iter()
+            .any(|w| NEGATIONS.contains(&w.as_str()) || w.ends_with("n't") || w.ends_with("n’t")),
+    }
+}
+
 impl bm25::Tokenizer for Words {
     fn tokenize(&self, input_text: &str) -> Vec<String> {
         self.words(input_text).into_iter().flatten().collect()
@@ -88,6 +177,27 @@ impl bm25::Tokenizer for Words {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cues_tell_the_question_s_kind_and_negation() {
+        let c = |t: &str| cues(t);
+        assert_eq!(c("Why must I verify my identity?").ask, Some(Ask::Why));
+        assert_eq!(c("How do I verify my identity?").ask, Some(Ask::How));
+        assert_eq!(c("how much is delivery").ask, Some(Ask::HowMuch));
+        assert_eq!(c("How long does it take?").ask, Some(Ask::When));
+        assert_eq!(c("¿Cuándo abren?").ask, Some(Ask::When));
+        assert_eq!(c("¿Por qué no llega?").ask, Some(Ask::Why));
+        assert_eq!(
+            c("Dijo que como siempre").ask,
+            None,
+            "unaccented: conjunctions"
+        );
+        assert_eq!(c("my card arrived").ask, None);
+        assert!(c("that's not true").negated);
+        assert!(c("It doesn't work").negated && c("it doesnt work").negated);
+        assert!(c("No funciona").negated);
+        assert!(!c("that's true").negated);
+    }
 
     #[test]
     fn stop_words_go_and_both_languages_stem_to_meet() {
