@@ -46,7 +46,9 @@ impl Writer {
                 self.out.push('`');
             }
             Event::Html(t) | Event::InlineHtml(t) => self.text(&t),
-            Event::SoftBreak => self.out.push(' '),
+            // A single line break stays one: `!help`, alerts and the model's own lines would
+            // otherwise run into one line.
+            Event::SoftBreak => self.newline(),
             Event::HardBreak => self.newline(),
             Event::Rule => {
                 self.block_gap();
@@ -342,13 +344,17 @@ mod tests {
     }
 
     #[test]
-    fn plain_text_is_unchanged() {
+    fn plain_text_is_unchanged_line_breaks_included() {
         let t = "Hello! How can I help you today?\nWe ship worldwide.";
-        assert_eq!(
-            markdown_to_whatsapp(t),
-            "Hello! How can I help you today? We ship worldwide."
-        );
+        assert_eq!(markdown_to_whatsapp(t), t);
         assert_eq!(markdown_to_whatsapp("Hi there"), "Hi there");
+        // What `!help`, `!handoffs` and the admins' alerts look like: one item a line.
+        let help = "Commands:\n!help — this list\n!stats — today's figures\n!handoffs — who waits";
+        assert_eq!(markdown_to_whatsapp(help), help);
+        assert_eq!(
+            markdown_to_whatsapp("> first line\nsecond line"),
+            "> first line\n> second line"
+        );
     }
 
     #[test]
