@@ -203,3 +203,22 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_example_shows_the_handoff_phrases_the_code_uses() {
+        let example = include_str!("../../../.env.example");
+        let line = example
+            .lines()
+            .find_map(|l| l.strip_prefix("# HANDOFF_PHRASES="))
+            .expect(".env.example shows HANDOFF_PHRASES");
+        assert_eq!(
+            phrases(line.trim_matches('"')),
+            phrases(HANDOFF_PHRASES),
+            ".env.example's default differs from the code's"
+        );
+    }
+}

@@ -381,6 +381,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn readme_s_command_table_names_every_command() {
+        let readme = include_str!("../../../../README.md");
+        let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `!")).collect();
+        for (name, _) in NAMES {
+            let cell = format!("`!{name}");
+            assert!(
+                rows.iter()
+                    .any(|r| r.split('|').nth(1).is_some_and(|c| c.contains(&cell))),
+                "README's command table lacks !{name}"
+            );
+        }
+    }
+
+    #[test]
     fn commands_parse_with_their_arguments_and_usage() {
         let phone = Phone::parse("+15550001111").unwrap();
         assert_eq!(Command::parse("!HELP"), Command::Help);
