@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -121,6 +120,17 @@ where
     main_with::<NoCommands, C, S>(spec, load, start)
 }
 
+/// The command line, named after the service (`gateway -V` says `gateway 0.1.0`, and `--help`
+/// and usage errors name it too).
+fn parse_cli<X: clap::Subcommand>(name: ServiceName) -> Cli<X> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::<X>::command()
+        .name(name.as_str())
+        .bin_name(name.as_str())
+        .get_matches();
+    Cli::<X>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// [`main`] for a service with subcommands of its own (`X`), beside the common ones.
 pub fn main_with<X, C, S>(
     spec: Spec,
@@ -136,7 +146,7 @@ where
         eprintln!("{}: {e}", spec.name.as_str());
         return ExitCode::from(2);
     }
-    let command = match Cli::<X>::parse().command {
+    let command = match parse_cli::<X>(spec.name).command {
         Some(Command::Healthcheck { url }) => return healthcheck(spec, url),
         Some(Command::Service(own)) => match own.before_config(spec) {
             Ok(code) => return code,
@@ -175,6 +185,8 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // A subcommand's failure is the operator's to read, in words; the service's own is logged.
+    let subcommand = command.is_some();
     let result = runtime.block_on(async move {
         match command {
             Some(Command::Dlq { action }) => run_dlq(&common, action).await,
@@ -190,6 +202,10 @@ where
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if subcommand => {
+            eprintln!("{}: {e:#}", spec.name.as_str());
+            ExitCode::FAILURE
+        }
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, error.message = %e, "{} exited with an error", spec.name.as_str());
             ExitCode::FAILURE

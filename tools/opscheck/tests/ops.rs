@@ -922,3 +922,31 @@ fn each_service_accepts_the_compose_configuration_with_the_required_secrets() {
         }
     }
 }
+
+#[test]
+fn every_service_names_itself_and_says_command_line_errors_in_words() {
+    let dir = shared::testing::TempDir::new("cli");
+    std::fs::copy(root().join(".env.example"), dir.path().join(".env")).unwrap();
+    for s in SERVICES {
+        let run = |args: &[&str]| {
+            std::process::Command::new(bin(s))
+                .args(args)
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap())
+                .output()
+                .unwrap()
+        };
+        let out = run(&["-V"]);
+        let version = String::from_utf8_lossy(&out.stdout);
+        assert!(version.starts_with(&format!("{s} ")), "{s} -V: {version}");
+        // A subcommand that fails once the configuration is read: said in words, not logged.
+        let out = run(&["dlq", "list", "no-such-stream"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{s}: {err}");
+        assert!(
+            err.starts_with(&format!("{s}: ")) && !err.contains('{'),
+            "{s} dlq list no-such-stream: {err}"
+        );
+    }
+}
