@@ -79,32 +79,45 @@ fn lines_setting(text: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// `<file> line <n>: <what>` for a parse error (dotenvy names the line's text, not its number).
+/// `<file> line <n>: <what>` for a parse error (dotenvy names the line's text, not its number),
+/// with a hint that fits what is wrong: a line that is no `NAME=value`, a quote never closed,
+/// or a value that needs quoting.
 fn dotenv_problem(path: &std::path::Path, e: &dotenvy::Error) -> String {
-    match e {
-        dotenvy::Error::LineParse(text, _) => {
-            // dotenvy names the text it could not read (the value, or the line), not where.
-            let first = text.lines().next().unwrap_or("").trim();
-            let all = std::fs::read_to_string(path).unwrap_or_default();
-            let found = all
-                .lines()
-                .enumerate()
-                .find(|(_, l)| !l.trim_start().starts_with('#') && l.contains(first));
-            let (n, name) = found.map_or((String::new(), String::new()), |(i, l)| {
-                let name = l.split('=').next().unwrap_or("").trim();
-                (
-                    format!(" line {}", i + 1),
-                    name.trim_start_matches("export ").to_owned(),
-                )
-            });
-            format!(
-                "{}{n}: cannot read {name}: quote a value with spaces, quotes or # in it, \
-                 like {name}=\"You're welcome\"",
-                path.display()
-            )
-        }
-        other => format!("{}: {other}", path.display()),
+    let dotenvy::Error::LineParse(text, _) = e else {
+        return format!("{}: {e}", path.display());
+    };
+    // dotenvy names the text it could not read (the value, or the line), not where.
+    let first = text.lines().next().unwrap_or("").trim();
+    let all = std::fs::read_to_string(path).unwrap_or_default();
+    let found = all
+        .lines()
+        .enumerate()
+        .find(|(_, l)| !l.trim_start().starts_with('#') && l.contains(first));
+    let Some((i, line)) = found else {
+        return format!("{}: cannot read it: {e}", path.display());
+    };
+    let at = format!("{} line {}", path.display(), i + 1);
+    let setting = line.trim().trim_start_matches("export ").trim_start();
+    let Some((name, value)) = setting.split_once('=') else {
+        return format!(
+            "{at}: `{}` is not a setting: write NAME=value, or start a note with #",
+            line.trim()
+        );
+    };
+    let name = name.trim();
+    let value = value.trim_start();
+    if let Some(q) = value.chars().next().filter(|c| matches!(c, '"' | '\''))
+        && !value[1..].contains(q)
+    {
+        return format!(
+            "{at}: the quote that opens {name}'s value is never closed: end the value with {q} \
+             on the same line"
+        );
     }
+    format!(
+        "{at}: cannot read {name}: quote a value with spaces, quotes or # in it, \
+         like {name}=\"You're welcome\""
+    )
 }
 
 /// A connection URL that may carry a password: `Debug`/`Display` show it with the password
@@ -377,6 +390,26 @@ mod tests {
         load_dotenv_from(&file).unwrap();
         assert_eq!(std::env::var("SB_DOTENV_TEST_D").unwrap(), "You're here");
         assert!(load_dotenv_from(&dir.join("absent")).is_ok());
+        // An unclosed quote, and a line that is no setting: each hint says what is wrong.
+        std::fs::write(
+            &file,
+            "SB_DOTENV_TEST_E=1\nSB_DOTENV_TEST_F=\"open\nSB_DOTENV_TEST_G=2\n",
+        )
+        .unwrap();
+        let e = load_dotenv_from(&file).unwrap_err();
+        assert!(
+            e.contains(
+                ".env line 2: the quote that opens SB_DOTENV_TEST_F's value is never closed"
+            ),
+            "{e}"
+        );
+        std::fs::write(&file, "SB_DOTENV_TEST_H=1\nremember to set the key\n").unwrap();
+        let e = load_dotenv_from(&file).unwrap_err();
+        assert!(
+            e.contains(".env line 2: `remember to set the key` is not a setting"),
+            "{e}"
+        );
+        assert!(!e.contains("quote a value"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
