@@ -79,6 +79,27 @@ async fn doctor_says_all_is_well_then_names_what_is_not() {
         assert!(said.contains(line), "{line:?} missing:\n{said}");
     }
 
+    // Redis without maxmemory (the local stack scripts/run starts): a warning, not a failure;
+    // one that evicts at maxmemory: a failure, for the messages it could lose.
+    let plain = RedisServer::start_with(&[]);
+    let on = |r: &RedisServer| -> Vec<(String, String)> {
+        let mut v = vars.clone();
+        v.retain(|(k, _)| k != "REDIS_URL");
+        v.push(("REDIS_URL".to_owned(), r.url()));
+        v
+    };
+    let (ok, said) = doctor(&on(&plain));
+    assert!(ok, "{said}");
+    assert!(said.contains("warn  Redis has no maxmemory"), "{said}");
+    let evicting =
+        RedisServer::start_with(&["--maxmemory", "400mb", "--maxmemory-policy", "allkeys-lru"]);
+    let (ok, said) = doctor(&on(&evicting));
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  Redis evicts keys at maxmemory (policy allkeys-lru)"),
+        "{said}"
+    );
+
     // The brain gone, and a key the model refuses: both named, exit 1.
     let mut brain = procs.remove(1);
     brain.kill9();
