@@ -2,7 +2,7 @@
 //! commit.
 
 use shared::bus::{HandleError, Publish};
-use shared::proto::{Inbound, Payload, Transcript, inbound, transcript};
+use shared::proto::{Inbound, Payload, Transcript, inbound, outbound, transcript};
 
 use super::Brain;
 use crate::config::Config;
@@ -295,10 +295,11 @@ fn conversation_mark(cfg: &Config, d: &Decision) -> Option<Mark> {
 }
 
 /// What the conversation log keeps of handling `ib`: the customer's message (or the owner's,
-/// written from the business's phone) and every reply, with who wrote it. A voice note is
-/// logged when it arrives and its transcript filled in when it comes back (`transcript`: this
-/// commit answers the transcript, whose message is logged already). Admin commands are not
-/// logged (a `!console` answer carries a sign-in link).
+/// written from the business's phone) and every reply to its chat, with who wrote it (not the
+/// admins' alerts the decision also sends). A voice note is logged when it arrives and its
+/// transcript filled in when it comes back (`transcript`: this commit answers the transcript,
+/// whose message is logged already). Admin commands are not logged (a `!console` answer
+/// carries a sign-in link).
 fn log_entries(
     ib: &Inbound,
     d: &Decision,
@@ -340,7 +341,12 @@ fn log_entries(
     }
     let author = d.outcome.author();
     for p in events {
-        if let Some(Payload::Outbound(o)) = &p.envelope.payload {
+        // What went to this chat: the admins' alerts travel with the decision but are theirs.
+        if let Some(Payload::Outbound(o)) = &p.envelope.payload
+            && o.kind() != outbound::Kind::Alert
+            && o.transport == ib.transport
+            && o.chat_id == ib.chat_id
+        {
             log.push(LogEntry {
                 direction: Direction::Out,
                 kind: LogKind::Text,

@@ -78,6 +78,23 @@ async fn asking_for_a_person_hands_off_silences_the_bot_until_resume_and_a_perso
     assert!(text.contains(CUSTOMER), "{text}");
     assert!(text.contains("asked for a person"), "{text}");
     assert!(text.contains("My order 1234 never arrived"), "{text}");
+    // The customer's conversation, as the console shows it, holds what the customer and the
+    // bot said — never the alert the admin got.
+    let logged: Vec<(String, String)> =
+        sqlx::query_as("SELECT direction, content FROM conversation_log ORDER BY id")
+            .fetch_all(rig.db.db.pool())
+            .await
+            .unwrap();
+    assert!(
+        logged
+            .iter()
+            .all(|(_, c)| !c.contains("asked for a person")),
+        "{logged:?}"
+    );
+    assert!(
+        logged.iter().any(|(d, c)| d == "out" && c == NOTICE),
+        "{logged:?}"
+    );
     let reference = text
         .split_whitespace()
         .find(|w| w.starts_with("H-"))
