@@ -296,11 +296,12 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  answered from the FAQ {} | right when answered {} | confidently wrong {} | \
-             handed off for a handoff phrase {} | MRR {:.3}",
+             handed off for a handoff phrase {} ({}) | MRR {:.3}",
             pct(self.answered_share()),
             pct(self.right_share()),
             pct(self.wrong_share()),
             pct(ratio(self.handed_off, self.questions)),
+            self.handed_off,
             self.mrr
         )?;
         if self.out_of_scope > 0 {

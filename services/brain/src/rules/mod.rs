@@ -9,6 +9,7 @@
 //! conversation (handoff, the owner's pause); a burst; a request for a person; the kind of
 //! message; a text cut to `MAX_INPUT_CHARS`; then the question.
 
+mod person;
 mod replies;
 #[cfg(test)]
 mod tests;
@@ -66,10 +67,10 @@ impl Rules {
         }
     }
 
-    /// Whether `text` asks for a person (`HANDOFF_PHRASES`).
+    /// Whether `text` asks for a person: a `HANDOFF_PHRASES` phrase asked for, not merely
+    /// written ([`person`]).
     pub fn asks_for_person(&self, text: &str) -> bool {
-        let t = crate::knowledge::framed(text);
-        self.phrases.iter().any(|p| t.contains(p.as_str()))
+        person::asks_for(&self.phrases, text)
     }
 
     /// What `msg` from `contact` (whose last turns are `memory`) gets at `now` (unix ms) on

@@ -1,0 +1,165 @@
+//! Whether a message asks for a person: a `HANDOFF_PHRASES` phrase *asked for*, not merely
+//! written. "Can I talk to a human?", "pásame con un agente", "agent please" hand off; "are you a
+//! human or a computer?", "my real estate agent never called", "customer service told me to
+//! write here" do not.
+//!
+//! A phrase found in the message (whole words, accents folded, any case) is a request when:
+//! - it is one itself (it starts with a verb of asking: "talk to someone", "hablar con alguien");
+//! - a verb of asking comes up to four words before it ("can I **speak** to a human", "**quiero**
+//!   un agente", "**connect** me with an operator", "**pásame** con una persona");
+//! - or the message is little more than the phrase ("human", "a real person please!").
+//!
+//! A question about who is answering ("are you a human?", "¿eres una persona?", "is this a
+//! bot or a real person") is never a request.
+
+/// Words that ask for someone (folded as [`crate::knowledge::framed`] folds them).
+const ASKING: &[&str] = &[
+    // English
+    "talk",
+    "speak",
+    "chat",
+    "connect",
+    "transfer",
+    "put",
+    "get",
+    "want",
+    "need",
+    "like",
+    "prefer",
+    "call",
+    "contact",
+    "reach",
+    "give",
+    "let",
+    "escalate",
+    "send",
+    "forward",
+    // Spanish
+    "hablar",
+    "habla",
+    "pasame",
+    "pasa",
+    "paseme",
+    "pase",
+    "quiero",
+    "necesito",
+    "comunicar",
+    "comunicarme",
+    "comuniqueme",
+    "contactar",
+    "llamar",
+    "atienda",
+    "atender",
+    "deme",
+    "dame",
+    // Portuguese
+    "falar",
+    "quero",
+    "preciso",
+    "passa",
+    "transferir",
+];
+
+/// What may stand beside a phrase in a message that is only the phrase ("a human please").
+const FILLER: &[&str] = &[
+    "a", "an", "the", "please", "pls", "plz", "now", "asap", "just", "real", "live", "actual",
+    "hi", "hello", "hey", "ok", "okay", "yes", "i", "me", "to", "with", "por", "favor", "un",
+    "una", "el", "la", "con", "hola", "ya", "ahora", "si", "sí", "um", "uh", "again",
+];
+
+/// How a question about who is answering starts ("are you …", "eres …").
+const WHO_ANSWERS: &[&[&str]] = &[
+    &["are", "you"],
+    &["r", "u"],
+    &["is", "this"],
+    &["is", "it"],
+    &["am", "i"],
+    &["eres"],
+    &["es", "usted"],
+    &["estoy", "hablando"],
+    &["voce", "e"],
+];
+
+/// Whether `text` asks for one of `phrases` (each framed: [`crate::knowledge::framed`]).
+pub fn asks_for(phrases: &[String], text: &str) -> bool {
+    let framed = crate::knowledge::framed(text);
+    let words: Vec<&str> = framed.split_whitespace().collect();
+    if WHO_ANSWERS
+        .iter()
+        .any(|start| words.len() >= start.len() && words[..start.len()] == **start)
+    {
+        return false;
+    }
+    phrases.iter().any(|p| {
+        let phrase: Vec<&str> = p.split_whitespace().collect();
+        !phrase.is_empty() && occurrences(&words, &phrase).any(|at| asked(&words, &phrase, at))
+    })
+}
+
+/// Where `phrase` starts in `words`.
+fn occurrences<'a>(words: &'a [&str], phrase: &'a [&str]) -> impl Iterator<Item = usize> + 'a {
+    (0..=words.len().saturating_sub(phrase.len()))
+        .filter(move |&i| words.len() >= phrase.len() && words[i..i + phrase.len()] == *phrase)
+}
+
+/// Whether `phrase`, found in `words` at `at`, is asked for.
+fn asked(words: &[&str], phrase: &[&str], at: usize) -> bool {
+    if ASKING.contains(&phrase[0]) {
+        return true;
+    }
+    if words[at.saturating_sub(4)..at]
+        .iter()
+        .any(|w| ASKING.contains(w))
+    {
+        return true;
+    }
+    words[..at]
+        .iter()
+        .chain(&words[at + phrase.len()..])
+        .all(|w| FILLER.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_phrases() -> Vec<String> {
+        crate::config::phrases(crate::config::HANDOFF_PHRASES)
+            .iter()
+            .map(|p| crate::knowledge::framed(p))
+            .collect()
+    }
+
+    #[test]
+    fn a_person_asked_for_hands_off_a_word_written_does_not() {
+        let p = default_phrases();
+        for asks in [
+            "Can I talk to a HUMAN please?",
+            "I want to speak to someone",
+            "pásame con un agente",
+            "Quiero hablar con una persona real",
+            "connect me with an operator",
+            "human",
+            "A real person please!",
+            "agent",
+            "let me talk to customer service",
+            "necesito un representante",
+            "I need a human, this bot is useless",
+        ] {
+            assert!(asks_for(&p, asks), "{asks:?} asks for a person");
+        }
+        for not in [
+            "are you a human or a computer?",
+            "Are you a real person?",
+            "¿Eres una persona?",
+            "is this a bot or a real person",
+            "my real estate agent never called me back",
+            "customer service told me to write here about my refund",
+            "who is the person that brought you to life",
+            "what is the best way to become a travel agent",
+            "the operator of the bus was rude",
+        ] {
+            assert!(!asks_for(&p, not), "{not:?} does not ask for a person");
+        }
+    }
+}
