@@ -42,6 +42,12 @@ pub struct Messages {
     pub opted_in: String,
     /// `MSG_ADMIN_ONLY`.
     pub admin_only: String,
+    /// `MSG_GREETING`, `MSG_THANKS`, `MSG_GOODBYE`: small talk answered without a model.
+    pub greeting: String,
+    /// See `greeting`.
+    pub thanks: String,
+    /// See `greeting`.
+    pub goodbye: String,
     /// `MSG_APOLOGY`: a message that could not be handled at all (dead-lettered).
     pub apology: String,
 }
@@ -68,7 +74,7 @@ impl Messages {
             not_configured: s(
                 env,
                 "MSG_NOT_CONFIGURED",
-                "Thanks for your message! Our assistant is not configured yet; a person will get back to you.",
+                "Thanks for your message! I've passed it to a person here, who will reply as soon as they can.",
             ),
             budget: s(env, "BUDGET_MESSAGE", "We'll get back to you shortly."),
             token_budget: s(
@@ -118,6 +124,9 @@ impl Messages {
                 "MSG_ADMIN_ONLY",
                 "Sorry, that command is for administrators.",
             ),
+            greeting: s(env, "MSG_GREETING", "Hello! How can I help you today?"),
+            thanks: s(env, "MSG_THANKS", "You're welcome!"),
+            goodbye: s(env, "MSG_GOODBYE", "Goodbye! Write any time."),
             apology: s(
                 env,
                 "MSG_APOLOGY",

@@ -49,6 +49,8 @@ pub enum Outcome {
     Refused,
     /// Not on the whitelist, told already today.
     RefusedSilently,
+    /// A greeting, thanks or goodbye answered without a model (`MSG_GREETING`, …).
+    SmallTalk,
     /// The contact's daily tokens are spent.
     TokenBudget,
     /// A text over `MAX_INPUT_CHARS`.
@@ -69,7 +71,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome (for metrics registered at zero, and for tests).
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 30] = [
         Self::Answered,
         Self::AnsweredVoice,
         Self::Apology,
@@ -91,6 +93,7 @@ impl Outcome {
         Self::OwnerAnswered,
         Self::Refused,
         Self::RefusedSilently,
+        Self::SmallTalk,
         Self::TokenBudget,
         Self::TooLong,
         Self::Transcribing,
@@ -125,6 +128,7 @@ impl Outcome {
             Self::OwnerAnswered => "owner_answered",
             Self::Refused => "refused",
             Self::RefusedSilently => "refused_silently",
+            Self::SmallTalk => "small_talk",
             Self::TokenBudget => "token_budget",
             Self::TooLong => "too_long",
             Self::Transcribing => "transcribing",
@@ -179,6 +183,7 @@ impl Outcome {
             | Self::OptedOut
             | Self::Refused
             | Self::RefusedSilently
+            | Self::SmallTalk
             | Self::Transcribing => Counts::Not,
             Self::Apology
             | Self::Budget
@@ -224,6 +229,7 @@ impl Outcome {
             | Self::OwnerAnswered
             | Self::Refused
             | Self::RefusedSilently
+            | Self::SmallTalk
             | Self::TokenBudget
             | Self::TooLong
             | Self::Transcribing

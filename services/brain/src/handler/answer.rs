@@ -137,6 +137,16 @@ impl Brain {
         {
             return Ok(d);
         }
+        // Without a model, a greeting, thanks or goodbye still gets a kind answer (the owner's
+        // FAQ entry, when one matched, came first).
+        if !eff.endpoint.configured
+            && let Some(talk) = rules::small_talk(text)
+        {
+            return Ok(Decision::notice(
+                talk.reply(&eff.messages),
+                Outcome::SmallTalk,
+            ));
+        }
         if let Some(stop) = self.guards(ib, &known, eff).await? {
             let memory = &known.memory;
             return Ok(rules::stopped(ib, contact, text, memory, stop, eff, now));

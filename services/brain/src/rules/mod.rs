@@ -11,6 +11,8 @@
 
 mod person;
 mod replies;
+mod small_talk;
+pub use small_talk::{Talk, small_talk};
 #[cfg(test)]
 mod tests;
 
@@ -117,8 +119,15 @@ impl Rules {
         // Handed to a person: the bot keeps quiet, and remembers what was said. Outside
         // business hours the bot keeps helping while the customer waits for a person; while
         // the owner is answering, it keeps quiet.
+        // Handed off only because no model is configured: the knowledge base still answers
+        // what it knows (and small talk); the rest waits for the person quietly ([`stopped`]).
         let paused = contact.paused_until_ms.is_some_and(|until| until > now);
-        if paused || (contact.handoff.is_some() && cfg.hours.is_open(now)) {
+        let for_no_model = !cfg.endpoint.configured
+            && contact
+                .handoff
+                .as_ref()
+                .is_some_and(|h| h.reason == crate::domain::Reason::NoLlm);
+        if paused || (contact.handoff.is_some() && cfg.hours.is_open(now) && !for_no_model) {
             return Step::Done(replies::while_handed_off(msg));
         }
         if msg.absorbed {

@@ -90,6 +90,11 @@ pub fn stopped(
 ) -> Decision {
     let asked = if text.is_empty() { "[photo]" } else { text };
     match stop.outcome {
+        // A person has it already: what the knowledge base cannot answer waits for them.
+        Outcome::NotConfigured if contact.handoff.is_some() => {
+            Decision::silent(Outcome::WhileHandedOff)
+                .with(Effect::Remember(Turn::customer(asked.trim())))
+        }
         Outcome::NotConfigured => hand_off(ib, contact, Reason::NoLlm, asked, memory, cfg, now),
         Outcome::Budget => hand_off(ib, contact, Reason::Budget, asked, memory, cfg, now),
         _ => stop,

@@ -250,19 +250,32 @@ async fn without_a_model_the_knowledge_base_answers_and_the_rest_goes_to_a_perso
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["llm"], "none", "{ready}");
     assert!(p.log_text().contains("mode: no LLM configured"));
+    // A greeting is answered kindly, not handed off (it used to be, and the bot then kept
+    // quiet for the handoff timeout).
+    let hi = rig.text(CUSTOMER, "Hi!").await;
+    assert_eq!(rig.reply(&hi).await, "Hello! How can I help you today?");
     let faq = rig.text(CUSTOMER, "what are your opening hours?").await;
     assert!(rig.reply(&faq).await.ends_with("Mon–Fri 9–18."));
     let other = rig.text(CUSTOMER, "do you repair zippers?").await;
+    let passed = rig.reply(&other).await;
     assert!(
-        rig.reply(&other)
-            .await
-            .contains("a person will get back to you")
+        passed.contains("person") && !passed.contains("not configured"),
+        "{passed}"
     );
     assert!(
         admin_alerts(&rig, 1).await[0]
             .text
             .contains("no AI configured")
     );
+    // While a person has it, the knowledge base still answers what it knows; the rest waits
+    // for the person, quietly (no second notice, no second alert).
+    let more = rig.text(CUSTOMER, "and can you dye leather?").await;
+    rig.assert_silent(&more).await;
+    let again = rig.text(CUSTOMER, "what are your opening hours?").await;
+    assert!(rig.reply(&again).await.ends_with("Mon–Fri 9–18."));
+    let thanks = rig.text(CUSTOMER, "thank you!").await;
+    assert_eq!(rig.reply(&thanks).await, "You're welcome!");
+    assert_eq!(admin_alerts(&rig, 1).await.len(), 1);
     assert!(rig.fake.requests().is_empty());
 }
 

@@ -1,0 +1,195 @@
+//! Small talk a shop without a model still answers kindly: a message that is only a greeting,
+//! a thanks or a goodbye (English, Spanish, Portuguese). Anything more ("hi, are you open
+//! today?") is a question, for the knowledge base and whoever answers the rest.
+
+use crate::messages::Messages;
+
+/// What a small-talk message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Talk {
+    /// hi, hello, good morning, hola, buenos días, olá, bom dia…
+    Greeting,
+    /// thanks, thank you, gracias, obrigado…
+    Thanks,
+    /// bye, goodbye, see you, adiós, hasta luego, tchau…
+    Goodbye,
+}
+
+const GREETING: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "hiya",
+    "howdy",
+    "yo",
+    "good",
+    "morning",
+    "afternoon",
+    "evening",
+    "day",
+    "there",
+    "hola",
+    "buenas",
+    "buenos",
+    "dias",
+    "tardes",
+    "noches",
+    "ola",
+    "oi",
+    "bom",
+    "boa",
+    "dia",
+    "tarde",
+    "noite",
+    "saludos",
+];
+const THANKS: &[&str] = &[
+    "thanks",
+    "thank",
+    "you",
+    "thx",
+    "ty",
+    "cheers",
+    "much",
+    "so",
+    "very",
+    "a",
+    "lot",
+    "appreciate",
+    "it",
+    "gracias",
+    "muchas",
+    "muchisimas",
+    "mil",
+    "obrigado",
+    "obrigada",
+    "muito",
+    "great",
+    "perfect",
+    "ok",
+    "okay",
+    "cool",
+    "awesome",
+    "genial",
+    "perfecto",
+    "vale",
+];
+const GOODBYE: &[&str] = &[
+    "bye", "goodbye", "see", "you", "later", "soon", "ciao", "adios", "hasta", "luego", "pronto",
+    "chao", "tchau", "ate", "logo", "take", "care", "have", "a", "nice", "good", "day", "night",
+    "buen", "dia",
+];
+/// Words that mark each kind (the rest of its list may only stand beside them).
+const GREETING_MARKS: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "hiya",
+    "howdy",
+    "morning",
+    "afternoon",
+    "evening",
+    "hola",
+    "buenas",
+    "buenos",
+    "ola",
+    "oi",
+    "bom",
+    "boa",
+    "saludos",
+];
+const THANKS_MARKS: &[&str] = &[
+    "thanks",
+    "thank",
+    "thx",
+    "ty",
+    "cheers",
+    "appreciate",
+    "gracias",
+    "obrigado",
+    "obrigada",
+];
+const GOODBYE_MARKS: &[&str] = &[
+    "bye", "goodbye", "later", "ciao", "adios", "luego", "chao", "tchau", "logo",
+];
+
+/// The small talk `text` is, if it is only that.
+pub fn small_talk(text: &str) -> Option<Talk> {
+    // Emoji and punctuation say nothing here ("thanks 🙏").
+    let letters: String = text
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let framed = crate::knowledge::framed(&letters);
+    let words: Vec<&str> = framed.split_whitespace().collect();
+    if words.is_empty() || words.len() > 8 {
+        return None;
+    }
+    let only = |list: &[&str], marks: &[&str]| {
+        words.iter().all(|w| list.contains(w) || marks.contains(w))
+            && words.iter().any(|w| marks.contains(w))
+    };
+    // Thanks first: "thank you, bye" is thanks; "ok thanks" too.
+    [
+        (Talk::Thanks, THANKS, THANKS_MARKS),
+        (Talk::Goodbye, GOODBYE, GOODBYE_MARKS),
+        (Talk::Greeting, GREETING, GREETING_MARKS),
+    ]
+    .into_iter()
+    .find(|(_, list, marks)| only(list, marks))
+    .map(|(talk, _, _)| talk)
+    .or_else(|| mixed(&words))
+}
+
+/// Thanks and goodbye together ("thanks, bye!"): thanks.
+fn mixed(words: &[&str]) -> Option<Talk> {
+    let known = |w: &&str| THANKS.contains(w) || THANKS_MARKS.contains(w) || GOODBYE.contains(w);
+    (words.iter().all(known) && words.iter().any(|w| THANKS_MARKS.contains(w)))
+        .then_some(Talk::Thanks)
+}
+
+impl Talk {
+    /// What the bot answers (`MSG_GREETING`, `MSG_THANKS`, `MSG_GOODBYE`).
+    pub fn reply(self, msgs: &Messages) -> &str {
+        match self {
+            Talk::Greeting => &msgs.greeting,
+            Talk::Thanks => &msgs.thanks,
+            Talk::Goodbye => &msgs.goodbye,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_greeting_thanks_or_goodbye_is_small_talk() {
+        for (text, talk) in [
+            ("Hi!", Talk::Greeting),
+            ("hello there", Talk::Greeting),
+            ("Good morning", Talk::Greeting),
+            ("¡Hola, buenos días!", Talk::Greeting),
+            ("Olá, bom dia", Talk::Greeting),
+            ("thank you!", Talk::Thanks),
+            ("Thanks a lot 🙏", Talk::Thanks),
+            ("muchas gracias", Talk::Thanks),
+            ("ok thanks, bye", Talk::Thanks),
+            ("bye!", Talk::Goodbye),
+            ("see you later", Talk::Goodbye),
+            ("hasta luego", Talk::Goodbye),
+        ] {
+            assert_eq!(small_talk(text), Some(talk), "{text:?}");
+        }
+        for text in [
+            "hi, are you open today?",
+            "hello, where is my order",
+            "good",
+            "thank you for nothing, my shoes never arrived",
+            "",
+            "what are your opening hours?",
+        ] {
+            assert_eq!(small_talk(text), None, "{text:?}");
+        }
+    }
+}
