@@ -33,6 +33,9 @@ pub struct Config {
     pub memory_turns: usize,
     /// `AI_DISCLOSURE`: first line of the first reply to a new contact (empty: off).
     pub ai_disclosure: String,
+    /// `AUTOMATED_DISCLOSURE`: the same, when no AI wrote the first reply (the knowledge base's
+    /// FAQ, small talk without a model; empty: none).
+    pub automated_disclosure: String,
     /// `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
     pub endpoint: Endpoint,
     /// `CHAT_MODEL` (default `gpt-4o`).
@@ -169,6 +172,10 @@ impl Config {
             memory_turns: 10,
             ai_disclosure: env
                 .string_allow_empty("AI_DISCLOSURE", "You're chatting with an AI assistant."),
+            automated_disclosure: env.string_allow_empty(
+                "AUTOMATED_DISCLOSURE",
+                "You're chatting with an automated assistant.",
+            ),
             endpoint,
             chat_model,
             vision_model,

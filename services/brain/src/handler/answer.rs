@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::Brain;
 use crate::chat::{Answer, Image};
 use crate::config::Config;
-use crate::domain::{Decision, Effect, Outcome, Turn};
+use crate::domain::{AnsweredBy, Decision, Effect, Outcome, Turn};
 use crate::metrics as m;
 use crate::rules::{self, MARK_RULES, Message};
 use crate::store::{Contact, Known};
@@ -142,10 +142,7 @@ impl Brain {
         if !eff.endpoint.configured
             && let Some(talk) = rules::small_talk(text)
         {
-            return Ok(Decision::notice(
-                talk.reply(&eff.messages),
-                Outcome::SmallTalk,
-            ));
+            return Ok(rules::small_talk_reply(contact, talk, eff));
         }
         if let Some(stop) = self.guards(ib, &known, eff).await? {
             let memory = &known.memory;
@@ -339,6 +336,7 @@ impl Brain {
             contact,
             question.to_owned(),
             hit.entry.answer.clone(),
+            AnsweredBy::Knowledge,
             eff,
         );
         d.outcome = Outcome::Knowledge;

@@ -12,7 +12,7 @@
 mod person;
 mod replies;
 mod small_talk;
-pub use small_talk::{Talk, small_talk};
+pub use small_talk::{Talk, small_talk, small_talk_reply};
 #[cfg(test)]
 mod tests;
 

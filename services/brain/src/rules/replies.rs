@@ -6,7 +6,7 @@ use shared::proto::{Inbound, identity, inbound, outbound};
 
 use super::{Message, Source};
 use crate::config::Config;
-use crate::domain::{Decision, Effect, NewHandoff, Outcome, Reason, Speaker, Turn};
+use crate::domain::{AnsweredBy, Decision, Effect, NewHandoff, Outcome, Reason, Speaker, Turn};
 use crate::store::Contact;
 
 /// The model's mark that a person is needed (stripped from what the customer sees).
@@ -145,24 +145,36 @@ pub fn marked(
             );
         }
         // The run goes on (from 0: `answered` sets no streak of its own).
-        return answered(ib, contact, question, text, cfg).with(Effect::Streak(streak));
+        return answered(ib, contact, question, text, AnsweredBy::Model, cfg)
+            .with(Effect::Streak(streak));
     }
-    answered(ib, contact, question, text, cfg)
+    answered(ib, contact, question, text, AnsweredBy::Model, cfg)
 }
 
-/// `text` answers `question`: the reply (with the AI disclosure the first time, and what was
-/// understood of a voice note) and the memory turns.
+/// The first line of the first reply to `contact`, when it has not had it: `AI_DISCLOSURE` when
+/// the model wrote the reply, `AUTOMATED_DISCLOSURE` otherwise.
+pub fn disclosure<'c>(contact: &Contact, by: AnsweredBy, cfg: &'c Config) -> Option<&'c str> {
+    let text = match by {
+        AnsweredBy::Model => &cfg.ai_disclosure,
+        AnsweredBy::Knowledge => &cfg.automated_disclosure,
+    };
+    (!contact.disclosed && !text.is_empty()).then_some(text.as_str())
+}
+
+/// `text` answers `question`, written `by` the model or the knowledge base: the reply (with the
+/// disclosure the first time, and what was understood of a voice note) and the memory turns.
 pub fn answered(
     ib: &Inbound,
     contact: &Contact,
     question: String,
     text: String,
+    by: AnsweredBy,
     cfg: &Config,
 ) -> Decision {
     let mut reply = text.clone();
-    let disclose = !contact.disclosed && !cfg.ai_disclosure.is_empty();
-    if disclose {
-        reply = format!("{}\n\n{reply}", cfg.ai_disclosure);
+    let disclose = disclosure(contact, by, cfg);
+    if let Some(first) = disclose {
+        reply = format!("{first}\n\n{reply}");
     }
     // A voice note's answer may start with what was understood.
     if ib.kind() == inbound::Kind::Voice && cfg.echo_transcript {
@@ -181,7 +193,7 @@ pub fn answered(
             Effect::Remember(Turn::business(text)),
         ],
     };
-    if disclose {
+    if disclose.is_some() {
         d.effects.push(Effect::Disclose);
     }
     // An answer that knew ends a run of ones that did not.

@@ -148,6 +148,22 @@ fn mixed(words: &[&str]) -> Option<Talk> {
         .then_some(Talk::Thanks)
 }
 
+/// The answer to small talk: its text (`MSG_GREETING`, …), with the automated assistant's
+/// disclosure when it is the contact's first reply.
+pub fn small_talk_reply(
+    contact: &crate::store::Contact,
+    talk: Talk,
+    cfg: &crate::config::Config,
+) -> crate::domain::Decision {
+    use crate::domain::{AnsweredBy, Decision, Effect, Outcome};
+    let text = talk.reply(&cfg.messages);
+    match super::replies::disclosure(contact, AnsweredBy::Knowledge, cfg) {
+        Some(first) => Decision::notice(&format!("{first}\n\n{text}"), Outcome::SmallTalk)
+            .with(Effect::Disclose),
+        None => Decision::notice(text, Outcome::SmallTalk),
+    }
+}
+
 impl Talk {
     /// What the bot answers (`MSG_GREETING`, `MSG_THANKS`, `MSG_GOODBYE`).
     pub fn reply(self, msgs: &Messages) -> &str {

@@ -253,7 +253,11 @@ async fn without_a_model_the_knowledge_base_answers_and_the_rest_goes_to_a_perso
     // A greeting is answered kindly, not handed off (it used to be, and the bot then kept
     // quiet for the handoff timeout).
     let hi = rig.text(CUSTOMER, "Hi!").await;
-    assert_eq!(rig.reply(&hi).await, "Hello! How can I help you today?");
+    assert_eq!(
+        rig.reply(&hi).await,
+        "You're chatting with an automated assistant.\n\nHello! How can I help you today?",
+        "no AI wrote it: the disclosure says so"
+    );
     let faq = rig.text(CUSTOMER, "what are your opening hours?").await;
     assert!(rig.reply(&faq).await.ends_with("Mon–Fri 9–18."));
     let other = rig.text(CUSTOMER, "do you repair zippers?").await;

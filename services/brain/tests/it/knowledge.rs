@@ -178,6 +178,10 @@ async fn an_faq_question_is_answered_from_the_knowledge_base_without_the_model()
         reply.ends_with("UK delivery is £4.50, free on orders over £60. EU delivery is £12."),
         "{reply}"
     );
+    assert!(
+        reply.starts_with("You're chatting with an automated assistant."),
+        "no AI wrote the first reply: {reply}"
+    );
     assert!(rig.fake.requests().is_empty(), "no model call");
     assert!(rig.usage().await.is_empty(), "nothing to pay for");
     assert_eq!(
