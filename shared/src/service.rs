@@ -185,7 +185,6 @@ where
             return ExitCode::FAILURE;
         }
     };
-    // A subcommand's failure is the operator's to read, in words; the service's own is logged.
     let subcommand = command.is_some();
     let result = runtime.block_on(async move {
         match command {
@@ -200,19 +199,25 @@ where
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-    let code = match result {
+    let code = exit_code(spec.name, subcommand, result);
+    drop(telemetry);
+    code
+}
+
+/// How a run ends: a subcommand's failure is the operator's to read, in words; the service's
+/// own is logged.
+fn exit_code(name: ServiceName, subcommand: bool, result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if subcommand => {
-            eprintln!("{}: {e:#}", spec.name.as_str());
+            eprintln!("{}: {e:#}", name.as_str());
             ExitCode::FAILURE
         }
         Err(e) => {
-            tracing::error!(error.cause_chain = ?e, error.message = %e, "{} exited with an error", spec.name.as_str());
+            tracing::error!(error.cause_chain = ?e, error.message = %e, "{} exited with an error", name.as_str());
             ExitCode::FAILURE
         }
-    };
-    drop(telemetry);
-    code
+    }
 }
 
 /// `vars`: the name of every variable the service reads, read with nothing set (so every
