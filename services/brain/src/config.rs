@@ -121,8 +121,13 @@ pub const HANDOFF_PHRASES: &str = "human|a person|real person|someone real|talk 
      agent|representative|operator|customer service|humano|una persona|persona real|hablar con alguien|\
      agente|representante|operador|atención al cliente";
 
-/// The phrases of a `|`-separated list (as `HANDOFF_PHRASES` gives them), lowercase.
+/// The phrases of a `|`-separated list (as `HANDOFF_PHRASES` gives them), lowercase; `off`
+/// (or `none`) is no phrases at all: only the model's marks, the budget and a missing model
+/// hand off.
 pub fn phrases(list: &str) -> Vec<String> {
+    if matches!(list.trim().to_lowercase().as_str(), "off" | "none") {
+        return Vec::new();
+    }
     list.split('|')
         .map(|p| p.trim().to_lowercase())
         .filter(|p| !p.is_empty())
@@ -214,6 +219,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handoff_phrases_split_fold_and_turn_off() {
+        assert_eq!(phrases(" Human | A Person ||"), ["human", "a person"]);
+        assert!(phrases("off").is_empty() && phrases("NONE").is_empty());
+        assert_eq!(phrases("offer").len(), 1);
+    }
 
     #[test]
     fn env_example_shows_the_handoff_phrases_the_code_uses() {
