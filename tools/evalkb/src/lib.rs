@@ -172,6 +172,37 @@ pub fn faq(ds: &Dataset) -> anyhow::Result<(String, HashMap<String, String>)> {
     Ok((md, answers))
 }
 
+/// `text` with one typo a hurried customer makes: the middle letter of its longest word (of five
+/// letters or more) left out — deterministic, so runs compare.
+pub fn with_typo(text: &str) -> String {
+    let Some(word) = text
+        .split_whitespace()
+        .filter(|w| w.chars().count() >= 5 && w.chars().all(char::is_alphabetic))
+        .max_by_key(|w| w.chars().count())
+    else {
+        return text.to_owned();
+    };
+    let mid = word.chars().count() / 2;
+    let typo: String = word
+        .chars()
+        .enumerate()
+        .filter_map(|(i, c)| (i != mid).then_some(c))
+        .collect();
+    text.replacen(word, &typo, 1)
+}
+
+/// `ds` with a typo in every question ([`with_typo`]).
+pub fn misspelt(ds: &Dataset) -> Dataset {
+    Dataset {
+        test: ds
+            .test
+            .iter()
+            .map(|(t, label)| (with_typo(t), label.clone()))
+            .collect(),
+        ..ds.clone()
+    }
+}
+
 /// What a dataset's customers got.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {

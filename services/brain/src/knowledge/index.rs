@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use bm25::{Document, SearchEngine, SearchEngineBuilder};
 
+use super::typo::Vocabulary;
 use super::words::{Ask, Cues, Words, cues};
 
 /// A section of a file: what the model may be shown.
@@ -60,6 +61,8 @@ pub struct Index {
     phrasings: Vec<(usize, Vec<Vec<String>>, f32)>,
     /// Each entry's phrasings' cues (question kinds, negations).
     entry_cues: Vec<Vec<Cues>>,
+    /// Every word the knowledge base uses, to read a question's typos as them.
+    vocabulary: Vocabulary,
     phrasing_engine: Option<Engine>,
     /// Each entry's stems (phrasings and answer).
     entry_stems: Vec<HashSet<String>>,
@@ -182,6 +185,12 @@ impl Index {
             .iter()
             .map(|e| e.phrasings.iter().map(|p| cues(p)).collect())
             .collect();
+        let vocabulary = Vocabulary::build(
+            chunk_texts
+                .iter()
+                .chain(&phrasing_texts)
+                .map(String::as_str),
+        );
         let phrasing_engine = engine(&phrasing_texts);
         if let Some(engine) = &phrasing_engine {
             for (n, text) in phrasing_texts.iter().enumerate() {
@@ -220,6 +229,7 @@ impl Index {
             entries,
             phrasings,
             entry_cues,
+            vocabulary,
             phrasing_engine,
             entry_stems,
             weight,
@@ -242,8 +252,9 @@ impl Index {
         let Some(engine) = &self.chunk_engine else {
             return Vec::new();
         };
+        let corrected = self.vocabulary.correct(query);
         engine
-            .search(query, k)
+            .search(corrected.as_deref().unwrap_or(query), k)
             .into_iter()
             .filter(|r| r.score > 0.0)
             .map(|r| &self.chunks[r.document.id])
@@ -270,6 +281,10 @@ impl Index {
     /// Every entry (its index in [`Index::entries`]) with how well `query` matches it, best
     /// first (none when the query has no content word).
     pub fn ranked(&self, query: &str) -> Vec<(usize, f32)> {
+        // Cues read the question as written; words, with its typos corrected.
+        let asked = cues(query);
+        let corrected = self.vocabulary.correct(query);
+        let query = corrected.as_deref().unwrap_or(query);
         let q = self.words.words(query);
         if q.is_empty() || self.entries.is_empty() {
             return Vec::new();
@@ -284,7 +299,6 @@ impl Index {
                 }
             }
         }
-        let asked = cues(query);
         let mut scored: Vec<(usize, f32)> = (0..self.entries.len())
             .map(|i| {
                 (

@@ -7,6 +7,7 @@
 //! with no model call.
 
 mod index;
+mod typo;
 mod words;
 
 use std::path::{Path, PathBuf};
