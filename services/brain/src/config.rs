@@ -33,8 +33,8 @@ pub struct Config {
     pub memory_turns: usize,
     /// `AI_DISCLOSURE`: first line of the first reply to a new contact (empty: off).
     pub ai_disclosure: String,
-    /// `AUTOMATED_DISCLOSURE`: the same, when no AI wrote the first reply (the knowledge base's
-    /// FAQ, small talk without a model; empty: none).
+    /// `AUTOMATED_DISCLOSURE`: the same without a model (FAQ answers and small talk; empty:
+    /// none).
     pub automated_disclosure: String,
     /// `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
     pub endpoint: Endpoint,

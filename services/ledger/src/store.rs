@@ -259,7 +259,10 @@ async fn apply(tx: &mut sqlx::AnyConnection, jobs: &[Job]) -> Result<Vec<Stored>
                 let key = format!("{}|{contact}", r.day);
                 if !contact_totals.has(&key) {
                     let spent = contact_spend(tx, &r.day, contact).await?;
-                    let mine = fresh
+                    // The group's records of this contact from this one on (the earlier ones
+                    // are in `spent` already and count before it).
+                    let here = fresh.iter().position(|f| std::ptr::eq(*f, r)).unwrap_or(0);
+                    let mine = fresh[here..]
                         .iter()
                         .copied()
                         .filter(|f| f.day == r.day && f.contact_id.as_deref() == Some(contact));

@@ -29,8 +29,29 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// A free TCP port on loopback.
+/// Where [`free_port`] picks: below the kernel's ephemeral range (32768–60999 by default),
+/// which outgoing connections draw from. A port picked with `bind(0)` is in that range, and a
+/// client connection of another test could take it before the service it was picked for binds
+/// it ("address already in use", now and then under a parallel run).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on loopback, outside the range outgoing connections use ([`PORTS`]).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test runs in a process of its own: start where the process id and the clock say.
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let span = u32::from(PORTS.end - PORTS.start);
+    for _ in 0..span {
+        let n = seed.wrapping_add(NEXT.fetch_add(7_919, Ordering::Relaxed)) % span;
+        let port = PORTS.start + u16::try_from(n).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

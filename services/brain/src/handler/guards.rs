@@ -60,7 +60,18 @@ impl Brain {
         now: i64,
     ) -> Result<Decision, HandleError> {
         if let Some(stop) = self.guards(ib, known, eff).await? {
-            return Ok(stop);
+            // Without a model (or budget) the voice note goes to a person like a question
+            // would — alerted, or quietly remembered when a person has it already.
+            let memory = &known.memory;
+            return Ok(rules::stopped(
+                ib,
+                contact,
+                "[voice note]",
+                memory,
+                stop,
+                eff,
+                now,
+            ));
         }
         let Some(media) = ib.media.clone() else {
             return Ok(Decision::notice(

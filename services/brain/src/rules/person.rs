@@ -10,7 +10,8 @@
 //! - or the message is little more than the phrase ("human", "a real person please!").
 //!
 //! A question about who is answering ("are you a human?", "¿eres una persona?", "is this a
-//! bot or a real person") is never a request.
+//! bot or a real person") is not a request, unless it asks for one ("is it possible to talk to
+//! a human?").
 
 /// Words that ask for someone (folded as [`crate::knowledge::framed`] folds them).
 const ASKING: &[&str] = &[
@@ -82,17 +83,20 @@ const WHO_ANSWERS: &[&[&str]] = &[
 
 /// Whether `text` asks for one of `phrases` (each framed: [`crate::knowledge::framed`]).
 pub fn asks_for(phrases: &[String], text: &str) -> bool {
-    let framed = crate::knowledge::framed(text);
+    // Emoji and punctuation say nothing here ("human 🙏"; the folding spells emoji as words).
+    let letters: String = text
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let framed = crate::knowledge::framed(&letters);
     let words: Vec<&str> = framed.split_whitespace().collect();
-    if WHO_ANSWERS
+    let about_the_bot = WHO_ANSWERS
         .iter()
-        .any(|start| words.len() >= start.len() && words[..start.len()] == **start)
-    {
-        return false;
-    }
+        .any(|start| words.len() >= start.len() && words[..start.len()] == **start);
     phrases.iter().any(|p| {
         let phrase: Vec<&str> = p.split_whitespace().collect();
-        !phrase.is_empty() && occurrences(&words, &phrase).any(|at| asked(&words, &phrase, at))
+        !phrase.is_empty()
+            && occurrences(&words, &phrase).any(|at| asked(&words, &phrase, at, about_the_bot))
     })
 }
 
@@ -102,8 +106,9 @@ fn occurrences<'a>(words: &'a [&str], phrase: &'a [&str]) -> impl Iterator<Item 
         .filter(move |&i| words.len() >= phrase.len() && words[i..i + phrase.len()] == *phrase)
 }
 
-/// Whether `phrase`, found in `words` at `at`, is asked for.
-fn asked(words: &[&str], phrase: &[&str], at: usize) -> bool {
+/// Whether `phrase`, found in `words` at `at`, is asked for (in a message that starts as a
+/// question `about_the_bot`, only after a verb of asking: "is it possible to talk to a human?").
+fn asked(words: &[&str], phrase: &[&str], at: usize, about_the_bot: bool) -> bool {
     if ASKING.contains(&phrase[0]) {
         return true;
     }
@@ -113,10 +118,11 @@ fn asked(words: &[&str], phrase: &[&str], at: usize) -> bool {
     {
         return true;
     }
-    words[..at]
-        .iter()
-        .chain(&words[at + phrase.len()..])
-        .all(|w| FILLER.contains(w))
+    !about_the_bot
+        && words[..at]
+            .iter()
+            .chain(&words[at + phrase.len()..])
+            .all(|w| FILLER.contains(w))
 }
 
 #[cfg(test)]
@@ -145,6 +151,11 @@ mod tests {
             "let me talk to customer service",
             "necesito un representante",
             "I need a human, this bot is useless",
+            "Is it possible to talk to a human?",
+            "Am I able to speak to an agent?",
+            "is this a bot? I want a real person",
+            "human 🙏",
+            "agent 😡",
         ] {
             assert!(asks_for(&p, asks), "{asks:?} asks for a person");
         }

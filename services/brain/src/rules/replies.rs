@@ -151,12 +151,14 @@ pub fn marked(
     answered(ib, contact, question, text, AnsweredBy::Model, cfg)
 }
 
-/// The first line of the first reply to `contact`, when it has not had it: `AI_DISCLOSURE` when
-/// the model wrote the reply, `AUTOMATED_DISCLOSURE` otherwise.
+/// The first line of the first reply to `contact`, when it has not had it: `AUTOMATED_DISCLOSURE`
+/// when no model is configured (nothing the customer hears is an AI's), `AI_DISCLOSURE`
+/// otherwise — an FAQ answer first included, since the contact is told only once and the model
+/// writes what follows.
 pub fn disclosure<'c>(contact: &Contact, by: AnsweredBy, cfg: &'c Config) -> Option<&'c str> {
     let text = match by {
-        AnsweredBy::Model => &cfg.ai_disclosure,
-        AnsweredBy::Knowledge => &cfg.automated_disclosure,
+        AnsweredBy::Knowledge if !cfg.endpoint.configured => &cfg.automated_disclosure,
+        AnsweredBy::Model | AnsweredBy::Knowledge => &cfg.ai_disclosure,
     };
     (!contact.disclosed && !text.is_empty()).then_some(text.as_str())
 }

@@ -1,5 +1,6 @@
 //! Small talk a shop without a model still answers kindly: a message that is only a greeting,
-//! a thanks or a goodbye (English, Spanish, Portuguese). Anything more ("hi, are you open
+//! a thanks or a goodbye (English, Spanish, Portuguese); an acknowledgement ("ok", "👍") needs
+//! no answer. Anything more ("hi, are you open
 //! today?") is a question, for the knowledge base and whoever answers the rest.
 
 use crate::messages::Messages;
@@ -13,6 +14,8 @@ pub enum Talk {
     Thanks,
     /// bye, goodbye, see you, adiós, hasta luego, tchau…
     Goodbye,
+    /// ok, great, got it, vale, 👍 — nothing to answer.
+    Ack,
 }
 
 const GREETING: &[&str] = &[
@@ -74,6 +77,36 @@ const THANKS: &[&str] = &[
     "perfecto",
     "vale",
 ];
+const ACK: &[&str] = &[
+    "ok",
+    "okay",
+    "k",
+    "kk",
+    "great",
+    "perfect",
+    "cool",
+    "nice",
+    "good",
+    "got",
+    "it",
+    "alright",
+    "fine",
+    "sure",
+    "noted",
+    "understood",
+    "vale",
+    "perfecto",
+    "genial",
+    "bien",
+    "de",
+    "acuerdo",
+    "entendido",
+    "beleza",
+    "certo",
+    "entendi",
+    "otimo",
+    "thanks",
+];
 const GOODBYE: &[&str] = &[
     "bye", "goodbye", "see", "you", "later", "soon", "ciao", "adios", "hasta", "luego", "pronto",
     "chao", "tchau", "ate", "logo", "take", "care", "have", "a", "nice", "good", "day", "night",
@@ -92,6 +125,7 @@ const GREETING_MARKS: &[&str] = &[
     "hola",
     "buenas",
     "buenos",
+    "buen",
     "ola",
     "oi",
     "bom",
@@ -110,7 +144,8 @@ const THANKS_MARKS: &[&str] = &[
     "obrigada",
 ];
 const GOODBYE_MARKS: &[&str] = &[
-    "bye", "goodbye", "later", "ciao", "adios", "luego", "chao", "tchau", "logo",
+    "bye", "goodbye", "later", "ciao", "adios", "luego", "chao", "tchau", "logo", "night",
+    "noches", "noite",
 ];
 
 /// The small talk `text` is, if it is only that.
@@ -122,7 +157,11 @@ pub fn small_talk(text: &str) -> Option<Talk> {
         .collect();
     let framed = crate::knowledge::framed(&letters);
     let words: Vec<&str> = framed.split_whitespace().collect();
-    if words.is_empty() || words.len() > 8 {
+    if words.is_empty() {
+        // Only emoji or punctuation ("👍"): nothing to answer.
+        return (!text.trim().is_empty()).then_some(Talk::Ack);
+    }
+    if words.len() > 8 {
         return None;
     }
     let only = |list: &[&str], marks: &[&str]| {
@@ -134,6 +173,7 @@ pub fn small_talk(text: &str) -> Option<Talk> {
         (Talk::Thanks, THANKS, THANKS_MARKS),
         (Talk::Goodbye, GOODBYE, GOODBYE_MARKS),
         (Talk::Greeting, GREETING, GREETING_MARKS),
+        (Talk::Ack, ACK, ACK),
     ]
     .into_iter()
     .find(|(_, list, marks)| only(list, marks))
@@ -156,7 +196,9 @@ pub fn small_talk_reply(
     cfg: &crate::config::Config,
 ) -> crate::domain::Decision {
     use crate::domain::{AnsweredBy, Decision, Effect, Outcome};
-    let text = talk.reply(&cfg.messages);
+    let Some(text) = talk.reply(&cfg.messages) else {
+        return Decision::silent(Outcome::SmallTalk);
+    };
     match super::replies::disclosure(contact, AnsweredBy::Knowledge, cfg) {
         Some(first) => Decision::notice(&format!("{first}\n\n{text}"), Outcome::SmallTalk)
             .with(Effect::Disclose),
@@ -165,12 +207,14 @@ pub fn small_talk_reply(
 }
 
 impl Talk {
-    /// What the bot answers (`MSG_GREETING`, `MSG_THANKS`, `MSG_GOODBYE`).
-    pub fn reply(self, msgs: &Messages) -> &str {
+    /// What the bot answers (`MSG_GREETING`, `MSG_THANKS`, `MSG_GOODBYE`; nothing to an
+    /// acknowledgement).
+    pub fn reply(self, msgs: &Messages) -> Option<&str> {
         match self {
-            Talk::Greeting => &msgs.greeting,
-            Talk::Thanks => &msgs.thanks,
-            Talk::Goodbye => &msgs.goodbye,
+            Talk::Greeting => Some(&msgs.greeting),
+            Talk::Thanks => Some(&msgs.thanks),
+            Talk::Goodbye => Some(&msgs.goodbye),
+            Talk::Ack => None,
         }
     }
 }
@@ -194,13 +238,18 @@ mod tests {
             ("bye!", Talk::Goodbye),
             ("see you later", Talk::Goodbye),
             ("hasta luego", Talk::Goodbye),
+            ("good night", Talk::Goodbye),
+            ("¡Buen día!", Talk::Greeting),
+            ("ok", Talk::Ack),
+            ("good", Talk::Ack),
+            ("great, got it", Talk::Ack),
+            ("👍", Talk::Ack),
         ] {
             assert_eq!(small_talk(text), Some(talk), "{text:?}");
         }
         for text in [
             "hi, are you open today?",
             "hello, where is my order",
-            "good",
             "thank you for nothing, my shoes never arrived",
             "",
             "what are your opening hours?",

@@ -179,8 +179,8 @@ async fn an_faq_question_is_answered_from_the_knowledge_base_without_the_model()
         "{reply}"
     );
     assert!(
-        reply.starts_with("You're chatting with an automated assistant."),
-        "no AI wrote the first reply: {reply}"
+        reply.starts_with("You're chatting with an AI assistant."),
+        "with a model configured the contact is told once, the FAQ's answer first: {reply}"
     );
     assert!(rig.fake.requests().is_empty(), "no model call");
     assert!(rig.usage().await.is_empty(), "nothing to pay for");
