@@ -162,11 +162,18 @@ impl Rules {
             inbound::Kind::Text => cfg.text_deadline,
             inbound::Kind::Image => cfg.image_deadline,
             inbound::Kind::Voice => return Step::Transcribe,
+            // While a person has it, what the bot could not use waits for them.
+            inbound::Kind::Other | inbound::Kind::Unspecified if for_no_model => {
+                return Step::Done(replies::while_handed_off(msg));
+            }
             inbound::Kind::Other | inbound::Kind::Unspecified => {
                 return Step::Done(Decision::notice(&msgs.unsupported, Outcome::Unsupported));
             }
         };
         // Cut to MAX_INPUT_CHARS on the way in (the gateway, `Brain::handle`).
+        if ib.text_cut && for_no_model {
+            return Step::Done(replies::while_handed_off(msg));
+        }
         if ib.text_cut {
             return Step::Done(Decision::notice(&msgs.too_long, Outcome::TooLong));
         }

@@ -203,6 +203,45 @@ fn a_stranger_is_refused_once_a_day_and_admins_and_open_mode_are_served() {
 }
 
 #[test]
+fn handed_off_for_want_of_a_model_the_faq_still_answers_and_the_rest_waits_quietly() {
+    let handed = Contact {
+        handoff: Some(Handoff {
+            reference: "H-ABCDEF".into(),
+            reason: Reason::NoLlm,
+            since_ms: NOW - 60_000,
+            deadline_ms: Some(NOW + 60_000),
+            chat: (0, "chat-1".into()),
+        }),
+        ..contact()
+    };
+    let none = config(&[]);
+    let question = from_phone(inbound::Kind::Text, "what are your opening hours?");
+    assert!(matches!(
+        decide_with(&none, &handed, &question, Source::Typed, false),
+        Step::Answer { .. }
+    ));
+    let sticker = from_phone(inbound::Kind::Other, "");
+    let d = done(decide_with(&none, &handed, &sticker, Source::Typed, false));
+    assert_eq!(d.outcome, Outcome::WhileHandedOff);
+    let cut = Inbound {
+        text_cut: true,
+        ..question.clone()
+    };
+    let d = done(decide_with(&none, &handed, &cut, Source::Typed, false));
+    assert_eq!(d.outcome, Outcome::WhileHandedOff);
+    // With a model configured since, the person's conversation is theirs as for any reason.
+    let model = config(&[("OPENAI_API_KEY", "sk-test")]);
+    let d = done(decide_with(
+        &model,
+        &handed,
+        &question,
+        Source::Typed,
+        false,
+    ));
+    assert_eq!(d.outcome, Outcome::WhileHandedOff);
+}
+
+#[test]
 fn while_a_person_has_the_conversation_the_bot_only_remembers() {
     let handed = Contact {
         handoff: Some(Handoff {
