@@ -234,3 +234,38 @@ async fn a_transcript_goes_through_the_rules_that_hold_when_it_comes_back() {
         );
     }
 }
+
+#[tokio::test]
+async fn without_a_model_a_voice_note_goes_to_a_person_once_and_then_waits_for_them() {
+    let mut rig = Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("OPENAI_BASE_URL", ""),
+        ("OPENAI_API_KEY", ""),
+    ])
+    .await;
+    let _p = rig.spawn().await;
+    let audio = b"OggS not really audio".to_vec();
+    let first = send_voice(&rig, &audio).await;
+    let passed = rig.reply(&first).await;
+    assert!(passed.contains("passed it to a person"), "{passed}");
+    let alerts = |all: Vec<shared::proto::Outbound>| {
+        all.into_iter()
+            .filter(|o| o.kind() == outbound::Kind::Alert)
+            .map(|o| o.text)
+            .collect::<Vec<_>>()
+    };
+    let sent = shared::testing::eventually(
+        "the admins' alert",
+        std::time::Duration::from_secs(5),
+        async || {
+            let a = alerts(rig.outbound().await);
+            (!a.is_empty()).then_some(a)
+        },
+    )
+    .await;
+    assert!(sent[0].contains("[voice note]"), "{sent:?}");
+    // A second voice note while the person has it: remembered, not answered, no new alert.
+    let second = send_voice(&rig, b"OggS another").await;
+    rig.assert_silent(&second).await;
+    assert_eq!(alerts(rig.outbound().await).len(), 1);
+}
