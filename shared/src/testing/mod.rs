@@ -30,15 +30,23 @@ pub fn redis_url() -> String {
 }
 
 /// Where [`free_port`] picks: below the kernel's ephemeral range (32768–60999 by default),
-/// which outgoing connections draw from. A port picked with `bind(0)` is in that range, and a
-/// client connection of another test could take it before the service it was picked for binds
-/// it ("address already in use", now and then under a parallel run).
+/// which outgoing connections draw from — a port picked with `bind(0)` could be taken by another
+/// test's client connection before the service it was picked for binds it.
 const PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A free TCP port on loopback, outside the range outgoing connections use ([`PORTS`]).
+/// How long a port [`free_port`] handed out stays claimed: longer than a test keeps it.
+const CLAIM: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// A free TCP port on loopback, outside the range outgoing connections use ([`PORTS`]), and
+/// claimed for this process: tests run in parallel processes, and two of them picking the same
+/// free port before either's service binds it was a failure ("address already in use") about one
+/// run in four. A claim is a file created exclusively in a directory all test processes share;
+/// claims older than [`CLAIM`] are taken back.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let claims = std::env::temp_dir().join("sb-test-ports");
+    let _ = std::fs::create_dir_all(&claims);
     // Each test runs in a process of its own: start where the process id and the clock say.
     let seed = std::process::id().wrapping_mul(2_654_435_761)
         ^ std::time::SystemTime::now()
@@ -48,7 +56,7 @@ pub fn free_port() -> u16 {
     for _ in 0..span {
         let n = seed.wrapping_add(NEXT.fetch_add(7_919, Ordering::Relaxed)) % span;
         let port = PORTS.start + u16::try_from(n).unwrap_or(0);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if claim(&claims.join(port.to_string())) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -56,6 +64,26 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Claims the port whose claim file is `file` (taking back a stale claim).
+fn claim(file: &Path) -> bool {
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > CLAIM);
+    stale && std::fs::remove_file(file).is_ok() && create()
 }
 
 /// A fresh temporary directory (removed on drop).
