@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 pub use index::{Chunk, Entry, Hit, Index};
 use tokio_util::sync::CancellationToken;
-pub use words::framed;
+pub use words::{framed, framed_words};
 
 /// Confidence at which an FAQ entry answers a question by itself.
 pub const DIRECT: f32 = 0.8;

@@ -38,12 +38,24 @@ fn plain_tokenizer() -> bm25::DefaultTokenizer {
         .build()
 }
 
+/// The plain tokenizer, built once.
+static PLAIN: std::sync::LazyLock<bm25::DefaultTokenizer> =
+    std::sync::LazyLock::new(plain_tokenizer);
+
 /// `text`'s words lowercased and accent-folded, joined and framed by single spaces, so a phrase
 /// framed the same way matches whole words only (`" hablar con alguien "`).
 pub fn framed(text: &str) -> String {
-    static PLAIN: std::sync::LazyLock<bm25::DefaultTokenizer> =
-        std::sync::LazyLock::new(plain_tokenizer);
     format!(" {} ", PLAIN.tokenize(text).join(" "))
+}
+
+/// [`framed`] with emoji and punctuation left out first: they say nothing in a short message
+/// ("human 🙏", "thanks!"), and the folding would spell an emoji as words.
+pub fn framed_words(text: &str) -> String {
+    let letters: String = text
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    framed(&letters)
 }
 
 impl Words {
@@ -138,8 +150,6 @@ const PREGUNTAS: [(&str, Ask); 13] = [
 
 /// The [`Cues`] of `text`.
 pub fn cues(text: &str) -> Cues {
-    static PLAIN: std::sync::LazyLock<bm25::DefaultTokenizer> =
-        std::sync::LazyLock::new(plain_tokenizer);
     let words = PLAIN.tokenize(text);
     let english = words.iter().enumerate().find_map(|(i, w)| {
         let next = words.get(i + 1).map(String::as_str);

@@ -83,12 +83,7 @@ const WHO_ANSWERS: &[&[&str]] = &[
 
 /// Whether `text` asks for one of `phrases` (each framed: [`crate::knowledge::framed`]).
 pub fn asks_for(phrases: &[String], text: &str) -> bool {
-    // Emoji and punctuation say nothing here ("human 🙏"; the folding spells emoji as words).
-    let letters: String = text
-        .chars()
-        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
-        .collect();
-    let framed = crate::knowledge::framed(&letters);
+    let framed = crate::knowledge::framed_words(text);
     let words: Vec<&str> = framed.split_whitespace().collect();
     let about_the_bot = WHO_ANSWERS
         .iter()

@@ -150,12 +150,7 @@ const GOODBYE_MARKS: &[&str] = &[
 
 /// The small talk `text` is, if it is only that.
 pub fn small_talk(text: &str) -> Option<Talk> {
-    // Emoji and punctuation say nothing here ("thanks 🙏").
-    let letters: String = text
-        .chars()
-        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
-        .collect();
-    let framed = crate::knowledge::framed(&letters);
+    let framed = crate::knowledge::framed_words(text);
     let words: Vec<&str> = framed.split_whitespace().collect();
     if words.is_empty() {
         // Only emoji or punctuation ("👍"): nothing to answer.
