@@ -17,6 +17,9 @@ use anyhow::{Context, bail};
 use brain::knowledge::{DIRECT, Index};
 use brain::rules::Rules;
 
+mod calibrate;
+pub use calibrate::{Sample, at_threshold, fit, samples, shop_samples};
+
 /// Training rows per intent that make its FAQ entry (the heading and five phrasings).
 pub const ROWS_PER_ENTRY: usize = 6;
 
@@ -44,7 +47,7 @@ pub struct Dataset {
 
 /// Which questions a dataset is asked: its test split (reported, never tuned on), or rows held
 /// out of its training data (for choosing thresholds): banking77's training rows after each
-/// intent's first six, CLINC150's `val` and `oos_val`.
+/// intent's first six; CLINC150's too, with its `val`, `oos_val` and `oos_train`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     /// The test split.
@@ -121,7 +124,7 @@ pub fn clinc150(dir: &Path, split: Split) -> anyhow::Result<Dataset> {
             .remove(split)
             .with_context(|| format!("{} has no `{split}` split", path.display()))
     };
-    let (intents, _) = intents(take("train")?);
+    let (intents, rest) = intents(take("train")?);
     let (asked, out_of_scope) = match split {
         Split::Test => ("test", "oos_test"),
         Split::HeldOut => ("val", "oos_val"),
@@ -131,6 +134,11 @@ pub fn clinc150(dir: &Path, split: Split) -> anyhow::Result<Dataset> {
         .map(|(t, i)| (t, Some(i)))
         .collect();
     test.extend(take(out_of_scope)?.into_iter().map(|(t, _)| (t, None)));
+    if split == Split::HeldOut {
+        // Every training row the FAQ does not use, and the out-of-scope training rows.
+        test.extend(rest);
+        test.extend(take("oos_train")?.into_iter().map(|(t, _)| (t, None)));
+    }
     Ok(Dataset {
         name: "clinc150",
         code: "C150",
@@ -257,6 +265,11 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// Asks every test question of `ds` of the knowledge base built from its FAQ, with `rules`'
 /// handoff phrases.
 pub fn evaluate(ds: &Dataset, rules: &Rules) -> anyhow::Result<Report> {
+    evaluate_at(ds, rules, DIRECT)
+}
+
+/// [`evaluate`] with FAQ entries answering at `direct` instead of [`DIRECT`] (for choosing it).
+pub fn evaluate_at(ds: &Dataset, rules: &Rules, direct: f32) -> anyhow::Result<Report> {
     let (md, answers) = faq(ds)?;
     let index = Index::build(&[("faq.md".to_owned(), md)]);
     let intent_of = |answer: &str| answers.get(answer).map(String::as_str);
@@ -276,7 +289,7 @@ pub fn evaluate(ds: &Dataset, rules: &Rules) -> anyhow::Result<Report> {
         } else {
             index
                 .faq(question)
-                .filter(|h| h.confidence >= DIRECT)
+                .filter(|h| h.confidence >= direct)
                 .and_then(|h| intent_of(&h.entry.answer))
         };
         let Some(label) = label else {

@@ -15,6 +15,8 @@ fn main() -> anyhow::Result<()> {
     let mut json = false;
     let mut split = evalkb::Split::Test;
     let mut typos = false;
+    let mut fit = false;
+    let mut direct = brain::knowledge::DIRECT;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -25,8 +27,13 @@ fn main() -> anyhow::Result<()> {
             "--json" => json = true,
             "--held-out" => split = evalkb::Split::HeldOut,
             "--typos" => typos = true,
+            "--fit" => fit = true,
+            "--direct" => match args.next().and_then(|d| d.parse().ok()) {
+                Some(d) => direct = d,
+                None => bail!("--direct needs a confidence (0 to 1)"),
+            },
             other => bail!(
-                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json])"
+                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C])"
             ),
         }
     }
@@ -39,12 +46,15 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
+    if fit {
+        return fit_calibration(&data, &rules);
+    }
     for ds in [
         evalkb::banking77(&data.join("banking77"), split)?,
         evalkb::clinc150(&data.join("clinc150"), split)?,
     ] {
         let ds = if typos { evalkb::misspelt(&ds) } else { ds };
-        let report = evalkb::evaluate(&ds, &rules)?;
+        let report = evalkb::evaluate_at(&ds, &rules, direct)?;
         if typos {
             println!("(every question with a typo: its longest word's middle letter left out)");
         }
@@ -56,6 +66,82 @@ fn main() -> anyhow::Result<()> {
         } else {
             print!("{report}");
         }
+    }
+    Ok(())
+}
+
+/// `--fit`: the calibration fitted on both datasets' held-out training rows (with and without
+/// typos), printed as the constant to paste, with what it answers at a few thresholds.
+fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> {
+    let sets = [
+        evalkb::banking77(&data.join("banking77"), evalkb::Split::HeldOut)?,
+        evalkb::clinc150(&data.join("clinc150"), evalkb::Split::HeldOut)?,
+    ];
+    let mut per_set = Vec::new();
+    let mut all = Vec::new();
+    for ds in &sets {
+        let clean = evalkb::samples(ds, rules)?;
+        let typo = evalkb::samples(&evalkb::misspelt(ds), rules)?;
+        // Each dataset weighs as much as 10,000 questions, whatever its size; where it has
+        // questions out of scope, they weigh a fifth of it (a shop's FAQ does not answer
+        // everything its customers ask; held-out rows have few of them).
+        let both: Vec<&evalkb::Sample> = clean.iter().chain(&typo).collect();
+        let outside = both.iter().filter(|s| !s.in_scope).count();
+        let inside = both.len() - outside;
+        let (w_in, w_out) = if outside == 0 {
+            (10_000.0 / inside.max(1) as f64, 0.0)
+        } else {
+            (8_000.0 / inside.max(1) as f64, 2_000.0 / outside as f64)
+        };
+        all.extend(both.into_iter().map(|s| evalkb::Sample {
+            weight: if s.in_scope { w_in } else { w_out },
+            ..*s
+        }));
+        per_set.push((
+            ds.name,
+            ds.test.iter().filter(|(_, l)| l.is_some()).count(),
+            clean,
+        ));
+    }
+    // The example shop: a small FAQ in two languages, as a shop writes one; it weighs half
+    // as much as a dataset.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shop = evalkb::shop_samples(&root, rules)?;
+    let outside = shop.iter().filter(|s| !s.in_scope).count();
+    let inside = shop.len() - outside;
+    all.extend(shop.iter().map(|s| evalkb::Sample {
+        weight: if s.in_scope {
+            2_500.0 / inside.max(1) as f64
+        } else {
+            2_500.0 / outside.max(1) as f64
+        },
+        ..*s
+    }));
+    let c = evalkb::fit(&all);
+    println!("pub const CALIBRATION: Calibration = Calibration {{");
+    println!("    bias: {:.3},", c.bias);
+    let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
+    println!("    weights: [{}],", w.join(", "));
+    println!("}};");
+    for t in [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95] {
+        let row: Vec<String> = per_set
+            .iter()
+            .map(|(name, asked, s)| {
+                let (coverage, precision) = evalkb::at_threshold(s, &c, t, *asked);
+                format!(
+                    "{name} {:.1} % at {:.1} %",
+                    100.0 * coverage,
+                    100.0 * precision
+                )
+            })
+            .collect();
+        let (coverage, precision) = evalkb::at_threshold(&shop, &c, t, inside);
+        println!(
+            "at {t:.2}: {} | shop {:.1} % at {:.1} %",
+            row.join(" | "),
+            100.0 * coverage,
+            100.0 * precision
+        );
     }
     Ok(())
 }

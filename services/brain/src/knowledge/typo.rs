@@ -14,6 +14,9 @@ pub struct Vocabulary {
 /// The shortest word corrected, and the length from which two edits are allowed.
 const SHORTEST: usize = 5;
 const TWO_EDITS: usize = 9;
+/// Words shorter than this are corrected only to words that start with the same letter
+/// ("dream" is not a typo of "cream").
+const SAME_START: usize = 7;
 
 impl Vocabulary {
     /// The words of `texts`.
@@ -50,6 +53,9 @@ impl Vocabulary {
         let mut best: Option<(usize, u32, &str)> = None;
         for l in len - max..=len + max {
             for (w, n) in self.by_len.get(&l).into_iter().flatten() {
+                if len < SAME_START && w.chars().next() != word.chars().next() {
+                    continue;
+                }
                 let d = strsim::osa_distance(word, w);
                 if d > max {
                     continue;

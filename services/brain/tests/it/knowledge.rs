@@ -124,8 +124,11 @@ fn faq_direct_answers_are_precise_and_find_most_paraphrases() {
     let recall = f64::from(right) / f64::from(paraphrases);
     assert!(precision >= 0.95, "precision {precision:.3}");
     // Lexical ranking finds a paraphrase through the entry's words and its answer's; the rest
-    // go to the model, with the knowledge in its context.
-    assert!(recall >= 0.35, "recall {recall:.3}");
+    // go to the model, with the knowledge in its context. Measured 2026-12-07: 21 of 70 at
+    // precision 1.00 with the calibrated confidence (0.89), 28 of 70 at 1.00 with the
+    // hand-made one (0.8), tuned on this set; the calibration, fitted on public datasets,
+    // answers a fifth more of their questions at 95 % precision and fewer of these.
+    assert!(recall >= 0.28, "recall {recall:.3}");
 }
 
 #[test]
