@@ -17,6 +17,7 @@ pub mod files;
 pub mod http;
 pub mod http_client;
 pub mod ids;
+pub mod lang;
 pub mod liveness;
 #[cfg(feature = "llm")]
 pub mod llm;

@@ -7,7 +7,8 @@ use shared::llm::{Endpoint, Policy};
 use shared::phone::{self, Phone};
 use shared::usage::Days;
 
-use crate::messages::Messages;
+use crate::messages::Localized;
+use shared::lang::Text;
 
 /// Who is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +33,10 @@ pub struct Config {
     /// Turns of memory sent with each request.
     pub memory_turns: usize,
     /// `AI_DISCLOSURE`: first line of the first reply to a new contact (empty: off).
-    pub ai_disclosure: String,
+    pub ai_disclosure: Text,
     /// `AUTOMATED_DISCLOSURE`: the same without a model (FAQ answers and small talk; empty:
     /// none).
-    pub automated_disclosure: String,
+    pub automated_disclosure: Text,
     /// `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
     pub endpoint: Endpoint,
     /// `CHAT_MODEL` (default `gpt-4o`).
@@ -76,7 +77,7 @@ pub struct Config {
     /// `BRAIN_CONCURRENCY` (default 512): model calls in flight (each mostly waits on the network).
     pub concurrency: usize,
     /// Customer-facing texts.
-    pub messages: Messages,
+    pub messages: Localized,
     /// `HANDOFF_PHRASES`: what a customer writes to ask for a person (`|`-separated, any
     /// language; default English and Spanish).
     pub handoff_phrases: Vec<String>,
@@ -169,18 +170,15 @@ impl Config {
                 ),
             );
         }
+        let (ai_disclosure, automated_disclosure) = disclosures(env);
         Self {
             pre_prompt: env.string("PRE_PROMPT", DEFAULT_PROMPT),
             memory_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
             knowledge_dir: env.string("KNOWLEDGE_DIR", "knowledge").into(),
             public_url: shared::console::public_url(env),
             memory_turns: 10,
-            ai_disclosure: env
-                .string_allow_empty("AI_DISCLOSURE", "You're chatting with an AI assistant."),
-            automated_disclosure: env.string_allow_empty(
-                "AUTOMATED_DISCLOSURE",
-                "You're chatting with an automated assistant.",
-            ),
+            ai_disclosure,
+            automated_disclosure,
             endpoint,
             chat_model,
             vision_model,
@@ -200,7 +198,7 @@ impl Config {
             visitors: shared::usage::VisitorAllowance::from_env(env),
             days: Days::from_env(env),
             concurrency: env.int_in("BRAIN_CONCURRENCY", 512usize, 1, 10_000),
-            messages: Messages::from_env(env),
+            messages: Localized::from_env(env),
             handoff_phrases: phrases(&env.string("HANDOFF_PHRASES", HANDOFF_PHRASES)),
             handoff_timeout: minutes(env, "HANDOFF_TIMEOUT_MIN", 60.0),
             conversation_idle: minutes(env, "CONVERSATION_IDLE_MIN", 1440.0),
@@ -214,6 +212,30 @@ impl Config {
             alert_digest_window: minutes(env, "ALERT_DIGEST_MINUTES", 10.0),
         }
     }
+}
+
+/// `AI_DISCLOSURE` and `AUTOMATED_DISCLOSURE`, in every language.
+fn disclosures(env: &Env) -> (Text, Text) {
+    (
+        Text::from_env_allow_empty(
+            env,
+            "AI_DISCLOSURE",
+            [
+                "You're chatting with an AI assistant.",
+                "Estás hablando con un asistente de IA.",
+                "Você está conversando com um assistente de IA.",
+            ],
+        ),
+        Text::from_env_allow_empty(
+            env,
+            "AUTOMATED_DISCLOSURE",
+            [
+                "You're chatting with an automated assistant.",
+                "Estás hablando con un asistente automático.",
+                "Você está conversando com um assistente automático.",
+            ],
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use shared::bus::{Keys, Publish, Publisher, Stream};
+use shared::lang::{Lang, Text};
 use shared::proto::{self, Envelope, Identity, Inbound, Outbound, Payload, inbound};
 use shared::redact::Redacted;
 
@@ -117,8 +118,8 @@ struct Inner {
     media: MediaStore,
     keys: Keys,
     conn: ConnectionManager,
-    rate_notice: String,
-    busy_notice: String,
+    rate_notice: Text,
+    busy_notice: Text,
     typing: Typing,
     max_input_chars: usize,
 }
@@ -248,10 +249,11 @@ impl Ingest {
             "message refused by a rate limit"
         );
         if notify {
-            let text = match scope {
+            let notice = match scope {
                 Scope::Contact => &self.inner.rate_notice,
                 Scope::Global => &self.inner.busy_notice,
             };
+            let text = notice.get(Lang::detect(&msg.text).unwrap_or_default());
             self.notice(msg, &message_id, text, extra).await?;
         } else {
             let mut pipe = redis::pipe();

@@ -83,6 +83,18 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
+    /// The value of `{name}_{suffix}` (a per-language variant such as `MSG_HANDOFF_ES`), `None`
+    /// when unset or blank. Only `name` is listed among the variables asked for: the variants
+    /// are documented with it.
+    pub fn variant(&self, name: &str, suffix: &str) -> Option<String> {
+        self.ask(name);
+        self.vars
+            .get(&format!("{name}_{suffix}"))
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
     /// Records a problem (for cross-field checks).
     pub fn problem(&mut self, variable: &str, message: impl Into<String>) {
         self.problems.push(Problem {

@@ -294,7 +294,9 @@ impl Command {
         };
         metrics::counter!(m::COMMANDS, "command" => known).increment(1);
         if self.admin_only() && contact.role != Role::Admin {
-            return Ok(reply(office.config().messages.admin_only.clone()));
+            // Commands are English words: the answer to one is English.
+            let msgs = office.config().messages.get(shared::lang::Lang::En);
+            return Ok(reply(msgs.admin_only.clone()));
         }
         let now = office.clock.now_ms();
         let db = office.db();

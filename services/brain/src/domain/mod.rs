@@ -55,6 +55,23 @@ pub struct Message<'a> {
     pub absorbed: bool,
     /// A transcript's answer is due by then (unix ms): the voice note's deadline.
     pub deadline_ms: Option<i64>,
+    /// The language the customer writes in: the bot's own messages are in it.
+    pub lang: shared::lang::Lang,
+}
+
+/// The language a customer writes in: `text`'s, else that of their latest message in
+/// `memory` that says it, else English.
+pub fn lang_of(text: &str, memory: &[Turn]) -> shared::lang::Lang {
+    use shared::lang::Lang;
+    Lang::detect(text)
+        .or_else(|| {
+            memory
+                .iter()
+                .rev()
+                .filter(|t| t.speaker == Speaker::Customer)
+                .find_map(|t| Lang::detect(&t.content))
+        })
+        .unwrap_or_default()
 }
 
 /// Who said a turn of memory.

@@ -2,6 +2,7 @@
 //! answered — the knowledge base, the guards that protect the owner's money, the model (with
 //! memory and a photo) — with its events and usage record.
 
+use shared::lang::Lang;
 use std::time::Duration;
 
 use shared::bus::{HandleError, Publish, Stream};
@@ -103,6 +104,7 @@ impl Brain {
             eff,
             now,
             deadline,
+            lang: msg.lang,
         };
         let gathered =
             crate::burst::gather(&self.db, eff, ib, &contact.id, &mut known.memory, text).await?;
@@ -130,10 +132,14 @@ impl Brain {
         known: Known,
     ) -> Result<Decision, HandleError> {
         let Asking {
-            contact, eff, now, ..
+            contact,
+            eff,
+            now,
+            lang,
+            ..
         } = *asking;
         if ib.kind() != inbound::Kind::Image
-            && let Some(d) = self.knowledge_answer(ib, contact, eff, text)
+            && let Some(d) = self.knowledge_answer(ib, contact, eff, text, lang)
         {
             return Ok(d);
         }
@@ -142,13 +148,13 @@ impl Brain {
         if !eff.endpoint.configured
             && let Some(talk) = rules::small_talk(text)
         {
-            return Ok(rules::small_talk_reply(contact, talk, eff));
+            return Ok(rules::small_talk_reply(contact, talk, eff, lang));
         }
-        if let Some(stop) = self.guards(ib, &known, eff).await? {
+        if let Some(stop) = self.guards(ib, &known, eff, lang).await? {
             let memory = &known.memory;
             return Ok(rules::stopped(ib, contact, text, memory, stop, eff, now));
         }
-        let image_bytes = match self.photo(ib).await? {
+        let image_bytes = match self.photo(ib, lang).await? {
             Ok(bytes) => bytes,
             Err(refused) => return Ok(refused),
         };
@@ -172,11 +178,11 @@ impl Brain {
         };
         let started = std::time::Instant::now();
         let Some(asked) = self
-            .ask_model(ib, eff, &question, &memory, image, asking.deadline)
+            .ask_model(ib, eff, &question, &memory, image, asking)
             .await?
         else {
             return Ok(Decision::notice(
-                &eff.messages.visitor_budget,
+                &eff.messages.get(lang).visitor_budget,
                 Outcome::VisitorBudget,
             ));
         };
@@ -197,9 +203,13 @@ impl Brain {
         op: usage_record::Operation,
     ) -> Decision {
         let Asking {
-            contact, eff, now, ..
+            contact,
+            eff,
+            now,
+            lang,
+            ..
         } = *asking;
-        let msgs = &eff.messages;
+        let msgs = eff.messages.get(lang);
         match asked {
             Ok(a) if !a.text.is_empty() => {
                 let usage = self.usage(contact, ib, &a, op);
@@ -233,12 +243,14 @@ impl Brain {
         question: &str,
         memory: &[Turn],
         image: Option<Image<'_>>,
-        deadline: Instant,
+        asking: &Asking<'_>,
     ) -> Result<Option<Result<Answer, CallError>>, HandleError> {
         let system = format!(
-            "{}\n\n{MARK_RULES}",
-            self.knowledge.prompt(&eff.pre_prompt, question)
+            "{}\n\n{MARK_RULES}\n\n{}",
+            self.knowledge.prompt(&eff.pre_prompt, question),
+            language_rule(asking.lang)
         );
+        let deadline = asking.deadline;
         let reservation = if shared::proto::is_visitor(&ib.identities) {
             let most = most_tokens(eff, &system, memory, question, image.is_some());
             match self.reserve_for_visitor(most).await? {
@@ -289,11 +301,15 @@ impl Brain {
     }
 
     /// A photo's bytes (`Ok(None)` for other messages), or the notice that refuses it.
-    async fn photo(&self, ib: &Inbound) -> Result<Result<Option<Vec<u8>>, Decision>, HandleError> {
+    async fn photo(
+        &self,
+        ib: &Inbound,
+        lang: Lang,
+    ) -> Result<Result<Option<Vec<u8>>, Decision>, HandleError> {
         if ib.kind() != inbound::Kind::Image {
             return Ok(Ok(None));
         }
-        let msgs = &self.cfg.messages;
+        let msgs = self.cfg.messages.get(lang);
         let media = ib.media.as_ref();
         if media.is_some_and(|m| m.size_bytes > self.cfg.max_image_bytes) {
             return Ok(Err(Decision::notice(
@@ -322,11 +338,20 @@ impl Brain {
         contact: &Contact,
         eff: &Config,
         question: &str,
+        lang: Lang,
     ) -> Option<Decision> {
         let index = self.knowledge.current();
         let hit = index
             .faq(question)
             .filter(|h| h.confidence >= crate::knowledge::DIRECT)?;
+        // An answer written in another language than the customer's: the model translates it
+        // (the knowledge is in its context); without one, it is sent saying so.
+        let asked_in = Lang::detect(question);
+        let written_in = Lang::detect(&hit.entry.answer)
+            .filter(|a| asked_in.is_some_and(|q| q == lang && q != *a));
+        if written_in.is_some() && eff.endpoint.configured {
+            return None;
+        }
         tracing::info!(
             confidence = hit.confidence,
             "answered from the knowledge base"
@@ -335,13 +360,29 @@ impl Brain {
             ib,
             contact,
             question.to_owned(),
-            hit.entry.answer.clone(),
+            match written_in {
+                Some(other) => format!(
+                    "{}\n\n{}",
+                    crate::messages::written_in(lang, other),
+                    hit.entry.answer
+                ),
+                None => hit.entry.answer.clone(),
+            },
             AnsweredBy::Knowledge,
             eff,
         );
         d.outcome = Outcome::Knowledge;
         Some(d)
     }
+}
+
+/// What the model is told of the customer's language: to answer in it.
+fn language_rule(lang: Lang) -> String {
+    format!(
+        "Answer in the language the customer writes in (this customer writes in {}), \
+         whatever the language of the knowledge above.",
+        lang.name()
+    )
 }
 
 /// What answering one question works with: whose it is, the configuration in effect, the time
@@ -352,6 +393,8 @@ struct Asking<'a> {
     eff: &'a Config,
     now: i64,
     deadline: Instant,
+    /// The customer's language (the bot's own messages are in it).
+    lang: Lang,
 }
 
 /// Tokens a photo may take at most: gpt-4o bills one at up to 1,445 (high detail, 8 tiles);

@@ -91,6 +91,7 @@ impl Brain {
             source: Source::Typed,
             absorbed,
             deadline_ms: None,
+            lang: crate::domain::lang_of(text, &known.memory),
         };
         let decision = self.follow(&msg, &contact, known, &today, now).await?;
         let handled = Handled {
@@ -142,6 +143,7 @@ impl Brain {
             absorbed: heard == Heard::Ok
                 && crate::burst::voice_joins(&self.bus, &self.cfg, &ib).await?,
             deadline_ms: Some(deadline_ms),
+            lang: crate::domain::lang_of(text, &known.memory),
         };
         let mut decision = self.follow(&msg, &contact, known, &today, now).await?;
         if decision.outcome == Outcome::Answered {
@@ -182,7 +184,8 @@ impl Brain {
             Step::Command(c) => c.run(&self.office, contact, &msg.ib.message_id).await,
             Step::Transcribe => {
                 let eff = self.current().await?;
-                self.transcribe(msg.ib, contact, &known, &eff, now).await
+                self.transcribe(msg.ib, contact, &known, &eff, now, msg.lang)
+                    .await
             }
             Step::Answer { deadline_ms } => {
                 let eff = self.current().await?;

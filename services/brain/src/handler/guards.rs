@@ -3,6 +3,7 @@
 //! to the transcriber behind the same guard.
 
 use shared::bus::{HandleError, Publish, Stream};
+use shared::lang::Lang;
 use shared::proto::{Envelope, Inbound, Payload, inbound};
 
 use super::Brain;
@@ -19,9 +20,10 @@ impl Brain {
         ib: &Inbound,
         known: &Known,
         eff: &Config,
+        lang: Lang,
     ) -> Result<Option<Decision>, HandleError> {
         if !eff.endpoint.configured {
-            return Ok(rules::guard(&Spend::default(), eff));
+            return Ok(rules::guard(&Spend::default(), eff, lang));
         }
         let now = self.clock.now_ms();
         let over_budget = shared::usage::is_over_budget(&self.bus, &eff.days.day_of(now))
@@ -46,7 +48,7 @@ impl Brain {
             visitors_spent,
             tokens_today: known.tokens_today,
         };
-        Ok(rules::guard(&spend, eff))
+        Ok(rules::guard(&spend, eff, lang))
     }
 
     /// A voice note: a transcription job and a progress notice; the answer comes with the
@@ -58,8 +60,9 @@ impl Brain {
         known: &Known,
         eff: &Config,
         now: i64,
+        lang: Lang,
     ) -> Result<Decision, HandleError> {
-        if let Some(stop) = self.guards(ib, known, eff).await? {
+        if let Some(stop) = self.guards(ib, known, eff, lang).await? {
             // Without a model (or budget) the voice note goes to a person like a question
             // would — alerted, or quietly remembered when a person has it already.
             let memory = &known.memory;
@@ -75,7 +78,7 @@ impl Brain {
         }
         let Some(media) = ib.media.clone() else {
             return Ok(Decision::notice(
-                &eff.messages.transcription_failed,
+                &eff.messages.get(lang).transcription_failed,
                 Outcome::VoiceMissing,
             ));
         };
@@ -89,7 +92,7 @@ impl Brain {
             visitor: shared::proto::is_visitor(&ib.identities),
         };
         Ok(
-            Decision::notice(&eff.messages.listening, Outcome::Transcribing)
+            Decision::notice(&eff.messages.get(lang).listening, Outcome::Transcribing)
                 .with(Effect::publish(Publish::new(
                     Stream::Transcribe,
                     Envelope::new("brain", Payload::TranscriptionJob(job)),

@@ -45,7 +45,13 @@ impl Brain {
             let id = blake3::hash(format!("handoff-timeout|{}|{}", c.id, h.since_ms).as_bytes())
                 .to_hex()[..26]
                 .to_owned();
-            let text = &self.cfg.messages.handoff_timeout;
+            // In the language of the customer's last words.
+            let today = self.cfg.days.day_of(now);
+            let memory = store::known(&self.db, &c.id, &today, self.cfg.memory_turns)
+                .await?
+                .memory;
+            let lang = crate::domain::lang_of("", &memory);
+            let text = &self.cfg.messages.get(lang).handoff_timeout;
             let sent =
                 crate::commands::send_to(&self.db, &self.bus, &c, id, outbound::Kind::Notice, text)
                     .await;

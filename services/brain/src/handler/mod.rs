@@ -92,7 +92,8 @@ impl Brain {
     }
 
     async fn apologise(&self, ib: &Inbound) -> Result<(), HandleError> {
-        let d = Decision::notice(&self.cfg.messages.apology, Outcome::Apology);
+        let lang = shared::lang::Lang::detect(&ib.text).unwrap_or_default();
+        let d = Decision::notice(&self.cfg.messages.get(lang).apology, Outcome::Apology);
         for p in self.events(ib, &d, ":apology") {
             self.bus
                 .publisher()

@@ -6,6 +6,7 @@
 //! the model's context; a question that matches an FAQ entry confidently is answered with it,
 //! with no model call.
 
+mod evidence;
 mod index;
 mod typo;
 mod words;
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-pub use index::{CALIBRATION, Calibration, Chunk, Entry, Evidence, FEATURES, Hit, Index};
+pub use evidence::{CALIBRATION, Calibration, Evidence, FEATURES};
+pub use index::{Chunk, Entry, Hit, Index};
 use tokio_util::sync::CancellationToken;
 pub use words::{framed, framed_words};
 

@@ -21,6 +21,7 @@ pub use replies::{
     stopped,
 };
 
+use shared::lang::Lang;
 use shared::proto::{Inbound, inbound};
 
 use crate::burst;
@@ -88,7 +89,7 @@ impl Rules {
     ) -> Step {
         let (ib, text) = (msg.ib, msg.text);
         let typed = msg.source.is_typed();
-        let msgs = &cfg.messages;
+        let msgs = cfg.messages.get(msg.lang);
         // The owner wrote to this customer from the business's phone: their turn, and quiet.
         if ib.from_business {
             return Step::Done(replies::owner_said(
@@ -111,7 +112,7 @@ impl Rules {
             );
         }
         if !allowed(ib, contact, cfg) {
-            return Step::Done(refuse(contact, cfg, day));
+            return Step::Done(refuse(contact, cfg, day, msg.lang));
         }
         if typed && ib.kind() == inbound::Kind::Text && text.starts_with('!') {
             return Step::Command(Command::parse(text));
@@ -149,7 +150,7 @@ impl Rules {
             ));
         }
         if let Source::Transcript(heard) = msg.source {
-            return match not_heard(heard, cfg) {
+            return match not_heard(heard, cfg, msg.lang) {
                 Some(notice) => Step::Done(notice),
                 None => Step::Answer {
                     deadline_ms: msg
@@ -207,8 +208,9 @@ pub struct Spend {
 
 /// What stops a paid call, in order: no model configured, the day's budget spent, the
 /// visitors' shared allowance used up, the contact's daily tokens spent. `None`: go ahead.
-pub fn guard(spend: &Spend, cfg: &Config) -> Option<Decision> {
-    let msgs = &cfg.messages;
+/// What the customer is told is in `lang`.
+pub fn guard(spend: &Spend, cfg: &Config, lang: Lang) -> Option<Decision> {
+    let msgs = cfg.messages.get(lang);
     if !cfg.endpoint.configured {
         return Some(Decision::notice(
             &msgs.not_configured,
@@ -232,8 +234,8 @@ pub fn guard(spend: &Spend, cfg: &Config) -> Option<Decision> {
 }
 
 /// What the customer is told of a voice note that was not transcribed (`None`: it was).
-fn not_heard(heard: Heard, cfg: &Config) -> Option<Decision> {
-    let msgs = &cfg.messages;
+fn not_heard(heard: Heard, cfg: &Config, lang: Lang) -> Option<Decision> {
+    let msgs = cfg.messages.get(lang);
     Some(match heard {
         Heard::Ok => return None,
         Heard::TooLong => Decision::notice(&msgs.voice_too_long, Outcome::VoiceTooLong),
@@ -243,9 +245,10 @@ fn not_heard(heard: Heard, cfg: &Config) -> Option<Decision> {
 }
 
 /// Not on the whitelist: told once a day, silent otherwise.
-fn refuse(contact: &Contact, cfg: &Config, day: &str) -> Decision {
+fn refuse(contact: &Contact, cfg: &Config, day: &str, lang: Lang) -> Decision {
     if contact.last_refusal_day.as_deref() == Some(day) {
         return Decision::silent(Outcome::RefusedSilently);
     }
-    Decision::notice(&cfg.messages.not_allowed, Outcome::Refused).with(Effect::RefusedToday)
+    Decision::notice(&cfg.messages.get(lang).not_allowed, Outcome::Refused)
+        .with(Effect::RefusedToday)
 }

@@ -36,7 +36,7 @@ pub fn hand_off(
 ) -> Decision {
     let reference = reference_of(&contact.id);
     let hours = &cfg.hours;
-    let msgs = &cfg.messages;
+    let msgs = cfg.messages.get(crate::domain::lang_of(question, memory));
     let closed = (!hours.is_open(now)).then(|| {
         msgs.closed
             .replace("{when}", &hours.describe(hours.next_open(now)))
@@ -155,12 +155,18 @@ pub fn marked(
 /// when no model is configured (nothing the customer hears is an AI's), `AI_DISCLOSURE`
 /// otherwise — an FAQ answer first included, since the contact is told only once and the model
 /// writes what follows.
-pub fn disclosure<'c>(contact: &Contact, by: AnsweredBy, cfg: &'c Config) -> Option<&'c str> {
+pub fn disclosure<'c>(
+    contact: &Contact,
+    by: AnsweredBy,
+    cfg: &'c Config,
+    lang: shared::lang::Lang,
+) -> Option<&'c str> {
     let text = match by {
         AnsweredBy::Knowledge if !cfg.endpoint.configured => &cfg.automated_disclosure,
         AnsweredBy::Model | AnsweredBy::Knowledge => &cfg.ai_disclosure,
-    };
-    (!contact.disclosed && !text.is_empty()).then_some(text.as_str())
+    }
+    .get(lang);
+    (!contact.disclosed && !text.is_empty()).then_some(text)
 }
 
 /// `text` answers `question`, written `by` the model or the knowledge base: the reply (with the
@@ -174,7 +180,7 @@ pub fn answered(
     cfg: &Config,
 ) -> Decision {
     let mut reply = text.clone();
-    let disclose = disclosure(contact, by, cfg);
+    let disclose = disclosure(contact, by, cfg, crate::domain::lang_of(&question, &[]));
     if let Some(first) = disclose {
         reply = format!("{first}\n\n{reply}");
     }

@@ -189,12 +189,13 @@ pub fn small_talk_reply(
     contact: &crate::store::Contact,
     talk: Talk,
     cfg: &crate::config::Config,
+    lang: shared::lang::Lang,
 ) -> crate::domain::Decision {
     use crate::domain::{AnsweredBy, Decision, Effect, Outcome};
-    let Some(text) = talk.reply(&cfg.messages) else {
+    let Some(text) = talk.reply(cfg.messages.get(lang)) else {
         return Decision::silent(Outcome::SmallTalk);
     };
-    match super::replies::disclosure(contact, AnsweredBy::Knowledge, cfg) {
+    match super::replies::disclosure(contact, AnsweredBy::Knowledge, cfg, lang) {
         Some(first) => Decision::notice(&format!("{first}\n\n{text}"), Outcome::SmallTalk)
             .with(Effect::Disclose),
         None => Decision::notice(text, Outcome::SmallTalk),

@@ -7,6 +7,7 @@ use shared::proto::{Identity, Inbound, MediaRef, identity, inbound};
 use super::*;
 use crate::domain::{Effect, Outcome, Reason, Speaker};
 use crate::store::Handoff;
+use shared::lang::Lang;
 
 const NOW: i64 = 1_767_000_000_000;
 const DAY: &str = "2026-12-29";
@@ -69,6 +70,7 @@ fn decide_with(cfg: &Config, c: &Contact, ib: &Inbound, source: Source, absorbed
         source,
         absorbed,
         deadline_ms: (!source.is_typed()).then_some(NOW + 45_000),
+        lang: crate::domain::lang_of(ib.text.trim(), &[]),
     };
     Rules::new(cfg).decide(&msg, c, &[], cfg, DAY, NOW)
 }
@@ -442,7 +444,7 @@ fn a_guard_that_stops_the_call_hands_off_when_no_model_or_budget_is_left() {
     let stop = Decision::notice("x", Outcome::NotConfigured);
     let d = stopped(&ib, &c, "q", &[], stop, &cfg, NOW);
     assert_eq!(d.handoff().unwrap().reason, Reason::NoLlm);
-    assert_eq!(text_of(&d), cfg.messages.not_configured);
+    assert_eq!(text_of(&d), cfg.messages.get(Lang::En).not_configured);
     let stop = Decision::notice("x", Outcome::Budget);
     assert_eq!(
         stopped(&ib, &c, "", &[], stop, &cfg, NOW)
@@ -503,8 +505,8 @@ fn the_guard_stops_a_paid_call_for_the_first_limit_reached() {
         tokens_today: 999,
         ..Spend::default()
     };
-    assert!(guard(&fine, &cfg).is_none());
-    let outcome = |s: Spend| guard(&s, &cfg).map(|d| d.outcome);
+    assert!(guard(&fine, &cfg, Lang::En).is_none());
+    let outcome = |s: Spend| guard(&s, &cfg, Lang::En).map(|d| d.outcome);
     assert_eq!(
         outcome(Spend {
             tokens_today: 1000,
@@ -532,7 +534,7 @@ fn the_guard_stops_a_paid_call_for_the_first_limit_reached() {
     let none = config(&[]);
     assert!(!none.endpoint.configured);
     assert_eq!(
-        guard(&fine, &none).map(|d| d.outcome),
+        guard(&fine, &none, Lang::En).map(|d| d.outcome),
         Some(Outcome::NotConfigured)
     );
     let unlimited = config(&[("OPENAI_API_KEY", "sk-test"), ("CONTACT_DAILY_TOKENS", "0")]);
@@ -540,5 +542,5 @@ fn the_guard_stops_a_paid_call_for_the_first_limit_reached() {
         tokens_today: i64::MAX,
         ..Spend::default()
     };
-    assert!(guard(&heavy, &unlimited).is_none());
+    assert!(guard(&heavy, &unlimited, Lang::En).is_none());
 }

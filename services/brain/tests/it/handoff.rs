@@ -217,12 +217,16 @@ async fn the_model_hands_off_when_it_cannot_help_or_did_not_know_twice_in_a_row(
 async fn nobody_answering_in_time_gives_the_conversation_back_with_an_apology() {
     let mut rig = Rig::new(&[("ACCESS_MODE", "open"), ("HANDOFF_TIMEOUT_MIN", "0.02")]).await;
     let p = rig.spawn().await;
+    // Asked in Spanish: told in Spanish, and so is the apology when nobody came.
     let ask = rig.text(CUSTOMER, "hablar con alguien, por favor").await;
-    assert_eq!(rig.reply(&ask).await, NOTICE);
+    assert_eq!(
+        rig.reply(&ask).await,
+        "Gracias: he pasado tu mensaje a nuestro equipo y una persona te responderá aquí pronto."
+    );
     let apology = unprompted(&rig, 1).await;
     assert_eq!(apology.len(), 1, "no timeout notice");
     assert!(
-        apology[0].text.contains("nobody from our team"),
+        apology[0].text.contains("nadie del equipo"),
         "{}",
         apology[0].text
     );

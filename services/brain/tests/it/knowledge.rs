@@ -175,7 +175,9 @@ fn system_prompt(req: &serde_json::Value) -> String {
 async fn an_faq_question_is_answered_from_the_knowledge_base_without_the_model() {
     let (mut rig, _dir) = shop_rig().await;
     let p = rig.spawn().await;
-    let m = rig.text("+15551240001", "¿cuánto cuesta el envío?").await;
+    let m = rig
+        .text("+15551240001", "how much does delivery cost?")
+        .await;
     let reply = rig.reply(&m).await;
     assert!(
         reply.ends_with("UK delivery is £4.50, free on orders over £60. EU delivery is £12."),
@@ -196,6 +198,58 @@ async fn an_faq_question_is_answered_from_the_knowledge_base_without_the_model()
     assert!(
         stats.contains("1 answered from the knowledge base"),
         "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn an_faq_answer_in_another_language_is_translated_by_the_model_or_said_to_be_in_it() {
+    let (mut rig, _dir) = shop_rig().await;
+    let _p = rig.spawn().await;
+    // The shop's answers are English: a Spanish question goes to the model, with the answer
+    // in its context and the customer's language in its instructions.
+    let m = rig.text("+15551240004", "¿cuánto cuesta el envío?").await;
+    rig.reply(&m).await;
+    let reqs = rig.fake.requests();
+    assert_eq!(reqs.len(), 1, "the model translates");
+    let system = system_prompt(&reqs[0]);
+    assert!(system.contains("UK delivery is £4.50"), "{system}");
+    assert!(
+        system.contains("this customer writes in Spanish"),
+        "{system}"
+    );
+    // An English question: no model call, and an English customer's instructions say English.
+    let e = rig
+        .text("+15551240005", "Do you stock Blundstone boots?")
+        .await;
+    rig.reply(&e).await;
+    assert!(system_prompt(&rig.fake.requests()[1]).contains("writes in English"));
+
+    // Without a model the FAQ answers, saying its answer is in English.
+    let dir = shared::testing::TempDir::new("knowledge");
+    for e in std::fs::read_dir(root().join("examples/shop/knowledge")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let kb = dir.path().display().to_string();
+    let mut rig = crate::rig::Rig::new(&[
+        ("ACCESS_MODE", "open"),
+        ("OPENAI_BASE_URL", ""),
+        ("OPENAI_API_KEY", ""),
+        ("KNOWLEDGE_DIR", &kb),
+    ])
+    .await;
+    let _p = rig.spawn().await;
+    let m = rig.text("+15551240006", "¿cuánto cuesta el envío?").await;
+    let reply = rig.reply(&m).await;
+    assert!(
+        reply.ends_with(
+            "(Nuestra respuesta está en inglés:)\n\nUK delivery is £4.50, free on orders over £60. EU delivery is £12."
+        ),
+        "{reply}"
+    );
+    assert!(
+        reply.starts_with("Estás hablando con un asistente automático.\n\n"),
+        "the disclosure in the customer's language: {reply}"
     );
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use shared::config::{CommonConfig, Env};
+use shared::lang::Text;
 
 mod public;
 mod whatsapp;
@@ -118,9 +119,9 @@ pub struct Config {
     /// visitors — their own budget, apart from `RATE_LIMIT_GLOBAL`'s.
     pub rate_visitors: u32,
     /// `RATE_LIMIT_NOTICE`: what a limited sender is told (once per minute).
-    pub rate_notice: String,
+    pub rate_notice: Text,
     /// `BUSY_NOTICE`: what a sender is told when the global limit is reached.
-    pub busy_notice: String,
+    pub busy_notice: Text,
     /// What the gateway keeps: text limit, histories' lifetime, Redis's high-water mark.
     pub storage: crate::storage::Storage,
     /// The `web` transport (WhatsApp Web in Chromium through the sidecar).
@@ -307,16 +308,30 @@ fn check_lengths<const N: usize>(
     }
 }
 
-/// `RATE_LIMIT_NOTICE` and `BUSY_NOTICE`: what a sender over a limit is told.
-fn load_notices(env: &mut Env) -> (String, String) {
-    let rate = env.string(
+/// `RATE_LIMIT_NOTICE` and `BUSY_NOTICE`: what a sender over a limit is told, in the
+/// language they write ([`shared::lang`]; `RATE_LIMIT_NOTICE_ES`… per language).
+fn load_notices(env: &mut Env) -> (Text, Text) {
+    let rate = Text::from_env(
+        env,
         "RATE_LIMIT_NOTICE",
-        "You're sending messages faster than I can answer. Please wait a minute, then send \
-         your question again.",
+        [
+            "You're sending messages faster than I can answer. Please wait a minute, then send \
+             your question again.",
+            "Estás enviando mensajes más rápido de lo que puedo responder. Espera un minuto y \
+             vuelve a enviar tu pregunta, por favor.",
+            "Você está enviando mensagens mais rápido do que consigo responder. Espere um minuto \
+             e envie sua pergunta de novo, por favor.",
+        ],
     );
-    let busy = env.string(
+    let busy = Text::from_env(
+        env,
         "BUSY_NOTICE",
-        "We're receiving a lot of messages right now. Please try again in a minute.",
+        [
+            "We're receiving a lot of messages right now. Please try again in a minute.",
+            "Ahora mismo estamos recibiendo muchos mensajes. Vuelve a intentarlo en un minuto, \
+             por favor.",
+            "Estamos recebendo muitas mensagens agora. Tente novamente em um minuto, por favor.",
+        ],
     );
     (rate, busy)
 }

@@ -61,6 +61,38 @@ async fn eleventh_message_in_a_minute_is_limited_with_one_notice() {
 }
 
 #[tokio::test]
+async fn the_notice_is_in_the_language_the_sender_writes() {
+    let gw = Gw::start(&[("RATE_LIMIT_NOTICE_PT", "Calma! Espere um minuto.")]).await;
+    for (contact, text) in [
+        ("15551110010", "¿tienen estas botas en la talla 40?"),
+        ("15551110011", "vocês têm essas botas no tamanho 40?"),
+    ] {
+        for _ in 0..11 {
+            gw.send_text(contact, text).await;
+        }
+    }
+    let gw = &gw;
+    let notice = |contact: &'static str| async move {
+        let list = gw
+            .wait_listing(contact, T, |l| l.iter().any(|m| m["direction"] == "out"))
+            .await;
+        list.iter()
+            .find(|m| m["direction"] == "out")
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert!(
+        notice("15551110010").await.contains("Espera un minuto"),
+        "the built-in Spanish notice"
+    );
+    assert_eq!(
+        notice("15551110011").await,
+        "Calma! Espere um minuto.",
+        "the operator's Portuguese one"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_message_is_not_kept_and_an_oversized_caption_is_refused() {
     let gw = Gw::start(&[("RATE_LIMIT_PER_CONTACT", "1")]).await;
     let contact = "15551110002";
