@@ -28,6 +28,9 @@ pub struct Config {
     pub memory_ttl: Duration,
     /// `KNOWLEDGE_DIR` (default `knowledge`): the business's Markdown files (absent is fine).
     pub knowledge_dir: std::path::PathBuf,
+    /// `KNOWLEDGE_CONTEXT_TOKENS` (default 4000): the knowledge base's sections put into the
+    /// model's context for a question, in estimated tokens (0: none).
+    pub knowledge_context_tokens: usize,
     /// `PUBLIC_URL` (default `http://<PUBLIC_ADDR>`): where `!console` sign-in links point.
     pub public_url: String,
     /// Turns of memory sent with each request.
@@ -175,6 +178,12 @@ impl Config {
             pre_prompt: env.string("PRE_PROMPT", DEFAULT_PROMPT),
             memory_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
             knowledge_dir: env.string("KNOWLEDGE_DIR", "knowledge").into(),
+            knowledge_context_tokens: env.int_in(
+                "KNOWLEDGE_CONTEXT_TOKENS",
+                crate::knowledge::CONTEXT_TOKENS,
+                0,
+                1_000_000,
+            ),
             public_url: shared::console::public_url(env),
             memory_turns: 10,
             ai_disclosure,

@@ -18,6 +18,7 @@ use brain::knowledge::{DIRECT, Index};
 use brain::rules::Rules;
 
 mod calibrate;
+pub mod tau;
 pub use calibrate::{Sample, at_threshold, fit, samples, shop_samples};
 
 /// Training rows per intent that make its FAQ entry (the heading and five phrasings).

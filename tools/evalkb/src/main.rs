@@ -1,5 +1,6 @@
-//! `eval-kb [--data DIR] [--held-out] [--typos] [--json]`: the answer-quality benchmark (see the
-//! library's docs). The data folder defaults to `$SB_EVAL_DATA`, else the `shared/eval-data`
+//! `eval-kb [--data DIR] [--held-out] [--typos] [--json] [--context-tokens N]`: the
+//! answer-quality benchmark (see the library's docs), and τ-Knowledge banking's contexts at
+//! `N` estimated tokens (default `KNOWLEDGE_CONTEXT_TOKENS`' default; see `evalkb::tau`). The data folder defaults to `$SB_EVAL_DATA`, else the `shared/eval-data`
 //! folder beside the project; without it the benchmark says it skipped and succeeds.
 //! `--held-out` asks held-out training rows instead of the test split (what thresholds are
 //! chosen on); `--typos` puts a typo in every question (`evalkb::with_typo`).
@@ -17,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     let mut typos = false;
     let mut fit = false;
     let mut direct = brain::knowledge::DIRECT;
+    let mut budget = brain::knowledge::CONTEXT_TOKENS;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -28,12 +30,16 @@ fn main() -> anyhow::Result<()> {
             "--held-out" => split = evalkb::Split::HeldOut,
             "--typos" => typos = true,
             "--fit" => fit = true,
+            "--context-tokens" => match args.next().and_then(|d| d.parse().ok()) {
+                Some(t) => budget = t,
+                None => bail!("--context-tokens needs a number"),
+            },
             "--direct" => match args.next().and_then(|d| d.parse().ok()) {
                 Some(d) => direct = d,
                 None => bail!("--direct needs a confidence (0 to 1)"),
             },
             other => bail!(
-                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C])"
+                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C] [--context-tokens N])"
             ),
         }
     }
@@ -61,6 +67,17 @@ fn main() -> anyhow::Result<()> {
         if split == evalkb::Split::HeldOut {
             println!("(held-out training rows, not the test split)");
         }
+        if json {
+            println!("{}", serde_json::to_string(&report.to_json())?);
+        } else {
+            print!("{report}");
+        }
+    }
+    let tau_dir = data.join("tau-banking");
+    if split == evalkb::Split::Test && !typos && tau_dir.is_dir() {
+        let tau = evalkb::tau::load(&tau_dir)?;
+        let index = brain::knowledge::Index::build(&tau.files);
+        let report = evalkb::tau::evaluate(&tau, &index, budget);
         if json {
             println!("{}", serde_json::to_string(&report.to_json())?);
         } else {

@@ -247,7 +247,8 @@ impl Brain {
     ) -> Result<Option<Result<Answer, CallError>>, HandleError> {
         let system = format!(
             "{}\n\n{MARK_RULES}\n\n{}",
-            self.knowledge.prompt(&eff.pre_prompt, question),
+            self.knowledge
+                .prompt(&eff.pre_prompt, question, eff.knowledge_context_tokens),
             language_rule(asking.lang)
         );
         let deadline = asking.deadline;

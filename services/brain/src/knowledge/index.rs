@@ -13,6 +13,8 @@ use super::words::{Ask, Cues, Words, cues};
 /// A section of a file: what the model may be shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
+    /// The file it comes from (`returns.md`).
+    pub file: String,
     /// `File title › Section`.
     pub title: String,
     /// The section's text.
@@ -22,6 +24,8 @@ pub struct Chunk {
 /// A question the business answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The file it comes from.
+    pub file: String,
     /// The `##` heading.
     pub question: String,
     /// Its answer, as written.
@@ -107,6 +111,7 @@ fn parse(
             let section = heading.clone().unwrap_or_default();
             also_of.push(phrasings.join("\n"));
             chunks.push(Chunk {
+                file: name.to_owned(),
                 title: if section.is_empty() {
                     title.to_owned()
                 } else {
@@ -122,6 +127,7 @@ fn parse(
                 let mut all = vec![q.clone()];
                 all.extend(phrasings);
                 entries.push(Entry {
+                    file: name.to_owned(),
                     question: q,
                     answer: text,
                     phrasings: all,
@@ -258,17 +264,33 @@ impl Index {
         (self.chunks.len(), self.entries.len())
     }
 
-    /// The `k` sections most relevant to `query` (none that shares no word with it).
-    pub fn relevant(&self, query: &str, k: usize) -> Vec<&Chunk> {
+    /// Up to `k` sections ranked by relevance to `query`, with their BM25 scores (none that
+    /// shares no word with it).
+    pub fn ranked_sections(&self, query: &str, k: usize) -> Vec<(&Chunk, f32)> {
         let Some(engine) = &self.chunk_engine else {
             return Vec::new();
         };
         let corrected = self.vocabulary.correct(query);
-        engine
-            .search(corrected.as_deref().unwrap_or(query), k)
+        let mut found = engine.search(corrected.as_deref().unwrap_or(query), k);
+        // Ties in file order (see `scored`: the engine's last bits vary from run to run).
+        let key = |s: f32| (s * 1e4).round() as i64;
+        found.sort_by(|a, b| {
+            key(b.score)
+                .cmp(&key(a.score))
+                .then(a.document.id.cmp(&b.document.id))
+        });
+        found
             .into_iter()
             .filter(|r| r.score > 0.0)
-            .map(|r| &self.chunks[r.document.id])
+            .map(|r| (&self.chunks[r.document.id], r.score))
+            .collect()
+    }
+
+    /// The `k` sections most relevant to `query` (none that shares no word with it).
+    pub fn relevant(&self, query: &str, k: usize) -> Vec<&Chunk> {
+        self.ranked_sections(query, k)
+            .into_iter()
+            .map(|(c, _)| c)
             .collect()
     }
 

@@ -3,9 +3,10 @@
 //! console (kept in the database; one of the same name wins over the folder's). Indexed at
 //! startup and again within 2 s of any change ([`Knowledge::watch`]), at once on the replica
 //! the console wrote through. The sections most relevant to a question go into
-//! the model's context; a question that matches an FAQ entry confidently is answered with it,
+//! the model's context, as many as its token budget holds ([`Index::context`]); a question that matches an FAQ entry confidently is answered with it,
 //! with no model call.
 
+mod context;
 mod evidence;
 mod index;
 mod typo;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+pub use context::tokens;
 pub use evidence::{CALIBRATION, Calibration, Evidence, FEATURES};
 pub use index::{Chunk, Entry, Hit, Index};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +28,9 @@ pub use words::{framed, framed_words};
 /// CLINC150's answers were both at least 95.5 % right with at most 1 % of CLINC150's
 /// out-of-scope questions answered (0.89: 96.6 % and 95.7 %, 0.5 %).
 pub const DIRECT: f32 = 0.89;
-/// Sections put into the model's context.
-const CONTEXT_SECTIONS: usize = 3;
+/// `KNOWLEDGE_CONTEXT_TOKENS`' default: the estimated tokens of sections put into the
+/// model's context for a question.
+pub const CONTEXT_TOKENS: usize = 4000;
 /// How often the folder is looked at for changes.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -170,11 +173,12 @@ impl Knowledge {
         }
     }
 
-    /// The system prompt for `question`: `base`, then the most relevant sections with the
-    /// instruction to answer from them (just `base` when none is relevant).
-    pub fn prompt(&self, base: &str, question: &str) -> String {
+    /// The system prompt for `question`: `base`, then the most relevant sections within
+    /// `budget` estimated tokens with the instruction to answer from them (just `base` when
+    /// none is relevant).
+    pub fn prompt(&self, base: &str, question: &str, budget: usize) -> String {
         let index = self.current();
-        let sections = index.relevant(question, CONTEXT_SECTIONS);
+        let sections = index.context(question, budget);
         if sections.is_empty() {
             return base.to_owned();
         }

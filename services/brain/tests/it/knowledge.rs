@@ -296,3 +296,53 @@ async fn other_questions_go_to_the_model_with_the_relevant_sections_and_the_rule
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The sections in a system prompt (each goes in under a `## ` heading line).
+fn sections_in(system: &str) -> usize {
+    system
+        .split("--- Business information ---")
+        .nth(1)
+        .map_or(0, |info| info.matches("\n## ").count())
+}
+
+#[tokio::test]
+async fn the_model_s_context_holds_as_many_relevant_sections_as_the_token_budget() {
+    let dir = shared::testing::TempDir::new("knowledge");
+    let mut zones = String::from("# Delivery\n");
+    for i in 0..30 {
+        zones.push_str(&format!(
+            "\n## Zone {i}\nA courier takes parcels to zone {i} in {} working days.\n",
+            i % 4 + 1
+        ));
+    }
+    std::fs::write(dir.path().join("zones.md"), zones).unwrap();
+    let kb = dir.path().display().to_string();
+    let question = "how many days does the courier take to my zone?";
+    let mut counts = Vec::new();
+    for budget in [None, Some("90"), Some("0")] {
+        let mut env = vec![("ACCESS_MODE", "open"), ("KNOWLEDGE_DIR", kb.as_str())];
+        if let Some(b) = budget {
+            env.push(("KNOWLEDGE_CONTEXT_TOKENS", b));
+        }
+        let mut rig = crate::rig::Rig::new(&env).await;
+        let _p = rig.spawn().await;
+        let m = rig.text("+15551240010", question).await;
+        rig.reply(&m).await;
+        let system = system_prompt(&rig.fake.requests()[0]);
+        // The sections, from the marker to the rules that follow them.
+        let info = system
+            .split("--- Business information ---")
+            .nth(1)
+            .and_then(|i| i.split("\n\nIf the customer needs").next())
+            .unwrap_or("");
+        assert!(
+            info.chars().count() <= 4 * budget.map_or(4000, |b| b.parse().unwrap()),
+            "{budget:?}: {} characters",
+            info.chars().count()
+        );
+        counts.push(sections_in(&system));
+    }
+    // The default (about 4,000 tokens) holds all 30 (three sections went in before the budget);
+    // 90 tokens hold four of these (22 estimated tokens each, heading included); 0 none.
+    assert_eq!(counts, [30, 4, 0]);
+}
