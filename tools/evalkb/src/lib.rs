@@ -18,6 +18,7 @@ use brain::knowledge::{DIRECT, Index};
 use brain::rules::Rules;
 
 mod calibrate;
+pub mod handoff;
 pub mod tau;
 pub use calibrate::{Sample, at_threshold, fit, samples, shop_samples};
 

@@ -78,10 +78,12 @@ fn main() -> anyhow::Result<()> {
         let tau = evalkb::tau::load(&tau_dir)?;
         let index = brain::knowledge::Index::build(&tau.files);
         let report = evalkb::tau::evaluate(&tau, &index, budget);
+        let handoffs =
+            evalkb::handoff::evaluate(&tau_dir, &evalkb::handoff::requests_file(), &rules)?;
         if json {
             println!("{}", serde_json::to_string(&report.to_json())?);
         } else {
-            print!("{report}");
+            print!("{report}{handoffs}");
         }
     }
     Ok(())

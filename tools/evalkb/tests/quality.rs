@@ -145,3 +145,24 @@ fn tau_banking_s_contexts_hold_what_the_tasks_need_at_the_default_budget() {
         r.scenario_recall
     );
 }
+
+#[test]
+fn tau_banking_s_requests_for_a_person_hand_off_and_its_other_lines_do_not() {
+    let Some(dir) = data() else { return };
+    let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
+    let r = evalkb::handoff::evaluate(
+        &dir.join("tau-banking"),
+        &evalkb::handoff::requests_file(),
+        &rules,
+    )
+    .unwrap();
+    eprint!("{r}");
+    // Measured 2026-12-07: 0 of 24 requests missed (8 before "transfer me" was read as a
+    // request — written from these very misses, so not a held-out figure), 4 of 878 other
+    // lines handed off: one a real request in a task whose policy refuses it, three one quote
+    // run into the simulator's instruction "request to speak to a real human".
+    assert_eq!(r.requests, 24);
+    assert!(r.missed.is_empty(), "missed {:?}", r.missed);
+    assert!(r.others >= 800, "{} other lines", r.others);
+    assert!(r.false_handoffs.len() <= 4, "{:?}", r.false_handoffs);
+}

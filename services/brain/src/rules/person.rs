@@ -9,6 +9,10 @@
 //!   un agente", "**connect** me with an operator", "**pásame** con una persona");
 //! - or the message is little more than the phrase ("human", "a real person please!").
 //!
+//! And, whatever the phrases (unless they are turned off), "transfer me" / "put me through" /
+//! "transfiéreme" asked alone or to someone ("just transfer me already!", "please transfer me to
+//! the security team") — not a transfer of money ("transfer me $50", "transfer me to my savings").
+//!
 //! A question about who is answering ("are you a human?", "¿eres una persona?", "is this a
 //! bot or a real person") is not a request, unless it asks for one ("is it possible to talk to
 //! a human?").
@@ -88,10 +92,38 @@ pub fn asks_for(phrases: &[String], text: &str) -> bool {
     let about_the_bot = WHO_ANSWERS
         .iter()
         .any(|start| words.len() >= start.len() && words[..start.len()] == **start);
-    phrases.iter().any(|p| {
-        let phrase: Vec<&str> = p.split_whitespace().collect();
-        !phrase.is_empty()
-            && occurrences(&words, &phrase).any(|at| asked(&words, &phrase, at, about_the_bot))
+    let put_through = || {
+        text.split(['.', '!', '?', ';', '\n']).any(|sentence| {
+            let framed = crate::knowledge::framed_words(sentence);
+            asks_to_be_put_through(&framed.split_whitespace().collect::<Vec<_>>())
+        })
+    };
+    (!phrases.is_empty() && put_through())
+        || phrases.iter().any(|p| {
+            let phrase: Vec<&str> = p.split_whitespace().collect();
+            !phrase.is_empty()
+                && occurrences(&words, &phrase).any(|at| asked(&words, &phrase, at, about_the_bot))
+        })
+}
+
+/// What may follow "transfer me" in a request to be put through to someone.
+const PUT_THROUGH_AFTER: &[&str] = &[
+    "now", "already", "please", "pls", "asap", "again", "over", "back", "through", "right",
+];
+
+/// "transfer me" (alone, or to someone that is not one's own account), "put me through",
+/// "transfiéreme" / "transfira-me": asking to be passed to someone.
+fn asks_to_be_put_through(words: &[&str]) -> bool {
+    let own = |w: Option<&&str>| w.is_some_and(|w| matches!(*w, "my" | "mi" | "minha" | "meu"));
+    words.iter().enumerate().any(|(i, w)| match *w {
+        "transfer" if words.get(i + 1) == Some(&"me") => match words.get(i + 2) {
+            None => true,
+            Some(&"to") => !own(words.get(i + 3)),
+            Some(next) => PUT_THROUGH_AFTER.contains(next),
+        },
+        "put" => words.get(i + 1) == Some(&"me") && words.get(i + 2) == Some(&"through"),
+        "transfiereme" | "transfierame" | "transfirame" | "transfereme" => true,
+        _ => false,
     })
 }
 
@@ -151,6 +183,13 @@ mod tests {
             "is this a bot? I want a real person",
             "human 🙏",
             "agent 😡",
+            "This is ridiculous! Just transfer me already!",
+            "My rent is due TOMORROW! Transfer me NOW!",
+            "just transfer me to someone who can help!",
+            "Yes, please transfer me to the security team.",
+            "Alright, please transfer me. Thanks for your help.",
+            "can you put me through to sales",
+            "transfiérame por favor",
         ] {
             assert!(asks_for(&p, asks), "{asks:?} asks for a person");
         }
@@ -164,6 +203,10 @@ mod tests {
             "who is the person that brought you to life",
             "what is the best way to become a travel agent",
             "the operator of the bus was rude",
+            "can you transfer me $50 from savings",
+            "please transfer me to my savings account",
+            "how long does a transfer take to reach me",
+            "transfer money to my friend",
         ] {
             assert!(!asks_for(&p, not), "{not:?} does not ask for a person");
         }
