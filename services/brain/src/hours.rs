@@ -177,7 +177,37 @@ impl Hours {
 
     /// When it opens next, as the customer reads it: `Monday 09:00`.
     pub fn describe(&self, ms: i64) -> String {
-        self.zoned(ms).strftime("%A %H:%M").to_string()
+        self.describe_in(ms, shared::lang::Lang::En)
+    }
+
+    /// [`Hours::describe`] with the weekday in `lang` ("lunes 09:00", "segunda-feira 09:00").
+    pub fn describe_in(&self, ms: i64, lang: shared::lang::Lang) -> String {
+        use shared::lang::Lang;
+        const ES: [&str; 7] = [
+            "lunes",
+            "martes",
+            "miércoles",
+            "jueves",
+            "viernes",
+            "sábado",
+            "domingo",
+        ];
+        const PT: [&str; 7] = [
+            "segunda-feira",
+            "terça-feira",
+            "quarta-feira",
+            "quinta-feira",
+            "sexta-feira",
+            "sábado",
+            "domingo",
+        ];
+        let z = self.zoned(ms);
+        let day = usize::from(z.weekday().to_monday_zero_offset() as u8);
+        match lang {
+            Lang::En => z.strftime("%A %H:%M").to_string(),
+            Lang::Es => format!("{} {}", ES[day], z.strftime("%H:%M")),
+            Lang::Pt => format!("{} {}", PT[day], z.strftime("%H:%M")),
+        }
     }
 }
 
@@ -218,6 +248,12 @@ mod tests {
         let sat = at("2026-12-05T15:00");
         assert_eq!(h.next_open(sat), at("2026-12-07T09:00"));
         assert_eq!(h.describe(h.next_open(sat)), "Monday 09:00");
+        let next = h.next_open(sat);
+        assert_eq!(h.describe_in(next, shared::lang::Lang::Es), "lunes 09:00");
+        assert_eq!(
+            h.describe_in(next, shared::lang::Lang::Pt),
+            "segunda-feira 09:00"
+        );
         // An hour's timeout asked at 17:30 on Friday ends at 10:30 on Saturday.
         let fri = at("2026-12-04T17:30");
         assert_eq!(

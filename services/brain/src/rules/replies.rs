@@ -36,10 +36,11 @@ pub fn hand_off(
 ) -> Decision {
     let reference = reference_of(&contact.id);
     let hours = &cfg.hours;
-    let msgs = cfg.messages.get(crate::domain::lang_of(question, memory));
+    let lang = crate::domain::lang_of(question, memory);
+    let msgs = cfg.messages.get(lang);
     let closed = (!hours.is_open(now)).then(|| {
         msgs.closed
-            .replace("{when}", &hours.describe(hours.next_open(now)))
+            .replace("{when}", &hours.describe_in(hours.next_open(now), lang))
     });
     let remembered = Effect::Remember(Turn::customer(question));
     if contact.handoff.is_some() {

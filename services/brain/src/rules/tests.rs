@@ -352,6 +352,25 @@ fn asking_for_a_person_hands_off_with_an_alert_to_each_admin() {
     ));
     assert_eq!(again.outcome, Outcome::HandedOff);
     assert!(again.handoff().is_none() && again.publishes().next().is_none());
+    // Outside the hours, the next opening is told in the customer's language.
+    assert!(
+        text_of(&again).contains("(Sunday 00:00)"),
+        "{}",
+        text_of(&again)
+    );
+    let spanish = from_phone(inbound::Kind::Text, "quiero hablar con una persona");
+    let cerrado = done(decide_with(
+        &never_open,
+        &contact(),
+        &spanish,
+        Source::Typed,
+        false,
+    ));
+    assert!(
+        text_of(&cerrado).contains("cuando abramos (domingo 00:00)"),
+        "{}",
+        text_of(&cerrado)
+    );
     // "humanitarian" is not "human"; a transcript that asks for a person is handed off too.
     let words = from_phone(inbound::Kind::Text, "do you support humanitarian aid");
     assert!(matches!(typed(&contact(), &words), Step::Answer { .. }));
