@@ -56,6 +56,9 @@ impl Vocabulary {
                 if len < SAME_START && w.chars().next() != word.chars().next() {
                     continue;
                 }
+                if bag_distance(word, w) > max {
+                    continue;
+                }
                 let d = strsim::osa_distance(word, w);
                 if d > max {
                     continue;
@@ -69,22 +72,51 @@ impl Vocabulary {
         best.map(|(_, _, w)| w)
     }
 
-    /// `query` with its typos corrected (its words folded), or `None` when it has none.
+    /// `query` with its typos corrected (its words folded), or `None` when it has none. A word
+    /// written more than once is looked up once (long messages repeat theirs).
     pub fn correct(&self, query: &str) -> Option<String> {
         let framed = super::framed(query);
         let mut changed = false;
+        let mut seen: std::collections::HashMap<&str, Option<&str>> =
+            std::collections::HashMap::new();
         let words: Vec<&str> = framed
             .split_whitespace()
-            .map(|w| match self.closest(w) {
-                Some(c) => {
-                    changed = true;
-                    c
-                }
-                None => w,
-            })
+            .map(
+                |w| match *seen.entry(w).or_insert_with(|| self.closest(w)) {
+                    Some(c) => {
+                        changed = true;
+                        c
+                    }
+                    None => w,
+                },
+            )
             .collect();
         changed.then(|| words.join(" "))
     }
+}
+
+/// A lower bound of the edit distance between `a` and `b` (transpositions included): the
+/// larger of the letters one has that the other lacks, counted as multisets. Cheap, so the
+/// exact distance is computed only for words it does not rule out. Letters outside a–z count
+/// together, which keeps it a lower bound.
+fn bag_distance(a: &str, b: &str) -> usize {
+    let mut counts = [0i32; 27];
+    let slot = |c: char| {
+        if c.is_ascii_lowercase() {
+            (c as u8 - b'a') as usize
+        } else {
+            26
+        }
+    };
+    for c in a.chars() {
+        counts[slot(c)] += 1;
+    }
+    for c in b.chars() {
+        counts[slot(c)] -= 1;
+    }
+    let more: i32 = counts.iter().filter(|n| **n > 0).sum();
+    let less: i32 = -counts.iter().filter(|n| **n < 0).sum::<i32>();
+    more.max(less) as usize
 }
 
 #[cfg(test)]
@@ -113,5 +145,34 @@ mod tests {
         assert_eq!(v.correct("delivery cost"), None, "known words stay");
         assert_eq!(v.correct("do you sell pizza"), None, "nothing close");
         assert_eq!(v.correct("cst 12345"), None, "short words and numbers stay");
+    }
+
+    #[test]
+    fn the_cheap_bound_never_exceeds_the_edit_distance() {
+        let words = [
+            "shipping",
+            "shiping",
+            "shpiping",
+            "delivery",
+            "deliveyr",
+            "ñandú",
+            "nandu",
+            "cafés",
+            "cafe",
+            "",
+            "abc",
+            "cba",
+            "international",
+        ];
+        for a in words {
+            for b in words {
+                assert!(
+                    bag_distance(a, b) <= strsim::osa_distance(a, b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+        assert_eq!(bag_distance("shipping", "shpiping"), 0);
+        assert_eq!(bag_distance("delivery", "pizza"), 7, "all but the i");
     }
 }
