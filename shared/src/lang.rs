@@ -85,7 +85,9 @@ impl Lang {
         }
         let mut order = [0usize, 1, 2];
         order.sort_by(|a, b| score[*b].total_cmp(&score[*a]));
-        if score[order[0]] >= 1.0 && score[order[0]] > score[order[1]] {
+        // More than one little word's worth, or an accent or greeting: one short word ("yo",
+        // "eu", "da", "com") is as often a name, an abbreviation or an address.
+        if score[order[0]] > 1.0 && score[order[0]] > score[order[1]] {
             return Some(Self::ALL[order[0]]);
         }
         if words.iter().map(|w| w.chars().count()).sum::<usize>() < FEWEST_LETTERS {
@@ -223,6 +225,13 @@ mod tests {
             ("quero um reembolso", Some(Lang::Pt)),
             ("¿cuánto cuesta el envío?", Some(Lang::Es)),
             ("ok", None),
+            ("yo", None),
+            ("EU shipping?", None),
+            ("john@gmail.com", None),
+            (
+                "Returns within 30 days: see rosas.com/returns",
+                Some(Lang::En),
+            ),
             ("👍", None),
             ("12345", None),
         ] {

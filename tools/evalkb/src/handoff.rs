@@ -1,6 +1,6 @@
 //! Missed and false handoffs on τ-Knowledge banking's customers' own words. The requests for a
 //! person are the lines the tasks that expect a transfer script for their customer
-//! (`data/tau-handoff-requests.json`: 24 lines of 11 tasks, picked by hand, verbatim — the
+//! (`data/tau-handoff-requests.json`: 24 lines of 9 tasks, picked by hand, verbatim — the
 //! instructions' other lines are asides to the simulator, not messages); everything else is
 //! every quoted line (three words or more) of the tasks that expect no transfer, taken
 //! mechanically. A line counts as handed off when `Rules::asks_for_person` says so.
@@ -93,6 +93,19 @@ pub fn evaluate(dir: &Path, requests_file: &Path, rules: &Rules) -> anyhow::Resu
 /// The hand-picked requests beside this crate.
 pub fn requests_file() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tau-handoff-requests.json")
+}
+
+impl HandoffReport {
+    /// As JSON (for `--json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": "tau-banking handoffs",
+            "requests": self.requests,
+            "missed": self.missed,
+            "other_lines": self.others,
+            "false_handoffs": self.false_handoffs,
+        })
+    }
 }
 
 impl fmt::Display for HandoffReport {

@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             evalkb::handoff::evaluate(&tau_dir, &evalkb::handoff::requests_file(), &rules)?;
         if json {
             println!("{}", serde_json::to_string(&report.to_json())?);
+            println!("{}", serde_json::to_string(&handoffs.to_json())?);
         } else {
             print!("{report}{handoffs}");
         }

@@ -91,20 +91,27 @@ fn sentences(text: &str) -> Vec<String> {
     out
 }
 
+/// The words quoted after the first `marker` ("Opening", "Start") on its line, up to the
+/// closing quote (which may be on a later line), spaces collapsed.
+fn quoted_after(instructions: &str, marker: &str) -> Option<String> {
+    let rest = &instructions[instructions.find(marker)?..];
+    let line_end = rest.find('\n').unwrap_or(rest.len());
+    let open = rest[..line_end].find('"')?;
+    let len = rest[open + 1..].find('"')?;
+    let quote = &rest[open + 1..open + 1 + len];
+    Some(quote.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// The customer's opening line, derived from the instructions by a fixed rule (tau2-bench has
-/// none; its simulated customer writes one): the words quoted after "Start" when the
-/// instructions script the opening; else the first sentence saying what the customer wants
+/// none; its simulated customer writes one): the words quoted after "Opening" (71 tasks script
+/// it so) or else after "Start"; else the first sentence saying what the customer wants
 /// ("want", "looking for", "need", "would like"), the role-play preamble left out; else the
 /// first sentence after the preamble.
 pub fn opening_line(instructions: &str) -> String {
-    if let Some(at) = instructions.find("Start") {
-        let rest = &instructions[at..];
-        let line_end = rest.find('\n').unwrap_or(rest.len());
-        if let Some(open) = rest[..line_end].find('"')
-            && let Some(len) = rest[open + 1..].find('"')
-        {
-            return rest[open + 1..open + 1 + len].to_owned();
-        }
+    if let Some(q) =
+        quoted_after(instructions, "Opening").or_else(|| quoted_after(instructions, "Start"))
+    {
+        return q;
     }
     let preamble = |s: &str| {
         let l = s.to_lowercase();
@@ -231,6 +238,11 @@ mod tests {
     fn the_opening_line_is_the_scripted_start_else_what_the_customer_wants() {
         let quoted = "You are playing the role of a customer.\n\n**Start naturally:** \"Hi, is my card blocked abroad?\" Then wait.";
         assert_eq!(opening_line(quoted), "Hi, is my card blocked abroad?");
+        let scripted = "You want help.\n**Opening:** \"Hi, I need help.\nMy card was declined.\"\n- Start with \"later\"";
+        assert_eq!(
+            opening_line(scripted),
+            "Hi, I need help. My card was declined."
+        );
         let wants = "You are playing the role of a customer. Your character is Ana, who wants a loan.\n\nYou live in Lisbon. You're looking for a card with no fees. You will not pay.";
         assert_eq!(
             opening_line(wants),

@@ -129,16 +129,16 @@ fn tau_banking_s_contexts_hold_what_the_tasks_need_at_the_default_budget() {
     let index = brain::knowledge::Index::build(&tau.files);
     let r = evalkb::tau::evaluate(&tau, &index, brain::knowledge::CONTEXT_TOKENS);
     eprint!("{r}");
-    // Measured 2026-12-07 (lexical, 4,000 tokens): 68.0 % of opening lines with a required
-    // document in the context, recall 0.243; scenario texts 0.350 (three sections, as before
-    // the budget: about 22 %, 0.04 and 0.10).
+    // Measured 2026-12-07 (lexical, 4,000 tokens): 89.7 % of opening lines with a required
+    // document in the context, recall 0.331; scenario texts 0.350 (at 300 tokens, about the
+    // three sections before the budget: 38.1 %, 0.064 and 0.100).
     assert_eq!(r.tasks, 97);
     assert!(
-        r.opening_hit as f64 / r.tasks as f64 >= 0.65,
+        r.opening_hit as f64 / r.tasks as f64 >= 0.85,
         "opening lines {}",
         r.opening_hit
     );
-    assert!(r.opening_recall >= 0.23, "recall {}", r.opening_recall);
+    assert!(r.opening_recall >= 0.31, "recall {}", r.opening_recall);
     assert!(
         r.scenario_recall >= 0.33,
         "scenario recall {}",
@@ -157,7 +157,7 @@ fn tau_banking_s_requests_for_a_person_hand_off_and_its_other_lines_do_not() {
     )
     .unwrap();
     eprint!("{r}");
-    // Measured 2026-12-07: 0 of 24 requests missed (8 before "transfer me" was read as a
+    // Measured 2026-12-07: 0 of 24 requests (9 tasks) missed (8 before "transfer me" was read as a
     // request — written from these very misses, so not a held-out figure), 4 of 878 other
     // lines handed off: one a real request in a task whose policy refuses it, three one quote
     // run into the simulator's instruction "request to speak to a real human".

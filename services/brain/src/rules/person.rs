@@ -11,7 +11,8 @@
 //!
 //! And, whatever the phrases (unless they are turned off), "transfer me" / "put me through" /
 //! "transfiéreme" asked alone or to someone ("just transfer me already!", "please transfer me to
-//! the security team") — not a transfer of money ("transfer me $50", "transfer me to my savings").
+//! the security team") — not a transfer of money ("transfer me $50", "transfer me to savings",
+//! "transfiéreme 100 euros") nor "my parents put me through college".
 //!
 //! A question about who is answering ("are you a human?", "¿eres una persona?", "is this a
 //! bot or a real person") is not a request, unless it asks for one ("is it possible to talk to
@@ -106,23 +107,60 @@ pub fn asks_for(phrases: &[String], text: &str) -> bool {
         })
 }
 
-/// What may follow "transfer me" in a request to be put through to someone.
+/// What may end a request to be put through ("just transfer me already!").
 const PUT_THROUGH_AFTER: &[&str] = &[
-    "now", "already", "please", "pls", "asap", "again", "over", "back", "through", "right",
+    "now", "already", "please", "pls", "asap", "again", "right", "por", "favor", "ya", "ahora",
 ];
 
-/// "transfer me" (alone, or to someone that is not one's own account), "put me through",
-/// "transfiéreme" / "transfira-me": asking to be passed to someone.
+/// Who one may ask to be put through to ("transfer me to **someone** who can help", "to the
+/// **security** team", "con un **agente**").
+const SOMEONE: &[&str] = &[
+    "someone",
+    "somebody",
+    "anyone",
+    "anybody",
+    "person",
+    "human",
+    "agent",
+    "representative",
+    "rep",
+    "operator",
+    "manager",
+    "supervisor",
+    "team",
+    "department",
+    "security",
+    "sales",
+    "support",
+    "staff",
+    "alguien",
+    "persona",
+    "agente",
+    "humano",
+    "encargado",
+    "gerente",
+];
+
+/// Whether what follows a "transfer me" / "put me through" (`rest`) makes it a request to be
+/// passed to someone: nothing, a word that ends a request ("now", "please"), or "to" / "con"
+/// and someone within the next three words — not an account, an amount or "college".
+fn to_someone(rest: &[&str]) -> bool {
+    match rest.first() {
+        None => true,
+        Some(&("to" | "con" | "with")) => rest[1..].iter().take(3).any(|w| SOMEONE.contains(w)),
+        Some(w) => PUT_THROUGH_AFTER.contains(w),
+    }
+}
+
+/// "transfer me" or "put me through" (alone, or to someone: [`to_someone`]) and Spanish
+/// "transfiéreme" / "transfiérame" (the same): asking to be passed to someone.
 fn asks_to_be_put_through(words: &[&str]) -> bool {
-    let own = |w: Option<&&str>| w.is_some_and(|w| matches!(*w, "my" | "mi" | "minha" | "meu"));
     words.iter().enumerate().any(|(i, w)| match *w {
-        "transfer" if words.get(i + 1) == Some(&"me") => match words.get(i + 2) {
-            None => true,
-            Some(&"to") => !own(words.get(i + 3)),
-            Some(next) => PUT_THROUGH_AFTER.contains(next),
-        },
-        "put" => words.get(i + 1) == Some(&"me") && words.get(i + 2) == Some(&"through"),
-        "transfiereme" | "transfierame" | "transfirame" | "transfereme" => true,
+        "transfer" if words.get(i + 1) == Some(&"me") => to_someone(&words[i + 2..]),
+        "put" if words.get(i + 1) == Some(&"me") && words.get(i + 2) == Some(&"through") => {
+            to_someone(&words[i + 3..])
+        }
+        "transfiereme" | "transfierame" => to_someone(&words[i + 1..]),
         _ => false,
     })
 }
@@ -205,6 +243,13 @@ mod tests {
             "the operator of the bus was rude",
             "can you transfer me $50 from savings",
             "please transfer me to my savings account",
+            "Can you transfer me to savings?",
+            "transfer me to the checking account",
+            "transfer me to account 12345",
+            "transfer me back the $20 you charged",
+            "transfiéreme 100 euros a mi cuenta",
+            "My parents put me through college",
+            "the fees put me through hell",
             "how long does a transfer take to reach me",
             "transfer money to my friend",
         ] {
