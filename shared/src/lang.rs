@@ -46,7 +46,8 @@ impl Lang {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`Lang::ALL`] (and in a [`Text`]).
+    pub fn index(self) -> usize {
         match self {
             Self::En => 0,
             Self::Es => 1,

@@ -67,8 +67,7 @@ impl Localized {
 
     /// The texts in `lang`.
     pub fn get(&self, lang: Lang) -> &Messages {
-        let i = Lang::ALL.iter().position(|l| *l == lang).unwrap_or(0);
-        &self.0[i]
+        &self.0[lang.index()]
     }
 }
 

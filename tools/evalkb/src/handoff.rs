@@ -12,6 +12,8 @@ use anyhow::Context;
 use brain::rules::Rules;
 use serde::Deserialize;
 
+use crate::tau::Tau;
+
 #[derive(Deserialize)]
 struct Request {
     text: String,
@@ -52,15 +54,13 @@ fn quoted(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Asks `rules` every request (`requests_file`) and every quoted line of the τ tasks in `dir`
-/// that expect no transfer.
-pub fn evaluate(dir: &Path, requests_file: &Path, rules: &Rules) -> anyhow::Result<HandoffReport> {
+/// Asks `rules` every request (`requests_file`) and every quoted line of the τ tasks that
+/// expect no transfer.
+pub fn evaluate(tau: &Tau, requests_file: &Path, rules: &Rules) -> anyhow::Result<HandoffReport> {
     let requests: Vec<Request> = serde_json::from_str(
         &std::fs::read_to_string(requests_file)
             .with_context(|| requests_file.display().to_string())?,
     )?;
-    let tasks: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tasks.json"))?)?;
     let mut r = HandoffReport {
         requests: requests.len(),
         ..HandoffReport::default()
@@ -70,17 +70,8 @@ pub fn evaluate(dir: &Path, requests_file: &Path, rules: &Rules) -> anyhow::Resu
             r.missed.push(q.text.clone());
         }
     }
-    for t in &tasks {
-        let transfer = t["evaluation_criteria"]["actions"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x["name"] == "transfer_to_human_agents"));
-        if transfer {
-            continue;
-        }
-        let text = t["user_scenario"]["instructions"]
-            .as_str()
-            .unwrap_or_default();
-        for line in quoted(text) {
+    for t in tau.tasks.iter().filter(|t| !t.expects_transfer()) {
+        for line in quoted(t.scenario()) {
             r.others += 1;
             if rules.asks_for_person(&line) {
                 r.false_handoffs.push(line);

@@ -78,8 +78,7 @@ fn main() -> anyhow::Result<()> {
         let tau = evalkb::tau::load(&tau_dir)?;
         let index = brain::knowledge::Index::build(&tau.files);
         let report = evalkb::tau::evaluate(&tau, &index, budget);
-        let handoffs =
-            evalkb::handoff::evaluate(&tau_dir, &evalkb::handoff::requests_file(), &rules)?;
+        let handoffs = evalkb::handoff::evaluate(&tau, &evalkb::handoff::requests_file(), &rules)?;
         if json {
             println!("{}", serde_json::to_string(&report.to_json())?);
             println!("{}", serde_json::to_string(&handoffs.to_json())?);

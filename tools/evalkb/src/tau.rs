@@ -25,6 +25,18 @@ struct Scenario {
     instructions: String,
 }
 
+#[derive(Deserialize, Debug, Clone, Default)]
+struct Criteria {
+    /// The actions a right conversation takes (absent or null in some tasks).
+    #[serde(default)]
+    actions: Option<Vec<Action>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+struct Action {
+    name: String,
+}
+
 /// One task: the customer's instructions and the documents it requires.
 #[derive(Deserialize, Debug, Clone)]
 pub struct Task {
@@ -33,12 +45,23 @@ pub struct Task {
     user_scenario: Scenario,
     /// Document ids.
     pub required_documents: Vec<String>,
+    #[serde(default)]
+    evaluation_criteria: Criteria,
 }
 
 impl Task {
     /// The role-play instructions (what the simulated customer is told).
     pub fn scenario(&self) -> &str {
         &self.user_scenario.instructions
+    }
+
+    /// Whether a right conversation transfers the customer to a person.
+    pub fn expects_transfer(&self) -> bool {
+        self.evaluation_criteria
+            .actions
+            .iter()
+            .flatten()
+            .any(|a| a.name == "transfer_to_human_agents")
     }
 }
 
@@ -279,6 +302,7 @@ mod tests {
                         .into(),
                 },
                 required_documents: vec!["doc_a".into(), "doc_b".into(), "doc_c".into()],
+                evaluation_criteria: Criteria::default(),
             }],
         };
         let index = Index::build(&tau.files);

@@ -150,12 +150,8 @@ fn tau_banking_s_contexts_hold_what_the_tasks_need_at_the_default_budget() {
 fn tau_banking_s_requests_for_a_person_hand_off_and_its_other_lines_do_not() {
     let Some(dir) = data() else { return };
     let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
-    let r = evalkb::handoff::evaluate(
-        &dir.join("tau-banking"),
-        &evalkb::handoff::requests_file(),
-        &rules,
-    )
-    .unwrap();
+    let tau = evalkb::tau::load(&dir.join("tau-banking")).unwrap();
+    let r = evalkb::handoff::evaluate(&tau, &evalkb::handoff::requests_file(), &rules).unwrap();
     eprint!("{r}");
     // Measured 2026-12-07: 0 of 24 requests (9 tasks) missed (8 before "transfer me" was read as a
     // request — written from these very misses, so not a held-out figure), 4 of 878 other

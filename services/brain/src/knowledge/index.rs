@@ -286,14 +286,6 @@ impl Index {
             .collect()
     }
 
-    /// The `k` sections most relevant to `query` (none that shares no word with it).
-    pub fn relevant(&self, query: &str, k: usize) -> Vec<&Chunk> {
-        self.ranked_sections(query, k)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect()
-    }
-
     /// The FAQ entry `query` asks, with how sure the match is ([`Evidence::confidence`]).
     pub fn faq(&self, query: &str) -> Option<Hit<'_>> {
         let (best, evidence) = self.evidence(query)?;
@@ -507,9 +499,9 @@ mod tests {
                 .is_none_or(|h| h.confidence < 0.3)
         );
         assert_eq!(
-            i.relevant("ship to the UK", 1)[0].title,
+            i.ranked_sections("ship to the UK", 1)[0].0.title,
             "FAQ › Do you deliver?"
         );
-        assert!(i.relevant("zebra", 3).is_empty());
+        assert!(i.ranked_sections("zebra", 3).is_empty());
     }
 }
