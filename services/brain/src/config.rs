@@ -31,6 +31,9 @@ pub struct Config {
     /// `KNOWLEDGE_CONTEXT_TOKENS` (default 4000): the knowledge base's sections put into the
     /// model's context for a question, in estimated tokens (0: none).
     pub knowledge_context_tokens: usize,
+    /// `EMBEDDINGS_MODEL_DIR` or `EMBEDDINGS_MODEL`: where the knowledge base's vectors come
+    /// from (none: matching by words only).
+    pub embeddings: Option<Embeddings>,
     /// `PUBLIC_URL` (default `http://<PUBLIC_ADDR>`): where `!console` sign-in links point.
     pub public_url: String,
     /// Turns of memory sent with each request.
@@ -184,6 +187,7 @@ impl Config {
                 0,
                 1_000_000,
             ),
+            embeddings: embeddings(env),
             public_url: shared::console::public_url(env),
             memory_turns: 10,
             ai_disclosure,
@@ -223,6 +227,65 @@ impl Config {
     }
 }
 
+/// Where the knowledge base's vectors come from.
+#[derive(Debug, Clone)]
+pub enum Embeddings {
+    /// `EMBEDDINGS_MODEL_DIR`: a sentence-transformers folder, run in-process.
+    Local(std::path::PathBuf),
+    /// `EMBEDDINGS_MODEL` at `EMBEDDINGS_BASE_URL` (else `OPENAI_BASE_URL`) with
+    /// `EMBEDDINGS_API_KEY` (else `OPENAI_API_KEY`).
+    Provider {
+        /// The provider.
+        endpoint: Endpoint,
+        /// Its model (e.g. `text-embedding-3-small`).
+        model: String,
+    },
+}
+
+/// `EMBEDDINGS_MODEL_DIR` / `EMBEDDINGS_MODEL` (at most one; a folder must hold a model).
+fn embeddings(env: &mut Env) -> Option<Embeddings> {
+    let dir = env.opt_string("EMBEDDINGS_MODEL_DIR");
+    let model = env.opt_string("EMBEDDINGS_MODEL");
+    let endpoint = Endpoint::from_env(env, "EMBEDDINGS_");
+    match (dir, model) {
+        (Some(_), Some(_)) => {
+            env.problem(
+                "EMBEDDINGS_MODEL_DIR",
+                "set either EMBEDDINGS_MODEL_DIR (a local model) or EMBEDDINGS_MODEL (a provider's), not both",
+            );
+            None
+        }
+        (Some(dir), None) => {
+            let dir = std::path::PathBuf::from(dir);
+            let missing: Vec<&str> = crate::knowledge::embed::MODEL_FILES
+                .into_iter()
+                .filter(|f| !dir.join(f).is_file())
+                .collect();
+            if !missing.is_empty() {
+                env.problem(
+                    "EMBEDDINGS_MODEL_DIR",
+                    format!(
+                        "expected a sentence-transformers folder; {} has no {}",
+                        dir.display(),
+                        missing.join(", ")
+                    ),
+                );
+            }
+            Some(Embeddings::Local(dir))
+        }
+        (None, Some(model)) => {
+            if !endpoint.configured {
+                env.problem(
+                    "EMBEDDINGS_MODEL",
+                    "needs a provider: EMBEDDINGS_BASE_URL or EMBEDDINGS_API_KEY (or OPENAI_BASE_URL / OPENAI_API_KEY)",
+                );
+            }
+            Some(Embeddings::Provider { endpoint, model })
+        }
+        (None, None) => None,
+    }
+}
+
 /// `AI_DISCLOSURE` and `AUTOMATED_DISCLOSURE`, in every language.
 fn disclosures(env: &Env) -> (Text, Text) {
     (
@@ -256,6 +319,45 @@ mod tests {
         assert_eq!(phrases(" Human | A Person ||"), ["human", "a person"]);
         assert!(phrases("off").is_empty() && phrases("NONE").is_empty());
         assert_eq!(phrases("offer").len(), 1);
+    }
+
+    #[test]
+    fn embeddings_come_from_one_source_that_is_there() {
+        let problems = |pairs: &[(&str, &str)]| {
+            let mut env = Env::from_pairs(pairs.iter().copied());
+            let e = embeddings(&mut env);
+            let p: Vec<String> = env
+                .problems()
+                .iter()
+                .map(|p| format!("{}: {}", p.variable, p.message))
+                .collect();
+            (e, p)
+        };
+        let (e, p) = problems(&[]);
+        assert!(e.is_none() && p.is_empty(), "off by default");
+        let (_, p) = problems(&[("EMBEDDINGS_MODEL", "text-embedding-3-small")]);
+        assert!(p.len() == 1 && p[0].contains("needs a provider"), "{p:?}");
+        let (e, p) = problems(&[
+            ("EMBEDDINGS_MODEL", "text-embedding-3-small"),
+            ("OPENAI_API_KEY", "sk-x"),
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        assert!(
+            matches!(e, Some(Embeddings::Provider { endpoint, .. }) if endpoint.base_url == shared::llm::OPENAI_BASE_URL)
+        );
+        let (_, p) = problems(&[
+            ("EMBEDDINGS_MODEL", "m"),
+            ("EMBEDDINGS_MODEL_DIR", "/models/x"),
+            ("OPENAI_API_KEY", "sk-x"),
+        ]);
+        assert!(p.len() == 1 && p[0].contains("not both"), "{p:?}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let (_, p) = problems(&[("EMBEDDINGS_MODEL_DIR", dir.path().to_str().unwrap())]);
+        assert!(
+            p.len() == 1 && p[0].contains("model.safetensors, tokenizer.json, modules.json"),
+            "every missing file named: {p:?}"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let ttl = ctx.config.memory_ttl;
     let handoff_timeout = ctx.config.handoff_timeout;
     let ctx_idle = ctx.config.conversation_idle;
-    let knowledge = Arc::new(knowledge::Knowledge::load(&ctx.config.knowledge_dir));
+    let knowledge = knowledge_base(&ctx.config);
     let settings = settings::Settings::new(ctx.config, db.clone());
     let clock: shared::clock::SharedClock = Arc::new(shared::clock::SystemClock);
     let console = console::Api::new(
@@ -104,14 +104,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
             Ok(consumer.run(shutdown).await?)
         });
     }
-    {
-        let shutdown = shutdown.clone();
-        let watch_db = db.clone();
-        tasks.spawn("knowledge base watch", async move {
-            knowledge.watch(Some(watch_db), shutdown).await;
-            Ok(())
-        });
-    }
+    knowledge_tasks(&mut tasks, knowledge, db.clone());
     tasks.spawn("transcript consumer", async move {
         Ok(transcripts.run(shutdown).await?)
     });
@@ -121,6 +114,38 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         checks: vec![llm_check],
         tasks,
     })
+}
+
+/// The knowledge base of `KNOWLEDGE_DIR`, with its embedder when one is configured.
+fn knowledge_base(config: &Config) -> Arc<knowledge::Knowledge> {
+    let embedder = config.embeddings.as_ref().map(|e| match e {
+        config::Embeddings::Local(dir) => knowledge::embed::Embedder::local(dir),
+        config::Embeddings::Provider { endpoint, model } => {
+            knowledge::embed::Embedder::remote(endpoint, model.clone())
+        }
+    });
+    if let Some(e) = &embedder {
+        tracing::info!(embedder = %e.describe(), "knowledge base: matching by meaning too, once its vectors are ready");
+    }
+    Arc::new(knowledge::Knowledge::with_embedder(
+        &config.knowledge_dir,
+        embedder,
+    ))
+}
+
+/// The knowledge base's own work: its vectors, and watching its folder and the console's files.
+fn knowledge_tasks(tasks: &mut Tasks, knowledge: Arc<knowledge::Knowledge>, db: shared::db::Db) {
+    let shutdown = tasks.shutdown().clone();
+    let k = knowledge.clone();
+    tasks.spawn("knowledge base vectors", async move {
+        k.fill_vectors(shutdown).await;
+        Ok(())
+    });
+    let shutdown = tasks.shutdown().clone();
+    tasks.spawn("knowledge base watch", async move {
+        knowledge.watch(Some(db), shutdown).await;
+        Ok(())
+    });
 }
 
 /// The brain's periodic work: handoffs nobody answered, conversations gone silent, old memory.

@@ -42,6 +42,9 @@ pub const CALLS_SAVED: &str = "brain_llm_calls_saved_total";
 pub const ALERTS_HELD: &str = "brain_handoff_alerts_held_total";
 /// Digests of held handoff alerts sent to the admins.
 pub const DIGESTS: &str = "brain_handoff_digests_total";
+/// The knowledge base's vectors (`result`: `ready` — an index's vectors computed, `failed` —
+/// they could not be, `question_failed` — a question's could not be in time).
+pub const KNOWLEDGE_VECTORS: &str = "brain_knowledge_vectors_total";
 
 /// Describes every metric and registers it at zero.
 pub fn register() {
@@ -78,6 +81,13 @@ pub fn register() {
     );
     metrics::describe_counter!(DIGESTS, "Digests of held handoff alerts sent to the admins");
     metrics::counter!(ALERTS_HELD).absolute(0);
+    metrics::describe_counter!(
+        KNOWLEDGE_VECTORS,
+        "Knowledge base vectors: indexes ready or failed, questions without a vector in time"
+    );
+    for r in ["ready", "failed", "question_failed"] {
+        metrics::counter!(KNOWLEDGE_VECTORS, "result" => r).absolute(0);
+    }
     metrics::counter!(DIGESTS).absolute(0);
     metrics::describe_counter!(
         HANDOFF_TIMEOUTS,

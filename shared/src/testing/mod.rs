@@ -234,6 +234,27 @@ pub fn metric_in(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// all-MiniLM-L6-v2 as `scripts/test` fetches it (`fetch_minilm` in scripts/lib.sh), or
+/// `SB_EMBEDDINGS_MODEL_DIR`; `None`, having said the caller's test is skipped, when absent.
+pub fn minilm_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SB_EMBEDDINGS_MODEL_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache")))?;
+            Some(cache.join("switchboard/models/all-MiniLM-L6-v2"))
+        })?;
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    eprintln!(
+        "SKIPPED: no all-MiniLM-L6-v2 at {} (scripts/test fetches it; or set SB_EMBEDDINGS_MODEL_DIR)",
+        dir.display()
+    );
+    None
+}
+
 /// A workspace binary built beside the running test binary (`target/<profile>/<name>`), as
 /// `cargo nextest run --workspace` (scripts/test) builds every binary of the workspace.
 pub fn workspace_bin(name: &str) -> PathBuf {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use brain::knowledge::{Calibration, Entry, FEATURES, Index};
 use brain::rules::Rules;
 
+use crate::meaning::Meanings;
 use crate::{Dataset, Questions, faq, ratio};
 
 /// A question's best match as the calibration sees it: its evidence's inputs and whether it
@@ -25,18 +26,34 @@ pub struct Sample {
 
 /// The best match of every question of `ds` the knowledge base built from its FAQ matches at
 /// all (requests for a person left out: they never reach the FAQ).
-pub fn samples(ds: &Dataset, rules: &Rules) -> anyhow::Result<Vec<Sample>> {
+pub fn samples(
+    ds: &Dataset,
+    rules: &Rules,
+    mut meanings: Option<&mut Meanings>,
+) -> anyhow::Result<Vec<Sample>> {
     let (md, answers) = faq(ds)?;
     let index = Index::build(&[("faq.md".to_owned(), md)]);
-    Ok(samples_of(&index, &ds.test, rules, |e| {
-        answers.get(&e.answer).map(String::as_str)
-    }))
+    if let Some(m) = meanings.as_deref_mut() {
+        m.prepare(ds.test.iter().map(|(q, _)| q.as_str()))?;
+        m.attach(&index)?;
+    }
+    Ok(samples_of(
+        &index,
+        &ds.test,
+        rules,
+        meanings.as_deref(),
+        |e| answers.get(&e.answer).map(String::as_str),
+    ))
 }
 
 /// The example shop's knowledge base (`examples/shop/knowledge`) asked its own evaluation set
 /// (`examples/shop/eval.json`: each entry's paraphrases in English and Spanish, and off-topic
 /// questions no entry answers), as [`samples`] does: a small shop's FAQ, not an intent dataset.
-pub fn shop_samples(root: &Path, rules: &Rules) -> anyhow::Result<Vec<Sample>> {
+pub fn shop_samples(
+    root: &Path,
+    rules: &Rules,
+    mut meanings: Option<&mut Meanings>,
+) -> anyhow::Result<Vec<Sample>> {
     let dir = root.join("examples/shop/knowledge");
     let mut files = Vec::new();
     for e in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -69,9 +86,17 @@ pub fn shop_samples(root: &Path, rules: &Rules) -> anyhow::Result<Vec<Sample>> {
             }
         }
     }
-    Ok(samples_of(&index, &questions, rules, |e| {
-        Some(e.question.as_str())
-    }))
+    if let Some(m) = meanings.as_deref_mut() {
+        m.prepare(questions.iter().map(|(q, _)| q.as_str()))?;
+        m.attach(&index)?;
+    }
+    Ok(samples_of(
+        &index,
+        &questions,
+        rules,
+        meanings.as_deref(),
+        |e| Some(e.question.as_str()),
+    ))
 }
 
 /// The best match of each of `questions` in `index` whose entry `label_of` names.
@@ -79,13 +104,14 @@ fn samples_of<'i>(
     index: &'i Index,
     questions: &[(String, Option<String>)],
     rules: &Rules,
+    meanings: Option<&Meanings>,
     label_of: impl Fn(&'i Entry) -> Option<&'i str>,
 ) -> Vec<Sample> {
     questions
         .iter()
         .filter(|(q, _)| !rules.asks_for_person(q))
         .filter_map(|(q, label)| {
-            let (best, evidence) = index.evidence(q)?;
+            let (best, evidence) = index.evidence_with(q, meanings.and_then(|m| m.of(q)))?;
             let given = label_of(&index.entries()[best]);
             let right = label.as_deref().is_some_and(|l| given == Some(l));
             Some(Sample {

@@ -19,6 +19,7 @@ use brain::rules::Rules;
 
 mod calibrate;
 pub mod handoff;
+pub mod meaning;
 pub mod tau;
 pub use calibrate::{Sample, at_threshold, fit, samples, shop_samples};
 
@@ -218,6 +219,8 @@ pub fn misspelt(ds: &Dataset) -> Dataset {
 pub struct Report {
     /// The dataset.
     pub name: String,
+    /// Matched by meaning too (vectors), not by words alone.
+    pub fused: bool,
     /// FAQ entries.
     pub entries: usize,
     /// In-scope test questions.
@@ -236,6 +239,9 @@ pub struct Report {
     pub out_of_scope_answered: usize,
     /// The most frequent wrong answers: (asked intent, answered intent, count).
     pub confusions: Vec<(String, String, usize)>,
+    /// Milliseconds of one core per question to decide it (handoff rule, FAQ match, ranking;
+    /// a question's vector not included — see [`meaning::Meanings::single_ms`]).
+    pub ms_per_question: f64,
 }
 
 impl Report {
@@ -267,21 +273,35 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// Asks every test question of `ds` of the knowledge base built from its FAQ, with `rules`'
 /// handoff phrases.
 pub fn evaluate(ds: &Dataset, rules: &Rules) -> anyhow::Result<Report> {
-    evaluate_at(ds, rules, DIRECT)
+    evaluate_at(ds, rules, DIRECT, None)
 }
 
 /// [`evaluate`] with FAQ entries answering at `direct` instead of [`DIRECT`] (for choosing it).
-pub fn evaluate_at(ds: &Dataset, rules: &Rules, direct: f32) -> anyhow::Result<Report> {
+/// With `meanings`, the knowledge base and the questions have vectors (matching by meaning too).
+pub fn evaluate_at(
+    ds: &Dataset,
+    rules: &Rules,
+    direct: f32,
+    mut meanings: Option<&mut meaning::Meanings>,
+) -> anyhow::Result<Report> {
     let (md, answers) = faq(ds)?;
     let index = Index::build(&[("faq.md".to_owned(), md)]);
+    if let Some(m) = meanings.as_deref_mut() {
+        m.prepare(ds.test.iter().map(|(q, _)| q.as_str()))?;
+        m.attach(&index)?;
+    }
+    let meanings = meanings.as_deref();
+    let vector = |q: &str| meanings.and_then(|m| m.of(q));
     let intent_of = |answer: &str| answers.get(answer).map(String::as_str);
     let mut r = Report {
         name: ds.name.to_owned(),
         entries: index.entries().len(),
+        fused: meanings.is_some(),
         ..Report::default()
     };
     let mut confusions: HashMap<(String, String), usize> = HashMap::new();
     let mut rank_sum = 0.0;
+    let started = std::time::Instant::now();
     for (question, label) in &ds.test {
         let answered = if rules.asks_for_person(question) {
             if label.is_some() {
@@ -290,7 +310,7 @@ pub fn evaluate_at(ds: &Dataset, rules: &Rules, direct: f32) -> anyhow::Result<R
             None
         } else {
             index
-                .faq(question)
+                .faq_with(question, vector(question))
                 .filter(|h| h.confidence >= direct)
                 .and_then(|h| intent_of(&h.entry.answer))
         };
@@ -300,8 +320,11 @@ pub fn evaluate_at(ds: &Dataset, rules: &Rules, direct: f32) -> anyhow::Result<R
             continue;
         };
         r.questions += 1;
-        let rank = index
-            .ranked(question)
+        let ranked = match vector(question) {
+            Some(v) => index.ranked_with(question, Some(v)),
+            None => index.ranked(question),
+        };
+        let rank = ranked
             .iter()
             .position(|(i, _)| intent_of(&index.entries()[*i].answer) == Some(label.as_str()));
         rank_sum += rank.map_or(0.0, |p| 1.0 / (p + 1) as f64);
@@ -316,6 +339,7 @@ pub fn evaluate_at(ds: &Dataset, rules: &Rules, direct: f32) -> anyhow::Result<R
             }
         }
     }
+    r.ms_per_question = 1000.0 * started.elapsed().as_secs_f64() / ds.test.len().max(1) as f64;
     r.mrr = if r.questions == 0 {
         0.0
     } else {
@@ -336,8 +360,16 @@ impl fmt::Display for Report {
         let pct = |x: f64| format!("{:.1} %", 100.0 * x);
         writeln!(
             f,
-            "{} (lexical; {} FAQ entries, {} in-scope and {} out-of-scope test questions)",
-            self.name, self.entries, self.questions, self.out_of_scope
+            "{} ({}; {} FAQ entries, {} in-scope and {} out-of-scope test questions)",
+            self.name,
+            if self.fused {
+                "words + meaning"
+            } else {
+                "lexical"
+            },
+            self.entries,
+            self.questions,
+            self.out_of_scope
         )?;
         writeln!(
             f,
@@ -362,7 +394,11 @@ impl fmt::Display for Report {
         for (asked, given, n) in &self.confusions {
             writeln!(f, "  confused: {asked} answered as {given} ({n}×)")?;
         }
-        Ok(())
+        writeln!(
+            f,
+            "  {:.2} ms of one core per question to decide it (its vector aside)",
+            self.ms_per_question
+        )
     }
 }
 
@@ -371,7 +407,7 @@ impl Report {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "dataset": self.name,
-            "mode": "lexical",
+            "mode": if self.fused { "words+meaning" } else { "lexical" },
             "entries": self.entries,
             "questions": self.questions,
             "answered": self.answered_share(),

@@ -11,38 +11,71 @@ use anyhow::bail;
 use brain::config::{HANDOFF_PHRASES, phrases};
 use brain::rules::Rules;
 
-fn main() -> anyhow::Result<()> {
-    let mut data: Option<PathBuf> = std::env::var_os("SB_EVAL_DATA").map(PathBuf::from);
-    let mut json = false;
-    let mut split = evalkb::Split::Test;
-    let mut typos = false;
-    let mut fit = false;
-    let mut direct = brain::knowledge::DIRECT;
-    let mut budget = brain::knowledge::CONTEXT_TOKENS;
+/// The command line.
+struct Options {
+    data: Option<PathBuf>,
+    json: bool,
+    split: evalkb::Split,
+    typos: bool,
+    fit: bool,
+    direct: Option<f32>,
+    budget: usize,
+    embeddings: Option<PathBuf>,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        data: std::env::var_os("SB_EVAL_DATA").map(PathBuf::from),
+        json: false,
+        split: evalkb::Split::Test,
+        typos: false,
+        fit: false,
+        direct: None,
+        budget: brain::knowledge::CONTEXT_TOKENS,
+        embeddings: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data" => match args.next() {
-                Some(d) => data = Some(PathBuf::from(d)),
+                Some(d) => o.data = Some(PathBuf::from(d)),
                 None => bail!("--data needs a folder"),
             },
-            "--json" => json = true,
-            "--held-out" => split = evalkb::Split::HeldOut,
-            "--typos" => typos = true,
-            "--fit" => fit = true,
+            "--json" => o.json = true,
+            "--held-out" => o.split = evalkb::Split::HeldOut,
+            "--typos" => o.typos = true,
+            "--fit" => o.fit = true,
+            "--embeddings" => match args.next() {
+                Some(d) => o.embeddings = Some(PathBuf::from(d)),
+                None => bail!("--embeddings needs a sentence-transformers folder"),
+            },
             "--context-tokens" => match args.next().and_then(|d| d.parse().ok()) {
-                Some(t) => budget = t,
+                Some(t) => o.budget = t,
                 None => bail!("--context-tokens needs a number"),
             },
             "--direct" => match args.next().and_then(|d| d.parse().ok()) {
-                Some(d) => direct = d,
+                Some(d) => o.direct = Some(d),
                 None => bail!("--direct needs a confidence (0 to 1)"),
             },
             other => bail!(
-                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C] [--context-tokens N])"
+                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C] [--context-tokens N] [--embeddings DIR])"
             ),
         }
     }
+    Ok(o)
+}
+
+fn main() -> anyhow::Result<()> {
+    let Options {
+        data,
+        json,
+        split,
+        typos,
+        fit,
+        direct,
+        budget,
+        embeddings,
+    } = options()?;
     let data = data.unwrap_or_else(evalkb::default_data);
     if !data.is_dir() {
         println!(
@@ -52,15 +85,33 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
+    let mut meanings = match &embeddings {
+        Some(dir) => Some(evalkb::meaning::Meanings::open(dir)?),
+        None => None,
+    };
+    let direct = direct.unwrap_or(if meanings.is_some() {
+        brain::knowledge::DIRECT_MEANING
+    } else {
+        brain::knowledge::DIRECT
+    });
     if fit {
-        return fit_calibration(&data, &rules);
+        return fit_calibration(&data, &rules, meanings.as_mut());
     }
     for ds in [
         evalkb::banking77(&data.join("banking77"), split)?,
         evalkb::clinc150(&data.join("clinc150"), split)?,
     ] {
         let ds = if typos { evalkb::misspelt(&ds) } else { ds };
-        let report = evalkb::evaluate_at(&ds, &rules, direct)?;
+        let report = evalkb::evaluate_at(&ds, &rules, direct, meanings.as_mut())?;
+        if let Some(m) = &meanings
+            && !json
+        {
+            let sample: Vec<&str> = ds.test.iter().take(100).map(|(q, _)| q.as_str()).collect();
+            let (ms, peak) = m.single_ms(&sample)?;
+            println!(
+                "  {ms:.1} ms of one core per question for its vector (one at a time, 100 questions); peak memory of this process {peak:.0} MB"
+            );
+        }
         if typos {
             println!("(every question with a typo: its longest word's middle letter left out)");
         }
@@ -77,7 +128,7 @@ fn main() -> anyhow::Result<()> {
     if split == evalkb::Split::Test && !typos && tau_dir.is_dir() {
         let tau = evalkb::tau::load(&tau_dir)?;
         let index = brain::knowledge::Index::build(&tau.files);
-        let report = evalkb::tau::evaluate(&tau, &index, budget);
+        let report = evalkb::tau::evaluate_with(&tau, &index, budget, meanings.as_mut())?;
         let handoffs = evalkb::handoff::evaluate(&tau, &evalkb::handoff::requests_file(), &rules)?;
         if json {
             println!("{}", serde_json::to_string(&report.to_json())?);
@@ -91,7 +142,11 @@ fn main() -> anyhow::Result<()> {
 
 /// `--fit`: the calibration fitted on both datasets' held-out training rows (with and without
 /// typos), printed as the constant to paste, with what it answers at a few thresholds.
-fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> {
+fn fit_calibration(
+    data: &std::path::Path,
+    rules: &Rules,
+    mut meanings: Option<&mut evalkb::meaning::Meanings>,
+) -> anyhow::Result<()> {
     let sets = [
         evalkb::banking77(&data.join("banking77"), evalkb::Split::HeldOut)?,
         evalkb::clinc150(&data.join("clinc150"), evalkb::Split::HeldOut)?,
@@ -99,18 +154,23 @@ fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> 
     let mut per_set = Vec::new();
     let mut all = Vec::new();
     for ds in &sets {
-        let clean = evalkb::samples(ds, rules)?;
-        let typo = evalkb::samples(&evalkb::misspelt(ds), rules)?;
+        let clean = evalkb::samples(ds, rules, meanings.as_deref_mut())?;
+        let typo = evalkb::samples(&evalkb::misspelt(ds), rules, meanings.as_deref_mut())?;
         // Each dataset weighs as much as 10,000 questions, whatever its size; where it has
         // questions out of scope, they weigh a fifth of it (a shop's FAQ does not answer
-        // everything its customers ask; held-out rows have few of them).
+        // everything its customers ask; held-out rows have few of them) — two fifths with
+        // vectors, whose cosines make unrelated questions look closer than words do.
+        let out_share = if meanings.is_some() { 0.4 } else { 0.2 };
         let both: Vec<&evalkb::Sample> = clean.iter().chain(&typo).collect();
         let outside = both.iter().filter(|s| !s.in_scope).count();
         let inside = both.len() - outside;
         let (w_in, w_out) = if outside == 0 {
             (10_000.0 / inside.max(1) as f64, 0.0)
         } else {
-            (8_000.0 / inside.max(1) as f64, 2_000.0 / outside as f64)
+            (
+                10_000.0 * (1.0 - out_share) / inside.max(1) as f64,
+                10_000.0 * out_share / outside as f64,
+            )
         };
         all.extend(both.into_iter().map(|s| evalkb::Sample {
             weight: if s.in_scope { w_in } else { w_out },
@@ -125,7 +185,7 @@ fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> 
     // The example shop: a small FAQ in two languages, as a shop writes one; it weighs half
     // as much as a dataset.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shop = evalkb::shop_samples(&root, rules)?;
+    let shop = evalkb::shop_samples(&root, rules, meanings.as_deref_mut())?;
     let outside = shop.iter().filter(|s| !s.in_scope).count();
     let inside = shop.len() - outside;
     all.extend(shop.iter().map(|s| evalkb::Sample {
@@ -137,7 +197,24 @@ fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> 
         ..*s
     }));
     let c = evalkb::fit(&all);
-    println!("pub const CALIBRATION: Calibration = Calibration {{");
+    let name = if meanings.is_some() {
+        "CALIBRATION_MEANING"
+    } else {
+        "CALIBRATION"
+    };
+    print_fit(name, &c, &per_set, (&shop, inside));
+    Ok(())
+}
+
+/// The calibration `c` as the constant `name` to paste, with what it answers at a few
+/// thresholds on each held-out set (`per_set`: name, in-scope questions, samples) and the shop.
+fn print_fit(
+    name: &str,
+    c: &brain::knowledge::Calibration,
+    per_set: &[(&str, usize, Vec<evalkb::Sample>)],
+    (shop, inside): (&[evalkb::Sample], usize),
+) {
+    println!("pub const {name}: Calibration = Calibration {{");
     println!("    bias: {:.3},", c.bias);
     let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
     println!("    weights: [{}],", w.join(", "));
@@ -146,7 +223,7 @@ fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> 
         let row: Vec<String> = per_set
             .iter()
             .map(|(name, asked, s)| {
-                let (coverage, precision) = evalkb::at_threshold(s, &c, t, *asked);
+                let (coverage, precision) = evalkb::at_threshold(s, c, t, *asked);
                 format!(
                     "{name} {:.1} % at {:.1} %",
                     100.0 * coverage,
@@ -154,7 +231,7 @@ fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> 
                 )
             })
             .collect();
-        let (coverage, precision) = evalkb::at_threshold(&shop, &c, t, inside);
+        let (coverage, precision) = evalkb::at_threshold(shop, c, t, inside);
         println!(
             "at {t:.2}: {} | shop {:.1} % at {:.1} %",
             row.join(" | "),
@@ -162,5 +239,4 @@ fn fit_calibration(data: &std::path::Path, rules: &Rules) -> anyhow::Result<()> 
             100.0 * precision
         );
     }
-    Ok(())
 }

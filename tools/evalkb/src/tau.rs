@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Context;
-use brain::knowledge::{DIRECT, Index};
+use brain::knowledge::Index;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -168,16 +168,26 @@ pub struct TauReport {
     pub scenario_recall: f64,
     /// Mean sections in the opening lines' contexts.
     pub sections: f64,
+    /// Ranked by meaning too (vectors), not by words alone.
+    pub fused: bool,
 }
 
 /// The documents (ids) of the sections in `query`'s context, and whether an FAQ entry
 /// answered it without the model (then the document of that entry only).
-fn context_docs(index: &Index, query: &str, budget: usize) -> (HashSet<String>, bool, usize) {
-    if let Some(hit) = index.faq(query).filter(|h| h.confidence >= DIRECT) {
+fn context_docs(
+    index: &Index,
+    query: &str,
+    vector: Option<&[f32]>,
+    budget: usize,
+) -> (HashSet<String>, bool, usize) {
+    if let Some(hit) = index
+        .faq_with(query, vector)
+        .filter(brain::knowledge::Hit::is_direct)
+    {
         let doc = hit.entry.file.trim_end_matches(".md").to_owned();
         return (HashSet::from([doc]), true, 0);
     }
-    let chunks = index.context(query, budget);
+    let chunks = index.context_with(query, vector, budget);
     let n = chunks.len();
     let docs = chunks
         .into_iter()
@@ -195,26 +205,53 @@ fn recall(found: &HashSet<String>, required: &[String]) -> f64 {
 
 /// Asks every task's opening line and scenario text at `budget` estimated tokens.
 pub fn evaluate(tau: &Tau, index: &Index, budget: usize) -> TauReport {
+    evaluate_with(tau, index, budget, None).expect("no vectors to compute")
+}
+
+/// [`evaluate`], by meaning too with `meanings` (the index and the questions get vectors).
+pub fn evaluate_with(
+    tau: &Tau,
+    index: &Index,
+    budget: usize,
+    mut meanings: Option<&mut crate::meaning::Meanings>,
+) -> anyhow::Result<TauReport> {
+    let openings: Vec<String> = tau
+        .tasks
+        .iter()
+        .map(|t| opening_line(t.scenario()))
+        .collect();
+    if let Some(m) = meanings.as_deref_mut() {
+        m.prepare(
+            openings
+                .iter()
+                .map(String::as_str)
+                .chain(tau.tasks.iter().map(|t| t.scenario())),
+        )?;
+        m.attach(index)?;
+    }
+    let meanings = meanings.as_deref();
+    let vector = |q: &str| meanings.and_then(|m| m.of(q));
     let mut r = TauReport {
         budget,
         tasks: tau.tasks.len(),
+        fused: meanings.is_some(),
         ..TauReport::default()
     };
     let (mut opening, mut scenario, mut sections) = (0.0, 0.0, 0usize);
-    for t in &tau.tasks {
-        let (docs, faq, n) = context_docs(index, &opening_line(t.scenario()), budget);
+    for (t, open) in tau.tasks.iter().zip(&openings) {
+        let (docs, faq, n) = context_docs(index, open, vector(open), budget);
         r.opening_faq += usize::from(faq);
         r.opening_hit += usize::from(t.required_documents.iter().any(|d| docs.contains(d)));
         opening += recall(&docs, &t.required_documents);
         sections += n;
-        let (docs, _, _) = context_docs(index, t.scenario(), budget);
+        let (docs, _, _) = context_docs(index, t.scenario(), vector(t.scenario()), budget);
         scenario += recall(&docs, &t.required_documents);
     }
     let n = r.tasks.max(1) as f64;
     r.opening_recall = opening / n;
     r.scenario_recall = scenario / n;
     r.sections = sections as f64 / n;
-    r
+    Ok(r)
 }
 
 impl TauReport {
@@ -222,6 +259,7 @@ impl TauReport {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "name": "tau-banking",
+            "fused": self.fused,
             "budget_tokens": self.budget,
             "tasks": self.tasks,
             "opening_line_required_document_in_context": self.opening_hit as f64 / self.tasks.max(1) as f64,
@@ -238,8 +276,14 @@ impl fmt::Display for TauReport {
         let share = |a: usize| 100.0 * a as f64 / self.tasks.max(1) as f64;
         writeln!(
             f,
-            "tau-banking (lexical, context of {} tokens): {} tasks",
-            self.budget, self.tasks
+            "tau-banking ({}, context of {} tokens): {} tasks",
+            if self.fused {
+                "words + meaning"
+            } else {
+                "lexical"
+            },
+            self.budget,
+            self.tasks
         )?;
         writeln!(
             f,

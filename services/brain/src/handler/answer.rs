@@ -105,6 +105,7 @@ impl Brain {
             now,
             deadline,
             lang: msg.lang,
+            vector: None,
         };
         let gathered =
             crate::burst::gather(&self.db, eff, ib, &contact.id, &mut known.memory, text).await?;
@@ -138,8 +139,19 @@ impl Brain {
             lang,
             ..
         } = *asking;
+        // The question's vector (when the knowledge base has vectors), for the FAQ and the
+        // model's context alike.
+        let vector = if ib.kind() == inbound::Kind::Image {
+            None
+        } else {
+            self.knowledge.question_vector(text).await
+        };
+        let asking = &Asking {
+            vector: vector.as_deref(),
+            ..*asking
+        };
         if ib.kind() != inbound::Kind::Image
-            && let Some(d) = self.knowledge_answer(ib, contact, eff, text, lang)
+            && let Some(d) = self.knowledge_answer(ib, contact, eff, text, asking)
         {
             return Ok(d);
         }
@@ -247,8 +259,12 @@ impl Brain {
     ) -> Result<Option<Result<Answer, CallError>>, HandleError> {
         let system = format!(
             "{}\n\n{MARK_RULES}\n\n{}",
-            self.knowledge
-                .prompt(&eff.pre_prompt, question, eff.knowledge_context_tokens),
+            self.knowledge.prompt_with(
+                &eff.pre_prompt,
+                question,
+                asking.vector,
+                eff.knowledge_context_tokens
+            ),
             language_rule(asking.lang)
         );
         let deadline = asking.deadline;
@@ -339,12 +355,13 @@ impl Brain {
         contact: &Contact,
         eff: &Config,
         question: &str,
-        lang: Lang,
+        asking: &Asking<'_>,
     ) -> Option<Decision> {
+        let lang = asking.lang;
         let index = self.knowledge.current();
         let hit = index
-            .faq(question)
-            .filter(|h| h.confidence >= crate::knowledge::DIRECT)?;
+            .faq_with(question, asking.vector)
+            .filter(crate::knowledge::Hit::is_direct)?;
         // An answer written in another language than the customer's: the model translates it
         // (the knowledge is in its context); without one, it is sent saying so.
         let asked_in = Lang::detect(question);
@@ -396,6 +413,8 @@ struct Asking<'a> {
     deadline: Instant,
     /// The customer's language (the bot's own messages are in it).
     lang: Lang,
+    /// The question's vector, when the knowledge base matches by meaning.
+    vector: Option<&'a [f32]>,
 }
 
 /// Tokens a photo may take at most: gpt-4o bills one at up to 1,445 (high detail, 8 tiles);

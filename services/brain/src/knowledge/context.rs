@@ -28,7 +28,18 @@ impl Index {
     /// passed over for the less relevant, smaller ones after it. When even the most relevant
     /// is larger than the whole budget, its beginning is given, cut to fit.
     pub fn context(&self, query: &str, budget: usize) -> Vec<Cow<'_, Chunk>> {
-        let ranked = self.ranked_sections(query, CANDIDATES);
+        self.context_with(query, None, budget)
+    }
+
+    /// [`Index::context`] ranked by meaning too given the question's vector
+    /// ([`Index::ranked_sections_with`]).
+    pub fn context_with(
+        &self,
+        query: &str,
+        question: Option<&[f32]>,
+        budget: usize,
+    ) -> Vec<Cow<'_, Chunk>> {
+        let ranked = self.ranked_sections_with(query, question, CANDIDATES);
         let mut left = budget;
         let mut chosen: Vec<Cow<'_, Chunk>> = Vec::new();
         for (chunk, _) in &ranked {

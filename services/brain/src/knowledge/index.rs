@@ -6,7 +6,10 @@ use std::collections::HashSet;
 
 use bm25::{Document, SearchEngine, SearchEngineBuilder};
 
+use super::embed::Vectors;
 use super::evidence::{Evidence, VOTERS};
+
+mod meaning;
 use super::typo::Vocabulary;
 use super::words::{Ask, Cues, Words, cues};
 
@@ -41,6 +44,26 @@ pub struct Hit<'a> {
     pub entry: &'a Entry,
     /// How sure: 0 to 1.
     pub confidence: f32,
+    /// Matched by meaning too (the question and the index had vectors): its confidence is
+    /// [`super::CALIBRATION_MEANING`]'s, and [`super::DIRECT_MEANING`] the one to answer at.
+    pub by_meaning: bool,
+}
+
+impl Hit<'_> {
+    /// Sure enough to answer by itself: at [`super::DIRECT`] (by words) or
+    /// [`super::DIRECT_MEANING`] (by meaning too).
+    pub fn is_direct(&self) -> bool {
+        self.confidence >= self.direct()
+    }
+
+    /// The confidence at which a hit like this one answers by itself.
+    pub fn direct(&self) -> f32 {
+        if self.by_meaning {
+            super::DIRECT_MEANING
+        } else {
+            super::DIRECT
+        }
+    }
 }
 
 type Engine = SearchEngine<usize, u32, Words>;
@@ -74,6 +97,8 @@ pub struct Index {
     /// How telling each stem is among the entries (inverse entry frequency).
     weight: std::collections::HashMap<String, f32>,
     words: Words,
+    /// The phrasings' and sections' vectors, once computed ([`Index::set_vectors`]).
+    vectors: std::sync::OnceLock<Vectors>,
 }
 
 impl std::fmt::Debug for Index {
@@ -251,6 +276,7 @@ impl Index {
             entry_stems,
             weight,
             words,
+            vectors: std::sync::OnceLock::new(),
         }
     }
 
@@ -267,6 +293,14 @@ impl Index {
     /// Up to `k` sections ranked by relevance to `query`, with their BM25 scores (none that
     /// shares no word with it).
     pub fn ranked_sections(&self, query: &str, k: usize) -> Vec<(&Chunk, f32)> {
+        self.lexical_sections(query, k)
+            .into_iter()
+            .map(|(i, s)| (&self.chunks[i], s))
+            .collect()
+    }
+
+    /// Up to `k` sections (their positions) by BM25 against `query`, best first.
+    fn lexical_sections(&self, query: &str, k: usize) -> Vec<(usize, f32)> {
         let Some(engine) = &self.chunk_engine else {
             return Vec::new();
         };
@@ -282,42 +316,83 @@ impl Index {
         found
             .into_iter()
             .filter(|r| r.score > 0.0)
-            .map(|r| (&self.chunks[r.document.id], r.score))
+            .map(|r| (r.document.id, r.score))
             .collect()
     }
 
     /// The FAQ entry `query` asks, with how sure the match is ([`Evidence::confidence`]).
     pub fn faq(&self, query: &str) -> Option<Hit<'_>> {
-        let (best, evidence) = self.evidence(query)?;
+        self.faq_with(query, None)
+    }
+
+    /// [`Index::faq`], by meaning too when given the question's vector and the index has
+    /// its own.
+    pub fn faq_with(&self, query: &str, question: Option<&[f32]>) -> Option<Hit<'_>> {
+        let (best, evidence) = self.evidence_with(query, question)?;
         Some(Hit {
             entry: &self.entries[best],
             confidence: evidence.confidence(),
+            by_meaning: evidence.meaning.is_some(),
         })
     }
 
     /// The entry `query` matches best (its index in [`Index::entries`]) and what the match
     /// rests on (none when the query has no content word or there is no entry).
     pub fn evidence(&self, query: &str) -> Option<(usize, Evidence)> {
+        self.evidence_with(query, None)
+    }
+
+    /// Every entry with what a match of `query` to it rests on, its runner-ups the best
+    /// other entries (none when the query has no content word).
+    pub(super) fn all_evidence(
+        &self,
+        query: &str,
+        question: Option<&[f32]>,
+    ) -> Option<Vec<Evidence>> {
         let scored = self.scored(query);
-        let best = scored
-            .iter()
-            .max_by(|a, b| a.1.score().total_cmp(&b.1.score()))?;
-        let top = best.1.score();
-        let others = || scored.iter().filter(|(i, _)| *i != best.0).map(|(_, e)| e);
-        let runner_up = others().map(Evidence::score).fold(0.0f32, f32::max);
-        let like_runner_up = others().map(|e| e.like).fold(0.0f32, f32::max);
-        Some((
-            best.0,
-            Evidence {
-                runner_up: if top > 0.0 { runner_up / top } else { 1.0 },
-                like_runner_up: if best.1.like > 0.0 {
-                    like_runner_up / best.1.like
-                } else {
-                    2.0
-                },
-                ..best.1
-            },
-        ))
+        if scored.is_empty() {
+            return None;
+        }
+        let meanings = question.and_then(|q| self.meanings(q));
+        let top2 = |f: &dyn Fn(&Evidence) -> f32| {
+            let (mut first, mut second) = (0.0f32, 0.0f32);
+            for (_, e) in &scored {
+                let x = f(e);
+                if x > first {
+                    (first, second) = (x, first);
+                } else if x > second {
+                    second = x;
+                }
+            }
+            (first, second)
+        };
+        let score = top2(&Evidence::score);
+        let like = top2(&|e: &Evidence| e.like);
+        // The best of the others: the second best for the best, the best for the rest.
+        let other =
+            |(first, second): (f32, f32), mine: f32| if mine >= first { second } else { first };
+        Some(
+            scored
+                .iter()
+                .map(|(i, e)| {
+                    let top = e.score();
+                    Evidence {
+                        runner_up: if top > 0.0 {
+                            other(score, top) / top
+                        } else {
+                            1.0
+                        },
+                        like_runner_up: if e.like > 0.0 {
+                            other(like, e.like) / e.like
+                        } else {
+                            2.0
+                        },
+                        meaning: meanings.as_ref().map(|m| m[*i]),
+                        ..*e
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// Every entry (its index in [`Index::entries`]) with how well `query` matches it, best

@@ -8,7 +8,7 @@ fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn shop() -> Index {
+pub(crate) fn shop() -> Index {
     let dir = root().join("examples/shop/knowledge");
     let mut files = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {

@@ -5,6 +5,7 @@ mod conversation;
 mod costs;
 mod handoff;
 mod knowledge;
+mod meaning;
 mod rig;
 mod store;
 mod voice;
