@@ -74,6 +74,8 @@ pub const BRAIN_API: &[ApiRoute] = &[
     route("GET", "/console/api/knowledge/{name}"),
     route("PUT", "/console/api/knowledge/{name}"),
     route("DELETE", "/console/api/knowledge/{name}"),
+    route("GET", "/console/api/questions"),
+    route("POST", "/console/api/questions/faq"),
     route("GET", "/console/api/deadletters"),
     route("POST", "/console/api/deadletters/{stream}/{action}"),
     route("GET", "/console/api/audit"),

@@ -91,7 +91,8 @@ pub struct FileBody {
     content: String,
 }
 
-async fn reindex(api: &Api) -> Result<(usize, usize), ApiError> {
+/// Indexes the knowledge base again with the console's files as stored now.
+pub(super) async fn reindex(api: &Api) -> Result<(usize, usize), ApiError> {
     let files = store::knowledge_files(&api.db).await?;
     let k = api.knowledge.clone();
     let _ = tokio::task::spawn_blocking(move || k.set_stored(files)).await;

@@ -15,6 +15,7 @@ pub mod conversations;
 pub mod costs;
 pub mod knowledge;
 pub mod manage;
+pub mod questions;
 
 use std::sync::Arc;
 
@@ -189,6 +190,8 @@ fn handler(r: &shared::console::ApiRoute) -> MethodRouter<Api> {
         ("GET", "/console/api/knowledge/{name}") => get(knowledge::show),
         ("PUT", "/console/api/knowledge/{name}") => put(knowledge::put),
         ("DELETE", "/console/api/knowledge/{name}") => delete(knowledge::delete),
+        ("GET", "/console/api/questions") => get(questions::list),
+        ("POST", "/console/api/questions/faq") => post(questions::add),
         ("GET", "/console/api/deadletters") => get(manage::dead_letters),
         ("POST", "/console/api/deadletters/{stream}/{action}") => post(manage::dead_letter_action),
         ("GET", "/console/api/audit") => get(manage::audit),

@@ -151,3 +151,42 @@ pub async fn delete_knowledge(db: &Db, name: &str) -> Result<bool, sqlx::Error> 
         .rows_affected()
         > 0)
 }
+
+/// A customer's question and who answered it (the next message to them: `knowledge`,
+/// `model`, `person`, `bot` — a notice such as the handoff's —, or `""`: nothing yet).
+#[derive(Debug, Clone)]
+pub struct Asked {
+    /// The question as written (a voice note's transcript).
+    pub text: String,
+    /// The author of the first message to the customer after it.
+    pub answered_by: String,
+}
+
+/// The newest `limit` texts and voice notes customers sent since `since_ms`, each with who
+/// answered it.
+pub async fn questions_since(
+    db: &Db,
+    since_ms: i64,
+    limit: i64,
+) -> Result<Vec<Asked>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT l.content AS text, COALESCE((SELECT o.author FROM conversation_log o \
+           WHERE o.contact_id = l.contact_id AND o.direction = 'out' AND o.id > l.id \
+           ORDER BY o.id LIMIT 1), '') AS answered_by \
+         FROM conversation_log l \
+         WHERE l.direction = 'in' AND l.kind IN ('text', 'voice') AND l.created_at_ms >= $1 \
+         ORDER BY l.id DESC LIMIT $2",
+    )
+    .bind(since_ms)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Asked {
+                text: r.try_get("text")?,
+                answered_by: r.try_get("answered_by")?,
+            })
+        })
+        .collect()
+}

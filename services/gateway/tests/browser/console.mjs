@@ -1,8 +1,9 @@
 // Drives the owner's console in Debian's headless Chromium the way an owner would: opens the
 // sign-in link and presses the button, sees the QR code while WhatsApp is unlinked, opens the
 // customer's conversation, replies as the business and sees the customer's next message
-// arrive, changes a setting, uploads a knowledge file, replays a dead letter,
-// and looks at costs and the audit log — with a screenshot of each main page.
+// arrive, changes a setting, uploads a knowledge file, answers a missed question in the FAQ,
+// replays a dead letter, and looks at costs and the audit log — with a screenshot of each
+// main page.
 // Usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>
 import { launch } from "./launch.mjs";
 
@@ -68,6 +69,16 @@ try {
   await page.waitForSelector("[data-file='delivery.md']");
   await page.waitForSelector("#kb-size:has-text('1 FAQ entry')");
   await shot("settings");
+
+  // Questions: the customer's, answered by the model, is there to answer for good.
+  await page.click("nav a[data-view=questions]");
+  const group = page.locator("[data-group]", { hasText: "do you deliver on saturday?" });
+  await group.waitFor();
+  await group.locator("summary").click();
+  await group.locator("textarea").fill("Yes, on Saturdays from 9 to 1.");
+  await group.locator("button.primary").click();
+  await page.waitForSelector("#q-done:has-text('Added to faq-console.md')");
+  await shot("questions");
 
   // Dead letters: replay the inbound one (confirmed).
   await page.click("nav a[data-view=deadletters]");

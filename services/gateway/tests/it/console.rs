@@ -1031,6 +1031,7 @@ async fn the_console_page_in_headless_chromium() {
         "reply",
         "settings.set",
         "knowledge.write",
+        "knowledge.faq",
         "deadletters.replay",
     ] {
         assert!(
@@ -1043,6 +1044,7 @@ async fn the_console_page_in_headless_chromium() {
         "whatsapp",
         "conversation",
         "settings",
+        "questions",
         "deadletters",
         "costs",
         "audit",

@@ -51,7 +51,7 @@ function shown(err) {
 }
 
 const when = (ms) => new Date(ms).toLocaleString();
-const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+const plural = (n, word, many) => `${n} ${n === 1 ? word : many || `${word}s`}`;
 const usd = (x) => `$${(x || 0).toFixed(x >= 1 ? 2 : 4)}`;
 const AUTHORS = { customer: "Customer", knowledge: "Knowledge base", model: "AI model", person: "Person", bot: "Bot notice" };
 
@@ -253,7 +253,7 @@ async function settings() {
 
 async function knowledge() {
   const kb = await api("GET", "/console/api/knowledge");
-  $("#kb-size").textContent = `${plural(kb.sections, "section")} indexed, ${plural(kb.faq_entries, "FAQ entry")} answered without the model.`;
+  $("#kb-size").textContent = `${plural(kb.sections, "section")} indexed, ${plural(kb.faq_entries, "FAQ entry", "FAQ entries")} answered without the model.`;
   fill("#kb-files", el("table", {}, el("tr", {}, el("th", {}, "File"), el("th", {}, "From"), el("th", {}, "Size"), el("th", {}, "")),
     kb.files.map((f) => el("tr", { "data-file": f.name }, el("td", {}, f.name),
       el("td", {}, f.source === "console" ? (f.replaces_folder_file ? "console (replaces the folder's)" : "console") : "KNOWLEDGE_DIR"),
@@ -282,6 +282,36 @@ async function setting(key, value) {
   try {
     await api("PUT", "/console/api/settings", { key, value });
     await settings();
+  } catch (e) { shown(e); }
+}
+
+// ---- Questions the knowledge base did not answer --------------------------------------
+const HOW = { model: "answered by the AI model", person: "answered by a person", bot: "got a notice (handed to a person, closed…)", none: "not answered" };
+
+async function questions() {
+  const q = await api("GET", "/console/api/questions");
+  $("#q-about").textContent = `Of the last ${plural(q.looked_at, "question")} in ${q.days} days, those the knowledge base did not answer and still does not, grouped by the words they share. Answer a group once and the bot answers it from then on (an FAQ entry in ${q.file}).`;
+  if (!q.groups.length) return fill("#q-groups", el("p", { class: "muted" }, "Nothing unanswered: every question was answered from the knowledge base."));
+  fill("#q-groups", q.groups.map((g, i) => {
+    const heading = el("input", { value: g.question, "aria-label": "Question", style: "width:100%" });
+    const also = el("input", { value: g.examples.join(" | "), "aria-label": "Other ways to ask, separated by |", style: "width:100%" });
+    const answer = el("textarea", { rows: 3, "aria-label": "Answer", placeholder: "The answer the bot gives from now on" });
+    const how = Object.entries(g.answered_by).map(([k, n]) => `${n} ${HOW[k] || k}`).join(", ");
+    return el("div", { class: "card", "data-group": i },
+      el("b", {}, `${g.count}×`), " ", g.question, " ", el("span", { class: "muted" }, `(${how})`),
+      g.examples.length ? el("ul", {}, g.examples.map((e) => el("li", { class: "muted" }, e))) : null,
+      g.closest ? el("p", { class: "muted" }, `Closest FAQ entry: “${g.closest}” — not sure enough to answer it alone; make the question or its other phrasings tell them apart.`) : null,
+      el("details", {}, el("summary", {}, "Answer it in the FAQ"),
+        el("label", {}, "Question", heading), el("label", {}, "Also asked as", also), el("label", {}, "Answer", answer),
+        el("button", { class: "primary", onclick: () => addFaq(heading.value, also.value, answer.value) }, "Add to the FAQ")));
+  }));
+}
+
+async function addFaq(question, also, answer) {
+  try {
+    const r = await api("POST", "/console/api/questions/faq", { question, also: also.split("|").map((a) => a.trim()).filter(Boolean), answer });
+    $("#q-done").textContent = `Added to ${r.file}: the knowledge base now has ${plural(r.faq_entries, "FAQ entry", "FAQ entries")}.`;
+    await questions();
   } catch (e) { shown(e); }
 }
 
@@ -316,7 +346,7 @@ async function audit() {
 }
 
 // ---- Navigation -----------------------------------------------------------------------
-const VIEWS = { whatsapp: [whatsapp, 3000], conversations: [conversations, 3000], costs: [costs, 30000], settings: [settings, 0], deadletters: [deadletters, 10000], audit: [audit, 10000] };
+const VIEWS = { whatsapp: [whatsapp, 3000], conversations: [conversations, 3000], questions: [questions, 0], costs: [costs, 30000], settings: [settings, 0], deadletters: [deadletters, 10000], audit: [audit, 10000] };
 
 function route() {
   const hash = location.hash.slice(1) || "conversations";
