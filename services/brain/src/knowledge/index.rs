@@ -97,6 +97,9 @@ pub struct Index {
     /// How telling each stem is among the entries (inverse entry frequency).
     weight: std::collections::HashMap<String, f32>,
     words: Words,
+    /// Each phrasing written as only one entry has it ([`verbatim`]): asked word for word,
+    /// it is that entry's question, however close another entry is.
+    verbatim: std::collections::HashMap<String, usize>,
     /// The phrasings' and sections' vectors, once computed ([`Index::set_vectors`]).
     vectors: std::sync::OnceLock<Vectors>,
 }
@@ -186,6 +189,34 @@ fn parse(
     flush(&title, heading.take(), &mut body, &mut also);
 }
 
+/// A text as asked word for word: its letters and digits, lower case, single spaces.
+fn verbatim_key(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Each phrasing (as [`verbatim_key`] writes it) that only one of `entries` has, with it.
+fn verbatim_of(entries: &[Entry]) -> std::collections::HashMap<String, usize> {
+    let mut verbatim: std::collections::HashMap<String, Option<usize>> =
+        std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        for p in &e.phrasings {
+            let slot = verbatim.entry(verbatim_key(p)).or_insert(Some(i));
+            if *slot != Some(i) {
+                *slot = None; // two entries share it: it tells nothing
+            }
+        }
+    }
+    verbatim
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
 fn engine(texts: &[String]) -> Option<Engine> {
     if texts.is_empty() {
         return None;
@@ -234,6 +265,7 @@ impl Index {
                 .map(String::as_str),
         );
         let phrasing_engine = engine(&phrasing_texts);
+        let verbatim = verbatim_of(&entries);
         if let Some(engine) = &phrasing_engine {
             for (n, text) in phrasing_texts.iter().enumerate() {
                 phrasings[n].2 = engine
@@ -276,6 +308,7 @@ impl Index {
             entry_stems,
             weight,
             words,
+            verbatim,
             vectors: std::sync::OnceLock::new(),
         }
     }
@@ -320,7 +353,8 @@ impl Index {
             .collect()
     }
 
-    /// The FAQ entry `query` asks, with how sure the match is ([`Evidence::confidence`]).
+    /// The FAQ entry `query` asks, with how sure the match is ([`Evidence::confidence`]; 1
+    /// when it is one of the entry's phrasings word for word).
     pub fn faq(&self, query: &str) -> Option<Hit<'_>> {
         self.faq_with(query, None)
     }
@@ -328,6 +362,13 @@ impl Index {
     /// [`Index::faq`], by meaning too when given the question's vector and the index has
     /// its own.
     pub fn faq_with(&self, query: &str, question: Option<&[f32]>) -> Option<Hit<'_>> {
+        if let Some(&i) = self.verbatim.get(&verbatim_key(query)) {
+            return Some(Hit {
+                entry: &self.entries[i],
+                confidence: 1.0,
+                by_meaning: false,
+            });
+        }
         let (best, evidence) = self.evidence_with(query, question)?;
         Some(Hit {
             entry: &self.entries[best],
@@ -538,45 +579,4 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shop() -> Index {
-        Index::build(&[(
-            "faq.md".into(),
-            "# FAQ\n\n## When are you open?\nAlso: opening hours | horario\n\nMon–Fri 9–18.\n\n## Do you deliver?\nWe ship in the UK.\n\n## Notes\nNot a question.\n"
-                .into(),
-        )])
-    }
-
-    #[test]
-    fn questions_become_entries_with_their_phrasings_and_sections_become_chunks() {
-        let i = shop();
-        assert_eq!(i.size(), (3, 2));
-        let e = &i.entries()[0];
-        assert_eq!(e.question, "When are you open?");
-        assert_eq!(e.answer, "Mon–Fri 9–18.");
-        assert_eq!(
-            e.phrasings,
-            ["When are you open?", "opening hours", "horario"]
-        );
-        assert!(!e.answer.contains("Also"));
-    }
-
-    #[test]
-    fn an_asked_question_matches_its_entry_and_an_unrelated_one_nothing() {
-        let i = shop();
-        let hit = i.faq("what are your opening hours").unwrap();
-        assert_eq!(hit.entry.question, "When are you open?");
-        assert!(hit.confidence > 0.9, "{hit:?}");
-        assert!(
-            i.faq("do you sell socks")
-                .is_none_or(|h| h.confidence < 0.3)
-        );
-        assert_eq!(
-            i.ranked_sections("ship to the UK", 1)[0].0.title,
-            "FAQ › Do you deliver?"
-        );
-        assert!(i.ranked_sections("zebra", 3).is_empty());
-    }
-}
+mod tests;

@@ -78,6 +78,8 @@ try {
   await group.locator("textarea").fill("Yes, on Saturdays from 9 to 1.");
   await group.locator("button.primary").click();
   await page.waitForSelector("#q-done:has-text('Added to faq-console.md')");
+  // Answered for good: the group is gone from the list.
+  await group.waitFor({ state: "detached" });
   await shot("questions");
 
   // Dead letters: replay the inbound one (confirmed).
