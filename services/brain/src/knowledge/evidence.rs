@@ -11,8 +11,8 @@ pub struct Evidence {
     pub like: f32,
     /// How far the entry asks what the question asks, its kind and negation (0 to 1).
     pub agreement: f32,
-    /// The best other entry's score over this one's (0: nothing else matches; 1: as well; at
-    /// most 2, for an entry another beats).
+    /// The best other entry's score over this one's (0: nothing else matches; 1: as well;
+    /// more, uncapped, for an entry another beats — the one closest in meaning can be).
     pub runner_up: f32,
     /// The question's content words.
     pub words: usize,

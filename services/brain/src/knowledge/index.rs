@@ -8,10 +8,10 @@ use bm25::{Document, SearchEngine, SearchEngineBuilder};
 
 use super::embed::Vectors;
 use super::evidence::{Evidence, VOTERS};
-
-mod meaning;
 use super::typo::Vocabulary;
 use super::words::{Ask, Cues, Words, cues};
+
+mod meaning;
 
 /// A section of a file: what the model may be shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
