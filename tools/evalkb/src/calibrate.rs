@@ -34,8 +34,7 @@ pub fn samples(
     let (md, answers) = faq(ds)?;
     let index = Index::build(&[("faq.md".to_owned(), md)]);
     if let Some(m) = meanings.as_deref_mut() {
-        m.prepare(ds.test.iter().map(|(q, _)| q.as_str()))?;
-        m.attach(&index)?;
+        m.ready(&index, ds.test.iter().map(|(q, _)| q.as_str()))?;
     }
     Ok(samples_of(
         &index,
@@ -87,8 +86,7 @@ pub fn shop_samples(
         }
     }
     if let Some(m) = meanings.as_deref_mut() {
-        m.prepare(questions.iter().map(|(q, _)| q.as_str()))?;
-        m.attach(&index)?;
+        m.ready(&index, questions.iter().map(|(q, _)| q.as_str()))?;
     }
     Ok(samples_of(
         &index,

@@ -287,8 +287,7 @@ pub fn evaluate_at(
     let (md, answers) = faq(ds)?;
     let index = Index::build(&[("faq.md".to_owned(), md)]);
     if let Some(m) = meanings.as_deref_mut() {
-        m.prepare(ds.test.iter().map(|(q, _)| q.as_str()))?;
-        m.attach(&index)?;
+        m.ready(&index, ds.test.iter().map(|(q, _)| q.as_str()))?;
     }
     let meanings = meanings.as_deref();
     let vector = |q: &str| meanings.and_then(|m| m.of(q));

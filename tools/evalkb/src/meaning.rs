@@ -72,7 +72,7 @@ impl Meanings {
     }
 
     /// Computes (and keeps on disk) the vectors of `texts` not known yet.
-    pub fn prepare<'a>(&mut self, texts: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    fn prepare<'a>(&mut self, texts: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
         let mut seen = std::collections::HashSet::new();
         let missing: Vec<String> = texts
             .into_iter()
@@ -147,13 +147,19 @@ impl Meanings {
         Ok((ms, peak))
     }
 
-    /// `text`'s vector (after [`Meanings::prepare`]).
+    /// `text`'s vector (after [`Meanings::ready`]).
     pub fn of(&self, text: &str) -> Option<&[f32]> {
         self.map.get(&key(text)).map(|v| &**v)
     }
 
-    /// Gives `index` its vectors (computing those not known).
-    pub fn attach(&mut self, index: &Index) -> anyhow::Result<()> {
+    /// Gives `index` its vectors and computes those of the `questions` it will be asked
+    /// (each only when not known yet).
+    pub fn ready<'a>(
+        &mut self,
+        index: &Index,
+        questions: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<()> {
+        self.prepare(questions)?;
         let (phrasings, chunks) = index.embedding_texts();
         self.prepare(phrasings.iter().chain(&chunks).map(String::as_str))?;
         let get = |t: &String| -> Vector { self.map[&key(t)].clone() };

@@ -221,13 +221,13 @@ pub fn evaluate_with(
         .map(|t| opening_line(t.scenario()))
         .collect();
     if let Some(m) = meanings.as_deref_mut() {
-        m.prepare(
+        m.ready(
+            index,
             openings
                 .iter()
                 .map(String::as_str)
                 .chain(tau.tasks.iter().map(|t| t.scenario())),
         )?;
-        m.attach(index)?;
     }
     let meanings = meanings.as_deref();
     let vector = |q: &str| meanings.and_then(|m| m.of(q));
