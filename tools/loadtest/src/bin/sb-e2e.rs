@@ -138,7 +138,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         }
     }
     println!(
-        "{} {}{name} ({backend:?}): fault after {at} accepted; accepted {}, replies {}, notices {} ({} answered by notices only), lost {}, duplicated {}, refused {}; slowest answer {:.0} ms ({:.1} s)",
+        "{} {}{name} ({backend:?}): fault after {at} accepted; accepted {}, replies {}, notices {} ({} answered by notices only), lost {} ({} of them answered in the history), duplicated {}, refused {}; slowest answer {:.0} ms ({:.1} s)",
         if ok { "PASS" } else { "FAIL" },
         if bursts { "burst-" } else { "" },
         r.accepted,
@@ -146,6 +146,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
         r.notices,
         r.notice_only,
         r.lost,
+        r.lost_but_in_history,
         r.duplicated,
         r.refused,
         r.max_ms,

@@ -235,8 +235,12 @@ async fn lost_in_history(
             continue;
         };
         for id in &lost {
-            if list.iter().any(|m| m["in_reply_to"] == id.as_str()) {
+            if let Some(m) = list.iter().find(|m| m["in_reply_to"] == id.as_str()) {
                 found += 1;
+                eprintln!(
+                    "lost: {id} (customer {i}) is answered in the history by {} at {}, but no event stream brought it",
+                    m["id"], m["at"]
+                );
             } else {
                 eprintln!("lost: {id} has no answer in the history of customer {i}");
             }
