@@ -76,9 +76,10 @@ impl Lang {
             .collect();
         let lists = &*LITTLE_WORDS;
         for w in &words {
-            let in_lists: Vec<usize> = (0..3).filter(|&i| lists[i].contains(*w)).collect();
-            for &i in &in_lists {
-                score[i] += 1.0 / in_lists.len() as f32;
+            let in_lists = [0, 1, 2].map(|i| lists[i].contains(*w));
+            let n = in_lists.iter().filter(|&&b| b).count();
+            for (i, _) in in_lists.iter().enumerate().filter(|(_, b)| **b) {
+                score[i] += 1.0 / n as f32;
             }
             if let Some(lang) = greeting(w) {
                 score[lang.index()] += 2.0;
@@ -94,19 +95,56 @@ impl Lang {
         if words.iter().map(|w| w.chars().count()).sum::<usize>() < FEWEST_LETTERS {
             return None;
         }
-        let detector = whatlang::Detector::with_allowlist(vec![
-            whatlang::Lang::Eng,
-            whatlang::Lang::Spa,
-            whatlang::Lang::Por,
-        ]);
-        let info = detector.detect(text).filter(|i| i.confidence() >= SURE)?;
+        let info = DETECTOR.detect(text).filter(|i| i.confidence() >= SURE)?;
         match info.lang() {
             whatlang::Lang::Spa => Some(Self::Es),
             whatlang::Lang::Por => Some(Self::Pt),
             _ => Some(Self::En),
         }
     }
+
+    /// [`Lang::detect`], remembered: a customer's earlier messages are read again with every
+    /// message they send (the language of their latest one that says it), and telling a
+    /// language statistically costs tens of microseconds. The last few thousand texts are
+    /// remembered by a keyed hash (per process), then forgotten all at once.
+    pub fn detect_remembered(text: &str) -> Option<Self> {
+        use std::hash::BuildHasher;
+        let key = SEEN.hasher.hash_one(text);
+        if let Some(&lang) = SEEN.langs.lock().expect("seen lock").get(&key) {
+            return lang;
+        }
+        let lang = Self::detect(text);
+        let mut langs = SEEN.langs.lock().expect("seen lock");
+        if langs.len() >= REMEMBERED {
+            langs.clear();
+        }
+        langs.insert(key, lang);
+        lang
+    }
 }
+
+/// How many texts' languages [`Lang::detect_remembered`] keeps (about 100 KB).
+const REMEMBERED: usize = 4096;
+
+/// What [`Lang::detect_remembered`] keeps: languages by the keyed hash of their text.
+struct Seen {
+    hasher: std::hash::RandomState,
+    langs: std::sync::Mutex<std::collections::HashMap<u64, Option<Lang>>>,
+}
+
+static SEEN: std::sync::LazyLock<Seen> = std::sync::LazyLock::new(|| Seen {
+    hasher: std::hash::RandomState::new(),
+    langs: std::sync::Mutex::default(),
+});
+
+/// The statistical detector, told the three languages.
+static DETECTOR: std::sync::LazyLock<whatlang::Detector> = std::sync::LazyLock::new(|| {
+    whatlang::Detector::with_allowlist(vec![
+        whatlang::Lang::Eng,
+        whatlang::Lang::Spa,
+        whatlang::Lang::Por,
+    ])
+});
 
 /// Each language's little words (NLTK's stop-word lists, lowercased), in [`Lang::ALL`]'s order.
 static LITTLE_WORDS: std::sync::LazyLock<[HashSet<String>; 3]> = std::sync::LazyLock::new(|| {
@@ -237,7 +275,20 @@ mod tests {
             ("12345", None),
         ] {
             assert_eq!(Lang::detect(text), lang, "{text}");
+            // Remembered: the same answer the first time and every time after.
+            assert_eq!(Lang::detect_remembered(text), lang, "{text}");
+            assert_eq!(Lang::detect_remembered(text), lang, "{text}");
         }
+    }
+
+    #[test]
+    fn remembered_languages_are_held_to_a_few_thousand_texts() {
+        for n in 0..REMEMBERED + 10 {
+            let text = format!("quero um reembolso do pedido {n}");
+            assert_eq!(Lang::detect_remembered(&text), Some(Lang::Pt));
+        }
+        let held = SEEN.langs.lock().unwrap().len();
+        assert!(held <= REMEMBERED, "{held} texts remembered");
     }
 
     #[test]

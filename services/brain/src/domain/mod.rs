@@ -63,13 +63,13 @@ pub struct Message<'a> {
 /// `memory` that says it, else English.
 pub fn lang_of(text: &str, memory: &[Turn]) -> shared::lang::Lang {
     use shared::lang::Lang;
-    Lang::detect(text)
+    Lang::detect_remembered(text)
         .or_else(|| {
             memory
                 .iter()
                 .rev()
                 .filter(|t| t.speaker == Speaker::Customer)
-                .find_map(|t| Lang::detect(&t.content))
+                .find_map(|t| Lang::detect_remembered(&t.content))
         })
         .unwrap_or_default()
 }

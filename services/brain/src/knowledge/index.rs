@@ -362,6 +362,9 @@ impl Index {
     /// [`Index::faq`], by meaning too when given the question's vector and the index has
     /// its own.
     pub fn faq_with(&self, query: &str, question: Option<&[f32]>) -> Option<Hit<'_>> {
+        if self.entries.is_empty() {
+            return None;
+        }
         if let Some(&i) = self.verbatim.get(&verbatim_key(query)) {
             return Some(Hit {
                 entry: &self.entries[i],
@@ -450,6 +453,9 @@ impl Index {
 
     /// Every entry with what a match of `query` to it rests on (`runner_up` left 0).
     fn scored(&self, query: &str) -> Vec<(usize, Evidence)> {
+        if self.entries.is_empty() {
+            return Vec::new();
+        }
         // Cues read the question as written; words, with its typos corrected.
         let asked = cues(query);
         let corrected = self.vocabulary.correct(query);
