@@ -1,5 +1,9 @@
 //! `brain` binary: see the library for what it does.
 
+/// mimalloc, not glibc's allocator: less CPU per message (docs/BENCHMARKS.md, issue 26).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     shared::service::main(brain::SPEC, brain::Config::load, brain::start)
 }
