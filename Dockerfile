@@ -40,7 +40,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /app switchboard \
  && install -d -m 0700 -o switchboard -g switchboard /app/data
 WORKDIR /app
-ENV DATA_DIR=/app/data
+# mimalloc (the services' allocator) without transparent huge pages, whatever the host's THP
+# mode: huge pages cost each service 10-20 MB more RSS (docs/BENCHMARKS.md, issue 26).
+ENV DATA_DIR=/app/data \
+    MIMALLOC_ALLOW_THP=0
 
 FROM runtime AS brain
 COPY --from=build /out/brain /usr/local/bin/brain

@@ -123,7 +123,7 @@ impl Lang {
     }
 }
 
-/// How many texts' languages [`Lang::detect_remembered`] keeps (about 100 KB).
+/// How many texts' languages [`Lang::detect_remembered`] keeps (about 140 KB).
 const REMEMBERED: usize = 4096;
 
 /// What [`Lang::detect_remembered`] keeps: languages by the keyed hash of their text.

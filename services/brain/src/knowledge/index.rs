@@ -474,7 +474,7 @@ impl Index {
                 (w, fixed)
             })
             .collect();
-        if q.is_empty() || self.entries.is_empty() {
+        if q.is_empty() {
             return Vec::new();
         }
         // How closely the question reads like each entry's phrasings.
