@@ -17,7 +17,32 @@ pub struct Meanings {
     runtime: tokio::runtime::Runtime,
     map: HashMap<[u8; 32], Vector>,
     file: PathBuf,
+    /// The most texts one call may embed ([`Meanings::at_most`]); `None`: any number.
+    most: Option<usize>,
 }
+
+/// More texts to embed than [`Meanings::at_most`] allows: the vectors are not on disk yet (a
+/// fresh machine), and computing them would take longer than the caller can wait.
+#[derive(Debug)]
+pub struct Cold {
+    /// Texts not embedded yet.
+    pub missing: usize,
+    /// The most allowed.
+    pub most: usize,
+}
+
+impl std::fmt::Display for Cold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} texts have no vector on disk yet (more than {}): `scripts/eval-kb --embeddings \
+             minilm` computes them once (tens of minutes of CPU on two cores)",
+            self.missing, self.most
+        )
+    }
+}
+
+impl std::error::Error for Cold {}
 
 /// Texts embedded per request.
 const BATCH: usize = 32;
@@ -68,7 +93,14 @@ impl Meanings {
             runtime,
             map,
             file,
+            most: None,
         })
+    }
+
+    /// Fails with [`Cold`] rather than embed more than `most` texts in one call.
+    pub fn at_most(mut self, most: usize) -> Self {
+        self.most = Some(most);
+        self
     }
 
     /// Computes (and keeps on disk) the vectors of `texts` not known yet.
@@ -81,6 +113,15 @@ impl Meanings {
             .collect();
         if missing.is_empty() {
             return Ok(());
+        }
+        if let Some(most) = self.most
+            && missing.len() > most
+        {
+            return Err(Cold {
+                missing: missing.len(),
+                most,
+            }
+            .into());
         }
         if let Some(parent) = self.file.parent() {
             std::fs::create_dir_all(parent)?;
