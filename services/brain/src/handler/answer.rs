@@ -364,8 +364,8 @@ impl Brain {
             .filter(crate::knowledge::Hit::is_direct)?;
         // An answer written in another language than the customer's: the model translates it
         // (the knowledge is in its context); without one, it is sent saying so.
-        let asked_in = Lang::detect(question);
-        let written_in = Lang::detect(&hit.entry.answer)
+        let asked_in = Lang::detect_remembered(question);
+        let written_in = Lang::detect_remembered(&hit.entry.answer)
             .filter(|a| asked_in.is_some_and(|q| q == lang && q != *a));
         if written_in.is_some() && eff.endpoint.configured {
             return None;
