@@ -123,27 +123,47 @@ const APPEND_ONCE_WINDOW: Duration = Duration::from_secs(3600);
 /// Returns 1 when appended, 0 when the marked message was appended before.
 ///
 /// The oldest entries go while the history is over its entries, its bytes or its age (the
-/// newest is always kept); each leaves the index with its bytes. A history that is down to
-/// its newest entry gets a fresh index (one left behind by an erased history, or none yet).
-const APPEND: &str = r"
+/// newest is always kept); each leaves the index with its bytes. They are read in one
+/// `XRANGE` (as many as the history is over its entries, and the one after them, whose age
+/// decides) and removed with one `XDEL`, one `HDEL` and one `HINCRBY`; a message's id is read
+/// off the front of its JSON (serde writes `id` first), with `cjson` only when that fails. A
+/// history that is down to its newest entry gets a fresh index (one left behind by an erased
+/// history, or none yet).
+const APPEND: &str = r#"
 if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[10]) then return 0 end
 local entry = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], entry)
 local bytes = redis.call('HINCRBY', KEYS[2], '#bytes', string.len(ARGV[2]))
 local n = redis.call('XLEN', KEYS[1])
 local max_n, max_b, min_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local gone, ids, freed, from = {}, {}, 0, '-'
 while n > 1 do
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-  local ms = tonumber(string.match(oldest[1], '^(%d+)'))
-  if n <= max_n and bytes <= max_b and ms >= min_ms then break end
-  local json = oldest[2][2] or ''
-  redis.call('XDEL', KEYS[1], oldest[1])
-  bytes = redis.call('HINCRBY', KEYS[2], '#bytes', -string.len(json))
-  local ok, msg = pcall(cjson.decode, json)
-  if ok and type(msg) == 'table' and type(msg.id) == 'string' then
-    redis.call('HDEL', KEYS[2], msg.id)
+  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', math.max(n - max_n, 0) + 1)
+  local done = #batch == 0
+  for _, e in ipairs(batch) do
+    local ms = tonumber(string.match(e[1], '^(%d+)'))
+    if n <= 1 or (n <= max_n and bytes - freed <= max_b and ms >= min_ms) then
+      done = true
+      break
+    end
+    local json = e[2][2] or ''
+    gone[#gone + 1] = e[1]
+    freed = freed + string.len(json)
+    local id = string.match(json, '^{"id":"([^"\]*)"')
+    if not id then
+      local ok, msg = pcall(cjson.decode, json)
+      if ok and type(msg) == 'table' and type(msg.id) == 'string' then id = msg.id end
+    end
+    if id then ids[#ids + 1] = id end
+    n = n - 1
+    from = '(' .. e[1]
   end
-  n = n - 1
+  if done then break end
+end
+if #gone > 0 then
+  redis.call('XDEL', KEYS[1], unpack(gone))
+  if #ids > 0 then redis.call('HDEL', KEYS[2], unpack(ids)) end
+  redis.call('HINCRBY', KEYS[2], '#bytes', -freed)
 end
 if n <= 1 then
   redis.call('DEL', KEYS[2])
@@ -156,7 +176,7 @@ redis.call('PEXPIRE', KEYS[2], life)
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[9]) end
 return 1
-";
+"#;
 
 /// The messages of history entries, with their entry ids (entries that do not parse skipped).
 fn messages(
