@@ -55,6 +55,13 @@ const fn gateway_only(method: &'static str, path: &'static str) -> ApiRoute {
     }
 }
 
+/// The largest body of a console import (a PDF): the gateway passes this route's bodies up
+/// to it, once it has checked the session (every other console body: 2 MB).
+pub const MAX_IMPORT_BYTES: usize = 10 * 1024 * 1024;
+
+/// The one console route whose body may be [`MAX_IMPORT_BYTES`].
+pub const IMPORT_PDF: &str = "/console/api/knowledge/import/pdf";
+
 /// The brain's console API, the one list both sides use: the brain builds its router from
 /// it (a route missing here does not exist there) and the gateway passes through only the
 /// calls it matches — anything else is answered 404 without reaching the brain.
@@ -74,6 +81,8 @@ pub const BRAIN_API: &[ApiRoute] = &[
     route("GET", "/console/api/knowledge/{name}"),
     route("PUT", "/console/api/knowledge/{name}"),
     route("DELETE", "/console/api/knowledge/{name}"),
+    route("POST", "/console/api/knowledge/import/pdf"),
+    route("POST", "/console/api/knowledge/import/url"),
     route("GET", "/console/api/questions"),
     route("POST", "/console/api/questions/faq"),
     route("GET", "/console/api/deadletters"),

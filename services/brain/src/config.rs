@@ -28,6 +28,9 @@ pub struct Config {
     pub memory_ttl: Duration,
     /// `KNOWLEDGE_DIR` (default `knowledge`): the business's Markdown files (absent is fine).
     pub knowledge_dir: std::path::PathBuf,
+    /// `KNOWLEDGE_IMPORT_ALLOW` (default none): `host:port` pairs the console's URL import may
+    /// fetch although they are private addresses (an intranet site).
+    pub knowledge_import_allow: Vec<String>,
     /// `KNOWLEDGE_CONTEXT_TOKENS` (default 4000): the knowledge base's sections put into the
     /// model's context for a question, in estimated tokens (0: none).
     pub knowledge_context_tokens: usize,
@@ -181,6 +184,7 @@ impl Config {
             pre_prompt: env.string("PRE_PROMPT", DEFAULT_PROMPT),
             memory_ttl: Duration::from_secs(86_400 * env.int_in("MEMORY_TTL_DAYS", 7u64, 1, 3650)),
             knowledge_dir: env.string("KNOWLEDGE_DIR", "knowledge").into(),
+            knowledge_import_allow: import_allow(env),
             knowledge_context_tokens: env.int_in(
                 "KNOWLEDGE_CONTEXT_TOKENS",
                 crate::knowledge::CONTEXT_TOKENS,
@@ -225,6 +229,27 @@ impl Config {
             alert_digest_window: minutes(env, "ALERT_DIGEST_MINUTES", 10.0),
         }
     }
+}
+
+/// `KNOWLEDGE_IMPORT_ALLOW`: comma-separated `host:port` pairs, lower-cased.
+fn import_allow(env: &mut Env) -> Vec<String> {
+    let raw = env.string("KNOWLEDGE_IMPORT_ALLOW", "");
+    let pairs: Vec<String> = raw
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let bad = pairs.iter().filter(|p| {
+        p.rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    });
+    if bad.count() > 0 {
+        env.problem(
+            "KNOWLEDGE_IMPORT_ALLOW",
+            "expected comma-separated host:port pairs, e.g. wiki.internal:443",
+        );
+    }
+    pairs
 }
 
 /// Where the knowledge base's vectors come from.

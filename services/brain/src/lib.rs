@@ -6,6 +6,7 @@
 
 pub mod burst;
 pub mod chat;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod console;

@@ -5,5 +5,9 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    shared::service::main(brain::SPEC, brain::Config::load, brain::start)
+    shared::service::main_with::<brain::cli::Subcommands, _, _>(
+        brain::SPEC,
+        brain::Config::load,
+        brain::start,
+    )
 }

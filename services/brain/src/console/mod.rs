@@ -9,10 +9,13 @@
 //! - [`conversations`]: the list, one conversation, reply as the business, hand back, pause.
 //! - [`costs`]: spend, tokens, calls, audio, the budget, a daily series, top contacts.
 //! - [`knowledge`]: the knowledge base's files — view, edit, upload, delete; re-indexed at once.
+//! - [`import`]: a PDF or a web page ([`fetch`]) as Markdown to save into the knowledge base.
 //! - [`manage`]: settings, the whitelist, dead letters, the audit log.
 
 pub mod conversations;
 pub mod costs;
+pub mod fetch;
+pub mod import;
 pub mod knowledge;
 pub mod manage;
 pub mod questions;
@@ -190,6 +193,10 @@ fn handler(r: &shared::console::ApiRoute) -> MethodRouter<Api> {
         ("GET", "/console/api/knowledge/{name}") => get(knowledge::show),
         ("PUT", "/console/api/knowledge/{name}") => put(knowledge::put),
         ("DELETE", "/console/api/knowledge/{name}") => delete(knowledge::delete),
+        ("POST", "/console/api/knowledge/import/pdf") => {
+            post(import::pdf).layer(axum::extract::DefaultBodyLimit::max(import::MAX_PDF_BYTES))
+        }
+        ("POST", "/console/api/knowledge/import/url") => post(import::url),
         ("GET", "/console/api/questions") => get(questions::list),
         ("POST", "/console/api/questions/faq") => post(questions::add),
         ("GET", "/console/api/deadletters") => get(manage::dead_letters),

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ConsoleRoutes, forwarded};
 
-/// Largest body passed through (a knowledge file upload is the biggest).
+/// Largest body passed through (a knowledge file upload is the biggest) but a PDF to import
+/// ([`shared::console::MAX_IMPORT_BYTES`]; the session was checked before any is read).
 const MAX_BODY: usize = 2 * 1024 * 1024;
 
 /// `ANY /console/api/…`: the brain's answer, status and all. `POST /console/api/audit` is the
@@ -21,13 +22,15 @@ pub(super) async fn pass(State(c): State<ConsoleRoutes>, req: Request) -> Respon
     if !shared::console::passes_through(&parts.method, parts.uri.path()) {
         return super::not_found().await;
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+    let max = if parts.uri.path() == shared::console::IMPORT_PDF {
+        shared::console::MAX_IMPORT_BYTES
+    } else {
+        MAX_BODY
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, max).await else {
         return shared::http::json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a console request is at most {} MB",
-                MAX_BODY / (1024 * 1024)
-            ),
+            format!("a console request is at most {} MB", max / (1024 * 1024)),
         );
     };
     let path_and_query = parts

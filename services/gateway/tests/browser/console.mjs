@@ -1,7 +1,8 @@
 // Drives the owner's console in Debian's headless Chromium the way an owner would: opens the
 // sign-in link and presses the button, sees the QR code while WhatsApp is unlinked, opens the
 // customer's conversation, replies as the business and sees the customer's next message
-// arrive, changes a setting, uploads a knowledge file, answers a missed question in the FAQ,
+// arrive, changes a setting, uploads a knowledge file, imports a PDF (and is told why a private
+// address is not fetched), answers a missed question in the FAQ,
 // replays a dead letter, and looks at costs and the audit log — with a screenshot of each
 // main page.
 // Usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>
@@ -11,6 +12,29 @@ const [link, customer, replyText, shots] = process.argv.slice(2);
 if (!shots) {
   console.error("usage: node console.mjs <sign-in-link> <customer-number> <reply-text> <screenshot-dir>");
   process.exit(2);
+}
+
+// A one-page PDF with a line of text per entry of `lines` (standard font, offsets computed).
+function pdf(lines) {
+  const content = lines.map((l, i) => `BT /F1 14 Tf 72 ${720 - 30 * i} Td (${l}) Tj ET\n`).join("");
+  const objects = [
+    "<< /Type /Catalog /Pages 2 0 R >>",
+    "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+    "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+    `<< /Length ${content.length} >>\nstream\n${content}endstream`,
+    "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+  ];
+  let out = "%PDF-1.4\n";
+  const offsets = objects.map((o, i) => {
+    const at = out.length;
+    out += `${i + 1} 0 obj\n${o}\nendobj\n`;
+    return at;
+  });
+  const xref = out.length;
+  out += `xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`;
+  for (const o of offsets) out += `${String(o).padStart(10, "0")} 00000 n \n`;
+  out += `trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${xref}\n%%EOF\n`;
+  return Buffer.from(out, "latin1");
 }
 
 const browser = await launch();
@@ -68,6 +92,18 @@ try {
   await page.click("#kb-form button[type=submit]");
   await page.waitForSelector("[data-file='delivery.md']");
   await page.waitForSelector("#kb-size:has-text('1 FAQ entry')");
+  // Import: a private address is refused with its reason; a PDF lands in the editor as
+  // Markdown to read before saving, and nothing is saved yet.
+  await page.fill("#kb-url", "http://127.0.0.1:9/admin");
+  await page.click("#kb-fetch");
+  await page.waitForSelector("#error:has-text('private network')");
+  await page.setInputFiles("#kb-pdf", { name: "hours.pdf", mimeType: "application/pdf",
+    buffer: pdf(["Opening hours", "We open every day at nine, Sundays at ten."]) });
+  await page.waitForSelector("#kb-import-note:has-text('Nothing is saved yet')");
+  const imported = await page.inputValue("#kb-content");
+  if (!imported.includes("We open every day at nine, Sundays at ten.")) throw new Error(`imported: ${imported}`);
+  if ((await page.inputValue("#kb-name")) !== "opening-hours.md") throw new Error("no name for the import");
+  if (await page.locator("[data-file='opening-hours.md']").count()) throw new Error("an import was saved unasked");
   await shot("settings");
 
   // Questions: the customer's, answered by the model, is there to answer for good.

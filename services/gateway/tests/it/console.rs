@@ -29,6 +29,15 @@ pub(crate) struct Stack {
 impl Stack {
     /// Gateway, brain (and the ledger when `ledger`), sharing a prefix and a database.
     pub async fn start(gw_extra: &[(&str, &str)], ledger: bool) -> Self {
+        Self::start_with(gw_extra, &[], ledger).await
+    }
+
+    /// [`Stack::start`] with `brain_extra` on top of the brain's variables.
+    pub async fn start_with(
+        gw_extra: &[(&str, &str)],
+        brain_extra: &[(&str, &str)],
+        ledger: bool,
+    ) -> Self {
         let fake = FakeChat::start();
         let db = TestDb::new().await;
         let redis = shared::testing::redis_url();
@@ -45,7 +54,10 @@ impl Stack {
             ("ACCESS_MODE", "open"),
             ("AI_DISCLOSURE", ""),
             ("PUBLIC_URL", gw.public.as_str()),
-        ] {
+        ]
+        .into_iter()
+        .chain(brain_extra.iter().copied())
+        {
             benv.env.insert(k.into(), v.into());
         }
         let brain = benv
@@ -1031,6 +1043,7 @@ async fn the_console_page_in_headless_chromium() {
         "reply",
         "settings.set",
         "knowledge.write",
+        "knowledge.import",
         "knowledge.faq",
         "deadletters.replay",
     ] {

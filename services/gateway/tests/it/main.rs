@@ -5,6 +5,7 @@ mod browser;
 mod cloud;
 mod console;
 mod console_authority;
+mod console_import;
 mod console_questions;
 mod edge;
 mod fake_graph;

@@ -270,6 +270,36 @@ async function openFile(name) {
   } catch (e) { shown(e); }
 }
 
+// An import (a PDF or a web page) comes back as Markdown, put in the editor to read and edit:
+// nothing is saved until the owner saves it.
+async function imported(res, what) {
+  const json = (res.headers.get("content-type") || "").includes("json") ? await res.json() : null;
+  if (res.status === 401) { location.reload(); return; }
+  if (!res.ok) throw new Error((json && json.error) || res.statusText);
+  $("#kb-name").value = json.name;
+  $("#kb-content").value = json.markdown;
+  $("#kb-import-note").textContent = `Imported from ${what}${json.truncated ? " (cut at 1 MB)" : ""}: read and edit the Markdown below, then save it. Nothing is saved yet.`;
+  $("#error").textContent = "";
+}
+
+async function importPdf(file) {
+  $("#kb-import-note").textContent = `Reading ${file.name}…`;
+  const res = await fetch("/console/api/knowledge/import/pdf", {
+    method: "POST", credentials: "same-origin",
+    headers: { "x-csrf-token": csrf, "content-type": "application/pdf" }, body: file,
+  });
+  await imported(res, file.name);
+}
+
+async function importUrl(url) {
+  $("#kb-import-note").textContent = `Fetching ${url}…`;
+  const res = await fetch("/console/api/knowledge/import/url", {
+    method: "POST", credentials: "same-origin",
+    headers: { "x-csrf-token": csrf, "content-type": "application/json" }, body: JSON.stringify({ url }),
+  });
+  await imported(res, url);
+}
+
 async function deleteFile(name) {
   if (!confirm(`Delete ${name} written on the console?`)) return;
   try {
@@ -387,10 +417,22 @@ async function start() {
     $("#kb-name").value = file.name.replace(/\.txt$/, ".md");
     $("#kb-content").value = await file.text();
   });
+  $("#kb-pdf").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    try { await importPdf(file); } catch (err) { $("#kb-import-note").textContent = ""; shown(err); }
+    e.target.value = "";
+  });
+  $("#kb-fetch").addEventListener("click", async () => {
+    const url = $("#kb-url").value.trim();
+    if (!url) return;
+    try { await importUrl(url); } catch (err) { $("#kb-import-note").textContent = ""; shown(err); }
+  });
   $("#kb-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
       await api("PUT", `/console/api/knowledge/${encodeURIComponent($("#kb-name").value.trim())}`, { content: $("#kb-content").value });
+      $("#kb-import-note").textContent = "";
       await knowledge();
     } catch (err) { shown(err); }
   });
