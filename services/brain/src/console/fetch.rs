@@ -94,6 +94,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || ip == Ipv4Addr::new(168, 63, 129, 16) // Azure's host endpoint (WireServer)
         || a >= 240) // reserved
 }
 
@@ -107,8 +108,12 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
         return is_public_v4(embedded(s[6], s[7]));
     }
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+    // SIIT (::ffff:0:a.b.c.d) and NAT64, well-known (64:ff9b::/96) or local-use (64:ff9b:1::/48).
+    if s[..5] == [0, 0, 0, 0, 0xffff] && s[5] == 0 {
         return is_public_v4(embedded(s[6], s[7]));
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        return s[2..6] == [0, 0, 0, 0] && is_public_v4(embedded(s[6], s[7]));
     }
     if s[0] == 0x2002 {
         return is_public_v4(embedded(s[1], s[2]));
@@ -124,9 +129,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard-only
 }
 
-/// The address to connect to for `url`: its host resolved, every address public (or the
+/// The addresses to connect to for `url`: its host resolved, every address public (or the
 /// `host:port` allowed).
-async fn vetted(url: &Url, allow: &[String]) -> Result<SocketAddr, FetchError> {
+async fn vetted(url: &Url, allow: &[String]) -> Result<Vec<SocketAddr>, FetchError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(FetchError::NotWeb);
     }
@@ -143,14 +148,14 @@ async fn vetted(url: &Url, allow: &[String]) -> Result<SocketAddr, FetchError> {
             .map_err(|_| FetchError::Unresolved(host.to_owned()))?
             .collect(),
     };
-    let first = *addrs
-        .first()
-        .ok_or_else(|| FetchError::Unresolved(host.to_owned()))?;
+    if addrs.is_empty() {
+        return Err(FetchError::Unresolved(host.to_owned()));
+    }
     let allowed = allow.iter().any(|a| *a == format!("{host}:{port}"));
     if !allowed && addrs.iter().any(|a| !is_public(a.ip())) {
         return Err(FetchError::Private(host.to_owned()));
     }
-    Ok(first)
+    Ok(addrs)
 }
 
 /// Fetches `url` within `limits` (see the module docs).
@@ -164,12 +169,12 @@ pub async fn fetch(url: &str, limits: &Limits) -> Result<Page, FetchError> {
 async fn fetch_within(url: &str, limits: &Limits) -> Result<Page, FetchError> {
     let mut url = Url::parse(url.trim()).map_err(|_| FetchError::NotWeb)?;
     for _ in 0..=MAX_REDIRECTS {
-        let addr = vetted(&url, &limits.allow).await?;
+        let addrs = vetted(&url, &limits.allow).await?;
         let host = url.host_str().unwrap_or_default().to_owned();
         let client = shared::http_client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .resolve(&host, addr)
+            .resolve_to_addrs(&host, &addrs)
             .user_agent(concat!(
                 "Switchboard/",
                 env!("CARGO_PKG_VERSION"),
@@ -278,6 +283,9 @@ mod tests {
             "ff02::1",
             "2001:db8::1",
             "2001::1",
+            "64:ff9b:1::a00:1",
+            "::ffff:0:7f00:1",
+            "168.63.129.16",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

@@ -13,6 +13,7 @@
 //! - [`manage`]: settings, the whitelist, dead letters, the audit log.
 
 pub mod conversations;
+pub mod convert;
 pub mod costs;
 pub mod fetch;
 pub mod import;

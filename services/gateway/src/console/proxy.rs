@@ -15,6 +15,15 @@ use super::{ConsoleRoutes, forwarded};
 /// ([`shared::console::MAX_IMPORT_BYTES`]; the session was checked before any is read).
 const MAX_BODY: usize = 2 * 1024 * 1024;
 
+/// How long the brain may take: an import fetches a page (20 s) and converts it (30 s).
+fn timeout(path: &str) -> std::time::Duration {
+    if path.starts_with("/console/api/knowledge/import/") {
+        std::time::Duration::from_secs(75)
+    } else {
+        std::time::Duration::from_secs(20)
+    }
+}
+
 /// `ANY /console/api/…`: the brain's answer, status and all. `POST /console/api/audit` is the
 /// gateway's own way to record its actions and is never passed through from a browser.
 pub(super) async fn pass(State(c): State<ConsoleRoutes>, req: Request) -> Response {
@@ -43,6 +52,7 @@ pub(super) async fn pass(State(c): State<ConsoleRoutes>, req: Request) -> Respon
         .http
         .request(parts.method.clone(), url)
         .headers(forwarded(&parts.headers))
+        .timeout(timeout(parts.uri.path()))
         .body(bytes)
         .send()
         .await;

@@ -107,6 +107,14 @@ async fn site(private_port: u16) -> u16 {
             }),
         )
         .route(
+            "/deep",
+            get(|| async {
+                // Nesting deep enough to overflow a recursive converter's stack.
+                let page = format!("{}deep{}", "<div>".repeat(5_000), "</div>".repeat(5_000));
+                ([(header::CONTENT_TYPE, "text/html")], page)
+            }),
+        )
+        .route(
             "/binary",
             get(|| async { ([(header::CONTENT_TYPE, "application/zip")], vec![0u8; 10]) }),
         )
@@ -328,6 +336,13 @@ async fn imports_refuse_private_addresses_on_every_redirect_and_bad_or_oversized
         );
     }
     assert_eq!(private_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // A page nested deep enough to overflow its converter costs the converter's process, not
+    // the brain: refused (or converted), and the next import works.
+    let (status, body) = import_url(&s, &me, &format!("{base}/deep")).await;
+    assert!(status == 422 || status == 200, "{status}: {body}");
+    let (status, body) = import_url(&s, &me, &format!("{base}/delivery")).await;
+    assert_eq!(status, 200, "{body}");
 
     // A PDF: the CSRF token is needed, a PDF it must be, a broken one says so, 10 MB at most.
     let (status, _) = import_pdf(&s, &me, pdf(&["Hello"]), false).await;

@@ -278,12 +278,21 @@ async function imported(res, what) {
   if (!res.ok) throw new Error((json && json.error) || res.statusText);
   $("#kb-name").value = json.name;
   $("#kb-content").value = json.markdown;
-  $("#kb-import-note").textContent = `Imported from ${what}${json.truncated ? " (cut at 1 MB)" : ""}: read and edit the Markdown below, then save it. Nothing is saved yet.`;
+  const exists = [...document.querySelectorAll("[data-file]")].some((r) => r.dataset.file === json.name);
+  $("#kb-import-note").textContent = `Imported from ${what}${json.truncated ? " (cut at 1 MB)" : ""}: read and edit the Markdown below, then save it. Nothing is saved yet.` +
+    (exists ? ` A file named ${json.name} exists: saving under that name replaces it — change the name to keep both.` : "");
   $("#error").textContent = "";
 }
 
+// One import at a time: the buttons wait for the answer.
+async function importing(what, run) {
+  $("#kb-import-note").textContent = `Importing ${what}…`;
+  for (const b of ["#kb-pdf", "#kb-url", "#kb-fetch"]) $(b).disabled = true;
+  try { await run(); } catch (err) { $("#kb-import-note").textContent = ""; shown(err); }
+  finally { for (const b of ["#kb-pdf", "#kb-url", "#kb-fetch"]) $(b).disabled = false; }
+}
+
 async function importPdf(file) {
-  $("#kb-import-note").textContent = `Reading ${file.name}…`;
   const res = await fetch("/console/api/knowledge/import/pdf", {
     method: "POST", credentials: "same-origin",
     headers: { "x-csrf-token": csrf, "content-type": "application/pdf" }, body: file,
@@ -292,7 +301,6 @@ async function importPdf(file) {
 }
 
 async function importUrl(url) {
-  $("#kb-import-note").textContent = `Fetching ${url}…`;
   const res = await fetch("/console/api/knowledge/import/url", {
     method: "POST", credentials: "same-origin",
     headers: { "x-csrf-token": csrf, "content-type": "application/json" }, body: JSON.stringify({ url }),
@@ -420,13 +428,13 @@ async function start() {
   $("#kb-pdf").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
-    try { await importPdf(file); } catch (err) { $("#kb-import-note").textContent = ""; shown(err); }
+    await importing(file.name, () => importPdf(file));
     e.target.value = "";
   });
   $("#kb-fetch").addEventListener("click", async () => {
     const url = $("#kb-url").value.trim();
     if (!url) return;
-    try { await importUrl(url); } catch (err) { $("#kb-import-note").textContent = ""; shown(err); }
+    await importing(url, () => importUrl(url));
   });
   $("#kb-form").addEventListener("submit", async (e) => {
     e.preventDefault();
