@@ -4,6 +4,8 @@
 //! folder beside the project; without it the benchmark says it skipped and succeeds.
 //! `--held-out` asks held-out training rows instead of the test split (what thresholds are
 //! chosen on); `--typos` puts a typo in every question (`evalkb::with_typo`).
+//! `--webchat` asks the questions end to end through the release binaries' web chat instead
+//! (`evalkb::webchat`; scripts/eval-kb builds them).
 
 use std::path::PathBuf;
 
@@ -21,6 +23,7 @@ struct Options {
     direct: Option<f32>,
     budget: usize,
     embeddings: Option<PathBuf>,
+    webchat: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -33,6 +36,7 @@ fn options() -> anyhow::Result<Options> {
         direct: None,
         budget: brain::knowledge::CONTEXT_TOKENS,
         embeddings: None,
+        webchat: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -45,6 +49,7 @@ fn options() -> anyhow::Result<Options> {
             "--held-out" => o.split = evalkb::Split::HeldOut,
             "--typos" => o.typos = true,
             "--fit" => o.fit = true,
+            "--webchat" => o.webchat = true,
             "--embeddings" => match args.next() {
                 Some(d) => o.embeddings = Some(PathBuf::from(d)),
                 None => bail!("--embeddings needs a sentence-transformers folder"),
@@ -58,7 +63,7 @@ fn options() -> anyhow::Result<Options> {
                 None => bail!("--direct needs a confidence (0 to 1)"),
             },
             other => bail!(
-                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C] [--context-tokens N] [--embeddings DIR])"
+                "unknown option {other} (eval-kb [--data DIR] [--held-out] [--typos] [--json] [--fit] [--direct C] [--context-tokens N] [--embeddings DIR] [--webchat])"
             ),
         }
     }
@@ -75,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         direct,
         budget,
         embeddings,
+        webchat,
     } = options()?;
     let data = data.unwrap_or_else(evalkb::default_data);
     if !data.is_dir() {
@@ -83,6 +89,9 @@ fn main() -> anyhow::Result<()> {
             data.display()
         );
         return Ok(());
+    }
+    if webchat {
+        return through_webchat(&data, split, typos, json, embeddings.as_deref());
     }
     let rules = Rules::with_phrases(&phrases(HANDOFF_PHRASES));
     let mut meanings = match &embeddings {
@@ -135,6 +144,33 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&handoffs.to_json())?);
         } else {
             print!("{report}{handoffs}");
+        }
+    }
+    Ok(())
+}
+
+/// `--webchat`: both datasets end to end through the release binaries' web chat
+/// ([`evalkb::webchat`]).
+fn through_webchat(
+    data: &std::path::Path,
+    split: evalkb::Split,
+    typos: bool,
+    json: bool,
+    embeddings: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    for ds in [
+        evalkb::banking77(&data.join("banking77"), split)?,
+        evalkb::clinc150(&data.join("clinc150"), split)?,
+    ] {
+        let ds = if typos { evalkb::misspelt(&ds) } else { ds };
+        let report = rt.block_on(evalkb::webchat::evaluate(&ds, embeddings))?;
+        if json {
+            println!("{}", serde_json::to_string(&report.to_json())?);
+        } else {
+            print!("{report}");
         }
     }
     Ok(())
