@@ -455,8 +455,9 @@ impl Report {
             "answered": self.answered_share(),
             "right_when_answered": self.right_share(),
             "confidently_wrong": self.wrong_share(),
-            "handed_off_for_a_phrase": ratio(self.handed_off, self.questions),
-            "mrr": self.mrr,
+            // Not measured end to end.
+            "handed_off_for_a_phrase": (!self.end_to_end).then(|| ratio(self.handed_off, self.questions)),
+            "mrr": (!self.end_to_end).then_some(self.mrr),
             "out_of_scope": self.out_of_scope,
             "out_of_scope_answered": self.out_of_scope_answered_share(),
             "confusions": self.confusions,

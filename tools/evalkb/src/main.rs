@@ -67,6 +67,11 @@ fn options() -> anyhow::Result<Options> {
             ),
         }
     }
+    if o.webchat && (o.fit || o.direct.is_some() || o.budget != brain::knowledge::CONTEXT_TOKENS) {
+        bail!(
+            "--webchat asks the services as they are: --fit, --direct and --context-tokens do not apply"
+        );
+    }
     Ok(o)
 }
 

@@ -103,6 +103,10 @@ pub async fn in_child(kind: Kind, input: &[u8]) -> Result<Converted, String> {
         }
     };
     let unreadable = |why: &str| format!("{}'s text cannot be read ({why})", kind.what());
+    if std::os::unix::process::ExitStatusExt::signal(&out.status).is_some() {
+        // Killed: out of memory, of stack or of CPU time — the runtime's own words say no more.
+        return Err(unreadable("it is too large or too deeply nested to read"));
+    }
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
         let why = why.lines().last().unwrap_or("").trim();

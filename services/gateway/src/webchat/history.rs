@@ -149,7 +149,7 @@ while n > 1 do
     local json = e[2][2] or ''
     gone[#gone + 1] = e[1]
     freed = freed + string.len(json)
-    local id = string.match(json, '^{"id":"([^"\]*)"')
+    local id = string.match(json, '^{"id":"([^"\\]*)"')
     if not id then
       local ok, msg = pcall(cjson.decode, json)
       if ok and type(msg) == 'table' and type(msg.id) == 'string' then id = msg.id end
