@@ -29,6 +29,33 @@ pub fn client() -> reqwest::Client {
         .expect("a reqwest client (TLS roots and crypto provider available)")
 }
 
+/// Why [`body_at_most`] gave no body.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is longer than the limit (said by `Content-Length`, or found while reading).
+    #[error("the body is larger than the limit")]
+    TooLarge,
+    /// The body broke off.
+    #[error("the body broke off: {0}")]
+    Broken(#[source] reqwest::Error),
+}
+
+/// A response's body, read no further than `limit` bytes: refused at once when its
+/// `Content-Length` says more, and as soon as it grows past the limit when it does not (or lies).
+pub async fn body_at_most(mut res: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if res.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(BodyError::Broken)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -49,5 +76,54 @@ mod tests {
             ring.cipher_suites.len(),
             "the process provider is ring's"
         );
+    }
+
+    /// Serves one response per connection: `head` (status line and headers) then `body`.
+    async fn serve(head: &'static str, body: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_limit_whatever_its_length_header_says() {
+        let http = super::client();
+        let get = |url: String| {
+            let http = http.clone();
+            async move { http.get(url).send().await.unwrap() }
+        };
+        let url = serve(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+            vec![b'x'; 3000],
+        )
+        .await;
+        // No Content-Length: found while reading.
+        let body = super::body_at_most(get(url.clone()).await, 3000)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 3000);
+        assert!(matches!(
+            super::body_at_most(get(url).await, 2999).await,
+            Err(super::BodyError::TooLarge)
+        ));
+        // A Content-Length over the limit: refused before reading.
+        let url = serve(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5000\r\nconnection: close\r\n\r\n",
+            vec![b'x'; 5000],
+        )
+        .await;
+        assert!(matches!(
+            super::body_at_most(get(url).await, 4000).await,
+            Err(super::BodyError::TooLarge)
+        ));
     }
 }

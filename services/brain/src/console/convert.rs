@@ -174,11 +174,7 @@ pub fn capped(mut s: String) -> (String, bool) {
     if s.len() <= MAX_MARKDOWN_BYTES {
         return (s, false);
     }
-    let mut end = MAX_MARKDOWN_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
+    s.truncate(s.floor_char_boundary(MAX_MARKDOWN_BYTES));
     (s, true)
 }
 

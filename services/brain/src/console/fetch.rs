@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::Url;
+use shared::http_client::BodyError;
 
 /// Redirects followed at most.
 pub const MAX_REDIRECTS: usize = 5;
@@ -182,7 +183,7 @@ async fn fetch_within(url: &str, limits: &Limits) -> Result<Page, FetchError> {
             ))
             .build()
             .map_err(|e| FetchError::Unreachable(e.to_string()))?;
-        let mut res = client
+        let res = client
             .get(url.clone())
             .header(
                 reqwest::header::ACCEPT,
@@ -211,24 +212,12 @@ async fn fetch_within(url: &str, limits: &Limits) -> Result<Page, FetchError> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let too_large = FetchError::TooLarge(limits.max_bytes / (1024 * 1024));
-        if res
-            .content_length()
-            .is_some_and(|n| n > limits.max_bytes as u64)
-        {
-            return Err(too_large);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = res
-            .chunk()
+        let body = shared::http_client::body_at_most(res, limits.max_bytes as u64)
             .await
-            .map_err(|e| FetchError::Unreachable(without_url(e)))?
-        {
-            if body.len() + chunk.len() > limits.max_bytes {
-                return Err(too_large);
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                BodyError::TooLarge => FetchError::TooLarge(limits.max_bytes / (1024 * 1024)),
+                BodyError::Broken(e) => FetchError::Unreachable(without_url(e)),
+            })?;
         return Ok(Page {
             url,
             content_type,

@@ -197,26 +197,18 @@ impl Graph {
 
     /// Downloads `url` with the access token, refusing more than `limit` bytes.
     pub async fn download(&self, url: &str, limit: u64) -> Result<Vec<u8>, GraphError> {
-        let mut response = self.get(url).await?;
-        let too_large = || GraphError::Refused {
-            code: 0,
-            message: format!("the media is larger than {limit} bytes"),
-        };
-        if response.content_length().is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let response = self.get(url).await?;
+        shared::http_client::body_at_most(response, limit)
             .await
-            .map_err(|e| GraphError::Transient(Reason::new("the media download broke off", e)))?
-        {
-            if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
+            .map_err(|e| match e {
+                shared::http_client::BodyError::TooLarge => GraphError::Refused {
+                    code: 0,
+                    message: format!("the media is larger than {limit} bytes"),
+                },
+                shared::http_client::BodyError::Broken(e) => {
+                    GraphError::Transient(Reason::new("the media download broke off", e))
+                }
+            })
     }
 
     /// A cheap call that works only with a valid token: the phone number's own record.

@@ -426,12 +426,5 @@ pub(super) async fn release<H>(inner: &Inner<H>, id: &str) {
 }
 
 pub(super) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
