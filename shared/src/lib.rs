@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod events;
 pub mod files;
 pub mod http;
 pub mod http_client;

@@ -7,8 +7,8 @@ pub mod v1 {
 
 pub use v1::envelope::Payload;
 pub use v1::{
-    Envelope, Identity, Inbound, MediaRef, Outbound, Transcript, TranscriptionJob, Transport,
-    UsageRecord, WebhookDelivery,
+    Envelope, Identity, Inbound, MediaRef, Outbound, OwnerEvent, Transcript, TranscriptionJob,
+    Transport, UsageRecord, WebhookDelivery,
 };
 pub use v1::{identity, inbound, outbound, transcript, usage_record};
 
@@ -117,6 +117,7 @@ impl Payload {
             Payload::Transcript(_) => "transcript",
             Payload::Usage(_) => "usage",
             Payload::Webhook(_) => "webhook",
+            Payload::OwnerEvent(_) => "owner_event",
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod rules;
 pub mod settings;
 pub mod store;
+pub mod tell;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,12 @@ pub const SPEC: Spec = Spec {
     name: ServiceName::Brain,
     uses_db: true,
     consumes: &[Stream::Inbound, Stream::Transcripts],
-    publishes: &[Stream::Outbound, Stream::Transcribe, Stream::Usage],
+    publishes: &[
+        Stream::Outbound,
+        Stream::Transcribe,
+        Stream::Usage,
+        Stream::Events,
+    ],
 };
 
 /// How often handoffs nobody answered are looked for.
@@ -68,12 +74,14 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let knowledge = knowledge_base(&ctx.config);
     let settings = settings::Settings::new(ctx.config, db.clone());
     let clock: shared::clock::SharedClock = Arc::new(shared::clock::SystemClock);
+    let owner = shared::events::Events::new(ctx.common.events.clone(), "brain");
     let console = console::Api::new(
         db.clone(),
         ctx.bus.clone(),
         settings.clone(),
         knowledge.clone(),
         clock.clone(),
+        owner.clone(),
     )
     .routes();
     let brain = handler::Brain::new(
@@ -82,6 +90,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         ctx.bus.clone(),
         knowledge.clone(),
         clock.clone(),
+        owner.clone(),
     );
     let expiring = brain.clone();
     let idle = ctx_idle;
@@ -106,6 +115,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         });
     }
     knowledge_tasks(&mut tasks, knowledge, db.clone());
+    watch_events(&mut tasks, owner, ctx.bus);
     tasks.spawn("transcript consumer", async move {
         Ok(transcripts.run(shutdown).await?)
     });
@@ -134,6 +144,17 @@ fn knowledge_base(config: &Config) -> Arc<knowledge::Knowledge> {
     ))
 }
 
+/// Whether the events stream is full (`EVENTS_MAX_QUEUED`), looked at once a second while
+/// events are on.
+fn watch_events(tasks: &mut Tasks, owner: shared::events::Events, bus: shared::bus::Bus) {
+    if owner.config().url.is_some() {
+        tasks.every("events queue", Duration::from_secs(1), move || {
+            let (owner, bus) = (owner.clone(), bus.clone());
+            async move { owner.look(&bus).await }
+        });
+    }
+}
+
 /// The knowledge base's own work: its vectors, and watching its folder and the console's files.
 fn knowledge_tasks(tasks: &mut Tasks, knowledge: Arc<knowledge::Knowledge>, db: shared::db::Db) {
     let shutdown = tasks.shutdown().clone();
@@ -160,6 +181,7 @@ fn upkeep(
     idle: Duration,
 ) {
     let digests = brain.clone();
+    let sweeper = brain.clone();
     tasks.every("handoff timeouts", handoff_check, move || {
         let brain = brain.clone();
         async move {
@@ -177,17 +199,14 @@ fn upkeep(
             }
         }
     });
-    let sweep_db = db.clone();
-    let sweep_clock = clock.clone();
+
     tasks.every(
         "conversation outcomes",
         HANDOFF_CHECK.min(idle / 2),
         move || {
-            let db = sweep_db.clone();
-            let clock = sweep_clock.clone();
+            let brain = sweeper.clone();
             async move {
-                let now = clock.now_ms();
-                match store::close_idle(&db, now, idle.as_millis() as i64).await {
+                match brain.end_idle_conversations(idle).await {
                     Ok(ended) => {
                         for outcome in ended {
                             ::metrics::counter!(metrics::CONVERSATIONS, "outcome" => outcome)

@@ -13,6 +13,8 @@ pub struct Alerts {
     admins: Vec<shared::phone::Phone>,
     http: reqwest::Client,
     publisher: Publisher,
+    bus: shared::bus::Bus,
+    events: shared::events::Events,
 }
 
 /// One alert.
@@ -30,14 +32,29 @@ pub struct Alert<'a> {
 }
 
 impl Alerts {
-    /// Alerts configured by `cfg`, admin messages published on `bus`.
-    pub fn new(cfg: &Config, bus: &shared::bus::Bus) -> Self {
+    /// Alerts configured by `cfg`, admin messages published on `bus`, the owner's tools told
+    /// of the session's state through `events`.
+    pub fn new(cfg: &Config, bus: &shared::bus::Bus, events: &shared::events::Events) -> Self {
         Self {
             webhook: cfg.alert_webhook.clone(),
             admins: cfg.admins.clone(),
             http: shared::http_client::client(),
             publisher: bus.publisher(),
+            bus: bus.clone(),
+            events: events.clone(),
         }
+    }
+
+    /// Tells the owner's tools (`whatsapp.state`) that `transport`'s session is now `state`
+    /// (in the background: a state change never waits for Redis).
+    pub fn state_changed(&self, transport: TransportKind, state: crate::transport::SessionState) {
+        let kind = shared::events::Kind::WhatsappState;
+        if !self.events.wants(kind) {
+            return;
+        }
+        let (events, bus) = (self.events.clone(), self.bus.clone());
+        let data = serde_json::json!({"transport": transport.as_str(), "state": state.as_str()});
+        tokio::spawn(async move { events.publish(&bus, kind, None, data).await });
     }
 
     /// Whether the WhatsApp chat `digits` (a phone number's digits) is an admin's.

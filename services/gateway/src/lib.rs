@@ -57,7 +57,12 @@ pub const SPEC: Spec = Spec {
     name: ServiceName::Gateway,
     uses_db: false,
     consumes: &[Stream::Outbound, Stream::Webhooks],
-    publishes: &[Stream::Inbound, Stream::Outbound, Stream::Webhooks],
+    publishes: &[
+        Stream::Inbound,
+        Stream::Outbound,
+        Stream::Webhooks,
+        Stream::Events,
+    ],
 };
 
 /// Builds the service; its main future returns when `ctx.shutdown` is cancelled.
@@ -65,6 +70,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let cfg = ctx.config;
     let bus = ctx.bus;
     let shutdown = ctx.shutdown;
+    let events = shared::events::Events::new(ctx.common.events, "gateway");
     metrics::register(&cfg.transports);
 
     let (typing, indicators) = typing::channel();
@@ -77,7 +83,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         web_transport,
         cloud,
         high_water: webchat_high_water,
-    } = build_transports(&cfg, &bus, &ingest, &shutdown)?;
+    } = build_transports(&cfg, &bus, &ingest, &events, &shutdown)?;
     let console = console::ConsoleRoutes::new(&cfg.console, &bus, transports.clone());
     let public = public.merge(console.routes()).fallback(|| async {
         json_error(
@@ -235,6 +241,7 @@ fn build_transports(
     cfg: &Config,
     bus: &shared::bus::Bus,
     ingest: &ingest::Ingest,
+    events: &shared::events::Events,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Built> {
     let mut list: Vec<Arc<dyn Transport>> = Vec::new();
@@ -257,7 +264,7 @@ fn build_transports(
                 let w = web::Web::new(
                     cfg.web.clone(),
                     ingest.clone(),
-                    alert::Alerts::new(cfg, bus),
+                    alert::Alerts::new(cfg, bus, events),
                     bus,
                 );
                 web_transport = Some(w.clone());
@@ -268,7 +275,7 @@ fn build_transports(
                     .cloud
                     .as_ref()
                     .context("the cloud transport has no configuration")?;
-                let c = cloud::Cloud::new(cloud_cfg, alert::Alerts::new(cfg, bus));
+                let c = cloud::Cloud::new(cloud_cfg, alert::Alerts::new(cfg, bus, events));
                 public = public.merge(cloud::webhook::routes(cloud_cfg, bus));
                 cloud_transport = Some(c.clone());
                 list.push(Arc::new(c));

@@ -25,6 +25,8 @@ pub struct Ledger {
     /// The budget mark as last written: (day, over, when). Records repeat it within a second
     /// without a Redis round trip each; the periodic reconcile writes it regardless.
     mark: std::sync::Mutex<Option<(String, bool, std::time::Instant)>>,
+    /// What the owner's tools hear (`EVENTS_WEBHOOK_URL`): the budget reached.
+    events: shared::events::Events,
 }
 
 /// How long a written budget mark is taken as still in place (see [`Ledger::mark`]).
@@ -33,6 +35,17 @@ const MARK_FRESH: Duration = Duration::from_secs(1);
 impl Ledger {
     /// A ledger on `db` and `bus`, telling the time by `clock` (tests set it).
     pub fn new(db: Db, bus: Bus, cfg: Config, clock: SharedClock) -> Arc<Self> {
+        Self::with_events(db, bus, cfg, clock, shared::events::Events::off())
+    }
+
+    /// [`Ledger::new`] telling the owner's tools through `events`.
+    pub fn with_events(
+        db: Db,
+        bus: Bus,
+        cfg: Config,
+        clock: SharedClock,
+        events: shared::events::Events,
+    ) -> Arc<Self> {
         let http = shared::http_client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -46,6 +59,7 @@ impl Ledger {
             clock,
             writer,
             mark: std::sync::Mutex::new(None),
+            events,
         })
     }
 
@@ -321,6 +335,20 @@ impl Ledger {
             );
             self.post_webhook(a, &text).await;
             out.extend(self.admin_messages(a, &text).await);
+            if a.kind == AlertKind::BudgetReached {
+                let data = serde_json::json!({
+                    "day": a.day,
+                    "timezone": self.cfg.days.name(),
+                    "spend_usd": a.spend.to_string().trim_start_matches('$'),
+                    "budget_usd": a.threshold.to_string().trim_start_matches('$'),
+                });
+                let kind = shared::events::Kind::BudgetExceeded;
+                if let Some(mut p) = self.events.event(kind, None, data) {
+                    // Once a day: a record handled again publishes the same event.
+                    p.envelope.event_id = format!("budget-exceeded-{}", a.day);
+                    out.push(p);
+                }
+            }
         }
         out
     }

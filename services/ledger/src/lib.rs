@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod events;
 pub mod handler;
 pub mod metrics;
 pub mod pricing;
@@ -27,8 +28,8 @@ pub use handler::Ledger;
 pub const SPEC: Spec = Spec {
     name: ServiceName::Ledger,
     uses_db: true,
-    consumes: &[Stream::Usage],
-    publishes: &[Stream::Outbound],
+    consumes: &[Stream::Usage, Stream::Events],
+    publishes: &[Stream::Outbound, Stream::Events],
 };
 
 /// Builds the ledger; its main future returns when `ctx.shutdown` is cancelled.
@@ -46,10 +47,26 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
         budget_pico: ctx.config.daily_budget.map(|b| b.pico()),
     };
     let limits_bus = ctx.bus.clone();
-    let ledger = Ledger::new(db, ctx.bus.clone(), ctx.config, Arc::new(SystemClock));
+    let events = shared::events::Events::new(ctx.common.events.clone(), "ledger");
+    let ledger = Ledger::with_events(
+        db,
+        ctx.bus.clone(),
+        ctx.config,
+        Arc::new(SystemClock),
+        events,
+    );
     let consumer = ctx.bus.consumer(Stream::Usage, ledger.clone());
     let mut tasks = Tasks::new(ctx.shutdown);
     let shutdown = tasks.shutdown().clone();
+    if let (Some(url), Some(key)) = (&ctx.common.events.url, &ctx.common.events.secret) {
+        let deliverer = events::Deliverer::new(url.clone(), key.clone())?;
+        let events = ctx.bus.consumer(Stream::Events, Arc::new(deliverer));
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            "events consumer",
+            async move { Ok(events.run(shutdown).await?) },
+        );
+    }
     tasks.spawn("usage consumer", async move {
         // The limits for the owner's console, before the first record.
         if let Err(e) = shared::usage::keep_limits(&limits_bus, limits).await {

@@ -76,6 +76,7 @@ impl Person {
             Some(Payload::TranscriptionJob(j)) => contact(&j.contact_id),
             Some(Payload::Usage(u)) => contact(&u.contact_id),
             Some(Payload::Webhook(w)) => about("", &w.identities),
+            Some(Payload::OwnerEvent(e)) => contact(&e.contact_id),
             Some(Payload::Transcript(_)) | None => false,
         }
     }

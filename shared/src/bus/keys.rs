@@ -18,17 +18,20 @@ pub enum Stream {
     Usage,
     /// Verified webhook requests of a transport (the Cloud API's), gateway → gateway.
     Webhooks,
+    /// What happened, for the owner's own tools (`EVENTS_WEBHOOK_URL`): any service → ledger.
+    Events,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 6] = [
+    pub const ALL: [Stream; 7] = [
         Stream::Inbound,
         Stream::Outbound,
         Stream::Transcribe,
         Stream::Transcripts,
         Stream::Usage,
         Stream::Webhooks,
+        Stream::Events,
     ];
 
     /// The stream's name in keys, metrics and the CLI.
@@ -40,6 +43,7 @@ impl Stream {
             Stream::Transcripts => "transcripts",
             Stream::Usage => "usage",
             Stream::Webhooks => "webhooks",
+            Stream::Events => "events",
         }
     }
 
@@ -50,6 +54,7 @@ impl Stream {
             Stream::Outbound | Stream::Webhooks => "gateway",
             Stream::Transcribe => "transcriber",
             Stream::Usage => "ledger",
+            Stream::Events => "events",
         }
     }
 }

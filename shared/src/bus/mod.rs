@@ -62,7 +62,7 @@ pub enum BusError {
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(
-        "unknown stream {0:?} (expected one of inbound, outbound, transcribe, transcripts, usage)"
+        "unknown stream {0:?} (expected one of inbound, outbound, transcribe, transcripts, usage, webhooks, events)"
     )]
     /// A stream name that is not one of ours.
     UnknownStream(String),

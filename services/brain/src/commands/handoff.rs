@@ -182,6 +182,7 @@ pub(super) async fn resume(
         return Ok(reply(format!("No conversation found for {target}.")));
     };
     if store::end_handoff(db, &c.id, now).await.or_retry()? {
+        crate::tell::handoff_closed(&office.events, office.bus(), &c.id, "resumed").await;
         Ok(reply(format!("The assistant answers {target} again.")))
     } else {
         Ok(reply(format!("{target} was not waiting for a person.")))

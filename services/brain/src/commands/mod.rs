@@ -45,6 +45,8 @@ pub struct Office {
     pub console: shared::console::Console,
     /// The time.
     pub clock: SharedClock,
+    /// What the owner's tools hear (`EVENTS_WEBHOOK_URL`).
+    pub events: shared::events::Events,
 }
 
 impl Office {

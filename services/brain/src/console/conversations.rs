@@ -162,6 +162,9 @@ pub async fn resume(
         .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "resume", &who, "").await?;
     let ended = store::end_handoff(&api.db, &c.id, api.clock.now_ms()).await?;
+    if ended {
+        crate::tell::handoff_closed(&api.events, &api.bus, &c.id, "console").await;
+    }
     Ok(Json(serde_json::json!({"resumed": ended})))
 }
 

@@ -45,6 +45,8 @@ pub struct Api {
     pub(crate) knowledge: Arc<Knowledge>,
     pub(crate) clock: shared::clock::SharedClock,
     console: Console,
+    /// What the owner's tools hear (`EVENTS_WEBHOOK_URL`).
+    pub(crate) events: shared::events::Events,
 }
 
 /// A console call that failed: its status and a reason for the page.
@@ -111,6 +113,7 @@ impl Api {
         settings: Arc<Settings>,
         knowledge: Arc<Knowledge>,
         clock: shared::clock::SharedClock,
+        events: shared::events::Events,
     ) -> Self {
         let console = Console::new(&bus, shared::console::LINK_TTL);
         Self {
@@ -120,6 +123,7 @@ impl Api {
             knowledge,
             clock,
             console,
+            events,
         }
     }
 

@@ -222,6 +222,16 @@ impl Brain {
             );
             self.notify_webhook(&h.reference, h.reason);
         }
+        let told = crate::tell::owner_events(
+            &self.owner,
+            &h.contact.id,
+            h.ib,
+            transcript.is_none(),
+            &decision,
+            &events,
+        );
+        let mut events = events;
+        events.extend(told);
         let commit = store::Commit::new(
             h.key,
             h.contact.id.clone(),

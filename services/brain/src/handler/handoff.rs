@@ -42,6 +42,7 @@ impl Brain {
             if !store::end_handoff(&self.db, &c.id, now).await? {
                 continue;
             }
+            crate::tell::handoff_closed(&self.owner, &self.bus, &c.id, "timeout").await;
             let id = blake3::hash(format!("handoff-timeout|{}|{}", c.id, h.since_ms).as_bytes())
                 .to_hex()[..26]
                 .to_owned();

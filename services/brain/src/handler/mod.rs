@@ -40,17 +40,20 @@ pub struct Brain {
     reads: store::Reader,
     office: Office,
     clock: SharedClock,
+    /// What the owner's tools hear (`EVENTS_WEBHOOK_URL`).
+    owner: shared::events::Events,
 }
 
 impl Brain {
     /// A brain on `db` and `bus`, answering from `knowledge` with the configuration `settings`
-    /// holds, at the time `clock` tells.
+    /// holds, at the time `clock` tells, telling the owner's tools through `owner`.
     pub fn new(
         settings: Arc<Settings>,
         db: Db,
         bus: Bus,
         knowledge: Arc<Knowledge>,
         clock: SharedClock,
+        owner: shared::events::Events,
     ) -> Arc<Self> {
         let cfg = settings.base_shared();
         let office = Office {
@@ -59,6 +62,7 @@ impl Brain {
             settings,
             console: shared::console::Console::new(&bus, shared::console::LINK_TTL),
             clock: clock.clone(),
+            events: owner.clone(),
         };
         Arc::new(Self {
             chat: Chat::new(&cfg),
@@ -71,6 +75,7 @@ impl Brain {
             knowledge,
             office,
             clock,
+            owner,
         })
     }
 
@@ -89,6 +94,36 @@ impl Brain {
     /// The configuration in effect for answers (read at most once a second).
     async fn current(&self) -> Result<Arc<Config>, HandleError> {
         self.office.settings.current().await
+    }
+
+    /// Ends the conversations silent for `idle`, telling the owner's tools of each first (a
+    /// crash in between tells again, under the same event id); the outcomes of those it ended.
+    pub async fn end_idle_conversations(
+        &self,
+        idle: std::time::Duration,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let now = self.clock.now_ms();
+        let mut ended = Vec::new();
+        for c in store::idle_conversations(&self.db, now, idle.as_millis() as i64).await? {
+            let data = serde_json::json!({
+                "outcome": c.outcome,
+                "started_at_ms": c.started_at_ms,
+                "ended_at_ms": c.ended_at_ms,
+            });
+            let kind = shared::events::Kind::ConversationEnded;
+            if let Some(mut p) = self.owner.event(kind, Some(&c.contact_id), data) {
+                p.envelope.event_id = format!("conversation-{}-ended", c.id);
+                if let Err(e) = self.bus.publisher().publish(p).await {
+                    // Ended at the next sweep, when the event can be published.
+                    tracing::warn!(error = %e, "cannot publish a conversation's end; later");
+                    continue;
+                }
+            }
+            if store::end_conversation(&self.db, &c).await? {
+                ended.push(c.outcome);
+            }
+        }
+        Ok(ended)
     }
 
     async fn apologise(&self, ib: &Inbound) -> Result<(), HandleError> {

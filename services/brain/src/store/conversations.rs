@@ -95,37 +95,62 @@ pub fn outcome_of(answered_by: &str, handoff: Option<&str>, last_unanswered: boo
     }
 }
 
-/// Ends every conversation silent for `idle_ms`; the outcomes of those it ended.
-pub async fn close_idle(db: &Db, now_ms: i64, idle_ms: i64) -> Result<Vec<String>, sqlx::Error> {
+/// A conversation silent for its idle time, about to end.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    /// The conversation's row id.
+    pub id: i64,
+    /// Its contact.
+    pub contact_id: String,
+    /// How it ended ([`outcome_of`]).
+    pub outcome: String,
+    /// When it started and when it ends (its last message plus the idle time), unix ms.
+    pub started_at_ms: i64,
+    /// When it ends.
+    pub ended_at_ms: i64,
+}
+
+/// The conversations silent for `idle_ms`, to end with [`end_conversation`].
+pub async fn idle_conversations(
+    db: &Db,
+    now_ms: i64,
+    idle_ms: i64,
+) -> Result<Vec<Idle>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, answered_by, handoff, last_unanswered, last_at_ms FROM conversations \
-         WHERE ended_at_ms IS NULL AND last_at_ms <= $1",
+        "SELECT id, contact_id, started_at_ms, answered_by, handoff, last_unanswered, last_at_ms \
+         FROM conversations WHERE ended_at_ms IS NULL AND last_at_ms <= $1",
     )
     .bind(now_ms - idle_ms)
     .fetch_all(db.pool())
     .await?;
-    let mut ended = Vec::new();
-    for r in rows {
-        let id: i64 = r.try_get("id")?;
-        let answered_by: String = r.try_get("answered_by")?;
-        let handoff: Option<String> = r.try_get("handoff")?;
-        let unanswered = r.try_get::<i64, _>("last_unanswered")? != 0;
-        let last: i64 = r.try_get("last_at_ms")?;
-        let outcome = outcome_of(&answered_by, handoff.as_deref(), unanswered);
-        let n = sqlx::query(
-            "UPDATE conversations SET ended_at_ms = $1, outcome = $2 WHERE id = $3 AND ended_at_ms IS NULL",
-        )
-        .bind(last + idle_ms)
-        .bind(&outcome)
-        .bind(id)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
-        if n > 0 {
-            ended.push(outcome);
-        }
-    }
-    Ok(ended)
+    rows.iter()
+        .map(|r| {
+            let answered_by: String = r.try_get("answered_by")?;
+            let handoff: Option<String> = r.try_get("handoff")?;
+            let unanswered = r.try_get::<i64, _>("last_unanswered")? != 0;
+            Ok(Idle {
+                id: r.try_get("id")?,
+                contact_id: r.try_get("contact_id")?,
+                outcome: outcome_of(&answered_by, handoff.as_deref(), unanswered),
+                started_at_ms: r.try_get("started_at_ms")?,
+                ended_at_ms: r.try_get::<i64, _>("last_at_ms")? + idle_ms,
+            })
+        })
+        .collect()
+}
+
+/// Ends an idle conversation with its outcome; whether this call ended it.
+pub async fn end_conversation(db: &Db, c: &Idle) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE conversations SET ended_at_ms = $1, outcome = $2 WHERE id = $3 AND ended_at_ms IS NULL",
+    )
+    .bind(c.ended_at_ms)
+    .bind(&c.outcome)
+    .bind(c.id)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(n > 0)
 }
 
 /// Conversations ended since `since_ms`, by outcome.

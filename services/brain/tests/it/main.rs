@@ -3,6 +3,7 @@
 mod admin;
 mod conversation;
 mod costs;
+mod events;
 mod handoff;
 mod knowledge;
 mod meaning;

@@ -178,6 +178,7 @@ impl Web {
         let mut s = self.inner.session.lock().expect("session lock");
         if s.state != state {
             tracing::info!(state = state.as_str(), "WhatsApp Web session");
+            self.inner.alerts.state_changed(TransportKind::Web, state);
         }
         s.state = state;
         crate::metrics::session_state(TransportKind::Web, state);

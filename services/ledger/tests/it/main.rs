@@ -1,6 +1,7 @@
 //! Integration tests of the ledger (SQLite, or PostgreSQL with SB_TEST_DB=postgres).
 
 mod accounting;
+mod events;
 
 use shared::config::ServiceName;
 use shared::testing::TestDb;
