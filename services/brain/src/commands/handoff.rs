@@ -128,7 +128,7 @@ pub(super) async fn reply_as_business(
     // Keyed by the admin's message: a redelivered `!reply` sends the same message, which the
     // gateway delivers once.
     let id = reply_id(&format!("command|{command_id}"));
-    send_as_business(db, office.bus(), &c, text, now, id).await?;
+    send_as_business(db, office.bus(), &office.events, &c, text, now, id).await?;
     Ok(reply(format!("Sent to {target}.")))
 }
 
@@ -138,11 +138,13 @@ pub(crate) fn reply_id(seed: &str) -> String {
 }
 
 /// Sends `text` to the contact as the business (`!reply`, the console) under outbound `id`:
-/// remembered as the business's turn, logged as a person's, and its handoff no longer times
-/// out.
+/// remembered as the business's turn, logged as a person's, its handoff no longer times out,
+/// and the owner's tools hear of it (`message.out`, under an id of its own: a repeat is the
+/// same event).
 pub(crate) async fn send_as_business(
     db: &Db,
     bus: &Bus,
+    events: &shared::events::Events,
     c: &Contact,
     text: &str,
     now: i64,
@@ -151,6 +153,19 @@ pub(crate) async fn send_as_business(
     send_to(db, bus, c, id.clone(), outbound::Kind::Reply, text)
         .await
         .map_err(|e| HandleError::retry("publishing the reply", e))?;
+    let data = serde_json::json!({
+        "message_id": id,
+        "author": "person",
+        "outcome": "person_reply",
+        "text": events.include_text().then_some(text),
+    });
+    if let Some(mut p) = events.event(shared::events::Kind::MessageOut, Some(&c.id), data) {
+        p.envelope.event_id = format!("out-{id}");
+        bus.publisher()
+            .publish(p)
+            .await
+            .map_err(|e| HandleError::retry("publishing the reply's event", e))?;
+    }
     let turn = Turn::business(text);
     store::add_turn(db, &c.id, &turn, &id, now)
         .await

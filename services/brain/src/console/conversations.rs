@@ -145,7 +145,7 @@ pub async fn reply(
     .await?;
     let now = api.clock.now_ms();
     let id = crate::commands::reply_id(&format!("{}|{now}|{text}", c.id));
-    crate::commands::send_as_business(&api.db, &api.bus, &c, text, now, id).await?;
+    crate::commands::send_as_business(&api.db, &api.bus, &api.events, &c, text, now, id).await?;
     Ok(Json(serde_json::json!({"sent": true})))
 }
 

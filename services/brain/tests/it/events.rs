@@ -50,9 +50,13 @@ async fn messages_and_a_handoff_are_told_without_their_text_unless_asked() {
     rig.reply(&hello).await;
     let ask = rig.text(CUSTOMER, "Can I talk to a HUMAN please?").await;
     rig.reply(&ask).await;
+    let answer = rig
+        .text(ADMIN, &format!("!reply {CUSTOMER} Your parcel left today"))
+        .await;
+    rig.reply(&answer).await;
     let resume = rig.text(ADMIN, &format!("!resume {CUSTOMER}")).await;
     rig.reply(&resume).await;
-    let got = events_until(&rig, 6).await;
+    let got = events_until(&rig, 7).await;
     let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
@@ -62,6 +66,7 @@ async fn messages_and_a_handoff_are_told_without_their_text_unless_asked() {
             "message.in",
             "message.out",
             "handoff.opened",
+            "message.out",
             "handoff.closed"
         ],
         "an admin's command is not a customer's message"
@@ -76,7 +81,8 @@ async fn messages_and_a_handoff_are_told_without_their_text_unless_asked() {
     assert!(got.iter().all(|(_, d)| d["text"].is_null()), "{got:?}");
     assert_eq!(got[4].1["reason"], "asked");
     assert!(got[4].1["reference"].as_str().unwrap().starts_with("H-"));
-    assert_eq!(got[5].1["how"], "resumed");
+    assert_eq!(got[5].1["author"], "person");
+    assert_eq!(got[6].1["how"], "resumed");
 
     // With EVENTS_INCLUDE_TEXT the words go too.
     rig.set_env("EVENTS_INCLUDE_TEXT", "true");
@@ -84,7 +90,7 @@ async fn messages_and_a_handoff_are_told_without_their_text_unless_asked() {
     let _p = rig.spawn().await;
     let again = rig.text(CUSTOMER, "Thanks a lot").await;
     rig.reply(&again).await;
-    let got = events_until(&rig, 8).await;
-    assert_eq!(got[6].1["text"], "Thanks a lot");
-    assert!(got[7].1["text"].as_str().is_some_and(|t| !t.is_empty()));
+    let got = events_until(&rig, 9).await;
+    assert_eq!(got[7].1["text"], "Thanks a lot");
+    assert!(got[8].1["text"].as_str().is_some_and(|t| !t.is_empty()));
 }
