@@ -2,7 +2,9 @@
 //! the release binaries beside it (a private Redis with AOF, the fake model), drives customers
 //! through the web chat API in a closed loop, injects its fault mid-run, and fails unless every
 //! accepted message got exactly one answer (a `reply`; with a healthy model an apology counts
-//! as lost) — nothing lost, nothing duplicated.
+//! as lost) — nothing lost, nothing duplicated — and every answered message's `message.in`
+//! event reached the owner's events webhook (a local receiver that answers a tenth of the
+//! ledger's posts with 503) at least once.
 //!
 //! Usage: `sb-e2e [--backend sqlite|postgres] [--messages N] [SCENARIO...]`; scenarios
 //! `brain-kill`, `gateway-kill`, `ledger-kill` (SIGKILL mid-run, then a restart),
@@ -101,6 +103,15 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     let voice = name == "transcriber-kill";
     let whisper = slow_whisper();
     env.push(("WHISPER_BASE_URL", whisper.base_url.as_str()));
+    // The owner's events webhook: every message's `message.in` must reach it at least once
+    // (the ledger delivers them; a tenth of its answers are errors, tried again).
+    let sink = EventSink::start();
+    env.push(("EVENTS_WEBHOOK_URL", sink.url.as_str()));
+    env.push((
+        "EVENTS_WEBHOOK_SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ));
+    env.push(("EVENTS", "message.in"));
     let mut stack = Stack::start_with_fsync(backend, &model.base_url, &env, fsync).await?;
     if voice {
         stack.add_replicas("transcriber", 2).await?;
@@ -129,6 +140,11 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
             ok = false;
             slowest_id = slowest;
         }
+    }
+    let missing = sink.missing(&r, Duration::from_secs(30)).await;
+    if missing > 0 {
+        println!("{missing} answered messages never reached the events webhook");
+        ok = false;
     }
     if name == "poison" {
         let dead = dead_letters(&stack).await?;
@@ -391,7 +407,67 @@ async fn dead_consumer(stack: &Stack, svc: &str) -> anyhow::Result<Option<String
         .map(|c| c.name))
 }
 
-const STREAMS: [&str; 5] = ["inbound", "outbound", "transcribe", "transcripts", "usage"];
+const STREAMS: [&str; 6] = [
+    "inbound",
+    "outbound",
+    "transcribe",
+    "transcripts",
+    "usage",
+    "events",
+];
+
+/// A receiver of the owner's events: the message ids of the `message.in` events it took.
+struct EventSink {
+    url: String,
+    ids: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl EventSink {
+    fn start() -> Self {
+        let ids: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let seen = ids.clone();
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    if rand::random_range(0..10) == 0 {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if let Some(id) = v["data"]["message_id"].as_str() {
+                        seen.lock().expect("sink").insert(id.to_owned());
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let addr = shared::testing::serve_on_own_thread(app);
+        Self {
+            url: format!("http://{addr}/events"),
+            ids,
+        }
+    }
+
+    /// How many answered messages of `r` have not reached the sink, after waiting up to
+    /// `wait` for them.
+    async fn missing(&self, r: &load::Report, wait: Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        loop {
+            let missing = {
+                let ids = self.ids.lock().expect("sink");
+                r.samples
+                    .iter()
+                    .filter(|(id, _, _)| !ids.contains(id))
+                    .count()
+            };
+            if missing == 0 || Instant::now() > deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
 
 /// An undecodable entry in every stream (the deployment's prefix is `sb`).
 async fn poison_every_stream(stack: &Stack) -> anyhow::Result<()> {
