@@ -62,7 +62,7 @@ pub enum Command<X: Subcommand = NoCommands> {
 pub enum DlqAction {
     /// Print the dead letters of a stream (JSON lines), oldest first.
     List {
-        /// inbound, outbound, transcribe, transcripts or usage.
+        /// inbound, outbound, transcribe, transcripts, usage, webhooks or events.
         stream: String,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
@@ -70,7 +70,7 @@ pub enum DlqAction {
     },
     /// Move dead letters back to their stream (all, or those given with --id).
     Replay {
-        /// inbound, outbound, transcribe, transcripts or usage.
+        /// inbound, outbound, transcribe, transcripts, usage, webhooks or events.
         stream: String,
         /// Only these dead-letter ids (repeatable).
         #[arg(long = "id")]

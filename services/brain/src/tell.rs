@@ -88,16 +88,23 @@ pub fn owner_events(
     out
 }
 
-/// Tells the owner's tools that `contact`'s handoff ended (`how`: `resumed` by an admin's
-/// command, `console`, or `timeout`). After the handoff's end is committed: an event lost to a
-/// crash in between is not sent again.
-pub async fn handoff_closed(events: &Events, bus: &shared::bus::Bus, contact: &str, how: &str) {
-    events
-        .publish(
-            bus,
-            Kind::HandoffClosed,
-            Some(contact),
-            serde_json::json!({ "how": how }),
-        )
-        .await;
+/// Tells the owner's tools that `contact`'s handoff is ending (`how`: `resumed` by an admin's
+/// command, `console`, or `timeout`) — nothing when only a pause was running. Before the end
+/// is written, under an id fixed by the handoff: a crash in between tells again, as the same
+/// event. An error when the event cannot be published (the handoff is then not ended).
+pub async fn handoff_closed(
+    events: &Events,
+    bus: &shared::bus::Bus,
+    contact: &crate::store::Contact,
+    how: &str,
+) -> Result<(), shared::bus::BusError> {
+    let Some(h) = &contact.handoff else {
+        return Ok(());
+    };
+    let data = serde_json::json!({ "how": how, "reference": h.reference });
+    let Some(mut p) = events.event(Kind::HandoffClosed, Some(&contact.id), data) else {
+        return Ok(());
+    };
+    p.envelope.event_id = format!("handoff-{}-{}-closed", contact.id, h.since_ms);
+    bus.publisher().publish(p).await.map(|_| ())
 }

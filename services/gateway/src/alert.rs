@@ -13,8 +13,9 @@ pub struct Alerts {
     admins: Vec<shared::phone::Phone>,
     http: reqwest::Client,
     publisher: Publisher,
-    bus: shared::bus::Bus,
-    events: shared::events::Events,
+    /// Session states for the owner's tools, published in order by one task.
+    states:
+        Option<tokio::sync::mpsc::UnboundedSender<(TransportKind, crate::transport::SessionState)>>,
 }
 
 /// One alert.
@@ -40,21 +41,18 @@ impl Alerts {
             admins: cfg.admins.clone(),
             http: shared::http_client::client(),
             publisher: bus.publisher(),
-            bus: bus.clone(),
-            events: events.clone(),
+            states: events
+                .wants(shared::events::Kind::WhatsappState)
+                .then(|| state_publisher(bus.clone(), events.clone())),
         }
     }
 
     /// Tells the owner's tools (`whatsapp.state`) that `transport`'s session is now `state`
-    /// (in the background: a state change never waits for Redis).
+    /// (in the background and in order: a state change never waits for Redis).
     pub fn state_changed(&self, transport: TransportKind, state: crate::transport::SessionState) {
-        let kind = shared::events::Kind::WhatsappState;
-        if !self.events.wants(kind) {
-            return;
+        if let Some(tx) = &self.states {
+            let _ = tx.send((transport, state));
         }
-        let (events, bus) = (self.events.clone(), self.bus.clone());
-        let data = serde_json::json!({"transport": transport.as_str(), "state": state.as_str()});
-        tokio::spawn(async move { events.publish(&bus, kind, None, data).await });
     }
 
     /// Whether the WhatsApp chat `digits` (a phone number's digits) is an admin's.
@@ -96,4 +94,30 @@ impl Alerts {
             }
         }
     }
+}
+
+/// The task publishing session states one after the other, each tried until Redis takes it.
+fn state_publisher(
+    bus: shared::bus::Bus,
+    events: shared::events::Events,
+) -> tokio::sync::mpsc::UnboundedSender<(TransportKind, crate::transport::SessionState)> {
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<(TransportKind, crate::transport::SessionState)>();
+    tokio::spawn(async move {
+        while let Some((transport, state)) = rx.recv().await {
+            let data =
+                serde_json::json!({"transport": transport.as_str(), "state": state.as_str()});
+            let kind = shared::events::Kind::WhatsappState;
+            let Some(p) = events.event(kind, None, data) else {
+                continue;
+            };
+            let mut wait = std::time::Duration::from_millis(200);
+            while let Err(e) = bus.publisher().publish(p.clone()).await {
+                tracing::warn!(error = %e, "cannot publish the session's state yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    });
+    tx
 }

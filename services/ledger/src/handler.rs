@@ -345,7 +345,8 @@ impl Ledger {
                 let kind = shared::events::Kind::BudgetExceeded;
                 if let Some(mut p) = self.events.event(kind, None, data) {
                     // Once a day: a record handled again publishes the same event.
-                    p.envelope.event_id = format!("budget-exceeded-{}", a.day);
+                    p.envelope.event_id =
+                        format!("budget-exceeded-{}-{}", a.day, a.threshold.pico());
                     out.push(p);
                 }
             }

@@ -381,6 +381,17 @@ pub fn events_from_env(env: &mut Env) -> EventsConfig {
                 }
             }
         });
+    if url.is_none() {
+        for set in ["EVENTS_WEBHOOK_SECRET", "EVENTS"] {
+            if env.raw(set).is_some_and(|v| !v.trim().is_empty()) {
+                env.problem(
+                    set,
+                    "set without EVENTS_WEBHOOK_URL: no events would be sent (set the URL, or \
+                     remove this)",
+                );
+            }
+        }
+    }
     if url.is_some() && secret.is_none() && env.raw("EVENTS_WEBHOOK_SECRET").is_none() {
         env.problem(
             "EVENTS_WEBHOOK_SECRET",
@@ -398,6 +409,9 @@ pub fn events_from_env(env: &mut Env) -> EventsConfig {
                     Ok(_) => {}
                     Err(e) => env.problem("EVENTS", e),
                 }
+            }
+            if kinds.is_empty() {
+                env.problem("EVENTS", "names no kind of event; unset it for all");
             }
         }
     }
@@ -445,6 +459,27 @@ mod tests {
         assert!(
             !EventsConfig::default().wants(crate::events::Kind::MessageIn),
             "no URL: no events"
+        );
+        // A secret or a list without a URL is a mistake, said; a secret that is not base64
+        // is said without quoting it.
+        let mut env = Env::from_pairs([
+            (
+                "EVENTS_WEBHOOK_SECRET",
+                "whsec_Mf!Q9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+            ("EVENTS", ","),
+        ]);
+        events_from_env(&mut env);
+        let problems: Vec<String> = env
+            .problems()
+            .iter()
+            .map(|p| format!("{}: {}", p.variable, p.message))
+            .collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .all(|p| !p.contains("Mf!") && !p.contains("offset"))
         );
     }
 

@@ -161,10 +161,11 @@ pub(crate) async fn send_as_business(
     });
     if let Some(mut p) = events.event(shared::events::Kind::MessageOut, Some(&c.id), data) {
         p.envelope.event_id = format!("out-{id}");
-        bus.publisher()
-            .publish(p)
-            .await
-            .map_err(|e| HandleError::retry("publishing the reply's event", e))?;
+        // The reply is on its way: failing now would send it again under a new id (the
+        // console's retry), so a lost event is only logged.
+        if let Err(e) = bus.publisher().publish(p).await {
+            tracing::warn!(error = %e, "cannot publish a person's reply for the owner's webhook");
+        }
     }
     let turn = Turn::business(text);
     store::add_turn(db, &c.id, &turn, &id, now)
@@ -196,8 +197,10 @@ pub(super) async fn resume(
     let Some(c) = target.contact(db).await? else {
         return Ok(reply(format!("No conversation found for {target}.")));
     };
+    crate::tell::handoff_closed(&office.events, office.bus(), &c, "resumed")
+        .await
+        .map_err(|e| HandleError::retry("publishing the handoff's end", e))?;
     if store::end_handoff(db, &c.id, now).await.or_retry()? {
-        crate::tell::handoff_closed(&office.events, office.bus(), &c.id, "resumed").await;
         Ok(reply(format!("The assistant answers {target} again.")))
     } else {
         Ok(reply(format!("{target} was not waiting for a person.")))

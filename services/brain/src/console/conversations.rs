@@ -161,10 +161,8 @@ pub async fn resume(
         .await?
         .unwrap_or_else(|| c.id.clone());
     api.audit(&session, "resume", &who, "").await?;
+    crate::tell::handoff_closed(&api.events, &api.bus, &c, "console").await?;
     let ended = store::end_handoff(&api.db, &c.id, api.clock.now_ms()).await?;
-    if ended {
-        crate::tell::handoff_closed(&api.events, &api.bus, &c.id, "console").await;
-    }
     Ok(Json(serde_json::json!({"resumed": ended})))
 }
 

@@ -39,10 +39,15 @@ impl Brain {
         let mut n = 0;
         for c in due {
             let Some(h) = c.handoff.clone() else { continue };
+            if let Err(e) = crate::tell::handoff_closed(&self.owner, &self.bus, &c, "timeout").await
+            {
+                // Ended at the next check, when its event can be published.
+                tracing::warn!(error = %e, "cannot publish a handoff's end; later");
+                continue;
+            }
             if !store::end_handoff(&self.db, &c.id, now).await? {
                 continue;
             }
-            crate::tell::handoff_closed(&self.owner, &self.bus, &c.id, "timeout").await;
             let id = blake3::hash(format!("handoff-timeout|{}|{}", c.id, h.since_ms).as_bytes())
                 .to_hex()[..26]
                 .to_owned();

@@ -1,7 +1,7 @@
 //! Conversations: a customer's messages until `CONVERSATION_IDLE_MIN` of silence, and how each
 //! ended — answered by the knowledge base or the model, handed to a person (and why), or
 //! abandoned (the customer's last message unanswered). Marked in each message's commit,
-//! closed by a periodic sweep ([`close_idle`]).
+//! closed by a periodic sweep ([`idle_conversations`], [`end_conversation`]).
 
 use shared::db::Db;
 use sqlx::Row;

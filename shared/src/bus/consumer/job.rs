@@ -154,11 +154,22 @@ async fn retry_later<H>(
     // Record the attempt in Redis (delivery count, last error) so a consumer that takes the
     // entry over knows its history.
     record_retry(inner, &id, delivery.deliveries, &reason.to_string()).await;
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = inner.stopping.cancelled() => {
-            release(inner, &id).await;
-            false
+    // Waiting out a backoff is work, not a stuck consumer: the watchdog hears of it every few
+    // seconds (a wait of `BUS_RETRY_MAX_MS` may be longer than its limit).
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let step = until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(std::time::Duration::from_secs(5));
+        if step.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(step) => inner.progressed(),
+            () = inner.stopping.cancelled() => {
+                release(inner, &id).await;
+                return false;
+            }
         }
     }
 }
