@@ -48,7 +48,14 @@ impl T {
         env.finish().unwrap();
         let bus = Bus::new(&common).unwrap();
         let clock = ManualClock::at(NOON);
-        let ledger = Ledger::new(db.db.clone(), bus.clone(), cfg, Arc::new(clock.clone()));
+        let events = shared::events::Events::new(common.events.clone(), "ledger");
+        let ledger = Ledger::with_events(
+            db.db.clone(),
+            bus.clone(),
+            cfg,
+            Arc::new(clock.clone()),
+            events,
+        );
         Self {
             _keys: KeyPrefix::of(&redis_url(), &prefix),
             db,
@@ -608,4 +615,47 @@ async fn records_stored_as_one_group_each_see_the_totals_before_them() {
     let again = ledger::store::store_all(db, &group[3..4]).await.unwrap();
     assert!(!again[0].inserted);
     assert_eq!(again[0].alerts.len(), 2);
+}
+
+#[tokio::test]
+async fn reaching_the_budget_tells_the_owners_tools_once() {
+    let t = T::new(&[
+        ("DAILY_BUDGET_USD", "1.25"),
+        ("COST_ALERT_USD", "100"),
+        ("EVENTS_WEBHOOK_URL", "http://127.0.0.1:9/events"),
+        (
+            "EVENTS_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
+    ])
+    .await;
+    let told = async || -> Vec<serde_json::Value> {
+        shared::testing::read_envelopes(&t.bus, Stream::Events)
+            .await
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Some(Payload::OwnerEvent(o)) if o.r#type == "budget.exceeded" => {
+                    Some(serde_json::from_str(&o.data_json).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    t.send(&[
+        half_dollar("a", "c1", NOON),
+        half_dollar("b", "c2", NOON + 1),
+    ])
+    .await; // $1.00: a warning, not the budget
+    assert!(told().await.is_empty());
+    t.send(&[half_dollar("c", "c3", NOON + 2)]).await; // $1.50
+    t.send(&[half_dollar("d", "c3", NOON + 3)]).await; // $2.00: still the same day
+    let got = told().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["day"], "2026-11-25");
+    assert_eq!(got[0]["budget_usd"], "1.250000");
+    assert_eq!(got[0]["spend_usd"], "1.500000");
+    assert!(
+        got[0]["contact"].is_null(),
+        "about the business, not a customer"
+    );
 }
