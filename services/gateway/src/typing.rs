@@ -23,6 +23,8 @@ enum Cmd {
 #[derive(Clone)]
 pub struct Typing {
     tx: mpsc::UnboundedSender<Cmd>,
+    /// `WA_TYPING`: whether WhatsApp chats see it (the web chat always does).
+    whatsapp: bool,
 }
 
 /// The task that shows the indicators: [`Indicators::run`].
@@ -31,15 +33,24 @@ pub struct Indicators {
     tx: mpsc::UnboundedSender<Cmd>,
 }
 
-/// A handle and the task it talks to.
-pub fn channel() -> (Typing, Indicators) {
+/// A handle and the task it talks to; `whatsapp`: `WA_TYPING`.
+pub fn channel(whatsapp: bool) -> (Typing, Indicators) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Typing { tx: tx.clone() }, Indicators { rx, tx })
+    (
+        Typing {
+            tx: tx.clone(),
+            whatsapp,
+        },
+        Indicators { rx, tx },
+    )
 }
 
 impl Typing {
     /// Shows "typing…" in the chat until [`Typing::stop`] or 25 s, renewed every 8 s.
     pub fn start(&self, transport: TransportKind, chat_id: &str) {
+        if !self.whatsapp && transport != TransportKind::Webchat {
+            return;
+        }
         let _ = self.tx.send(Cmd::Start(transport, chat_id.to_owned()));
     }
 

@@ -147,6 +147,12 @@ export function createBridge({ client, write, log = () => {} }) {
           await (cmd.on ? chat.sendStateTyping() : chat.clearState());
           return undefined;
         }
+        case "seen": {
+          // Blue ticks on the customer's side: the bot has their message.
+          const chat = await client.getChatById(cmd.chat);
+          await chat.sendSeen();
+          return undefined;
+        }
         case "download_media": {
           const msg = recent.get(cmd.id) ?? (await client.getMessageById(cmd.id));
           const m = msg ? await msg.downloadMedia() : null;

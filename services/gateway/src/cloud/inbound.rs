@@ -176,7 +176,9 @@ impl Webhooks {
             }
             Ok(Outcome::Duplicate { .. }) => Ok(()),
             Ok(Outcome::Limited { .. }) => {
-                if let Err(e) = self.cloud.graph().mark_read(&m.id, false).await {
+                if self.cloud.read_receipts()
+                    && let Err(e) = self.cloud.graph().mark_read(&m.id, false).await
+                {
                     tracing::debug!(error = %e, "cannot mark a limited message read");
                 }
                 Ok(())

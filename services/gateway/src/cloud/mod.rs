@@ -61,6 +61,10 @@ struct Inner {
     state: AtomicU8,
     alerts: Alerts,
     latest: Mutex<HashMap<String, Latest>>,
+    /// `WA_READ_RECEIPTS`.
+    read_receipts: bool,
+    /// `WA_TYPING` (shown only with a read mark on this API).
+    typing: bool,
 }
 
 /// The Cloud API transport (see the module docs).
@@ -86,8 +90,15 @@ impl Cloud {
                 state: AtomicU8::new(encode(SessionState::Disconnected)),
                 alerts,
                 latest: Mutex::new(HashMap::new()),
+                read_receipts: cfg.read_receipts,
+                typing: cfg.read_receipts && cfg.typing,
             }),
         }
+    }
+
+    /// Whether messages are marked read (`WA_READ_RECEIPTS`).
+    pub fn read_receipts(&self) -> bool {
+        self.inner.read_receipts
     }
 
     /// Its Graph API client.
@@ -136,6 +147,10 @@ impl Cloud {
     /// earlier one) with the typing indicator, and remembers it so the indicator can be
     /// renewed while the bot works. Best effort.
     pub async fn taken(&self, chat: &str, wamid: &str) {
+        if !self.inner.read_receipts {
+            // No read mark, and so no typing indicator either (it rides on the mark).
+            return;
+        }
         {
             let mut latest = self.inner.latest.lock().expect("latest lock");
             if latest.len() >= LATEST_CAP {
@@ -150,7 +165,7 @@ impl Cloud {
                 },
             );
         }
-        let result = self.inner.graph.mark_read(wamid, true).await;
+        let result = self.inner.graph.mark_read(wamid, self.inner.typing).await;
         self.note(&result);
         if let Err(e) = result {
             tracing::debug!(error = %e, "cannot mark a message read");
@@ -252,7 +267,7 @@ impl Transport for Cloud {
 
     async fn typing(&self, chat_id: &str, on: bool) -> Result<(), SendError> {
         // WhatsApp clears the indicator itself, when the reply comes or after 25 s.
-        if !on {
+        if !on || !self.inner.typing {
             return Ok(());
         }
         let wamid = {

@@ -212,7 +212,13 @@ impl Config {
         let rate_visitors = env.int_in("RATE_LIMIT_VISITORS", 100u32, 0, 10_000_000);
         let (rate_notice, busy_notice) = load_notices(env);
         let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
-        let cloud = CloudConfig::load(env, transports.contains(&TransportKind::Cloud));
+        let cloud = CloudConfig::load(env, transports.contains(&TransportKind::Cloud)).map(|c| {
+            CloudConfig {
+                read_receipts: web.read_receipts,
+                typing: web.typing,
+                ..c
+            }
+        });
         let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         let webchat_origins = load_origins(env);

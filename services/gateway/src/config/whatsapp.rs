@@ -26,6 +26,10 @@ pub struct WebConfig {
     pub stuck: Duration,
     /// `WA_REPLY_DELAY_MS` (default `800-2000`): typing shown this long (jittered) before a send.
     pub reply_delay_ms: (u64, u64),
+    /// `WA_READ_RECEIPTS` (default true): a message the bot takes is marked read.
+    pub read_receipts: bool,
+    /// `WA_TYPING` (default true): "typing…" while the answer is prepared.
+    pub typing: bool,
 }
 
 /// Settings of the `cloud` transport (all four credentials are required when it runs).
@@ -43,6 +47,10 @@ pub struct CloudConfig {
     pub graph_url: String,
     /// `WA_CLOUD_CHECK_SECS` (default 300): how often the access token is checked.
     pub check_every: Duration,
+    /// `WA_READ_RECEIPTS` (as [`WebConfig::read_receipts`]).
+    pub read_receipts: bool,
+    /// `WA_TYPING`: on the Cloud API the indicator comes only with a read mark.
+    pub typing: bool,
 }
 
 /// The Graph API the `cloud` transport calls by default (its current version).
@@ -97,6 +105,8 @@ impl CloudConfig {
             access_token: access_token?,
             app_secret: app_secret?,
             verify_token: verify_token?,
+            read_receipts: true,
+            typing: true,
             graph_url,
             check_every,
         })
@@ -150,6 +160,8 @@ impl WebConfig {
             heartbeat: env.secs("WA_HEARTBEAT_SECS", 15, 1, 600),
             stuck: env.secs("WA_STUCK_SECS", 120, 5, 3600),
             reply_delay_ms,
+            read_receipts: env.flag("WA_READ_RECEIPTS", true),
+            typing: env.flag("WA_TYPING", true),
         }
     }
 }

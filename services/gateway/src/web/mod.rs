@@ -221,7 +221,11 @@ impl Transport for Web {
         // Like a person: typing for a moment, then the message.
         let (lo, hi) = self.inner.cfg.reply_delay_ms;
         if hi > 0 {
-            self.command(serde_json::json!({"type": "typing", "chat": msg.chat_id, "on": true}));
+            if self.inner.cfg.typing {
+                self.command(
+                    serde_json::json!({"type": "typing", "chat": msg.chat_id, "on": true}),
+                );
+            }
             let ms = if hi > lo {
                 rand::random_range(lo..=hi)
             } else {

@@ -344,6 +344,13 @@ impl Web {
         let mut wait = Duration::from_millis(200);
         for attempt in 1..=8 {
             match self.inner.ingest.accept(incoming.clone()).await {
+                Ok(crate::ingest::Outcome::Published { .. }) => {
+                    // Blue ticks: the bot has it (`WA_READ_RECEIPTS`).
+                    if self.inner.cfg.read_receipts {
+                        self.command(serde_json::json!({"type": "seen", "chat": m.from}));
+                    }
+                    return;
+                }
                 Ok(_) => return,
                 Err(crate::ingest::IngestError::Unavailable(e)) if attempt < 8 => {
                     tracing::warn!(error = %e, attempt, "cannot take a WhatsApp message yet; retrying");

@@ -420,6 +420,27 @@ async fn a_text_over_max_input_chars_is_published_cut_to_it_and_marked() {
 }
 
 #[tokio::test]
+async fn with_read_receipts_off_nothing_is_marked_read_and_so_no_typing_either() {
+    let graph = FakeGraph::start();
+    let gw = start(&graph, &[("WA_READ_RECEIPTS", "false".into())]).await;
+    let text = message(
+        "wamid.QUIET1",
+        "text",
+        serde_json::json!({"body": "Are you open today?"}),
+    );
+    assert_eq!(gw.deliver(&text).await, 200);
+    assert_eq!(gw.wait_inbound(1).await.len(), 1, "taken all the same");
+    // The read mark (and the typing indicator riding on it) would follow the publish at once.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let reads: Vec<serde_json::Value> = graph
+        .posted()
+        .into_iter()
+        .filter(|b| b["status"] == "read")
+        .collect();
+    assert!(reads.is_empty(), "{reads:?}");
+}
+
+#[tokio::test]
 async fn media_the_graph_api_cannot_serve_yet_is_retried() {
     let graph = FakeGraph::start();
     graph.add_media("555", "image/png", PNG.to_vec());

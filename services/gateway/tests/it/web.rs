@@ -239,6 +239,19 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
     };
     let a = by_tmid("false_15550001111@c.us_A1");
     assert_eq!(a.transport(), Transport::Web);
+    // Each message taken is marked read in its chat (WA_READ_RECEIPTS), once: not the
+    // duplicate, not the group's.
+    let seen = wait_for(async || {
+        let s: Vec<serde_json::Value> = fake
+            .commands()
+            .into_iter()
+            .filter(|c| c["type"] == "seen")
+            .collect();
+        (s.len() >= 4).then_some(s)
+    })
+    .await;
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().any(|c| c["chat"] == "15550001111@c.us"));
     assert_eq!(a.chat_id, "15550001111@c.us");
     assert_eq!(a.sent_at_ms, text["timestamp"].as_i64().unwrap() * 1000);
     assert_eq!(a.display_name, "Ana");

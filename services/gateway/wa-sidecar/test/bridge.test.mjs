@@ -17,6 +17,7 @@ function double() {
   client.getChatById = async (chat) => ({
     sendStateTyping: async () => client.calls.push(["typing", chat, true]),
     clearState: async () => client.calls.push(["typing", chat, false]),
+    sendSeen: async () => client.calls.push(["seen", chat]),
   });
   client.getState = async () => "CONNECTED";
   client.getContactLidAndPhone = async ([id]) => [{ lid: id, pn: "4915112345678@c.us" }];
@@ -175,4 +176,11 @@ test("the owner's messages from the phone are passed on; the bridge's own sends 
   assert.equal(owner[0].id, "true_15550001111@c.us_OWN1");
   assert.equal(owner[0].phone, "+15550001111");
   assert.equal(owner[0].body, "Hi Ana, it's Marta from the shop");
+});
+
+test("seen marks the customer's chat read", async () => {
+  const { client, events, handle } = rig();
+  await handle({ v: 1, type: "seen", chat: "15550001111@c.us" });
+  assert.deepEqual(client.calls, [["seen", "15550001111@c.us"]]);
+  assert.deepEqual(events, [], "no answer to a seen");
 });
