@@ -366,6 +366,13 @@ impl Ingest {
     }
 
     /// Publishes a notice answering `msg` (delivered through the outbound stream like any reply).
+    /// Sends `text` to the chat of `msg` (not a customer's message: a declined call) as a
+    /// notice, once for its `transport_message_id`.
+    pub async fn tell(&self, msg: &Incoming, text: &str) -> Result<(), IngestError> {
+        self.notice(msg, &msg.transport_message_id, text, &|_, _| {})
+            .await
+    }
+
     async fn notice(
         &self,
         msg: &Incoming,

@@ -67,6 +67,23 @@ export function createBridge({ client, write, log = () => {} }) {
       log(`owner message not passed on: ${e.message}`);
     }
   });
+  client.on("call", async (call) => {
+    // The bot cannot talk: every call is declined; the gateway may answer it with a text.
+    try {
+      await call.reject();
+    } catch (e) {
+      log(`cannot decline a call: ${e.message}`);
+    }
+    const from = call.from ?? "";
+    out({
+      type: "call",
+      id: call.id ?? null,
+      from,
+      phone: phoneOf(from),
+      video: Boolean(call.isVideo),
+      group: Boolean(call.isGroup),
+    });
+  });
   client.on("message", async (msg) => {
     try {
       if (msg.fromMe) return out({ type: "ignored", reason: "from_me" });

@@ -211,14 +211,7 @@ impl Config {
         let rate_global = env.int_in("RATE_LIMIT_GLOBAL", 100u32, 0, 10_000_000);
         let rate_visitors = env.int_in("RATE_LIMIT_VISITORS", 100u32, 0, 10_000_000);
         let (rate_notice, busy_notice) = load_notices(env);
-        let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
-        let cloud = CloudConfig::load(env, transports.contains(&TransportKind::Cloud)).map(|c| {
-            CloudConfig {
-                read_receipts: web.read_receipts,
-                typing: web.typing,
-                ..c
-            }
-        });
+        let (web, cloud) = load_whatsapp(env, &transports);
         let alert_webhook = env.secret_http_url("ALERT_WEBHOOK_URL");
         let (admins, _) = shared::phone::parse_list(&env.string("ADMIN_NUMBERS", ""));
         let webchat_origins = load_origins(env);
@@ -354,4 +347,16 @@ fn load_media(env: &mut Env) -> (Duration, u64, u64) {
         );
     }
     (media_ttl, max_media_bytes, media_cap_bytes)
+}
+
+/// The WhatsApp transports' settings; `WA_READ_RECEIPTS` and `WA_TYPING` apply to both.
+fn load_whatsapp(env: &mut Env, transports: &[TransportKind]) -> (WebConfig, Option<CloudConfig>) {
+    let web = WebConfig::load(env, transports.contains(&TransportKind::Web));
+    let cloud =
+        CloudConfig::load(env, transports.contains(&TransportKind::Cloud)).map(|c| CloudConfig {
+            read_receipts: web.read_receipts,
+            typing: web.typing,
+            ..c
+        });
+    (web, cloud)
 }

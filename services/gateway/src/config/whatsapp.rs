@@ -30,7 +30,12 @@ pub struct WebConfig {
     pub read_receipts: bool,
     /// `WA_TYPING` (default true): "typing…" while the answer is prepared.
     pub typing: bool,
+    /// `CALL_REJECT_MESSAGE`: the text a caller gets after the call is declined (empty: none).
+    pub call_reject_message: Option<String>,
 }
+
+/// What a caller reads after the call is declined, unless `CALL_REJECT_MESSAGE` says otherwise.
+pub const DEFAULT_CALL_REJECT_MESSAGE: &str = "Sorry, we can't take calls on this number — please write to us here and we'll answer right away.";
 
 /// Settings of the `cloud` transport (all four credentials are required when it runs).
 #[derive(Debug, Clone)]
@@ -161,6 +166,10 @@ impl WebConfig {
             stuck: env.secs("WA_STUCK_SECS", 120, 5, 3600),
             reply_delay_ms,
             read_receipts: env.flag("WA_READ_RECEIPTS", true),
+            call_reject_message: Some(
+                env.string_allow_empty("CALL_REJECT_MESSAGE", DEFAULT_CALL_REJECT_MESSAGE),
+            )
+            .filter(|t| !t.trim().is_empty()),
             typing: env.flag("WA_TYPING", true),
         }
     }

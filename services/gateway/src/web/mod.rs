@@ -33,6 +33,8 @@ pub const RESTARTS: &str = "gateway_web_restarts_total";
 pub const IGNORED: &str = "gateway_web_ignored_total";
 /// Sidecar lines that were not protocol messages.
 pub const PROTOCOL_ERRORS: &str = "gateway_web_protocol_errors_total";
+/// Calls declined, by transport.
+pub const CALLS: &str = "gateway_calls_rejected_total";
 /// Memory of the Node sidecar.
 pub const SIDECAR_RSS: &str = "gateway_web_sidecar_memory_bytes";
 /// Memory of its Chromium.
@@ -63,6 +65,8 @@ pub fn register_metrics() {
         metrics::counter!(IGNORED, "reason" => r).absolute(0);
     }
     metrics::counter!(PROTOCOL_ERRORS).absolute(0);
+    metrics::describe_counter!(CALLS, "WhatsApp calls declined (the bot cannot talk)");
+    metrics::counter!(CALLS, "transport" => "web").absolute(0);
     metrics::gauge!(SIDECAR_RSS).set(0.0);
     metrics::gauge!(BROWSER_RSS).set(0.0);
 }

@@ -32,6 +32,8 @@ pub(super) enum Event {
         id: String,
         ack: i32,
     },
+    /// Someone called; the sidecar declined it.
+    Call(WaCall),
     Disconnected {
         reason: String,
     },
@@ -64,6 +66,16 @@ pub(super) struct WaMessage {
     timestamp: Option<i64>,
     name: Option<String>,
     media: Option<WaMedia>,
+}
+
+/// A declined call, as the sidecar reports it.
+#[derive(Debug, Deserialize)]
+pub(super) struct WaCall {
+    id: Option<String>,
+    from: String,
+    phone: Option<String>,
+    #[serde(default)]
+    group: bool,
 }
 
 /// The owner's message from the phone, as the sidecar reports it.
@@ -169,6 +181,10 @@ impl Web {
                 metrics::counter!(IGNORED, "reason" => reason).increment(1);
             }
             Event::MessageAck { id, ack } => self.on_ack(id, ack),
+            Event::Call(call) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.on_call(call).await });
+            }
             Event::Disconnected { reason } => self.on_disconnected(&reason),
             Event::Result { r#ref, id, media } => self.answer(r#ref, Ok(Answer { id, media })),
             Event::Error {
@@ -367,6 +383,47 @@ impl Web {
 }
 
 impl Web {
+    /// A call, declined by the sidecar: counted, and the caller gets `CALL_REJECT_MESSAGE`
+    /// once (a group call, nothing).
+    async fn on_call(&self, call: WaCall) {
+        metrics::counter!(CALLS, "transport" => "web").increment(1);
+        let Some(text) = self.inner.cfg.call_reject_message.as_deref() else {
+            return;
+        };
+        if call.group || call.from.is_empty() {
+            return;
+        }
+        let as_message = WaMessage {
+            id: call.id.clone().unwrap_or_default(),
+            from: call.from.clone(),
+            phone: call.phone.clone(),
+            lid: None,
+            kind: "other".into(),
+            body: String::new(),
+            timestamp: None,
+            name: None,
+            media: None,
+        };
+        let seed = call
+            .id
+            .unwrap_or_else(|| format!("{}|{}", call.from, shared::ids::now_ms()));
+        let caller = Incoming {
+            transport: TransportKind::Web,
+            transport_message_id: format!("call:{seed}"),
+            message_id: None,
+            chat_id: call.from,
+            identities: identities_of(&as_message),
+            kind: inbound::Kind::Other,
+            text: String::new(),
+            media: None,
+            sent_at_ms: 0,
+            display_name: String::new(),
+        };
+        if let Err(e) = self.inner.ingest.tell(&caller, text).await {
+            tracing::warn!(error = %e, "cannot answer a declined call with a text");
+        }
+    }
+
     /// A message the business wrote from its phone: unless the gateway sent it itself (its
     /// sent record, written once the send returns, is looked for after a moment), the brain
     /// is told so it pauses for that customer.

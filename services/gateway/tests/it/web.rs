@@ -403,6 +403,41 @@ async fn qr_then_ready_then_messages_sends_and_receipts() {
             .iter()
             .any(|c| c["chat"] == "15550002222@c.us")
     );
+
+    // A call: declined by the sidecar, counted, and the caller gets one text (a group call
+    // nothing); the call reported twice is still one text.
+    let call = r#"{"v":1,"type":"call","id":"CALL1","from":"15550001111@c.us","phone":"+15550001111","video":false,"group":false}"#;
+    fake.inject(call);
+    fake.inject(call);
+    fake.inject(r#"{"v":1,"type":"call","id":"CALL2","from":"120363@g.us","phone":null,"video":false,"group":true}"#);
+    let notices = wait_for(async || {
+        let n: Vec<Outbound> = crate::helpers::read_stream(&gw.bus, shared::bus::Stream::Outbound)
+            .await
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                Some(shared::proto::Payload::Outbound(o)) if o.in_reply_to.starts_with("call:") => {
+                    Some(o)
+                }
+                _ => None,
+            })
+            .collect();
+        let calls = metric(
+            &gw.metrics().await,
+            "gateway_calls_rejected_total{transport=\"web\"}",
+        );
+        (calls >= 3.0 && !n.is_empty()).then_some(n)
+    })
+    .await;
+    assert_eq!(notices[0].chat_id, "15550001111@c.us");
+    assert_eq!(notices[0].kind(), outbound::Kind::Notice);
+    assert!(
+        notices[0].text.contains("can't take calls"),
+        "{}",
+        notices[0].text
+    );
+    let distinct: std::collections::HashSet<&str> =
+        notices.iter().map(|o| o.message_id.as_str()).collect();
+    assert_eq!(distinct.len(), 1, "one text for the call: {notices:?}");
 }
 
 #[tokio::test]

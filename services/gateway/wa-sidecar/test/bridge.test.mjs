@@ -184,3 +184,14 @@ test("seen marks the customer's chat read", async () => {
   assert.deepEqual(client.calls, [["seen", "15550001111@c.us"]]);
   assert.deepEqual(events, [], "no answer to a seen");
 });
+
+test("a call is declined and reported", async () => {
+  const { client, events, settle } = rig();
+  const call = { id: "CALL1", from: "15550001111@c.us", isVideo: true, isGroup: false,
+    reject: async () => client.calls.push(["reject", "CALL1"]) };
+  client.emit("call", call);
+  await settle();
+  assert.deepEqual(client.calls, [["reject", "CALL1"]]);
+  assert.deepEqual(events, [{ v: 1, type: "call", id: "CALL1", from: "15550001111@c.us",
+    phone: "+15550001111", video: true, group: false }]);
+});

@@ -103,15 +103,8 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
     let voice = name == "transcriber-kill";
     let whisper = slow_whisper();
     env.push(("WHISPER_BASE_URL", whisper.base_url.as_str()));
-    // The owner's events webhook: every message's `message.in` must reach it at least once
-    // (the ledger delivers them; a tenth of its answers are errors, tried again).
     let sink = EventSink::start();
-    env.push(("EVENTS_WEBHOOK_URL", sink.url.as_str()));
-    env.push((
-        "EVENTS_WEBHOOK_SECRET",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ));
-    env.push(("EVENTS", "message.in"));
+    sink.configure(&mut env);
     let mut stack = Stack::start_with_fsync(backend, &model.base_url, &env, fsync).await?;
     if voice {
         stack.add_replicas("transcriber", 2).await?;
@@ -141,11 +134,7 @@ async fn scenario(name: &str, backend: Backend, messages: usize) -> anyhow::Resu
             slowest_id = slowest;
         }
     }
-    let missing = sink.missing(&r, Duration::from_secs(30)).await;
-    if missing > 0 {
-        println!("{missing} answered messages never reached the events webhook");
-        ok = false;
-    }
+    ok &= sink.got_all(&r).await;
     if name == "poison" {
         let dead = dead_letters(&stack).await?;
         if dead.iter().any(|(_, n)| *n != 1) {
@@ -423,6 +412,26 @@ struct EventSink {
 }
 
 impl EventSink {
+    /// The owner's events webhook for a scenario: every message's `message.in` must reach it
+    /// at least once (the ledger delivers them; a tenth of its answers are errors).
+    fn configure<'a>(&'a self, env: &mut Vec<(&'static str, &'a str)>) {
+        env.push(("EVENTS_WEBHOOK_URL", self.url.as_str()));
+        env.push((
+            "EVENTS_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ));
+        env.push(("EVENTS", "message.in"));
+    }
+
+    /// Whether every answered message of `r` reached the sink (within 30 s), saying so when not.
+    async fn got_all(&self, r: &load::Report) -> bool {
+        let missing = self.missing(r, Duration::from_secs(30)).await;
+        if missing > 0 {
+            println!("{missing} answered messages never reached the events webhook");
+        }
+        missing == 0
+    }
+
     fn start() -> Self {
         let ids: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let seen = ids.clone();
