@@ -365,7 +365,6 @@ impl Ingest {
         Ok(())
     }
 
-    /// Publishes a notice answering `msg` (delivered through the outbound stream like any reply).
     /// Sends `text` to the chat of `msg` (not a customer's message: a declined call) as a
     /// notice, once for its `transport_message_id`.
     pub async fn tell(&self, msg: &Incoming, text: &str) -> Result<(), IngestError> {
@@ -373,6 +372,7 @@ impl Ingest {
             .await
     }
 
+    /// Publishes a notice answering `msg` (delivered through the outbound stream like any reply).
     async fn notice(
         &self,
         msg: &Incoming,

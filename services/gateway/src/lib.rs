@@ -73,7 +73,7 @@ pub fn start(ctx: Context<Config>) -> anyhow::Result<Running> {
     let events = shared::events::Events::new(ctx.common.events, "gateway");
     metrics::register(&cfg.transports);
 
-    let (typing, indicators) = typing::channel(cfg.web.typing);
+    let (typing, indicators) = typing::channel(cfg.web.typing, cfg.web.burst_window);
     let receipts = receipts::Receipts::new(&bus);
     let ingest = ingest::Ingest::new(&bus, &cfg, typing.clone());
     let Built {

@@ -31,17 +31,25 @@ pub struct Typing {
 pub struct Indicators {
     rx: mpsc::UnboundedReceiver<Cmd>,
     tx: mpsc::UnboundedSender<Cmd>,
+    /// `BURST_WINDOW_MS`: on WhatsApp, typing starts when the window of the chat's last
+    /// message ends (more may come until then).
+    burst_window: std::time::Duration,
 }
 
-/// A handle and the task it talks to; `whatsapp`: `WA_TYPING`.
-pub fn channel(whatsapp: bool) -> (Typing, Indicators) {
+/// A handle and the task it talks to; `whatsapp`: `WA_TYPING`; `burst_window`:
+/// `BURST_WINDOW_MS`.
+pub fn channel(whatsapp: bool, burst_window: std::time::Duration) -> (Typing, Indicators) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
         Typing {
             tx: tx.clone(),
             whatsapp,
         },
-        Indicators { rx, tx },
+        Indicators {
+            rx,
+            tx,
+            burst_window,
+        },
     )
 }
 
@@ -87,8 +95,9 @@ impl Indicators {
                     }
                     let done = self.tx.clone();
                     let this = generation;
+                    let wait = self.burst_window;
                     tokio::spawn(async move {
-                        show(t, &chat, token).await;
+                        show(t, &chat, token, wait).await;
                         let _ = done.send(Cmd::Done(transport, chat, this));
                     });
                 }
@@ -113,10 +122,19 @@ async fn show(
     t: std::sync::Arc<dyn crate::transport::Transport>,
     chat: &str,
     token: CancellationToken,
+    burst_window: std::time::Duration,
 ) {
     // Where the indicator rides on the messages, the acceptance showed it and the reply
     // clears it: only renewals, and the end when no reply came in time, are written here.
     let with_messages = t.typing_with_messages();
+    // A burst is answered when its window ends: typing from then (a later message of the
+    // chat starts this over; a reply before then ends it unshown).
+    if !with_messages && !burst_window.is_zero() {
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(burst_window) => {}
+        }
+    }
     let deadline = tokio::time::Instant::now() + TYPING_CAP;
     let mut first = true;
     let replied = loop {

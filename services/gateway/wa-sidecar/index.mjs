@@ -68,10 +68,14 @@ export function createBridge({ client, write, log = () => {} }) {
     }
   });
   client.on("call", async (call) => {
+    // The owner's own outgoing call is theirs.
+    if (call.fromMe) return;
     // The bot cannot talk: every call is declined; the gateway may answer it with a text.
+    let rejected = true;
     try {
       await call.reject();
     } catch (e) {
+      rejected = false;
       log(`cannot decline a call: ${e.message}`);
     }
     const from = call.from ?? "";
@@ -82,6 +86,7 @@ export function createBridge({ client, write, log = () => {} }) {
       phone: phoneOf(from),
       video: Boolean(call.isVideo),
       group: Boolean(call.isGroup),
+      rejected,
     });
   });
   client.on("message", async (msg) => {
@@ -150,7 +155,8 @@ export function createBridge({ client, write, log = () => {} }) {
           const key = `${cmd.chat}\u0000${cmd.text}`;
           sending.add(key);
           try {
-            const sent = await client.sendMessage(cmd.chat, cmd.text);
+            // Not marked read by sending: read marks are the gateway's `seen` (WA_READ_RECEIPTS).
+            const sent = await client.sendMessage(cmd.chat, cmd.text, { sendSeen: false });
             const id = sent?.id?._serialized ?? null;
             if (id) sentId(id);
             return out({ type: "result", ref, ok: true, id });

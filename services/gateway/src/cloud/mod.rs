@@ -65,6 +65,8 @@ struct Inner {
     read_receipts: bool,
     /// `WA_TYPING` (shown only with a read mark on this API).
     typing: bool,
+    /// Typing with the read mark itself (no burst window to wait out first).
+    typing_at_once: bool,
 }
 
 /// The Cloud API transport (see the module docs).
@@ -92,6 +94,7 @@ impl Cloud {
                 latest: Mutex::new(HashMap::new()),
                 read_receipts: cfg.read_receipts,
                 typing: cfg.read_receipts && cfg.typing,
+                typing_at_once: cfg.read_receipts && cfg.typing && cfg.burst_window.is_zero(),
             }),
         }
     }
@@ -161,11 +164,15 @@ impl Cloud {
                 Latest {
                     wamid: wamid.to_owned(),
                     at: Instant::now(),
-                    typing_shown: Some(Instant::now()),
+                    typing_shown: self.inner.typing_at_once.then(Instant::now),
                 },
             );
         }
-        let result = self.inner.graph.mark_read(wamid, self.inner.typing).await;
+        let result = self
+            .inner
+            .graph
+            .mark_read(wamid, self.inner.typing_at_once)
+            .await;
         self.note(&result);
         if let Err(e) = result {
             tracing::debug!(error = %e, "cannot mark a message read");

@@ -356,6 +356,7 @@ fn load_whatsapp(env: &mut Env, transports: &[TransportKind]) -> (WebConfig, Opt
         CloudConfig::load(env, transports.contains(&TransportKind::Cloud)).map(|c| CloudConfig {
             read_receipts: web.read_receipts,
             typing: web.typing,
+            burst_window: web.burst_window,
             ..c
         });
     (web, cloud)

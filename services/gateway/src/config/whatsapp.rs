@@ -32,6 +32,8 @@ pub struct WebConfig {
     pub typing: bool,
     /// `CALL_REJECT_MESSAGE`: the text a caller gets after the call is declined (empty: none).
     pub call_reject_message: Option<String>,
+    /// `BURST_WINDOW_MS` (the brain's): typing starts when a burst's window ends.
+    pub burst_window: Duration,
 }
 
 /// What a caller reads after the call is declined, unless `CALL_REJECT_MESSAGE` says otherwise.
@@ -56,6 +58,8 @@ pub struct CloudConfig {
     pub read_receipts: bool,
     /// `WA_TYPING`: on the Cloud API the indicator comes only with a read mark.
     pub typing: bool,
+    /// `BURST_WINDOW_MS`: typing waits for the end of a burst's window.
+    pub burst_window: Duration,
 }
 
 /// The Graph API the `cloud` transport calls by default (its current version).
@@ -112,6 +116,7 @@ impl CloudConfig {
             verify_token: verify_token?,
             read_receipts: true,
             typing: true,
+            burst_window: Duration::ZERO,
             graph_url,
             check_every,
         })
@@ -166,6 +171,7 @@ impl WebConfig {
             stuck: env.secs("WA_STUCK_SECS", 120, 5, 3600),
             reply_delay_ms,
             read_receipts: env.flag("WA_READ_RECEIPTS", true),
+            burst_window: env.millis("BURST_WINDOW_MS", 0, 0, 60_000),
             call_reject_message: Some(
                 env.string_allow_empty("CALL_REJECT_MESSAGE", DEFAULT_CALL_REJECT_MESSAGE),
             )

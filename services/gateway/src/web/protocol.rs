@@ -76,6 +76,12 @@ pub(super) struct WaCall {
     phone: Option<String>,
     #[serde(default)]
     group: bool,
+    #[serde(default = "yes")]
+    rejected: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The owner's message from the phone, as the sidecar reports it.
@@ -383,14 +389,20 @@ impl Web {
 }
 
 impl Web {
-    /// A call, declined by the sidecar: counted, and the caller gets `CALL_REJECT_MESSAGE`
-    /// once (a group call, nothing).
+    /// A call, declined by the sidecar: counted, and the caller gets `CALL_REJECT_MESSAGE` —
+    /// at most once an hour (someone who calls again and again is not texted each time); not
+    /// a group, not a call the sidecar could not decline.
     async fn on_call(&self, call: WaCall) {
+        if !call.rejected {
+            tracing::warn!("a WhatsApp call could not be declined");
+            return;
+        }
         metrics::counter!(CALLS, "transport" => "web").increment(1);
         let Some(text) = self.inner.cfg.call_reject_message.as_deref() else {
             return;
         };
-        if call.group || call.from.is_empty() {
+        let person = call.from.ends_with("@c.us") || call.from.ends_with("@lid");
+        if call.group || !person {
             return;
         }
         let as_message = WaMessage {
@@ -404,12 +416,10 @@ impl Web {
             name: None,
             media: None,
         };
-        let seed = call
-            .id
-            .unwrap_or_else(|| format!("{}|{}", call.from, shared::ids::now_ms()));
+        let hour = shared::ids::now_ms() / 3_600_000;
         let caller = Incoming {
             transport: TransportKind::Web,
-            transport_message_id: format!("call:{seed}"),
+            transport_message_id: format!("call:{}:{hour}", call.from),
             message_id: None,
             chat_id: call.from,
             identities: identities_of(&as_message),

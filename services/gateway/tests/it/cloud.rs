@@ -441,6 +441,37 @@ async fn with_read_receipts_off_nothing_is_marked_read_and_so_no_typing_either()
 }
 
 #[tokio::test]
+async fn with_a_burst_window_typing_waits_for_its_end() {
+    let graph = FakeGraph::start();
+    let gw = start(&graph, &[("BURST_WINDOW_MS", "400".into())]).await;
+    let text = message(
+        "wamid.BURST1",
+        "text",
+        serde_json::json!({"body": "I have a question"}),
+    );
+    let sent = std::time::Instant::now();
+    assert_eq!(gw.deliver(&text).await, 200);
+    let reads = wait_for("a read mark, then typing", || {
+        let reads: Vec<(std::time::Duration, serde_json::Value)> = graph
+            .posted()
+            .into_iter()
+            .filter(|b| b["status"] == "read")
+            .map(|b| (sent.elapsed(), b))
+            .collect();
+        (reads.len() >= 2).then_some(reads)
+    })
+    .await;
+    // Marked read at once, without typing (the customer may still be writing); typing when the
+    // window is over.
+    assert!(reads[0].1.get("typing_indicator").is_none(), "{reads:?}");
+    assert_eq!(
+        reads[1].1["typing_indicator"],
+        serde_json::json!({"type": "text"})
+    );
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(400));
+}
+
+#[tokio::test]
 async fn media_the_graph_api_cannot_serve_yet_is_retried() {
     let graph = FakeGraph::start();
     graph.add_media("555", "image/png", PNG.to_vec());

@@ -158,7 +158,7 @@ fn rig(phone: Arc<Phone>) -> Rig {
     };
     let bus = Bus::with_parts(&Dsn::new(&url), &prefix, bus_cfg, "gateway").unwrap();
     let transports = Transports::new(vec![phone as Arc<dyn Transport>]);
-    let (typing, indicators) = gateway::typing::channel(true);
+    let (typing, indicators) = gateway::typing::channel(true, std::time::Duration::ZERO);
     tokio::spawn(indicators.run(
         transports.clone(),
         tokio_util::sync::CancellationToken::new(),

@@ -9,8 +9,9 @@ function double() {
   const client = new EventEmitter();
   client.calls = [];
   client.info = { wid: { _serialized: "15550009999@c.us" } };
-  client.sendMessage = async (chat, text) => {
+  client.sendMessage = async (chat, text, options) => {
     client.calls.push(["send", chat, text]);
+    client.sendOptions = options;
     if (chat === "bad@c.us") throw new Error("invalid wid");
     return { id: { _serialized: "true_" + chat + "_ABC" } };
   };
@@ -193,5 +194,24 @@ test("a call is declined and reported", async () => {
   await settle();
   assert.deepEqual(client.calls, [["reject", "CALL1"]]);
   assert.deepEqual(events, [{ v: 1, type: "call", id: "CALL1", from: "15550001111@c.us",
-    phone: "+15550001111", video: true, group: false }]);
+    phone: "+15550001111", video: true, group: false, rejected: true }]);
+});
+
+test("the owner's own call is left alone; a decline that fails says so", async () => {
+  const { client, events, settle } = rig();
+  client.emit("call", { id: "OUT1", from: "15550001111@c.us", fromMe: true,
+    reject: async () => client.calls.push(["reject", "OUT1"]) });
+  client.emit("call", { id: "C2", from: "15550001111@c.us",
+    reject: async () => { throw new Error("page gone"); } });
+  await settle();
+  assert.deepEqual(client.calls, []);
+  assert.equal(events.length, 1);
+  assert.equal(events[0].id, "C2");
+  assert.equal(events[0].rejected, false);
+});
+
+test("sending does not mark the chat read (read marks are the seen command's)", async () => {
+  const { client, handle } = rig();
+  await handle({ v: 1, type: "send", ref: "r1", chat: "15550001111@c.us", text: "hi" });
+  assert.deepEqual(client.sendOptions, { sendSeen: false });
 });
