@@ -441,6 +441,29 @@ async fn with_read_receipts_off_nothing_is_marked_read_and_so_no_typing_either()
 }
 
 #[tokio::test]
+async fn with_typing_off_the_read_mark_comes_alone() {
+    let graph = FakeGraph::start();
+    let gw = start(&graph, &[("WA_TYPING", "false".into())]).await;
+    let text = message(
+        "wamid.NOTYPE1",
+        "text",
+        serde_json::json!({"body": "Do you deliver?"}),
+    );
+    assert_eq!(gw.deliver(&text).await, 200);
+    let reads = wait_for("the read mark", || {
+        let reads: Vec<serde_json::Value> = graph
+            .posted()
+            .into_iter()
+            .filter(|b| b["status"] == "read")
+            .collect();
+        (!reads.is_empty()).then_some(reads)
+    })
+    .await;
+    assert_eq!(reads[0]["message_id"], "wamid.NOTYPE1");
+    assert!(reads[0].get("typing_indicator").is_none(), "{reads:?}");
+}
+
+#[tokio::test]
 async fn with_a_burst_window_typing_waits_for_its_end() {
     let graph = FakeGraph::start();
     let gw = start(&graph, &[("BURST_WINDOW_MS", "400".into())]).await;
