@@ -3,8 +3,8 @@
 //! through the web chat API in a closed loop, injects its fault mid-run, and fails unless every
 //! accepted message got exactly one answer (a `reply`; with a healthy model an apology counts
 //! as lost) — nothing lost, nothing duplicated — and every answered message's `message.in`
-//! event reached the owner's events webhook (a local receiver that answers a tenth of the
-//! ledger's posts with 503) at least once.
+//! event reached the owner's events webhook (a local receiver that refuses a tenth of the
+//! events on their first try with 503) at least once.
 //!
 //! Usage: `sb-e2e [--backend sqlite|postgres] [--messages N] [SCENARIO...]`; scenarios
 //! `brain-kill`, `gateway-kill`, `ledger-kill` (SIGKILL mid-run, then a restart),
@@ -413,7 +413,7 @@ struct EventSink {
 
 impl EventSink {
     /// The owner's events webhook for a scenario: every message's `message.in` must reach it
-    /// at least once (the ledger delivers them; a tenth of its answers are errors).
+    /// at least once (the ledger delivers them; a tenth are refused on their first try).
     fn configure<'a>(&'a self, env: &mut Vec<(&'static str, &'a str)>) {
         env.push(("EVENTS_WEBHOOK_URL", self.url.as_str()));
         env.push((
@@ -435,21 +435,33 @@ impl EventSink {
     fn start() -> Self {
         let ids: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let seen = ids.clone();
+        let tried: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let app = axum::Router::new().route(
             "/events",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let seen = seen.clone();
-                async move {
-                    if rand::random_range(0..10) == 0 {
-                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (seen, tried) = (seen.clone(), tried.clone());
+                    async move {
+                        // Every tenth event (by its id) is refused on its first try: retried, never
+                        // lost to chance (random refusals would now and then exhaust MAX_DELIVERIES).
+                        let id = headers
+                            .get("webhook-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let first = tried.lock().expect("sink").insert(id.clone());
+                        if first && id.bytes().last().is_some_and(|b| b % 10 == 0) {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        if let Some(id) = v["data"]["message_id"].as_str() {
+                            seen.lock().expect("sink").insert(id.to_owned());
+                        }
+                        axum::http::StatusCode::NO_CONTENT
                     }
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    if let Some(id) = v["data"]["message_id"].as_str() {
-                        seen.lock().expect("sink").insert(id.to_owned());
-                    }
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
+                },
+            ),
         );
         let addr = shared::testing::serve_on_own_thread(app);
         Self {
