@@ -19,6 +19,21 @@ pub fn transport_name(t: Transport) -> &'static str {
     }
 }
 
+/// The message `p` sends to the chat `ib` came from, if it is one (the admins' alerts that travel
+/// with a decision are theirs, not the customer's).
+pub fn to_customer<'p>(ib: &Inbound, p: &'p Publish) -> Option<&'p shared::proto::Outbound> {
+    match &p.envelope.payload {
+        Some(Payload::Outbound(o))
+            if o.kind() != outbound::Kind::Alert
+                && o.transport == ib.transport
+                && o.chat_id == ib.chat_id =>
+        {
+            Some(o)
+        }
+        _ => None,
+    }
+}
+
 /// The customer's phone number, when the transport gave it.
 fn phone(ib: &Inbound) -> Option<&str> {
     ib.identities
@@ -56,11 +71,7 @@ pub fn owner_events(
         out.extend(events.event(Kind::MessageIn, Some(contact), data));
     }
     for p in replies {
-        if let Some(Payload::Outbound(o)) = &p.envelope.payload
-            && o.kind() != outbound::Kind::Alert
-            && o.transport == ib.transport
-            && o.chat_id == ib.chat_id
-        {
+        if let Some(o) = to_customer(ib, p) {
             let data = serde_json::json!({
                 "message_id": o.message_id,
                 "in_reply_to": o.in_reply_to,

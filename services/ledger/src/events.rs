@@ -74,10 +74,10 @@ impl Handler for Deliverer {
             ));
         };
         let body = shared::events::body(&e.r#type, d.envelope.created_at_ms, &e.data_json);
-        let kind = shared::events::Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == e.r#type)
-            .map_or("other", |k| k.as_str());
+        let kind = e
+            .r#type
+            .parse::<shared::events::Kind>()
+            .map_or("other", shared::events::Kind::as_str);
         match self.post(kind, &d.envelope.event_id, body).await {
             Ok(()) => {
                 metrics::counter!(POSTED, "type" => kind, "result" => "delivered").increment(1);

@@ -2,7 +2,7 @@
 //! commit.
 
 use shared::bus::{HandleError, Publish};
-use shared::proto::{Inbound, Payload, Transcript, inbound, outbound, transcript};
+use shared::proto::{Inbound, Transcript, inbound, transcript};
 
 use super::Brain;
 use crate::config::Config;
@@ -355,11 +355,7 @@ fn log_entries(
     let author = d.outcome.author();
     for p in events {
         // What went to this chat: the admins' alerts travel with the decision but are theirs.
-        if let Some(Payload::Outbound(o)) = &p.envelope.payload
-            && o.kind() != outbound::Kind::Alert
-            && o.transport == ib.transport
-            && o.chat_id == ib.chat_id
-        {
+        if let Some(o) = crate::tell::to_customer(ib, p) {
             log.push(LogEntry {
                 direction: Direction::Out,
                 kind: LogKind::Text,
